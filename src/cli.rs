@@ -1,0 +1,163 @@
+//! Command-line definitions (clap derive) and nothing else: each `///` is the `--help` text.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::addr::ListenAddr;
+use crate::config::{Model, ServerConfig};
+
+/// A TCP echo server built as a mio event loop, with the threaded models beside it and a
+/// load generator to compare them.
+#[derive(Debug, Parser)]
+#[command(name = "echoloop", version, about)]
+pub struct Cli {
+    /// More logging: -v debug (connections), -vv trace (every readiness event). Overrides RUST_LOG.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Less logging: -q warnings only, -qq errors only. Overrides RUST_LOG.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub quiet: u8,
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the echo server.
+    Serve(ServeArgs),
+}
+
+/// `echoloop serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// HOST:PORT, [V6]:PORT, PORT (= 127.0.0.1:PORT) or unix:PATH. Port 0 lets the OS pick.
+    #[arg(default_value = crate::addr::DEFAULT_ADDR)]
+    pub addr: ListenAddr,
+    /// The I/O model.
+    #[arg(long, value_enum, default_value_t = ModelArg::EventLoop)]
+    pub model: ModelArg,
+    /// Independent event loops sharing the port via SO_REUSEPORT (event-loop, TCP only).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: u16,
+    /// Connections served at once (per worker); more are accepted and closed at once.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: u64,
+    /// Close a connection after SECS without any bytes moving (decimals allowed; 0 = off).
+    #[arg(long, value_name = "SECS", default_value = "0", value_parser = parse_secs)]
+    pub idle_timeout: Duration,
+    /// Per connection, bytes read but not yet echoed; at the cap reading pauses (backpressure).
+    /// Accepts K/M suffixes (65536, 64K, 1M).
+    #[arg(long, value_name = "BYTES", default_value = "65536", value_parser = parse_size)]
+    pub max_pending: usize,
+    /// SO_SNDBUF for accepted sockets, to make partial writes visible (K/M suffixes).
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    pub send_buffer: Option<usize>,
+    /// SO_RCVBUF for accepted sockets (K/M suffixes).
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    pub recv_buffer: Option<usize>,
+    /// On SIGINT/SIGTERM, how long pending echoes may take to flush (decimals allowed).
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
+    pub shutdown_grace: Duration,
+}
+
+/// `--model` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModelArg {
+    /// One thread, one mio::Poll, connections in a slab.
+    EventLoop,
+    /// One OS thread per connection, blocking std::net sockets.
+    ThreadPerConn,
+    /// One connection at a time on the accepting thread.
+    Blocking,
+}
+
+impl From<ModelArg> for Model {
+    fn from(m: ModelArg) -> Model {
+        match m {
+            ModelArg::EventLoop => Model::EventLoop,
+            ModelArg::ThreadPerConn => Model::ThreadPerConn,
+            ModelArg::Blocking => Model::Blocking,
+        }
+    }
+}
+
+impl ServeArgs {
+    /// The library's config: no clap type goes past this point.
+    pub fn to_config(&self) -> ServerConfig {
+        ServerConfig {
+            addr: self.addr.clone(),
+            model: self.model.into(),
+            workers: usize::from(self.workers),
+            max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+            idle_timeout: (!self.idle_timeout.is_zero()).then_some(self.idle_timeout),
+            max_pending: self.max_pending,
+            send_buffer: self.send_buffer,
+            recv_buffer: self.recv_buffer,
+            shutdown_grace: self.shutdown_grace,
+        }
+    }
+}
+
+/// Seconds as a decimal number: `5`, `0.25`.
+pub fn parse_secs(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s.parse().map_err(|_| format!("'{s}' is not a number of seconds"))?;
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("'{s}' must be between 0 and about 1.8e19 seconds"))
+}
+
+/// A byte count with an optional binary suffix: `65536`, `64K`, `64KiB`, `1M`.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, suffix) = t.split_at(split);
+    let multiplier: usize = match suffix.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(format!("'{s}': unknown size suffix (use K, M or G)")),
+    };
+    let n: usize = digits.parse().map_err(|_| format!("'{s}' is not a byte count"))?;
+    let bytes = n.checked_mul(multiplier).ok_or_else(|| format!("'{s}' is too large"))?;
+    if bytes == 0 {
+        return Err("must be at least 1 byte".into());
+    }
+    Ok(bytes)
+}
+
+/// Where `--json` writes: absent, stdout (`--json`), or a file (`--json PATH`).
+pub type JsonTarget = Option<Option<PathBuf>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("64K"), Ok(65536));
+        assert_eq!(parse_size("64KiB"), Ok(65536));
+        assert_eq!(parse_size("1m"), Ok(1 << 20));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("12Q").is_err());
+        assert!(parse_size("-1").is_err());
+        assert!(parse_size("99999999999999999999G").is_err());
+    }
+
+    #[test]
+    fn seconds() {
+        assert_eq!(parse_secs("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_secs("0"), Ok(Duration::ZERO));
+        assert!(parse_secs("-1").is_err());
+        assert!(parse_secs("soon").is_err());
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

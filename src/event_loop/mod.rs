@@ -1,0 +1,331 @@
+//! The event loop: one thread, one `mio::Poll`, every connection in a `Slab`.
+//!
+//! ```text
+//!   loop {
+//!       poll(events, timeout = earliest timer)        // the only place we wait
+//!       for each event:
+//!           LISTENER -> accept until WouldBlock         (accept.rs)
+//!           WAKER    -> begin shutdown                  (shutdown.rs sets it off)
+//!           token    -> write pending, read + echo, reregister if the interest changed
+//!       revisit connections whose read budget ran out
+//!       expire idle connections, resume accepting after EMFILE, end shutdown when done
+//!   }
+//! ```
+//!
+//! Nothing here blocks: every socket is non-blocking, and "not now" (`WouldBlock`) is an
+//! ordinary answer, handled where it occurs. The slab key of a connection *is* its
+//! `mio::Token`, so an event leads to its connection in one index, and a slot freed on
+//! close is reused by the next accepted connection.
+
+mod accept;
+pub mod connection;
+pub mod idle;
+
+use std::io::{self, ErrorKind};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, trace, warn};
+use mio::event::Event;
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+
+use crate::config::ServerConfig;
+use crate::net::{Listener, SocketOptions, StdListener};
+use crate::shutdown::ShutdownHandle;
+use crate::stats::{Stats, Summary};
+use connection::{Connection, ReadStop};
+use idle::IdleTimers;
+
+/// The listening socket's token. Slab keys count up from 0, so the top of the range is free.
+const LISTENER: Token = Token(usize::MAX - 1);
+/// The token of the `mio::Waker` that a shutdown request fires.
+const WAKER: Token = Token(usize::MAX);
+
+/// The shared read buffer: one per loop, not per connection. 64 KiB is what a loopback
+/// TCP segment burst typically delivers in one read, and what the C reference uses.
+const READ_BUFFER: usize = 64 * 1024;
+
+/// Events taken from the kernel per `poll`. Large enough that 2000 busy connections need
+/// only a few polls per round; each slot is 12-16 bytes.
+const EVENTS_CAPACITY: usize = 1024;
+
+/// What an event says a connection may do. Flags are hints: a hang-up or an error is
+/// learned for certain from a `read` or `write` result, so they just mean "try".
+#[derive(Debug, Clone, Copy)]
+struct Ready {
+    readable: bool,
+    writable: bool,
+    /// The peer may have sent FIN: read past a short read, to see the EOF.
+    maybe_eof: bool,
+}
+
+impl Ready {
+    /// A connection whose read budget ran out: read again, to `WouldBlock` if need be.
+    const AGAIN: Ready = Ready { readable: true, writable: false, maybe_eof: true };
+
+    fn from_event(event: &Event) -> Ready {
+        let hang_up = event.is_read_closed() || event.is_error();
+        Ready {
+            readable: event.is_readable() || hang_up,
+            writable: event.is_writable() || event.is_write_closed(),
+            maybe_eof: hang_up,
+        }
+    }
+}
+
+/// One single-threaded echo server (one worker, with `--workers`).
+pub struct EventLoop {
+    /// The readiness queue: every socket and the waker are registered here.
+    poll: Poll,
+    /// `None` once shutting down: we stop accepting first.
+    listener: Option<Listener>,
+    /// Live connections; a connection's key is its token.
+    connections: Slab<Connection>,
+    /// Every read lands here first; only leftovers of partial writes are copied out.
+    read_buf: Box<[u8]>,
+    /// Connections that stopped reading because their budget ran out, to revisit after
+    /// the next (non-blocking) poll. Reused between passes, so it does not allocate.
+    unfinished: Vec<Token>,
+    /// Idle deadlines, when `--idle-timeout` is on.
+    idle: Option<(Duration, IdleTimers)>,
+    /// After EMFILE and friends, accepting pauses until this instant.
+    accept_paused_until: Option<Instant>,
+    /// Set when shutdown begins: pending echoes may flush until then.
+    grace_deadline: Option<Instant>,
+    /// Keeps the waker alive; the shutdown handle holds a closure that fires it.
+    _waker: Arc<Waker>,
+    shutdown: ShutdownHandle,
+    config: ServerConfig,
+    socket_options: SocketOptions,
+    stats: Arc<Stats>,
+    /// Which worker this is, for logs.
+    worker: usize,
+}
+
+impl EventLoop {
+    /// Take a bound listener, make it non-blocking, and register it and a waker that
+    /// `shutdown` will fire.
+    pub fn new(
+        listener: StdListener,
+        config: &ServerConfig,
+        shutdown: &ShutdownHandle,
+        worker: usize,
+    ) -> io::Result<Self> {
+        let poll = Poll::new()?;
+        let mut listener = listener.into_mio()?;
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let wake = Arc::clone(&waker);
+        shutdown.add_waker(move || {
+            if let Err(e) = wake.wake() {
+                warn!("could not wake the event loop: {e}");
+            }
+        });
+        Ok(EventLoop {
+            poll,
+            listener: Some(listener),
+            connections: Slab::new(),
+            read_buf: vec![0; READ_BUFFER].into_boxed_slice(),
+            unfinished: Vec::new(),
+            idle: config.idle_timeout.map(|timeout| (timeout, IdleTimers::new())),
+            accept_paused_until: None,
+            grace_deadline: None,
+            _waker: waker,
+            shutdown: shutdown.clone(),
+            config: config.clone(),
+            socket_options: SocketOptions {
+                send_buffer: config.send_buffer,
+                recv_buffer: config.recv_buffer,
+            },
+            stats: Arc::new(Stats::default()),
+            worker,
+        })
+    }
+
+    /// Serve until a shutdown request has been carried out; return what was done.
+    pub fn run(mut self) -> io::Result<Summary> {
+        let mut events = Events::with_capacity(EVENTS_CAPACITY);
+        let mut revisit = Vec::new();
+        debug!("worker {} polling", self.worker);
+        loop {
+            let timeout = self.poll_timeout(Instant::now());
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue, // a signal: poll again
+                Err(e) => return Err(e),
+            }
+            let now = Instant::now();
+            std::mem::swap(&mut revisit, &mut self.unfinished);
+            for event in events.iter() {
+                self.dispatch(event, now);
+            }
+            for token in revisit.drain(..) {
+                self.serve(token, Ready::AGAIN, now);
+            }
+            self.run_timers(now);
+            if self.shutdown_complete(now) {
+                return Ok(self.stats.snapshot());
+            }
+        }
+    }
+
+    /// One readiness event to the one place that handles it.
+    fn dispatch(&mut self, event: &Event, now: Instant) {
+        trace!(
+            "event token={} readable={} writable={} read_closed={} error={}",
+            event.token().0,
+            event.is_readable(),
+            event.is_writable(),
+            event.is_read_closed(),
+            event.is_error()
+        );
+        match event.token() {
+            LISTENER => self.accept_ready(now),
+            WAKER => self.begin_shutdown(now),
+            token => self.serve(token, Ready::from_event(event), now),
+        }
+    }
+
+    /// A connection may be ready: write what it owes, read and echo what it sent, then
+    /// wait for whatever it needs next, or close it.
+    fn serve(&mut self, token: Token, ready: Ready, now: Instant) {
+        let Some(conn) = self.connections.get_mut(token.0) else {
+            // Its connection closed earlier in this batch; the slot is empty.
+            return trace!("{} event for a closed connection: ignored", token.0);
+        };
+        let mut io = || -> io::Result<ReadStop> {
+            if ready.writable {
+                conn.on_writable(now)?;
+            }
+            if ready.readable {
+                return conn.on_readable(&mut self.read_buf, ready.maybe_eof, now);
+            }
+            Ok(ReadStop::Done)
+        };
+        match io() {
+            Ok(ReadStop::BudgetSpent) => self.unfinished.push(token),
+            Ok(ReadStop::Done) => {}
+            Err(e) => return self.close(token, &format!("error: {e}")),
+        }
+        self.update_interest(token);
+    }
+
+    /// Reregister a connection if what it waits for changed; close it if it waits for
+    /// nothing. The only place that calls `reregister`.
+    fn update_interest(&mut self, token: Token) {
+        let conn = &mut self.connections[token.0];
+        let Some(interest) = conn.interest() else {
+            return self.close(token, "done");
+        };
+        if interest == conn.registered() {
+            return; // unchanged: skip the epoll_ctl syscall
+        }
+        trace!("{} interest {:?} -> {:?}", token.0, conn.registered(), interest);
+        match self.poll.registry().reregister(conn.stream_mut(), token, interest) {
+            Ok(()) => conn.set_registered(interest),
+            Err(e) => self.close(token, &format!("reregister failed: {e}")),
+        }
+    }
+
+    /// Deregister, free the slab slot, forget the idle timer, count the bytes.
+    fn close(&mut self, token: Token, reason: &str) {
+        let mut conn = self.connections.remove(token.0);
+        if let Err(e) = self.poll.registry().deregister(conn.stream_mut()) {
+            debug!("{} deregister: {e}", token.0); // the close below removes it anyway
+        }
+        if let (Some((_, timers)), Some(deadline)) = (&mut self.idle, conn.idle_deadline) {
+            timers.cancel(token, deadline);
+        }
+        let (bytes_in, bytes_out, pending) = conn.byte_counts();
+        self.stats.connection_closed(bytes_out);
+        debug!(
+            "{} closed ({reason}) peer={} read={bytes_in} echoed={bytes_out} unsent={pending}",
+            token.0,
+            conn.peer()
+        );
+    }
+
+    /// How long `poll` may sleep: until the earliest timer, at once if connections are
+    /// waiting for another turn, or forever if nothing is scheduled.
+    fn poll_timeout(&self, now: Instant) -> Option<Duration> {
+        if !self.unfinished.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let idle = self.idle.as_ref().and_then(|(_, timers)| timers.next_deadline());
+        [idle, self.grace_deadline, self.accept_paused_until]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|deadline| deadline.saturating_duration_since(now))
+    }
+
+    /// Everything that happens because time passed rather than because a socket moved.
+    fn run_timers(&mut self, now: Instant) {
+        self.expire_idle(now);
+        if self.accept_paused_until.is_some_and(|until| until <= now) {
+            self.accept_paused_until = None;
+            info!("resuming accepting connections");
+            self.accept_ready(now);
+        }
+    }
+
+    /// Close connections whose idle deadline passed; requeue those that were active since.
+    fn expire_idle(&mut self, now: Instant) {
+        let Some((timeout, timers)) = &mut self.idle else { return };
+        let timeout = *timeout;
+        let mut expired = Vec::new();
+        while let Some(token) = timers.pop_due(now) {
+            let conn = &mut self.connections[token.0];
+            let deadline = conn.last_active() + timeout;
+            if deadline <= now {
+                conn.idle_deadline = None;
+                expired.push(token);
+            } else {
+                timers.schedule(token, deadline);
+                conn.idle_deadline = Some(deadline);
+            }
+        }
+        for token in expired {
+            self.close(token, "idle timeout");
+        }
+    }
+
+    /// Stop accepting, stop reading, and give pending echoes until the grace deadline.
+    fn begin_shutdown(&mut self, now: Instant) {
+        if !self.shutdown.is_requested() || self.grace_deadline.is_some() {
+            return; // a stray wake-up, or shutdown already under way
+        }
+        if let Some(mut listener) = self.listener.take() {
+            // Dropping it closes the socket (and removes a Unix socket file).
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        let grace = self.config.shutdown_grace;
+        self.grace_deadline = Some(now + grace);
+        info!(
+            "shutting down: {} connections open, flushing pending echoes for up to {grace:?}",
+            self.connections.len()
+        );
+        let tokens: Vec<Token> = self.connections.iter().map(|(key, _)| Token(key)).collect();
+        for token in tokens {
+            self.connections[token.0].stop_reading();
+            self.update_interest(token);
+        }
+    }
+
+    /// Done when shutting down and either nothing is left or the grace period is over.
+    fn shutdown_complete(&mut self, now: Instant) -> bool {
+        let Some(deadline) = self.grace_deadline else { return false };
+        if !self.connections.is_empty() && now < deadline {
+            return false;
+        }
+        if !self.connections.is_empty() {
+            warn!("grace period over: closing {} connections with echoes unsent", self.connections.len());
+        }
+        let tokens: Vec<Token> = self.connections.iter().map(|(key, _)| Token(key)).collect();
+        for token in tokens {
+            self.close(token, "shutdown");
+        }
+        true
+    }
+}

@@ -1,0 +1,103 @@
+//! `Server`: one entry point for every model, so the CLI, the tests and the benches start
+//! servers the same way: `Server::bind(&config)?`, read `local_addr()`, keep a
+//! `shutdown_handle()`, then `run()` until the handle (or a signal) stops it.
+
+use std::io;
+use std::thread;
+
+use log::info;
+
+use crate::addr::ListenAddr;
+use crate::config::{Model, ServerConfig};
+use crate::event_loop::EventLoop;
+use crate::net::{self, StdListener};
+use crate::shutdown::ShutdownHandle;
+use crate::stats::Summary;
+
+/// A bound server of any model, ready to run.
+pub struct Server {
+    addr: ListenAddr,
+    shutdown: ShutdownHandle,
+    runner: Runner,
+}
+
+enum Runner {
+    /// One event loop per worker, each with its own listener on the shared port.
+    EventLoops(Vec<EventLoop>),
+    /// A threaded model: it takes the listener and the config when it runs.
+    Threaded(Model, StdListener, ServerConfig),
+}
+
+impl Server {
+    /// Validate the config and bind. After this returns, clients can connect (they wait
+    /// in the kernel's accept queue until `run`). Errors name the address.
+    pub fn bind(config: &ServerConfig) -> io::Result<Server> {
+        config.validate().map_err(|msg| io::Error::new(io::ErrorKind::InvalidInput, msg))?;
+        let shutdown = ShutdownHandle::new();
+        let reuse_port = config.workers > 1;
+        let first = net::bind(&config.addr, reuse_port)?;
+        let addr = first.local_addr()?;
+        let runner = match config.model {
+            Model::EventLoop => Runner::EventLoops(bind_workers(first, &addr, config, &shutdown)?),
+            model => Runner::Threaded(model, first, config.clone()),
+        };
+        Ok(Server { addr, shutdown, runner })
+    }
+
+    /// The real bound address (with the port the OS chose for port 0).
+    pub fn local_addr(&self) -> &ListenAddr {
+        &self.addr
+    }
+
+    /// A handle that stops this server from any thread.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// Serve until shut down; log and return the summary.
+    pub fn run(self) -> io::Result<Summary> {
+        let summary = match self.runner {
+            Runner::EventLoops(loops) => run_workers(loops)?,
+            Runner::Threaded(Model::ThreadPerConn, listener, config) => {
+                crate::threaded::serve(listener, &config, &self.shutdown)?
+            }
+            Runner::Threaded(_, listener, config) => {
+                crate::blocking::serve(listener, &config, &self.shutdown)?
+            }
+        };
+        info!("{summary}");
+        Ok(summary)
+    }
+}
+
+/// The first listener is already bound (to port 0, perhaps); the others bind the port it
+/// got, with SO_REUSEPORT, so the kernel spreads new connections over all of them.
+fn bind_workers(
+    first: StdListener,
+    addr: &ListenAddr,
+    config: &ServerConfig,
+    shutdown: &ShutdownHandle,
+) -> io::Result<Vec<EventLoop>> {
+    let mut loops = vec![EventLoop::new(first, config, shutdown, 0)?];
+    for worker in 1..config.workers {
+        let listener = net::bind(addr, true)?;
+        loops.push(EventLoop::new(listener, config, shutdown, worker)?);
+    }
+    Ok(loops)
+}
+
+/// Worker 0 runs on this thread, the others on their own; the summaries add up.
+fn run_workers(mut loops: Vec<EventLoop>) -> io::Result<Summary> {
+    let first = loops.remove(0);
+    let others: Vec<_> = loops
+        .into_iter()
+        .enumerate()
+        .map(|(i, el)| thread::Builder::new().name(format!("worker-{}", i + 1)).spawn(move || el.run()))
+        .collect::<io::Result<_>>()?;
+    let mut summaries = vec![first.run()?];
+    for handle in others {
+        let summary = handle.join().map_err(|_| io::Error::other("a worker thread panicked"))??;
+        summaries.push(summary);
+    }
+    Ok(Summary::combine(summaries))
+}
