@@ -56,6 +56,7 @@ impl Server {
 
     /// Serve until shut down; log and return the summary.
     pub fn run(self) -> io::Result<Summary> {
+        info!("serving {} with the {}", self.addr, self.model_description());
         let summary = match self.runner {
             Runner::EventLoops(loops) => run_workers(loops)?,
             Runner::Threaded(Model::ThreadPerConn, listener, config) => {
@@ -67,6 +68,18 @@ impl Server {
         };
         info!("{summary}");
         Ok(summary)
+    }
+}
+
+impl Server {
+    fn model_description(&self) -> String {
+        match &self.runner {
+            Runner::EventLoops(loops) if loops.len() > 1 => {
+                format!("event-loop model ({} workers)", loops.len())
+            }
+            Runner::EventLoops(_) => "event-loop model".to_string(),
+            Runner::Threaded(model, ..) => format!("{} model", model.name()),
+        }
     }
 }
 

@@ -77,6 +77,6 @@ impl EventLoop {
         }
         entry.insert(conn);
         self.stats.connection_opened();
-        debug!("{} opened peer={peer} (open: {})", token.0, self.connections.len());
+        debug!("token={} opened peer={peer} (open: {})", token.0, self.connections.len());
     }
 }

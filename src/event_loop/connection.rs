@@ -110,24 +110,32 @@ impl Connection {
             // Never read more than we could keep if the kernel refused to take any of it back.
             let room = self.pending.room().min(buf.len());
             if room == 0 {
-                trace!("{} pending={} at cap: not reading (backpressure)", self.token.0, self.pending.len());
+                trace!(
+                    "token={} pending={} at cap: not reading (backpressure)",
+                    self.token.0,
+                    self.pending.len()
+                );
                 return Ok(ReadStop::Done);
             }
             let n = match self.stream.read(&mut buf[..room]) {
                 Ok(0) => {
-                    trace!("{} read EOF: client half-closed, pending={}", self.token.0, self.pending.len());
+                    trace!(
+                        "token={} read EOF: client half-closed, pending={}",
+                        self.token.0,
+                        self.pending.len()
+                    );
                     self.phase = Phase::PeerClosed;
                     return Ok(ReadStop::Done);
                 }
                 Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    trace!("{} read WouldBlock: drained", self.token.0);
+                    trace!("token={} read WouldBlock: drained", self.token.0);
                     return Ok(ReadStop::Done);
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue, // a signal: retry
                 Err(e) => return Err(e),
             };
-            trace!("{} read n={n}", self.token.0);
+            trace!("token={} read n={n}", self.token.0);
             self.bytes_in += n as u64;
             self.last_active = now;
             self.echo(&buf[..n])?;
@@ -135,7 +143,7 @@ impl Connection {
                 return Ok(ReadStop::Done); // short read: drained, a new edge will come
             }
         }
-        trace!("{} read budget spent: yielding to other connections", self.token.0);
+        trace!("token={} read budget spent: yielding to other connections", self.token.0);
         Ok(ReadStop::BudgetSpent)
     }
 
@@ -143,7 +151,7 @@ impl Connection {
     /// behind the pending bytes, so the order the client sent is the order it gets back.
     fn echo(&mut self, data: &[u8]) -> io::Result<()> {
         if !self.pending.is_empty() {
-            trace!("{} queued n={} behind pending={}", self.token.0, data.len(), self.pending.len());
+            trace!("token={} queued n={} behind pending={}", self.token.0, data.len(), self.pending.len());
             self.pending.push(data);
             return Ok(());
         }
@@ -152,10 +160,15 @@ impl Connection {
         if n < data.len() {
             // The kernel's send buffer is full: keep the rest; WRITABLE will tell us when
             // there is room again.
-            trace!("{} partial write n={n} of {}: pending={}", self.token.0, data.len(), data.len() - n);
+            trace!(
+                "token={} partial write n={n} of {}: pending={}",
+                self.token.0,
+                data.len(),
+                data.len() - n
+            );
             self.pending.push(&data[n..]);
         } else {
-            trace!("{} write n={n}", self.token.0);
+            trace!("token={} write n={n}", self.token.0);
         }
         Ok(())
     }
@@ -170,7 +183,7 @@ impl Connection {
             if n > 0 {
                 self.last_active = now;
             }
-            trace!("{} write pending n={n} left={}", self.token.0, self.pending.len());
+            trace!("token={} write pending n={n} left={}", self.token.0, self.pending.len());
             if n < asked {
                 // The send buffer filled up again. A further write would only say
                 // WouldBlock; the next WRITABLE edge brings us back.

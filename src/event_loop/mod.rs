@@ -147,7 +147,7 @@ impl EventLoop {
     pub fn run(mut self) -> io::Result<Summary> {
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
         let mut revisit = Vec::new();
-        debug!("worker {} polling", self.worker);
+        debug!("worker {}: event loop running", self.worker);
         loop {
             let timeout = self.poll_timeout(Instant::now());
             match self.poll.poll(&mut events, timeout) {
@@ -192,7 +192,7 @@ impl EventLoop {
     fn serve(&mut self, token: Token, ready: Ready, now: Instant) {
         let Some(conn) = self.connections.get_mut(token.0) else {
             // Its connection closed earlier in this batch; the slot is empty.
-            return trace!("{} event for a closed connection: ignored", token.0);
+            return trace!("token={} event for a closed connection: ignored", token.0);
         };
         let mut io = || -> io::Result<ReadStop> {
             if ready.writable {
@@ -221,7 +221,7 @@ impl EventLoop {
         if interest == conn.registered() {
             return; // unchanged: skip the epoll_ctl syscall
         }
-        trace!("{} interest {:?} -> {:?}", token.0, conn.registered(), interest);
+        trace!("token={} interest {:?} -> {:?}", token.0, conn.registered(), interest);
         match self.poll.registry().reregister(conn.stream_mut(), token, interest) {
             Ok(()) => conn.set_registered(interest),
             Err(e) => self.close(token, &format!("reregister failed: {e}")),
@@ -232,7 +232,7 @@ impl EventLoop {
     fn close(&mut self, token: Token, reason: &str) {
         let mut conn = self.connections.remove(token.0);
         if let Err(e) = self.poll.registry().deregister(conn.stream_mut()) {
-            debug!("{} deregister: {e}", token.0); // the close below removes it anyway
+            debug!("token={} deregister: {e}", token.0); // the close below removes it anyway
         }
         if let (Some((_, timers)), Some(deadline)) = (&mut self.idle, conn.idle_deadline) {
             timers.cancel(token, deadline);
@@ -276,7 +276,8 @@ impl EventLoop {
         let timeout = *timeout;
         let mut expired = Vec::new();
         while let Some(token) = timers.pop_due(now) {
-            let conn = &mut self.connections[token.0];
+            // Entries are cancelled on close, so the connection is there; be safe anyway.
+            let Some(conn) = self.connections.get_mut(token.0) else { continue };
             let deadline = conn.last_active() + timeout;
             if deadline <= now {
                 conn.idle_deadline = None;
