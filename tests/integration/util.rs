@@ -201,7 +201,11 @@ impl Bin {
                 thread::sleep(Duration::from_millis(50)); // let the stderr reader finish
                 return (status, self.stderr());
             }
-            assert!(start.elapsed() < limit, "echoloop did not exit within {limit:?}; stderr:\n{}", self.stderr());
+            assert!(
+                start.elapsed() < limit,
+                "echoloop did not exit within {limit:?}; stderr:\n{}",
+                self.stderr()
+            );
             thread::sleep(Duration::from_millis(10));
         }
     }
