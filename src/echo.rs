@@ -98,9 +98,9 @@ impl Context {
 /// Accept connections until a stop is requested, handing each to `on_accept`.
 ///
 /// `accept` blocks; the stop request interrupts it through [`wake_on_shutdown`]. An error is
-/// the end only once a stop was requested; before that it is handled like the event loop
-/// does: a connection that died in the queue is skipped, and running out of descriptors or
-/// memory (the connection stays queued) pauses for `ACCEPT_BACKOFF` (as the event loop does) instead of spinning.
+/// the end only once a stop was requested; before that it is handled as the event loop does:
+/// a connection that died in the queue is skipped, and running out of descriptors or memory
+/// (the connection stays queued) pauses accepting for `ACCEPT_BACKOFF` instead of spinning.
 pub fn accept_until_shutdown(
     listener: &StdListener,
     shutdown: &ShutdownHandle,
@@ -122,8 +122,8 @@ pub fn accept_until_shutdown(
     }
 }
 
-/// Make a stop request reach the threads that sleep in `accept` and `read`: wake the
-/// acceptor, and make every live connection's `read` return 0.
+/// Make a stop request reach the threads that sleep in `read` and `accept`: make every live
+/// connection's `read` return 0, and wake the acceptor.
 ///
 /// The waker holds weak references, so the listener still closes (and a Unix socket file is
 /// still removed) when `serve` returns, however long the handle lives.
@@ -136,14 +136,15 @@ pub fn wake_on_shutdown(
     let listener = Arc::downgrade(listener);
     let live = Arc::downgrade(live);
     shutdown.add_waker(move || {
+        // Connections first, so the acceptor wakes up to a server that has stopped reading.
+        if let Some(live) = live.upgrade() {
+            live.begin_shutdown(grace);
+        }
         if let Some(listener) = listener.upgrade() {
             // A second wake-up finds the socket already shut down (ENOTCONN): harmless.
             if let Err(e) = listener.wake_acceptor() {
                 debug!("waking the acceptor: {e}");
             }
-        }
-        if let Some(live) = live.upgrade() {
-            live.begin_shutdown(grace);
         }
     });
 }
@@ -381,5 +382,81 @@ impl Drop for Registered {
         sockets.remove(self.id); // the last reference: the socket closes here, under the lock
         drop(sockets);
         self.live.left.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixStream;
+
+    /// A connected pair: the server side as a registered connection, and the client side.
+    fn pair(live: &Arc<LiveConnections>) -> (Registered, UnixStream) {
+        let (server, client) = UnixStream::pair().expect("socketpair");
+        client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        (LiveConnections::register(live, BlockingStream::Unix(server)), client)
+    }
+
+    #[test]
+    fn echoes_until_the_client_half_closes() {
+        let live = Arc::new(LiveConnections::default());
+        let (conn, mut client) = pair(&live);
+        client.write_all(b"hello, echo").unwrap();
+        client.shutdown(Shutdown::Write).unwrap();
+        let echoed = echo_blocking(conn.stream(), conn.id, &mut [0; 4], &ShutdownHandle::new());
+        assert!(matches!(echoed.end, End::ClientClosed), "{}", echoed.end);
+        assert_eq!((echoed.bytes_in, echoed.bytes_out), (11, 11));
+        drop(conn);
+        let mut back = Vec::new();
+        client.read_to_end(&mut back).unwrap();
+        assert_eq!(back, b"hello, echo");
+    }
+
+    #[test]
+    fn shut_rd_wakes_a_blocked_read_and_drain_waits_for_it() {
+        let live = Arc::new(LiveConnections::default());
+        let (conn, _client) = pair(&live);
+        // The stop flag is never set here: the only way out of `read` is the SHUT_RD.
+        let server = thread::spawn(move || {
+            let echoed = echo_blocking(conn.stream(), conn.id, &mut [0; 16], &ShutdownHandle::new());
+            (echoed.bytes_in, echoed.end) // `conn` drops here and leaves the registry
+        });
+        thread::sleep(Duration::from_millis(50)); // most likely asleep in `read` by now
+        assert_eq!(live.len(), 1);
+        live.begin_shutdown(Duration::from_secs(10));
+        assert!(live.wait_until_empty(Instant::now() + Duration::from_secs(10)), "the reader never woke");
+        let (bytes_in, end) = server.join().unwrap();
+        assert_eq!(bytes_in, 0);
+        assert!(matches!(end, End::ClientClosed), "{end}"); // a 0 from read, as at EOF
+    }
+
+    #[test]
+    fn drain_ends_a_write_blocked_on_a_client_that_never_reads() {
+        let live = Arc::new(LiveConnections::default());
+        let (conn, _client) = pair(&live);
+        let writer = thread::spawn(move || {
+            let mut written = 0;
+            // Far more than a socketpair buffers: this blocks once the buffers are full.
+            let result = write_all_counted(conn.stream(), &vec![7; 64 << 20], &mut written);
+            (written, result.err())
+        });
+        live.drain(Duration::from_millis(100));
+        assert!(live.is_empty(), "the writer is still registered");
+        let (written, end) = writer.join().unwrap();
+        assert!(written < 64 << 20);
+        assert!(matches!(end, Some(End::Error(_))), "{end:?}");
+    }
+
+    #[test]
+    fn a_connection_registered_after_the_stop_never_reads() {
+        let live = Arc::new(LiveConnections::default());
+        let stop = ShutdownHandle::new();
+        stop.shutdown();
+        live.begin_shutdown(Duration::ZERO);
+        let (conn, mut client) = pair(&live);
+        client.write_all(b"late").unwrap();
+        let echoed = echo_blocking(conn.stream(), conn.id, &mut [0; 16], &stop);
+        assert!(matches!(echoed.end, End::Shutdown));
+        assert_eq!(echoed.bytes_in, 0);
     }
 }

@@ -56,6 +56,7 @@ pub fn serve(listener: StdListener, config: &ServerConfig, shutdown: &ShutdownHa
         admit(&ctx, stream, peer, config.max_connections)
     });
     drop(listener); // stop listening now: closes the socket (and removes a Unix socket file)
+    ctx.live.begin_shutdown(config.shutdown_grace); // done already if the waker got there first
     ctx.live.drain(config.shutdown_grace);
     Ok(ctx.stats.snapshot())
 }
