@@ -81,7 +81,8 @@ impl Context {
     /// (and the connection closed) if the socket refuses its options.
     pub fn admit(&self, stream: BlockingStream, peer: Peer) -> Option<Registered> {
         let prepared = self.socket_options.apply(stream.sock_ref(), stream.is_tcp()).and_then(|()| {
-            // A read or write that moves nothing for this long fails with WouldBlock.
+            // A read or write that moves nothing for this long fails with WouldBlock. (The
+            // kernel reads a zero timeout as "none"; the CLI turns `--idle-timeout 0` into None.)
             stream.sock_ref().set_read_timeout(self.idle_timeout)?;
             stream.sock_ref().set_write_timeout(self.idle_timeout)
         });
