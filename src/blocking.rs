@@ -1,6 +1,69 @@
-//! TEMPORARY placeholder: being written (blocking model).
-use crate::{config::ServerConfig, net::StdListener, shutdown::ShutdownHandle, stats::Summary};
-/// Serve with one connection at a time.
-pub fn serve(_l: StdListener, _c: &ServerConfig, _s: &ShutdownHandle) -> std::io::Result<Summary> {
-    Err(std::io::Error::other("blocking: not built yet"))
+//! The blocking model: one connection at a time, served on the thread that accepts it.
+//!
+//! ```text
+//!   loop {
+//!       accept()                  // sleeps until a client connects
+//!       loop { read -> write all } until the client closes
+//!   }                             // only now is the next client accepted
+//! ```
+//!
+//! The echo server "without goroutines": the first server of most socket tutorials. It is
+//! correct for one client, and shows why the other models exist: while one client is
+//! served, the kernel still completes other clients' TCP handshakes and queues them (up to
+//! the listen backlog), so their `connect` succeeds and their bytes are buffered, but
+//! nothing reads them until the current client leaves. One idle client stalls everyone;
+//! `--idle-timeout` is the only thing that moves the queue along.
+//!
+//! It shares the echo, the accept loop and the shutdown plumbing with the thread-per-conn
+//! model ([`crate::echo`]). One difference in shutdown: the only thread is busy with its
+//! client, so a separate, short-lived thread enforces `--shutdown-grace`.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use log::warn;
+
+use crate::config::ServerConfig;
+use crate::echo::{Context, LiveConnections, accept_until_shutdown, serve_connection, wake_on_shutdown};
+use crate::net::StdListener;
+use crate::shutdown::ShutdownHandle;
+use crate::stats::Summary;
+
+/// Serve one connection at a time until `shutdown` is requested and the current connection
+/// has finished (or the grace period is over).
+pub fn serve(listener: StdListener, config: &ServerConfig, shutdown: &ShutdownHandle) -> io::Result<Summary> {
+    let listener = Arc::new(listener);
+    let ctx = Context::new(config, shutdown);
+    wake_on_shutdown(shutdown, &listener, &ctx.live, config.shutdown_grace);
+    enforce_grace_on_shutdown(shutdown, &ctx.live, config.shutdown_grace);
+    accept_until_shutdown(&listener, shutdown, |stream, peer| {
+        // At most one connection is ever open, so `--max-connections` (at least 1) never bites.
+        if let Some(conn) = ctx.admit(stream, peer) {
+            serve_connection(conn, peer, &ctx);
+        }
+    });
+    Ok(ctx.stats.snapshot())
+}
+
+/// When a stop is requested, start a thread that gives the current connection `grace` to
+/// finish its echo and then shuts its socket down, which ends a `write` blocked on a client
+/// that never reads; the serving thread itself cannot, since it is the one blocked.
+fn enforce_grace_on_shutdown(shutdown: &ShutdownHandle, live: &Arc<LiveConnections>, grace: Duration) {
+    let live = Arc::downgrade(live);
+    let started = AtomicBool::new(false);
+    shutdown.add_waker(move || {
+        if started.swap(true, Ordering::SeqCst) {
+            return; // a waker may run twice; one timer is enough
+        }
+        let Some(live) = live.upgrade() else { return }; // `serve` has already returned
+        let timer = Arc::clone(&live);
+        let spawned = thread::Builder::new().name("shutdown-grace".into()).spawn(move || timer.drain(grace));
+        if let Err(e) = spawned {
+            warn!("cannot start the grace timer thread: {e}; closing the current connection now");
+            live.close_all();
+        }
+    });
 }

@@ -7,7 +7,8 @@
 //!    connection's read/echo/flush and the interest it needs next; `accept.rs` accepts;
 //!    `idle.rs` keeps idle deadlines.
 //! 3. [`buffer::PendingBuf`]: where bytes wait when the kernel takes only part of a write.
-//! 4. [`threaded`] and [`blocking`]: the models tutorials teach, for comparison.
+//! 4. [`threaded`] and [`blocking`]: the models tutorials teach, for comparison; they share
+//!    [`echo`], the blocking read/write loop and the plumbing that stops sleeping threads.
 //! 5. [`server::Server`]: the one entry point for all three; [`shutdown`] stops it.
 //!
 //! ## The three models
@@ -38,6 +39,7 @@ pub mod blocking;
 pub mod buffer;
 pub mod cli;
 pub mod config;
+pub mod echo;
 pub mod event_loop;
 pub mod net;
 pub mod server;

@@ -334,3 +334,28 @@ impl Write for BlockingStream {
         Ok(())
     }
 }
+
+/// Reading through a shared reference, as `std` allows for `&TcpStream`: the threaded models
+/// keep a connection in an `Arc`, so the shutdown path can reach its socket while the
+/// connection's own thread is blocked in `read` or `write` on it.
+impl Read for &BlockingStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            BlockingStream::Tcp(s) => (&*s).read(buf),
+            BlockingStream::Unix(s) => (&*s).read(buf),
+        }
+    }
+}
+
+/// Writing through a shared reference; see the `Read` impl above.
+impl Write for &BlockingStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            BlockingStream::Tcp(s) => (&*s).write(buf),
+            BlockingStream::Unix(s) => (&*s).write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}

@@ -21,12 +21,12 @@ use crate::net::{Peer, Stream};
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Errors that mean "the system is out of something; the connection is still queued".
-fn out_of_resources(e: &io::Error) -> bool {
+pub(crate) fn out_of_resources(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
 }
 
 /// Errors that concern only the connection being accepted, which is gone: skip it.
-fn connection_gone(e: &io::Error) -> bool {
+pub(crate) fn connection_gone(e: &io::Error) -> bool {
     matches!(e.kind(), ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset)
         || e.raw_os_error() == Some(libc::EPROTO)
 }

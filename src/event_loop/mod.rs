@@ -17,7 +17,7 @@
 //! `mio::Token`, so an event leads to its connection in one index, and a slot freed on
 //! close is reused by the next accepted connection.
 
-mod accept;
+pub(crate) mod accept; // its error predicates are shared with the threaded models
 pub mod connection;
 pub mod idle;
 
