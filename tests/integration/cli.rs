@@ -50,6 +50,8 @@ fn bad_values_are_usage_errors() {
     usage_error(&["serve", "--workers", "0", "127.0.0.1:0"], "0");
     usage_error(&["serve", "--idle-timeout", "soon", "127.0.0.1:0"], "soon");
     usage_error(&["serve", "--max-connections", "-3", "127.0.0.1:0"], "-3");
+    usage_error(&["serve", "--max-pending", "0", "127.0.0.1:0"], "--max-pending");
+    usage_error(&["serve", "--shutdown-grace", "-1", "127.0.0.1:0"], "-1");
 }
 
 /// Addresses that cannot be parsed are rejected with a message naming the address.
@@ -73,6 +75,17 @@ fn address_in_use_is_one_line_naming_the_address() {
 fn unix_path_in_missing_directory_is_named() {
     let addr = "unix:/nonexistent-echoloop-dir/x.sock";
     runtime_error(&["serve", addr], 1, &[addr]);
+}
+
+/// A path that is a regular file is refused (naming it) and the file is left alone.
+#[test]
+fn unix_path_that_is_a_regular_file_is_left_alone() {
+    let path = temp_socket_path("regular-file");
+    std::fs::write(&path, b"precious").unwrap();
+    let addr = format!("unix:{}", path.display());
+    runtime_error(&["serve", &addr], 1, &[&addr, "not a socket"]);
+    assert_eq!(std::fs::read(&path).unwrap(), b"precious");
+    std::fs::remove_file(&path).unwrap();
 }
 
 /// `--workers 2` on a Unix socket cannot share the port: a usage error (exit 2), one line.

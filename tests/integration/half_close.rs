@@ -54,3 +54,33 @@ fn half_close_while_server_has_pending_bytes() {
     assert!(pending > 0, "the server had nothing pending at the half-close: {eof}");
     assert_eq!(summary_echoed_bytes(&log), data.len() as u64);
 }
+
+/// Over a Unix socket too: send more than the pending cap, half-close, read it all, then EOF.
+#[test]
+fn unix_socket_half_close_after_more_than_the_cap() {
+    use echoloop::ServerConfig;
+    let path = temp_socket_path("half-close");
+    let _ = std::fs::remove_file(&path);
+    let addr = format!("unix:{}", path.display()).parse().unwrap();
+    let server = TestServer::start(ServerConfig { addr, ..config(Model::EventLoop) });
+    let mut stream = server.connect_unix();
+    // Over the 64 KiB cap, but within what the Unix socket buffers hold both ways.
+    let data = random_bytes(160 * 1024, 24);
+    stream.write_all(&data).expect("send without reading");
+    stream.shutdown(Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    stream.read_to_end(&mut got).expect("EOF after the echo");
+    assert_same_bytes(&got, &data);
+    assert_eq!(server.stop().bytes_echoed, data.len() as u64);
+}
+
+/// A client that sends nothing and half-closes gets a clean EOF at once, and nothing else.
+#[test]
+fn empty_half_close_gets_eof() {
+    let server = TestServer::start(config(Model::EventLoop));
+    let mut stream = server.connect();
+    stream.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(stream.read(&mut [0; 16]).expect("EOF"), 0);
+    let summary = server.stop();
+    assert_eq!((summary.connections, summary.bytes_echoed), (1, 0));
+}

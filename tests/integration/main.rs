@@ -13,7 +13,7 @@ mod echo;
 mod half_close;
 /// `--idle-timeout`: silent connections are closed, active ones are not.
 mod idle;
-/// `--max-connections`: over the cap, accept and close at once.
+/// `--max-connections` and running out of descriptors: accept and close, or back off.
 mod limits;
 /// Partial writes: tiny socket buffers, pending bytes, WRITABLE interest.
 mod partial_writes;

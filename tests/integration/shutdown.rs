@@ -98,3 +98,28 @@ fn idle_clients_are_closed_at_once_on_shutdown() {
         assert_eq!(client.read(&mut [0; 8]).expect("a clean EOF"), 0);
     }
 }
+
+/// A Unix socket client with echoes pending at shutdown also gets an exact prefix and EOF.
+#[test]
+fn unix_socket_shutdown_with_pending_echoes() {
+    use echoloop::{Model, ServerConfig};
+    let path = temp_socket_path("shutdown");
+    let _ = std::fs::remove_file(&path);
+    let addr = format!("unix:{}", path.display()).parse().unwrap();
+    let server = TestServer::start(ServerConfig { addr, ..config(Model::EventLoop) });
+    let mut stream = server.connect_unix();
+    let data = random_bytes(8 << 20, 53);
+    let written = write_until_blocked(&stream, &data);
+    assert!(written < data.len(), "the server took 8 MiB without our reading");
+
+    // Stop it from another thread: the stop only completes once we have read our echoes.
+    let stopper = std::thread::spawn(move || server.stop());
+    let mut got = Vec::new();
+    stream.read_to_end(&mut got).expect("a clean EOF after the pending echoes");
+    drop(stream);
+    let summary = join_bounded(stopper, IO_TIMEOUT);
+    assert!(!got.is_empty() && got.len() <= written);
+    assert_same_bytes(&got, &data[..got.len()]);
+    assert_eq!(summary.bytes_echoed, got.len() as u64);
+    assert!(!path.exists());
+}

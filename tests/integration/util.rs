@@ -120,6 +120,8 @@ pub trait Duplex: Read + Write + Send + Sized + 'static {
     fn clone_handle(&self) -> io::Result<Self>;
     /// Half-close: send EOF, keep reading.
     fn shutdown_write(&self) -> io::Result<()>;
+    /// Switch non-blocking mode on or off.
+    fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()>;
 }
 
 impl Duplex for TcpStream {
@@ -129,6 +131,9 @@ impl Duplex for TcpStream {
     fn shutdown_write(&self) -> io::Result<()> {
         self.shutdown(Shutdown::Write)
     }
+    fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+        TcpStream::set_nonblocking(self, nonblocking)
+    }
 }
 
 impl Duplex for UnixStream {
@@ -137,6 +142,9 @@ impl Duplex for UnixStream {
     }
     fn shutdown_write(&self) -> io::Result<()> {
         self.shutdown(Shutdown::Write)
+    }
+    fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+        UnixStream::set_nonblocking(self, nonblocking)
     }
 }
 
@@ -343,14 +351,15 @@ pub fn summary_echoed_bytes(log: &str) -> u64 {
 /// Write `data` without blocking until the kernel accepts nothing more for a while (the
 /// peer stopped reading and every buffer on the way is full), or until all of it is written.
 /// Returns how many bytes were written. The stream is left in blocking mode.
-pub fn write_until_blocked(stream: &TcpStream, data: &[u8]) -> usize {
+pub fn write_until_blocked<S: Duplex>(stream: &S, data: &[u8]) -> usize {
     /// No progress for this long counts as blocked. Too short only means fewer bytes pushed.
     const STALL: Duration = Duration::from_millis(250);
+    let mut stream = stream.clone_handle().unwrap(); // the same socket, writable through `&mut`
     stream.set_nonblocking(true).unwrap();
     let mut written = 0;
     let mut last_progress = Instant::now();
     while written < data.len() && last_progress.elapsed() < STALL {
-        match (&*stream).write(&data[written..]) {
+        match stream.write(&data[written..]) {
             Ok(n) => {
                 written += n;
                 last_progress = Instant::now();
@@ -365,8 +374,9 @@ pub fn write_until_blocked(stream: &TcpStream, data: &[u8]) -> usize {
 }
 
 /// Read exactly `len` bytes (bounded by the stream's read timeout).
-pub fn read_n(mut stream: &TcpStream, len: usize) -> Vec<u8> {
+pub fn read_n<S: Duplex>(stream: &S, len: usize) -> Vec<u8> {
     let mut buf = vec![0; len];
+    let mut stream = stream.clone_handle().unwrap();
     stream.read_exact(&mut buf).unwrap_or_else(|e| panic!("reading {len} bytes: {e}"));
     buf
 }
