@@ -196,3 +196,49 @@ fn minimal_example_echoes() {
     assert_eq!(idle.read(&mut [0; 16]).unwrap(), 0);
     assert_same_bytes(&echo_chunked(connect(bin.tcp()), b"again".to_vec(), 13), b"again");
 }
+
+/// 5000 connections open at once on one event loop, each echoed exactly.
+#[test]
+fn five_thousand_concurrent_connections() {
+    const CONNECTIONS: usize = 5000;
+    // Both ends live in this process: two descriptors per connection, plus some slack.
+    if let Err(e) = raise_descriptor_limit(2 * CONNECTIONS as u64 + 100) {
+        eprintln!("note: skipping five_thousand_concurrent_connections: {e}");
+        return;
+    }
+    let server = TestServer::start(config(Model::EventLoop));
+    let mut clients: Vec<std::net::TcpStream> = (0..CONNECTIONS).map(|_| server.connect()).collect();
+    // Every client sends before any reads: all 5000 are open and waiting at once.
+    for (i, client) in clients.iter_mut().enumerate() {
+        client.write_all(format!("client {i:>5}").as_bytes()).unwrap();
+    }
+    for (i, client) in clients.iter().enumerate() {
+        assert_eq!(read_n(client, 12), format!("client {i:>5}").as_bytes());
+    }
+    drop(clients);
+    let summary = server.stop();
+    assert_eq!(summary.peak_connections, CONNECTIONS as u64);
+    assert_eq!(summary.bytes_echoed, 12 * CONNECTIONS as u64);
+}
+
+/// Raise this process's soft RLIMIT_NOFILE to at least `want` (within the hard limit).
+fn raise_descriptor_limit(want: u64) -> Result<(), String> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: plain system calls with valid pointers to an initialised struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return Err(format!("getrlimit: {}", std::io::Error::last_os_error()));
+        }
+        if limit.rlim_cur >= want as libc::rlim_t {
+            return Ok(());
+        }
+        if limit.rlim_max < want as libc::rlim_t {
+            return Err(format!("the hard limit on open files is {}, {want} needed", limit.rlim_max));
+        }
+        limit.rlim_cur = want as libc::rlim_t;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+            return Err(format!("setrlimit: {}", std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
+}

@@ -77,3 +77,41 @@ fn active_connection_outlives_many_timeouts() {
     }
     panic!("the machine is too loaded to keep a 100 ms send rhythm");
 }
+
+/// Connections that come and go, talk, fall silent or reset, under a short idle timeout:
+/// every echo is exact, every silent one is closed, and the loop's timer queue survives it.
+#[test]
+fn churn_under_a_short_idle_timeout() {
+    use std::io::Read;
+    let server = TestServer::start(ServerConfig {
+        idle_timeout: Some(Duration::from_millis(50)),
+        ..config(Model::EventLoop)
+    });
+    let addr = server.tcp();
+    let threads: Vec<_> = (0..20u64)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut rng = fastrand::Rng::with_seed(t);
+                for _ in 0..10 {
+                    let mut stream = connect(addr);
+                    match rng.u8(0..3) {
+                        0 => {
+                            let data = random_bytes(rng.usize(1..5000), rng.u64(..));
+                            stream.write_all(&data).unwrap();
+                            assert_eq!(read_n(&stream, data.len()), data);
+                        }
+                        1 => assert_eq!(stream.read(&mut [0; 8]).expect("idle EOF"), 0),
+                        _ => {
+                            stream.write_all(b"bye").unwrap();
+                            socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO)).unwrap();
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        join_bounded(thread, IO_TIMEOUT);
+    }
+    assert_eq!(server.stop().connections, 200);
+}

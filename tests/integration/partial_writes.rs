@@ -49,3 +49,26 @@ fn tiny_send_buffer_forces_partial_writes_and_echo_stays_exact() {
     assert!(to_writable.is_some(), "no interest change to WRITABLE in the trace");
     assert_eq!(summary_echoed_bytes(&log), data.len() as u64);
 }
+
+/// 50 clients at once through 4 KiB send buffers and a 5000-byte pending cap: all exact.
+#[test]
+fn many_clients_with_partial_writes_and_a_small_cap() {
+    use echoloop::{Model, ServerConfig};
+    let server = TestServer::start(ServerConfig {
+        send_buffer: Some(4096),
+        max_pending: 5000,
+        ..config(Model::EventLoop)
+    });
+    let clients: Vec<_> = (0..50u64)
+        .map(|i| {
+            let stream = server.connect();
+            thread::spawn(move || {
+                let data = random_bytes(256 * 1024 + i as usize * 997, 700 + i);
+                assert_same_bytes(&echo_chunked(stream, data.clone(), i), &data);
+                data.len() as u64
+            })
+        })
+        .collect();
+    let total: u64 = clients.into_iter().map(|c| join_bounded(c, IO_TIMEOUT)).sum();
+    assert_eq!(server.stop().bytes_echoed, total);
+}
