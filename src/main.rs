@@ -41,7 +41,8 @@ fn init_logging(verbose: u8, quiet: u8) {
 
 fn serve(args: &ServeArgs) -> std::io::Result<()> {
     let server = Server::bind(&args.to_config())?;
-    // Before the `listening on` line: whoever reads it may send SIGTERM at once.
+    // Handle signals before announcing the address: whoever reads `listening on` may send
+    // SIGTERM at once, and it must find the graceful handler, not the default (death).
     server.shutdown_handle().shutdown_on_signals()?;
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "listening on {}", server.local_addr())?;

@@ -78,7 +78,10 @@ fn remove_stale_socket(path: &Path) -> io::Result<()> {
         return Err(io::Error::new(io::ErrorKind::AlreadyExists, "file exists and is not a socket"));
     }
     match unix::UnixStream::connect(path) {
-        Ok(_) => Err(io::Error::new(io::ErrorKind::AddrInUse, "another server is listening on it")),
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            "address already in use (another server is listening on it)",
+        )),
         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
             log::info!("removing stale socket file {}", path.display());
             std::fs::remove_file(path)
@@ -246,6 +249,37 @@ impl Stream {
     pub fn is_tcp(&self) -> bool {
         matches!(self, Stream::Tcp(_))
     }
+
+    /// Half-close: send EOF (a FIN, behind every byte already written), keep reading.
+    pub fn shutdown_write(&self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
+            Stream::Unix(s) => s.shutdown(std::net::Shutdown::Write),
+        }
+    }
+
+    /// Bytes the kernel still holds for this socket: (received but unread, sent but not yet
+    /// acknowledged by the peer). `(0, 0)` means a `close` now is a clean end: nothing
+    /// unread to provoke a reset, and nothing of ours left that a reset could destroy.
+    pub fn kernel_queues(&self) -> io::Result<(usize, usize)> {
+        use std::os::fd::AsRawFd;
+        let fd = match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+        };
+        Ok((ioctl_count(fd, libc::FIONREAD)?, ioctl_count(fd, libc::TIOCOUTQ)?))
+    }
+}
+
+/// An `ioctl` that reports a byte count (FIONREAD alias SIOCINQ, TIOCOUTQ alias SIOCOUTQ).
+fn ioctl_count(fd: std::os::fd::RawFd, request: libc::Ioctl) -> io::Result<usize> {
+    let mut count: libc::c_int = 0;
+    // SAFETY: `fd` is an open socket borrowed for this call, and both requests write one
+    // `c_int` through the pointer, which points at a live `c_int`.
+    if unsafe { libc::ioctl(fd, request, &mut count) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(usize::try_from(count).unwrap_or(0))
 }
 
 impl Read for Stream {

@@ -33,8 +33,17 @@ pub enum Phase {
     Open,
     /// The client half-closed (read returned 0): finish the echo, then close.
     PeerClosed,
-    /// The server is shutting down: read nothing more, flush what is pending, then close.
+    /// The server is shutting down: read nothing more, flush what is pending, then linger.
     ShuttingDown,
+    /// Shutting down with nothing left to echo, but the client is still sending or has not
+    /// yet received all our echoes: our FIN went out behind the last echoed byte, and we
+    /// read and discard until the client closes, or until the kernel holds nothing for us
+    /// either way (checked by the loop, see [`Connection::done_lingering`]). Closing at
+    /// once would be wrong: `close(2)` on a socket whose receive queue holds unread bytes
+    /// (or gets some later) makes the kernel send a reset and throw away the echoes still
+    /// in our send queue (RFC 2525, "Failure to RST on close with data pending"; Linux
+    /// `tcp_close`). The grace period bounds how long we linger.
+    Lingering,
 }
 
 /// Why [`Connection::on_readable`] stopped reading.
@@ -103,6 +112,9 @@ impl Connection {
     /// further edge, so then we read on until we see the 0 that means EOF. `maybe_eof`
     /// passes that hint in.
     pub fn on_readable(&mut self, buf: &mut [u8], maybe_eof: bool, now: Instant) -> io::Result<ReadStop> {
+        if self.phase == Phase::Lingering {
+            return self.discard_input(buf);
+        }
         for _ in 0..READS_PER_EVENT {
             if self.phase != Phase::Open {
                 return Ok(ReadStop::Done);
@@ -144,6 +156,25 @@ impl Connection {
             }
         }
         trace!("token={} read budget spent: yielding to other connections", self.token.0);
+        Ok(ReadStop::BudgetSpent)
+    }
+
+    /// Lingering: read what the client still sends and drop it, until its EOF (then the
+    /// phase says "closed by the peer", and with nothing pending the loop closes us).
+    fn discard_input(&mut self, buf: &mut [u8]) -> io::Result<ReadStop> {
+        for _ in 0..READS_PER_EVENT {
+            match self.stream.read(buf) {
+                Ok(0) => {
+                    trace!("token={} read EOF while lingering: closing", self.token.0);
+                    self.phase = Phase::PeerClosed;
+                    return Ok(ReadStop::Done);
+                }
+                Ok(n) => trace!("token={} lingering: discarded n={n}", self.token.0),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(ReadStop::Done),
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue, // a signal: retry
+                Err(e) => return Err(e),
+            }
+        }
         Ok(ReadStop::BudgetSpent)
     }
 
@@ -190,6 +221,27 @@ impl Connection {
                 break;
             }
         }
+        self.linger_once_flushed()
+    }
+
+    /// Shutting down and everything is handed to the kernel. If the kernel holds nothing
+    /// for this socket either way, stay in `ShuttingDown`: with nothing pending the loop
+    /// closes us at once (an idle client need not delay the shutdown). Otherwise send our
+    /// FIN behind the echoes (`shutdown(Write)`) and linger (see [`Phase::Lingering`]).
+    fn linger_once_flushed(&mut self) -> io::Result<()> {
+        if self.phase != Phase::ShuttingDown || !self.pending.is_empty() {
+            return Ok(());
+        }
+        let (unread, unacknowledged) = self.stream.kernel_queues()?;
+        if (unread, unacknowledged) != (0, 0) {
+            trace!(
+                "token={} all echoed; kernel holds unread={unread} unacked={unacknowledged}: \
+                 FIN sent, lingering until the client closes",
+                self.token.0
+            );
+            self.stream.shutdown_write()?;
+            self.phase = Phase::Lingering;
+        }
         Ok(())
     }
 
@@ -200,7 +252,11 @@ impl Connection {
     /// READABLE), and the loop reregisters on every change; `EPOLL_CTL_MOD` reports a socket
     /// that is already readable at once, so bytes that waited in the kernel are not forgotten.
     pub fn interest(&self) -> Option<Interest> {
-        let reading = self.phase == Phase::Open && !self.pending.is_full();
+        let reading = match self.phase {
+            Phase::Open => !self.pending.is_full(),
+            Phase::Lingering => true, // to see the client's EOF (and discard what precedes it)
+            Phase::PeerClosed | Phase::ShuttingDown => false,
+        };
         let writing = !self.pending.is_empty();
         match (reading, writing) {
             (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
@@ -220,11 +276,21 @@ impl Connection {
         self.registered = interest;
     }
 
-    /// The server is shutting down: stop reading; what is pending still goes out.
-    pub fn stop_reading(&mut self) {
+    /// Lingering, and the client has everything: every echoed byte and our FIN are
+    /// acknowledged, and nothing it sent waits unread, so closing cannot reset the
+    /// connection or lose a byte. (A socket that cannot even say so is done too.)
+    pub fn done_lingering(&self) -> bool {
+        self.phase == Phase::Lingering && self.stream.kernel_queues().map_or(true, |queues| queues == (0, 0))
+    }
+
+    /// The server is shutting down: stop reading; what is pending still goes out, then
+    /// we close, lingering first if the client is still sending or has not yet received
+    /// everything. (A client that already half-closed is left to finish as before.)
+    pub fn stop_reading(&mut self) -> io::Result<()> {
         if self.phase == Phase::Open {
             self.phase = Phase::ShuttingDown;
         }
+        self.linger_once_flushed()
     }
 
     /// The socket, for the registry.

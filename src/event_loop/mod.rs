@@ -46,6 +46,10 @@ const WAKER: Token = Token(usize::MAX);
 /// TCP segment burst typically delivers in one read, and what the C reference uses.
 const READ_BUFFER: usize = 64 * 1024;
 
+/// While shutting down, how often lingering connections are checked for "the client has
+/// acknowledged every byte and our FIN" (no readiness event announces an ACK).
+const LINGER_CHECK: Duration = Duration::from_millis(20);
+
 /// Events taken from the kernel per `poll`. Large enough that 2000 busy connections need
 /// only a few polls per round; each slot is 12-16 bytes.
 const EVENTS_CAPACITY: usize = 1024;
@@ -253,7 +257,8 @@ impl EventLoop {
             return Some(Duration::ZERO);
         }
         let idle = self.idle.as_ref().and_then(|(_, timers)| timers.next_deadline());
-        [idle, self.grace_deadline, self.accept_paused_until]
+        let linger_check = self.grace_deadline.map(|_| now + LINGER_CHECK);
+        [idle, self.grace_deadline, self.accept_paused_until, linger_check]
             .into_iter()
             .flatten()
             .min()
@@ -309,19 +314,33 @@ impl EventLoop {
         );
         let tokens: Vec<Token> = self.connections.iter().map(|(key, _)| Token(key)).collect();
         for token in tokens {
-            self.connections[token.0].stop_reading();
-            self.update_interest(token);
+            match self.connections[token.0].stop_reading() {
+                Ok(()) => self.update_interest(token),
+                Err(e) => self.close(token, &format!("error: {e}")),
+            }
         }
     }
 
     /// Done when shutting down and either nothing is left or the grace period is over.
     fn shutdown_complete(&mut self, now: Instant) -> bool {
         let Some(deadline) = self.grace_deadline else { return false };
+        let delivered: Vec<Token> = self
+            .connections
+            .iter()
+            .filter(|(_, conn)| conn.done_lingering())
+            .map(|(key, _)| Token(key))
+            .collect();
+        for token in delivered {
+            self.close(token, "echoes delivered");
+        }
         if !self.connections.is_empty() && now < deadline {
             return false;
         }
         if !self.connections.is_empty() {
-            warn!("grace period over: closing {} connections with echoes unsent", self.connections.len());
+            warn!(
+                "grace period over: closing {} connections whose client did not take its echo or close",
+                self.connections.len()
+            );
         }
         let tokens: Vec<Token> = self.connections.iter().map(|(key, _)| Token(key)).collect();
         for token in tokens {

@@ -3,3 +3,22 @@
 
 mod models; // every model side by side: echo, half-close, idle, limits, shutdown, workers
 mod util;
+
+/// Backpressure: a client that does not read is held at `--max-pending`.
+mod backpressure;
+/// Command-line errors and the `listening on` line.
+mod cli;
+/// Byte-exact echo: large transfers, hundreds of clients, IPv6, Unix sockets.
+mod echo;
+/// Half-close: the client's EOF does not cut its echo short.
+mod half_close;
+/// `--idle-timeout`: silent connections are closed, active ones are not.
+mod idle;
+/// `--max-connections` and running out of descriptors: accept and close, or back off.
+mod limits;
+/// Partial writes: tiny socket buffers, pending bytes, WRITABLE interest.
+mod partial_writes;
+/// Regressions and hostile clients.
+mod regression;
+/// Graceful shutdown on SIGTERM / SIGINT, and the grace period.
+mod shutdown;

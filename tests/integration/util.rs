@@ -4,6 +4,8 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
@@ -59,6 +61,15 @@ impl TestServer {
         connect(self.tcp())
     }
 
+    /// A connected Unix socket client with timeouts (panics for TCP servers).
+    pub fn connect_unix(&self) -> UnixStream {
+        let ListenAddr::Unix(path) = &self.addr else { panic!("not a Unix server: {}", self.addr) };
+        let stream = UnixStream::connect(path).expect("connect unix");
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream
+    }
+
     /// Ask it to stop, wait (bounded) and return its summary.
     pub fn stop(mut self) -> Summary {
         self.handle.shutdown();
@@ -102,10 +113,45 @@ pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     data
 }
 
+/// A connected stream (TCP or Unix) that the echo helpers can split into a reading and a
+/// writing handle.
+pub trait Duplex: Read + Write + Send + Sized + 'static {
+    /// A second handle to the same socket.
+    fn clone_handle(&self) -> io::Result<Self>;
+    /// Half-close: send EOF, keep reading.
+    fn shutdown_write(&self) -> io::Result<()>;
+    /// Switch non-blocking mode on or off.
+    fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()>;
+}
+
+impl Duplex for TcpStream {
+    fn clone_handle(&self) -> io::Result<Self> {
+        self.try_clone()
+    }
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.shutdown(Shutdown::Write)
+    }
+    fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+        TcpStream::set_nonblocking(self, nonblocking)
+    }
+}
+
+impl Duplex for UnixStream {
+    fn clone_handle(&self) -> io::Result<Self> {
+        self.try_clone()
+    }
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.shutdown(Shutdown::Write)
+    }
+    fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+        UnixStream::set_nonblocking(self, nonblocking)
+    }
+}
+
 /// Send `data` in random-sized chunks from one thread while reading the echo on this one;
 /// half-close after the last byte and return everything read until the server closes.
-pub fn echo_chunked(stream: TcpStream, data: Vec<u8>, seed: u64) -> Vec<u8> {
-    let mut writer = stream.try_clone().unwrap();
+pub fn echo_chunked<S: Duplex>(mut stream: S, data: Vec<u8>, seed: u64) -> Vec<u8> {
+    let mut writer = stream.clone_handle().unwrap();
     let sender = thread::spawn(move || {
         let mut rng = fastrand::Rng::with_seed(seed);
         let mut rest = &data[..];
@@ -114,10 +160,10 @@ pub fn echo_chunked(stream: TcpStream, data: Vec<u8>, seed: u64) -> Vec<u8> {
             writer.write_all(&rest[..n]).expect("send");
             rest = &rest[n..];
         }
-        writer.shutdown(Shutdown::Write).expect("half-close");
+        writer.shutdown_write().expect("half-close");
     });
     let mut received = Vec::new();
-    (&stream).read_to_end(&mut received).expect("read echo");
+    stream.read_to_end(&mut received).expect("read echo");
     join_bounded(sender, IO_TIMEOUT);
     received
 }
@@ -137,23 +183,37 @@ pub struct Bin {
     /// The address from its `listening on` line.
     pub addr: String,
     stderr: Arc<Mutex<String>>,
+    /// Copies the child's stderr into `stderr`; finishes when the child's stderr closes.
+    stderr_reader: Option<JoinHandle<()>>,
 }
 
 impl Bin {
     /// Run `echoloop serve ARGS...` and wait (bounded) for its `listening on` line.
     pub fn serve(args: &[&str]) -> Bin {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_echoloop"))
-            .arg("serve")
+        Bin::serve_env(&[], args)
+    }
+
+    /// Like [`Bin::serve`], with extra environment variables (`RUST_LOG`, say).
+    pub fn serve_env(env: &[(&str, &str)], args: &[&str]) -> Bin {
+        let mut full = vec!["serve"];
+        full.extend_from_slice(args);
+        Bin::start(Path::new(env!("CARGO_BIN_EXE_echoloop")), env, &full)
+    }
+
+    /// Run any server `program` that prints `listening on ADDR` first (an example, say).
+    pub fn start(program: &Path, env: &[(&str, &str)], args: &[&str]) -> Bin {
+        let mut child = Command::new(program)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("spawn echoloop");
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
         let stderr = Arc::new(Mutex::new(String::new()));
         let sink = Arc::clone(&stderr);
         let mut err = BufReader::new(child.stderr.take().unwrap());
-        thread::spawn(move || {
+        let stderr_reader = thread::spawn(move || {
             let mut line = String::new();
             while err.read_line(&mut line).unwrap_or(0) > 0 {
                 sink.lock().unwrap().push_str(&line);
@@ -169,7 +229,7 @@ impl Bin {
             io::copy(&mut out, &mut io::sink()).ok(); // keep the pipe drained
         });
         let line = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
-        let mut bin = Bin { child, addr: String::new(), stderr };
+        let mut bin = Bin { child, addr: String::new(), stderr, stderr_reader: Some(stderr_reader) };
         match line.trim_end().strip_prefix("listening on ") {
             Some(addr) => bin.addr = addr.to_string(),
             None => panic!("no 'listening on' line (got {line:?}); stderr:\n{}", bin.stderr()),
@@ -187,6 +247,16 @@ impl Bin {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Wait (bounded by `limit`) until its stderr contains `needle`; false if it never did.
+    pub fn wait_for_stderr(&self, needle: &str, limit: Duration) -> bool {
+        wait_until(limit, || self.stderr.lock().unwrap().contains(needle))
+    }
+
     /// Send it a signal.
     pub fn signal(&self, signal: i32) {
         let rc = unsafe { libc::kill(self.child.id() as i32, signal) };
@@ -198,7 +268,10 @@ impl Bin {
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                thread::sleep(Duration::from_millis(50)); // let the stderr reader finish
+                // The pipe closed with the process: the reader ends after the last line.
+                if let Some(reader) = self.stderr_reader.take() {
+                    join_bounded(reader, IO_TIMEOUT);
+                }
                 return (status, self.stderr());
             }
             assert!(
@@ -241,4 +314,105 @@ pub fn run_bin(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Poll `condition` every few milliseconds until it holds (true) or `limit` passes (false).
+pub fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if condition() {
+            return true;
+        }
+        if start.elapsed() > limit {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A field of `/proc/PID/status` in KiB (`VmRSS`: resident now, `VmHWM`: the peak so far).
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
+    let line = status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
+    line.trim().trim_end_matches("kB").trim().parse().expect("a number of kB")
+}
+
+/// The `echoed N bytes` figure of the summary line in a server's log.
+pub fn summary_echoed_bytes(log: &str) -> u64 {
+    let line =
+        log.lines().find(|l| l.contains("summary: ")).unwrap_or_else(|| panic!("no summary line in:\n{log}"));
+    let after = line.split("echoed ").nth(1).expect("'echoed N bytes' in the summary");
+    after.split(' ').next().unwrap().parse().expect("a byte count")
+}
+
+/// Write `data` without blocking until the kernel accepts nothing more for a while (the
+/// peer stopped reading and every buffer on the way is full), or until all of it is written.
+/// Returns how many bytes were written. The stream is left in blocking mode.
+pub fn write_until_blocked<S: Duplex>(stream: &S, data: &[u8]) -> usize {
+    /// No progress for this long counts as blocked. Too short only means fewer bytes pushed.
+    const STALL: Duration = Duration::from_millis(250);
+    let mut stream = stream.clone_handle().unwrap(); // the same socket, writable through `&mut`
+    stream.set_nonblocking(true).unwrap();
+    let mut written = 0;
+    let mut last_progress = Instant::now();
+    while written < data.len() && last_progress.elapsed() < STALL {
+        match stream.write(&data[written..]) {
+            Ok(n) => {
+                written += n;
+                last_progress = Instant::now();
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => thread::sleep(Duration::from_millis(5)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => panic!("write failed after {written} bytes: {e}"),
+        }
+    }
+    stream.set_nonblocking(false).unwrap();
+    written
+}
+
+/// Read exactly `len` bytes (bounded by the stream's read timeout).
+pub fn read_n<S: Duplex>(stream: &S, len: usize) -> Vec<u8> {
+    let mut buf = vec![0; len];
+    let mut stream = stream.clone_handle().unwrap();
+    stream.read_exact(&mut buf).unwrap_or_else(|e| panic!("reading {len} bytes: {e}"));
+    buf
+}
+
+/// The server closed this connection: a read returns 0 (FIN) or a reset, within the read
+/// timeout, and no data.
+#[track_caller]
+pub fn assert_closed_by_server(mut stream: &TcpStream) {
+    let mut buf = [0u8; 64];
+    match stream.read(&mut buf) {
+        Ok(0) => {}
+        Ok(n) => panic!("expected the server to close the connection, got {n} bytes"),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("expected EOF or reset, got {e}"),
+    }
+}
+
+/// A temporary path for a Unix socket, unique per test and process (removed by the caller).
+pub fn temp_socket_path(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("echoloop-test-{}-{name}.sock", std::process::id()))
+}
+
+/// Connect with the given SO_SNDBUF / SO_RCVBUF, set before `connect` so that the TCP
+/// window is sized from the start (and the kernel does not auto-tune them).
+pub fn connect_with_buffers(addr: SocketAddr, send: Option<usize>, recv: Option<usize>) -> TcpStream {
+    let socket =
+        socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None).unwrap();
+    if let Some(size) = send {
+        socket.set_send_buffer_size(size).unwrap();
+    }
+    if let Some(size) = recv {
+        socket.set_recv_buffer_size(size).unwrap();
+    }
+    socket.connect_timeout(&addr.into(), IO_TIMEOUT).expect("connect");
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream
 }
