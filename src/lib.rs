@@ -34,9 +34,11 @@
 #![deny(missing_docs, rust_2018_idioms)]
 
 pub mod addr;
+pub mod bench;
 pub mod blocking;
 pub mod buffer;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod event_loop;
 pub mod net;
