@@ -9,6 +9,8 @@
 //! 3. [`buffer::PendingBuf`]: where bytes wait when the kernel takes only part of a write.
 //! 4. [`threaded`] and [`blocking`]: the models tutorials teach, for comparison.
 //! 5. [`server::Server`]: the one entry point for all three; [`shutdown`] stops it.
+//! 6. [`client`], an `nc`-like client, and [`mod@bench`], the verifying load generator (itself
+//!    a mio loop) and `--compare`, which measures the models against each other.
 //!
 //! ## The three models
 //!

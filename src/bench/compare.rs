@@ -328,6 +328,13 @@ pub fn run(options: &CompareOptions) -> io::Result<()> {
     };
     let report = CompareReport { machine, settings, runs };
     report::emit_comparison(&report, &options.json, &options.svg)?;
+    let bound =
+        report.runs.iter().filter(|r| matches!(&r.outcome, Outcome::Echo(e) if e.client_bound)).count();
+    if bound > 0 {
+        eprintln!(
+            "warning: in {bound} runs (‡) the load generator used ≥ 95% of its CPU: those servers may be faster than shown"
+        );
+    }
     let troubled = report.runs.iter().filter(|r| !r.is_clean()).count();
     if troubled > 0 {
         return Err(io::Error::other(format!(

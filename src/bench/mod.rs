@@ -8,7 +8,7 @@
 //! allocation or copy per message, one `write` and one `read` per round trip, and a
 //! comparison against a fixed pattern to check every byte.
 //!
-//! - [`run`]: connections, the event loop, verification, timing.
+//! - [`mod@run`]: connections, the event loop, verification, timing.
 //! - [`histogram`]: round-trip times.
 //! - [`report`]: what the user reads: text, JSON, the comparison table; [`chart`]: the SVG.
 //! - [`compare`]: starting servers, the scenarios, server memory and CPU from `/proc`.

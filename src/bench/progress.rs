@@ -44,12 +44,15 @@ impl Progress {
         self.restyle("load [{bar:30}] {msg}", total.as_millis() as u64);
     }
 
-    /// `elapsed` into the load phase, `completed` round trips so far.
-    pub fn tick(&self, elapsed: Duration, completed: u64) {
+    /// `elapsed` into the load phase (still warming up, or measuring), `completed` round
+    /// trips so far.
+    pub fn tick(&self, elapsed: Duration, measuring: bool, completed: u64) {
         if let Some(bar) = &self.bar {
             bar.set_position(elapsed.as_millis() as u64);
+            let phase = if measuring { "measuring" } else { "warm-up" };
             let rate = completed as f64 / elapsed.as_secs_f64().max(1e-3);
-            bar.set_message(format!("{:.1}s · {completed} msgs · {rate:.0} msgs/s", elapsed.as_secs_f64()));
+            let secs = elapsed.as_secs_f64();
+            bar.set_message(format!("{phase} {secs:.1}s · {completed} msgs · {rate:.0} msgs/s"));
         }
     }
 

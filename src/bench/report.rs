@@ -73,10 +73,10 @@ pub fn echo_text(r: &EchoReport) -> String {
     );
     let _ = writeln!(
         s,
-        "errors {}  mismatches {}  load-generator CPU {:.0}%{}",
+        "errors {}  mismatches {}  load-generator CPU {}%{}",
         r.errors,
         r.mismatches,
-        r.client_cpu * 100.0,
+        (r.client_cpu * 100.0).floor(), // so "95%" always comes with its ‡
         if r.client_bound { " ‡ (client-bound: the server may be faster than shown)" } else { "" }
     );
     if let Some(e) = &r.first_error {
@@ -181,9 +181,11 @@ pub fn table(report: &CompareReport) -> String {
     s
 }
 
-/// The most a variant's server was resident in any of its runs.
+/// The most a variant's server was resident in any of its runs that measured something.
 pub fn peak_rss(report: &CompareReport, variant: Variant) -> Option<u64> {
-    report.runs.iter().filter(|r| r.model == variant).filter_map(|r| r.server_peak_rss).max()
+    let measured =
+        report.runs.iter().filter(|r| r.model == variant && !matches!(r.outcome, Outcome::Failed { .. }));
+    measured.filter_map(|r| r.server_peak_rss).max()
 }
 
 /// What the marks mean, how it ran, and what went wrong.

@@ -758,7 +758,9 @@ struct Usage {
 fn watch_window(plan: &Plan, watch: Option<u32>, progress: &Progress, completed: &AtomicU64) -> Usage {
     let total = plan.end - plan.start;
     progress.measuring(total);
-    let tick = |now: Instant| progress.tick(now - plan.start, completed.load(Ordering::Relaxed));
+    let tick = |now: Instant| {
+        progress.tick(now - plan.start, now >= plan.measure_from, completed.load(Ordering::Relaxed));
+    };
     sleep_until(plan.measure_from, tick);
     let (client0, server0) = (sys::own_cpu_time(), watch.and_then(sys::process_cpu_time));
     sleep_until(plan.end, tick);
