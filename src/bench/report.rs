@@ -149,7 +149,7 @@ pub fn table(report: &CompareReport) -> String {
     for v in &variants {
         let _ = write!(s, " {} |", v.name());
     }
-    s.push_str(if ratio { " event-loop ÷ thread-per-conn |\n|---|" } else { "\n|---|" });
+    s.push_str(if ratio { " event-loop vs thread-per-conn |\n|---|" } else { "\n|---|" });
     s.push_str(&"---:|".repeat(variants.len() + usize::from(ratio)));
     s.push('\n');
     for scenario in scenarios_in(report) {
@@ -171,13 +171,53 @@ pub fn table(report: &CompareReport) -> String {
     if ratio {
         let peaks = (peak_rss(report, Variant::EventLoop), peak_rss(report, Variant::ThreadPerConn));
         let cell = match peaks {
-            (Some(a), Some(b)) if b > 0 => format!("{:.2}× the memory", a as f64 / b as f64),
+            (Some(a), Some(b)) if a > 0 && b > 0 => memory_ratio(a as f64 / b as f64),
             _ => String::new(),
         };
         let _ = write!(s, " {cell} |");
     }
     s.push('\n');
     s.push_str(&legend(report));
+    s.push_str(&cpu_table(report, &variants));
+    s.push_str(&footer(report));
+    s
+}
+
+/// Server CPU per message, and server CPU use over the window. It ranks efficiency even
+/// where throughput was capped by the load generator (‡): a server at 60% of a core while
+/// the client is at 100% had room to spare.
+fn cpu_table(report: &CompareReport, variants: &[Variant]) -> String {
+    let echo_scenarios: Vec<Scenario> = scenarios_in(report)
+        .into_iter()
+        .filter(|s| matches!(s.shape(), super::compare::Shape::Echo { .. }))
+        .collect();
+    if echo_scenarios.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from(
+        "\nServer CPU time per message · server CPU use (lower per message is better):\n\n| scenario |",
+    );
+    for v in variants {
+        let _ = write!(s, " {} |", v.name());
+    }
+    let _ = writeln!(s, "\n|---|{}", "---:|".repeat(variants.len()));
+    for scenario in echo_scenarios {
+        let _ = write!(s, "| {} |", scenario.title());
+        for &v in variants {
+            let cell = match find(report, v, scenario).map(|r| &r.outcome) {
+                Some(Outcome::Echo(e)) => match e.server_cpu {
+                    Some(cpu) if e.msgs_per_s > 0.0 => {
+                        format!("{} · {:.0}%", micros(cpu * 1e6 / e.msgs_per_s), cpu * 100.0)
+                    }
+                    _ => "?".into(),
+                },
+                Some(_) => "failed".into(),
+                None => "—".into(),
+            };
+            let _ = write!(s, " {cell} |");
+        }
+        s.push('\n');
+    }
     s
 }
 
@@ -188,7 +228,7 @@ pub fn peak_rss(report: &CompareReport, variant: Variant) -> Option<u64> {
     measured.filter_map(|r| r.server_peak_rss).max()
 }
 
-/// What the marks mean, how it ran, and what went wrong.
+/// What the cells and marks mean.
 fn legend(report: &CompareReport) -> String {
     let mut s = String::from(
         "\nCells: messages/s · p99 round trip (higher / lower is better). Idle row: server RSS growth ÷ \
@@ -197,6 +237,12 @@ fn legend(report: &CompareReport) -> String {
     if report.runs.iter().any(|r| matches!(&r.outcome, Outcome::Echo(e) if e.client_bound)) {
         s.push_str("‡ the load generator used ≥ 95% of its CPU: that server may be faster than shown.\n");
     }
+    s
+}
+
+/// How it ran, and what went wrong.
+fn footer(report: &CompareReport) -> String {
+    let mut s = String::from("\n");
     let m = &report.machine;
     let t = &report.settings;
     let _ = writeln!(
@@ -240,7 +286,7 @@ fn cell(run: Option<&RunResult>) -> String {
     }
 }
 
-/// Event loop over thread-per-conn: msgs/s ratio, or memory ratio for the idle row.
+/// Event loop against thread-per-conn: msgs/s ratio, or memory ratio for the idle row.
 fn ratio_cell(event_loop: Option<&RunResult>, threads: Option<&RunResult>) -> String {
     let (Some(a), Some(b)) = (event_loop, threads) else { return String::new() };
     match (&a.outcome, &b.outcome) {
@@ -248,11 +294,17 @@ fn ratio_cell(event_loop: Option<&RunResult>, threads: Option<&RunResult>) -> St
             format!("{:.2}×", x.msgs_per_s / y.msgs_per_s)
         }
         (Outcome::Idle(x), Outcome::Idle(y)) => match (x.bytes_per_connection, y.bytes_per_connection) {
-            (Some(p), Some(q)) if q > 0.0 => format!("{:.2}× the memory", p / q),
+            (Some(p), Some(q)) if p > 0.0 && q > 0.0 => memory_ratio(p / q),
             _ => String::new(),
         },
         _ => String::new(),
     }
+}
+
+/// Event-loop memory over thread-per-conn memory, said the way round that reads best:
+/// "167× less", "1.20× more".
+fn memory_ratio(r: f64) -> String {
+    if r < 1.0 { format!("{:.0}× less memory", 1.0 / r) } else { format!("{r:.2}× more memory") }
 }
 
 /// 1234567.0 → "1.23M", 45100.0 → "45.1k", 812.0 → "812".
