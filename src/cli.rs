@@ -179,7 +179,8 @@ pub struct BenchArgs {
     /// generator's own wake-up, at the price of a whole CPU.
     #[arg(long)]
     pub spin: bool,
-    /// Print the report as JSON on stdout (instead of text), or with PATH write it there.
+    /// Print the report as JSON on stdout (instead of text), or with PATH write it there
+    /// (after ADDR, or as --json=PATH, so that ADDR is not taken for the PATH).
     #[arg(long, value_name = "PATH", num_args = 0..=1)]
     pub json: Option<Option<PathBuf>>, // spelled out: clap recognises `Option<Option<_>>` only literally
     /// Start each model (event-loop, event-loop with 2 workers, thread-per-conn, blocking)

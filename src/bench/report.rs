@@ -302,9 +302,13 @@ fn ratio_cell(event_loop: Option<&RunResult>, threads: Option<&RunResult>) -> St
 }
 
 /// Event-loop memory over thread-per-conn memory, said the way round that reads best:
-/// "167× less", "1.20× more".
+/// "167× less memory", "1.20× more memory".
 fn memory_ratio(r: f64) -> String {
-    if r < 1.0 { format!("{:.0}× less memory", 1.0 / r) } else { format!("{r:.2}× more memory") }
+    match r {
+        r if (r - 1.0).abs() < 0.005 => "the same memory".into(),
+        r if r < 1.0 => format!("{:.0}× less memory", 1.0 / r),
+        r => format!("{r:.2}× more memory"),
+    }
 }
 
 /// 1234567.0 → "1.23M", 45100.0 → "45.1k", 812.0 → "812".
@@ -343,6 +347,102 @@ pub fn bytes(n: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::compare::{IdleMemory, Machine, Settings};
+    use crate::bench::histogram::Latency;
+
+    fn echo(msgs_per_s: f64, p99_us: f64, client_bound: bool, mismatches: u64) -> Outcome {
+        Outcome::Echo(EchoReport {
+            target: "127.0.0.1:1".into(),
+            requested: 1,
+            connections: 1,
+            size: 64,
+            pipeline: 1,
+            threads: 1,
+            spin: false,
+            warmup_s: 0.1,
+            duration_s: 1.0,
+            msgs: msgs_per_s as u64,
+            total_msgs: msgs_per_s as u64,
+            msgs_per_s,
+            mib_per_s: 0.0,
+            latency: Latency { p99_us, ..Latency::default() },
+            errors: 0,
+            mismatches,
+            first_error: None,
+            client_cpu: if client_bound { 0.99 } else { 0.5 },
+            client_bound,
+            server_cpu: Some(0.5),
+        })
+    }
+
+    fn idle(bytes_per_connection: f64, held: usize) -> Outcome {
+        Outcome::Idle(IdleMemory {
+            rss_before: 1 << 20,
+            rss_held: (1 << 20) + (bytes_per_connection * held as f64) as u64,
+            bytes_per_connection: Some(bytes_per_connection),
+            connections: IdleReport {
+                target: "127.0.0.1:1".into(),
+                requested: 10_000,
+                connected: held,
+                failed: 10_000 - held,
+                dropped: 0,
+                held,
+                connect_s: 1.0,
+                duration_s: 0.3,
+                first_error: None,
+            },
+        })
+    }
+
+    fn run(model: Variant, scenario: Scenario, outcome: Outcome, problems: &[&str]) -> RunResult {
+        let problems = problems.iter().map(|p| p.to_string()).collect();
+        RunResult { model, scenario, outcome, server_peak_rss: Some(4 << 20), problems }
+    }
+
+    fn sample() -> CompareReport {
+        CompareReport {
+            machine: Machine { cpus: 2, cpu_model: "Test CPU".into(), kernel: "6.1".into() },
+            settings: Settings { warmup_s: 0.5, duration_s: 2.0, threads: 1, pinned: true },
+            runs: vec![
+                run(Variant::EventLoop, Scenario::Latency, echo(50_000.0, 30.0, false, 0), &[]),
+                run(Variant::EventLoop, Scenario::Many, echo(200_000.0, 12_000.0, true, 0), &[]),
+                run(Variant::EventLoop, Scenario::Idle, idle(150.0, 10_000), &[]),
+                run(Variant::ThreadPerConn, Scenario::Latency, echo(40_000.0, 35.0, false, 0), &[]),
+                run(
+                    Variant::ThreadPerConn,
+                    Scenario::Many,
+                    echo(100_000.0, 30_000.0, false, 3),
+                    &["3 corrupted"],
+                ),
+                run(Variant::ThreadPerConn, Scenario::Idle, idle(15_000.0, 9_000), &["held 9000 of 10000"]),
+                run(Variant::Blocking, Scenario::Latency, Outcome::Failed { error: "no".into() }, &["no"]),
+            ],
+        }
+    }
+
+    #[test]
+    fn table_lays_out_models_across_and_scenarios_down() {
+        let table = table(&sample());
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(
+            lines[0],
+            "| scenario | event-loop | thread-per-conn | blocking | event-loop vs thread-per-conn |"
+        );
+        assert_eq!(lines[2], "| 1 conn · 64 B | 50.0k/s · 30.0 µs | 40.0k/s · 35.0 µs | failed ⚠ | 1.25× |");
+        assert_eq!(
+            lines[3],
+            "| 2000 conns · 128 B | 200.0k/s · 12.00 ms ‡ | 100.0k/s · 30.00 ms ⚠ | — | 2.00× |"
+        );
+        assert_eq!(
+            lines[4],
+            "| 10000 idle conns: RSS per conn | 150 B | 14.6 KiB (held 9000) ⚠ | — | 100× less memory |"
+        );
+        assert_eq!(lines[5], "| server peak RSS | 4 MiB | 4 MiB | ? | the same memory |");
+        assert!(table.contains("‡ the load generator used ≥ 95%"), "{table}");
+        assert!(table.contains("- thread-per-conn · many: 3 corrupted"), "{table}");
+        assert!(table.contains("servers pinned to CPU 0"), "{table}");
+        assert!(table.contains("| 1 conn · 64 B | 10.0 µs · 50% | 12.5 µs · 50% | failed |"), "{table}");
+    }
 
     #[test]
     fn numbers_for_people() {
