@@ -9,6 +9,7 @@
 //! comparison against a fixed pattern to check every byte.
 //!
 //! - [`mod@run`]: connections, the event loop, verification, timing.
+//! - [`pattern`]: the bytes sent, and the check of every byte echoed.
 //! - [`histogram`]: round-trip times.
 //! - [`report`]: what the user reads: text, JSON, the comparison table; [`chart`]: the SVG.
 //! - [`compare`]: starting servers, the scenarios, server memory and CPU from `/proc`.
@@ -18,6 +19,7 @@
 pub mod chart;
 pub mod compare;
 pub mod histogram;
+pub mod pattern;
 pub mod progress;
 pub mod report;
 pub mod run;
