@@ -337,10 +337,8 @@ pub fn run(options: &CompareOptions) -> io::Result<()> {
     }
     let troubled = report.runs.iter().filter(|r| !r.is_clean()).count();
     if troubled > 0 {
-        return Err(io::Error::other(format!(
-            "{troubled} of {} runs had problems (listed above)",
-            report.runs.len()
-        )));
+        let total = report.runs.len();
+        return Err(io::Error::other(format!("{troubled} of {total} runs had problems (see ⚠ Problems)")));
     }
     Ok(())
 }
