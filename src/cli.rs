@@ -196,6 +196,11 @@ pub struct BenchArgs {
     /// With --compare: run each server on CPU 0 and the load generator on CPU 1.
     #[arg(long, requires = "compare")]
     pub pin: bool,
+    /// With --compare: run every cell R times, interleaved (A B C A B C), and show each
+    /// cell's median round; worth it on a noisy machine.
+    #[arg(long, value_name = "R", default_value_t = 1, requires = "compare",
+          value_parser = clap::value_parser!(u16).range(1..=100))]
+    pub rounds: u16,
     /// With --compare: also draw the results as an SVG chart at PATH.
     #[arg(long, value_name = "PATH", requires = "compare")]
     pub svg: Option<PathBuf>,
@@ -303,6 +308,7 @@ impl BenchArgs {
         options.duration = self.duration.unwrap_or(options.duration);
         options.threads = usize::from(self.threads);
         options.pin = self.pin;
+        options.rounds = usize::from(self.rounds);
         options.json = self.json.clone();
         options.svg = self.svg.clone();
         options

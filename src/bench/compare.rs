@@ -11,6 +11,7 @@
 //! two-worker event loop then shares one core between its loops; without `--pin` it may
 //! use both, but then competes with the load generator.)
 
+use std::cmp::Ordering;
 use std::io::{self, BufRead, BufReader, ErrorKind};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -176,6 +177,8 @@ pub struct CompareOptions {
     pub threads: usize,
     /// Servers on CPU 0, the load generator on CPU 1.
     pub pin: bool,
+    /// How many times to run every cell (interleaved); each cell reports its median.
+    pub rounds: usize,
     /// The `echoloop` binary to start servers from; `None`: this executable.
     pub server_exe: Option<PathBuf>,
     /// `--json`: on stdout instead of the table, or to a file as well.
@@ -195,6 +198,7 @@ impl CompareOptions {
             duration: Duration::from_secs(2),
             threads: 1,
             pin: false,
+            rounds: 1,
             server_exe,
             json: None,
             svg: None,
@@ -235,6 +239,8 @@ pub struct Settings {
     pub threads: usize,
     /// Servers pinned to CPU 0, load generator to CPU 1.
     pub pinned: bool,
+    /// Rounds per cell; each cell shows its median round.
+    pub rounds: usize,
 }
 
 /// One (variant, scenario) run.
@@ -244,11 +250,15 @@ pub struct RunResult {
     pub model: Variant,
     /// The scenario.
     pub scenario: Scenario,
-    /// What was measured.
+    /// What was measured: with `--rounds`, the median round's measurements.
     pub outcome: Outcome,
-    /// The server's peak resident memory (VmHWM) at the end of the run, in bytes.
+    /// Each round's headline number in the order run: msgs/s, or bytes per idle connection
+    /// (`None` for a round that failed).
+    pub rounds: Vec<Option<f64>>,
+    /// The server's peak resident memory (VmHWM) at the end of the run, in bytes (the most
+    /// over the rounds).
     pub server_peak_rss: Option<u64>,
-    /// What went wrong, for the reader (empty when nothing did).
+    /// What went wrong, for the reader (empty when nothing did), in any round.
     pub problems: Vec<String>,
 }
 
@@ -304,27 +314,25 @@ pub fn run(options: &CompareOptions) -> io::Result<()> {
     if options.pin {
         pin_load_generator()?;
     }
-    let plan: Vec<(Variant, Scenario)> = options
-        .variants
-        .iter()
-        .flat_map(|&v| options.scenarios.iter().filter(move |&&s| v.runs(s)).map(move |&s| (v, s)))
-        .collect();
+    let plan = interleaved_plan(options);
     if plan.is_empty() {
         return Err(io::Error::new(ErrorKind::InvalidInput, "--models and --scenarios leave nothing to run"));
     }
     let progress = Progress::on_terminal();
     progress.runs(plan.len() as u64);
-    let mut runs = Vec::with_capacity(plan.len());
+    let mut rounds = Vec::with_capacity(plan.len());
     for (variant, scenario) in plan {
         progress.next_run(format!("{} · {}", variant.name(), scenario.name()));
-        runs.push(run_one(options, &exe, variant, scenario, limit));
+        rounds.push(run_one(options, &exe, variant, scenario, limit));
     }
+    let runs = medians(rounds);
     progress.finish();
     let settings = Settings {
         warmup_s: options.warmup.as_secs_f64(),
         duration_s: options.duration.as_secs_f64(),
         threads: options.threads,
         pinned: options.pin,
+        rounds: options.rounds,
     };
     let report = CompareReport { machine, settings, runs };
     report::emit_comparison(&report, &options.json, &options.svg)?;
@@ -353,6 +361,59 @@ fn pin_load_generator() -> io::Result<()> {
     sys::pin_current_thread(1).map_err(|e| io::Error::new(e.kind(), format!("pinning to CPU 1: {e}")))
 }
 
+/// The order of the runs: scenario by scenario, each model in turn, round after round
+/// (A B C A B C). The machine's speed drifts (other processes, CPU frequency, the host of a
+/// VM); interleaving spreads that drift over every model instead of charging it to
+/// whichever model happened to run during it.
+fn interleaved_plan(options: &CompareOptions) -> Vec<(Variant, Scenario)> {
+    let one_round: Vec<(Variant, Scenario)> = options
+        .scenarios
+        .iter()
+        .flat_map(|&s| options.variants.iter().filter(move |v| v.runs(s)).map(move |&v| (v, s)))
+        .collect();
+    one_round.iter().copied().cycle().take(one_round.len() * options.rounds.max(1)).collect()
+}
+
+/// Fold the rounds of each (model, scenario) into one result: the median round's numbers
+/// (by msgs/s, or by bytes per idle connection), every round's headline number, the
+/// highest peak RSS and every problem. A cell with any failed round shows the failure.
+fn medians(rounds: Vec<RunResult>) -> Vec<RunResult> {
+    let mut cells: Vec<Vec<RunResult>> = Vec::new();
+    for round in rounds {
+        match cells.iter_mut().find(|c| c[0].model == round.model && c[0].scenario == round.scenario) {
+            Some(cell) => cell.push(round),
+            None => cells.push(vec![round]),
+        }
+    }
+    cells.into_iter().map(median_of).collect()
+}
+
+fn median_of(mut cell: Vec<RunResult>) -> RunResult {
+    let values: Vec<Option<f64>> = cell.iter().map(|r| headline(&r.outcome)).collect();
+    let peak = cell.iter().filter_map(|r| r.server_peak_rss).max();
+    let problems: Vec<String> = cell.iter().flat_map(|r| r.problems.iter().cloned()).collect();
+    let chosen = match cell.iter().position(|r| headline(&r.outcome).is_none()) {
+        Some(failed) => cell.swap_remove(failed),
+        None => {
+            cell.sort_by(|a, b| {
+                headline(&a.outcome).partial_cmp(&headline(&b.outcome)).unwrap_or(Ordering::Equal)
+            });
+            let middle = cell.len() / 2;
+            cell.swap_remove(middle)
+        }
+    };
+    RunResult { rounds: values, server_peak_rss: peak, problems, ..chosen }
+}
+
+/// A round's headline number: msgs/s, or bytes per idle connection; `None` if it failed.
+fn headline(outcome: &Outcome) -> Option<f64> {
+    match outcome {
+        Outcome::Echo(e) => Some(e.msgs_per_s),
+        Outcome::Idle(m) => m.bytes_per_connection,
+        Outcome::Failed { .. } => None,
+    }
+}
+
 /// One fresh server, one scenario, then stop the server.
 fn run_one(
     options: &CompareOptions,
@@ -365,6 +426,7 @@ fn run_one(
         model: variant,
         scenario,
         outcome: failed("not run"),
+        rounds: vec![],
         server_peak_rss: None,
         problems: vec![],
     };
@@ -586,6 +648,57 @@ fn first_stdout_line(child: &mut Child) -> Option<String> {
     rx.recv_timeout(START_LIMIT).ok().filter(|l| !l.is_empty())
 }
 
+/// Hand-made outcomes for unit tests of the comparison and its report.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::*;
+    use crate::bench::histogram::Latency;
+
+    pub fn echo(msgs_per_s: f64, p99_us: f64, client_bound: bool, mismatches: u64) -> Outcome {
+        Outcome::Echo(EchoReport {
+            target: "127.0.0.1:1".into(),
+            requested: 1,
+            connections: 1,
+            size: 64,
+            pipeline: 1,
+            threads: 1,
+            spin: false,
+            warmup_s: 0.1,
+            duration_s: 1.0,
+            msgs: msgs_per_s as u64,
+            total_msgs: msgs_per_s as u64,
+            msgs_per_s,
+            mib_per_s: 0.0,
+            latency: Latency { p99_us, ..Latency::default() },
+            errors: 0,
+            mismatches,
+            first_error: None,
+            client_cpu: if client_bound { 0.99 } else { 0.5 },
+            client_bound,
+            server_cpu: Some(0.5),
+        })
+    }
+
+    pub fn idle(bytes_per_connection: f64, held: usize) -> Outcome {
+        Outcome::Idle(IdleMemory {
+            rss_before: 1 << 20,
+            rss_held: (1 << 20) + (bytes_per_connection * held as f64) as u64,
+            bytes_per_connection: Some(bytes_per_connection),
+            connections: IdleReport {
+                target: "127.0.0.1:1".into(),
+                requested: 10_000,
+                connected: held,
+                failed: 10_000 - held,
+                dropped: 0,
+                held,
+                connect_s: 1.0,
+                duration_s: 0.3,
+                first_error: None,
+            },
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -605,6 +718,51 @@ mod tests {
         let runs: Vec<_> = Scenario::ALL.into_iter().filter(|&s| Variant::Blocking.runs(s)).collect();
         assert_eq!(runs, [Scenario::Latency]);
         assert!(Scenario::ALL.iter().all(|&s| Variant::ThreadPerConn.runs(s)));
+    }
+
+    fn round(model: Variant, outcome: Outcome, problems: &[&str]) -> RunResult {
+        RunResult {
+            model,
+            scenario: Scenario::Many,
+            outcome,
+            rounds: vec![],
+            server_peak_rss: Some(1000),
+            problems: problems.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn rounds_run_interleaved() {
+        let mut options = CompareOptions::new(None);
+        options.variants = vec![Variant::EventLoop, Variant::Blocking];
+        options.scenarios = vec![Scenario::Latency, Scenario::Many];
+        options.rounds = 2;
+        let (a, b) = (Variant::EventLoop, Variant::Blocking);
+        let (l, m) = (Scenario::Latency, Scenario::Many);
+        assert_eq!(interleaved_plan(&options), [(a, l), (b, l), (a, m), (a, l), (b, l), (a, m)]);
+    }
+
+    #[test]
+    fn each_cell_reports_its_median_round() {
+        use fixtures::echo;
+        let rounds = vec![
+            round(Variant::EventLoop, echo(300.0, 1.0, false, 0), &[]),
+            round(Variant::ThreadPerConn, echo(50.0, 1.0, false, 0), &[]),
+            round(Variant::EventLoop, echo(100.0, 2.0, false, 0), &[]),
+            round(Variant::ThreadPerConn, Outcome::Failed { error: "gone".into() }, &["gone"]),
+            round(Variant::EventLoop, echo(200.0, 3.0, false, 0), &[]),
+            round(Variant::ThreadPerConn, echo(60.0, 1.0, false, 0), &[]),
+        ];
+        let cells = medians(rounds);
+        assert_eq!(cells.len(), 2);
+        assert_eq!(cells[0].rounds, [Some(300.0), Some(100.0), Some(200.0)]);
+        assert!(
+            matches!(&cells[0].outcome, Outcome::Echo(e) if e.msgs_per_s == 200.0 && e.latency.p99_us == 3.0)
+        );
+        assert!(cells[0].is_clean());
+        // A failed round is shown, not hidden behind the median of the others.
+        assert!(matches!(cells[1].outcome, Outcome::Failed { .. }));
+        assert_eq!(cells[1].problems, ["gone"]);
     }
 
     #[test]

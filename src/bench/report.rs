@@ -258,6 +258,19 @@ fn footer(report: &CompareReport) -> String {
         if t.threads == 1 { "" } else { "s" },
         if t.pinned { "servers pinned to CPU 0, load generator to CPU 1" } else { "not pinned" },
     );
+    if t.rounds > 1 {
+        let _ = write!(s, "{} rounds, interleaved (A B C A B C); each cell is its median round.", t.rounds);
+        if let Some((spread, run)) = widest_spread(report) {
+            let _ = write!(
+                s,
+                " Widest spread between rounds: {:.0}% of the median ({} · {}).",
+                spread * 100.0,
+                run.model.name(),
+                run.scenario.name()
+            );
+        }
+        s.push('\n');
+    }
     let problems: Vec<_> = report.runs.iter().filter(|r| !r.is_clean()).collect();
     if !problems.is_empty() {
         s.push_str("\n⚠ Problems:\n");
@@ -266,6 +279,17 @@ fn footer(report: &CompareReport) -> String {
         }
     }
     s
+}
+
+/// The cell whose rounds differed most: (max − min) ÷ median, and the cell.
+fn widest_spread(report: &CompareReport) -> Option<(f64, &RunResult)> {
+    let spread = |r: &RunResult| -> Option<f64> {
+        let mut values: Vec<f64> = r.rounds.iter().copied().collect::<Option<_>>()?;
+        values.sort_by(f64::total_cmp);
+        let median = values.get(values.len() / 2).copied().filter(|m| *m > 0.0)?;
+        Some((values.last()? - values.first()?) / median)
+    };
+    report.runs.iter().filter_map(|r| Some((spread(r)?, r))).max_by(|a, b| a.0.total_cmp(&b.0))
 }
 
 /// One table cell.
@@ -347,62 +371,18 @@ pub fn bytes(n: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::compare::{IdleMemory, Machine, Settings};
-    use crate::bench::histogram::Latency;
-
-    fn echo(msgs_per_s: f64, p99_us: f64, client_bound: bool, mismatches: u64) -> Outcome {
-        Outcome::Echo(EchoReport {
-            target: "127.0.0.1:1".into(),
-            requested: 1,
-            connections: 1,
-            size: 64,
-            pipeline: 1,
-            threads: 1,
-            spin: false,
-            warmup_s: 0.1,
-            duration_s: 1.0,
-            msgs: msgs_per_s as u64,
-            total_msgs: msgs_per_s as u64,
-            msgs_per_s,
-            mib_per_s: 0.0,
-            latency: Latency { p99_us, ..Latency::default() },
-            errors: 0,
-            mismatches,
-            first_error: None,
-            client_cpu: if client_bound { 0.99 } else { 0.5 },
-            client_bound,
-            server_cpu: Some(0.5),
-        })
-    }
-
-    fn idle(bytes_per_connection: f64, held: usize) -> Outcome {
-        Outcome::Idle(IdleMemory {
-            rss_before: 1 << 20,
-            rss_held: (1 << 20) + (bytes_per_connection * held as f64) as u64,
-            bytes_per_connection: Some(bytes_per_connection),
-            connections: IdleReport {
-                target: "127.0.0.1:1".into(),
-                requested: 10_000,
-                connected: held,
-                failed: 10_000 - held,
-                dropped: 0,
-                held,
-                connect_s: 1.0,
-                duration_s: 0.3,
-                first_error: None,
-            },
-        })
-    }
+    use crate::bench::compare::fixtures::{echo, idle};
+    use crate::bench::compare::{Machine, Settings};
 
     fn run(model: Variant, scenario: Scenario, outcome: Outcome, problems: &[&str]) -> RunResult {
         let problems = problems.iter().map(|p| p.to_string()).collect();
-        RunResult { model, scenario, outcome, server_peak_rss: Some(4 << 20), problems }
+        RunResult { model, scenario, outcome, rounds: vec![], server_peak_rss: Some(4 << 20), problems }
     }
 
     fn sample() -> CompareReport {
         CompareReport {
             machine: Machine { cpus: 2, cpu_model: "Test CPU".into(), kernel: "6.1".into() },
-            settings: Settings { warmup_s: 0.5, duration_s: 2.0, threads: 1, pinned: true },
+            settings: Settings { warmup_s: 0.5, duration_s: 2.0, threads: 1, pinned: true, rounds: 1 },
             runs: vec![
                 run(Variant::EventLoop, Scenario::Latency, echo(50_000.0, 30.0, false, 0), &[]),
                 run(Variant::EventLoop, Scenario::Many, echo(200_000.0, 12_000.0, true, 0), &[]),

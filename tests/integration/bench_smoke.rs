@@ -185,8 +185,8 @@ fn refuses_non_loopback_addresses() {
     assert!(run.stderr.contains("not a loopback address"), "stderr: {}", run.stderr);
 }
 
-/// `--compare` on a tiny duration: starts each server itself, prints the table, writes
-/// JSON and SVG, and exits 0.
+/// `--compare` on a tiny duration, two rounds: starts each server itself, prints the table,
+/// writes JSON and SVG, and exits 0.
 #[test]
 fn compare_runs_end_to_end() {
     let dir = std::env::temp_dir();
@@ -204,6 +204,8 @@ fn compare_runs_end_to_end() {
         "0.1",
         "--duration",
         "0.3",
+        "--rounds",
+        "2",
         "--json",
         json_path.to_str().unwrap(),
         "--svg",
@@ -227,6 +229,7 @@ fn compare_runs_end_to_end() {
     assert_eq!(runs.len(), 6, "{report}");
     for r in runs {
         assert_eq!(r["problems"].as_array().map(Vec::len), Some(0), "{r}");
+        assert_eq!(r["rounds"].as_array().map(Vec::len), Some(2), "{r}");
         match r["outcome"]["kind"].as_str() {
             Some("echo") => assert!(r["outcome"]["msgs"].as_u64().unwrap() > 0, "{r}"),
             Some("idle") => assert!(r["outcome"]["bytes_per_connection"].as_f64().is_some(), "{r}"),
