@@ -10,6 +10,8 @@
 //! 4. [`threaded`] and [`blocking`]: the models tutorials teach, for comparison; they share
 //!    [`echo`], the blocking read/write loop and the plumbing that stops sleeping threads.
 //! 5. [`server::Server`]: the one entry point for all three; [`shutdown`] stops it.
+//! 6. [`client`], an `nc`-like client, and [`mod@bench`], the verifying load generator (itself
+//!    a mio loop) and `--compare`, which measures the models against each other.
 //!
 //! ## The three models
 //!
@@ -35,9 +37,11 @@
 #![deny(missing_docs, rust_2018_idioms)]
 
 pub mod addr;
+pub mod bench;
 pub mod blocking;
 pub mod buffer;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod echo;
 pub mod event_loop;

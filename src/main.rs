@@ -13,6 +13,8 @@ fn main() -> ExitCode {
     init_logging(cli.verbose, cli.quiet);
     let result = match cli.command {
         Command::Serve(args) => serve(&args),
+        Command::Client(args) => echoloop::client::run(&args.addr),
+        Command::Bench(args) => echoloop::bench::run(&args.to_task()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,6 +10,7 @@ use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::os::unix::net as unix;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use mio::event::Source;
 use mio::{Interest, Registry, Token};
@@ -333,7 +334,40 @@ pub enum BlockingStream {
     Unix(unix::UnixStream),
 }
 
+/// Connect to a server, as the client and the load generator do. `timeout` bounds a TCP
+/// connect (a Unix connect does not wait on a network). Errors name the address.
+pub fn connect(addr: &ListenAddr, timeout: Duration) -> io::Result<BlockingStream> {
+    match addr {
+        ListenAddr::Tcp(sa) => std::net::TcpStream::connect_timeout(sa, timeout).map(BlockingStream::Tcp),
+        ListenAddr::Unix(path) => unix::UnixStream::connect(path).map(BlockingStream::Unix),
+    }
+    .map_err(|e| io::Error::new(e.kind(), format!("cannot connect to {addr}: {e}")))
+}
+
 impl BlockingStream {
+    /// A second handle on the same socket, so one thread can send while another receives.
+    pub fn try_clone(&self) -> io::Result<BlockingStream> {
+        match self {
+            BlockingStream::Tcp(s) => s.try_clone().map(BlockingStream::Tcp),
+            BlockingStream::Unix(s) => s.try_clone().map(BlockingStream::Unix),
+        }
+    }
+
+    /// Switch to non-blocking mode and wrap for mio (the load generator connects blocking,
+    /// then drives every connection from its event loop).
+    pub fn into_mio(self) -> io::Result<Stream> {
+        match self {
+            BlockingStream::Tcp(s) => {
+                s.set_nonblocking(true)?;
+                Ok(Stream::Tcp(mio::net::TcpStream::from_std(s)))
+            }
+            BlockingStream::Unix(s) => {
+                s.set_nonblocking(true)?;
+                Ok(Stream::Unix(mio::net::UnixStream::from_std(s)))
+            }
+        }
+    }
+
     /// The socket, for options, timeouts and `shutdown(2)`.
     pub fn sock_ref(&self) -> SockRef<'_> {
         match self {

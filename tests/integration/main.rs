@@ -6,8 +6,12 @@ mod util;
 
 /// Backpressure: a client that does not read is held at `--max-pending`.
 mod backpressure;
+/// The load generator and `--compare`: JSON, verification, corruption detection.
+mod bench_smoke;
 /// Command-line errors and the `listening on` line.
 mod cli;
+/// `echoloop client`: pipes, binary data, Unix sockets, a closed stdout.
+mod client;
 /// Byte-exact echo: large transfers, hundreds of clients, IPv6, Unix sockets.
 mod echo;
 /// Half-close: the client's EOF does not cut its echo short.

@@ -416,3 +416,66 @@ pub fn connect_with_buffers(addr: SocketAddr, send: Option<usize>, recv: Option<
     stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
     stream
 }
+
+/// What a finished `echoloop` run left behind.
+pub struct Finished {
+    /// Exit code (-1 if killed by a signal).
+    pub code: i32,
+    /// Everything on stdout, as bytes.
+    pub stdout: Vec<u8>,
+    /// Everything on stderr.
+    pub stderr: String,
+}
+
+impl Finished {
+    /// Stdout as text.
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+}
+
+/// Run `echoloop ARGS...` with `stdin` piped in (from a thread, while stdout and stderr
+/// are read, so no pipe can fill up), killing it after `limit`.
+pub fn run_bin_with(args: &[&str], stdin: Vec<u8>, limit: Duration) -> Finished {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_echoloop"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn echoloop");
+    let mut input = child.stdin.take().unwrap();
+    let feeder = thread::spawn(move || {
+        let _ = input.write_all(&stdin); // the child may exit before reading it all
+    });
+    let mut out = child.stdout.take().unwrap();
+    let stdout = thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = out.read_to_end(&mut buf);
+        buf
+    });
+    let mut err = child.stderr.take().unwrap();
+    let stderr = thread::spawn(move || {
+        let mut buf = String::new();
+        let _ = err.read_to_string(&mut buf);
+        buf
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("echoloop {args:?} did not exit within {limit:?}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    join_bounded(feeder, IO_TIMEOUT);
+    Finished {
+        code: status.code().unwrap_or(-1),
+        stdout: join_bounded(stdout, IO_TIMEOUT),
+        stderr: join_bounded(stderr, IO_TIMEOUT),
+    }
+}

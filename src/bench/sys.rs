@@ -1,0 +1,116 @@
+//! What the load generator asks of the operating system: descriptor limits, CPU time,
+//! CPU pinning, and another process's memory and CPU from `/proc`. Linux only, like the
+//! rest of the benchmark (it reads `/proc`); each call is small and says why it exists.
+
+use std::io;
+use std::time::Duration;
+
+/// Raise this process's soft RLIMIT_NOFILE to its hard limit, and return the new soft
+/// limit. Ten thousand connections need ten thousand descriptors, and the usual soft limit
+/// is 1024. Child processes (the servers `--compare` starts) inherit the raised limit.
+pub fn raise_nofile_limit() -> io::Result<u64> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: setrlimit reads the struct we own.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(limit.rlim_cur)
+}
+
+/// User plus system CPU time of this whole process (every thread) so far.
+pub fn own_cpu_time() -> Duration {
+    // SAFETY: an all-zero rusage is a valid value, and getrusage only writes into it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_SELF with a valid pointer cannot fail.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, (t.tv_usec as u32).saturating_mul(1000));
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
+
+/// User plus system CPU time of process `pid` (every thread), from `/proc/PID/stat`.
+pub fn process_cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces: count fields after it.
+    // utime and stime are fields 14 and 15, so the 12th and 13th after the ')'.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let ticks = fields.next()?.parse::<u64>().ok()? + fields.next()?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (per_sec > 0).then(|| Duration::from_secs_f64(ticks as f64 / per_sec as f64))
+}
+
+/// Resident memory of process `pid` in bytes: `VmRSS` now, and `VmHWM`, its peak so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Memory {
+    /// Resident now.
+    pub rss: u64,
+    /// The most that was ever resident (the "high-water mark").
+    pub peak: u64,
+}
+
+/// Read `/proc/PID/status`; `None` once the process is gone.
+pub fn process_memory(pid: u32) -> Option<Memory> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_memory(&status)
+}
+
+fn parse_memory(status: &str) -> Option<Memory> {
+    let kib = |key: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(key))?;
+        line[key.len()..].trim().trim_end_matches("kB").trim().parse().ok()
+    };
+    Some(Memory { rss: kib("VmRSS:")? * 1024, peak: kib("VmHWM:")? * 1024 })
+}
+
+/// Pin the calling thread (and threads it starts later) to one CPU, so the load generator
+/// and the server under test do not take turns on the same core.
+pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
+    // SAFETY: cpu_set_t is plain data; CPU_SET and sched_setaffinity only touch our copy.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// The number of CPUs this process may run on.
+pub fn usable_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The CPU's model name, for reports ("AMD EPYC"); empty when unknown.
+pub fn cpu_model() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let line = info.lines().find(|l| l.starts_with("model name"));
+    line.and_then(|l| l.split_once(':')).map_or_else(String::new, |(_, name)| name.trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_lines_are_parsed_as_kib() {
+        let status = "Name:\techoloop\nVmHWM:\t    2048 kB\nVmRSS:\t    1024 kB\nThreads:\t1\n";
+        assert_eq!(parse_memory(status), Some(Memory { rss: 1024 * 1024, peak: 2048 * 1024 }));
+        assert_eq!(parse_memory("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn this_process_is_visible_in_proc() {
+        let pid = std::process::id();
+        let memory = process_memory(pid).expect("own /proc status");
+        assert!(memory.rss > 0 && memory.peak >= memory.rss);
+        assert!(process_cpu_time(pid).is_some());
+    }
+}

@@ -1,0 +1,97 @@
+//! `echoloop client`: piped stdin goes through the server and comes back byte for byte.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use echoloop::{ListenAddr, Model};
+
+use crate::util::{TestServer, assert_same_bytes, config, random_bytes, run_bin_with};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// Every byte value, runs of zeros and newlines, and more than the server's pending cap:
+/// `echoloop client ADDR < data` prints exactly `data` and exits 0.
+#[test]
+fn pipes_binary_data_through_the_server() {
+    let server = TestServer::start(config(Model::EventLoop));
+    let mut data: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+    data.extend(std::iter::repeat_n(0u8, 10_000));
+    data.extend(random_bytes(3 << 20, 41));
+    let run = run_bin_with(&["client", &server.addr().to_string()], data.clone(), LIMIT);
+    assert_eq!(run.code, 0, "stderr: {}", run.stderr);
+    assert_same_bytes(&run.stdout, &data);
+}
+
+/// Empty stdin: connect, half-close at once, print nothing, exit 0.
+#[test]
+fn empty_input_echoes_nothing() {
+    let server = TestServer::start(config(Model::EventLoop));
+    let run = run_bin_with(&["client", &server.addr().to_string()], Vec::new(), LIMIT);
+    assert_eq!((run.code, run.stdout.len()), (0, 0), "stderr: {}", run.stderr);
+}
+
+/// The same over a Unix domain socket (`unix:PATH`).
+#[test]
+fn pipes_over_a_unix_socket() {
+    let path = std::env::temp_dir().join(format!("echoloop-client-{}.sock", std::process::id()));
+    let server = TestServer::start(echoloop::ServerConfig {
+        addr: ListenAddr::Unix(path),
+        ..config(Model::EventLoop)
+    });
+    let data = random_bytes(512 << 10, 42);
+    let run = run_bin_with(&["client", &server.addr().to_string()], data.clone(), LIMIT);
+    assert_eq!(run.code, 0, "stderr: {}", run.stderr);
+    assert_same_bytes(&run.stdout, &data);
+}
+
+/// `echoloop client ADDR < big | head -c 10`: when stdout's reader goes away, the client
+/// stops quietly with exit 0, as `cat` would.
+#[test]
+fn closed_stdout_is_not_an_error() {
+    let server = TestServer::start(config(Model::EventLoop));
+    let input = std::env::temp_dir().join(format!("echoloop-client-input-{}", std::process::id()));
+    std::fs::write(&input, random_bytes(8 << 20, 43)).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_echoloop"))
+        .args(["client", &server.addr().to_string()])
+        .stdin(std::fs::File::open(&input).unwrap())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut head = [0u8; 10];
+    child.stdout.take().unwrap().read_exact(&mut head).unwrap(); // then drop: the pipe closes
+    let status = wait_bounded(&mut child);
+    let _ = std::fs::remove_file(&input);
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert_eq!(status, Some(0), "stderr: {stderr}");
+}
+
+/// Nothing listening: one line naming the address, exit 1.
+#[test]
+fn refused_connection_names_the_address() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port() // closed again when the listener drops
+    };
+    let addr = format!("127.0.0.1:{port}");
+    let run = run_bin_with(&["client", &addr], b"hello".to_vec(), LIMIT);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains(&format!("cannot connect to {addr}")), "stderr: {}", run.stderr);
+}
+
+fn wait_bounded(child: &mut std::process::Child) -> Option<i32> {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        if start.elapsed() > LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("client did not exit within {LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
