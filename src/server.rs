@@ -58,7 +58,7 @@ impl Server {
     pub fn run(self) -> io::Result<Summary> {
         info!("serving {} with the {}", self.addr, self.model_description());
         let summary = match self.runner {
-            Runner::EventLoops(loops) => run_workers(loops)?,
+            Runner::EventLoops(loops) => run_workers(loops, &self.shutdown)?,
             Runner::Threaded(Model::ThreadPerConn, listener, config) => {
                 crate::threaded::serve(listener, &config, &self.shutdown)?
             }
@@ -99,18 +99,24 @@ fn bind_workers(
     Ok(loops)
 }
 
-/// Worker 0 runs on this thread, the others on their own; the summaries add up.
-fn run_workers(mut loops: Vec<EventLoop>) -> io::Result<Summary> {
+/// Worker 0 runs on this thread, the others on their own; the summaries add up. If any
+/// worker fails, the others are stopped and joined too, so none outlives `run`.
+fn run_workers(mut loops: Vec<EventLoop>, shutdown: &ShutdownHandle) -> io::Result<Summary> {
     let first = loops.remove(0);
     let others: Vec<_> = loops
         .into_iter()
         .enumerate()
         .map(|(i, el)| thread::Builder::new().name(format!("worker-{}", i + 1)).spawn(move || el.run()))
         .collect::<io::Result<_>>()?;
-    let mut summaries = vec![first.run()?];
-    for handle in others {
-        let summary = handle.join().map_err(|_| io::Error::other("a worker thread panicked"))??;
-        summaries.push(summary);
-    }
-    Ok(Summary::combine(summaries))
+    let results = std::iter::once(first.run())
+        .inspect(|result| {
+            if result.is_err() {
+                shutdown.shutdown();
+            }
+        })
+        .chain(others.into_iter().map(|handle| {
+            handle.join().unwrap_or_else(|_| Err(io::Error::other("a worker thread panicked")))
+        }))
+        .collect::<Vec<_>>();
+    Ok(Summary::combine(results.into_iter().collect::<io::Result<Vec<_>>>()?))
 }
