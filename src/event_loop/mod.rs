@@ -46,6 +46,10 @@ const WAKER: Token = Token(usize::MAX);
 /// TCP segment burst typically delivers in one read, and what the C reference uses.
 const READ_BUFFER: usize = 64 * 1024;
 
+/// Slab slots kept when the last connection closes; a larger slab is shrunk to give the
+/// memory of a past crowd of connections back.
+const SLAB_KEEP: usize = 1024;
+
 /// While shutting down, how often lingering connections are checked for "the client has
 /// acknowledged every byte and our FIN" (no readiness event announces an ACK).
 const LINGER_CHECK: Duration = Duration::from_millis(20);
@@ -244,10 +248,16 @@ impl EventLoop {
         let (bytes_in, bytes_out, pending) = conn.byte_counts();
         self.stats.connection_closed(bytes_out);
         debug!(
-            "{} closed ({reason}) peer={} read={bytes_in} echoed={bytes_out} unsent={pending}",
+            "token={} closed ({reason}) peer={} read={bytes_in} echoed={bytes_out} unsent={pending}",
             token.0,
             conn.peer()
         );
+        if self.connections.is_empty() && self.connections.capacity() > SLAB_KEEP {
+            // The last connection of a crowd is gone: give the slab's memory back, so RSS
+            // returns to its baseline (10,000 slots are about 1.5 MiB). Only when empty, so
+            // this O(capacity) step runs once per crowd, never per close.
+            self.connections.shrink_to_fit();
+        }
     }
 
     /// How long `poll` may sleep: until the earliest timer, at once if connections are
