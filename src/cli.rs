@@ -109,10 +109,17 @@ impl ServeArgs {
     }
 }
 
+/// The longest duration a flag takes: about 31 years.
+const MAX_SECS: f64 = 1e9;
+
 /// Seconds as a decimal number: `5`, `0.25`.
 pub fn parse_secs(s: &str) -> Result<Duration, String> {
     let secs: f64 = s.parse().map_err(|_| format!("'{s}' is not a number of seconds"))?;
-    Duration::try_from_secs_f64(secs).map_err(|_| format!("'{s}' must be between 0 and about 1.8e19 seconds"))
+    if !(0.0..=MAX_SECS).contains(&secs) {
+        // Bounded so that `now + timeout` can never overflow an `Instant`.
+        return Err(format!("'{s}' must be between 0 and {MAX_SECS} seconds"));
+    }
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("'{s}' is not a number of seconds"))
 }
 
 /// A byte count with an optional binary suffix: `65536`, `64K`, `64KiB`, `1M`.
@@ -336,6 +343,8 @@ mod tests {
         assert_eq!(parse_secs("0.5"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_secs("0"), Ok(Duration::ZERO));
         assert!(parse_secs("-1").is_err());
+        assert!(parse_secs("1e19").is_err());
+        assert!(parse_secs("NaN").is_err());
         assert!(parse_secs("soon").is_err());
     }
 

@@ -177,6 +177,9 @@ impl SocketOptions {
     pub fn apply(&self, sock: SockRef<'_>, is_tcp: bool) -> io::Result<()> {
         if is_tcp {
             sock.set_tcp_nodelay(true)?;
+            // A byte sent with MSG_OOB ("urgent") would otherwise be taken out of the stream
+            // and never echoed; inline, it is echoed in its place like any other byte.
+            sock.set_out_of_band_inline(true)?;
         }
         if let Some(size) = self.send_buffer {
             sock.set_send_buffer_size(size)?;

@@ -106,7 +106,18 @@ fn run_workers(mut loops: Vec<EventLoop>, shutdown: &ShutdownHandle) -> io::Resu
     let others: Vec<_> = loops
         .into_iter()
         .enumerate()
-        .map(|(i, el)| thread::Builder::new().name(format!("worker-{}", i + 1)).spawn(move || el.run()))
+        .map(|(i, el)| {
+            thread::Builder::new().name(format!("worker-{}", i + 1)).spawn({
+                let shutdown = shutdown.clone();
+                move || {
+                    let result = el.run();
+                    if result.is_err() {
+                        shutdown.shutdown(); // one worker failed: stop the others too
+                    }
+                    result
+                }
+            })
+        })
         .collect::<io::Result<_>>()?;
     let results = std::iter::once(first.run())
         .inspect(|result| {

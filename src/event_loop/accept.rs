@@ -11,10 +11,11 @@ use std::io::{self, ErrorKind};
 use std::time::{Duration, Instant};
 
 use log::{debug, warn};
-use mio::{Interest, Token};
+use mio::Token;
 
 use super::EventLoop;
 use super::connection::Connection;
+use super::connection::READ;
 use crate::net::{Peer, Stream};
 
 /// How long accepting pauses after running out of descriptors or memory.
@@ -67,7 +68,7 @@ impl EventLoop {
         // Key first, register, then insert: if registering fails there is nothing to undo.
         let entry = self.connections.vacant_entry();
         let token = Token(entry.key());
-        if let Err(e) = self.poll.registry().register(&mut stream, token, Interest::READABLE) {
+        if let Err(e) = self.poll.registry().register(&mut stream, token, READ) {
             return warn!("accept: cannot register {peer}: {e}");
         }
         let mut conn = Connection::new(stream, token, peer, self.config.max_pending, now);

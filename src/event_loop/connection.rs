@@ -25,6 +25,11 @@ use crate::net::{Peer, Stream};
 /// with it, every ready connection gets a turn each pass. 16 reads of 64 KiB = 1 MiB.
 pub const READS_PER_EVENT: usize = 16;
 
+/// The interest of a connection that reads: READABLE, plus PRIORITY (EPOLLPRI) so that an
+/// urgent (MSG_OOB) byte, which stops a TCP `read` short of the data behind it, is reported
+/// and the short-read rule in `on_readable` is not trusted for that event.
+pub const READ: Interest = Interest::READABLE.add(Interest::PRIORITY);
+
 /// Where a connection is in its life. Together with the pending bytes it decides the
 /// interest (see [`Connection::interest`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,7 +97,7 @@ impl Connection {
             peer,
             phase: Phase::Open,
             pending: PendingBuf::new(max_pending),
-            registered: Interest::READABLE,
+            registered: READ,
             last_active: now,
             idle_deadline: None,
             bytes_in: 0,
@@ -259,8 +264,8 @@ impl Connection {
         };
         let writing = !self.pending.is_empty();
         match (reading, writing) {
-            (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
-            (true, false) => Some(Interest::READABLE),
+            (true, true) => Some(READ.add(Interest::WRITABLE)),
+            (true, false) => Some(READ),
             (false, true) => Some(Interest::WRITABLE),
             (false, false) => None,
         }

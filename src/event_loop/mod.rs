@@ -73,7 +73,8 @@ impl Ready {
     const AGAIN: Ready = Ready { readable: true, writable: false, maybe_eof: true };
 
     fn from_event(event: &Event) -> Ready {
-        let hang_up = event.is_read_closed() || event.is_error();
+        // A hang-up, an error or urgent data: read past a short read, to `WouldBlock`.
+        let hang_up = event.is_read_closed() || event.is_error() || event.is_priority();
         Ready {
             readable: event.is_readable() || hang_up,
             writable: event.is_writable() || event.is_write_closed(),

@@ -1,6 +1,6 @@
 //! Regressions and hostile clients: each test names the failure it guards against.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
@@ -45,4 +45,30 @@ fn client_reset_with_pending_echoes_disturbs_nobody() {
     let data = random_bytes(1 << 20, 63);
     assert_same_bytes(&echo_chunked(server.connect(), data.clone(), 64), &data);
     assert_eq!(server.stop().connections, 3);
+}
+
+/// Regression (found in review): an urgent (MSG_OOB) byte stops a TCP read short of the data
+/// behind it, so the short-read rule left "efg" unread with no edge to come, and without
+/// SO_OOBINLINE the urgent byte itself was never echoed. Every byte comes back, in order.
+fn urgent_byte_is_echoed_in_place(model: Model) {
+    let server = TestServer::start(config(model));
+    let stream = server.connect();
+    let socket = socket2::SockRef::from(&stream);
+    socket.send(b"abc").unwrap();
+    socket.send_out_of_band(b"d").unwrap();
+    socket.send(b"efg").unwrap();
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    (&stream).read_to_end(&mut got).expect("the echo, then EOF");
+    assert_eq!(got, b"abcdefg");
+}
+
+#[test]
+fn urgent_byte_is_echoed_in_place_event_loop() {
+    urgent_byte_is_echoed_in_place(Model::EventLoop);
+}
+
+#[test]
+fn urgent_byte_is_echoed_in_place_thread_per_conn() {
+    urgent_byte_is_echoed_in_place(Model::ThreadPerConn);
 }
