@@ -41,6 +41,7 @@ impl PendingBuf {
     }
 
     /// Heap bytes held right now (0 when empty: the memory is given back).
+    #[cfg(test)]
     pub fn capacity(&self) -> usize {
         self.bytes.capacity()
     }

@@ -1,13 +1,13 @@
-//! Command-line definitions (clap derive) and nothing else: each `///` is the `--help` text.
+//! Command-line definitions (clap derive) and their conversion into the library's types,
+//! and nothing else: each `///` is the `--help` text. Part of the binary, not the library.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::addr::ListenAddr;
-use crate::bench::{self, BenchOptions, CompareOptions, Load, Scenario, Task, Variant};
-use crate::config::{Model, ServerConfig};
+use echoloop::bench::{self, BenchOptions, CompareOptions, Load, Scenario, Task, Variant};
+use echoloop::{ListenAddr, Model, ServerConfig};
 
 /// A TCP echo server built as a mio event loop, with the threaded models beside it and a
 /// load generator to compare them.
@@ -42,11 +42,11 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// HOST:PORT, [V6]:PORT, PORT (= 127.0.0.1:PORT) or unix:PATH. Port 0 lets the OS pick.
-    #[arg(default_value = crate::addr::DEFAULT_ADDR)]
+    #[arg(default_value = echoloop::DEFAULT_ADDR)]
     pub addr: ListenAddr,
     /// The I/O model.
-    #[arg(long, value_enum, default_value_t = ModelArg::EventLoop)]
-    pub model: ModelArg,
+    #[arg(long, value_enum, default_value_t = Model::EventLoop)]
+    pub model: Model,
     /// Independent event loops sharing the port via SO_REUSEPORT (event-loop, TCP only).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: u16,
@@ -71,33 +71,12 @@ pub struct ServeArgs {
     pub shutdown_grace: Duration,
 }
 
-/// `--model` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ModelArg {
-    /// One thread, one mio::Poll, connections in a slab.
-    EventLoop,
-    /// One OS thread per connection, blocking std::net sockets.
-    ThreadPerConn,
-    /// One connection at a time on the accepting thread.
-    Blocking,
-}
-
-impl From<ModelArg> for Model {
-    fn from(m: ModelArg) -> Model {
-        match m {
-            ModelArg::EventLoop => Model::EventLoop,
-            ModelArg::ThreadPerConn => Model::ThreadPerConn,
-            ModelArg::Blocking => Model::Blocking,
-        }
-    }
-}
-
 impl ServeArgs {
     /// The library's config: no clap type goes past this point.
     pub fn to_config(&self) -> ServerConfig {
         ServerConfig {
             addr: self.addr.clone(),
-            model: self.model.into(),
+            model: self.model,
             workers: usize::from(self.workers),
             max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
             idle_timeout: (!self.idle_timeout.is_zero()).then_some(self.idle_timeout),
@@ -142,9 +121,6 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
     Ok(bytes)
 }
 
-/// Where `--json` writes: absent, stdout (`--json`), or a file (`--json PATH`).
-pub use crate::bench::JsonTarget;
-
 /// `echoloop client`.
 #[derive(Debug, Args)]
 pub struct ClientArgs {
@@ -157,7 +133,7 @@ pub struct ClientArgs {
 pub struct BenchArgs {
     /// The server to load: HOST:PORT, [V6]:PORT, PORT or unix:PATH, on this machine only
     /// (loopback or a Unix socket). Not used with --compare, which starts its own servers.
-    #[arg(default_value = crate::addr::DEFAULT_ADDR)]
+    #[arg(default_value = echoloop::DEFAULT_ADDR)]
     pub addr: ListenAddr,
     /// Connections to open (one at a time, each answering a 1-byte ping before the next).
     #[arg(short, long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]

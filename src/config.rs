@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use crate::addr::ListenAddr;
 
-/// Which I/O model serves the connections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Which I/O model serves the connections. (`clap::ValueEnum` gives the command line the
+/// kebab-case names, `event-loop`, `thread-per-conn`, `blocking`, and each doc line as help.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Model {
     /// One thread, one `mio::Poll`, every connection in a slab (per worker with `workers > 1`).
     #[default]
@@ -93,8 +94,38 @@ impl ServerConfig {
         if self.max_pending == 0 {
             return Err("--max-pending must be at least 1 byte".into());
         }
+        if let Some(memory) = physical_memory().filter(|&memory| self.max_pending as u64 > memory) {
+            return Err(format!(
+                "--max-pending {} is more than this machine's memory ({memory} bytes), for one connection",
+                self.max_pending
+            ));
+        }
+        for (flag, size) in [("--send-buffer", self.send_buffer), ("--recv-buffer", self.recv_buffer)] {
+            if size.is_some_and(|size| size > MAX_SOCKET_BUFFER) {
+                return Err(format!(
+                    "{flag} {} is more than the kernel accepts ({MAX_SOCKET_BUFFER} bytes: it keeps twice \
+                     the value in an int)",
+                    size.unwrap_or_default()
+                ));
+            }
+        }
         Ok(())
     }
+}
+
+/// The largest SO_SNDBUF / SO_RCVBUF value the kernel can store: it doubles the value (for
+/// its bookkeeping) into a C `int`. The kernel also caps it at net.core.wmem_max /
+/// rmem_max; the server warns at start-up when that cap applies (see `net::SocketOptions`).
+const MAX_SOCKET_BUFFER: usize = (i32::MAX / 2) as usize;
+
+/// This machine's physical memory in bytes, if the system says.
+fn physical_memory() -> Option<u64> {
+    // SAFETY: sysconf only reads system constants; it has no memory-safety preconditions.
+    let (pages, page_size) =
+        unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
+    let pages = u64::try_from(pages).ok()?;
+    let page_size = u64::try_from(page_size).ok()?;
+    pages.checked_mul(page_size)
 }
 
 #[cfg(test)]
@@ -115,6 +146,18 @@ mod tests {
         assert!(config.validate().unwrap_err().contains("blocking"));
         config.workers = 0;
         assert!(config.validate().unwrap_err().contains("at least 1"));
+    }
+
+    #[test]
+    fn limits_beyond_the_machine_are_rejected_with_the_flag() {
+        let config = ServerConfig { max_pending: usize::MAX, ..Default::default() };
+        assert!(config.validate().unwrap_err().contains("--max-pending"));
+        let config = ServerConfig { send_buffer: Some(1 << 32), ..Default::default() };
+        assert!(config.validate().unwrap_err().contains("--send-buffer 4294967296"));
+        let config = ServerConfig { recv_buffer: Some(MAX_SOCKET_BUFFER + 1), ..Default::default() };
+        assert!(config.validate().unwrap_err().contains("--recv-buffer"));
+        let config = ServerConfig { send_buffer: Some(MAX_SOCKET_BUFFER), ..Default::default() };
+        assert_eq!(config.validate(), Ok(()));
     }
 
     #[test]

@@ -3,15 +3,18 @@
 //! ## How to read this crate
 //!
 //! 1. `examples/minimal.rs`: the smallest correct mio echo loop, without limits.
-//! 2. [`event_loop`]: the real loop. `mod.rs` polls and dispatches; `connection.rs` is one
+//! 2. `src/event_loop/`: the real loop. `mod.rs` polls and dispatches; `connection.rs` is one
 //!    connection's read/echo/flush and the interest it needs next; `accept.rs` accepts;
 //!    `idle.rs` keeps idle deadlines.
-//! 3. [`buffer::PendingBuf`]: where bytes wait when the kernel takes only part of a write.
-//! 4. [`threaded`] and [`blocking`]: the models tutorials teach, for comparison; they share
-//!    [`echo`], the blocking read/write loop and the plumbing that stops sleeping threads.
-//! 5. [`server::Server`]: the one entry point for all three; [`shutdown`] stops it.
-//! 6. [`client`], an `nc`-like client, and [`mod@bench`], the verifying load generator (itself
-//!    a mio loop) and `--compare`, which measures the models against each other.
+//! 3. `src/buffer.rs`: where bytes wait when the kernel takes only part of a write.
+//! 4. `src/blocking/`: the models tutorials teach, for comparison: one file per model, and
+//!    the accept loop, connection registry and blocking echo they share.
+//! 5. `src/net/`: sockets of every family, their options, the Unix socket file, and what an
+//!    `accept` error means (for every model).
+//! 6. [`Server`]: the one entry point for every model; [`ShutdownHandle`] stops it.
+//! 7. `src/client.rs`, an `nc`-like client ([`run_client`]).
+//!
+//! The load generator is a crate of its own (`crates/bench`), which knows nothing of this one.
 //!
 //! ## The three models
 //!
@@ -36,23 +39,23 @@
 //!   so its data waits in kernel buffers (and in the end in the client), not in our memory.
 #![deny(missing_docs, rust_2018_idioms)]
 
-pub mod addr;
-pub mod bench;
-pub mod blocking;
-pub mod buffer;
-pub mod cli;
-pub mod client;
-pub mod config;
-pub mod echo;
-pub mod event_loop;
-pub mod net;
-pub mod server;
-pub mod shutdown;
-pub mod stats;
-pub mod threaded;
+mod addr;
+pub mod bench; // moving to crates/bench
+mod blocking;
+mod buffer;
+mod client;
+mod config;
+mod error;
+mod event_loop;
+mod net;
+mod server;
+mod shutdown;
+mod stats;
 
-pub use addr::ListenAddr;
+pub use addr::{AddrParseError, DEFAULT_ADDR, ListenAddr};
+pub use client::run as run_client;
 pub use config::{Model, ServerConfig};
+pub use error::Error;
 pub use server::Server;
 pub use shutdown::ShutdownHandle;
 pub use stats::Summary;

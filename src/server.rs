@@ -1,6 +1,8 @@
 //! `Server`: one entry point for every model, so the CLI, the tests and the benches start
 //! servers the same way: `Server::bind(&config)?`, read `local_addr()`, keep a
-//! `shutdown_handle()`, then `run()` until the handle (or a signal) stops it.
+//! `shutdown_handle()`, then `run()` until the handle (or a signal) stops it. The binary
+//! uses `Server::bind_with` instead, with a handle whose signal handlers were installed
+//! before binding, so a SIGTERM at any moment after start is a graceful stop.
 
 use std::io;
 use std::thread;
@@ -8,7 +10,9 @@ use std::thread;
 use log::info;
 
 use crate::addr::ListenAddr;
+use crate::blocking;
 use crate::config::{Model, ServerConfig};
+use crate::error::Error;
 use crate::event_loop::EventLoop;
 use crate::net::{self, StdListener};
 use crate::shutdown::ShutdownHandle;
@@ -31,9 +35,14 @@ enum Runner {
 impl Server {
     /// Validate the config and bind. After this returns, clients can connect (they wait
     /// in the kernel's accept queue until `run`). Errors name the address.
-    pub fn bind(config: &ServerConfig) -> io::Result<Server> {
-        config.validate().map_err(|msg| io::Error::new(io::ErrorKind::InvalidInput, msg))?;
-        let shutdown = ShutdownHandle::new();
+    pub fn bind(config: &ServerConfig) -> Result<Server, Error> {
+        Server::bind_with(config, ShutdownHandle::new())
+    }
+
+    /// [`Server::bind`], stopped through `shutdown`, a handle made (and perhaps already
+    /// triggered, by an early signal) before binding.
+    pub fn bind_with(config: &ServerConfig, shutdown: ShutdownHandle) -> Result<Server, Error> {
+        config.validate().map_err(Error::Usage)?;
         let reuse_port = config.workers > 1;
         let first = net::bind(&config.addr, reuse_port)?;
         let addr = first.local_addr()?;
@@ -60,10 +69,10 @@ impl Server {
         let summary = match self.runner {
             Runner::EventLoops(loops) => run_workers(loops, &self.shutdown)?,
             Runner::Threaded(Model::ThreadPerConn, listener, config) => {
-                crate::threaded::serve(listener, &config, &self.shutdown)?
+                blocking::serve_thread_per_conn(listener, &config, &self.shutdown)?
             }
             Runner::Threaded(_, listener, config) => {
-                crate::blocking::serve(listener, &config, &self.shutdown)?
+                blocking::serve_one_at_a_time(listener, &config, &self.shutdown)?
             }
         };
         info!("{summary}");

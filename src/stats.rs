@@ -30,17 +30,13 @@ impl Stats {
         self.bytes_echoed.fetch_add(bytes, Relaxed);
     }
 
-    /// Echoed bytes counted as they go (the threaded models), not at close.
-    pub fn add_bytes(&self, bytes: u64) {
-        self.bytes_echoed.fetch_add(bytes, Relaxed);
-    }
-
     /// A connection over `--max-connections` was accepted and closed at once.
     pub fn connection_rejected(&self) {
         self.rejected.fetch_add(1, Relaxed);
     }
 
     /// Connections open right now.
+    #[cfg(test)]
     pub fn active(&self) -> u64 {
         self.active.load(Relaxed)
     }

@@ -5,32 +5,18 @@
 //! event may stand for many queued connections: accept until `WouldBlock`. When `accept`
 //! fails for lack of descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM), the connection
 //! stays in the kernel's queue; retrying at once would fail again and spin the CPU. So we
-//! pause accepting for [`ACCEPT_BACKOFF`] and let the timer in the loop call us again.
+//! pause accepting for `ACCEPT_BACKOFF` and let the timer in the loop call us again
+//! (`crate::net` sorts the errors and keeps the back-off log, for every model).
 
-use std::io::{self, ErrorKind};
-use std::time::{Duration, Instant};
+use std::io::ErrorKind;
+use std::time::Instant;
 
 use log::{debug, warn};
 use mio::Token;
 
 use super::EventLoop;
-use super::connection::Connection;
-use super::connection::READ;
-use crate::net::{Peer, Stream};
-
-/// How long accepting pauses after running out of descriptors or memory.
-pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-
-/// Errors that mean "the system is out of something; the connection is still queued".
-pub(crate) fn out_of_resources(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
-}
-
-/// Errors that concern only the connection being accepted, which is gone: skip it.
-pub(crate) fn connection_gone(e: &io::Error) -> bool {
-    matches!(e.kind(), ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset)
-        || e.raw_os_error() == Some(libc::EPROTO)
-}
+use super::connection::{Connection, READ};
+use crate::net::{ACCEPT_BACKOFF, AcceptError, Peer, Stream, classify_accept_error};
 
 impl EventLoop {
     /// The listener is readable: accept every queued connection.
@@ -40,14 +26,22 @@ impl EventLoop {
         }
         loop {
             let Some(listener) = &self.listener else { return };
-            match listener.accept() {
-                Ok((stream, peer)) => self.admit(stream, peer, now),
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return, // queue empty
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue, // a signal: retry
-                Err(e) if connection_gone(&e) => debug!("accept: skipped a connection: {e}"),
-                Err(e) => {
-                    let what = if out_of_resources(&e) { "out of resources" } else { "unexpected error" };
-                    warn!("accept: {e} ({what}): pausing accepts for {ACCEPT_BACKOFF:?}");
+            let error = match listener.accept() {
+                Ok((stream, peer)) => {
+                    self.accept_backoff.accepted(now);
+                    self.admit(stream, peer, now);
+                    continue;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return, // queue empty: drained
+                Err(e) => e,
+            };
+            match classify_accept_error(&error) {
+                AcceptError::Interrupted => continue, // a signal: retry
+                AcceptError::ConnectionGone => debug!("accept: skipped a connection: {error}"),
+                AcceptError::OutOfResources | AcceptError::Unexpected => {
+                    // The connection is still queued, so the listener stays readable; the
+                    // timer in the loop calls us again after the pause.
+                    self.accept_backoff.pausing(&error, now);
                     self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
                     return;
                 }
@@ -71,12 +65,10 @@ impl EventLoop {
         if let Err(e) = self.poll.registry().register(&mut stream, token, READ) {
             return warn!("accept: cannot register {peer}: {e}");
         }
-        let mut conn = Connection::new(stream, token, peer, self.config.max_pending, now);
-        if let Some((timeout, timers)) = &mut self.idle {
-            conn.idle_deadline = Some(now + *timeout);
-            timers.schedule(token, now + *timeout);
+        entry.insert(Connection::new(stream, token, peer, self.config.max_pending, now));
+        if let Some(timers) = &mut self.idle {
+            timers.start(token, now);
         }
-        entry.insert(conn);
         self.stats.connection_opened();
         debug!("token={} opened peer={peer} (open: {})", token.0, self.connections.len());
     }

@@ -80,8 +80,6 @@ pub struct Connection {
     registered: Interest,
     /// When bytes last moved in either direction (for the idle timeout).
     last_active: Instant,
-    /// The deadline under which we sit in the idle timer queue, if idle timeouts are on.
-    pub idle_deadline: Option<Instant>,
     /// Bytes read from the client.
     bytes_in: u64,
     /// Bytes written back to the client.
@@ -99,7 +97,6 @@ impl Connection {
             pending: PendingBuf::new(max_pending),
             registered: READ,
             last_active: now,
-            idle_deadline: None,
             bytes_in: 0,
             bytes_out: 0,
         }

@@ -17,9 +17,9 @@
 //! `mio::Token`, so an event leads to its connection in one index, and a slot freed on
 //! close is reused by the next accepted connection.
 
-pub(crate) mod accept; // its error predicates are shared with the threaded models
-pub mod connection;
-pub mod idle;
+mod accept;
+mod connection;
+mod idle;
 
 use std::io::{self, ErrorKind};
 use std::sync::Arc;
@@ -31,7 +31,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 use crate::config::ServerConfig;
-use crate::net::{Listener, SocketOptions, StdListener};
+use crate::net::{BackoffLog, Listener, SocketOptions, StdListener};
 use crate::shutdown::ShutdownHandle;
 use crate::stats::{Stats, Summary};
 use connection::{Connection, ReadStop};
@@ -96,10 +96,12 @@ pub struct EventLoop {
     /// Connections that stopped reading because their budget ran out, to revisit after
     /// the next (non-blocking) poll. Reused between passes, so it does not allocate.
     unfinished: Vec<Token>,
-    /// Idle deadlines, when `--idle-timeout` is on.
-    idle: Option<(Duration, IdleTimers)>,
+    /// Idle deadlines, when `--idle-timeout` is on; their only owner.
+    idle: Option<IdleTimers>,
     /// After EMFILE and friends, accepting pauses until this instant.
     accept_paused_until: Option<Instant>,
+    /// Logs the first accept failure of an episode, reminders, and the recovery.
+    accept_backoff: BackoffLog,
     /// Set when shutdown begins: pending echoes may flush until then.
     grace_deadline: Option<Instant>,
     /// Keeps the waker alive; the shutdown handle holds a closure that fires it.
@@ -137,16 +139,14 @@ impl EventLoop {
             connections: Slab::new(),
             read_buf: vec![0; READ_BUFFER].into_boxed_slice(),
             unfinished: Vec::new(),
-            idle: config.idle_timeout.map(|timeout| (timeout, IdleTimers::new())),
+            idle: config.idle_timeout.map(IdleTimers::new),
             accept_paused_until: None,
+            accept_backoff: BackoffLog::default(),
             grace_deadline: None,
             _waker: waker,
             shutdown: shutdown.clone(),
             config: config.clone(),
-            socket_options: SocketOptions {
-                send_buffer: config.send_buffer,
-                recv_buffer: config.recv_buffer,
-            },
+            socket_options: SocketOptions::from_config(config),
             stats: Arc::new(Stats::default()),
             worker,
         })
@@ -173,7 +173,7 @@ impl EventLoop {
                 self.serve(token, Ready::AGAIN, now);
             }
             self.run_timers(now);
-            if self.shutdown_complete(now) {
+            if self.close_delivered_or_overdue(now) {
                 return Ok(self.stats.snapshot());
             }
         }
@@ -243,8 +243,8 @@ impl EventLoop {
         if let Err(e) = self.poll.registry().deregister(conn.stream_mut()) {
             debug!("token={} deregister: {e}", token.0); // the close below removes it anyway
         }
-        if let (Some((_, timers)), Some(deadline)) = (&mut self.idle, conn.idle_deadline) {
-            timers.cancel(token, deadline);
+        if let Some(timers) = &mut self.idle {
+            timers.stop(token);
         }
         let (bytes_in, bytes_out, pending) = conn.byte_counts();
         self.stats.connection_closed(bytes_out);
@@ -267,7 +267,7 @@ impl EventLoop {
         if !self.unfinished.is_empty() {
             return Some(Duration::ZERO);
         }
-        let idle = self.idle.as_ref().and_then(|(_, timers)| timers.next_deadline());
+        let idle = self.idle.as_ref().and_then(IdleTimers::next_deadline);
         let linger_check = self.grace_deadline.map(|_| now + LINGER_CHECK);
         [idle, self.grace_deadline, self.accept_paused_until, linger_check]
             .into_iter()
@@ -286,23 +286,11 @@ impl EventLoop {
         }
     }
 
-    /// Close connections whose idle deadline passed; requeue those that were active since.
+    /// Close the connections that were idle for the whole timeout.
     fn expire_idle(&mut self, now: Instant) {
-        let Some((timeout, timers)) = &mut self.idle else { return };
-        let timeout = *timeout;
-        let mut expired = Vec::new();
-        while let Some(token) = timers.pop_due(now) {
-            // Entries are cancelled on close, so the connection is there; be safe anyway.
-            let Some(conn) = self.connections.get_mut(token.0) else { continue };
-            let deadline = conn.last_active() + timeout;
-            if deadline <= now {
-                conn.idle_deadline = None;
-                expired.push(token);
-            } else {
-                timers.schedule(token, deadline);
-                conn.idle_deadline = Some(deadline);
-            }
-        }
+        let Some(timers) = &mut self.idle else { return };
+        let connections = &self.connections;
+        let expired = timers.expired(now, |token| connections.get(token.0).map(Connection::last_active));
         for token in expired {
             self.close(token, "idle timeout");
         }
@@ -323,8 +311,7 @@ impl EventLoop {
             "shutting down: {} connections open, flushing pending echoes for up to {grace:?}",
             self.connections.len()
         );
-        let tokens: Vec<Token> = self.connections.iter().map(|(key, _)| Token(key)).collect();
-        for token in tokens {
+        for token in self.tokens_where(|_| true) {
             match self.connections[token.0].stop_reading() {
                 Ok(()) => self.update_interest(token),
                 Err(e) => self.close(token, &format!("error: {e}")),
@@ -332,31 +319,32 @@ impl EventLoop {
         }
     }
 
-    /// Done when shutting down and either nothing is left or the grace period is over.
-    fn shutdown_complete(&mut self, now: Instant) -> bool {
+    /// While shutting down: close the connections that have delivered everything, and all
+    /// of them once the grace period is over. True when none is left: the loop may end.
+    fn close_delivered_or_overdue(&mut self, now: Instant) -> bool {
         let Some(deadline) = self.grace_deadline else { return false };
-        let delivered: Vec<Token> = self
-            .connections
-            .iter()
-            .filter(|(_, conn)| conn.done_lingering())
-            .map(|(key, _)| Token(key))
-            .collect();
-        for token in delivered {
+        for token in self.tokens_where(Connection::done_lingering) {
             self.close(token, "echoes delivered");
         }
-        if !self.connections.is_empty() && now < deadline {
+        if self.connections.is_empty() {
+            return true;
+        }
+        if now < deadline {
             return false;
         }
-        if !self.connections.is_empty() {
-            warn!(
-                "grace period over: closing {} connections whose client did not take its echo or close",
-                self.connections.len()
-            );
-        }
-        let tokens: Vec<Token> = self.connections.iter().map(|(key, _)| Token(key)).collect();
-        for token in tokens {
+        warn!(
+            "grace period over: closing {} connections whose client did not take its echo or close",
+            self.connections.len()
+        );
+        for token in self.tokens_where(|_| true) {
             self.close(token, "shutdown");
         }
         true
+    }
+
+    /// The tokens of the connections that satisfy `keep`, collected first, because closing
+    /// (or reregistering) needs `self` while the slab is borrowed for the scan.
+    fn tokens_where(&self, keep: impl Fn(&Connection) -> bool) -> Vec<Token> {
+        self.connections.iter().filter(|(_, conn)| keep(conn)).map(|(key, _)| Token(key)).collect()
     }
 }

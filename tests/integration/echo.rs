@@ -167,7 +167,8 @@ fn live_unix_socket_is_address_in_use() {
         Ok(_) => panic!("a second server bound a live socket"),
         Err(e) => e,
     };
-    assert_eq!(err.kind(), ErrorKind::AddrInUse, "{err}");
+    let echoloop::Error::Io(io_err) = &err else { panic!("not an I/O error: {err}") };
+    assert_eq!(io_err.kind(), ErrorKind::AddrInUse, "{err}");
     let message = err.to_string();
     assert!(message.contains(&path.addr()), "{message}");
     assert!(message.to_lowercase().contains("address already in use"), "{message}");

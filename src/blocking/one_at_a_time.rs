@@ -15,7 +15,7 @@
 //! `--idle-timeout` is the only thing that moves the queue along.
 //!
 //! It shares the echo, the accept loop and the shutdown plumbing with the thread-per-conn
-//! model ([`crate::echo`]). One difference in shutdown: the only thread is busy with its
+//! model ([`super`]). One difference in shutdown: the only thread is busy with its
 //! client, so a separate, short-lived thread enforces `--shutdown-grace`.
 
 use std::io;
@@ -26,8 +26,10 @@ use std::time::Duration;
 
 use log::warn;
 
+use super::accept::{accept_until_shutdown, wake_on_shutdown};
+use super::registry::LiveConnections;
+use super::{Context, serve_connection};
 use crate::config::ServerConfig;
-use crate::echo::{Context, LiveConnections, accept_until_shutdown, serve_connection, wake_on_shutdown};
 use crate::net::StdListener;
 use crate::shutdown::ShutdownHandle;
 use crate::stats::Summary;

@@ -15,7 +15,7 @@
 //! connection, idle or not.
 //!
 //! The echo itself, the accept loop and the shutdown plumbing are shared with the blocking
-//! model in [`crate::echo`]; this file only decides *where* a connection runs.
+//! model in [`super`]; this file only decides *where* a connection runs.
 //!
 //! Shutdown: the stop request wakes the acceptor (`shutdown(2)` on the listener) and makes
 //! every connection's blocked `read` return 0 (`shutdown(SHUT_RD)`); each thread writes back
@@ -28,10 +28,11 @@ use std::thread;
 
 use log::warn;
 
+use super::accept::{accept_until_shutdown, wake_on_shutdown};
+use super::registry::Registered;
+use super::{Context, serve_connection};
 use crate::config::ServerConfig;
-use crate::echo::{Context, Registered, accept_until_shutdown, serve_connection, wake_on_shutdown};
-use crate::event_loop::accept::ACCEPT_BACKOFF;
-use crate::net::{BlockingStream, Peer, StdListener};
+use crate::net::{ACCEPT_BACKOFF, BlockingStream, Peer, StdListener};
 use crate::shutdown::ShutdownHandle;
 use crate::stats::Summary;
 

@@ -1,0 +1,76 @@
+//! Accepting in a blocking model, and making a stop request reach the threads that sleep in
+//! `accept` and `read`: neither looks at a flag, so the request goes through their sockets.
+
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use log::debug;
+
+use super::registry::LiveConnections;
+use crate::net::{
+    ACCEPT_BACKOFF, AcceptError, BackoffLog, BlockingStream, Peer, StdListener, classify_accept_error,
+};
+use crate::shutdown::ShutdownHandle;
+
+/// Accept connections until a stop is requested, handing each to `on_accept`.
+///
+/// `accept` blocks; the stop request interrupts it through [`wake_on_shutdown`]. An error is
+/// the end only once a stop was requested; before that it is handled as the event loop does:
+/// a connection that died in the queue is skipped, and running out of descriptors or memory
+/// (the connection stays queued) pauses accepting for `ACCEPT_BACKOFF` instead of spinning.
+pub fn accept_until_shutdown(
+    listener: &StdListener,
+    shutdown: &ShutdownHandle,
+    mut on_accept: impl FnMut(BlockingStream, Peer),
+) {
+    let mut backoff = BackoffLog::default();
+    loop {
+        let error = match listener.accept_blocking() {
+            Ok(_) if shutdown.is_requested() => return, // too late to serve: dropping it closes it
+            Ok((stream, peer)) => {
+                backoff.accepted(Instant::now());
+                on_accept(stream, peer);
+                continue;
+            }
+            Err(e) if shutdown.is_requested() => return debug!("accept woken for shutdown: {e}"),
+            Err(e) => e,
+        };
+        match classify_accept_error(&error) {
+            AcceptError::Interrupted => continue, // a signal: retry
+            AcceptError::ConnectionGone => debug!("accept: skipped a connection: {error}"),
+            AcceptError::OutOfResources | AcceptError::Unexpected => {
+                // The connection is still queued; retrying now would fail again at once.
+                backoff.pausing(&error, Instant::now());
+                thread::sleep(ACCEPT_BACKOFF);
+            }
+        }
+    }
+}
+
+/// Make a stop request reach the threads that sleep in `read` and `accept`: make every live
+/// connection's `read` return 0, and wake the acceptor.
+///
+/// The waker holds weak references, so the listener still closes (and a Unix socket file is
+/// still removed) when `serve` returns, however long the handle lives.
+pub fn wake_on_shutdown(
+    shutdown: &ShutdownHandle,
+    listener: &Arc<StdListener>,
+    live: &Arc<LiveConnections>,
+    grace: Duration,
+) {
+    let listener = Arc::downgrade(listener);
+    let live = Arc::downgrade(live);
+    shutdown.add_waker(move || {
+        // Connections first, so the acceptor wakes up to a server that has stopped reading.
+        if let Some(live) = live.upgrade() {
+            live.begin_shutdown(grace);
+        }
+        if let Some(listener) = listener.upgrade() {
+            // A second wake-up finds the socket already shut down (ENOTCONN): harmless.
+            if let Err(e) = listener.wake_acceptor() {
+                debug!("waking the acceptor: {e}");
+            }
+        }
+    });
+}

@@ -1,0 +1,195 @@
+//! The blocking family: thread-per-conn and blocking, the models tutorials teach.
+//!
+//! Both models use plain `std::net` sockets in blocking mode: `accept`, `read` and `write`
+//! put the calling thread to sleep until they can make progress. That makes the echo itself
+//! three steps (read, write all of it, repeat; see [`echo_blocking`]) and moves the hard
+//! parts to the edges, which this module handles once for both models:
+//!
+//! - **Stopping a sleeping thread.** A thread asleep in `accept` or `read` never looks at a
+//!   flag, so a stop request reaches it through its socket: `shutdown(2)` on the listener
+//!   makes a blocked `accept` fail (Linux: EINVAL), and `shutdown(SHUT_RD)` on a connection
+//!   makes a blocked `read` return 0, as if the client had closed. [`LiveConnections`] keeps
+//!   every open socket within reach for that; [`wake_on_shutdown`] wires it to the
+//!   [`ShutdownHandle`].
+//! - **Idle timeout.** SO_RCVTIMEO and SO_SNDTIMEO: a `read` or `write` that moves no byte
+//!   for that long fails with `WouldBlock`, and the connection is closed.
+//! - **Grace.** A thread blocked in `write` to a client that never reads only wakes when the
+//!   write can proceed. When the grace period is over, `shutdown(SHUT_RDWR)` makes that write
+//!   fail, so a stop always completes ([`LiveConnections::drain`]).
+//!
+//! Echo semantics are the event loop's: every byte read is written back, in order, before the
+//! next read; on EOF everything read has already been written, so the connection just closes.
+//!
+//! - `accept.rs`: the accept loop, and waking it and the connections for a stop.
+//! - `registry.rs`: the open connections, within reach of the stop request.
+//! - `echo.rs`: read, write all of it, repeat.
+//! - `thread_per_conn.rs`, `one_at_a_time.rs`: the two models; each only decides *where*
+//!   a connection runs.
+
+mod accept;
+mod echo;
+mod one_at_a_time;
+mod registry;
+mod thread_per_conn;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use log::debug;
+
+use crate::config::ServerConfig;
+use crate::net::{BlockingStream, Peer, SocketOptions};
+use crate::shutdown::ShutdownHandle;
+use crate::stats::Stats;
+use echo::{ECHO_BUFFER, echo_blocking};
+use registry::{LiveConnections, Registered};
+
+pub use one_at_a_time::serve as serve_one_at_a_time;
+pub use thread_per_conn::serve as serve_thread_per_conn;
+
+/// What both models need to serve one connection: the config's limits, the counters, the
+/// registry of open sockets and the stop request.
+#[derive(Debug)]
+pub struct Context {
+    /// Counters for the summary line.
+    pub stats: Stats,
+    /// Every open connection, so shutdown can reach its socket.
+    pub live: Arc<LiveConnections>,
+    /// Stop requests; connections check it before every read.
+    pub shutdown: ShutdownHandle,
+    /// SO_SNDBUF / SO_RCVBUF / TCP_NODELAY, as the event loop sets them.
+    socket_options: SocketOptions,
+    /// SO_RCVTIMEO and SO_SNDTIMEO, when `--idle-timeout` is on.
+    idle_timeout: Option<Duration>,
+}
+
+impl Context {
+    /// The shared state of one server.
+    pub fn new(config: &ServerConfig, shutdown: &ShutdownHandle) -> Self {
+        Context {
+            stats: Stats::default(),
+            live: Arc::new(LiveConnections::default()),
+            shutdown: shutdown.clone(),
+            socket_options: SocketOptions::from_config(config),
+            idle_timeout: config.idle_timeout,
+        }
+    }
+
+    /// Set the socket options and timeouts of a fresh connection and register it; `None`
+    /// (and the connection closed) if the socket refuses its options.
+    pub fn admit(&self, stream: BlockingStream, peer: Peer) -> Option<Registered> {
+        let prepared = self.socket_options.apply(stream.sock_ref(), stream.is_tcp()).and_then(|()| {
+            // A read or write that moves nothing for this long fails with WouldBlock. (The
+            // kernel reads a zero timeout as "none"; the CLI turns `--idle-timeout 0` into None.)
+            stream.sock_ref().set_read_timeout(self.idle_timeout)?;
+            stream.sock_ref().set_write_timeout(self.idle_timeout)
+        });
+        match prepared {
+            Ok(()) => Some(LiveConnections::register(&self.live, stream)),
+            Err(e) => {
+                debug!("accept: socket options for {peer} failed, closing: {e}");
+                None
+            }
+        }
+    }
+}
+
+/// Serve one registered connection to its end on the calling thread, then close it: the
+/// whole life of a connection in both models.
+pub fn serve_connection(conn: Registered, peer: Peer, ctx: &Context) {
+    ctx.stats.connection_opened();
+    debug!("{} opened peer={peer} (open: {})", conn.id, ctx.live.len());
+    let mut buf = vec![0; ECHO_BUFFER];
+    let echoed = echo_blocking(conn.stream(), conn.id, &mut buf, &ctx.shutdown);
+    ctx.stats.connection_closed(echoed.bytes_out);
+    debug!(
+        "{} closed ({}) peer={peer} read={} echoed={} unsent={}",
+        conn.id,
+        echoed.end,
+        echoed.bytes_in,
+        echoed.bytes_out,
+        echoed.bytes_in - echoed.bytes_out
+    );
+    // `conn` drops here: the socket closes and its registry slot is freed.
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use echo::{End, write_all_counted};
+    use std::io::{Read, Write};
+    use std::net::Shutdown;
+    use std::os::unix::net::UnixStream;
+    use std::thread;
+    use std::time::Instant;
+
+    /// A connected pair: the server side as a registered connection, and the client side.
+    fn pair(live: &Arc<LiveConnections>) -> (Registered, UnixStream) {
+        let (server, client) = UnixStream::pair().expect("socketpair");
+        client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        (LiveConnections::register(live, BlockingStream::Unix(server)), client)
+    }
+
+    #[test]
+    fn echoes_until_the_client_half_closes() {
+        let live = Arc::new(LiveConnections::default());
+        let (conn, mut client) = pair(&live);
+        client.write_all(b"hello, echo").unwrap();
+        client.shutdown(Shutdown::Write).unwrap();
+        let echoed = echo_blocking(conn.stream(), conn.id, &mut [0; 4], &ShutdownHandle::new());
+        assert!(matches!(echoed.end, End::ClientClosed), "{}", echoed.end);
+        assert_eq!((echoed.bytes_in, echoed.bytes_out), (11, 11));
+        drop(conn);
+        let mut back = Vec::new();
+        client.read_to_end(&mut back).unwrap();
+        assert_eq!(back, b"hello, echo");
+    }
+
+    #[test]
+    fn shut_rd_wakes_a_blocked_read_and_drain_waits_for_it() {
+        let live = Arc::new(LiveConnections::default());
+        let (conn, _client) = pair(&live);
+        // The stop flag is never set here: the only way out of `read` is the SHUT_RD.
+        let server = thread::spawn(move || {
+            let echoed = echo_blocking(conn.stream(), conn.id, &mut [0; 16], &ShutdownHandle::new());
+            (echoed.bytes_in, echoed.end) // `conn` drops here and leaves the registry
+        });
+        thread::sleep(Duration::from_millis(50)); // most likely asleep in `read` by now
+        assert_eq!(live.len(), 1);
+        live.begin_shutdown(Duration::from_secs(10));
+        assert!(live.wait_until_empty(Instant::now() + Duration::from_secs(10)), "the reader never woke");
+        let (bytes_in, end) = server.join().unwrap();
+        assert_eq!(bytes_in, 0);
+        assert!(matches!(end, End::ClientClosed), "{end}"); // a 0 from read, as at EOF
+    }
+
+    #[test]
+    fn drain_ends_a_write_blocked_on_a_client_that_never_reads() {
+        let live = Arc::new(LiveConnections::default());
+        let (conn, _client) = pair(&live);
+        let writer = thread::spawn(move || {
+            let mut written = 0;
+            // Far more than a socketpair buffers: this blocks once the buffers are full.
+            let result = write_all_counted(conn.stream(), &vec![7; 64 << 20], &mut written);
+            (written, result.err())
+        });
+        live.drain(Duration::from_millis(100));
+        assert_eq!(live.len(), 0, "the writer is still registered");
+        let (written, end) = writer.join().unwrap();
+        assert!(written < 64 << 20);
+        assert!(matches!(end, Some(End::Error(_))), "{end:?}");
+    }
+
+    #[test]
+    fn a_connection_registered_after_the_stop_never_reads() {
+        let live = Arc::new(LiveConnections::default());
+        let stop = ShutdownHandle::new();
+        stop.shutdown();
+        live.begin_shutdown(Duration::ZERO);
+        let (conn, mut client) = pair(&live);
+        client.write_all(b"late").unwrap();
+        let echoed = echo_blocking(conn.stream(), conn.id, &mut [0; 16], &stop);
+        assert!(matches!(echoed.end, End::Shutdown));
+        assert_eq!(echoed.bytes_in, 0);
+    }
+}

@@ -1,0 +1,83 @@
+//! The one place that knows which socket family is in use.
+//!
+//! Every model listens on TCP or on a Unix domain stream socket; above this module they are
+//! just a [`StdListener`] (blocking, for the threaded models) or a [`Listener`] (non-blocking,
+//! for the event loop) that yields streams. Socket options (SO_REUSEPORT, TCP_NODELAY,
+//! SO_SNDBUF/SO_RCVBUF) are set here through `socket2`, and so is the Unix socket file's
+//! lifecycle ([`unix_file`]). What an `accept` error means, and how long to back off, is here
+//! too ([`accept_errors`]), because every model accepts.
+//!
+//! - `listener.rs`: binding and the two listener types.
+//! - `stream.rs`: the connection types and who is on the other end.
+//! - `options.rs`: per-connection socket options.
+//! - `unix_file.rs`: the socket file of a `unix:` address.
+//! - `accept_errors.rs`: which accept errors are whose problem, and the back-off.
+
+mod accept_errors;
+mod listener;
+mod options;
+mod stream;
+mod unix_file;
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::unix::net as unix;
+use std::path::Path;
+use std::time::Duration;
+
+use socket2::{Domain, Socket, Type};
+
+use crate::addr::ListenAddr;
+pub use accept_errors::{ACCEPT_BACKOFF, AcceptError, BackoffLog, classify_accept_error};
+pub use listener::{Listener, StdListener};
+pub use options::SocketOptions;
+pub use stream::{BlockingStream, Peer, Stream};
+
+/// The kernel's accept queue length we ask for (it is capped by net.core.somaxconn).
+const BACKLOG: i32 = 1024;
+
+/// Add the address to an error, so the user sees which address failed and why.
+pub fn with_addr(addr: &ListenAddr, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
+}
+
+/// Bind and listen on `addr`. `reuse_port` lets several listeners share one TCP port, so the
+/// kernel spreads incoming connections over them (`--workers`). Errors name the address.
+pub fn bind(addr: &ListenAddr, reuse_port: bool) -> io::Result<StdListener> {
+    match addr {
+        ListenAddr::Tcp(sa) => bind_tcp(*sa, reuse_port).map(StdListener::Tcp),
+        ListenAddr::Unix(path) => bind_unix(path),
+    }
+    .map_err(|e| with_addr(addr, e))
+}
+
+fn bind_tcp(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    // Lets a restarted server bind while old connections sit in TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    if addr.is_ipv6() {
+        // `[::]:PORT` means IPv6 only, as written; say 0.0.0.0 for IPv4.
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
+}
+
+fn bind_unix(path: &Path) -> io::Result<StdListener> {
+    let (listener, file) = unix_file::bind(path)?;
+    Ok(StdListener::Unix(listener, file))
+}
+
+/// Connect to a server, as the client and the load generator do. `timeout` bounds a TCP
+/// connect (a Unix connect does not wait on a network). Errors name the address.
+pub fn connect(addr: &ListenAddr, timeout: Duration) -> io::Result<BlockingStream> {
+    match addr {
+        ListenAddr::Tcp(sa) => std::net::TcpStream::connect_timeout(sa, timeout).map(BlockingStream::Tcp),
+        ListenAddr::Unix(path) => unix::UnixStream::connect(path).map(BlockingStream::Unix),
+    }
+    .map_err(|e| io::Error::new(e.kind(), format!("cannot connect to {addr}: {e}")))
+}

@@ -1,0 +1,213 @@
+//! Connected sockets: non-blocking ([`Stream`], the event loop) and blocking
+//! ([`BlockingStream`], the threaded models, the client), and [`Peer`] for logs.
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::os::unix::net as unix;
+
+use mio::event::Source;
+use mio::{Interest, Registry, Token};
+use socket2::SockRef;
+
+/// Who is on the other end, for logs: a TCP peer address, or nothing for a Unix socket
+/// client (they are usually unnamed). Kept as a plain value so a connection costs no heap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer(pub Option<SocketAddr>);
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(addr) => write!(f, "{addr}"),
+            None => f.write_str("unix-client"),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum Stream {
+    /// TCP.
+    Tcp(mio::net::TcpStream),
+    /// Unix domain stream socket.
+    Unix(mio::net::UnixStream),
+}
+
+impl Stream {
+    /// The socket, for options.
+    pub fn sock_ref(&self) -> SockRef<'_> {
+        match self {
+            Stream::Tcp(s) => SockRef::from(s),
+            Stream::Unix(s) => SockRef::from(s),
+        }
+    }
+
+    /// Is this a TCP stream (for TCP-only options)?
+    pub fn is_tcp(&self) -> bool {
+        matches!(self, Stream::Tcp(_))
+    }
+
+    /// Half-close: send EOF (a FIN, behind every byte already written), keep reading.
+    pub fn shutdown_write(&self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
+            Stream::Unix(s) => s.shutdown(std::net::Shutdown::Write),
+        }
+    }
+
+    /// Bytes the kernel still holds for this socket: (received but unread, sent but not yet
+    /// acknowledged by the peer). `(0, 0)` means a `close` now is a clean end: nothing
+    /// unread to provoke a reset, and nothing of ours left that a reset could destroy.
+    pub fn kernel_queues(&self) -> io::Result<(usize, usize)> {
+        use std::os::fd::AsRawFd;
+        let fd = match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+        };
+        Ok((ioctl_count(fd, libc::FIONREAD)?, ioctl_count(fd, libc::TIOCOUTQ)?))
+    }
+}
+
+/// An `ioctl` that reports a byte count (FIONREAD alias SIOCINQ, TIOCOUTQ alias SIOCOUTQ).
+fn ioctl_count(fd: std::os::fd::RawFd, request: libc::Ioctl) -> io::Result<usize> {
+    let mut count: libc::c_int = 0;
+    // SAFETY: `fd` is an open socket borrowed for this call, and both requests write one
+    // `c_int` through the pointer, which points at a live `c_int`.
+    if unsafe { libc::ioctl(fd, request, &mut count) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(usize::try_from(count).unwrap_or(0))
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(()) // nothing is buffered in user space
+    }
+}
+
+impl Source for Stream {
+    fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.register(r, t, i),
+            Stream::Unix(s) => s.register(r, t, i),
+        }
+    }
+    fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.reregister(r, t, i),
+            Stream::Unix(s) => s.reregister(r, t, i),
+        }
+    }
+    fn deregister(&mut self, r: &Registry) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.deregister(r),
+            Stream::Unix(s) => s.deregister(r),
+        }
+    }
+}
+
+/// A blocking connection, as the threaded models use it.
+#[derive(Debug)]
+pub enum BlockingStream {
+    /// TCP.
+    Tcp(std::net::TcpStream),
+    /// Unix domain stream socket.
+    Unix(unix::UnixStream),
+}
+
+impl BlockingStream {
+    /// A second handle on the same socket, so one thread can send while another receives.
+    pub fn try_clone(&self) -> io::Result<BlockingStream> {
+        match self {
+            BlockingStream::Tcp(s) => s.try_clone().map(BlockingStream::Tcp),
+            BlockingStream::Unix(s) => s.try_clone().map(BlockingStream::Unix),
+        }
+    }
+
+    /// Switch to non-blocking mode and wrap for mio (the load generator connects blocking,
+    /// then drives every connection from its event loop).
+    pub fn into_mio(self) -> io::Result<Stream> {
+        match self {
+            BlockingStream::Tcp(s) => {
+                s.set_nonblocking(true)?;
+                Ok(Stream::Tcp(mio::net::TcpStream::from_std(s)))
+            }
+            BlockingStream::Unix(s) => {
+                s.set_nonblocking(true)?;
+                Ok(Stream::Unix(mio::net::UnixStream::from_std(s)))
+            }
+        }
+    }
+
+    /// The socket, for options, timeouts and `shutdown(2)`.
+    pub fn sock_ref(&self) -> SockRef<'_> {
+        match self {
+            BlockingStream::Tcp(s) => SockRef::from(s),
+            BlockingStream::Unix(s) => SockRef::from(s),
+        }
+    }
+
+    /// Is this a TCP stream (for TCP-only options)?
+    pub fn is_tcp(&self) -> bool {
+        matches!(self, BlockingStream::Tcp(_))
+    }
+}
+
+impl Read for BlockingStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            BlockingStream::Tcp(s) => s.read(buf),
+            BlockingStream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for BlockingStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            BlockingStream::Tcp(s) => s.write(buf),
+            BlockingStream::Unix(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Reading through a shared reference, as `std` allows for `&TcpStream`: the threaded models
+/// keep a connection in an `Arc`, so the shutdown path can reach its socket while the
+/// connection's own thread is blocked in `read` or `write` on it.
+impl Read for &BlockingStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            BlockingStream::Tcp(s) => (&*s).read(buf),
+            BlockingStream::Unix(s) => (&*s).read(buf),
+        }
+    }
+}
+
+/// Writing through a shared reference; see the `Read` impl above.
+impl Write for &BlockingStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            BlockingStream::Tcp(s) => (&*s).write(buf),
+            BlockingStream::Unix(s) => (&*s).write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
