@@ -1,6 +1,6 @@
 //! The `echoloop bench` command line (clap derive; each `///` is the `--help` text), and its
 //! translation into a single run or a comparison. A binary embeds [`BenchArgs`] as its
-//! subcommand and hands it to [`crate::run`] with the servers `--compare` may start.
+//! subcommand and hands it to [`crate::run()`] with the servers `--compare` may start.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

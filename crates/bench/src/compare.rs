@@ -1,6 +1,6 @@
 //! `--compare`: the same scenarios against every server, side by side. The top layer: it
 //! starts the servers ([`crate::server`]), puts each scenario's load on them
-//! ([`crate::run`]), folds the rounds into [`crate::results`], and hands those to the
+//! ([`mod@crate::run`]), folds the rounds into [`crate::results`], and hands those to the
 //! table ([`crate::report`]) and the chart ([`crate::chart`]).
 //!
 //! With `--pin`, every server runs on CPU 0 and the load generator on CPU 1: each side
