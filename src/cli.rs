@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
 use echoloop::{ListenAddr, Model, ServerConfig};
 
