@@ -4,9 +4,25 @@
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
+use std::process::ExitCode;
 
 /// Where a server listens when no address is given.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:7878";
+
+/// A server's `main`: take the listen address from the command line and `serve` it. A bad
+/// argument is one line on stderr and exit status 2 (usage); an error while serving is one
+/// line and status 1; a clean stop (a signal) is 0.
+pub fn run(program: &str, serve: impl FnOnce(SocketAddr) -> io::Result<()>) -> ExitCode {
+    let (message, code) = match parse_args(std::env::args().skip(1)) {
+        Err(message) => (message, 2),
+        Ok(addr) => match serve(addr) {
+            Ok(()) => return ExitCode::SUCCESS,
+            Err(e) => (e.to_string(), 1),
+        },
+    };
+    eprintln!("{program}: {message}");
+    ExitCode::from(code)
+}
 
 /// The listen address from the arguments after the program name: the only one, or
 /// [`DEFAULT_ADDR`] when there is none. The error is one line for the user.

@@ -23,25 +23,10 @@ const BUF_SIZE: usize = 16 * 1024;
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
 fn main() -> ExitCode {
-    let addr = match echoloop_peers::parse_args(std::env::args().skip(1)) {
-        Ok(addr) => addr,
-        Err(message) => {
-            eprintln!("peer-tokio: {message}");
-            return ExitCode::from(2);
-        }
-    };
-    let served = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .enable_time()
-        .build()
-        .and_then(|runtime| runtime.block_on(serve(addr)));
-    match served {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("peer-tokio: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    echoloop_peers::run("peer-tokio", |addr| {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build()?;
+        runtime.block_on(serve(addr))
+    })
 }
 
 /// Bind, announce the address, and accept until SIGINT or SIGTERM.

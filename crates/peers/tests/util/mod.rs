@@ -1,5 +1,7 @@
 //! Test helpers: `Peer` (a reference server as a child process on port 0, killed by PID on
-//! drop), clients with timeouts, a concurrent verified echo, and bounded waits.
+//! drop), clients with timeouts, a concurrent verified echo, and bounded waits. Every socket
+//! has read and write timeouts, so a thread doing socket I/O always finishes and a plain
+//! `join` is bounded too.
 #![allow(dead_code)] // not every test uses every helper
 
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -164,16 +166,6 @@ pub fn wait_bounded(child: &mut Child, limit: Duration) -> ExitStatus {
     }
 }
 
-/// Join a thread, panicking if it takes longer than `limit`.
-pub fn join_bounded<T>(thread: JoinHandle<T>, limit: Duration) -> T {
-    let start = Instant::now();
-    while !thread.is_finished() {
-        assert!(start.elapsed() < limit, "thread did not finish within {limit:?}");
-        thread::sleep(Duration::from_millis(5));
-    }
-    thread.join().expect("thread panicked")
-}
-
 /// Poll `condition` every 10 ms until it holds, panicking after `limit` with `what`.
 pub fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
     let start = Instant::now();
@@ -219,7 +211,7 @@ pub fn echo_concurrently(stream: &TcpStream, data: &[u8], seed: u64) -> Vec<u8> 
     let sender = send_in_chunks(stream, data, seed, false);
     let mut got = vec![0; data.len()];
     (&*stream).read_exact(&mut got).expect("read the echo back");
-    join_bounded(sender, IO_TIMEOUT).expect("send the data");
+    sender.join().expect("sender panicked").expect("send the data");
     got
 }
 

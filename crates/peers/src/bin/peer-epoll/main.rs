@@ -43,20 +43,7 @@ const READ: u32 = (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLPRI | libc::EPO
 const NO_NEW_EDGE: u32 = (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR | libc::EPOLLPRI) as u32;
 
 fn main() -> ExitCode {
-    let addr = match echoloop_peers::parse_args(std::env::args().skip(1)) {
-        Ok(addr) => addr,
-        Err(message) => {
-            eprintln!("peer-epoll: {message}");
-            return ExitCode::from(2);
-        }
-    };
-    match Server::bind(addr).and_then(|mut server| server.run()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("peer-epoll: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    echoloop_peers::run("peer-epoll", |addr| Server::bind(addr)?.run())
 }
 
 /// The loop's state: the epoll set, the two fixed descriptors in it, and the connections.
@@ -97,7 +84,7 @@ impl Server {
     }
 
     /// Wait, dispatch each event by descriptor, repeat until a stop signal.
-    fn run(&mut self) -> io::Result<()> {
+    fn run(mut self) -> io::Result<()> {
         let mut events = Vec::with_capacity(EVENTS_PER_WAIT);
         loop {
             match sys::epoll_wait(&self.epoll, &mut events, self.timeout_ms()) {
