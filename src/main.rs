@@ -7,9 +7,10 @@ mod cli;
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use cli::{Cli, Command, ServeArgs};
-use echoloop::{Error, Server, ShutdownHandle};
+use echoloop::{ActivationEnv, Error, ExitReason, Server, ShutdownHandle, StopCause, Summary};
+use log::warn;
 
 fn main() -> ExitCode {
     let cli = Cli::parse(); // on bad input clap prints its message and exits with 2
@@ -25,6 +26,11 @@ fn main() -> ExitCode {
                 Error::Io(e)
             }
         }),
+        Command::Manpage(args) => manpage(args.dir.as_deref()).map_err(Error::Io),
+        Command::Completions(args) => {
+            clap_complete::generate(args.shell, &mut Cli::command(), "echoloop", &mut std::io::stdout());
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -52,17 +58,91 @@ fn init_logging(verbose: u8, quiet: u8) {
 }
 
 fn serve(args: &ServeArgs) -> Result<(), Error> {
-    // Handle signals before anything else: a SIGTERM that arrives while we bind, or right
-    // after whoever reads `listening on` sees it, must find the graceful handler, not the
-    // default action (death). A stop requested before the server runs is carried out as
-    // soon as it does.
+    // First, while this is the only thread: read and unset the socket-activation variables.
+    let activation = take_activation_env();
+    // Then handle signals before anything else: a SIGTERM that arrives while we bind, or
+    // right after whoever reads `listening on` sees it, must find the graceful handler, not
+    // the default action (death). A stop requested before the server runs is carried out as
+    // soon as it does. (SIGUSR1, too, would kill us without a handler.)
     let shutdown = ShutdownHandle::new();
-    shutdown.shutdown_on_signals()?;
-    let server = Server::bind_with(&args.to_config(), shutdown)?;
+    shutdown.handle_signals()?;
+    let server = match start(args, &activation, shutdown.clone()) {
+        Ok(server) => server,
+        Err(e) => return finish(args, &Summary::default(), Err(e), &shutdown),
+    };
+    let stats = server.stats();
+    let result = announce(&server).and_then(|()| server.run().map_err(Error::Io));
+    let summary = match &result {
+        Ok(summary) => summary.clone(),
+        Err(_) => stats.summary(), // what was done before the failure
+    };
+    finish(args, &summary, result.map(drop), &shutdown)
+}
+
+/// Serve the socket the service manager passed, if it passed one; else bind our own.
+fn start(args: &ServeArgs, activation: &ActivationEnv, shutdown: ShutdownHandle) -> Result<Server, Error> {
+    let config = args.to_config();
+    // SAFETY: nothing in this process has opened or adopted the descriptors the variables
+    // name (3 and up): so far we parsed arguments and started the signal thread, whose own
+    // descriptors the kernel numbered past any that were open, inherited ones included.
+    let Some(socket) = (unsafe { echoloop::take_inherited_socket(activation) })? else {
+        return Server::bind_with(&config, shutdown);
+    };
+    if let Some(addr) = &args.addr {
+        warn!("socket activation: ignoring {addr}, serving the socket the service manager passed");
+    }
+    Server::inherit(socket, &config, shutdown)
+}
+
+/// The one line on stdout: where we listen, flushed at once for whoever waits for it.
+fn announce(server: &Server) -> Result<(), Error> {
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "listening on {}", server.local_addr())?;
     stdout.flush()?;
-    drop(stdout);
-    server.run()?;
     Ok(())
+}
+
+/// Write `--summary-json` if asked (whatever the outcome), then pass the outcome on.
+fn finish(
+    args: &ServeArgs,
+    summary: &Summary,
+    result: Result<(), Error>,
+    shutdown: &ShutdownHandle,
+) -> Result<(), Error> {
+    let Some(path) = &args.summary_json else { return result };
+    let reason = match (&result, shutdown.stop_cause()) {
+        (Err(e), _) => ExitReason::Error(format!("{e:#}")),
+        (Ok(()), Some(cause @ StopCause::Signal(_))) => ExitReason::Signal(cause.name()),
+        (Ok(()), _) => ExitReason::Shutdown,
+    };
+    match (echoloop::write_summary_json(path, summary, &reason), result) {
+        (Ok(()), result) => result,
+        (Err(e), Ok(())) => Err(Error::Io(e)),
+        (Err(e), Err(first)) => {
+            warn!("{e}");
+            Err(first) // the failure that ended the server is the one to report
+        }
+    }
+}
+
+/// Read the socket-activation variables and unset them, so that no program we might start
+/// takes our sockets for its own (see `sd_listen_fds(3)`, "unset_environment").
+fn take_activation_env() -> ActivationEnv {
+    let env = ActivationEnv::from_env();
+    for var in echoloop::LISTEN_VARS {
+        // SAFETY: `serve` calls this before it starts any thread (the signal thread comes
+        // next), so no other thread can be reading or writing the environment.
+        unsafe { std::env::remove_var(var) };
+    }
+    env
+}
+
+/// `echoloop manpage`: the main page on stdout, or every page into `dir`.
+fn manpage(dir: Option<&std::path::Path>) -> std::io::Result<()> {
+    match dir {
+        Some(dir) => clap_mangen::generate_to(Cli::command(), dir).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot write man pages to {}: {e}", dir.display()))
+        }),
+        None => clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout().lock()),
+    }
 }
