@@ -58,15 +58,8 @@ fn init_logging(verbose: u8, quiet: u8) {
 }
 
 fn serve(args: &ServeArgs) -> Result<(), Error> {
-    // First, while this is the only thread: read and unset the socket-activation variables.
-    let activation = take_activation_env();
-    // Then handle signals before anything else: a SIGTERM that arrives while we bind, or
-    // right after whoever reads `listening on` sees it, must find the graceful handler, not
-    // the default action (death). A stop requested before the server runs is carried out as
-    // soon as it does. (SIGUSR1, too, would kill us without a handler.)
     let shutdown = ShutdownHandle::new();
-    shutdown.handle_signals()?;
-    let server = match start(args, &activation, shutdown.clone()) {
+    let server = match start(args, shutdown.clone()) {
         Ok(server) => server,
         Err(e) => return finish(args, &Summary::default(), Err(e), &shutdown),
     };
@@ -80,12 +73,22 @@ fn serve(args: &ServeArgs) -> Result<(), Error> {
 }
 
 /// Serve the socket the service manager passed, if it passed one; else bind our own.
-fn start(args: &ServeArgs, activation: &ActivationEnv, shutdown: ShutdownHandle) -> Result<Server, Error> {
+fn start(args: &ServeArgs, shutdown: ShutdownHandle) -> Result<Server, Error> {
+    // First, while this is the only thread and before anything opens a descriptor, take
+    // what the service manager passed: the variables, unset, and the socket, adopted.
+    let activation = take_activation_env();
+    // SAFETY: nothing in this process has opened or adopted a descriptor yet (we only
+    // parsed arguments and set up logging), so fd 3, if open, is what our parent left us.
+    // (Were it taken later, the signal thread's own socket could be given fd 3 when the
+    // parent left it closed, and we would adopt that.)
+    let inherited = unsafe { echoloop::take_inherited_socket(&activation) }?;
+    // Then handle signals before binding: a SIGTERM that arrives while we bind, or right
+    // after whoever reads `listening on` sees it, must find the graceful handler, not the
+    // default action (death). A stop requested before the server runs is carried out as
+    // soon as it does. (SIGUSR1, too, would kill us without a handler.)
+    shutdown.handle_signals()?;
     let config = args.to_config();
-    // SAFETY: nothing in this process has opened or adopted the descriptors the variables
-    // name (3 and up): so far we parsed arguments and started the signal thread, whose own
-    // descriptors the kernel numbered past any that were open, inherited ones included.
-    let Some(socket) = (unsafe { echoloop::take_inherited_socket(activation) })? else {
+    let Some(socket) = inherited else {
         return Server::bind_with(&config, shutdown);
     };
     if let Some(addr) = &args.addr {
@@ -130,8 +133,8 @@ fn finish(
 fn take_activation_env() -> ActivationEnv {
     let env = ActivationEnv::from_env();
     for var in echoloop::LISTEN_VARS {
-        // SAFETY: `serve` calls this before it starts any thread (the signal thread comes
-        // next), so no other thread can be reading or writing the environment.
+        // SAFETY: `start` calls this before any thread exists (the signal thread comes
+        // later), so no other thread can be reading or writing the environment.
         unsafe { std::env::remove_var(var) };
     }
     env

@@ -47,8 +47,10 @@ impl Reporter {
         shutdown: &ShutdownHandle,
     ) -> io::Result<Reporter> {
         let (requests, inbox) = mpsc::channel();
+        // The first line counts from here, before any connection is served (not from
+        // whenever the new thread gets to run).
+        let mut last = Sample::take(&stats);
         let thread = thread::Builder::new().name("stats".into()).spawn(move || {
-            let mut last = Sample::take(&stats);
             let mut next_tick = interval.map(|interval| last.at + interval);
             loop {
                 let request = match next_tick {

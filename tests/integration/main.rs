@@ -4,6 +4,8 @@
 mod models; // every model side by side: echo, half-close, idle, limits, shutdown, workers
 mod util;
 
+/// Socket activation: a listening socket passed in as systemd does, for every model.
+mod activation;
 /// Backpressure: a client that does not read is held at `--max-pending`.
 mod backpressure;
 /// The load generator and `--compare`: JSON, verification, corruption detection.
@@ -18,8 +20,12 @@ mod echo;
 mod half_close;
 /// `--idle-timeout`: silent connections are closed, active ones are not.
 mod idle;
+/// Man pages, shell completions, and privileged ports.
+mod install;
 /// `--max-connections` and running out of descriptors: accept and close, or back off.
 mod limits;
+/// The live statistics line (`--stats-interval`, SIGUSR1) and `--summary-json`.
+mod live_stats;
 /// Partial writes: tiny socket buffers, pending bytes, WRITABLE interest.
 mod partial_writes;
 /// Regressions and hostile clients.

@@ -202,14 +202,20 @@ impl Bin {
 
     /// Run any server `program` that prints `listening on ADDR` first (an example, say).
     pub fn start(program: &Path, env: &[(&str, &str)], args: &[&str]) -> Bin {
-        let mut child = Command::new(program)
-            .args(args)
-            .envs(env.iter().copied())
+        let mut command = Command::new(program);
+        command.args(args).envs(env.iter().copied());
+        Bin::spawn(command)
+    }
+
+    /// Run a prepared `command` (its stdio is set here) and wait (bounded) for its
+    /// `listening on` line.
+    pub fn spawn(mut command: Command) -> Bin {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
+            .unwrap_or_else(|e| panic!("spawn {:?}: {e}", command.get_program()));
         let stderr = Arc::new(Mutex::new(String::new()));
         let sink = Arc::clone(&stderr);
         let mut err = BufReader::new(child.stderr.take().unwrap());
