@@ -29,6 +29,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the echo server.
+    #[command(after_long_help = SERVE_NOTES)]
     Serve(ServeArgs),
     /// Send stdin to a server and print what comes back (interactive on a terminal;
     /// `echoloop client ADDR < file | cmp - file` holds for any file).
@@ -41,6 +42,17 @@ pub enum Command {
     /// Print a shell completion script on stdout.
     Completions(CompletionsArgs),
 }
+
+/// The end of `serve --help` and of echoloop-serve(1).
+const SERVE_NOTES: &str = "\
+Signals: SIGINT or SIGTERM stops gracefully (pending echoes flush for --shutdown-grace; a second \
+signal exits at once with status 130). SIGUSR1 logs a statistics line.
+
+Socket activation: started by systemd (or any manager speaking sd_listen_fds) with one listening \
+stream socket, it serves that socket instead of binding ADDR. See contrib/systemd.
+
+Exit status: 0 after a graceful stop, 1 on a runtime error (address in use, permission denied), \
+2 on a usage error.";
 
 /// `echoloop manpage`.
 #[derive(Debug, Args)]
