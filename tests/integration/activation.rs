@@ -16,10 +16,9 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 use super::util::{
-    Bin, IO_TIMEOUT, assert_same_bytes, connect, echo_chunked, random_bytes, temp_socket_path,
+    Bin, IO_TIMEOUT, assert_same_bytes, connect, echo_chunked, random_bytes, run_to_end, temp_socket_path,
 };
 
 /// Exec echoloop with `LISTEN_PID` set to its own pid (see the module docs).
@@ -57,21 +56,7 @@ fn activated_command(listener: RawFd, own_pid: bool, env: &[(&str, &str)], args:
 
 /// Run an activated echoloop that is expected to exit at once; its output (bounded).
 fn run_activated(listener: RawFd, args: &[&str]) -> Output {
-    let mut child = activated_command(listener, true, &[], args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn echoloop");
-    let start = Instant::now();
-    while child.try_wait().expect("try_wait").is_none() {
-        if start.elapsed() > IO_TIMEOUT {
-            let _ = child.kill();
-            panic!("echoloop {args:?} did not exit");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.wait_with_output().expect("output")
+    run_to_end(activated_command(listener, true, &[], args))
 }
 
 /// A test's own TCP listener on a free loopback port, as a `.socket` unit would bind it.
@@ -123,25 +108,6 @@ fn serves_inherited_unix(model: &str) {
     assert!(status.success(), "{status}; log:\n{log}");
     assert!(path.exists(), "the inherited socket's file was removed; log:\n{log}");
     std::fs::remove_file(&path).unwrap();
-}
-
-macro_rules! for_models {
-    ($body:ident) => {
-        mod $body {
-            #[test]
-            fn event_loop() {
-                super::$body("event-loop")
-            }
-            #[test]
-            fn thread_per_conn() {
-                super::$body("thread-per-conn")
-            }
-            #[test]
-            fn blocking() {
-                super::$body("blocking")
-            }
-        }
-    };
 }
 
 for_models!(serves_inherited_tcp);
@@ -207,7 +173,8 @@ fn a_missing_descriptor_is_refused() {
     command
         .arg("-c")
         .arg(format!("export LISTEN_PID=$$; exec 3>&-; exec {} serve", env!("CARGO_BIN_EXE_echoloop")));
-    let out = command.env("LISTEN_FDS", "1").stdin(Stdio::null()).output().expect("run");
+    command.env("LISTEN_FDS", "1");
+    let out = run_to_end(command);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "stderr:\n{stderr}");
     assert!(stderr.contains("fd 3 was passed, but it is not open"), "{stderr}");

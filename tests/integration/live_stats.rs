@@ -92,25 +92,6 @@ fn sigusr1_line_counts_a_known_load(model: &str) {
     round_trips(&mut connect(server.tcp()));
 }
 
-macro_rules! for_models {
-    ($body:ident) => {
-        mod $body {
-            #[test]
-            fn event_loop() {
-                super::$body("event-loop")
-            }
-            #[test]
-            fn thread_per_conn() {
-                super::$body("thread-per-conn")
-            }
-            #[test]
-            fn blocking() {
-                super::$body("blocking")
-            }
-        }
-    };
-}
-
 for_models!(sigusr1_line_counts_a_known_load);
 
 /// `--stats-interval`: lines come on their own, and over all of them the counts add up to

@@ -1,6 +1,27 @@
 //! Integration tests over real sockets on loopback. One test binary; one module per
 //! behaviour. Servers bind port 0; every wait is bounded; every process is cleaned up.
 
+/// `for_models!(body)` makes `mod body` with one `#[test]` per model, each calling
+/// `body(MODEL)` with the model's `--model` name (for tests that run the binary).
+macro_rules! for_models {
+    ($body:ident) => {
+        mod $body {
+            #[test]
+            fn event_loop() {
+                super::$body("event-loop")
+            }
+            #[test]
+            fn thread_per_conn() {
+                super::$body("thread-per-conn")
+            }
+            #[test]
+            fn blocking() {
+                super::$body("blocking")
+            }
+        }
+    };
+}
+
 mod models; // every model side by side: echo, half-close, idle, limits, shutdown, workers
 mod util;
 
