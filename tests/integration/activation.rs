@@ -80,8 +80,8 @@ fn serves_inherited_tcp(model: &str) {
     assert!(status.success(), "{status}; log:\n{log}");
 }
 
-/// The same through an inherited Unix socket; its file is the service manager's, so the
-/// server leaves it in place when it exits.
+/// The same through an inherited Unix socket, although an `ADDR` was given (it is ignored,
+/// with a warning); the file is the service manager's, so the server leaves it in place.
 fn serves_inherited_unix(model: &str) {
     let path = temp_socket_path(&format!("activated-{model}"));
     let _ = std::fs::remove_file(&path);
@@ -90,7 +90,7 @@ fn serves_inherited_unix(model: &str) {
         listener.as_raw_fd(),
         true,
         &[("LISTEN_FDNAMES", "echo")],
-        &["serve", "--model", model],
+        &["serve", "127.0.0.1:0", "--model", model], // an ADDR, which the passed socket overrides
     ));
     drop(listener);
     assert_eq!(server.addr, format!("unix:{}", path.display()));
@@ -103,6 +103,7 @@ fn serves_inherited_unix(model: &str) {
         "the name is shown; stderr:\n{}",
         server.stderr()
     );
+    assert!(server.wait_for_stderr("ignoring 127.0.0.1:0", IO_TIMEOUT), "stderr:\n{}", server.stderr());
     server.signal(libc::SIGTERM);
     let (status, log) = server.wait(IO_TIMEOUT);
     assert!(status.success(), "{status}; log:\n{log}");
