@@ -1,6 +1,7 @@
 //! Command-line definitions (clap derive) and their conversion into the library's types,
 //! and nothing else: each `///` is the `--help` text. Part of the binary, not the library.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -27,6 +28,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the echo server.
+    #[command(after_long_help = SERVE_NOTES)]
     Serve(ServeArgs),
     /// Send stdin to a server and print what comes back (interactive on a terminal;
     /// `echoloop client ADDR < file | cmp - file` holds for any file).
@@ -35,14 +37,46 @@ pub enum Command {
     /// start each I/O model in turn and print a side-by-side table.
     #[cfg(feature = "bench")]
     Bench(echoloop_bench::BenchArgs),
+    /// Print the man page (roff) on stdout, or write a page per subcommand with --dir.
+    Manpage(ManpageArgs),
+    /// Print a shell completion script on stdout.
+    Completions(CompletionsArgs),
+}
+
+/// The end of `serve --help` and of echoloop-serve(1).
+const SERVE_NOTES: &str = "\
+Signals: SIGINT or SIGTERM stops gracefully (pending echoes flush for --shutdown-grace; a second \
+signal exits at once with status 130). SIGUSR1 logs a statistics line.
+
+Socket activation: started by systemd (or any manager speaking sd_listen_fds) with one listening \
+stream socket, it serves that socket instead of binding ADDR. See contrib/systemd.
+
+Exit status: 0 after a graceful stop, 1 on a runtime error (address in use, permission denied), \
+2 on a usage error.";
+
+/// `echoloop manpage`.
+#[derive(Debug, Args)]
+pub struct ManpageArgs {
+    /// Write echoloop.1 and a page per subcommand (echoloop-serve.1, ...) into DIR instead.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+/// `echoloop completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// `echoloop serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// HOST:PORT, [V6]:PORT, PORT (= 127.0.0.1:PORT) or unix:PATH. Port 0 lets the OS pick.
-    #[arg(default_value = echoloop::DEFAULT_ADDR)]
-    pub addr: ListenAddr,
+    /// [default: 127.0.0.1:7878; with socket activation, the socket passed in]
+    #[arg(value_name = "ADDR")]
+    pub addr: Option<ListenAddr>,
     /// The I/O model.
     #[arg(long, value_enum, default_value_t = Model::EventLoop)]
     pub model: Model,
@@ -68,13 +102,19 @@ pub struct ServeArgs {
     /// On SIGINT/SIGTERM, how long pending echoes may take to flush (decimals allowed).
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
     pub shutdown_grace: Duration,
+    /// Log a statistics line every SECS (decimals allowed; 0 = off). SIGUSR1 logs one at once.
+    #[arg(long, value_name = "SECS", default_value = "0", value_parser = parse_secs)]
+    pub stats_interval: Duration,
+    /// At exit, write the final summary to PATH as JSON (also after an error).
+    #[arg(long, value_name = "PATH")]
+    pub summary_json: Option<PathBuf>,
 }
 
 impl ServeArgs {
     /// The library's config: no clap type goes past this point.
     pub fn to_config(&self) -> ServerConfig {
         ServerConfig {
-            addr: self.addr.clone(),
+            addr: self.addr.clone().unwrap_or_else(|| ServerConfig::default().addr),
             model: self.model,
             workers: usize::from(self.workers),
             max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
@@ -83,6 +123,7 @@ impl ServeArgs {
             send_buffer: self.send_buffer,
             recv_buffer: self.recv_buffer,
             shutdown_grace: self.shutdown_grace,
+            stats_interval: (!self.stats_interval.is_zero()).then_some(self.stats_interval),
         }
     }
 }

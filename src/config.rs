@@ -50,6 +50,8 @@ pub struct ServerConfig {
     pub recv_buffer: Option<usize>,
     /// How long a shutdown waits for pending echoes to flush.
     pub shutdown_grace: Duration,
+    /// Log a statistics line this often; `None` = only on SIGUSR1.
+    pub stats_interval: Option<Duration>,
 }
 
 impl Default for ServerConfig {
@@ -64,6 +66,7 @@ impl Default for ServerConfig {
             send_buffer: None,
             recv_buffer: None,
             shutdown_grace: Duration::from_secs(5),
+            stats_interval: None,
         }
     }
 }

@@ -11,7 +11,9 @@
 //!    the accept loop, connection registry and blocking echo they share.
 //! 5. `src/net/`: sockets of every family, their options, the Unix socket file, and what an
 //!    `accept` error means (for every model).
-//! 6. [`Server`]: the one entry point for every model; [`ShutdownHandle`] stops it.
+//! 6. [`Server`]: the one entry point for every model; [`ShutdownHandle`] stops it (and
+//!    carries SIGUSR1's request for a statistics line); `src/stats/` counts, reports live
+//!    and summarizes; `src/net/activation.rs` takes a socket from the service manager.
 //! 7. `src/client.rs`, an `nc`-like client ([`run_client`]).
 //!
 //! The load generator is a crate of its own (`crates/bench`), which knows nothing of this one.
@@ -55,6 +57,7 @@ pub use addr::{AddrParseError, DEFAULT_ADDR, ListenAddr};
 pub use client::run as run_client;
 pub use config::{Model, ServerConfig};
 pub use error::Error;
+pub use net::{ActivationEnv, InheritedSocket, LISTEN_VARS, take_inherited_socket};
 pub use server::Server;
-pub use shutdown::ShutdownHandle;
-pub use stats::Summary;
+pub use shutdown::{ShutdownHandle, StopCause};
+pub use stats::{ExitReason, ServerStats, Summary, WorkerSummary, write_summary_json};

@@ -2,14 +2,17 @@
 //! the outcome into an exit code: usage errors 2 (clap's own, and [`echoloop::Error::Usage`]),
 //! runtime errors 1.
 
+#[cfg(feature = "bench")]
+mod bench_catalog;
 mod cli;
 
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use cli::{Cli, Command, ServeArgs};
-use echoloop::{Error, Server, ShutdownHandle};
+use echoloop::{ActivationEnv, Error, ExitReason, Server, ShutdownHandle, StopCause, Summary};
+use log::warn;
 
 fn main() -> ExitCode {
     let cli = Cli::parse(); // on bad input clap prints its message and exits with 2
@@ -18,7 +21,12 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(&args),
         Command::Client(args) => echoloop::run_client(&args.addr).map_err(Error::Io),
         #[cfg(feature = "bench")]
-        Command::Bench(args) => bench(&args),
+        Command::Bench(args) => bench_catalog::run(&args),
+        Command::Manpage(args) => manpage(args.dir.as_deref()).map_err(Error::Io),
+        Command::Completions(args) => {
+            clap_complete::generate(args.shell, &mut Cli::command(), "echoloop", &mut std::io::stdout());
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -46,56 +54,94 @@ fn init_logging(verbose: u8, quiet: u8) {
 }
 
 fn serve(args: &ServeArgs) -> Result<(), Error> {
-    // Handle signals before anything else: a SIGTERM that arrives while we bind, or right
+    let shutdown = ShutdownHandle::new();
+    let server = match start(args, shutdown.clone()) {
+        Ok(server) => server,
+        Err(e) => return finish(args, &Summary::default(), Err(e), &shutdown),
+    };
+    let stats = server.stats();
+    let result = announce(&server).and_then(|()| server.run().map_err(Error::Io));
+    let summary = match &result {
+        Ok(summary) => summary.clone(),
+        Err(_) => stats.summary(), // what was done before the failure
+    };
+    finish(args, &summary, result.map(drop), &shutdown)
+}
+
+/// Serve the socket the service manager passed, if it passed one; else bind our own.
+fn start(args: &ServeArgs, shutdown: ShutdownHandle) -> Result<Server, Error> {
+    // First, while this is the only thread and before anything opens a descriptor, take
+    // what the service manager passed: the variables, unset, and the socket, adopted.
+    let activation = take_activation_env();
+    // SAFETY: nothing in this process has opened or adopted a descriptor yet (we only
+    // parsed arguments and set up logging), so fd 3, if open, is what our parent left us.
+    // (Were it taken later, the signal thread's own socket could be given fd 3 when the
+    // parent left it closed, and we would adopt that.)
+    let inherited = unsafe { echoloop::take_inherited_socket(&activation) }?;
+    // Then handle signals before binding: a SIGTERM that arrives while we bind, or right
     // after whoever reads `listening on` sees it, must find the graceful handler, not the
     // default action (death). A stop requested before the server runs is carried out as
-    // soon as it does.
-    let shutdown = ShutdownHandle::new();
-    shutdown.shutdown_on_signals()?;
-    let server = Server::bind_with(&args.to_config(), shutdown)?;
+    // soon as it does. (SIGUSR1, too, would kill us without a handler.)
+    shutdown.handle_signals()?;
+    let config = args.to_config();
+    let Some(socket) = inherited else {
+        return Server::bind_with(&config, shutdown);
+    };
+    if let Some(addr) = &args.addr {
+        warn!("socket activation: ignoring {addr}, serving the socket the service manager passed");
+    }
+    Server::inherit(socket, &config, shutdown)
+}
+
+/// The one line on stdout: where we listen, flushed at once for whoever waits for it.
+fn announce(server: &Server) -> Result<(), Error> {
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "listening on {}", server.local_addr())?;
     stdout.flush()?;
-    drop(stdout);
-    server.run()?;
     Ok(())
 }
 
-/// `echoloop bench`: the load generator, with this binary's models as the servers that
-/// `--compare` starts.
-#[cfg(feature = "bench")]
-fn bench(args: &echoloop_bench::BenchArgs) -> Result<(), Error> {
-    let catalog = builtin_servers(args.server_exe())?;
-    echoloop_bench::run(args, &catalog).map_err(|e| match e {
-        echoloop_bench::Error::Usage(message) => Error::Usage(message),
-        echoloop_bench::Error::Run(e) => Error::Io(e),
-    })
+/// Write `--summary-json` if asked (whatever the outcome), then pass the outcome on.
+fn finish(
+    args: &ServeArgs,
+    summary: &Summary,
+    result: Result<(), Error>,
+    shutdown: &ShutdownHandle,
+) -> Result<(), Error> {
+    let Some(path) = &args.summary_json else { return result };
+    let reason = match (&result, shutdown.stop_cause()) {
+        (Err(e), _) => ExitReason::Error(format!("{e:#}")),
+        (Ok(()), Some(cause @ StopCause::Signal(_))) => ExitReason::Signal(cause.name()),
+        (Ok(()), _) => ExitReason::Shutdown,
+    };
+    match (echoloop::write_summary_json(path, summary, &reason), result) {
+        (Ok(()), result) => result,
+        (Err(e), Ok(())) => Err(Error::Io(e)),
+        (Err(e), Err(first)) => {
+            warn!("{e}");
+            Err(first) // the failure that ended the server is the one to report
+        }
+    }
 }
 
-/// Each model as a command line: `EXE serve --model ... {addr}`, where EXE is this binary
-/// or `--server-exe`. The table sets the event loop against thread-per-conn.
-#[cfg(feature = "bench")]
-fn builtin_servers(server_exe: Option<&std::path::Path>) -> std::io::Result<echoloop_bench::Catalog> {
-    use echoloop_bench::{ADDR_PLACEHOLDER, Catalog, ServerSpec};
-    let exe = match server_exe {
-        Some(path) => path.to_path_buf(),
-        None => std::env::current_exe()?,
-    };
-    let serve = |name: &str, model: &[&str]| {
-        let mut argv = vec![exe.clone().into_os_string(), "serve".into()];
-        argv.extend(model.iter().map(Into::into));
-        // A cap above the idle scenario's 10000 connections, so it is never what is
-        // measured; quiet logs; a short grace, so that stopping is quick.
-        let common = ["--max-connections", "20000", "--shutdown-grace", "1", "-q", ADDR_PLACEHOLDER];
-        argv.extend(common.map(Into::into));
-        ServerSpec::new(name, argv)
-    };
-    let servers = vec![
-        serve("event-loop", &["--model", "event-loop"]),
-        serve("event-loop-w2", &["--model", "event-loop", "--workers", "2"]),
-        serve("thread-per-conn", &["--model", "thread-per-conn"]),
-        // One connection at a time: only the 1-connection scenario means anything for it.
-        serve("blocking", &["--model", "blocking"]).serving_at_most(1),
-    ];
-    Ok(Catalog { servers, ratio: Some(("event-loop".into(), "thread-per-conn".into())) })
+/// Read the socket-activation variables and unset them, so that no program we might start
+/// takes our sockets for its own (see `sd_listen_fds(3)`, "unset_environment").
+fn take_activation_env() -> ActivationEnv {
+    let env = ActivationEnv::from_env();
+    for var in echoloop::LISTEN_VARS {
+        // SAFETY: `start` calls this before any thread exists (the signal thread comes
+        // later), so no other thread can be reading or writing the environment.
+        unsafe { std::env::remove_var(var) };
+    }
+    env
+}
+
+/// `echoloop manpage`: the main page on stdout, or every page into `dir`.
+fn manpage(dir: Option<&std::path::Path>) -> std::io::Result<()> {
+    match dir {
+        Some(dir) => clap_mangen::generate_to(Cli::command(), dir).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot write man pages to {}: {e}", dir.display()))
+        }),
+        None => clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout().lock()),
+    }
 }

@@ -2,7 +2,11 @@
 //! servers the same way: `Server::bind(&config)?`, read `local_addr()`, keep a
 //! `shutdown_handle()`, then `run()` until the handle (or a signal) stops it. The binary
 //! uses `Server::bind_with` instead, with a handle whose signal handlers were installed
-//! before binding, so a SIGTERM at any moment after start is a graceful stop.
+//! before binding, so a SIGTERM at any moment after start is a graceful stop; or, when the
+//! service manager passed it a listening socket, `Server::inherit`, which serves that.
+//!
+//! While it runs, a reporter thread logs the statistics line (`--stats-interval`, SIGUSR1);
+//! [`Server::stats`] reads the same counters from anywhere, for the summary after a failure.
 
 use std::io;
 use std::thread;
@@ -14,15 +18,19 @@ use crate::blocking;
 use crate::config::{Model, ServerConfig};
 use crate::error::Error;
 use crate::event_loop::EventLoop;
-use crate::net::{self, StdListener};
+use crate::net::{self, InheritedSocket, StdListener};
 use crate::shutdown::ShutdownHandle;
-use crate::stats::Summary;
+use crate::stats::{Reporter, ServerStats, Summary};
 
 /// A bound server of any model, ready to run.
 pub struct Server {
     addr: ListenAddr,
     shutdown: ShutdownHandle,
     runner: Runner,
+    /// Every worker's counters.
+    stats: ServerStats,
+    /// `--stats-interval`.
+    stats_interval: Option<std::time::Duration>,
 }
 
 enum Runner {
@@ -45,12 +53,53 @@ impl Server {
         config.validate().map_err(Error::Usage)?;
         let reuse_port = config.workers > 1;
         let first = net::bind(&config.addr, reuse_port)?;
+        if let ListenAddr::Tcp(addr) = config.addr {
+            net::note_if_root(addr);
+        }
+        Server::with_listener(first, config, shutdown)
+    }
+
+    /// Serve a listening socket the service manager passed in (socket activation) instead
+    /// of binding `config.addr`. One worker only: `--workers` shares a port through
+    /// SO_REUSEPORT, which needs sockets we bind ourselves.
+    pub fn inherit(
+        socket: InheritedSocket,
+        config: &ServerConfig,
+        shutdown: ShutdownHandle,
+    ) -> Result<Server, Error> {
+        let addr = socket.local_addr()?;
+        if config.workers > 1 {
+            return Err(Error::Usage(format!(
+                "--workers {} cannot share the socket the service manager passed ({}, {addr}): \
+                 workers share a port through SO_REUSEPORT, on sockets echoloop binds itself; \
+                 use one worker, or start echoloop without socket activation",
+                config.workers,
+                socket.description()
+            )));
+        }
+        let config = ServerConfig { addr, ..config.clone() };
+        config.validate().map_err(Error::Usage)?;
+        info!(
+            "socket activation: serving {} ({}) passed by the service manager",
+            config.addr,
+            socket.description()
+        );
+        Server::with_listener(socket.into_listener(), &config, shutdown)
+    }
+
+    /// The rest of binding, once the first (or only) listener exists.
+    fn with_listener(
+        first: StdListener,
+        config: &ServerConfig,
+        shutdown: ShutdownHandle,
+    ) -> Result<Server, Error> {
         let addr = first.local_addr()?;
+        let stats = ServerStats::new(config.workers);
         let runner = match config.model {
-            Model::EventLoop => Runner::EventLoops(bind_workers(first, &addr, config, &shutdown)?),
+            Model::EventLoop => Runner::EventLoops(bind_workers(first, &addr, config, &shutdown, &stats)?),
             model => Runner::Threaded(model, first, config.clone()),
         };
-        Ok(Server { addr, shutdown, runner })
+        Ok(Server { addr, shutdown, runner, stats, stats_interval: config.stats_interval })
     }
 
     /// The real bound address (with the port the OS chose for port 0).
@@ -63,18 +112,28 @@ impl Server {
         self.shutdown.clone()
     }
 
+    /// Every worker's counters, readable while the server runs and after it ends (also
+    /// after `run` failed, when it returns no summary).
+    pub fn stats(&self) -> ServerStats {
+        self.stats.clone()
+    }
+
     /// Serve until shut down; log and return the summary.
     pub fn run(self) -> io::Result<Summary> {
         info!("serving {} with the {}", self.addr, self.model_description());
-        let summary = match self.runner {
+        let reporter = Reporter::start(self.stats.clone(), self.stats_interval, &self.shutdown)?;
+        let worker = |i| self.stats.worker(i);
+        match self.runner {
             Runner::EventLoops(loops) => run_workers(loops, &self.shutdown)?,
             Runner::Threaded(Model::ThreadPerConn, listener, config) => {
-                blocking::serve_thread_per_conn(listener, &config, &self.shutdown)?
+                blocking::serve_thread_per_conn(listener, &config, &self.shutdown, worker(0))?
             }
             Runner::Threaded(_, listener, config) => {
-                blocking::serve_one_at_a_time(listener, &config, &self.shutdown)?
+                blocking::serve_one_at_a_time(listener, &config, &self.shutdown, worker(0))?
             }
         };
+        drop(reporter); // no statistics line after the summary
+        let summary = self.stats.summary();
         info!("{summary}");
         Ok(summary)
     }
@@ -99,18 +158,19 @@ fn bind_workers(
     addr: &ListenAddr,
     config: &ServerConfig,
     shutdown: &ShutdownHandle,
+    stats: &ServerStats,
 ) -> io::Result<Vec<EventLoop>> {
-    let mut loops = vec![EventLoop::new(first, config, shutdown, 0)?];
+    let mut loops = vec![EventLoop::new(first, config, shutdown, stats.worker(0), 0)?];
     for worker in 1..config.workers {
         let listener = net::bind(addr, true)?;
-        loops.push(EventLoop::new(listener, config, shutdown, worker)?);
+        loops.push(EventLoop::new(listener, config, shutdown, stats.worker(worker), worker)?);
     }
     Ok(loops)
 }
 
-/// Worker 0 runs on this thread, the others on their own; the summaries add up. If any
-/// worker fails, the others are stopped and joined too, so none outlives `run`.
-fn run_workers(mut loops: Vec<EventLoop>, shutdown: &ShutdownHandle) -> io::Result<Summary> {
+/// Worker 0 runs on this thread, the others on their own. If any worker fails, the others
+/// are stopped and joined too, so none outlives `run`.
+fn run_workers(mut loops: Vec<EventLoop>, shutdown: &ShutdownHandle) -> io::Result<()> {
     let first = loops.remove(0);
     let others: Vec<_> = loops
         .into_iter()
@@ -138,5 +198,5 @@ fn run_workers(mut loops: Vec<EventLoop>, shutdown: &ShutdownHandle) -> io::Resu
             handle.join().unwrap_or_else(|_| Err(io::Error::other("a worker thread panicked")))
         }))
         .collect::<Vec<_>>();
-    Ok(Summary::combine(results.into_iter().collect::<io::Result<Vec<_>>>()?))
+    results.into_iter().collect()
 }

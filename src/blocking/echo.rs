@@ -6,6 +6,7 @@ use log::trace;
 
 use crate::net::BlockingStream;
 use crate::shutdown::ShutdownHandle;
+use crate::stats::{IoTally, Stats};
 
 /// Each connection's read buffer: 16 KiB, on the heap, allocated when the connection starts.
 /// A blocking model needs one buffer per connection (the event loop shares one 64 KiB buffer
@@ -48,7 +49,9 @@ pub struct Echoed {
     pub end: End,
 }
 
-/// Echo until the client closes, goes idle, fails, or the server stops. `id` is for logs.
+/// Echo until the client closes, goes idle, fails, or the server stops. `id` is for logs;
+/// every read and every write-all is added to `stats` as it happens (one relaxed atomic add
+/// beside a syscall), so the live statistics line sees a long connection's traffic.
 ///
 /// Blocking I/O needs no readiness bookkeeping: `read` sleeps until bytes (or EOF) arrive,
 /// and the bytes are written back in full before the next read, so nothing is ever pending
@@ -59,6 +62,7 @@ pub fn echo_blocking(
     id: usize,
     buf: &mut [u8],
     shutdown: &ShutdownHandle,
+    stats: &Stats,
 ) -> Echoed {
     let mut reader = stream;
     let mut echoed = Echoed { bytes_in: 0, bytes_out: 0, end: End::ClientClosed };
@@ -78,7 +82,11 @@ pub fn echo_blocking(
         };
         trace!("{id} read n={n}");
         echoed.bytes_in += n as u64;
-        if let Err(end) = write_all_counted(stream, &buf[..n], &mut echoed.bytes_out) {
+        stats.record(IoTally { messages: 1, bytes_read: n as u64, ..IoTally::default() });
+        let before = echoed.bytes_out;
+        let written = write_all_counted(stream, &buf[..n], &mut echoed.bytes_out);
+        stats.record(IoTally { bytes_echoed: echoed.bytes_out - before, ..IoTally::default() });
+        if let Err(end) = written {
             break end;
         }
         trace!("{id} wrote n={n}");

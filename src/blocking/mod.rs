@@ -40,7 +40,7 @@ use log::debug;
 use crate::config::ServerConfig;
 use crate::net::{BlockingStream, Peer, SocketOptions};
 use crate::shutdown::ShutdownHandle;
-use crate::stats::Stats;
+use crate::stats::{IoTally, Stats};
 use echo::{ECHO_BUFFER, echo_blocking};
 use registry::{LiveConnections, Registered};
 
@@ -51,8 +51,8 @@ pub use thread_per_conn::serve as serve_thread_per_conn;
 /// registry of open sockets and the stop request.
 #[derive(Debug)]
 pub struct Context {
-    /// Counters for the summary line.
-    pub stats: Stats,
+    /// Counters for the statistics line and the summary.
+    pub stats: Arc<Stats>,
     /// Every open connection, so shutdown can reach its socket.
     pub live: Arc<LiveConnections>,
     /// Stop requests; connections check it before every read.
@@ -64,10 +64,10 @@ pub struct Context {
 }
 
 impl Context {
-    /// The shared state of one server.
-    pub fn new(config: &ServerConfig, shutdown: &ShutdownHandle) -> Self {
+    /// The shared state of one server, counting in `stats`.
+    pub fn new(config: &ServerConfig, shutdown: &ShutdownHandle, stats: Arc<Stats>) -> Self {
         Context {
-            stats: Stats::default(),
+            stats,
             live: Arc::new(LiveConnections::default()),
             shutdown: shutdown.clone(),
             socket_options: SocketOptions::from_config(config),
@@ -100,8 +100,9 @@ pub fn serve_connection(conn: Registered, peer: Peer, ctx: &Context) {
     ctx.stats.connection_opened();
     debug!("{} opened peer={peer} (open: {})", conn.id, ctx.live.len());
     let mut buf = vec![0; ECHO_BUFFER];
-    let echoed = echo_blocking(conn.stream(), conn.id, &mut buf, &ctx.shutdown);
-    ctx.stats.connection_closed(echoed.bytes_out);
+    let echoed = echo_blocking(conn.stream(), conn.id, &mut buf, &ctx.shutdown, &ctx.stats);
+    ctx.stats.record(IoTally { bytes_unsent: echoed.bytes_in - echoed.bytes_out, ..IoTally::default() });
+    ctx.stats.connection_closed();
     debug!(
         "{} closed ({}) peer={peer} read={} echoed={} unsent={}",
         conn.id,
@@ -136,7 +137,8 @@ mod tests {
         let (conn, mut client) = pair(&live);
         client.write_all(b"hello, echo").unwrap();
         client.shutdown(Shutdown::Write).unwrap();
-        let echoed = echo_blocking(conn.stream(), conn.id, &mut [0; 4], &ShutdownHandle::new());
+        let echoed =
+            echo_blocking(conn.stream(), conn.id, &mut [0; 4], &ShutdownHandle::new(), &Stats::default());
         assert!(matches!(echoed.end, End::ClientClosed), "{}", echoed.end);
         assert_eq!((echoed.bytes_in, echoed.bytes_out), (11, 11));
         drop(conn);
@@ -151,7 +153,13 @@ mod tests {
         let (conn, _client) = pair(&live);
         // The stop flag is never set here: the only way out of `read` is the SHUT_RD.
         let server = thread::spawn(move || {
-            let echoed = echo_blocking(conn.stream(), conn.id, &mut [0; 16], &ShutdownHandle::new());
+            let echoed = echo_blocking(
+                conn.stream(),
+                conn.id,
+                &mut [0; 16],
+                &ShutdownHandle::new(),
+                &Stats::default(),
+            );
             (echoed.bytes_in, echoed.end) // `conn` drops here and leaves the registry
         });
         thread::sleep(Duration::from_millis(50)); // most likely asleep in `read` by now
@@ -188,7 +196,7 @@ mod tests {
         live.begin_shutdown(Duration::ZERO);
         let (conn, mut client) = pair(&live);
         client.write_all(b"late").unwrap();
-        let echoed = echo_blocking(conn.stream(), conn.id, &mut [0; 16], &stop);
+        let echoed = echo_blocking(conn.stream(), conn.id, &mut [0; 16], &stop, &Stats::default());
         assert!(matches!(echoed.end, End::Shutdown));
         assert_eq!(echoed.bytes_in, 0);
     }

@@ -32,13 +32,19 @@ use super::{Context, serve_connection};
 use crate::config::ServerConfig;
 use crate::net::StdListener;
 use crate::shutdown::ShutdownHandle;
-use crate::stats::Summary;
+use crate::stats::Stats;
 
 /// Serve one connection at a time until `shutdown` is requested and the current connection
 /// has finished (or the grace period is over).
-pub fn serve(listener: StdListener, config: &ServerConfig, shutdown: &ShutdownHandle) -> io::Result<Summary> {
+/// The counts are in `stats`.
+pub fn serve(
+    listener: StdListener,
+    config: &ServerConfig,
+    shutdown: &ShutdownHandle,
+    stats: Arc<Stats>,
+) -> io::Result<()> {
     let listener = Arc::new(listener);
-    let ctx = Context::new(config, shutdown);
+    let ctx = Context::new(config, shutdown, stats);
     wake_on_shutdown(shutdown, &listener, &ctx.live, config.shutdown_grace);
     enforce_grace_on_shutdown(shutdown, &ctx.live, config.shutdown_grace);
     accept_until_shutdown(&listener, shutdown, |stream, peer| {
@@ -47,7 +53,7 @@ pub fn serve(listener: StdListener, config: &ServerConfig, shutdown: &ShutdownHa
             serve_connection(conn, peer, &ctx);
         }
     });
-    Ok(ctx.stats.snapshot())
+    Ok(())
 }
 
 /// When a stop is requested, start a thread that gives the current connection `grace` to

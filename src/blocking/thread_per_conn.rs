@@ -34,7 +34,7 @@ use super::{Context, serve_connection};
 use crate::config::ServerConfig;
 use crate::net::{ACCEPT_BACKOFF, BlockingStream, Peer, StdListener};
 use crate::shutdown::ShutdownHandle;
-use crate::stats::Summary;
+use crate::stats::Stats;
 
 /// Stack size of a connection thread: 64 KiB instead of glibc's default 8 MiB.
 ///
@@ -49,9 +49,15 @@ pub const CONNECTION_STACK: usize = 64 * 1024;
 
 /// Serve with one thread per connection until `shutdown` is requested and the connections
 /// have finished (or the grace period is over).
-pub fn serve(listener: StdListener, config: &ServerConfig, shutdown: &ShutdownHandle) -> io::Result<Summary> {
+/// The counts are in `stats`.
+pub fn serve(
+    listener: StdListener,
+    config: &ServerConfig,
+    shutdown: &ShutdownHandle,
+    stats: Arc<Stats>,
+) -> io::Result<()> {
     let listener = Arc::new(listener);
-    let ctx = Arc::new(Context::new(config, shutdown));
+    let ctx = Arc::new(Context::new(config, shutdown, stats));
     wake_on_shutdown(shutdown, &listener, &ctx.live, config.shutdown_grace);
     accept_until_shutdown(&listener, shutdown, |stream, peer| {
         admit(&ctx, stream, peer, config.max_connections)
@@ -59,7 +65,7 @@ pub fn serve(listener: StdListener, config: &ServerConfig, shutdown: &ShutdownHa
     drop(listener); // stop listening now: closes the socket (and removes a Unix socket file)
     ctx.live.begin_shutdown(config.shutdown_grace); // done already if the waker got there first
     ctx.live.drain(config.shutdown_grace);
-    Ok(ctx.stats.snapshot())
+    Ok(())
 }
 
 /// Give a fresh connection its own thread, or close it at once if we are at the cap.

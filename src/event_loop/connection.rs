@@ -18,6 +18,7 @@ use mio::{Interest, Token};
 
 use crate::buffer::PendingBuf;
 use crate::net::{Peer, Stream};
+use crate::stats::IoTally;
 
 /// Reads one connection may do per readiness event before the loop moves on to others.
 /// Without a budget, one client that sends without pause could keep the loop reading its
@@ -80,6 +81,8 @@ pub struct Connection {
     registered: Interest,
     /// When bytes last moved in either direction (for the idle timeout).
     last_active: Instant,
+    /// Reads that returned data (the statistics' "messages").
+    reads: u64,
     /// Bytes read from the client.
     bytes_in: u64,
     /// Bytes written back to the client.
@@ -97,6 +100,7 @@ impl Connection {
             pending: PendingBuf::new(max_pending),
             registered: READ,
             last_active: now,
+            reads: 0,
             bytes_in: 0,
             bytes_out: 0,
         }
@@ -150,6 +154,7 @@ impl Connection {
                 Err(e) => return Err(e),
             };
             trace!("token={} read n={n}", self.token.0);
+            self.reads += 1;
             self.bytes_in += n as u64;
             self.last_active = now;
             self.echo(&buf[..n])?;
@@ -313,6 +318,16 @@ impl Connection {
     /// Bytes (read, written back, still pending).
     pub fn byte_counts(&self) -> (u64, u64, usize) {
         (self.bytes_in, self.bytes_out, self.pending.len())
+    }
+
+    /// Reads and bytes so far, for the loop's statistics (which adds up differences).
+    pub fn io_counts(&self) -> IoTally {
+        IoTally {
+            messages: self.reads,
+            bytes_read: self.bytes_in,
+            bytes_echoed: self.bytes_out,
+            bytes_unsent: 0,
+        }
     }
 }
 

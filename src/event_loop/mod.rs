@@ -9,6 +9,7 @@
 //!           token    -> write pending, read + echo, reregister if the interest changed
 //!       revisit connections whose read budget ran out
 //!       expire idle connections, resume accepting after EMFILE, end shutdown when done
+//!       publish the turn's counts to the shared statistics
 //!   }
 //! ```
 //!
@@ -33,7 +34,7 @@ use slab::Slab;
 use crate::config::ServerConfig;
 use crate::net::{BackoffLog, Listener, SocketOptions, StdListener};
 use crate::shutdown::ShutdownHandle;
-use crate::stats::{Stats, Summary};
+use crate::stats::{IoTally, Stats};
 use connection::{Connection, ReadStop};
 use idle::IdleTimers;
 
@@ -109,18 +110,23 @@ pub struct EventLoop {
     shutdown: ShutdownHandle,
     config: ServerConfig,
     socket_options: SocketOptions,
+    /// The counters other threads read (the live statistics line, the summary).
     stats: Arc<Stats>,
+    /// This turn's reads and writes, in plain integers: published to `stats` once per
+    /// turn, so the hot path pays no atomic operation per read or write.
+    tally: IoTally,
     /// Which worker this is, for logs.
     worker: usize,
 }
 
 impl EventLoop {
     /// Take a bound listener, make it non-blocking, and register it and a waker that
-    /// `shutdown` will fire.
+    /// `shutdown` will fire. The loop counts what it does in `stats`.
     pub fn new(
         listener: StdListener,
         config: &ServerConfig,
         shutdown: &ShutdownHandle,
+        stats: Arc<Stats>,
         worker: usize,
     ) -> io::Result<Self> {
         let poll = Poll::new()?;
@@ -147,17 +153,19 @@ impl EventLoop {
             shutdown: shutdown.clone(),
             config: config.clone(),
             socket_options: SocketOptions::from_config(config),
-            stats: Arc::new(Stats::default()),
+            stats,
+            tally: IoTally::default(),
             worker,
         })
     }
 
-    /// Serve until a shutdown request has been carried out; return what was done.
-    pub fn run(mut self) -> io::Result<Summary> {
+    /// Serve until a shutdown request has been carried out (the counts are in `stats`).
+    pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
         let mut revisit = Vec::new();
         debug!("worker {}: event loop running", self.worker);
         loop {
+            self.publish_counts(); // before sleeping: a stats line read meanwhile is current
             let timeout = self.poll_timeout(Instant::now());
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
@@ -174,8 +182,17 @@ impl EventLoop {
             }
             self.run_timers(now);
             if self.close_delivered_or_overdue(now) {
-                return Ok(self.stats.snapshot());
+                self.publish_counts();
+                return Ok(());
             }
+        }
+    }
+
+    /// Add this turn's reads and writes to the shared counters: a few relaxed atomic adds
+    /// per turn, however many reads and writes the turn made.
+    fn publish_counts(&mut self) {
+        if !self.tally.is_empty() {
+            self.stats.record(std::mem::take(&mut self.tally));
         }
     }
 
@@ -203,6 +220,7 @@ impl EventLoop {
             // Its connection closed earlier in this batch; the slot is empty.
             return trace!("token={} event for a closed connection: ignored", token.0);
         };
+        let before = conn.io_counts();
         let mut io = || -> io::Result<ReadStop> {
             if ready.writable {
                 conn.on_writable(now)?;
@@ -212,7 +230,9 @@ impl EventLoop {
             }
             Ok(ReadStop::Done)
         };
-        match io() {
+        let result = io();
+        self.tally.add(conn.io_counts() - before);
+        match result {
             Ok(ReadStop::BudgetSpent) => self.unfinished.push(token),
             Ok(ReadStop::Done) => {}
             Err(e) => return self.close(token, &format!("error: {e}")),
@@ -247,7 +267,8 @@ impl EventLoop {
             timers.stop(token);
         }
         let (bytes_in, bytes_out, pending) = conn.byte_counts();
-        self.stats.connection_closed(bytes_out);
+        self.stats.connection_closed();
+        self.tally.bytes_unsent += pending as u64; // read, and now never echoed
         debug!(
             "token={} closed ({reason}) peer={} read={bytes_in} echoed={bytes_out} unsent={pending}",
             token.0,

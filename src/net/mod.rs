@@ -12,10 +12,14 @@
 //! - `options.rs`: per-connection socket options.
 //! - `unix_file.rs`: the socket file of a `unix:` address.
 //! - `accept_errors.rs`: which accept errors are whose problem, and the back-off.
+//! - `activation.rs`: a listening socket passed in by the service manager.
+//! - `privileged.rs`: ports below 1024, without and with root.
 
 mod accept_errors;
+mod activation;
 mod listener;
 mod options;
+mod privileged;
 mod stream;
 mod unix_file;
 
@@ -29,8 +33,10 @@ use socket2::{Domain, Socket, Type};
 
 use crate::addr::ListenAddr;
 pub use accept_errors::{ACCEPT_BACKOFF, AcceptError, BackoffLog, classify_accept_error};
+pub use activation::{ActivationEnv, InheritedSocket, LISTEN_VARS, take_inherited_socket};
 pub use listener::{Listener, StdListener};
 pub use options::SocketOptions;
+pub use privileged::note_if_root;
 pub use stream::{BlockingStream, Peer, Stream};
 
 /// The kernel's accept queue length we ask for (it is capped by net.core.somaxconn).
@@ -45,7 +51,9 @@ pub fn with_addr(addr: &ListenAddr, e: io::Error) -> io::Error {
 /// kernel spreads incoming connections over them (`--workers`). Errors name the address.
 pub fn bind(addr: &ListenAddr, reuse_port: bool) -> io::Result<StdListener> {
     match addr {
-        ListenAddr::Tcp(sa) => bind_tcp(*sa, reuse_port).map(StdListener::Tcp),
+        ListenAddr::Tcp(sa) => bind_tcp(*sa, reuse_port)
+            .map(StdListener::Tcp)
+            .map_err(|e| privileged::explain_bind_error(*sa, e)),
         ListenAddr::Unix(path) => bind_unix(path),
     }
     .map_err(|e| with_addr(addr, e))

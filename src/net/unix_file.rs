@@ -10,6 +10,8 @@
 //!
 //! On exit we remove the file only if it is the one we bound (same device and inode): if
 //! someone deleted it and another server bound the same path meanwhile, the file is theirs.
+//! A socket inherited from the service manager (socket activation) is never removed: the
+//! manager created the file and keeps it for the next start.
 
 use std::io::{self, ErrorKind};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -24,7 +26,7 @@ pub fn bind(path: &Path) -> io::Result<(unix::UnixListener, SocketFile)> {
     remove_stale_socket(path)?;
     let listener = unix::UnixListener::bind(path)?;
     let meta = std::fs::symlink_metadata(path)?;
-    Ok((listener, SocketFile { path: path.to_path_buf(), identity: (meta.dev(), meta.ino()) }))
+    Ok((listener, SocketFile { path: path.to_path_buf(), identity: Some((meta.dev(), meta.ino())) }))
 }
 
 /// A socket file left by a server that died is removed; a live one is "address in use";
@@ -67,11 +69,18 @@ fn in_use(why: &str) -> io::Error {
 #[derive(Debug)]
 pub struct SocketFile {
     path: PathBuf,
-    /// (device, inode) of the file our `bind` created.
-    identity: (u64, u64),
+    /// (device, inode) of the file our `bind` created; `None` if the file is not ours to
+    /// remove (an inherited socket).
+    identity: Option<(u64, u64)>,
 }
 
 impl SocketFile {
+    /// The file of a socket someone else bound (the service manager): named in messages,
+    /// never removed.
+    pub fn inherited(path: PathBuf) -> SocketFile {
+        SocketFile { path, identity: None }
+    }
+
     /// The socket file's path.
     pub fn path(&self) -> &Path {
         &self.path
@@ -80,8 +89,11 @@ impl SocketFile {
 
 impl Drop for SocketFile {
     fn drop(&mut self) {
+        let Some(identity) = self.identity else {
+            return debug!("not removing {}: the service manager owns it", self.path.display());
+        };
         match std::fs::symlink_metadata(&self.path) {
-            Ok(meta) if (meta.dev(), meta.ino()) == self.identity => {
+            Ok(meta) if (meta.dev(), meta.ino()) == identity => {
                 if let Err(e) = std::fs::remove_file(&self.path) {
                     warn!("could not remove {}: {e}", self.path.display());
                 }

@@ -93,7 +93,7 @@ fn two_workers_share_the_port() {
     let summary = server.stop();
     assert_eq!(summary.connections, 40);
     assert_eq!(summary.per_worker.len(), 2);
-    assert_eq!(summary.per_worker.iter().sum::<u64>(), 40);
+    assert_eq!(summary.per_worker.iter().map(|w| w.connections).sum::<u64>(), 40);
     assert_eq!(summary.bytes_echoed, total);
 }
 

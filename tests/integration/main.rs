@@ -1,9 +1,32 @@
 //! Integration tests over real sockets on loopback. One test binary; one module per
 //! behaviour. Servers bind port 0; every wait is bounded; every process is cleaned up.
 
+/// `for_models!(body)` makes `mod body` with one `#[test]` per model, each calling
+/// `body(MODEL)` with the model's `--model` name (for tests that run the binary).
+macro_rules! for_models {
+    ($body:ident) => {
+        mod $body {
+            #[test]
+            fn event_loop() {
+                super::$body("event-loop")
+            }
+            #[test]
+            fn thread_per_conn() {
+                super::$body("thread-per-conn")
+            }
+            #[test]
+            fn blocking() {
+                super::$body("blocking")
+            }
+        }
+    };
+}
+
 mod models; // every model side by side: echo, half-close, idle, limits, shutdown, workers
 mod util;
 
+/// Socket activation: a listening socket passed in as systemd does, for every model.
+mod activation;
 /// Backpressure: a client that does not read is held at `--max-pending`.
 mod backpressure;
 /// The load generator and `--compare`: JSON, verification, corruption detection.
@@ -18,8 +41,12 @@ mod echo;
 mod half_close;
 /// `--idle-timeout`: silent connections are closed, active ones are not.
 mod idle;
+/// Man pages, shell completions, and privileged ports.
+mod install;
 /// `--max-connections` and running out of descriptors: accept and close, or back off.
 mod limits;
+/// The live statistics line (`--stats-interval`, SIGUSR1) and `--summary-json`.
+mod live_stats;
 /// Partial writes: tiny socket buffers, pending bytes, WRITABLE interest.
 mod partial_writes;
 /// Regressions and hostile clients.

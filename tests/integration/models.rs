@@ -340,8 +340,12 @@ fn workers_spread_connections_and_echo_exactly() {
     let summary = server.stop();
     assert_eq!(summary.connections, 128);
     assert_eq!(summary.per_worker.len(), 2);
-    assert_eq!(summary.per_worker.iter().sum::<u64>(), 128);
-    assert!(summary.per_worker.iter().all(|&n| n > 0), "one worker got nothing: {:?}", summary.per_worker);
+    assert_eq!(summary.per_worker.iter().map(|w| w.connections).sum::<u64>(), 128);
+    assert!(
+        summary.per_worker.iter().all(|w| w.connections > 0),
+        "one worker got nothing: {:?}",
+        summary.per_worker
+    );
     let expected: u64 = (0..64).map(|i| 1000 + i).sum::<u64>() + 64 * 20_000;
     assert_eq!(summary.bytes_echoed, expected);
 }

@@ -6,7 +6,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -202,14 +202,20 @@ impl Bin {
 
     /// Run any server `program` that prints `listening on ADDR` first (an example, say).
     pub fn start(program: &Path, env: &[(&str, &str)], args: &[&str]) -> Bin {
-        let mut child = Command::new(program)
-            .args(args)
-            .envs(env.iter().copied())
+        let mut command = Command::new(program);
+        command.args(args).envs(env.iter().copied());
+        Bin::spawn(command)
+    }
+
+    /// Run a prepared `command` (its stdio is set here) and wait (bounded) for its
+    /// `listening on` line.
+    pub fn spawn(mut command: Command) -> Bin {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
+            .unwrap_or_else(|e| panic!("spawn {:?}: {e}", command.get_program()));
         let stderr = Arc::new(Mutex::new(String::new()));
         let sink = Arc::clone(&stderr);
         let mut err = BufReader::new(child.stderr.take().unwrap());
@@ -293,27 +299,33 @@ impl Drop for Bin {
 
 /// Run `echoloop ARGS...` to completion (bounded) and return (exit code, stdout, stderr).
 pub fn run_bin(args: &[&str]) -> (i32, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_echoloop"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn echoloop");
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > Duration::from_secs(20) {
-            let _ = child.kill();
-            panic!("echoloop {args:?} did not exit");
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-    let out = child.wait_with_output().unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_echoloop"));
+    command.args(args);
+    let out = run_to_end(command);
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Run a prepared `command` (stdin empty, output captured) until it exits, within 20 s.
+pub fn run_to_end(mut command: Command) -> Output {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {command:?}: {e}"));
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("{command:?} did not exit");
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().unwrap()
 }
 
 /// Poll `condition` every few milliseconds until it holds (true) or `limit` passes (false).

@@ -1,0 +1,99 @@
+//! The final summary as JSON (`--summary-json PATH`), for scripts and CI:
+//!
+//! ```json
+//! {"exit_reason":"signal","signal":"SIGTERM","error":null,"duration_secs":12.5,
+//!  "connections":3,"rejected":0,"messages":40,"bytes_echoed":5120,"peak_connections":2,
+//!  "per_worker":[{"connections":3,"rejected":0,"messages":40,"bytes_echoed":5120,"peak_connections":2}]}
+//! ```
+
+use std::io;
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::{Summary, WorkerSummary};
+
+/// Why the server ended, as the JSON summary says it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExitReason {
+    /// A signal (its name, `SIGTERM` say) asked for a graceful stop.
+    Signal(String),
+    /// A [`crate::ShutdownHandle::shutdown`] call did.
+    Shutdown,
+    /// It failed (the error, as printed).
+    Error(String),
+}
+
+#[derive(Serialize)]
+struct Document<'a> {
+    exit_reason: &'static str,
+    signal: Option<&'a str>,
+    error: Option<&'a str>,
+    duration_secs: f64,
+    connections: u64,
+    rejected: u64,
+    messages: u64,
+    bytes_echoed: u64,
+    peak_connections: u64,
+    per_worker: &'a [WorkerSummary],
+}
+
+/// Write `summary` and why the server ended to `path` as one JSON object (and a newline).
+/// The error names the path.
+pub fn write_summary_json(path: &Path, summary: &Summary, reason: &ExitReason) -> io::Result<()> {
+    let (exit_reason, signal, error) = match reason {
+        ExitReason::Signal(name) => ("signal", Some(name.as_str()), None),
+        ExitReason::Shutdown => ("shutdown", None, None),
+        ExitReason::Error(message) => ("error", None, Some(message.as_str())),
+    };
+    let document = Document {
+        exit_reason,
+        signal,
+        error,
+        duration_secs: summary.duration.as_secs_f64(),
+        connections: summary.connections,
+        rejected: summary.rejected,
+        messages: summary.messages,
+        bytes_echoed: summary.bytes_echoed,
+        peak_connections: summary.peak_connections,
+        per_worker: &summary.per_worker,
+    };
+    let mut text = serde_json::to_string(&document).map_err(io::Error::other)?;
+    text.push('\n');
+    std::fs::write(path, text)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot write the summary to {}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn every_field_is_written_and_parses_back() {
+        let dir = std::env::temp_dir().join(format!("echoloop-json-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("summary.json");
+        let worker =
+            WorkerSummary { connections: 2, rejected: 1, messages: 3, bytes_echoed: 40, peak_connections: 2 };
+        let summary = Summary::combine(vec![worker, worker], Duration::from_millis(1500));
+        write_summary_json(&path, &summary, &ExitReason::Error("boom".into())).unwrap();
+        let value: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(value["exit_reason"], "error");
+        assert_eq!(value["error"], "boom");
+        assert!(value["signal"].is_null());
+        assert_eq!(value["duration_secs"], 1.5);
+        assert_eq!((value["connections"].as_u64(), value["bytes_echoed"].as_u64()), (Some(4), Some(80)));
+        assert_eq!(value["per_worker"][1]["messages"], 3);
+        assert_eq!(value["per_worker"].as_array().map(Vec::len), Some(2));
+    }
+
+    #[test]
+    fn an_unwritable_path_is_named() {
+        let path = Path::new("/nonexistent-dir/summary.json");
+        let e = write_summary_json(path, &Summary::default(), &ExitReason::Shutdown).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent-dir/summary.json"), "{e}");
+    }
+}

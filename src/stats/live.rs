@@ -1,0 +1,203 @@
+//! The live statistics line: every `--stats-interval`, and at once on SIGUSR1.
+//!
+//! ```text
+//! stats: open=3 accepted=2 rejected=0 messages/s=10 bytes/s=12800 pending=0 peak=5 (messages=10 bytes=12800 in 1.000s)
+//! ```
+//!
+//! `open`, `pending` (bytes read and not yet echoed) and `peak` are levels now; `accepted`,
+//! `rejected`, `messages` and `bytes` count what happened since the previous line (or since
+//! the start), over the time in parentheses, from which the two rates are computed. With
+//! more than one worker, the line ends with each worker's share:
+//! ` per-worker open=[1,2] accepted=[1,1] bytes/s=[6400,6400]`.
+//!
+//! A thread of its own builds and logs the line, reading the workers' atomics, so the
+//! serving threads never format anything or wait for the logger.
+
+use std::io;
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use log::{debug, info};
+
+use super::{Counters, ServerStats};
+use crate::shutdown::ShutdownHandle;
+
+/// What the reporter thread is asked to do.
+enum Request {
+    /// Log a line now (SIGUSR1).
+    Line,
+    /// The server has stopped: end the thread.
+    Stop,
+}
+
+/// The thread that logs statistics lines while a server runs. Dropping it stops the thread.
+#[derive(Debug)]
+pub struct Reporter {
+    requests: Sender<Request>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Reporter {
+    /// Start logging a line every `interval` (if any) and whenever `shutdown` receives a
+    /// report request (SIGUSR1).
+    pub fn start(
+        stats: ServerStats,
+        interval: Option<Duration>,
+        shutdown: &ShutdownHandle,
+    ) -> io::Result<Reporter> {
+        let (requests, inbox) = mpsc::channel();
+        // The first line counts from here, before any connection is served (not from
+        // whenever the new thread gets to run).
+        let mut last = Sample::take(&stats);
+        let thread = thread::Builder::new().name("stats".into()).spawn(move || {
+            let mut next_tick = interval.map(|interval| last.at + interval);
+            loop {
+                let request = match next_tick {
+                    Some(tick) => inbox.recv_timeout(tick.saturating_duration_since(Instant::now())),
+                    None => inbox.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                };
+                match request {
+                    Ok(Request::Line) => {}
+                    Err(RecvTimeoutError::Timeout) => {
+                        // Ticks keep their schedule, whatever SIGUSR1 lines came between.
+                        next_tick = next_tick.zip(interval).map(|(tick, interval)| tick + interval);
+                    }
+                    Ok(Request::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+                }
+                let now = Sample::take(&stats);
+                info!("{}", line(&last, &now));
+                last = now;
+            }
+        })?;
+        let to_thread = requests.clone();
+        shutdown.on_report(move || {
+            if to_thread.send(Request::Line).is_err() {
+                debug!("statistics requested after the server stopped");
+            }
+        });
+        Ok(Reporter { requests, thread: Some(thread) })
+    }
+}
+
+impl Drop for Reporter {
+    fn drop(&mut self) {
+        let _ = self.requests.send(Request::Stop); // fails only if the thread is gone already
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join(); // it only formats and logs: it ends at once
+        }
+    }
+}
+
+/// Every worker's counters, and when they were read.
+struct Sample {
+    at: Instant,
+    workers: Vec<Counters>,
+}
+
+impl Sample {
+    fn take(stats: &ServerStats) -> Sample {
+        Sample { at: Instant::now(), workers: stats.sample() }
+    }
+}
+
+/// The statistics line for the time between two samples.
+fn line(last: &Sample, now: &Sample) -> String {
+    let elapsed = now.at.duration_since(last.at);
+    let total = |s: &Sample| {
+        s.workers.iter().fold(Counters::default(), |sum, w| Counters {
+            accepted: sum.accepted + w.accepted,
+            rejected: sum.rejected + w.rejected,
+            open: sum.open + w.open,
+            peak: sum.peak + w.peak,
+            messages: sum.messages + w.messages,
+            bytes_echoed: sum.bytes_echoed + w.bytes_echoed,
+            pending: sum.pending + w.pending,
+        })
+    };
+    let (before, after) = (total(last), total(now));
+    let messages = after.messages - before.messages;
+    let bytes = after.bytes_echoed - before.bytes_echoed;
+    let mut line = format!(
+        "stats: open={} accepted={} rejected={} messages/s={} bytes/s={} pending={} peak={} \
+         (messages={messages} bytes={bytes} in {:.3}s)",
+        after.open,
+        after.accepted - before.accepted,
+        after.rejected - before.rejected,
+        per_second(messages, elapsed),
+        per_second(bytes, elapsed),
+        after.pending,
+        after.peak,
+        elapsed.as_secs_f64(),
+    );
+    if now.workers.len() > 1 {
+        let each = |f: &dyn Fn(&Counters, &Counters) -> u64| {
+            let values: Vec<String> =
+                last.workers.iter().zip(&now.workers).map(|(b, a)| f(b, a).to_string()).collect();
+            values.join(",")
+        };
+        line += &format!(
+            " per-worker open=[{}] accepted=[{}] bytes/s=[{}]",
+            each(&|_, a| a.open),
+            each(&|b, a| a.accepted - b.accepted),
+            each(&|b, a| per_second(a.bytes_echoed - b.bytes_echoed, elapsed)),
+        );
+    }
+    line
+}
+
+/// `count` over `elapsed`, rounded to a whole number per second.
+fn per_second(count: u64, elapsed: Duration) -> u64 {
+    let secs = elapsed.as_secs_f64();
+    if secs <= 0.0 { 0 } else { (count as f64 / secs).round() as u64 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(at: Instant, workers: Vec<Counters>) -> Sample {
+        Sample { at, workers }
+    }
+
+    #[test]
+    fn one_worker_line_counts_the_interval() {
+        let t0 = Instant::now();
+        let before =
+            Counters { accepted: 5, messages: 100, bytes_echoed: 1000, peak: 4, ..Default::default() };
+        let after = Counters {
+            accepted: 7,
+            rejected: 1,
+            open: 3,
+            peak: 5,
+            messages: 110,
+            bytes_echoed: 13_800,
+            pending: 64,
+        };
+        let text = line(&sample(t0, vec![before]), &sample(t0 + Duration::from_secs(2), vec![after]));
+        assert_eq!(
+            text,
+            "stats: open=3 accepted=2 rejected=1 messages/s=5 bytes/s=6400 pending=64 peak=5 \
+             (messages=10 bytes=12800 in 2.000s)"
+        );
+    }
+
+    #[test]
+    fn workers_are_summed_then_split() {
+        let t0 = Instant::now();
+        let w =
+            |accepted, open, bytes_echoed| Counters { accepted, open, bytes_echoed, ..Default::default() };
+        let text = line(
+            &sample(t0, vec![w(0, 0, 0), w(0, 0, 0)]),
+            &sample(t0 + Duration::from_millis(500), vec![w(1, 1, 100), w(3, 2, 300)]),
+        );
+        assert!(text.starts_with("stats: open=3 accepted=4 rejected=0 messages/s=0 bytes/s=800 "), "{text}");
+        assert!(text.ends_with(" per-worker open=[1,2] accepted=[1,3] bytes/s=[200,600]"), "{text}");
+    }
+
+    #[test]
+    fn a_line_at_the_same_instant_has_no_rate() {
+        assert_eq!(per_second(10, Duration::ZERO), 0);
+        assert_eq!(per_second(3, Duration::from_millis(1500)), 2);
+    }
+}
