@@ -13,6 +13,8 @@
 //!    `accept` error means (for every model).
 //! 6. [`Server`]: the one entry point for every model; [`ShutdownHandle`] stops it.
 //! 7. `src/client.rs`, an `nc`-like client ([`run_client`]).
+//! 8. `src/units.rs`: sizes and durations as typed on the command line ([`parse_size`],
+//!    [`parse_secs`]).
 //!
 //! The load generator is a crate of its own (`crates/bench`), which knows nothing of this one.
 //!
@@ -51,6 +53,7 @@ mod net;
 mod server;
 mod shutdown;
 mod stats;
+mod units;
 
 pub use addr::{AddrParseError, DEFAULT_ADDR, ListenAddr};
 pub use client::run as run_client;
@@ -59,3 +62,4 @@ pub use error::Error;
 pub use server::Server;
 pub use shutdown::ShutdownHandle;
 pub use stats::Summary;
+pub use units::{parse_secs, parse_size};

@@ -479,3 +479,22 @@ pub fn run_bin_with(args: &[&str], stdin: Vec<u8>, limit: Duration) -> Finished 
         stderr: join_bounded(stderr, IO_TIMEOUT),
     }
 }
+
+/// Lower `pid`'s open-file limit so that exactly `free` more descriptors fit: descriptors
+/// are numbered from the lowest free one, and RLIMIT_NOFILE caps the number.
+pub fn leave_descriptors(pid: u32, free: usize) {
+    let open = open_fds(pid);
+    let limit = (0..).filter(|fd| !open.contains(fd)).nth(free).unwrap(); // the first one past
+    let rlimit = libc::rlimit { rlim_cur: limit as libc::rlim_t, rlim_max: limit as libc::rlim_t };
+    // SAFETY: plain system call with a valid pointer to an initialised struct and a null old value.
+    let rc = unsafe { libc::prlimit(pid as libc::pid_t, libc::RLIMIT_NOFILE, &rlimit, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
+
+/// The descriptors process `pid` has open now (the entries of `/proc/PID/fd`).
+pub fn open_fds(pid: u32) -> Vec<usize> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("list /proc/PID/fd")
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .collect()
+}
