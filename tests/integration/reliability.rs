@@ -102,6 +102,10 @@ fn second_server_on_a_full_accept_queue_says_in_use_at_once() {
     assert_eq!(code, 1, "stderr:\n{stderr}");
     assert!(stderr.contains("in use"), "stderr:\n{stderr}");
     assert!(took < Duration::from_secs(5), "took {took:?} with {} queued clients", queued.len());
+    eprintln!(
+        "full accept queue ({} clients queued): the second server answered in {took:.1?}",
+        queued.len()
+    );
     // The first server lost nothing: its file is there and it still serves its client.
     assert!(is_socket(&path.0));
     assert_round_trip(&mut busy, b"still served");
