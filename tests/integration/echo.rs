@@ -4,7 +4,6 @@
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpListener;
 use std::os::unix::net::UnixListener;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
@@ -109,27 +108,6 @@ fn ipv6_loopback_echo() {
     assert!(server.tcp().is_ipv6(), "bound {}", server.tcp());
     let data = random_bytes(1 << 20, 3);
     assert_same_bytes(&echo_chunked(server.connect(), data.clone(), 4), &data);
-}
-
-/// A Unix socket path that is removed (if a previous run left it) now and on drop.
-struct SocketPath(PathBuf);
-
-impl SocketPath {
-    fn new(name: &str) -> SocketPath {
-        let path = temp_socket_path(name);
-        let _ = std::fs::remove_file(&path);
-        SocketPath(path)
-    }
-
-    fn addr(&self) -> String {
-        format!("unix:{}", self.0.display())
-    }
-}
-
-impl Drop for SocketPath {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }
 
 /// Echo over a Unix domain socket is exact, and the socket file is gone once the server stops.

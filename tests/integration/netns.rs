@@ -175,14 +175,9 @@ fn large_transfer_over_a_lossy_link_is_exact() {
     let server = link.serve(&[]);
     let data = random_bytes(8 << 20, 1301);
     let start = Instant::now();
-    let out = Command::new("ip")
-        .args(["netns", "exec", &link.client_ns, env!("CARGO_BIN_EXE_echoloop"), "client", &server.addr])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the client");
-    let finished = feed_and_collect(out, data.clone(), Duration::from_secs(60));
+    let mut client = Command::new("ip");
+    client.args(["netns", "exec", &link.client_ns, env!("CARGO_BIN_EXE_echoloop"), "client", &server.addr]);
+    let finished = run_with_stdin(client, data.clone(), Duration::from_secs(60));
     let took = start.elapsed();
     assert_eq!(finished.code, 0, "client failed: {}", finished.stderr);
     assert_same_bytes(&finished.stdout, &data);
@@ -191,44 +186,6 @@ fn large_transfer_over_a_lossy_link_is_exact() {
         "netns: 8 MiB echoed exactly in {took:.2?} over {LOSSY:?}; {drops} packets dropped, {retransmits} retransmitted"
     );
     assert!(drops > 0 && retransmits > 0, "the link lost nothing: not the test it claims to be");
-}
-
-/// Pipe `stdin` into a spawned child while reading its stdout and stderr; bounded.
-fn feed_and_collect(mut child: std::process::Child, stdin: Vec<u8>, limit: Duration) -> Finished {
-    let mut input = child.stdin.take().unwrap();
-    let feeder = thread::spawn(move || {
-        let _ = input.write_all(&stdin);
-    });
-    let mut out = child.stdout.take().unwrap();
-    let stdout = thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = out.read_to_end(&mut buf);
-        buf
-    });
-    let mut err = child.stderr.take().unwrap();
-    let stderr = thread::spawn(move || {
-        let mut buf = String::new();
-        let _ = err.read_to_string(&mut buf);
-        buf
-    });
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the client did not finish within {limit:?}");
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
-    join_bounded(feeder, IO_TIMEOUT);
-    Finished {
-        code: status.code().unwrap_or(-1),
-        stdout: join_bounded(stdout, IO_TIMEOUT),
-        stderr: join_bounded(stderr, IO_TIMEOUT),
-    }
 }
 
 /// 40 clients at once over a 100 Mbit/s link whose ends disagree on the MTU (9000 at the

@@ -6,7 +6,7 @@ use std::net::{Shutdown, TcpStream};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -14,29 +14,6 @@ use std::time::{Duration, Instant};
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use crate::util::*;
-
-/// Removes a Unix socket path when the test ends, however it ends.
-struct RemoveOnDrop(PathBuf);
-
-impl RemoveOnDrop {
-    /// A fresh socket path for this test (anything left there by an earlier run is removed).
-    fn new(name: &str) -> RemoveOnDrop {
-        let path = temp_socket_path(name);
-        let _ = std::fs::remove_file(&path);
-        RemoveOnDrop(path)
-    }
-
-    /// `unix:PATH`, as `serve` takes it.
-    fn addr(&self) -> String {
-        format!("unix:{}", self.0.display())
-    }
-}
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
 
 fn is_socket(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok_and(|meta| meta.file_type().is_socket())
@@ -90,7 +67,7 @@ fn raise_open_file_limit(want: libc::rlim_t) {
 /// 1 at once saying "in use" (the stale-socket probe was a blocking connect: it hung).
 #[test]
 fn second_server_on_a_full_accept_queue_says_in_use_at_once() {
-    let path = RemoveOnDrop::new("full-queue");
+    let path = SocketPath::new("full-queue");
     let _first = Bin::serve(&["--model", "blocking", &path.addr()]);
     let mut busy = connect_unix(&path.0);
     assert_round_trip(&mut busy, b"busy"); // the blocking model now serves only this one
@@ -115,7 +92,7 @@ fn second_server_on_a_full_accept_queue_says_in_use_at_once() {
 /// server leaves the other's file alone; the other still serves, and removes its own file.
 #[test]
 fn stopping_a_server_leaves_a_newer_servers_socket_file() {
-    let path = RemoveOnDrop::new("not-ours");
+    let path = SocketPath::new("not-ours");
     let first = Bin::serve(&[&path.addr()]);
     std::fs::remove_file(&path.0).expect("delete the first server's socket file");
     let second = Bin::serve(&[&path.addr()]);
@@ -143,20 +120,9 @@ fn spawn_serve(model: &str, addr: &str) -> Child {
         .expect("spawn echoloop")
 }
 
-/// Wait (bounded) for `child` to exit; its status and stderr. Kills it and panics on timeout.
+/// Wait (bounded) for `child` to exit; its status and stderr.
 fn exit_of(mut child: Child, limit: Duration) -> (ExitStatus, String) {
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("echoloop did not exit within {limit:?} of a SIGTERM");
-        }
-        thread::sleep(Duration::from_millis(1));
-    };
+    let status = wait_child(&mut child, limit);
     let mut stderr = String::new();
     let _ = child.stderr.take().unwrap().read_to_string(&mut stderr);
     (status, stderr)
@@ -184,7 +150,7 @@ const DELAYS_US: [u64; 8] = [0, 0, 50, 200, 500, 1000, 2000, 5000];
 fn sigterm_right_after_bind_is_graceful(model: &str) {
     for round in 0..3 {
         for (i, delay) in DELAYS_US.map(Duration::from_micros).into_iter().enumerate() {
-            let path = RemoveOnDrop::new(&format!("sigterm-{model}-{round}-{i}"));
+            let path = SocketPath::new(&format!("sigterm-{model}-{round}-{i}"));
             let child = spawn_serve(model, &path.addr());
             let start = Instant::now();
             while !path.0.exists() {

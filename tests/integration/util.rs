@@ -5,7 +5,7 @@
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
@@ -300,14 +300,7 @@ pub fn run_bin(args: &[&str]) -> (i32, String, String) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn echoloop");
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > Duration::from_secs(20) {
-            let _ = child.kill();
-            panic!("echoloop {args:?} did not exit");
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
+    wait_child(&mut child, Duration::from_secs(20));
     let out = child.wait_with_output().unwrap();
     (
         out.status.code().unwrap_or(-1),
@@ -437,13 +430,20 @@ impl Finished {
 /// Run `echoloop ARGS...` with `stdin` piped in (from a thread, while stdout and stderr
 /// are read, so no pipe can fill up), killing it after `limit`.
 pub fn run_bin_with(args: &[&str], stdin: Vec<u8>, limit: Duration) -> Finished {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_echoloop"))
-        .args(args)
+    let mut command = Command::new(env!("CARGO_BIN_EXE_echoloop"));
+    command.args(args);
+    run_with_stdin(command, stdin, limit)
+}
+
+/// Run `command` with `stdin` piped in (from a thread, while stdout and stderr are read, so
+/// no pipe can fill up), killing it after `limit`.
+pub fn run_with_stdin(mut command: Command, stdin: Vec<u8>, limit: Duration) -> Finished {
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn echoloop");
+        .unwrap_or_else(|e| panic!("spawn {command:?}: {e}"));
     let mut input = child.stdin.take().unwrap();
     let feeder = thread::spawn(move || {
         let _ = input.write_all(&stdin); // the child may exit before reading it all
@@ -460,23 +460,51 @@ pub fn run_bin_with(args: &[&str], stdin: Vec<u8>, limit: Duration) -> Finished 
         let _ = err.read_to_string(&mut buf);
         buf
     });
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("echoloop {args:?} did not exit within {limit:?}");
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
+    let status = wait_child(&mut child, limit);
     join_bounded(feeder, IO_TIMEOUT);
     Finished {
         code: status.code().unwrap_or(-1),
         stdout: join_bounded(stdout, IO_TIMEOUT),
         stderr: join_bounded(stderr, IO_TIMEOUT),
+    }
+}
+
+/// Wait for `child` to exit within `limit`; past it, kill it and panic.
+pub fn wait_child(child: &mut Child, limit: Duration) -> ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("child {} did not exit within {limit:?}", child.id());
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// A Unix socket path that is removed (if a previous run left it) now and on drop.
+pub struct SocketPath(pub PathBuf);
+
+impl SocketPath {
+    /// A fresh path, unique per test name and process.
+    pub fn new(name: &str) -> SocketPath {
+        let path = temp_socket_path(name);
+        let _ = std::fs::remove_file(&path);
+        SocketPath(path)
+    }
+
+    /// `unix:PATH`, as `serve` and `client` take it.
+    pub fn addr(&self) -> String {
+        format!("unix:{}", self.0.display())
+    }
+}
+
+impl Drop for SocketPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 
