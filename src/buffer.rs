@@ -55,7 +55,21 @@ impl PendingBuf {
             self.bytes.drain(..self.start);
             self.start = 0;
         }
+        self.reserve_within_cap(data.len());
         self.bytes.extend_from_slice(data);
+    }
+
+    /// Make room for `additional` more bytes without the allocation passing the cap. A
+    /// plain `extend` doubles the capacity, so a 64 KiB cap could hold a 128 KiB block.
+    /// Growth only happens with `start == 0` (a push slides first), so `len + additional`
+    /// is at most the cap here; doubling is kept below it, so pushes stay amortised O(1).
+    fn reserve_within_cap(&mut self, additional: usize) {
+        let needed = self.bytes.len() + additional;
+        if needed <= self.bytes.capacity() {
+            return;
+        }
+        let target = needed.max((self.bytes.capacity() * 2).min(self.cap));
+        self.bytes.reserve_exact(target - self.bytes.len());
     }
 
     /// The oldest pending bytes, to hand to `write`.
@@ -114,10 +128,103 @@ mod tests {
         assert_eq!(buf.capacity(), 0);
     }
 
+    /// Regression (found by the property test below): growing by doubling let a buffer
+    /// capped at 65536 bytes hold an 80000-byte allocation.
+    #[test]
+    fn the_allocation_stays_within_the_cap() {
+        let mut buf = PendingBuf::new(65536);
+        buf.push(&[1; 40000]);
+        buf.push(&[2; 25536]);
+        assert!(buf.is_full());
+        assert!(buf.capacity() <= 65536, "capacity {}", buf.capacity());
+    }
+
     #[test]
     #[should_panic(expected = "over its cap")]
     fn pushing_past_the_cap_is_a_bug() {
         let mut buf = PendingBuf::new(2);
         buf.push(b"abc");
+    }
+}
+
+/// Property tests: whatever the sizes of the reads that fill it and of the partial writes
+/// that empty it, the bytes come out exactly as they went in, the buffer never holds (nor
+/// allocates) more than its cap, and it holds no memory once empty.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// One step of a connection's life: a read of up to `n` bytes lands in the buffer
+    /// (`true`), or the kernel takes up to `n` bytes of a write (`false`). `n` is cut to
+    /// what is possible at that moment (the room, the rest of the input, what is pending).
+    type Step = (bool, usize);
+
+    /// Feed `input` through a `PendingBuf` of `cap` bytes following `steps`, then drain it
+    /// with partial writes of the sizes in `drain`; return what was written.
+    fn run(cap: usize, input: &[u8], steps: &[Step], drain: &[usize]) -> Result<Vec<u8>, TestCaseError> {
+        let mut buf = PendingBuf::new(cap);
+        let mut rest = input;
+        let mut output = Vec::with_capacity(input.len());
+        let check = |buf: &PendingBuf| -> Result<(), TestCaseError> {
+            prop_assert!(buf.len() <= cap, "holds {} > cap {cap}", buf.len());
+            prop_assert!(buf.capacity() <= cap, "allocates {} > cap {cap}", buf.capacity());
+            prop_assert_eq!(buf.front().len(), buf.len());
+            prop_assert_eq!(buf.room(), cap - buf.len());
+            if buf.is_empty() {
+                prop_assert_eq!(buf.capacity(), 0, "an empty buffer holds memory");
+            }
+            Ok(())
+        };
+        for &(read, n) in steps {
+            if read {
+                let n = n % (buf.room().min(rest.len()) + 1);
+                buf.push(&rest[..n]);
+                rest = &rest[n..];
+            } else {
+                let n = n % (buf.len() + 1);
+                output.extend_from_slice(&buf.front()[..n]);
+                buf.consume(n);
+            }
+            check(&buf)?;
+        }
+        // The rest of the input, as the room allows, each write taking a `drain` size.
+        let mut sizes = drain.iter().cycle();
+        while !rest.is_empty() || !buf.is_empty() {
+            let n = rest.len().min(buf.room());
+            buf.push(&rest[..n]);
+            rest = &rest[n..];
+            let n = (sizes.next().copied().unwrap_or(usize::MAX) % buf.len()) + 1; // >= 1: progress
+            output.extend_from_slice(&buf.front()[..n]);
+            buf.consume(n);
+            check(&buf)?;
+        }
+        Ok(output)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn bytes_come_out_as_they_went_in(
+            cap in 1usize..4096,
+            input in proptest::collection::vec(any::<u8>(), 0..16_384),
+            steps in proptest::collection::vec((any::<bool>(), any::<usize>()), 0..300),
+            drain in proptest::collection::vec(any::<usize>(), 1..8),
+        ) {
+            let output = run(cap, &input, &steps, &drain)?;
+            prop_assert_eq!(output, input);
+        }
+
+        #[test]
+        fn a_full_buffer_takes_nothing_more(cap in 1usize..4096, consumed in any::<usize>()) {
+            let mut buf = PendingBuf::new(cap);
+            buf.push(&vec![9; cap]);
+            prop_assert!(buf.is_full());
+            prop_assert!(buf.capacity() <= cap);
+            let n = consumed % (cap + 1);
+            buf.consume(n);
+            prop_assert_eq!(buf.room(), n);
+        }
     }
 }

@@ -15,6 +15,8 @@
 //!    carries SIGUSR1's request for a statistics line); `src/stats/` counts, reports live
 //!    and summarizes; `src/net/activation.rs` takes a socket from the service manager.
 //! 7. `src/client.rs`, an `nc`-like client ([`run_client`]).
+//! 8. `src/units.rs`: sizes and durations as typed on the command line ([`parse_size`],
+//!    [`parse_secs`]).
 //!
 //! The load generator is a crate of its own (`crates/bench`), which knows nothing of this one.
 //!
@@ -52,6 +54,7 @@ mod net;
 mod server;
 mod shutdown;
 mod stats;
+mod units;
 
 pub use addr::{AddrParseError, DEFAULT_ADDR, ListenAddr};
 pub use client::run as run_client;
@@ -61,3 +64,4 @@ pub use net::{ActivationEnv, InheritedSocket, LISTEN_VARS, take_inherited_socket
 pub use server::Server;
 pub use shutdown::{ShutdownHandle, StopCause};
 pub use stats::{ExitReason, ServerStats, Summary, WorkerSummary, write_summary_json};
+pub use units::{parse_secs, parse_size};

@@ -18,7 +18,7 @@ use crate::blocking;
 use crate::config::{Model, ServerConfig};
 use crate::error::Error;
 use crate::event_loop::EventLoop;
-use crate::net::{self, InheritedSocket, StdListener};
+use crate::net::{self, InheritedSocket, SocketOptions, StdListener};
 use crate::shutdown::ShutdownHandle;
 use crate::stats::{Reporter, ServerStats, Summary};
 
@@ -51,6 +51,7 @@ impl Server {
     /// triggered, by an early signal) before binding.
     pub fn bind_with(config: &ServerConfig, shutdown: ShutdownHandle) -> Result<Server, Error> {
         config.validate().map_err(Error::Usage)?;
+        SocketOptions::from_config(config).warn_if_capped();
         let reuse_port = config.workers > 1;
         let first = net::bind(&config.addr, reuse_port)?;
         if let ListenAddr::Tcp(addr) = config.addr {

@@ -17,13 +17,16 @@ pub struct SocketOptions {
 }
 
 impl SocketOptions {
-    /// The options `config` asks for. Warns (once, at start-up) where the kernel will apply
-    /// less than asked: it caps SO_SNDBUF / SO_RCVBUF at net.core.wmem_max / rmem_max.
+    /// The options `config` asks for.
     pub fn from_config(config: &ServerConfig) -> Self {
-        let options = SocketOptions { send_buffer: config.send_buffer, recv_buffer: config.recv_buffer };
-        warn_if_capped("--send-buffer", options.send_buffer, "/proc/sys/net/core/wmem_max");
-        warn_if_capped("--recv-buffer", options.recv_buffer, "/proc/sys/net/core/rmem_max");
-        options
+        SocketOptions { send_buffer: config.send_buffer, recv_buffer: config.recv_buffer }
+    }
+
+    /// Warn where the kernel will apply less than asked: it caps SO_SNDBUF / SO_RCVBUF at
+    /// net.core.wmem_max / rmem_max. Called once per server (not per worker or model).
+    pub fn warn_if_capped(&self) {
+        warn_if_over_sysctl("--send-buffer", self.send_buffer, "/proc/sys/net/core/wmem_max");
+        warn_if_over_sysctl("--recv-buffer", self.recv_buffer, "/proc/sys/net/core/rmem_max");
     }
 
     /// Apply to a freshly accepted socket. TCP_NODELAY always: an echo is a reply, and
@@ -46,7 +49,7 @@ impl SocketOptions {
 }
 
 /// Say what the kernel will really apply when `asked` is over the cap in `sysctl_path`.
-fn warn_if_capped(flag: &str, asked: Option<usize>, sysctl_path: &str) {
+fn warn_if_over_sysctl(flag: &str, asked: Option<usize>, sysctl_path: &str) {
     let Some(asked) = asked else { return };
     let cap = std::fs::read_to_string(sysctl_path).ok().and_then(|text| text.trim().parse::<usize>().ok());
     if let Some(cap) = cap.filter(|&cap| asked > cap) {

@@ -110,7 +110,6 @@ fn ipv6_loopback_echo() {
     assert_same_bytes(&echo_chunked(server.connect(), data.clone(), 4), &data);
 }
 
-/// A Unix socket path that is removed (if a previous run left it) now and on drop.
 /// Echo over a Unix domain socket is exact, and the socket file is gone once the server stops.
 #[test]
 fn unix_socket_echo_and_file_removed_on_stop() {

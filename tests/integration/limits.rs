@@ -55,20 +55,6 @@ fn rejection_is_logged_as_a_warning() {
     assert_echoes(&mut first, b"still served");
 }
 
-/// Lower `pid`'s open-file limit so that exactly `free` more descriptors fit: descriptors
-/// are numbered from the lowest free one, and RLIMIT_NOFILE caps the number.
-fn leave_descriptors(pid: u32, free: usize) {
-    let open: Vec<usize> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("list /proc/PID/fd")
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    let limit = (0..).filter(|fd| !open.contains(fd)).nth(free).unwrap(); // the first one past
-    let rlimit = libc::rlimit { rlim_cur: limit as libc::rlim_t, rlim_max: limit as libc::rlim_t };
-    // SAFETY: plain system call with a valid pointer to an initialised struct and a null old value.
-    let rc = unsafe { libc::prlimit(pid as libc::pid_t, libc::RLIMIT_NOFILE, &rlimit, std::ptr::null_mut()) };
-    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
-}
-
 /// Out of descriptors (EMFILE) the server backs off, then serves the queued clients once fds free up.
 #[test]
 fn out_of_descriptors_backs_off_then_serves_the_queue() {

@@ -31,6 +31,8 @@ mod activation;
 mod backpressure;
 /// The load generator and `--compare`: JSON, verification, corruption detection.
 mod bench_smoke;
+/// Chaos: well-behaved and hostile clients at once; no byte lost, no descriptor leaked.
+mod chaos;
 /// Command-line errors and the `listening on` line.
 mod cli;
 /// `echoloop client`: pipes, binary data, Unix sockets, a closed stdout.
@@ -47,9 +49,13 @@ mod install;
 mod limits;
 /// The live statistics line (`--stats-interval`, SIGUSR1) and `--summary-json`.
 mod live_stats;
+/// A real network: namespaces, a shaped veth link, exact echo, idle timeout and grace.
+mod netns;
 /// Partial writes: tiny socket buffers, pending bytes, WRITABLE interest.
 mod partial_writes;
 /// Regressions and hostile clients.
 mod regression;
+/// Issue 13's regressions: Unix socket files, the start-up signal window, the back-off log, limits.
+mod reliability;
 /// Graceful shutdown on SIGTERM / SIGINT, and the grace period.
 mod shutdown;

@@ -487,13 +487,20 @@ impl Finished {
 /// Run `echoloop ARGS...` with `stdin` piped in (from a thread, while stdout and stderr
 /// are read, so no pipe can fill up), killing it after `limit`.
 pub fn run_bin_with(args: &[&str], stdin: Vec<u8>, limit: Duration) -> Finished {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_echoloop"))
-        .args(args)
+    let mut command = Command::new(env!("CARGO_BIN_EXE_echoloop"));
+    command.args(args);
+    run_with_stdin(command, stdin, limit)
+}
+
+/// Run `command` with `stdin` piped in (from a thread, while stdout and stderr are read, so
+/// no pipe can fill up), killing it after `limit`.
+pub fn run_with_stdin(mut command: Command, stdin: Vec<u8>, limit: Duration) -> Finished {
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn echoloop");
+        .unwrap_or_else(|e| panic!("spawn {command:?}: {e}"));
     let mut input = child.stdin.take().unwrap();
     let feeder = thread::spawn(move || {
         let _ = input.write_all(&stdin); // the child may exit before reading it all
@@ -510,22 +517,46 @@ pub fn run_bin_with(args: &[&str], stdin: Vec<u8>, limit: Duration) -> Finished 
         let _ = err.read_to_string(&mut buf);
         buf
     });
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("echoloop {args:?} did not exit within {limit:?}");
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
+    let status = wait_child(&mut child, limit);
     join_bounded(feeder, IO_TIMEOUT);
     Finished {
         code: status.code().unwrap_or(-1),
         stdout: join_bounded(stdout, IO_TIMEOUT),
         stderr: join_bounded(stderr, IO_TIMEOUT),
     }
+}
+
+/// Wait for `child` to exit within `limit`; past it, kill it and panic.
+pub fn wait_child(child: &mut Child, limit: Duration) -> ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("child {} did not exit within {limit:?}", child.id());
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Lower `pid`'s open-file limit so that exactly `free` more descriptors fit: descriptors
+/// are numbered from the lowest free one, and RLIMIT_NOFILE caps the number.
+pub fn leave_descriptors(pid: u32, free: usize) {
+    let open = open_fds(pid);
+    let limit = (0..).filter(|fd| !open.contains(fd)).nth(free).unwrap(); // the first one past
+    let rlimit = libc::rlimit { rlim_cur: limit as libc::rlim_t, rlim_max: limit as libc::rlim_t };
+    // SAFETY: plain system call with a valid pointer to an initialised struct and a null old value.
+    let rc = unsafe { libc::prlimit(pid as libc::pid_t, libc::RLIMIT_NOFILE, &rlimit, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
+
+/// The descriptors process `pid` has open now (the entries of `/proc/PID/fd`).
+pub fn open_fds(pid: u32) -> Vec<usize> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("list /proc/PID/fd")
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .collect()
 }
