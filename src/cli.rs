@@ -80,6 +80,8 @@ pub enum ModelArg {
     ThreadPerConn,
     /// One connection at a time on the accepting thread.
     Blocking,
+    /// One thread, one io_uring: completions instead of readiness (Linux 5.19+).
+    IoUring,
 }
 
 impl From<ModelArg> for Model {
@@ -88,6 +90,7 @@ impl From<ModelArg> for Model {
             ModelArg::EventLoop => Model::EventLoop,
             ModelArg::ThreadPerConn => Model::ThreadPerConn,
             ModelArg::Blocking => Model::Blocking,
+            ModelArg::IoUring => Model::IoUring,
         }
     }
 }

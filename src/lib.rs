@@ -45,6 +45,8 @@ pub mod client;
 pub mod config;
 pub mod echo;
 pub mod event_loop;
+#[cfg(target_os = "linux")]
+mod io_uring;
 pub mod net;
 pub mod server;
 pub mod shutdown;

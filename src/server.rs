@@ -33,6 +33,13 @@ impl Server {
     /// in the kernel's accept queue until `run`). Errors name the address.
     pub fn bind(config: &ServerConfig) -> io::Result<Server> {
         config.validate().map_err(|msg| io::Error::new(io::ErrorKind::InvalidInput, msg))?;
+        if config.model == Model::IoUring {
+            // Before binding: a kernel that refuses io_uring is one line and exit 1.
+            #[cfg(target_os = "linux")]
+            crate::io_uring::probe()?;
+            #[cfg(not(target_os = "linux"))]
+            return Err(io::Error::new(io::ErrorKind::Unsupported, "the io-uring model needs Linux"));
+        }
         let shutdown = ShutdownHandle::new();
         let reuse_port = config.workers > 1;
         let first = net::bind(&config.addr, reuse_port)?;
@@ -61,6 +68,10 @@ impl Server {
             Runner::EventLoops(loops) => run_workers(loops, &self.shutdown)?,
             Runner::Threaded(Model::ThreadPerConn, listener, config) => {
                 crate::threaded::serve(listener, &config, &self.shutdown)?
+            }
+            #[cfg(target_os = "linux")]
+            Runner::Threaded(Model::IoUring, listener, config) => {
+                crate::io_uring::serve(listener, &config, &self.shutdown)?
             }
             Runner::Threaded(_, listener, config) => {
                 crate::blocking::serve(listener, &config, &self.shutdown)?
