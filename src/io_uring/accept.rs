@@ -112,6 +112,6 @@ impl UringLoop {
         entry.insert(conn);
         self.stats.connection_opened();
         debug!("key={key} opened peer={peer} (open: {})", self.connections.len());
-        self.advance(key, now)
+        self.advance(key)
     }
 }

@@ -62,14 +62,26 @@ impl BufferConfig {
             None => DEFAULT_COUNT,
             Some(text) => match text.parse::<u16>() {
                 Ok(n) if n.is_power_of_two() && n <= 32768 => n,
-                _ => return Err(invalid("ECHOLOOP_IO_URING_BUFFERS", &text, "expected a power of two, 1 to 32768")),
+                _ => {
+                    return Err(invalid(
+                        "ECHOLOOP_IO_URING_BUFFERS",
+                        &text,
+                        "expected a power of two, 1 to 32768",
+                    ));
+                }
             },
         };
         let size = match size {
             None => DEFAULT_SIZE,
             Some(text) => match text.parse::<u32>() {
                 Ok(n) if n > 0 => n as usize,
-                _ => return Err(invalid("ECHOLOOP_IO_URING_BUFFER_SIZE", &text, "expected a byte count, at least 1")),
+                _ => {
+                    return Err(invalid(
+                        "ECHOLOOP_IO_URING_BUFFER_SIZE",
+                        &text,
+                        "expected a byte count, at least 1",
+                    ));
+                }
             },
         };
         Ok(BufferConfig { count, size })
@@ -136,7 +148,8 @@ impl BufRing {
         self.tail = self.tail.wrapping_add(1);
         // SAFETY: the tail field is a 2-byte-aligned u16 inside the mapping that the kernel
         // only reads; the release store makes the entry visible before the new tail.
-        unsafe { AtomicU16::from_ptr(BufRingEntry::tail(base).cast_mut()) }.store(self.tail, Ordering::Release);
+        unsafe { AtomicU16::from_ptr(BufRingEntry::tail(base).cast_mut()) }
+            .store(self.tail, Ordering::Release);
     }
 
     /// The first `len` bytes of buffer `bid`, which a completion just handed to us.
@@ -208,7 +221,8 @@ mod tests {
 
     #[test]
     fn environment_overrides_are_checked() {
-        let parse = |c: Option<&str>, s: Option<&str>| BufferConfig::parse(c.map(Into::into), s.map(Into::into));
+        let parse =
+            |c: Option<&str>, s: Option<&str>| BufferConfig::parse(c.map(Into::into), s.map(Into::into));
         assert_eq!(parse(None, None).unwrap(), BufferConfig { count: DEFAULT_COUNT, size: DEFAULT_SIZE });
         assert_eq!(parse(Some("4"), Some("512")).unwrap(), BufferConfig { count: 4, size: 512 });
         for bad in ["3", "0", "65536", "many"] {

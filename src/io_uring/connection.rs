@@ -248,7 +248,9 @@ impl Connection {
     /// Everything received was sent and the client is done, or the server is shutting
     /// down and the connection need not linger: close it.
     pub(super) fn finished(&self) -> bool {
-        matches!(self.phase, Phase::PeerClosed | Phase::ShuttingDown) && self.sending.is_none() && self.owed() == 0
+        matches!(self.phase, Phase::PeerClosed | Phase::ShuttingDown)
+            && self.sending.is_none()
+            && self.owed() == 0
     }
 
     /// The server is shutting down: receive nothing more (an armed recv is cancelled by the
@@ -268,7 +270,10 @@ impl Connection {
         }
         let (unread, unacknowledged) = self.stream.kernel_queues()?;
         if (unread, unacknowledged) != (0, 0) {
-            trace!("fd={} all sent; kernel holds unread={unread} unacked={unacknowledged}: FIN, lingering", self.fd);
+            trace!(
+                "fd={} all sent; kernel holds unread={unread} unacked={unacknowledged}: FIN, lingering",
+                self.fd
+            );
             self.stream.shutdown_write()?;
             self.phase = Phase::Lingering;
         }

@@ -166,7 +166,10 @@ impl UringLoop {
             ring_empty: 0,
             shutdown: shutdown.clone(),
             config: config.clone(),
-            socket_options: SocketOptions { send_buffer: config.send_buffer, recv_buffer: config.recv_buffer },
+            socket_options: SocketOptions {
+                send_buffer: config.send_buffer,
+                recv_buffer: config.recv_buffer,
+            },
             stats: Stats::default(),
         })
     }
@@ -215,28 +218,50 @@ impl UringLoop {
     /// goes out of it (then the send's completion gives it back).
     fn on_recv(&mut self, key: usize, result: i32, flags: u32, now: Instant) -> io::Result<()> {
         let bid = cqueue::buffer_select(flags);
-        let Some(conn) = self.connections.get_mut(key) else {
-            warn!("io_uring: recv completion for a free slot {key}");
-            bid.map(|bid| self.ring.buffers.provide(bid));
-            return Ok(());
+        let (give_back, failure) = match self.connections.get(key) {
+            Some(_) => self.received(key, result, bid, now)?,
+            None => (bid, Some("a recv completion for a free slot".to_string())),
         };
+        if let Some(bid) = give_back {
+            self.ring.buffers.provide(bid);
+        }
+        match failure {
+            None => self.advance(key),
+            Some(reason) if self.connections.contains(key) => self.close(key, &reason),
+            Some(reason) => {
+                warn!("io_uring: {reason} (key {key})");
+                Ok(())
+            }
+        }
+    }
+
+    /// The work of [`UringLoop::on_recv`] for a live connection: which buffer to give back
+    /// (`None` if a send now goes out of it), and why to close the connection, if it must be.
+    fn received(
+        &mut self,
+        key: usize,
+        result: i32,
+        bid: Option<u16>,
+        now: Instant,
+    ) -> io::Result<(Option<u16>, Option<String>)> {
+        let conn = &mut self.connections[key];
         conn.set_recv_armed(false);
-        let mut give_back = bid;
         match (result, bid) {
             (n, Some(bid)) if n > 0 => {
                 let data = self.ring.buffers.data(bid, n as usize);
-                if conn.received(data, bid, now) == BufferUse::SendFromIt {
-                    give_back = None;
-                    let entry = opcode::Send::new(Fd(conn.fd()), data.as_ptr(), n as u32)
-                        .flags(libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
-                        .build()
-                        .user_data(Op::Send(key).encode());
-                    // SAFETY: the buffer is out of the ring until this send completes.
-                    unsafe { self.ring.push(&entry)? };
+                if conn.received(data, bid, now) == BufferUse::GiveBack {
+                    return Ok((Some(bid), None));
                 }
+                let entry = opcode::Send::new(Fd(conn.fd()), data.as_ptr(), n as u32)
+                    .flags(libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+                    .build()
+                    .user_data(Op::Send(key).encode());
+                // SAFETY: the buffer is out of the ring until this send completes.
+                unsafe { self.ring.push(&entry)? };
+                return Ok((None, None));
             }
             (n, None) if n > 0 => {
-                return self.close(key, "error: a recv completed without naming its buffer");
+                return Ok((None, Some("a recv completed without naming its buffer".into())));
             }
             (0, _) => conn.received_eof(),
             (e, _) => match -e {
@@ -247,16 +272,11 @@ impl UringLoop {
                 libc::EINTR | libc::EAGAIN => trace!("key={key} recv: nothing yet, recv again"),
                 libc::ECANCELED => trace!("key={key} recv cancelled ({:?})", conn.phase()),
                 errno => {
-                    bid.map(|bid| self.ring.buffers.provide(bid));
-                    let e = io::Error::from_raw_os_error(errno);
-                    return self.close(key, &format!("recv error: {e}"));
+                    return Ok((bid, Some(format!("recv error: {}", io::Error::from_raw_os_error(errno)))));
                 }
             },
         }
-        if let Some(bid) = give_back {
-            self.ring.buffers.provide(bid);
-        }
-        self.advance(key, now)
+        Ok((bid, None))
     }
 
     /// A send completed: account for what the kernel took; the rest goes out next.
@@ -281,12 +301,12 @@ impl UringLoop {
         }
         match error {
             Some(e) => self.close(key, &format!("send error: {e}")),
-            None => self.advance(key, now),
+            None => self.advance(key),
         }
     }
 
     /// Queue what a connection needs next (a send, a recv), or close it when it is done.
-    fn advance(&mut self, key: usize, _now: Instant) -> io::Result<()> {
+    fn advance(&mut self, key: usize) -> io::Result<()> {
         let conn = &mut self.connections[key];
         if conn.phase() == Phase::Closing {
             return if conn.in_flight() { Ok(()) } else { self.finish_close(key) };
@@ -431,7 +451,7 @@ impl UringLoop {
                 // SAFETY: no pointer.
                 unsafe { self.ring.push(&cancel.build().user_data(Op::Cancel.encode()))? };
             }
-            self.advance(key, now)?;
+            self.advance(key)?;
         }
         Ok(())
     }
@@ -456,13 +476,18 @@ impl UringLoop {
             return Ok(false);
         }
         if let Stopping::Draining { .. } = self.stopping {
-            warn!("io_uring: {} requests not completed {DRAIN_LIMIT:?} after cancelling", self.ring.in_flight());
+            warn!(
+                "io_uring: {} requests not completed {DRAIN_LIMIT:?} after cancelling",
+                self.ring.in_flight()
+            );
             std::mem::forget(std::mem::take(&mut self.connections)); // the kernel may still read them
             return Ok(true);
         }
         let open = self.connections.iter().filter(|(_, conn)| conn.phase() != Phase::Closing).count();
         if open > 0 {
-            warn!("grace period over: closing {open} connections whose client did not take its echo or close");
+            warn!(
+                "grace period over: closing {open} connections whose client did not take its echo or close"
+            );
         }
         let keys: Vec<usize> = self.connections.iter().map(|(key, _)| key).collect();
         for key in keys {

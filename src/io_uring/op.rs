@@ -59,7 +59,9 @@ mod tests {
 
     #[test]
     fn every_op_survives_the_round_trip() {
-        for op in [Op::Accept, Op::Wake, Op::Cancel, Op::Recv(0), Op::Send(0), Op::Recv(123_456), Op::Send(1 << 40)] {
+        for op in
+            [Op::Accept, Op::Wake, Op::Cancel, Op::Recv(0), Op::Send(0), Op::Recv(123_456), Op::Send(1 << 40)]
+        {
             assert_eq!(Op::decode(op.encode()), Some(op));
         }
         assert_eq!(Op::decode(0), None);

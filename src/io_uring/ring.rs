@@ -217,7 +217,7 @@ impl Ring {
             Ok(_) => Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::ETIME) => Ok(()), // a timer is due
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()), // a signal
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Ok(()),  // reap first
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Ok(()), // reap first
             Err(e) => Err(e),
         }
     }
@@ -241,7 +241,10 @@ impl Drop for Ring {
         if self.in_flight > 0 {
             // The kernel may still write into the buffers after the ring's file closes (its
             // cancellation runs asynchronously): leak them rather than risk that.
-            log::warn!("io_uring: {} requests still in flight at exit; leaking their buffers", self.in_flight);
+            log::warn!(
+                "io_uring: {} requests still in flight at exit; leaking their buffers",
+                self.in_flight
+            );
             self.buffers.leak();
             return;
         }

@@ -101,13 +101,17 @@ fn a_buffer_ring_that_runs_dry_still_echoes_exactly() {
 fn a_client_that_does_not_read_is_held_at_the_cap_then_echoed_exactly() {
     skip_if_kernel_refuses!();
     let env = [("ECHOLOOP_IO_URING_BUFFERS", "64")]; // 1 MiB of buffers, warmed up below
-    let bin = serve_io_uring(&env, &["--max-pending", "64K", "--send-buffer", "64K", "--recv-buffer", "64K", "127.0.0.1:0"]);
+    let bin = serve_io_uring(
+        &env,
+        &["--max-pending", "64K", "--send-buffer", "64K", "--recv-buffer", "64K", "127.0.0.1:0"],
+    );
     let addr = bin.tcp();
     let warm = random_bytes(4 << 20, 41); // cycles through every provided buffer
     assert_same_bytes(&echo_chunked(connect(addr), warm.clone(), 42), &warm);
     let baseline = proc_status_kib(bin.pid(), "VmRSS");
 
-    let clients: Vec<TcpStream> = (0..4).map(|_| connect_with_buffers(addr, Some(64 << 10), Some(64 << 10))).collect();
+    let clients: Vec<TcpStream> =
+        (0..4).map(|_| connect_with_buffers(addr, Some(64 << 10), Some(64 << 10))).collect();
     let data = random_bytes(32 << 20, 43);
     let written: Vec<usize> = clients.iter().map(|client| write_until_blocked(client, &data)).collect();
     for &n in &written {
@@ -211,7 +215,8 @@ fn a_thousand_idle_connections_then_shutdown() {
 fn shutdown_echoes_an_exact_prefix_of_what_was_sent() {
     skip_if_kernel_refuses!();
     let bin = serve_io_uring(&[], &["--send-buffer", "4K", "127.0.0.1:0"]);
-    let clients: Vec<TcpStream> = (0..8).map(|_| connect_with_buffers(bin.tcp(), Some(4096), Some(4096))).collect();
+    let clients: Vec<TcpStream> =
+        (0..8).map(|_| connect_with_buffers(bin.tcp(), Some(4096), Some(4096))).collect();
     let data = random_bytes(2 << 20, 70);
     for client in &clients {
         let n = write_until_blocked(client, &data);
@@ -243,7 +248,8 @@ fn out_of_descriptors_backs_off_then_serves_the_queue() {
     skip_if_kernel_refuses!();
     const LIMIT: usize = 64;
     let script = format!("ulimit -n {LIMIT} && exec \"$0\" serve --model io-uring 127.0.0.1:0");
-    let bin = Bin::start(std::path::Path::new("/bin/sh"), &[], &["-c", &script, env!("CARGO_BIN_EXE_echoloop")]);
+    let bin =
+        Bin::start(std::path::Path::new("/bin/sh"), &[], &["-c", &script, env!("CARGO_BIN_EXE_echoloop")]);
     let addr = bin.tcp();
     let echo = |client: &mut TcpStream, message: &[u8]| {
         client.write_all(message).unwrap();

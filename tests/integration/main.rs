@@ -16,10 +16,10 @@ mod client;
 mod echo;
 /// Half-close: the client's EOF does not cut its echo short.
 mod half_close;
-/// The io-uring model: buffer-ring exhaustion, backpressure, partial sends, many idle clients.
-mod io_uring;
 /// `--idle-timeout`: silent connections are closed, active ones are not.
 mod idle;
+/// The io-uring model: buffer-ring exhaustion, backpressure, partial sends, many idle clients.
+mod io_uring;
 /// `--max-connections` and running out of descriptors: accept and close, or back off.
 mod limits;
 /// Partial writes: tiny socket buffers, pending bytes, WRITABLE interest.
