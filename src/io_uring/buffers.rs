@@ -28,13 +28,18 @@ use io_uring::types::BufRingEntry;
 /// The buffer group id our recvs name; we have one group.
 const GROUP: u16 = 0;
 
-/// Buffers in the ring, unless `ECHOLOOP_IO_URING_BUFFERS` says otherwise. Enough that
-/// 2000 connections each completing a small recv in one turn seldom find the ring empty.
-pub(super) const DEFAULT_COUNT: u16 = 2048;
+/// Buffers in the ring, unless `ECHOLOOP_IO_URING_BUFFERS` says otherwise. A buffer is out
+/// of the ring for a turn at most, so this bounds the recvs completing in one turn, not the
+/// connections: 2000 busy connections never found 256 empty (docs/results/2026-11-30-io-uring.md),
+/// and a recv that does is simply armed again.
+pub(super) const DEFAULT_COUNT: u16 = 256;
 
-/// Bytes per buffer, unless `ECHOLOOP_IO_URING_BUFFER_SIZE` says otherwise: a fraction of
-/// the event loop's 64 KiB read, because each buffer serves one recv however small it is.
-pub(super) const DEFAULT_SIZE: usize = 16 * 1024;
+/// Bytes per buffer, unless `ECHOLOOP_IO_URING_BUFFER_SIZE` says otherwise: the event loop's
+/// 64 KiB read, so a bulk transfer takes as few recvs (16 KiB buffers cost the bulk scenario
+/// about a third more CPU per message). The kernel takes buffers in ring order, so in time
+/// every one is touched: 256 pages (1 MiB) for small messages, 16 MiB for bulk ones; a
+/// fixed cost, whatever the number of connections.
+pub(super) const DEFAULT_SIZE: usize = 64 * 1024;
 
 /// How many buffers of what size: from the defaults or the environment (a tuning knob for
 /// measurements, and how the tests make the ring small enough to run dry).
