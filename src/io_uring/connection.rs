@@ -196,28 +196,32 @@ impl Connection {
         }
     }
 
-    /// The send in flight completed having taken `n` bytes (0 for "the socket was full").
-    /// `provided` is the buffer it sent from, if it was a provided one: what it did not take
-    /// is copied to the outbox, so the loop can give the buffer back right after this.
-    pub(super) fn sent(&mut self, n: usize, provided: Option<&[u8]>, now: Instant) {
-        match self.sending.take() {
-            Some(Sending::Provided { len, .. }) => {
-                let data = provided.expect("the provided buffer of a provided send");
-                debug_assert_eq!(data.len(), len);
-                if n < len {
-                    trace!("fd={} partial send n={n} of {len}: rest to the outbox", self.fd);
-                    debug_assert!(self.outbox.len() == self.outbox_start);
-                    self.outbox.clear();
-                    self.outbox_start = 0;
-                    self.outbox.extend_from_slice(&data[n..]);
-                }
-            }
-            Some(Sending::Outbox) => {
-                self.outbox_start += n;
-                trace!("fd={} outbox send n={n} left={}", self.fd, self.outbox.len() - self.outbox_start);
-            }
-            None => debug_assert!(false, "a send completion without a send"),
+    /// The send out of a provided buffer completed having taken `n` bytes of `data` (0 for
+    /// "the socket was full"). What it did not take is copied to the outbox, so the loop can
+    /// give the buffer back right after this.
+    pub(super) fn sent_from_buffer(&mut self, n: usize, data: &[u8], now: Instant) {
+        debug_assert!(matches!(self.sending, Some(Sending::Provided { len, .. }) if len == data.len()));
+        self.sending = None;
+        if n < data.len() {
+            trace!("fd={} partial send n={n} of {}: rest to the outbox", self.fd, data.len());
+            debug_assert!(self.outbox.len() == self.outbox_start, "a provided send with an outbox");
+            self.outbox.clear();
+            self.outbox_start = 0;
+            self.outbox.extend_from_slice(&data[n..]);
         }
+        self.count_sent(n, now);
+    }
+
+    /// The send out of the outbox completed having taken `n` bytes.
+    pub(super) fn sent_from_outbox(&mut self, n: usize, now: Instant) {
+        debug_assert_eq!(self.sending, Some(Sending::Outbox));
+        self.sending = None;
+        self.outbox_start += n;
+        trace!("fd={} outbox send n={n} left={}", self.fd, self.outbox.len() - self.outbox_start);
+        self.count_sent(n, now);
+    }
+
+    fn count_sent(&mut self, n: usize, now: Instant) {
         self.bytes_out += n as u64;
         if n > 0 {
             self.last_active = now;
@@ -226,7 +230,7 @@ impl Connection {
 
     /// The next send out of the outbox, if one should go now: the outbox's rest, else
     /// everything pending moved into it. Marks it in flight; the slice stays put until
-    /// [`Connection::sent`]. With nothing owed, the outbox's memory is given back.
+    /// [`Connection::sent_from_outbox`]. With nothing owed, the outbox's memory is given back.
     pub(super) fn next_send(&mut self) -> Option<&[u8]> {
         if self.sending.is_some() || self.phase == Phase::Closing {
             return None;
@@ -351,11 +355,11 @@ mod tests {
         assert_eq!(conn.sending(), Some(Sending::Provided { bid: 7, len: 5 }));
         assert_eq!(conn.received(b" world", 8, now), BufferUse::GiveBack);
         assert_eq!(conn.next_send(), None, "one send at a time");
-        conn.sent(2, Some(b"hello"), now); // short: "llo" must go before " world"
+        conn.sent_from_buffer(2, b"hello", now); // short: "llo" must go before " world"
         assert_eq!(conn.next_send(), Some(&b"llo"[..]));
-        conn.sent(3, None, now);
+        conn.sent_from_outbox(3, now);
         assert_eq!(conn.next_send(), Some(&b" world"[..]));
-        conn.sent(6, None, now);
+        conn.sent_from_outbox(6, now);
         assert_eq!(conn.next_send(), None);
         assert_eq!(conn.byte_counts(), (11, 11, 0));
         assert_eq!(conn.outbox.capacity(), 0, "nothing owed: no heap memory");
@@ -369,10 +373,10 @@ mod tests {
         assert_eq!(conn.recv_len(64), Some(4));
         conn.received(b"ghij", 1, now);
         assert_eq!(conn.recv_len(64), None, "at the cap: backpressure");
-        conn.sent(0, Some(b"abcdef"), now); // the socket was full: all of it to the outbox
+        conn.sent_from_buffer(0, b"abcdef", now); // the socket was full: all of it to the outbox
         assert_eq!(conn.recv_len(64), None);
         assert_eq!(conn.next_send(), Some(&b"abcdef"[..]));
-        conn.sent(6, None, now);
+        conn.sent_from_outbox(6, now);
         assert_eq!(conn.recv_len(64), Some(6), "draining reopens the window");
         conn.set_recv_armed(true);
         assert_eq!(conn.recv_len(64), None, "one recv at a time");
@@ -386,7 +390,7 @@ mod tests {
         conn.received_eof();
         assert!(!conn.finished());
         assert_eq!(conn.recv_len(64), None);
-        conn.sent(3, Some(b"bye"), now);
+        conn.sent_from_buffer(3, b"bye", now);
         assert!(conn.finished());
     }
 

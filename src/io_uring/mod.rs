@@ -285,19 +285,19 @@ impl UringLoop {
             warn!("io_uring: send completion for a free slot {key}");
             return Ok(());
         };
-        let provided = match conn.sending() {
-            Some(Sending::Provided { bid, len }) => Some((bid, self.ring.buffers.data(bid, len))),
-            _ => None,
-        };
         let (taken, error) = match result {
             n if n >= 0 => (n as usize, None),
             // Full socket (MSG_DONTWAIT), a signal, or our own cancel: nothing was taken.
             e if matches!(-e, libc::EAGAIN | libc::EINTR | libc::ECANCELED) => (0, None),
             e => (0, Some(io::Error::from_raw_os_error(-e))),
         };
-        conn.sent(taken, provided.map(|(_, data)| data), now);
-        if let Some((bid, _)) = provided {
-            self.ring.buffers.provide(bid);
+        match conn.sending() {
+            Some(Sending::Provided { bid, len }) => {
+                conn.sent_from_buffer(taken, self.ring.buffers.data(bid, len), now);
+                self.ring.buffers.provide(bid);
+            }
+            Some(Sending::Outbox) => conn.sent_from_outbox(taken, now),
+            None => warn!("io_uring: key={key} send completion without a send in flight"),
         }
         match error {
             Some(e) => self.close(key, &format!("send error: {e}")),
@@ -324,7 +324,7 @@ impl UringLoop {
                 .flags(libc::MSG_NOSIGNAL)
                 .build()
                 .user_data(Op::Send(key).encode());
-            // SAFETY: the outbox is not touched until this send completes (`Connection::sent`).
+            // SAFETY: the outbox is not touched until this send completes (`sent_from_outbox`).
             unsafe { self.ring.push(&entry)? };
         }
         if let Some(len) = conn.recv_len(self.ring.buffers.buffer_size()) {

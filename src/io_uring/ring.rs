@@ -227,7 +227,9 @@ impl Ring {
     pub(super) fn reap(&mut self, into: &mut Vec<cqueue::Entry>) {
         into.clear();
         into.extend(self.uring.completion());
-        self.in_flight -= into.iter().filter(|cqe| !cqueue::more(cqe.flags())).count();
+        let finished = into.iter().filter(|cqe| !cqueue::more(cqe.flags())).count();
+        debug_assert!(finished <= self.in_flight, "more final completions than requests");
+        self.in_flight = self.in_flight.saturating_sub(finished);
     }
 
     /// Requests the kernel still holds.
