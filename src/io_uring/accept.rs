@@ -88,9 +88,17 @@ impl UringLoop {
                 Stream::Unix(mio::net::UnixStream::from_raw_fd(fd))
             }
         };
-        // Multishot accept returns no address: ask for it (TCP only; Unix clients are unnamed).
-        let peer = Peer(stream.is_tcp().then(|| stream.sock_ref().peer_addr().ok()?.as_socket()).flatten());
-        if self.connections.len() >= self.config.max_connections {
+        // Multishot accept returns no address; it costs a `getpeername`, so we ask only when
+        // a log line will show it (TCP only: Unix clients are unnamed).
+        let full = self.connections.len() >= self.config.max_connections;
+        let logged = log::log_enabled!(log::Level::Debug) // here, and in `close` (mod.rs)
+            || log::log_enabled!(target: "echoloop::io_uring", log::Level::Debug);
+        let peer = if stream.is_tcp() && (full || logged) {
+            Peer(stream.sock_ref().peer_addr().ok().and_then(|addr| addr.as_socket()))
+        } else {
+            Peer(None)
+        };
+        if full {
             warn!("max-connections {} reached: closing connection from {peer}", self.config.max_connections);
             self.stats.connection_rejected();
             return Ok(()); // dropping the stream closes it
