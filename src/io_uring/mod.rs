@@ -180,7 +180,7 @@ impl UringLoop {
         self.arm_accept()?;
         loop {
             let timeout = self.wait_timeout(Instant::now());
-            self.ring.enter(timeout)?; // the only place we wait, and our only system call
+            self.ring.enter(timeout)?; // the only place we wait: submit all, reap at least one
             let now = Instant::now();
             let mut completions = std::mem::take(&mut self.completions);
             self.ring.reap(&mut completions);
@@ -495,6 +495,21 @@ impl UringLoop {
         }
         self.stopping = Stopping::Draining { until: now + DRAIN_LIMIT };
         Ok(false)
+    }
+}
+
+impl Drop for UringLoop {
+    /// After an error (the normal way out waits until the kernel holds nothing of ours): a
+    /// connection's outbox may still be under a send in flight. Leak the connections rather
+    /// than free memory the kernel may read; the process is on its way out.
+    fn drop(&mut self) {
+        if self.ring.in_flight() > 0 && !self.connections.is_empty() {
+            warn!(
+                "io_uring: stopping with {} requests in flight; leaking their connections",
+                self.ring.in_flight()
+            );
+            std::mem::forget(std::mem::take(&mut self.connections));
+        }
     }
 }
 
