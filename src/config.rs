@@ -16,6 +16,8 @@ pub enum Model {
     ThreadPerConn,
     /// One connection at a time on the accepting thread.
     Blocking,
+    /// One thread, one io_uring: completions instead of readiness (Linux).
+    IoUring,
 }
 
 impl Model {
@@ -25,6 +27,7 @@ impl Model {
             Model::EventLoop => "event-loop",
             Model::ThreadPerConn => "thread-per-conn",
             Model::Blocking => "blocking",
+            Model::IoUring => "io-uring",
         }
     }
 }

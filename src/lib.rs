@@ -50,6 +50,8 @@ mod client;
 mod config;
 mod error;
 mod event_loop;
+#[cfg(target_os = "linux")]
+mod io_uring;
 mod net;
 mod server;
 mod shutdown;

@@ -52,6 +52,16 @@ impl Server {
     pub fn bind_with(config: &ServerConfig, shutdown: ShutdownHandle) -> Result<Server, Error> {
         config.validate().map_err(Error::Usage)?;
         SocketOptions::from_config(config).warn_if_capped();
+        if config.model == Model::IoUring {
+            // Before binding: a kernel that refuses io_uring is one line and exit 1.
+            #[cfg(target_os = "linux")]
+            crate::io_uring::probe()?;
+            #[cfg(not(target_os = "linux"))]
+            return Err(Error::Io(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the io-uring model needs Linux",
+            )));
+        }
         let reuse_port = config.workers > 1;
         let first = net::bind(&config.addr, reuse_port)?;
         if let ListenAddr::Tcp(addr) = config.addr {
@@ -128,6 +138,10 @@ impl Server {
             Runner::EventLoops(loops) => run_workers(loops, &self.shutdown)?,
             Runner::Threaded(Model::ThreadPerConn, listener, config) => {
                 blocking::serve_thread_per_conn(listener, &config, &self.shutdown, worker(0))?
+            }
+            #[cfg(target_os = "linux")]
+            Runner::Threaded(Model::IoUring, listener, config) => {
+                crate::io_uring::serve(listener, &config, &self.shutdown, worker(0))?
             }
             Runner::Threaded(_, listener, config) => {
                 blocking::serve_one_at_a_time(listener, &config, &self.shutdown, worker(0))?

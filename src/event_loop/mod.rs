@@ -22,6 +22,8 @@ mod accept;
 mod connection;
 mod idle;
 
+pub(crate) use idle::IdleTimers; // the io_uring model keeps its idle deadlines the same way
+
 use std::io::{self, ErrorKind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,7 +38,6 @@ use crate::net::{BackoffLog, Listener, SocketOptions, StdListener};
 use crate::shutdown::ShutdownHandle;
 use crate::stats::{IoTally, Stats};
 use connection::{Connection, ReadStop};
-use idle::IdleTimers;
 
 /// The listening socket's token. Slab keys count up from 0, so the top of the range is free.
 const LISTENER: Token = Token(usize::MAX - 1);

@@ -45,6 +45,8 @@ mod half_close;
 mod idle;
 /// Man pages, shell completions, and privileged ports.
 mod install;
+/// The io-uring model: buffer-ring exhaustion, backpressure, partial sends, many idle clients.
+mod io_uring;
 /// `--max-connections` and running out of descriptors: accept and close, or back off.
 mod limits;
 /// The live statistics line (`--stats-interval`, SIGUSR1) and `--summary-json`.

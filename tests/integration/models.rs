@@ -1,6 +1,7 @@
 //! The models side by side: one body per behaviour, then thin `#[test]` wrappers that run it
-//! against each model (event-loop, event-loop with two workers, thread-per-conn, blocking),
-//! so `cargo test models::half_close` compares them all at once.
+//! against each model (event-loop, event-loop with two workers, thread-per-conn, blocking,
+//! io-uring), so `cargo test models::half_close` compares them all at once. The io-uring
+//! variant is skipped, with the reason printed, only where the kernel refuses io_uring.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -25,6 +26,7 @@ enum Variant {
     Workers2,
     ThreadPerConn,
     Blocking,
+    IoUring,
 }
 
 impl Variant {
@@ -35,6 +37,7 @@ impl Variant {
             Variant::Workers2 => ServerConfig { workers: 2, ..config(Model::EventLoop) },
             Variant::ThreadPerConn => config(Model::ThreadPerConn),
             Variant::Blocking => config(Model::Blocking),
+            Variant::IoUring => config(Model::IoUring),
         }
     }
 
@@ -45,6 +48,15 @@ impl Variant {
             Variant::Workers2 => &["--model", "event-loop", "--workers", "2"],
             Variant::ThreadPerConn => &["--model", "thread-per-conn"],
             Variant::Blocking => &["--model", "blocking"],
+            Variant::IoUring => &["--model", "io-uring"],
+        }
+    }
+
+    /// Why this variant cannot run here, if it cannot: only a kernel that refuses io_uring.
+    fn unavailable(self) -> Option<String> {
+        match self {
+            Variant::IoUring => super::io_uring::kernel_refuses(),
+            _ => None,
         }
     }
 
@@ -62,6 +74,9 @@ macro_rules! for_variants {
             $(
                 #[test]
                 fn $name() {
+                    if let Some(reason) = $variant.unavailable() {
+                        return eprintln!("skipped: {reason}");
+                    }
                     super::$body($variant)
                 }
             )+
@@ -77,6 +92,7 @@ macro_rules! for_all_variants {
             event_loop_workers2 => Variant::Workers2,
             thread_per_conn => Variant::ThreadPerConn,
             blocking => Variant::Blocking,
+            io_uring => Variant::IoUring,
         );
     };
 }
@@ -262,6 +278,7 @@ fn max_connections_rejects_the_extra_client(variant: Variant) {
 for_variants!(max_connections_rejects_the_extra_client:
     event_loop => Variant::EventLoop,
     thread_per_conn => Variant::ThreadPerConn,
+    io_uring => Variant::IoUring,
 );
 
 /// Every model serves a Unix domain socket, and removes the socket file when it stops.
@@ -289,6 +306,7 @@ for_variants!(unix_socket_echo:
     event_loop => Variant::EventLoop,
     thread_per_conn => Variant::ThreadPerConn,
     blocking => Variant::Blocking,
+    io_uring => Variant::IoUring,
 );
 
 /// The blocking model in one picture: while client A is connected, client B's bytes get no

@@ -72,3 +72,11 @@ fn urgent_byte_is_echoed_in_place_event_loop() {
 fn urgent_byte_is_echoed_in_place_thread_per_conn() {
     urgent_byte_is_echoed_in_place(Model::ThreadPerConn);
 }
+
+#[test]
+fn urgent_byte_is_echoed_in_place_io_uring() {
+    if let Some(reason) = crate::io_uring::kernel_refuses() {
+        return eprintln!("skipped: {reason}");
+    }
+    urgent_byte_is_echoed_in_place(Model::IoUring);
+}

@@ -1,0 +1,258 @@
+//! The provided-buffer ring: receive buffers the kernel picks from when data *arrives*.
+//!
+//! A readiness loop owns one read buffer and copies into it only when `epoll` said "ready".
+//! A completion loop must hand the kernel a buffer *before* the data comes, and most
+//! connections are quiet most of the time: a buffer per armed recv would cost 10,000 buffers
+//! for 10,000 idle connections. A provided-buffer ring (`IORING_REGISTER_PBUF_RING`, Linux
+//! 5.19) inverts that: the recv names a buffer *group*, and the kernel takes the next free
+//! buffer of the group at the moment bytes are there. The completion says which one
+//! (`IORING_CQE_F_BUFFER`, the buffer id in the upper 16 bits of its flags).
+//!
+//! Ownership: a buffer belongs to the kernel from [`BufRing::provide`] until a completion
+//! names it, then to us until we provide it again. The loop gives each buffer back within
+//! the turn that received it, or, when it sends straight out of it, the turn after (see
+//! `connection.rs`); so a ring of a few hundred buffers serves any number of connections,
+//! and when all are out for a moment a recv fails with ENOBUFS and is simply armed again.
+//!
+//! The ring itself is an array of `{addr, len, bid}` entries in memory shared with the
+//! kernel: the kernel consumes from its head, we append at the tail and publish the tail
+//! with a release store, as liburing's `io_uring_buf_ring_advance` does.
+
+use std::io;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU16, Ordering};
+
+use io_uring::IoUring;
+use io_uring::types::BufRingEntry;
+
+/// The buffer group id our recvs name; we have one group.
+const GROUP: u16 = 0;
+
+/// Buffers in the ring, unless `ECHOLOOP_IO_URING_BUFFERS` says otherwise. A buffer is out
+/// of the ring for a turn at most, so this bounds the recvs completing in one turn, not the
+/// connections: 2000 busy connections never found 256 empty (docs/results/2026-11-30-io-uring.md),
+/// and a recv that does is simply armed again.
+pub(super) const DEFAULT_COUNT: u16 = 256;
+
+/// Bytes per buffer, unless `ECHOLOOP_IO_URING_BUFFER_SIZE` says otherwise: the event loop's
+/// 64 KiB read, so a bulk transfer takes as few recvs (16 KiB buffers cost the bulk scenario
+/// about a third more CPU per message). The kernel takes buffers in ring order, so in time
+/// every one is touched: 256 pages (1 MiB) for small messages, 16 MiB for bulk ones; a
+/// fixed cost, whatever the number of connections.
+pub(super) const DEFAULT_SIZE: usize = 64 * 1024;
+
+/// How many buffers of what size: from the defaults or the environment (a tuning knob for
+/// measurements, and how the tests make the ring small enough to run dry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BufferConfig {
+    /// A power of two, at most 32768 (the kernel's limit).
+    pub count: u16,
+    /// Bytes per buffer.
+    pub size: usize,
+}
+
+impl BufferConfig {
+    /// The defaults, overridden by `ECHOLOOP_IO_URING_BUFFERS` and
+    /// `ECHOLOOP_IO_URING_BUFFER_SIZE`; a bad value is an `InvalidInput` error naming it.
+    pub(crate) fn from_env() -> io::Result<BufferConfig> {
+        let var = |name: &str| std::env::var(name).ok();
+        BufferConfig::parse(var("ECHOLOOP_IO_URING_BUFFERS"), var("ECHOLOOP_IO_URING_BUFFER_SIZE"))
+    }
+
+    fn parse(count: Option<String>, size: Option<String>) -> io::Result<BufferConfig> {
+        let invalid = |name: &str, value: &str, why: &str| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("{name}={value:?}: {why}"))
+        };
+        let count = match count {
+            None => DEFAULT_COUNT,
+            Some(text) => match text.parse::<u16>() {
+                Ok(n) if n.is_power_of_two() && n <= 32768 => n,
+                _ => {
+                    return Err(invalid(
+                        "ECHOLOOP_IO_URING_BUFFERS",
+                        &text,
+                        "expected a power of two, 1 to 32768",
+                    ));
+                }
+            },
+        };
+        let size = match size {
+            None => DEFAULT_SIZE,
+            Some(text) => match text.parse::<u32>() {
+                Ok(n) if n > 0 => n as usize,
+                _ => {
+                    return Err(invalid(
+                        "ECHOLOOP_IO_URING_BUFFER_SIZE",
+                        &text,
+                        "expected a byte count, at least 1",
+                    ));
+                }
+            },
+        };
+        Ok(BufferConfig { count, size })
+    }
+}
+
+/// The entries shared with the kernel, and the buffers they point at.
+pub(crate) struct BufRing {
+    /// `count` entries of 16 bytes; entry 0's last field doubles as the tail.
+    entries: Mapping,
+    /// `count * size` bytes; buffer `bid` is `[bid * size, (bid + 1) * size)`.
+    pool: Mapping,
+    count: u16,
+    size: usize,
+    /// Our copy of the tail: entries published so far (wrapping).
+    tail: u16,
+}
+
+impl BufRing {
+    /// Map the memory and fill the ring with every buffer. Pages are touched only when the
+    /// kernel first writes into a buffer, so a large pool costs address space, not memory.
+    pub(crate) fn new(count: u16, size: usize) -> io::Result<BufRing> {
+        assert!(count.is_power_of_two() && count <= 32768, "BufRing count {count}");
+        let entries = Mapping::new(usize::from(count) * size_of::<BufRingEntry>())?;
+        let pool = Mapping::new(usize::from(count) * size)?;
+        let mut ring = BufRing { entries, pool, count, size, tail: 0 };
+        for bid in 0..count {
+            ring.provide(bid);
+        }
+        Ok(ring)
+    }
+
+    /// Register with `ring` as our buffer group.
+    pub(crate) fn register(&mut self, ring: &IoUring) -> io::Result<()> {
+        // SAFETY: the entries stay mapped until the group is unregistered or the ring is
+        // gone: `Ring`'s `Drop` unregisters first, or leaks the mapping if it cannot.
+        unsafe {
+            ring.submitter().register_buf_ring_with_flags(self.entries.addr() as u64, self.count, GROUP, 0)
+        }
+    }
+
+    /// The group id recvs name.
+    pub(crate) fn group(&self) -> u16 {
+        GROUP
+    }
+
+    /// Bytes per buffer: the most one recv can bring.
+    pub(crate) fn buffer_size(&self) -> usize {
+        self.size
+    }
+
+    /// Give buffer `bid` back to the kernel (append it at the tail and publish the tail).
+    pub(crate) fn provide(&mut self, bid: u16) {
+        debug_assert!(bid < self.count);
+        let slot = usize::from(self.tail & (self.count - 1));
+        let base = self.entries.addr().cast::<BufRingEntry>();
+        // SAFETY: `slot < count`, so the entry lies inside the mapping. The kernel reads only
+        // entries between its head and the published tail; this one is past the tail. We set
+        // fields one by one: entry 0's fourth field is the tail, which must not be clobbered.
+        let entry = unsafe { &mut *base.add(slot) };
+        entry.set_addr(self.buffer_addr(bid) as u64);
+        entry.set_len(self.size as u32);
+        entry.set_bid(bid);
+        self.tail = self.tail.wrapping_add(1);
+        // SAFETY: the tail field is a 2-byte-aligned u16 inside the mapping that the kernel
+        // only reads; the release store makes the entry visible before the new tail.
+        unsafe { AtomicU16::from_ptr(BufRingEntry::tail(base).cast_mut()) }
+            .store(self.tail, Ordering::Release);
+    }
+
+    /// The first `len` bytes of buffer `bid`, which a completion just handed to us.
+    pub(crate) fn data(&self, bid: u16, len: usize) -> &[u8] {
+        assert!(bid < self.count && len <= self.size, "buffer {bid} len {len}");
+        // SAFETY: inside the pool; the kernel wrote these bytes before posting the
+        // completion that gave `bid` to us, and writes no more until we provide it again.
+        unsafe { std::slice::from_raw_parts(self.buffer_addr(bid), len) }
+    }
+
+    /// Where buffer `bid` starts, for a send straight out of it.
+    pub(crate) fn buffer_addr(&self, bid: u16) -> *const u8 {
+        // SAFETY: `bid < count`, so the offset stays inside the pool mapping.
+        unsafe { self.pool.addr().add(usize::from(bid) * self.size) }
+    }
+
+    /// Never unmap this memory: the kernel may still hold it.
+    pub(crate) fn leak(&mut self) {
+        self.entries.leaked = true;
+        self.pool.leaked = true;
+    }
+}
+
+/// Anonymous, page-aligned memory (the kernel wants the ring page-aligned), unmapped on drop
+/// unless leaked.
+struct Mapping {
+    addr: NonNull<u8>,
+    len: usize,
+    leaked: bool,
+}
+
+impl Mapping {
+    fn new(len: usize) -> io::Result<Mapping> {
+        // SAFETY: a fresh private anonymous mapping; no existing memory is affected.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let addr = NonNull::new(addr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
+        Ok(Mapping { addr, len, leaked: false })
+    }
+
+    fn addr(&self) -> *mut u8 {
+        self.addr.as_ptr()
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        if !self.leaked {
+            // SAFETY: exactly the mapping made in `new`, unmapped once.
+            unsafe { libc::munmap(self.addr.as_ptr().cast(), self.len) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_overrides_are_checked() {
+        let parse =
+            |c: Option<&str>, s: Option<&str>| BufferConfig::parse(c.map(Into::into), s.map(Into::into));
+        assert_eq!(parse(None, None).unwrap(), BufferConfig { count: DEFAULT_COUNT, size: DEFAULT_SIZE });
+        assert_eq!(parse(Some("4"), Some("512")).unwrap(), BufferConfig { count: 4, size: 512 });
+        for bad in ["3", "0", "65536", "many"] {
+            let e = parse(Some(bad), None).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+            assert!(e.to_string().contains("ECHOLOOP_IO_URING_BUFFERS"), "{e}");
+        }
+        assert!(parse(None, Some("0")).is_err());
+    }
+
+    #[test]
+    fn provided_entries_point_at_their_buffers_and_publish_the_tail() {
+        let mut ring = BufRing::new(4, 100).unwrap();
+        assert_eq!(ring.tail, 4);
+        let base = ring.entries.addr().cast::<BufRingEntry>();
+        for slot in 0..4u16 {
+            // SAFETY: inside the mapping; no kernel is attached.
+            let entry = unsafe { &*base.add(usize::from(slot)) };
+            assert_eq!((entry.bid(), entry.len()), (slot, 100));
+            assert_eq!(entry.addr(), ring.buffer_addr(slot) as u64);
+        }
+        ring.provide(2); // wraps to slot 0, whose last field is the tail
+        // SAFETY: as above.
+        let (entry, tail) = unsafe { (&*base, *BufRingEntry::tail(base)) };
+        assert_eq!((entry.bid(), tail), (2, 5));
+        assert_eq!(ring.data(3, 100).len(), 100);
+    }
+}

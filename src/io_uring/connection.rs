@@ -1,0 +1,416 @@
+//! One client connection of the io-uring model: where it is in its life, which requests of
+//! it the kernel holds, and the bytes it owes its client.
+//!
+//! The loop (`mod.rs`) turns completions into calls here, then asks what to request next
+//! ([`Connection::recv_len`], [`Connection::next_send`]). The connection never touches the
+//! ring, so its whole echo protocol can be read in this file.
+//!
+//! **Who owns the bytes when.** A recv completes into a provided buffer (see `buffers.rs`).
+//! - Nothing owed and no send in flight (the common case): the send goes straight out of
+//!   that buffer, with `MSG_DONTWAIT`, so it completes at once rather than parking in the
+//!   kernel with our buffer: a buffer is out of the ring for one loop turn at most, and a
+//!   client that does not read cannot pin the ring. Whatever that send did not take is
+//!   copied to the *outbox*, and the buffer goes back to the ring.
+//! - A send in flight already: the bytes are copied behind it into the [`PendingBuf`], and
+//!   the buffer goes back to the ring at once.
+//! - The outbox is the one thing a waiting send points at: it is not touched until that
+//!   send completes, then refilled from the `PendingBuf`. Memory the kernel reads must not
+//!   move, and a `PendingBuf` slides and grows as it pleases, so it is never sent from.
+//!
+//! One send at a time per connection: a second send could run while the first was short,
+//! and bytes would leave out of order. One recv at a time, asking at most the room left
+//! under `--max-pending`, so what is owed never exceeds the cap (backpressure: at the cap no
+//! recv is armed, and the client's bytes wait in the kernel). This is why the recv is
+//! single-shot: a multishot recv keeps receiving until it is cancelled, and a cancel takes
+//! effect only at the next `io_uring_enter`, after the kernel may have received whatever the
+//! socket held; the cap would be a wish, not a bound.
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::Instant;
+
+use log::trace;
+
+use crate::buffer::PendingBuf;
+use crate::net::{Peer, Stream};
+use crate::stats::IoTally;
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Phase {
+    /// Receiving and echoing.
+    Open,
+    /// The client half-closed (recv returned 0): finish the echo, then close.
+    PeerClosed,
+    /// The server is shutting down: receive nothing more, send what is owed, then close.
+    ShuttingDown,
+    /// Shutting down with nothing left to send, but the kernel still holds bytes either way:
+    /// our FIN went out behind the echoes, and we receive and discard until the client
+    /// closes or the kernel queues are empty. Closing at once would make the kernel answer
+    /// unread bytes with a reset that destroys echoes not yet delivered (the event loop's
+    /// `Phase::Lingering` explains it in full).
+    Lingering,
+    /// Being closed: its requests are being cancelled; the slot is freed when the last one
+    /// has completed, because until then the kernel may still point into its memory.
+    Closing,
+}
+
+/// The one send a connection may have in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Sending {
+    /// Straight out of provided buffer `bid` (`len` bytes, `MSG_DONTWAIT`).
+    Provided { bid: u16, len: usize },
+    /// Out of `outbox[outbox_start..]`; the kernel may wait for room in the socket.
+    Outbox,
+}
+
+/// What the loop does with the provided buffer a recv completed into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum BufferUse {
+    /// Send straight out of it; it goes back to the ring when that send completes.
+    SendFromIt,
+    /// The bytes were copied (or discarded): give it back to the ring now.
+    GiveBack,
+}
+
+/// One accepted client.
+#[derive(Debug)]
+pub(super) struct Connection {
+    /// The socket (blocking mode is fine: io_uring never blocks the thread on it).
+    stream: Stream,
+    /// Its descriptor, for requests.
+    fd: RawFd,
+    /// The client's address, for logs.
+    peer: Peer,
+    /// Decides, with the bytes owed, what to request next.
+    phase: Phase,
+    /// A recv of ours is in the kernel.
+    recv_armed: bool,
+    /// The send of ours in the kernel, if any.
+    sending: Option<Sending>,
+    /// Bytes a waiting send points at (`outbox[outbox_start..]`); never changed while
+    /// `sending == Some(Outbox)`. Empty = no heap memory.
+    outbox: Vec<u8>,
+    outbox_start: usize,
+    /// Bytes received behind the send in flight. Capped with everything else owed at
+    /// `max_pending` (the recv asks for no more than the room left).
+    pending: PendingBuf,
+    max_pending: usize,
+    /// A cancel for this connection's requests has been queued (once is enough).
+    cancel_queued: bool,
+    /// When bytes last moved in either direction (for the idle timeout).
+    last_active: Instant,
+    /// Receives and bytes not yet added to the server's statistics (taken by the loop).
+    unreported: IoTally,
+    /// Bytes received from the client.
+    bytes_in: u64,
+    /// Bytes the kernel took to send back.
+    bytes_out: u64,
+}
+
+impl Connection {
+    /// A connection just accepted, nothing requested yet.
+    pub(super) fn new(stream: Stream, peer: Peer, max_pending: usize, now: Instant) -> Connection {
+        let fd = stream.sock_ref().as_raw_fd();
+        Connection {
+            stream,
+            fd,
+            peer,
+            phase: Phase::Open,
+            recv_armed: false,
+            sending: None,
+            outbox: Vec::new(),
+            outbox_start: 0,
+            pending: PendingBuf::new(max_pending),
+            max_pending,
+            cancel_queued: false,
+            last_active: now,
+            unreported: IoTally::default(),
+            bytes_in: 0,
+            bytes_out: 0,
+        }
+    }
+
+    /// Bytes received and not yet taken by the kernel to send back.
+    fn owed(&self) -> usize {
+        let provided = match self.sending {
+            Some(Sending::Provided { len, .. }) => len,
+            _ => 0,
+        };
+        provided + (self.outbox.len() - self.outbox_start) + self.pending.len()
+    }
+
+    /// How many bytes the next recv may ask for, if one should be armed now: while open,
+    /// the room under the cap (none at the cap: backpressure); while lingering, a buffer's
+    /// worth to discard.
+    pub(super) fn recv_len(&self, buffer_size: usize) -> Option<usize> {
+        if self.recv_armed {
+            return None;
+        }
+        match self.phase {
+            Phase::Open => {
+                let room = self.max_pending - self.owed();
+                if room == 0 {
+                    trace!("fd={} owed={} at cap: no recv (backpressure)", self.fd, self.owed());
+                }
+                (room > 0).then(|| room.min(buffer_size))
+            }
+            Phase::Lingering => Some(buffer_size),
+            Phase::PeerClosed | Phase::ShuttingDown | Phase::Closing => None,
+        }
+    }
+
+    /// A recv of ours is in the kernel.
+    pub(super) fn recv_armed(&self) -> bool {
+        self.recv_armed
+    }
+
+    /// A recv was armed, or completed.
+    pub(super) fn set_recv_armed(&mut self, armed: bool) {
+        self.recv_armed = armed;
+    }
+
+    /// A recv brought `data` in provided buffer `bid`: send straight out of the buffer if
+    /// nothing is owed, else queue the bytes behind what is.
+    pub(super) fn received(&mut self, data: &[u8], bid: u16, now: Instant) -> BufferUse {
+        if matches!(self.phase, Phase::Lingering | Phase::Closing) {
+            trace!("fd={} discarded n={} ({:?})", self.fd, data.len(), self.phase);
+            return BufferUse::GiveBack;
+        }
+        self.bytes_in += data.len() as u64;
+        self.unreported.messages += 1;
+        self.unreported.bytes_read += data.len() as u64;
+        self.last_active = now;
+        if self.sending.is_none() && self.owed() == 0 {
+            trace!("fd={} recv n={}: send from buffer {bid}", self.fd, data.len());
+            self.sending = Some(Sending::Provided { bid, len: data.len() });
+            return BufferUse::SendFromIt;
+        }
+        trace!("fd={} recv n={}: queued behind owed={}", self.fd, data.len(), self.owed());
+        self.pending.push(data);
+        BufferUse::GiveBack
+    }
+
+    /// The recv saw EOF: the client sends no more.
+    pub(super) fn received_eof(&mut self) {
+        trace!("fd={} recv EOF ({:?}), owed={}", self.fd, self.phase, self.owed());
+        if self.phase != Phase::Closing {
+            self.phase = Phase::PeerClosed;
+        }
+    }
+
+    /// The send out of a provided buffer completed having taken `n` bytes of `data` (0 for
+    /// "the socket was full"). What it did not take is copied to the outbox, so the loop can
+    /// give the buffer back right after this.
+    pub(super) fn sent_from_buffer(&mut self, n: usize, data: &[u8], now: Instant) {
+        debug_assert!(matches!(self.sending, Some(Sending::Provided { len, .. }) if len == data.len()));
+        self.sending = None;
+        if n < data.len() {
+            trace!("fd={} partial send n={n} of {}: rest to the outbox", self.fd, data.len());
+            debug_assert!(self.outbox.len() == self.outbox_start, "a provided send with an outbox");
+            self.outbox.clear();
+            self.outbox_start = 0;
+            self.outbox.extend_from_slice(&data[n..]);
+        }
+        self.count_sent(n, now);
+    }
+
+    /// The send out of the outbox completed having taken `n` bytes.
+    pub(super) fn sent_from_outbox(&mut self, n: usize, now: Instant) {
+        debug_assert_eq!(self.sending, Some(Sending::Outbox));
+        self.sending = None;
+        self.outbox_start += n;
+        trace!("fd={} outbox send n={n} left={}", self.fd, self.outbox.len() - self.outbox_start);
+        self.count_sent(n, now);
+    }
+
+    fn count_sent(&mut self, n: usize, now: Instant) {
+        self.bytes_out += n as u64;
+        self.unreported.bytes_echoed += n as u64;
+        if n > 0 {
+            self.last_active = now;
+        }
+    }
+
+    /// The next send out of the outbox, if one should go now: the outbox's rest, else
+    /// everything pending moved into it. Marks it in flight; the slice stays put until
+    /// [`Connection::sent_from_outbox`]. With nothing owed, the outbox's memory is given back.
+    pub(super) fn next_send(&mut self) -> Option<&[u8]> {
+        if self.sending.is_some() || self.phase == Phase::Closing {
+            return None;
+        }
+        if self.outbox_start == self.outbox.len() {
+            self.outbox.clear();
+            self.outbox_start = 0;
+            if self.pending.is_empty() {
+                self.outbox = Vec::new(); // nothing owed: an idle connection holds no buffer
+                return None;
+            }
+            self.outbox.extend_from_slice(self.pending.front());
+            self.pending.consume(self.pending.len());
+        }
+        self.sending = Some(Sending::Outbox);
+        Some(&self.outbox[self.outbox_start..])
+    }
+
+    /// Everything received was sent and the client is done, or the server is shutting
+    /// down and the connection need not linger: close it.
+    pub(super) fn finished(&self) -> bool {
+        matches!(self.phase, Phase::PeerClosed | Phase::ShuttingDown)
+            && self.sending.is_none()
+            && self.owed() == 0
+    }
+
+    /// The server is shutting down: receive nothing more (an armed recv is cancelled by the
+    /// loop; bytes it still brings are echoed). A client that half-closed finishes as before.
+    pub(super) fn stop_receiving(&mut self) {
+        if self.phase == Phase::Open {
+            self.phase = Phase::ShuttingDown;
+        }
+    }
+
+    /// Shutting down and nothing left to send: if the kernel still holds bytes either way,
+    /// send our FIN (`shutdown(Write)`) and linger (see [`Phase::Lingering`]); if not, stay,
+    /// and [`Connection::finished`] says close.
+    pub(super) fn linger_once_flushed(&mut self) -> io::Result<()> {
+        if self.phase != Phase::ShuttingDown || self.sending.is_some() || self.owed() > 0 {
+            return Ok(());
+        }
+        let (unread, unacknowledged) = self.stream.kernel_queues()?;
+        if (unread, unacknowledged) != (0, 0) {
+            trace!(
+                "fd={} all sent; kernel holds unread={unread} unacked={unacknowledged}: FIN, lingering",
+                self.fd
+            );
+            self.stream.shutdown_write()?;
+            self.phase = Phase::Lingering;
+        }
+        Ok(())
+    }
+
+    /// Lingering, and the kernel holds nothing either way: closing cannot lose a byte.
+    pub(super) fn done_lingering(&self) -> bool {
+        self.phase == Phase::Lingering && self.stream.kernel_queues().map_or(true, |queues| queues == (0, 0))
+    }
+
+    /// Start closing. True if requests of ours are in the kernel and no cancel is queued
+    /// yet: the loop queues one, and frees the slot when the last completion is in.
+    pub(super) fn begin_close(&mut self) -> bool {
+        self.phase = Phase::Closing;
+        let cancel = self.in_flight() && !self.cancel_queued;
+        self.cancel_queued |= cancel;
+        cancel
+    }
+
+    /// The kernel holds a request of ours.
+    pub(super) fn in_flight(&self) -> bool {
+        self.recv_armed || self.sending.is_some()
+    }
+
+    /// Where in its life it is.
+    pub(super) fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// The send in flight, if any.
+    pub(super) fn sending(&self) -> Option<Sending> {
+        self.sending
+    }
+
+    /// Its descriptor.
+    pub(super) fn fd(&self) -> RawFd {
+        self.fd
+    }
+
+    /// The client's address.
+    pub(super) fn peer(&self) -> Peer {
+        self.peer
+    }
+
+    /// When bytes last moved.
+    pub(super) fn last_active(&self) -> Instant {
+        self.last_active
+    }
+
+    /// The receives and bytes moved since the last call, for the server's statistics.
+    pub(super) fn take_io(&mut self) -> IoTally {
+        std::mem::take(&mut self.unreported)
+    }
+
+    /// Bytes (received, sent back, still owed).
+    pub(super) fn byte_counts(&self) -> (u64, u64, usize) {
+        (self.bytes_in, self.bytes_out, self.owed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixStream;
+
+    /// A connection over one end of a socket pair (the other end is returned to keep it open).
+    fn connection(max_pending: usize) -> (Connection, UnixStream) {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let stream = Stream::Unix(mio::net::UnixStream::from_std(ours));
+        (Connection::new(stream, Peer(None), max_pending, Instant::now()), theirs)
+    }
+
+    #[test]
+    fn first_bytes_go_straight_out_of_the_buffer_and_the_rest_waits_in_order() {
+        let (mut conn, _peer) = connection(100);
+        let now = Instant::now();
+        assert_eq!(conn.recv_len(64), Some(64));
+        assert_eq!(conn.received(b"hello", 7, now), BufferUse::SendFromIt);
+        assert_eq!(conn.sending(), Some(Sending::Provided { bid: 7, len: 5 }));
+        assert_eq!(conn.received(b" world", 8, now), BufferUse::GiveBack);
+        assert_eq!(conn.next_send(), None, "one send at a time");
+        conn.sent_from_buffer(2, b"hello", now); // short: "llo" must go before " world"
+        assert_eq!(conn.next_send(), Some(&b"llo"[..]));
+        conn.sent_from_outbox(3, now);
+        assert_eq!(conn.next_send(), Some(&b" world"[..]));
+        conn.sent_from_outbox(6, now);
+        assert_eq!(conn.next_send(), None);
+        assert_eq!(conn.byte_counts(), (11, 11, 0));
+        assert_eq!(conn.outbox.capacity(), 0, "nothing owed: no heap memory");
+    }
+
+    #[test]
+    fn recvs_ask_for_no_more_than_the_room_under_the_cap() {
+        let (mut conn, _peer) = connection(10);
+        let now = Instant::now();
+        conn.received(b"abcdef", 0, now); // 6 owed (in the provided send)
+        assert_eq!(conn.recv_len(64), Some(4));
+        conn.received(b"ghij", 1, now);
+        assert_eq!(conn.recv_len(64), None, "at the cap: backpressure");
+        conn.sent_from_buffer(0, b"abcdef", now); // the socket was full: all of it to the outbox
+        assert_eq!(conn.recv_len(64), None);
+        assert_eq!(conn.next_send(), Some(&b"abcdef"[..]));
+        conn.sent_from_outbox(6, now);
+        assert_eq!(conn.recv_len(64), Some(6), "draining reopens the window");
+        conn.set_recv_armed(true);
+        assert_eq!(conn.recv_len(64), None, "one recv at a time");
+    }
+
+    #[test]
+    fn eof_finishes_only_after_the_echo() {
+        let (mut conn, _peer) = connection(100);
+        let now = Instant::now();
+        conn.received(b"bye", 0, now);
+        conn.received_eof();
+        assert!(!conn.finished());
+        assert_eq!(conn.recv_len(64), None);
+        conn.sent_from_buffer(3, b"bye", now);
+        assert!(conn.finished());
+    }
+
+    #[test]
+    fn closing_waits_for_requests_in_flight_and_cancels_once() {
+        let (mut conn, _peer) = connection(100);
+        assert!(!conn.begin_close(), "nothing in flight: nothing to cancel");
+        conn.set_recv_armed(true);
+        assert!(conn.begin_close());
+        assert!(!conn.begin_close(), "one cancel is enough");
+        assert_eq!(conn.received(b"late", 3, Instant::now()), BufferUse::GiveBack);
+        assert_eq!(conn.recv_len(64), None);
+    }
+}

@@ -1,0 +1,544 @@
+//! The completion model (Linux): one thread, one io_uring, every connection in a `Slab`.
+//!
+//! ## Readiness and completion
+//!
+//! The event loop asks the kernel *"which sockets could I read or write now?"* (`epoll`,
+//! readiness) and then does the I/O itself: per echoed message one `epoll_wait` (shared by
+//! all the sockets it reports), one `read`, one `write`: at least two system calls, each a
+//! trip into the kernel and back. This model tells the kernel *"receive into one of these
+//! buffers, send these bytes, and tell me when it is done"* (io_uring, completion): requests
+//! go into a submission queue in memory shared with the kernel, results come back through a
+//! completion queue, and one `io_uring_enter` per loop turn hands over every request queued
+//! since the last and waits for results. However many connections moved in a turn, that is
+//! one system call.
+//!
+//! ```text
+//!   arm: multishot accept on the listener, a poll on the shutdown eventfd
+//!   loop {
+//!       io_uring_enter(submit everything queued, wait for 1 completion or the next timer)
+//!       for each completion:
+//!           Accept    -> admit the new socket, queue its first recv        (accept.rs)
+//!           Recv(key) -> send straight out of the provided buffer, or queue the bytes
+//!                        behind the send in flight; queue the next recv     (connection.rs)
+//!           Send(key) -> the rest of a short send to the outbox, queue the next send
+//!           Wake      -> begin shutdown
+//!       expire idle connections, resume accepting after EMFILE, end shutdown when done
+//!   }
+//! ```
+//!
+//! What changes for the programmer is *ownership*: a buffer handed to the kernel is the
+//! kernel's until its completion arrives. So memory a request points at must not move or be
+//! freed while the request is in flight ([`connection`] keeps one stable outbox per
+//! connection for that), and a connection's slab slot is freed only after its last
+//! completion (`close` cancels what is in flight and waits). Receive buffers come from a
+//! provided-buffer ring ([`buffers`]): the kernel picks one when bytes arrive, so an idle
+//! connection with a recv armed holds no buffer, as in the event loop.
+//!
+//! Nothing here blocks but `io_uring_enter`. Results arrive as negative errno values in
+//! completions; each is handled where it arrives: ENOBUFS (the buffer ring was empty for a
+//! moment: recv again), EINTR and EAGAIN (nothing happened: try again, or, for the send
+//! with `MSG_DONTWAIT`, "the socket is full": the bytes go to the outbox), ECANCELED (we
+//! cancelled it: the connection is closing or the server is stopping).
+
+mod accept;
+mod buffers;
+mod connection;
+mod op;
+mod ring;
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use io_uring::types::{CancelBuilder, Fd};
+use io_uring::{cqueue, opcode, squeue};
+use log::{debug, info, trace, warn};
+use mio::Token;
+use slab::Slab;
+
+use crate::config::ServerConfig;
+use crate::event_loop::IdleTimers;
+use crate::net::{BackoffLog, SocketOptions, StdListener};
+use crate::shutdown::ShutdownHandle;
+use crate::stats::{IoTally, Stats};
+use buffers::{BufRing, BufferConfig};
+use connection::{BufferUse, Connection, Phase, Sending};
+use op::Op;
+use ring::Ring;
+
+/// `IORING_RECVSEND_POLL_FIRST`: a recv waits for data before it takes a buffer, instead of
+/// trying at once; so a recv armed on a quiet socket never fails for want of a buffer.
+const RECV_POLL_FIRST: u16 = 1;
+
+/// Slab slots kept when the last connection closes (as in the event loop).
+const SLAB_KEEP: usize = 1024;
+
+/// While shutting down, how often lingering connections are checked for "the client has
+/// everything" (no completion announces an ACK).
+const LINGER_CHECK: Duration = Duration::from_millis(20);
+
+/// After the grace period, how long cancelled requests may take to complete before we stop
+/// waiting (and leak their memory rather than free it under the kernel).
+const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+
+/// Can this kernel run the model? One line naming what is missing if not (and a bad
+/// buffer-ring setting in the environment is reported here too, before the server binds).
+pub(crate) fn probe() -> Result<(), crate::Error> {
+    // A bad setting in the environment is the user's to fix (exit 2); a refusing kernel is not.
+    BufferConfig::from_env().map_err(|e| crate::Error::Usage(e.to_string()))?;
+    ring::probe().map_err(crate::Error::Io)
+}
+
+/// Serve `listener` on this thread until `shutdown` has been carried out.
+pub(crate) fn serve(
+    listener: StdListener,
+    config: &ServerConfig,
+    shutdown: &ShutdownHandle,
+    stats: Arc<Stats>,
+) -> io::Result<()> {
+    UringLoop::new(listener, config, shutdown, stats)?.run()
+}
+
+/// Where the server is in stopping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stopping {
+    /// Serving.
+    No,
+    /// Not accepting or receiving; owed echoes may flush until `until`.
+    Grace { until: Instant },
+    /// Every connection is being closed; their cancelled requests complete by `until`.
+    Draining { until: Instant },
+}
+
+/// One single-threaded io_uring echo server.
+struct UringLoop {
+    /// The ring and the provided receive buffers.
+    ring: Ring,
+    /// `None` once shutting down.
+    listener: Option<StdListener>,
+    /// TCP (or Unix): which socket type accepted descriptors are.
+    is_tcp: bool,
+    /// The multishot accept is in the kernel.
+    accept_armed: bool,
+    /// After EMFILE and friends, accepting pauses until this instant.
+    accept_paused_until: Option<Instant>,
+    /// Logs the first accept failure of an episode, reminders, and the recovery.
+    accept_backoff: BackoffLog,
+    /// The eventfd a shutdown request writes to; the ring polls it.
+    wake_fd: Arc<OwnedFd>,
+    /// Live connections (and closing ones whose requests are still in flight).
+    connections: Slab<Connection>,
+    /// Idle deadlines, when `--idle-timeout` is on (slab key as the token); their only owner.
+    idle: Option<IdleTimers>,
+    stopping: Stopping,
+    /// Completions of this turn, reused between turns.
+    completions: Vec<cqueue::Entry>,
+    /// Recvs that found the buffer ring empty (for the debug log at exit).
+    ring_empty: u64,
+    shutdown: ShutdownHandle,
+    config: ServerConfig,
+    socket_options: SocketOptions,
+    /// This server's counters (shared with the statistics reporter).
+    stats: Arc<Stats>,
+    /// This turn's reads and sends, added to `stats` once per turn.
+    tally: IoTally,
+}
+
+impl UringLoop {
+    fn new(
+        listener: StdListener,
+        config: &ServerConfig,
+        shutdown: &ShutdownHandle,
+        stats: Arc<Stats>,
+    ) -> io::Result<UringLoop> {
+        let buffers = BufferConfig::from_env()?;
+        let ring = Ring::new(BufRing::new(buffers.count, buffers.size)?)?;
+        let wake_fd = Arc::new(new_eventfd()?);
+        let fd = Arc::clone(&wake_fd);
+        shutdown.add_waker(move || {
+            let one = 1u64.to_ne_bytes();
+            // SAFETY: writes 8 bytes from a live array to an open eventfd.
+            if unsafe { libc::write(fd.as_raw_fd(), one.as_ptr().cast(), one.len()) } < 0 {
+                warn!("could not wake the io_uring loop: {}", io::Error::last_os_error());
+            }
+        });
+        debug!("io_uring: {} provided buffers of {} bytes", buffers.count, buffers.size);
+        Ok(UringLoop {
+            ring,
+            is_tcp: matches!(listener, StdListener::Tcp(_)),
+            listener: Some(listener),
+            accept_armed: false,
+            accept_paused_until: None,
+            accept_backoff: BackoffLog::default(),
+            wake_fd,
+            connections: Slab::new(),
+            idle: config.idle_timeout.map(IdleTimers::new),
+            stopping: Stopping::No,
+            completions: Vec::new(),
+            ring_empty: 0,
+            shutdown: shutdown.clone(),
+            config: config.clone(),
+            socket_options: SocketOptions::from_config(config),
+            stats,
+            tally: IoTally::default(),
+        })
+    }
+
+    /// Serve until a shutdown request has been carried out; return what was done.
+    fn run(mut self) -> io::Result<()> {
+        self.arm_wake()?;
+        self.arm_accept()?;
+        loop {
+            let timeout = self.wait_timeout(Instant::now());
+            self.ring.enter(timeout)?; // the only place we wait: submit all, reap at least one
+            let now = Instant::now();
+            let mut completions = std::mem::take(&mut self.completions);
+            self.ring.reap(&mut completions);
+            for cqe in &completions {
+                self.dispatch(cqe, now)?;
+            }
+            self.completions = completions;
+            if !self.tally.is_empty() {
+                self.stats.record(std::mem::take(&mut self.tally)); // once per turn, not per message
+            }
+            self.run_timers(now)?;
+            if self.shutdown_complete(now)? {
+                debug!("io_uring: {} recvs found the buffer ring empty", self.ring_empty);
+                self.stats.record(std::mem::take(&mut self.tally));
+                return Ok(());
+            }
+        }
+    }
+
+    /// One completion to the one place that handles it.
+    fn dispatch(&mut self, cqe: &cqueue::Entry, now: Instant) -> io::Result<()> {
+        let (result, flags) = (cqe.result(), cqe.flags());
+        trace!("completion {:?} result={result} more={}", Op::decode(cqe.user_data()), cqueue::more(flags));
+        match Op::decode(cqe.user_data()) {
+            Some(Op::Accept) => self.on_accept(result, flags, now),
+            Some(Op::Wake) => self.on_wake(now),
+            Some(Op::Cancel) => Ok(()), // its target reports for itself
+            Some(Op::Recv(key)) => self.on_recv(key, result, flags, now).map(|()| self.count_io(key)),
+            Some(Op::Send(key)) => self.on_send(key, result, now).map(|()| self.count_io(key)),
+            None => {
+                warn!("io_uring: completion with unknown user_data {:#x}", cqe.user_data());
+                Ok(())
+            }
+        }
+    }
+
+    /// Add what a connection's last completion moved to this turn's tally. (A connection
+    /// closed meanwhile had its counts taken in `finish_close`.)
+    fn count_io(&mut self, key: usize) {
+        if let Some(conn) = self.connections.get_mut(key) {
+            self.tally.add(conn.take_io());
+        }
+    }
+
+    /// A recv completed: echo what it brought, note EOF, or close on an error. Whatever
+    /// happens, a buffer the completion names goes back to the ring, unless a send now
+    /// goes out of it (then the send's completion gives it back).
+    fn on_recv(&mut self, key: usize, result: i32, flags: u32, now: Instant) -> io::Result<()> {
+        let bid = cqueue::buffer_select(flags);
+        let (give_back, failure) = match self.connections.get(key) {
+            Some(_) => self.received(key, result, bid, now)?,
+            None => (bid, Some("a recv completion for a free slot".to_string())),
+        };
+        if let Some(bid) = give_back {
+            self.ring.buffers.provide(bid);
+        }
+        match failure {
+            None => self.advance(key),
+            Some(reason) if self.connections.contains(key) => self.close(key, &reason),
+            Some(reason) => {
+                warn!("io_uring: {reason} (key {key})");
+                Ok(())
+            }
+        }
+    }
+
+    /// The work of [`UringLoop::on_recv`] for a live connection: which buffer to give back
+    /// (`None` if a send now goes out of it), and why to close the connection, if it must be.
+    fn received(
+        &mut self,
+        key: usize,
+        result: i32,
+        bid: Option<u16>,
+        now: Instant,
+    ) -> io::Result<(Option<u16>, Option<String>)> {
+        let conn = &mut self.connections[key];
+        conn.set_recv_armed(false);
+        match (result, bid) {
+            (n, Some(bid)) if n > 0 => {
+                let data = self.ring.buffers.data(bid, n as usize);
+                if conn.received(data, bid, now) == BufferUse::GiveBack {
+                    return Ok((Some(bid), None));
+                }
+                let entry = opcode::Send::new(Fd(conn.fd()), data.as_ptr(), n as u32)
+                    .flags(libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+                    .build()
+                    .user_data(Op::Send(key).encode());
+                // SAFETY: the buffer is out of the ring until this send completes.
+                unsafe { self.ring.push(&entry)? };
+                return Ok((None, None));
+            }
+            (n, None) if n > 0 => {
+                return Ok((None, Some("a recv completed without naming its buffer".into())));
+            }
+            (0, _) => conn.received_eof(),
+            (e, _) => match -e {
+                libc::ENOBUFS => {
+                    trace!("key={key} recv: buffer ring empty, recv again");
+                    self.ring_empty += 1;
+                }
+                libc::EINTR | libc::EAGAIN => trace!("key={key} recv: nothing yet, recv again"),
+                libc::ECANCELED => trace!("key={key} recv cancelled ({:?})", conn.phase()),
+                errno => {
+                    return Ok((bid, Some(format!("recv error: {}", io::Error::from_raw_os_error(errno)))));
+                }
+            },
+        }
+        Ok((bid, None))
+    }
+
+    /// A send completed: account for what the kernel took; the rest goes out next.
+    fn on_send(&mut self, key: usize, result: i32, now: Instant) -> io::Result<()> {
+        let Some(conn) = self.connections.get_mut(key) else {
+            warn!("io_uring: send completion for a free slot {key}");
+            return Ok(());
+        };
+        let (taken, error) = match result {
+            n if n >= 0 => (n as usize, None),
+            // Full socket (MSG_DONTWAIT), a signal, or our own cancel: nothing was taken.
+            e if matches!(-e, libc::EAGAIN | libc::EINTR | libc::ECANCELED) => (0, None),
+            e => (0, Some(io::Error::from_raw_os_error(-e))),
+        };
+        match conn.sending() {
+            Some(Sending::Provided { bid, len }) => {
+                conn.sent_from_buffer(taken, self.ring.buffers.data(bid, len), now);
+                self.ring.buffers.provide(bid);
+            }
+            Some(Sending::Outbox) => conn.sent_from_outbox(taken, now),
+            None => warn!("io_uring: key={key} send completion without a send in flight"),
+        }
+        match error {
+            Some(e) => self.close(key, &format!("send error: {e}")),
+            None => self.advance(key),
+        }
+    }
+
+    /// Queue what a connection needs next (a send, a recv), or close it when it is done.
+    fn advance(&mut self, key: usize) -> io::Result<()> {
+        let conn = &mut self.connections[key];
+        if conn.phase() == Phase::Closing {
+            return if conn.in_flight() { Ok(()) } else { self.finish_close(key) };
+        }
+        if let Err(e) = conn.linger_once_flushed() {
+            return self.close(key, &format!("error: {e}"));
+        }
+        if conn.finished() {
+            return self.close(key, "done");
+        }
+        let fd = Fd(conn.fd());
+        if let Some(data) = conn.next_send() {
+            let len = u32::try_from(data.len()).unwrap_or(u32::MAX); // a short send does the rest
+            let entry = opcode::Send::new(fd, data.as_ptr(), len)
+                .flags(libc::MSG_NOSIGNAL)
+                .build()
+                .user_data(Op::Send(key).encode());
+            // SAFETY: the outbox is not touched until this send completes (`sent_from_outbox`).
+            unsafe { self.ring.push(&entry)? };
+        }
+        if let Some(len) = conn.recv_len(self.ring.buffers.buffer_size()) {
+            let entry = opcode::Recv::new(fd, std::ptr::null_mut(), len as u32)
+                .buf_group(self.ring.buffers.group())
+                .ioprio(RECV_POLL_FIRST)
+                .build()
+                .flags(squeue::Flags::BUFFER_SELECT)
+                .user_data(Op::Recv(key).encode());
+            // SAFETY: no pointer: the kernel picks a provided buffer.
+            unsafe { self.ring.push(&entry)? };
+            conn.set_recv_armed(true);
+        }
+        Ok(())
+    }
+
+    /// Close a connection: at once if the kernel holds nothing of it, else cancel what it
+    /// holds and finish when the last completion is in (see [`UringLoop::advance`]).
+    fn close(&mut self, key: usize, reason: &str) -> io::Result<()> {
+        let conn = &mut self.connections[key];
+        debug!("key={key} closing ({reason}) peer={}", conn.peer());
+        if conn.begin_close() {
+            let cancel = opcode::AsyncCancel2::new(CancelBuilder::fd(Fd(conn.fd())).all());
+            // SAFETY: no pointer.
+            unsafe { self.ring.push(&cancel.build().user_data(Op::Cancel.encode()))? };
+        }
+        if conn.in_flight() { Ok(()) } else { self.finish_close(key) }
+    }
+
+    /// Free the slot, forget the idle timer, count the bytes, close the socket.
+    fn finish_close(&mut self, key: usize) -> io::Result<()> {
+        let mut conn = self.connections.remove(key);
+        if let Some(timers) = &mut self.idle {
+            timers.stop(Token(key));
+        }
+        let (bytes_in, bytes_out, owed) = conn.byte_counts();
+        let mut io = conn.take_io();
+        io.bytes_unsent += owed as u64; // received, and now never echoed
+        self.tally.add(io);
+        self.stats.connection_closed();
+        debug!("key={key} closed peer={} read={bytes_in} echoed={bytes_out} unsent={owed}", conn.peer());
+        if self.connections.is_empty() && self.connections.capacity() > SLAB_KEEP {
+            self.connections.shrink_to_fit(); // a crowd has gone: give its memory back
+        }
+        Ok(())
+    }
+
+    /// How long `io_uring_enter` may wait: until the earliest timer, or for a completion.
+    fn wait_timeout(&self, now: Instant) -> Option<Duration> {
+        let idle = self.idle.as_ref().and_then(IdleTimers::next_deadline);
+        let stop = match self.stopping {
+            Stopping::No => None,
+            Stopping::Grace { until } | Stopping::Draining { until } => Some(until.min(now + LINGER_CHECK)),
+        };
+        [idle, stop, self.accept_paused_until]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|deadline| deadline.saturating_duration_since(now))
+    }
+
+    /// Everything that happens because time passed rather than because a request completed.
+    fn run_timers(&mut self, now: Instant) -> io::Result<()> {
+        self.expire_idle(now)?;
+        if self.accept_paused_until.is_some_and(|until| until <= now) {
+            self.accept_paused_until = None;
+            info!("resuming accepting connections");
+            self.arm_accept()?;
+        }
+        Ok(())
+    }
+
+    /// Close the connections that were idle for the whole timeout. (One already closing
+    /// just leaves the queue: its close is under way.)
+    fn expire_idle(&mut self, now: Instant) -> io::Result<()> {
+        let Some(timers) = &mut self.idle else { return Ok(()) };
+        let connections = &self.connections;
+        let last_active = |Token(key)| {
+            connections.get(key).filter(|conn| conn.phase() != Phase::Closing).map(Connection::last_active)
+        };
+        let expired = timers.expired(now, last_active);
+        expired.into_iter().try_for_each(|Token(key)| self.close(key, "idle timeout"))
+    }
+
+    /// Queue the poll on the shutdown eventfd.
+    fn arm_wake(&mut self) -> io::Result<()> {
+        let poll = opcode::PollAdd::new(Fd(self.wake_fd.as_raw_fd()), libc::POLLIN as u32);
+        // SAFETY: no pointer; the eventfd lives as long as `self`.
+        unsafe { self.ring.push(&poll.build().user_data(Op::Wake.encode())) }
+    }
+
+    /// The eventfd was written: a shutdown was requested (nothing else writes to it).
+    fn on_wake(&mut self, now: Instant) -> io::Result<()> {
+        if !self.shutdown.is_requested() {
+            warn!("io_uring: woken without a shutdown request");
+            return Ok(()); // not polled again: the eventfd stays readable, it would spin
+        }
+        self.begin_shutdown(now)
+    }
+
+    /// Stop accepting, stop receiving, and give owed echoes until the grace deadline.
+    fn begin_shutdown(&mut self, now: Instant) -> io::Result<()> {
+        if self.stopping != Stopping::No {
+            return Ok(());
+        }
+        self.cancel_accept()?;
+        self.listener = None; // closes our descriptor (and removes a Unix socket file)
+        let grace = self.config.shutdown_grace;
+        self.stopping = Stopping::Grace { until: now + grace };
+        info!(
+            "shutting down: {} connections open, flushing pending echoes for up to {grace:?}",
+            self.connections.len()
+        );
+        let keys: Vec<usize> = self.connections.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            let conn = &mut self.connections[key];
+            conn.stop_receiving();
+            if conn.recv_armed() {
+                let cancel = opcode::AsyncCancel::new(Op::Recv(key).encode());
+                // SAFETY: no pointer.
+                unsafe { self.ring.push(&cancel.build().user_data(Op::Cancel.encode()))? };
+            }
+            self.advance(key)?;
+        }
+        Ok(())
+    }
+
+    /// While stopping: close connections that finished lingering; at the grace deadline
+    /// close the rest. Done when the kernel holds no request of ours (or it would not let
+    /// go of them within [`DRAIN_LIMIT`]).
+    fn shutdown_complete(&mut self, now: Instant) -> io::Result<bool> {
+        let until = match self.stopping {
+            Stopping::No => return Ok(false),
+            Stopping::Grace { until } | Stopping::Draining { until } => until,
+        };
+        let lingered: Vec<usize> =
+            self.connections.iter().filter(|(_, conn)| conn.done_lingering()).map(|(key, _)| key).collect();
+        for key in lingered {
+            self.close(key, "echoes delivered")?;
+        }
+        if self.connections.is_empty() && self.ring.in_flight() == 0 {
+            return Ok(true);
+        }
+        if now < until {
+            return Ok(false);
+        }
+        if let Stopping::Draining { .. } = self.stopping {
+            warn!(
+                "io_uring: {} requests not completed {DRAIN_LIMIT:?} after cancelling",
+                self.ring.in_flight()
+            );
+            std::mem::forget(std::mem::take(&mut self.connections)); // the kernel may still read them
+            return Ok(true);
+        }
+        let open = self.connections.iter().filter(|(_, conn)| conn.phase() != Phase::Closing).count();
+        if open > 0 {
+            warn!(
+                "grace period over: closing {open} connections whose client did not take its echo or close"
+            );
+        }
+        let keys: Vec<usize> = self.connections.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            self.close(key, "shutdown")?;
+        }
+        self.stopping = Stopping::Draining { until: now + DRAIN_LIMIT };
+        Ok(false)
+    }
+}
+
+impl Drop for UringLoop {
+    /// After an error (the normal way out waits until the kernel holds nothing of ours): a
+    /// connection's outbox may still be under a send in flight. Leak the connections rather
+    /// than free memory the kernel may read; the process is on its way out.
+    fn drop(&mut self) {
+        if self.ring.in_flight() > 0 && !self.connections.is_empty() {
+            warn!(
+                "io_uring: stopping with {} requests in flight; leaking their connections",
+                self.ring.in_flight()
+            );
+            std::mem::forget(std::mem::take(&mut self.connections));
+        }
+    }
+}
+
+/// A non-blocking eventfd: the shutdown handle writes to it, the ring polls it.
+fn new_eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: plain system call; the descriptor it returns is owned by nobody else.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh, open descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}

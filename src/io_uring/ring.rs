@@ -1,0 +1,294 @@
+//! The ring: setting it up, finding out whether the kernel lets us, and the three things the
+//! loop does with it: queue a request, enter the kernel once per turn, take the completions.
+//!
+//! Whether io_uring works is a property of the kernel *and* its configuration: an old kernel
+//! lacks the operations (multishot accept and provided-buffer rings arrived in Linux 5.19), a
+//! sysctl (`kernel.io_uring_disabled`) or a seccomp filter (Docker's default profile, for one)
+//! refuses the system calls with EPERM or ENOSYS. [`probe`] asks the kernel before the server
+//! announces its address, so a refusal is one line naming what is missing, and exit 1.
+//!
+//! Every request costs the kernel a completion, and a multishot request may post many: its
+//! last one is the one without `IORING_CQE_F_MORE`. [`Ring`] counts requests in flight that
+//! way, so the loop knows when the kernel holds no pointer into our memory any more.
+
+use std::io;
+use std::time::Duration;
+
+use io_uring::types::{SubmitArgs, Timespec};
+use io_uring::{IoUring, Probe, cqueue, opcode, squeue};
+
+use super::buffers::BufRing;
+
+/// Submission queue slots. A full queue is flushed with an extra `io_uring_enter` (see
+/// [`Ring::push`]), so this bounds the batch, not the number of connections.
+const SQ_ENTRIES: u32 = 4096;
+
+/// Completion queue slots: room for a recv and a send completion of several thousand busy
+/// connections per turn. More are not lost: the kernel keeps overflow aside (FEAT_NODROP).
+const CQ_ENTRIES: u32 = 4 * SQ_ENTRIES;
+
+/// A kernel capability the io-uring model needs, named for the error message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Capability {
+    /// `IORING_OP_ACCEPT` (multishot since 5.19).
+    Accept,
+    /// `IORING_OP_RECV` (with provided buffers).
+    Recv,
+    /// `IORING_OP_SEND`.
+    Send,
+    /// `IORING_OP_POLL_ADD`, for the shutdown eventfd.
+    PollAdd,
+    /// `IORING_OP_ASYNC_CANCEL`, to stop a recv or an accept.
+    AsyncCancel,
+    /// `IORING_FEAT_EXT_ARG`: a timeout on the wait itself (5.11), our timer.
+    WaitTimeout,
+    /// `IORING_REGISTER_PBUF_RING`: provided-buffer rings (5.19).
+    BufferRing,
+}
+
+impl Capability {
+    /// What to tell the user.
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            Capability::Accept => "the accept operation (IORING_OP_ACCEPT)",
+            Capability::Recv => "the recv operation (IORING_OP_RECV)",
+            Capability::Send => "the send operation (IORING_OP_SEND)",
+            Capability::PollAdd => "the poll operation (IORING_OP_POLL_ADD)",
+            Capability::AsyncCancel => "the cancel operation (IORING_OP_ASYNC_CANCEL)",
+            Capability::WaitTimeout => "timeouts on the wait (IORING_FEAT_EXT_ARG, Linux 5.11)",
+            Capability::BufferRing => {
+                "provided-buffer rings and multishot accept (IORING_REGISTER_PBUF_RING, Linux 5.19)"
+            }
+        }
+    }
+}
+
+/// What a kernel said it can do; filled in by [`probe`], judged by [`first_missing`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Support {
+    /// Opcodes: accept, recv, send, poll-add, async-cancel.
+    pub ops: [bool; 5],
+    /// `IORING_FEAT_EXT_ARG`.
+    pub wait_timeout: bool,
+    /// A provided-buffer ring could be registered.
+    pub buffer_ring: bool,
+}
+
+/// The first capability the model needs that `support` lacks, or `None` when all are there.
+pub(crate) fn first_missing(support: &Support) -> Option<Capability> {
+    use Capability::*;
+    let ops = [Accept, Recv, Send, PollAdd, AsyncCancel];
+    if let Some(i) = support.ops.iter().position(|&ok| !ok) {
+        return Some(ops[i]);
+    }
+    if !support.wait_timeout {
+        return Some(WaitTimeout);
+    }
+    if !support.buffer_ring {
+        return Some(BufferRing);
+    }
+    None
+}
+
+/// Why the kernel refused to set up a ring, in words; `Unsupported` for the refusals that
+/// mean "this system does not allow io_uring" (the tests skip the model on exactly those).
+pub(crate) fn setup_refused(e: io::Error) -> io::Error {
+    match e.raw_os_error() {
+        Some(libc::ENOSYS) => io::Error::new(
+            io::ErrorKind::Unsupported,
+            "io_uring is not available: the kernel has no io_uring_setup (ENOSYS)",
+        ),
+        Some(libc::EPERM | libc::EACCES) => io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "io_uring is not permitted ({e}): disabled by the kernel.io_uring_disabled sysctl \
+                 or a seccomp filter"
+            ),
+        ),
+        _ => io::Error::new(e.kind(), format!("cannot set up an io_uring: {e}")),
+    }
+}
+
+/// Ask this kernel whether the io-uring model can run: one line naming the missing
+/// capability (`ErrorKind::Unsupported`) if not.
+pub(crate) fn probe() -> io::Result<()> {
+    let ring = IoUring::new(8).map_err(setup_refused)?;
+    let mut probe = Probe::new();
+    ring.submitter().register_probe(&mut probe).map_err(setup_refused)?;
+    let supported = |code| probe.is_supported(code);
+    let support = Support {
+        ops: [
+            supported(opcode::AcceptMulti::CODE),
+            supported(opcode::Recv::CODE),
+            supported(opcode::Send::CODE),
+            supported(opcode::PollAdd::CODE),
+            supported(opcode::AsyncCancel::CODE),
+        ],
+        wait_timeout: ring.params().is_feature_ext_arg(),
+        buffer_ring: can_register_buffer_ring(&ring),
+    };
+    match first_missing(&support) {
+        None => Ok(()),
+        Some(missing) => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("io_uring on this kernel lacks {}", missing.describe()),
+        )),
+    }
+}
+
+/// Register a one-buffer ring and take it back: the kernel answers EINVAL before 5.19.
+fn can_register_buffer_ring(ring: &IoUring) -> bool {
+    let Ok(mut buffers) = BufRing::new(1, 64) else { return false };
+    if buffers.register(ring).is_err() {
+        return false;
+    }
+    if ring.submitter().unregister_buf_ring(buffers.group()).is_err() {
+        buffers.leak(); // still registered: never free what the kernel may use
+    }
+    true
+}
+
+/// The ring and the provided buffers registered with it, which must not be freed while the
+/// kernel may still write into them; the count of requests the kernel still holds says when.
+pub(super) struct Ring {
+    uring: IoUring,
+    /// Receive buffers the kernel picks from.
+    pub buffers: BufRing,
+    /// Requests pushed whose final completion has not been taken yet.
+    in_flight: usize,
+}
+
+impl Ring {
+    /// A ring with deferred task work when the kernel has it (completions are then produced
+    /// only inside our `io_uring_enter`, never by interrupting the thread), and the buffers.
+    pub(super) fn new(buffers: BufRing) -> io::Result<Ring> {
+        let uring = IoUring::builder()
+            .setup_cqsize(CQ_ENTRIES)
+            .setup_submit_all()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .build(SQ_ENTRIES)
+            .or_else(|e| {
+                log::debug!("io_uring with deferred task work refused ({e}); using a plain ring");
+                IoUring::builder().setup_cqsize(CQ_ENTRIES).build(SQ_ENTRIES)
+            })
+            .map_err(setup_refused)?;
+        let mut ring = Ring { uring, buffers, in_flight: 0 };
+        ring.buffers.register(&ring.uring)?;
+        Ok(ring)
+    }
+
+    /// Queue a request; it goes to the kernel with the next [`Ring::enter`]. A full
+    /// submission queue is flushed first (one extra system call, only in a large burst).
+    ///
+    /// # Safety
+    /// Every pointer in `entry` must stay valid until its final completion is taken.
+    pub(super) unsafe fn push(&mut self, entry: &squeue::Entry) -> io::Result<()> {
+        // SAFETY: the caller keeps what `entry` points to alive until its completion.
+        while unsafe { self.uring.submission().push(entry) }.is_err() {
+            match self.uring.submit() {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                    // The completion queue overflowed: the kernel takes no more until we
+                    // reap. Nothing was lost; the caller's next turn reaps.
+                    return Err(e);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {} // a signal: again
+                Err(e) => return Err(e),
+            }
+        }
+        self.in_flight += 1;
+        Ok(())
+    }
+
+    /// Hand every queued request to the kernel and wait for one completion, or until
+    /// `timeout` passes: one `io_uring_enter` per loop turn. A timeout, a signal or a full
+    /// completion queue is an ordinary return: the caller reaps, runs its timers, comes back.
+    pub(super) fn enter(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        let result = match timeout {
+            None => self.uring.submit_and_wait(1),
+            Some(timeout) => {
+                let ts = Timespec::from(timeout);
+                let args = SubmitArgs::new().timespec(&ts);
+                self.uring.submitter().submit_with_args(1, &args)
+            }
+        };
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ETIME) => Ok(()), // a timer is due
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()), // a signal
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Ok(()), // reap first
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Move every completion the kernel has posted into `into` (so the handlers may queue
+    /// new requests while they look at them).
+    pub(super) fn reap(&mut self, into: &mut Vec<cqueue::Entry>) {
+        into.clear();
+        into.extend(self.uring.completion());
+        let finished = into.iter().filter(|cqe| !cqueue::more(cqe.flags())).count();
+        debug_assert!(finished <= self.in_flight, "more final completions than requests");
+        self.in_flight = self.in_flight.saturating_sub(finished);
+    }
+
+    /// Requests the kernel still holds.
+    pub(super) fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        if self.in_flight > 0 {
+            // The kernel may still write into the buffers after the ring's file closes (its
+            // cancellation runs asynchronously): leak them rather than risk that.
+            log::warn!(
+                "io_uring: {} requests still in flight at exit; leaking their buffers",
+                self.in_flight
+            );
+            self.buffers.leak();
+            return;
+        }
+        if let Err(e) = self.uring.submitter().unregister_buf_ring(self.buffers.group()) {
+            log::debug!("io_uring: unregistering the buffer ring: {e}");
+            self.buffers.leak();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: Support = Support { ops: [true; 5], wait_timeout: true, buffer_ring: true };
+
+    #[test]
+    fn a_complete_kernel_lacks_nothing() {
+        assert_eq!(first_missing(&ALL), None);
+    }
+
+    #[test]
+    fn the_first_missing_capability_is_named() {
+        let mut support = ALL;
+        support.ops[0] = false;
+        support.buffer_ring = false;
+        assert_eq!(first_missing(&support), Some(Capability::Accept));
+        let old_kernel = Support { buffer_ring: false, ..ALL }; // 5.11 to 5.18
+        assert_eq!(first_missing(&old_kernel), Some(Capability::BufferRing));
+        assert!(Capability::BufferRing.describe().contains("5.19"));
+        let no_ext_arg = Support { wait_timeout: false, ..ALL };
+        assert_eq!(first_missing(&no_ext_arg), Some(Capability::WaitTimeout));
+    }
+
+    #[test]
+    fn refusals_by_policy_are_unsupported_other_failures_are_not() {
+        let seccomp = setup_refused(io::Error::from_raw_os_error(libc::EPERM));
+        assert_eq!(seccomp.kind(), io::ErrorKind::Unsupported);
+        assert!(seccomp.to_string().contains("seccomp"), "{seccomp}");
+        let no_syscall = setup_refused(io::Error::from_raw_os_error(libc::ENOSYS));
+        assert_eq!(no_syscall.kind(), io::ErrorKind::Unsupported);
+        let no_memory = setup_refused(io::Error::from_raw_os_error(libc::ENOMEM));
+        assert_ne!(no_memory.kind(), io::ErrorKind::Unsupported);
+    }
+}
