@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use echoloop::bench::{self, BenchOptions, CompareOptions, Load, Scenario, Task, Variant};
-use echoloop::{ListenAddr, Model, ServerConfig};
+use echoloop::{Framing, ListenAddr, Model, ServerConfig};
 
 /// A TCP echo server built as a mio event loop, with the threaded models beside it and a
 /// load generator to compare them.
@@ -69,6 +69,14 @@ pub struct ServeArgs {
     /// On SIGINT/SIGTERM, how long pending echoes may take to flush (decimals allowed).
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
     pub shutdown_grace: Duration,
+    /// How messages are delimited: raw (a byte stream), line (up to and including \n),
+    /// length (a 4-byte big-endian length, then the payload). A frame is echoed only whole.
+    #[arg(long, value_enum, default_value_t = Framing::Raw)]
+    pub framing: Framing,
+    /// The largest frame: a line with its \n, a length frame's payload. A bigger one closes
+    /// the connection after the frames before it are echoed (K/M suffixes).
+    #[arg(long, value_name = "BYTES", default_value = "64K", value_parser = parse_size)]
+    pub max_frame: usize,
 }
 
 impl ServeArgs {
@@ -84,6 +92,8 @@ impl ServeArgs {
             send_buffer: self.send_buffer,
             recv_buffer: self.recv_buffer,
             shutdown_grace: self.shutdown_grace,
+            framing: self.framing,
+            max_frame: self.max_frame,
         }
     }
 }

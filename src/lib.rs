@@ -6,7 +6,9 @@
 //! 2. `src/event_loop/`: the real loop. `mod.rs` polls and dispatches; `connection.rs` is one
 //!    connection's read/echo/flush and the interest it needs next; `accept.rs` accepts;
 //!    `idle.rs` keeps idle deadlines.
-//! 3. `src/buffer.rs`: where bytes wait when the kernel takes only part of a write.
+//! 3. `src/buffer.rs`: where bytes wait when the kernel takes only part of a write, or
+//!    when a read ends in the middle of a frame; `src/framing.rs`: where frames end
+//!    (`--framing line|length`; "a read is not a message").
 //! 4. `src/blocking/`: the models tutorials teach, for comparison: one file per model, and
 //!    the accept loop, connection registry and blocking echo they share.
 //! 5. `src/net/`: sockets of every family, their options, the Unix socket file, and what an
@@ -47,6 +49,7 @@ mod client;
 mod config;
 mod error;
 mod event_loop;
+mod framing;
 mod net;
 mod server;
 mod shutdown;
@@ -56,6 +59,7 @@ pub use addr::{AddrParseError, DEFAULT_ADDR, ListenAddr};
 pub use client::run as run_client;
 pub use config::{Model, ServerConfig};
 pub use error::Error;
+pub use framing::Framing;
 pub use server::Server;
 pub use shutdown::ShutdownHandle;
 pub use stats::Summary;
