@@ -14,6 +14,8 @@ mod cli;
 mod client;
 /// Byte-exact echo: large transfers, hundreds of clients, IPv6, Unix sockets.
 mod echo;
+/// `--framing line|length`: frames split at every byte, limits, absurd lengths, EOF mid-frame.
+mod framing;
 /// Half-close: the client's EOF does not cut its echo short.
 mod half_close;
 /// `--idle-timeout`: silent connections are closed, active ones are not.
