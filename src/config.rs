@@ -108,6 +108,9 @@ impl ServerConfig {
                 self.workers, self.addr
             ));
         }
+        if let ListenAddr::Udp(_) = self.addr {
+            self.validate_udp()?;
+        }
         if self.max_connections == 0 {
             return Err("--max-connections must be at least 1".into());
         }
@@ -139,6 +142,29 @@ impl ServerConfig {
                     size.unwrap_or_default()
                 ));
             }
+        }
+        Ok(())
+    }
+}
+
+impl ServerConfig {
+    /// A `udp:` address: one event loop over one socket, and no stream to frame.
+    fn validate_udp(&self) -> Result<(), String> {
+        if self.model != Model::EventLoop {
+            return Err(format!(
+                "a udp: address is served by the event loop only, not {} (a datagram needs no \
+                 thread of its own)",
+                self.model.name()
+            ));
+        }
+        if self.workers > 1 {
+            return Err(format!("--workers {} needs a TCP address: a UDP echo is one socket", self.workers));
+        }
+        if self.framing != Framing::Raw {
+            return Err(format!(
+                "--framing {} applies to streams: over UDP every datagram is already one message",
+                self.framing.name()
+            ));
         }
         Ok(())
     }
@@ -211,6 +237,18 @@ mod tests {
         assert!(config.validate().unwrap_err().contains("4-byte length"));
         let config = ServerConfig { max_frame: usize::MAX, ..Default::default() };
         assert!(config.validate().unwrap_err().contains("memory"));
+    }
+
+    #[test]
+    fn udp_takes_the_event_loop_one_worker_and_no_framing() {
+        let udp = ServerConfig::new("udp:0".parse().unwrap());
+        assert_eq!(udp.validate(), Ok(()));
+        let config = ServerConfig { model: Model::ThreadPerConn, ..udp.clone() };
+        assert!(config.validate().unwrap_err().contains("not thread-per-conn"));
+        let config = ServerConfig { workers: 2, ..udp.clone() };
+        assert!(config.validate().unwrap_err().contains("one socket"));
+        let config = ServerConfig { framing: Framing::Line, ..udp };
+        assert!(config.validate().unwrap_err().contains("--framing line"));
     }
 
     #[test]

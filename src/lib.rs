@@ -62,4 +62,4 @@ pub use error::Error;
 pub use framing::Framing;
 pub use server::Server;
 pub use shutdown::ShutdownHandle;
-pub use stats::Summary;
+pub use stats::{Datagrams, Summary};

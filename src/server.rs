@@ -13,7 +13,7 @@ use crate::addr::ListenAddr;
 use crate::blocking;
 use crate::config::{Model, ServerConfig};
 use crate::error::Error;
-use crate::event_loop::EventLoop;
+use crate::event_loop::{EventLoop, UdpEcho};
 use crate::net::{self, StdListener};
 use crate::shutdown::ShutdownHandle;
 use crate::stats::Summary;
@@ -30,6 +30,8 @@ enum Runner {
     EventLoops(Vec<EventLoop>),
     /// A threaded model: it takes the listener and the config when it runs.
     Threaded(Model, StdListener, ServerConfig),
+    /// The UDP echo: one loop over one socket.
+    Udp(UdpEcho),
 }
 
 impl Server {
@@ -43,6 +45,12 @@ impl Server {
     /// triggered, by an early signal) before binding.
     pub fn bind_with(config: &ServerConfig, shutdown: ShutdownHandle) -> Result<Server, Error> {
         config.validate().map_err(Error::Usage)?;
+        if let ListenAddr::Udp(addr) = config.addr {
+            let socket = net::bind_udp(addr, config.send_buffer, config.recv_buffer)?;
+            let udp = UdpEcho::new(socket, config.shutdown_grace, &shutdown)?;
+            let addr = ListenAddr::Udp(udp.local_addr()?);
+            return Ok(Server { addr, shutdown, runner: Runner::Udp(udp) });
+        }
         let reuse_port = config.workers > 1;
         let first = net::bind(&config.addr, reuse_port)?;
         let addr = first.local_addr()?;
@@ -74,6 +82,7 @@ impl Server {
             Runner::Threaded(_, listener, config) => {
                 blocking::serve_one_at_a_time(listener, &config, &self.shutdown)?
             }
+            Runner::Udp(udp) => udp.run()?,
         };
         info!("{summary}");
         Ok(summary)
@@ -88,6 +97,7 @@ impl Server {
             }
             Runner::EventLoops(_) => "event-loop model".to_string(),
             Runner::Threaded(model, ..) => format!("{} model", model.name()),
+            Runner::Udp(_) => "UDP echo (event loop)".to_string(),
         }
     }
 }

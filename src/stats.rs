@@ -50,6 +50,7 @@ impl Stats {
             bytes_echoed: self.bytes_echoed.load(Relaxed),
             peak_connections: self.peak.load(Relaxed),
             per_worker: vec![accepted],
+            datagrams: Datagrams::default(),
         }
     }
 }
@@ -67,6 +68,28 @@ pub struct Summary {
     pub peak_connections: u64,
     /// Connections served by each worker (one entry unless `--workers` > 1).
     pub per_worker: Vec<u64>,
+    /// What a UDP echo did with its datagrams (all zero for TCP and Unix servers).
+    pub datagrams: Datagrams,
+}
+
+/// A UDP echo's datagram counts. Its echoed bytes are [`Summary::bytes_echoed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Datagrams {
+    /// Datagrams sent back to their sender.
+    pub echoed: u64,
+    /// Dropped unanswered: from source port 0 or a small service's port (7, 13, 17, 19).
+    pub dropped_source_port: u64,
+    /// Dropped unanswered: the oldest reply, pushed out of a full reply queue.
+    pub dropped_queue_full: u64,
+    /// Dropped unanswered: `send_to` failed (not `WouldBlock`, which queues the reply).
+    pub dropped_send_failed: u64,
+}
+
+impl Datagrams {
+    /// Every datagram dropped, for whatever reason.
+    pub fn dropped(&self) -> u64 {
+        self.dropped_source_port + self.dropped_queue_full + self.dropped_send_failed
+    }
 }
 
 impl Summary {
@@ -79,6 +102,10 @@ impl Summary {
             total.bytes_echoed += part.bytes_echoed;
             total.peak_connections += part.peak_connections;
             total.per_worker.extend(part.per_worker);
+            total.datagrams.echoed += part.datagrams.echoed;
+            total.datagrams.dropped_source_port += part.datagrams.dropped_source_port;
+            total.datagrams.dropped_queue_full += part.datagrams.dropped_queue_full;
+            total.datagrams.dropped_send_failed += part.datagrams.dropped_send_failed;
         }
         total
     }
@@ -86,6 +113,20 @@ impl Summary {
 
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let datagrams = &self.datagrams;
+        if *datagrams != Datagrams::default() {
+            return write!(
+                f,
+                "summary: echoed {} datagrams ({} bytes), dropped {} (source port {}, reply queue full {}, \
+                 send failed {})",
+                datagrams.echoed,
+                self.bytes_echoed,
+                datagrams.dropped(),
+                datagrams.dropped_source_port,
+                datagrams.dropped_queue_full,
+                datagrams.dropped_send_failed
+            );
+        }
         write!(
             f,
             "summary: served {} connections, echoed {} bytes, peak {} concurrent connections, rejected {}",
@@ -118,6 +159,17 @@ mod tests {
     }
 
     #[test]
+    fn a_udp_summary_counts_datagrams() {
+        let datagrams =
+            Datagrams { echoed: 5, dropped_source_port: 2, dropped_queue_full: 3, dropped_send_failed: 0 };
+        let summary = Summary { bytes_echoed: 50, datagrams, ..Summary::default() };
+        assert_eq!(
+            summary.to_string(),
+            "summary: echoed 5 datagrams (50 bytes), dropped 5 (source port 2, reply queue full 3, send failed 0)"
+        );
+    }
+
+    #[test]
     fn combined_summary_lists_workers() {
         let a = Summary {
             connections: 2,
@@ -125,6 +177,7 @@ mod tests {
             peak_connections: 1,
             per_worker: vec![2],
             rejected: 0,
+            datagrams: Datagrams::default(),
         };
         let b = Summary {
             connections: 3,
@@ -132,6 +185,7 @@ mod tests {
             peak_connections: 2,
             per_worker: vec![3],
             rejected: 1,
+            datagrams: Datagrams::default(),
         };
         let line = Summary::combine([a, b]).to_string();
         assert_eq!(

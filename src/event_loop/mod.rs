@@ -20,6 +20,9 @@
 mod accept;
 mod connection;
 mod idle;
+mod udp;
+
+pub use udp::UdpEcho;
 
 use std::io::{self, ErrorKind};
 use std::sync::Arc;
