@@ -28,3 +28,5 @@ mod partial_writes;
 mod regression;
 /// Graceful shutdown on SIGTERM / SIGINT, and the grace period.
 mod shutdown;
+/// UDP echo: every size, IPv6, reserved source ports, a full reply queue, usage errors.
+mod udp;
