@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use echoloop::bench::{self, BenchOptions, CompareOptions, Load, Scenario, Task, Variant};
-use echoloop::{Framing, ListenAddr, Model, ServerConfig};
+use echoloop::{ClientOptions, Framing, ListenAddr, Model, ServerConfig};
 
 /// A TCP echo server built as a mio event loop, with the threaded models beside it and a
 /// load generator to compare them.
@@ -75,7 +75,7 @@ pub struct ServeArgs {
     pub framing: Framing,
     /// The largest frame: a line with its \n, a length frame's payload. A bigger one closes
     /// the connection after the frames before it are echoed (K/M suffixes).
-    #[arg(long, value_name = "BYTES", default_value = "64K", value_parser = parse_size)]
+    #[arg(long, value_name = "BYTES", default_value = "64K", value_parser = parse_frame_size)]
     pub max_frame: usize,
 }
 
@@ -131,11 +131,39 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
     Ok(bytes)
 }
 
+/// A frame size: [`parse_size`], and at most what a 4-byte length can declare.
+pub fn parse_frame_size(s: &str) -> Result<usize, String> {
+    let bytes = parse_size(s)?;
+    if bytes as u64 > u64::from(u32::MAX) {
+        return Err(format!("'{s}' is more than a 4-byte length can declare ({})", u32::MAX));
+    }
+    Ok(bytes)
+}
+
 /// `echoloop client`.
 #[derive(Debug, Args)]
 pub struct ClientArgs {
-    /// The server: HOST:PORT, [V6]:PORT, PORT (= 127.0.0.1:PORT) or unix:PATH.
+    /// The server: HOST:PORT, [V6]:PORT, PORT (= 127.0.0.1:PORT), unix:PATH, or udp:HOST:PORT
+    /// (each stdin line one datagram; each reply printed).
     pub addr: ListenAddr,
+    /// The server's framing: line (stdin's lines are the frames) or length (each stdin read
+    /// cut into frames of at most --max-frame bytes). Only whole echoed frames are printed,
+    /// payloads without their length.
+    #[arg(long, value_enum, default_value_t = Framing::Raw)]
+    pub framing: Framing,
+    /// With --framing length: the largest frame to send (K/M suffixes).
+    #[arg(long, value_name = "BYTES", default_value = "64K", value_parser = parse_frame_size)]
+    pub max_frame: usize,
+    /// With udp: how long to wait for each reply before counting the datagram lost.
+    #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_secs)]
+    pub timeout: Duration,
+}
+
+impl ClientArgs {
+    /// The library's options: no clap type goes past this point.
+    pub fn to_options(&self) -> ClientOptions {
+        ClientOptions { framing: self.framing, max_frame: self.max_frame, reply_timeout: self.timeout }
+    }
 }
 
 /// `echoloop bench`.
@@ -322,6 +350,8 @@ mod tests {
         assert!(parse_size("12Q").is_err());
         assert!(parse_size("-1").is_err());
         assert!(parse_size("99999999999999999999G").is_err());
+        assert_eq!(parse_frame_size("64K"), Ok(65536));
+        assert!(parse_frame_size("4G").unwrap_err().contains("4-byte length"));
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //! 5. `src/net/`: sockets of every family, their options, the Unix socket file, and what an
 //!    `accept` error means (for every model).
 //! 6. [`Server`]: the one entry point for every model; [`ShutdownHandle`] stops it.
-//! 7. `src/client.rs`, an `nc`-like client ([`run_client`]).
+//! 7. `src/client/`, an `nc`-like client ([`run_client`]), framed or over UDP too.
 //!
 //! The load generator is a crate of its own (`crates/bench`), which knows nothing of this one.
 //!
@@ -56,7 +56,7 @@ mod shutdown;
 mod stats;
 
 pub use addr::{AddrParseError, DEFAULT_ADDR, ListenAddr};
-pub use client::run as run_client;
+pub use client::{ClientOptions, run as run_client};
 pub use config::{Model, ServerConfig};
 pub use error::Error;
 pub use framing::Framing;

@@ -16,7 +16,7 @@ fn main() -> ExitCode {
     init_logging(cli.verbose, cli.quiet);
     let result = match cli.command {
         Command::Serve(args) => serve(&args),
-        Command::Client(args) => echoloop::run_client(&args.addr).map_err(Error::Io),
+        Command::Client(args) => echoloop::run_client(&args.addr, &args.to_options()).map_err(Error::Io),
         Command::Bench(args) => echoloop::bench::run(&args.to_task()).map_err(|e| {
             // The load generator reports a bad request as InvalidInput before any socket exists.
             if e.kind() == std::io::ErrorKind::InvalidInput {
