@@ -15,7 +15,7 @@
 //! mode; only the start of a frame cut off by the end of the read is copied, into this
 //! connection's [`PartialFrame`], until the read that completes it.
 
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{self, ErrorKind, IoSlice, Read, Write};
 use std::time::Instant;
 
 use log::{info, trace, warn};
@@ -200,23 +200,18 @@ impl Connection {
     /// Echo the frames that `data` (one read, in the shared buffer) makes whole, and keep
     /// the start of a frame it leaves unfinished.
     ///
-    /// A frame begun in an earlier read goes out first, from `partial`; the whole frames of
-    /// this read then go out in one write, straight from the shared buffer (no copy). In raw
-    /// mode all of `data` is whole, so this is the plain echo.
+    /// The whole frames of this read go out in one write, straight from the shared buffer
+    /// (no copy); a frame begun in an earlier read goes out in the same call (`writev`), its
+    /// start from `partial`. In raw mode all of `data` is whole: the plain echo.
     fn echo_frames(&mut self, data: &[u8]) -> io::Result<()> {
         let split = self.framer.split(self.partial.as_slice(), data);
-        if split.whole > 0 {
-            if !self.partial.is_empty() {
-                let start = self.partial.take(); // freed once echoed (or copied to pending)
-                trace!(
-                    "token={} frame whole: {} bytes held + {} read",
-                    self.token.0,
-                    start.len(),
-                    split.whole
-                );
-                self.echo(&start)?;
-            }
-            self.echo(&data[..split.whole])?;
+        let whole = &data[..split.whole];
+        if !whole.is_empty() && self.partial.is_empty() {
+            self.echo(whole)?;
+        } else if !whole.is_empty() {
+            let start = self.partial.take(); // freed once echoed (or copied to pending)
+            trace!("token={} frame whole: {} bytes held + {} read", self.token.0, start.len(), whole.len());
+            self.echo_pair(&start, whole)?;
         }
         let rest = &data[split.whole..];
         match split.rest {
@@ -293,6 +288,33 @@ impl Connection {
             self.pending.push(&data[n..]);
         } else {
             trace!("token={} write n={n}", self.token.0);
+        }
+        Ok(())
+    }
+
+    /// [`Connection::echo`] of `head` then `tail` in one gather write (`writev`) when nothing
+    /// is pending: a frame whose start was held goes out in one call, like any other.
+    fn echo_pair(&mut self, head: &[u8], tail: &[u8]) -> io::Result<()> {
+        if !self.pending.is_empty() {
+            self.echo(head)?; // both queue behind what is pending
+            return self.echo(tail);
+        }
+        let n = loop {
+            match self.stream.write_vectored(&[IoSlice::new(head), IoSlice::new(tail)]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break 0, // the send buffer is full
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue, // a signal: retry
+                Err(e) => return Err(e),
+            }
+        };
+        self.bytes_out += n as u64;
+        let total = head.len() + tail.len();
+        trace!("token={} write n={n} of {total} (held start + this read)", self.token.0);
+        if n < head.len() {
+            self.pending.push(&head[n..]); // what the kernel refused waits, in order
+            self.pending.push(tail);
+        } else if n < total {
+            self.pending.push(&tail[n - head.len()..]);
         }
         Ok(())
     }

@@ -346,3 +346,40 @@ fn backpressure_counts_the_partial_frame() {
     assert_same_bytes(&read_until_closed(&stream), &sent);
     join_bounded(sender, IO_TIMEOUT);
 }
+
+/// Frames cut at random places and echoed through a 4 KiB send buffer: completing frames
+/// (a held start plus the end just read, in one `writev`) are often taken only in part, and
+/// the rest waits in the pending buffer, in order.
+fn partial_writes_of_completed_frames(variant: Variant, framing: Framing) {
+    let server =
+        TestServer::start(ServerConfig { send_buffer: Some(4096), ..variant.config(framing, 60_000) });
+    let sent = frames(framing, 300, 60_000, 31).concat(); // about 9 MB
+    let echoed = super::util::echo_chunked(server.connect(), sent.clone(), 32);
+    assert_same_bytes(&echoed, &sent);
+}
+for_all_variants!(partial_writes_of_completed_frames: line => Framing::Line, length => Framing::Length);
+
+/// The trace in docs/framing.md: one 15-byte length frame arriving in three reads (2, 7 and
+/// 6 bytes). The first two leave a partial frame; the third completes it, and the held start
+/// and the new bytes go back in one write.
+#[test]
+fn trace_of_one_frame_in_three_reads() {
+    let server = Bin::serve_env(&[("RUST_LOG", "echoloop=trace")], &["127.0.0.1:0", "--framing", "length"]);
+    let mut stream = connect(server.tcp());
+    stream.set_nodelay(true).unwrap();
+    let frame = length_frame(b"hello world");
+    for (part, held) in [(&frame[..2], "held=2 (+2)"), (&frame[2..9], "held=9 (+7)")] {
+        stream.write_all(part).unwrap();
+        let needle = format!("partial frame: {held}");
+        assert!(server.wait_for_stderr(&needle, IO_TIMEOUT), "no '{needle}' in:\n{}", server.stderr());
+    }
+    stream.write_all(&frame[9..]).unwrap();
+    let mut echoed = vec![0; frame.len()];
+    stream.read_exact(&mut echoed).unwrap();
+    assert_eq!(echoed, frame);
+    let written = "write n=15 of 15 (held start + this read)";
+    assert!(server.wait_for_stderr(written, IO_TIMEOUT), "no '{written}' in:\n{}", server.stderr());
+    let trace = server.stderr();
+    let whole = trace.find("frame whole: 9 bytes held + 6 read").expect("the frame completed");
+    assert!(trace[whole..].contains(written), "{trace}");
+}
