@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 use log::{debug, info, trace, warn};
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use super::WAKER;
+use super::{WAKER, shutdown_waker};
 use crate::shutdown::ShutdownHandle;
 use crate::stats::{Datagrams, Summary};
 
@@ -99,13 +99,7 @@ impl UdpEcho {
         let mut socket = mio::net::UdpSocket::from_std(socket);
         let poll = Poll::new()?;
         poll.registry().register(&mut socket, SOCKET, Interest::READABLE)?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let wake = Arc::clone(&waker);
-        shutdown.add_waker(move || {
-            if let Err(e) = wake.wake() {
-                warn!("could not wake the UDP loop: {e}");
-            }
-        });
+        let waker = shutdown_waker(&poll, shutdown)?;
         Ok(UdpEcho {
             poll,
             socket,

@@ -7,60 +7,31 @@ use std::net::TcpStream;
 use std::thread;
 use std::time::Duration;
 
-use echoloop::{Framing, Model, ServerConfig};
+use echoloop::{Framing, ServerConfig};
 
+use super::models::Variant;
 use super::util::{
-    Bin, IO_TIMEOUT, TestServer, assert_same_bytes, config, connect, join_bounded, proc_status_kib,
-    random_bytes,
+    Bin, IO_TIMEOUT, TestServer, assert_same_bytes, connect, join_bounded, proc_status_kib, random_bytes,
 };
 
-/// A server set-up under test.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Variant {
-    EventLoop,
-    Workers2,
-    ThreadPerConn,
-    Blocking,
+/// An in-process config for `variant` with `framing` and frames of up to `max_frame`.
+fn framed(variant: Variant, framing: Framing, max_frame: usize) -> ServerConfig {
+    ServerConfig { framing, max_frame, ..variant.config() }
 }
 
-impl Variant {
-    /// An in-process config for this variant with `framing` and frames of up to `max_frame`.
-    fn config(self, framing: Framing, max_frame: usize) -> ServerConfig {
-        let base = match self {
-            Variant::EventLoop | Variant::Workers2 => config(Model::EventLoop),
-            Variant::ThreadPerConn => config(Model::ThreadPerConn),
-            Variant::Blocking => config(Model::Blocking),
-        };
-        let workers = if self == Variant::Workers2 { 2 } else { 1 };
-        ServerConfig { framing, max_frame, workers, ..base }
-    }
+/// The real binary for `variant` with `framing` and `--max-frame max_frame`.
+fn serve(variant: Variant, framing: Framing, max_frame: usize) -> Bin {
+    let max_frame = max_frame.to_string();
+    let mut args = vec!["127.0.0.1:0", "--framing", framing_name(framing), "--max-frame", &max_frame];
+    args.extend_from_slice(variant.args());
+    Bin::serve(&args)
+}
 
-    /// The real binary for this variant with `framing` and `--max-frame max_frame`.
-    fn serve(self, framing: Framing, max_frame: usize) -> Bin {
-        let model = match self {
-            Variant::EventLoop | Variant::Workers2 => "event-loop",
-            Variant::ThreadPerConn => "thread-per-conn",
-            Variant::Blocking => "blocking",
-        };
-        let framing = match framing {
-            Framing::Raw => "raw",
-            Framing::Line => "line",
-            Framing::Length => "length",
-        };
-        let (max_frame, workers) = (max_frame.to_string(), if self == Variant::Workers2 { "2" } else { "1" });
-        Bin::serve(&[
-            "127.0.0.1:0",
-            "--model",
-            model,
-            "--workers",
-            workers,
-            "--framing",
-            framing,
-            "--max-frame",
-            &max_frame,
-            "--shutdown-grace",
-            "2",
-        ])
+fn framing_name(framing: Framing) -> &'static str {
+    match framing {
+        Framing::Raw => "raw",
+        Framing::Line => "line",
+        Framing::Length => "length",
     }
 }
 
@@ -157,7 +128,7 @@ fn assert_nothing_echoed(stream: &TcpStream, wait: Duration) {
 /// Frames sent one byte per write (every boundary a read can fall on) come back exactly,
 /// and a frame short of its last byte is not echoed at all until that byte arrives.
 fn one_byte_writes(variant: Variant, framing: Framing) {
-    let server = TestServer::start(variant.config(framing, 300));
+    let server = TestServer::start(framed(variant, framing, 300));
     let mut stream = server.connect();
     stream.set_nodelay(true).unwrap(); // one segment per write
     let sent = frames(framing, 40, 300, 9).concat();
@@ -191,7 +162,7 @@ for_all_variants!(one_byte_writes: line => Framing::Line, length => Framing::Len
 /// Thousands of frames in one write (many frames per read, frames cut at the end of the
 /// read buffer) come back exactly, while the client reads concurrently.
 fn many_frames_in_one_write(variant: Variant, framing: Framing) {
-    let server = TestServer::start(variant.config(framing, 4096));
+    let server = TestServer::start(framed(variant, framing, 4096));
     let stream = server.connect();
     let sent = frames(framing, 5000, 600, 21).concat(); // about 1.5 MB
     let mut writer = stream.try_clone().unwrap();
@@ -211,7 +182,7 @@ for_all_variants!(many_frames_in_one_write: line => Framing::Line, length => Fra
 /// goes on serving others.
 fn at_the_limit_and_one_over(variant: Variant, framing: Framing) {
     const LIMIT: usize = 1000;
-    let server = variant.serve(framing, LIMIT);
+    let server = serve(variant, framing, LIMIT);
     let stream = connect(server.tcp());
     let at_limit = frame_of(framing, LIMIT);
     let over = frame_of(framing, LIMIT + 1);
@@ -248,7 +219,7 @@ fn peaks(server: &Bin) -> (u64, u64) {
 /// it (the server's reserved address space and resident memory do not grow by anything near
 /// it), the frame before it is echoed, and the connection is closed.
 fn absurd_declared_length(variant: Variant, framing: Framing) {
-    let server = variant.serve(framing, 64 * 1024);
+    let server = serve(variant, framing, 64 * 1024);
     let warm = connect(server.tcp()); // a first connection: thread stacks and buffers exist
     (&warm).write_all(&length_frame(b"warm")).unwrap();
     warm.shutdown(std::net::Shutdown::Write).unwrap();
@@ -271,7 +242,7 @@ for_all_variants!(absurd_declared_length: length => Framing::Length);
 /// client's writes fail) and holds no more than about one frame for it meanwhile.
 fn a_line_that_never_ends(variant: Variant, framing: Framing) {
     const LIMIT: usize = 1 << 20;
-    let server = variant.serve(framing, LIMIT);
+    let server = serve(variant, framing, LIMIT);
     let (_, hwm_before) = peaks(&server);
     let mut stream = connect(server.tcp());
     let chunk = vec![b'z'; 64 * 1024];
@@ -303,7 +274,7 @@ for_all_variants!(a_line_that_never_ends: line => Framing::Line);
 /// EOF in the middle of a frame: a last line without `\n` is echoed (the end of the stream
 /// ends it); a length frame cut short is discarded, with a log line saying how many bytes.
 fn eof_mid_frame(variant: Variant, framing: Framing) {
-    let server = variant.serve(framing, 1000);
+    let server = serve(variant, framing, 1000);
     let stream = connect(server.tcp());
     let whole = frames(framing, 20, 200, 5).concat();
     let cut = match framing {
@@ -329,10 +300,10 @@ for_all_variants!(eof_mid_frame: line => Framing::Line, length => Framing::Lengt
 /// frame comes back whole. Event loop only: the cap is its own (`--max-pending`).
 #[test]
 fn backpressure_counts_the_partial_frame() {
-    let server = Variant::EventLoop.serve(Framing::Line, 64 * 1024);
+    let server = serve(Variant::EventLoop, Framing::Line, 64 * 1024);
     let (_, hwm_before) = peaks(&server);
     let stream = connect(server.tcp());
-    let sent = frames(Framing::Line, 100_000, 200, 77).concat(); // about 10 MB
+    let sent = frames(Framing::Line, 200_000, 400, 77).concat(); // about 40 MB: more than every buffer on the way
     let written = super::util::write_until_blocked(&stream, &sent);
     assert!(written < sent.len(), "a client that never reads was never stopped");
     let (_, hwm_after) = peaks(&server);
@@ -352,7 +323,7 @@ fn backpressure_counts_the_partial_frame() {
 /// the rest waits in the pending buffer, in order.
 fn partial_writes_of_completed_frames(variant: Variant, framing: Framing) {
     let server =
-        TestServer::start(ServerConfig { send_buffer: Some(4096), ..variant.config(framing, 60_000) });
+        TestServer::start(ServerConfig { send_buffer: Some(4096), ..framed(variant, framing, 60_000) });
     let sent = frames(framing, 300, 60_000, 31).concat(); // about 9 MB
     let echoed = super::util::echo_chunked(server.connect(), sent.clone(), 32);
     assert_same_bytes(&echoed, &sent);
