@@ -5,24 +5,25 @@
 //! the samples. What we measure is a server under many concurrent connections, as
 //! messages per second and round-trip quantiles over a window, which the load generator
 //! already does (HDR histogram, every byte verified). So this is `harness = false` and
-//! simply runs the comparison, with the servers started from the `echoloop` binary that
-//! cargo built for this bench. `cargo bench -- --pin` pins as `--compare --pin` does.
+//! simply runs the comparison through the `echoloop` binary that cargo built for this
+//! bench: its `bench --compare` starts the built-in models from that same binary.
+//! `cargo bench -- --pin` pins as `--compare --pin` does.
 
-use std::path::PathBuf;
-use std::process::ExitCode;
-use std::time::Duration;
-
-use echoloop::bench::{self, CompareOptions, Task};
+use std::process::{Command, ExitCode};
 
 fn main() -> ExitCode {
-    let mut options = CompareOptions::new(Some(PathBuf::from(env!("CARGO_BIN_EXE_echoloop"))));
-    options.warmup = Duration::from_millis(200);
-    options.duration = Duration::from_millis(500);
-    options.pin = std::env::args().any(|a| a == "--pin");
-    match bench::run(&Task::Compare(options)) {
-        Ok(()) => ExitCode::SUCCESS,
+    let mut args = vec!["bench", "--compare", "--warmup", "0.2", "--duration", "0.5"];
+    if std::env::args().any(|a| a == "--pin") {
+        args.push("--pin");
+    }
+    match Command::new(env!("CARGO_BIN_EXE_echoloop")).args(&args).status() {
+        Ok(status) if status.success() => ExitCode::SUCCESS,
+        Ok(status) => {
+            eprintln!("echo bench: echoloop {} {status}", args.join(" "));
+            ExitCode::FAILURE
+        }
         Err(e) => {
-            eprintln!("echo bench: {e}");
+            eprintln!("echo bench: cannot run echoloop: {e}");
             ExitCode::FAILURE
         }
     }

@@ -1,12 +1,10 @@
 //! Command-line definitions (clap derive) and their conversion into the library's types,
 //! and nothing else: each `///` is the `--help` text. Part of the binary, not the library.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
-use echoloop::bench::{self, BenchOptions, CompareOptions, Load, Scenario, Task, Variant};
 use echoloop::{ClientOptions, Framing, ListenAddr, Model, ServerConfig};
 
 /// A TCP echo server built as a mio event loop, with the threaded models beside it and a
@@ -35,7 +33,8 @@ pub enum Command {
     Client(ClientArgs),
     /// Load a server and measure it, verifying every echoed byte; or, with --compare,
     /// start each I/O model in turn and print a side-by-side table.
-    Bench(BenchArgs),
+    #[cfg(feature = "bench")]
+    Bench(echoloop_bench::BenchArgs),
 }
 
 /// `echoloop serve`.
@@ -163,176 +162,6 @@ impl ClientArgs {
     /// The library's options: no clap type goes past this point.
     pub fn to_options(&self) -> ClientOptions {
         ClientOptions { framing: self.framing, max_frame: self.max_frame, reply_timeout: self.timeout }
-    }
-}
-
-/// `echoloop bench`.
-#[derive(Debug, Args)]
-pub struct BenchArgs {
-    /// The server to load: HOST:PORT, [V6]:PORT, PORT or unix:PATH, on this machine only
-    /// (loopback or a Unix socket). Not used with --compare, which starts its own servers.
-    #[arg(default_value = echoloop::DEFAULT_ADDR)]
-    pub addr: ListenAddr,
-    /// Connections to open (one at a time, each answering a 1-byte ping before the next).
-    #[arg(short, long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    pub connections: u32,
-    /// Bytes per message (K/M suffixes: 128, 4K, 64KiB).
-    #[arg(long, value_name = "BYTES", default_value = "128", value_parser = parse_size)]
-    pub size: usize,
-    /// Messages in flight per connection.
-    #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=65_536))]
-    pub pipeline: u32,
-    /// Seconds measured (decimals allowed); in --mode idle, how long to hold the connections.
-    /// Default 5, or 2 per scenario with --compare.
-    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
-    pub duration: Option<Duration>,
-    /// Seconds of load before measuring starts. Default 1, or 0.5 per scenario with --compare.
-    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
-    pub warmup: Option<Duration>,
-    /// Load-generator threads, each a mio event loop over its share of the connections.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
-    pub threads: u16,
-    /// echo: keep messages flowing and measure; idle: open the connections, hold them, and
-    /// report how many succeeded (for memory-per-connection studies).
-    #[arg(long, value_enum, default_value_t = ModeArg::Echo)]
-    pub mode: ModeArg,
-    /// Busy-poll instead of sleeping in epoll_wait: round trips then exclude the load
-    /// generator's own wake-up, at the price of a whole CPU.
-    #[arg(long)]
-    pub spin: bool,
-    /// Print the report as JSON on stdout (instead of text), or with PATH write it there
-    /// (after ADDR, or as --json=PATH, so that ADDR is not taken for the PATH).
-    #[arg(long, value_name = "PATH", num_args = 0..=1)]
-    pub json: Option<Option<PathBuf>>, // spelled out: clap recognises `Option<Option<_>>` only literally
-    /// Start each model (event-loop, event-loop with 2 workers, thread-per-conn, blocking)
-    /// on port 0, run every scenario against each, and print one side-by-side table.
-    #[arg(long, conflicts_with_all = ["addr", "connections", "size", "pipeline", "mode", "spin"])]
-    pub compare: bool,
-    /// With --compare: which models, comma separated (default: all).
-    #[arg(long, value_enum, value_delimiter = ',', requires = "compare")]
-    pub models: Vec<VariantArg>,
-    /// With --compare: which scenarios, comma separated (default: all).
-    #[arg(long, value_enum, value_delimiter = ',', requires = "compare")]
-    pub scenarios: Vec<ScenarioArg>,
-    /// With --compare: run each server on CPU 0 and the load generator on CPU 1.
-    #[arg(long, requires = "compare")]
-    pub pin: bool,
-    /// With --compare: run every cell R times, interleaved (A B C A B C), and show each
-    /// cell's median round; worth it on a noisy machine.
-    #[arg(long, value_name = "R", default_value_t = 1, requires = "compare",
-          value_parser = clap::value_parser!(u16).range(1..=100))]
-    pub rounds: u16,
-    /// With --compare: also draw the results as an SVG chart at PATH.
-    #[arg(long, value_name = "PATH", requires = "compare")]
-    pub svg: Option<PathBuf>,
-    /// With --compare: the echoloop binary to start the servers from (default: this one),
-    /// for comparing two builds.
-    #[arg(long, value_name = "PATH", requires = "compare")]
-    pub server_exe: Option<PathBuf>,
-}
-
-/// `--mode` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ModeArg {
-    /// Echo messages and measure throughput and latency.
-    Echo,
-    /// Hold idle connections.
-    Idle,
-}
-
-/// `--models` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum VariantArg {
-    /// The event loop, one worker.
-    EventLoop,
-    /// The event loop with --workers 2.
-    EventLoopW2,
-    /// One thread per connection.
-    ThreadPerConn,
-    /// One connection at a time (1-connection scenario only).
-    Blocking,
-}
-
-/// `--scenarios` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ScenarioArg {
-    /// 1 connection, 64 B.
-    Latency,
-    /// 100 connections, 128 B.
-    SmallMany,
-    /// 50 connections, 4 KiB, pipeline 4.
-    Medium,
-    /// 8 connections, 64 KiB.
-    Bulk,
-    /// 2000 connections, 128 B.
-    Many,
-    /// 10000 idle connections: server memory per connection.
-    Idle,
-}
-
-impl From<VariantArg> for Variant {
-    fn from(v: VariantArg) -> Variant {
-        match v {
-            VariantArg::EventLoop => Variant::EventLoop,
-            VariantArg::EventLoopW2 => Variant::EventLoopW2,
-            VariantArg::ThreadPerConn => Variant::ThreadPerConn,
-            VariantArg::Blocking => Variant::Blocking,
-        }
-    }
-}
-
-impl From<ScenarioArg> for Scenario {
-    fn from(s: ScenarioArg) -> Scenario {
-        match s {
-            ScenarioArg::Latency => Scenario::Latency,
-            ScenarioArg::SmallMany => Scenario::SmallMany,
-            ScenarioArg::Medium => Scenario::Medium,
-            ScenarioArg::Bulk => Scenario::Bulk,
-            ScenarioArg::Many => Scenario::Many,
-            ScenarioArg::Idle => Scenario::Idle,
-        }
-    }
-}
-
-impl BenchArgs {
-    /// The library's task: no clap type goes past this point.
-    pub fn to_task(&self) -> Task {
-        if self.compare { Task::Compare(self.to_compare()) } else { Task::Single(self.to_single()) }
-    }
-
-    fn to_single(&self) -> BenchOptions {
-        let load = Load {
-            connections: self.connections as usize,
-            size: self.size,
-            pipeline: self.pipeline as usize,
-            warmup: self.warmup.unwrap_or(Duration::from_secs(1)),
-            duration: self.duration.unwrap_or(Duration::from_secs(5)),
-            threads: usize::from(self.threads),
-            spin: self.spin,
-        };
-        let mode = match self.mode {
-            ModeArg::Echo => bench::Mode::Echo,
-            ModeArg::Idle => bench::Mode::Idle,
-        };
-        BenchOptions { target: self.addr.clone(), mode, load, json: self.json.clone() }
-    }
-
-    fn to_compare(&self) -> CompareOptions {
-        let mut options = CompareOptions::new(self.server_exe.clone());
-        if !self.models.is_empty() {
-            options.variants = self.models.iter().map(|&m| m.into()).collect();
-        }
-        if !self.scenarios.is_empty() {
-            options.scenarios = self.scenarios.iter().map(|&s| s.into()).collect();
-        }
-        options.warmup = self.warmup.unwrap_or(options.warmup);
-        options.duration = self.duration.unwrap_or(options.duration);
-        options.threads = usize::from(self.threads);
-        options.pin = self.pin;
-        options.rounds = usize::from(self.rounds);
-        options.json = self.json.clone();
-        options.svg = self.svg.clone();
-        options
     }
 }
 

@@ -42,7 +42,6 @@
 #![deny(missing_docs, rust_2018_idioms)]
 
 mod addr;
-pub mod bench; // moving to crates/bench
 mod blocking;
 mod buffer;
 mod client;

@@ -17,14 +17,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(&args),
         Command::Client(args) => echoloop::run_client(&args.addr, &args.to_options()).map_err(Error::Io),
-        Command::Bench(args) => echoloop::bench::run(&args.to_task()).map_err(|e| {
-            // The load generator reports a bad request as InvalidInput before any socket exists.
-            if e.kind() == std::io::ErrorKind::InvalidInput {
-                Error::Usage(e.to_string())
-            } else {
-                Error::Io(e)
-            }
-        }),
+        #[cfg(feature = "bench")]
+        Command::Bench(args) => bench(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -65,4 +59,43 @@ fn serve(args: &ServeArgs) -> Result<(), Error> {
     drop(stdout);
     server.run()?;
     Ok(())
+}
+
+/// `echoloop bench`: the load generator, with this binary's models as the servers that
+/// `--compare` starts.
+#[cfg(feature = "bench")]
+fn bench(args: &echoloop_bench::BenchArgs) -> Result<(), Error> {
+    let catalog = builtin_servers(args.server_exe())?;
+    echoloop_bench::run(args, &catalog).map_err(|e| match e {
+        echoloop_bench::Error::Usage(message) => Error::Usage(message),
+        echoloop_bench::Error::Run(e) => Error::Io(e),
+    })
+}
+
+/// Each model as a command line: `EXE serve --model ... {addr}`, where EXE is this binary
+/// or `--server-exe`. The table sets the event loop against thread-per-conn.
+#[cfg(feature = "bench")]
+fn builtin_servers(server_exe: Option<&std::path::Path>) -> std::io::Result<echoloop_bench::Catalog> {
+    use echoloop_bench::{ADDR_PLACEHOLDER, Catalog, ServerSpec};
+    let exe = match server_exe {
+        Some(path) => path.to_path_buf(),
+        None => std::env::current_exe()?,
+    };
+    let serve = |name: &str, model: &[&str]| {
+        let mut argv = vec![exe.clone().into_os_string(), "serve".into()];
+        argv.extend(model.iter().map(Into::into));
+        // A cap above the idle scenario's 10000 connections, so it is never what is
+        // measured; quiet logs; a short grace, so that stopping is quick.
+        let common = ["--max-connections", "20000", "--shutdown-grace", "1", "-q", ADDR_PLACEHOLDER];
+        argv.extend(common.map(Into::into));
+        ServerSpec::new(name, argv)
+    };
+    let servers = vec![
+        serve("event-loop", &["--model", "event-loop"]),
+        serve("event-loop-w2", &["--model", "event-loop", "--workers", "2"]),
+        serve("thread-per-conn", &["--model", "thread-per-conn"]),
+        // One connection at a time: only the 1-connection scenario means anything for it.
+        serve("blocking", &["--model", "blocking"]).serving_at_most(1),
+    ];
+    Ok(Catalog { servers, ratio: Some(("event-loop".into(), "thread-per-conn".into())) })
 }

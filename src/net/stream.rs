@@ -144,21 +144,6 @@ impl BlockingStream {
         }
     }
 
-    /// Switch to non-blocking mode and wrap for mio (the load generator connects blocking,
-    /// then drives every connection from its event loop).
-    pub fn into_mio(self) -> io::Result<Stream> {
-        match self {
-            BlockingStream::Tcp(s) => {
-                s.set_nonblocking(true)?;
-                Ok(Stream::Tcp(mio::net::TcpStream::from_std(s)))
-            }
-            BlockingStream::Unix(s) => {
-                s.set_nonblocking(true)?;
-                Ok(Stream::Unix(mio::net::UnixStream::from_std(s)))
-            }
-        }
-    }
-
     /// The socket, for options, timeouts and `shutdown(2)`.
     pub fn sock_ref(&self) -> SockRef<'_> {
         match self {

@@ -1,6 +1,8 @@
 //! `echoloop bench`: it measures a real server, reports JSON, catches a server that
 //! corrupts its echo, refuses to load other machines, and `--compare` runs end to end.
 //! Durations are a fraction of a second: these tests check behaviour, never speed.
+//! (Only with the `bench` feature, which brings the subcommand.)
+#![cfg(feature = "bench")]
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -239,4 +241,67 @@ fn compare_runs_end_to_end() {
     }
     let svg = svg.expect("SVG written");
     assert!(svg.contains("<svg") && svg.contains("event-loop-w2"), "not a chart: {svg:.200}");
+}
+
+/// `--compare` starts the models named, as command lines with a free port for `{addr}`,
+/// waits for each to accept, and names each in the JSON; the blocking model, which serves
+/// one connection at a time, takes part in the 1-connection scenario.
+#[test]
+fn compare_names_each_model_it_started() {
+    let run = bench(&[
+        "--compare",
+        "--models",
+        "event-loop,blocking",
+        "--scenarios",
+        "latency",
+        "--warmup",
+        "0.1",
+        "--duration",
+        "0.3",
+        "--json",
+    ]);
+    assert_eq!(run.code, 0, "stdout: {}\nstderr: {}", run.stdout_text(), run.stderr);
+    let report = json(&run);
+    let runs = report["runs"].as_array().unwrap();
+    let models: Vec<&str> = runs.iter().map(|r| r["model"].as_str().unwrap()).collect();
+    assert_eq!(models, ["event-loop", "blocking"], "{report}");
+    for r in runs {
+        assert_eq!(r["scenario"].as_str(), Some("latency"), "{r}");
+        assert_eq!(r["outcome"]["kind"].as_str(), Some("echo"), "{r}");
+        assert!(r["outcome"]["msgs"].as_u64().unwrap() > 0, "{r}");
+        assert_eq!(r["outcome"]["mismatches"].as_u64(), Some(0), "{r}");
+        assert_eq!(r["problems"].as_array().map(Vec::len), Some(0), "{r}");
+    }
+}
+
+/// `--models` is checked against the models this binary knows, before anything starts.
+#[test]
+fn compare_refuses_an_unknown_model() {
+    let run = bench(&["--compare", "--models", "event-loop,tokio", "--duration", "0.2"]);
+    assert_eq!(run.code, 2, "stdout: {}", run.stdout_text());
+    let want = "no server named 'tokio' (known: event-loop, event-loop-w2, thread-per-conn, blocking)";
+    assert!(run.stderr.contains(want), "stderr: {}", run.stderr);
+}
+
+/// A server that cannot start is a problem of its run, said with the cause, and the
+/// comparison fails.
+#[test]
+fn compare_reports_a_server_that_cannot_start() {
+    let missing = std::env::temp_dir().join(format!("echoloop-missing-{}", std::process::id()));
+    let run = bench(&[
+        "--compare",
+        "--models",
+        "event-loop",
+        "--scenarios",
+        "latency",
+        "--duration",
+        "0.2",
+        "--server-exe",
+        missing.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 1, "stdout: {}", run.stdout_text());
+    let table = run.stdout_text();
+    assert!(table.contains("| 1 conn · 64 B | failed ⚠ |"), "{table}");
+    assert!(table.contains(&format!("server did not start: cannot start {}", missing.display())), "{table}");
+    assert!(run.stderr.contains("1 of 1 runs had problems"), "stderr: {}", run.stderr);
 }

@@ -4,9 +4,9 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use echoloop::{Framing, ListenAddr, Model};
+use echoloop::{Framing, Model};
 
-use crate::util::{TestServer, assert_same_bytes, config, random_bytes, run_bin_with};
+use crate::util::{SocketPath, TestServer, assert_same_bytes, config, random_bytes, run_bin_with};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -34,11 +34,8 @@ fn empty_input_echoes_nothing() {
 /// The same over a Unix domain socket (`unix:PATH`).
 #[test]
 fn pipes_over_a_unix_socket() {
-    let path = std::env::temp_dir().join(format!("echoloop-client-{}.sock", std::process::id()));
-    let server = TestServer::start(echoloop::ServerConfig {
-        addr: ListenAddr::Unix(path),
-        ..config(Model::EventLoop)
-    });
+    let path = SocketPath::new("client");
+    let server = TestServer::start(path.config(Model::EventLoop));
     let data = random_bytes(512 << 10, 42);
     let run = run_bin_with(&["client", &server.addr().to_string()], data.clone(), LIMIT);
     assert_eq!(run.code, 0, "stderr: {}", run.stderr);

@@ -4,7 +4,6 @@
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpListener;
 use std::os::unix::net::UnixListener;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
@@ -112,26 +111,6 @@ fn ipv6_loopback_echo() {
 }
 
 /// A Unix socket path that is removed (if a previous run left it) now and on drop.
-struct SocketPath(PathBuf);
-
-impl SocketPath {
-    fn new(name: &str) -> SocketPath {
-        let path = temp_socket_path(name);
-        let _ = std::fs::remove_file(&path);
-        SocketPath(path)
-    }
-
-    fn addr(&self) -> String {
-        format!("unix:{}", self.0.display())
-    }
-}
-
-impl Drop for SocketPath {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 /// Echo over a Unix domain socket is exact, and the socket file is gone once the server stops.
 #[test]
 fn unix_socket_echo_and_file_removed_on_stop() {

@@ -35,16 +35,12 @@ fn half_close_while_server_has_pending_bytes() {
     // Tiny server send buffer and client receive buffer, and the client does not read until
     // after its half-close: the trace must show the EOF read with bytes still pending.
     let bin = Bin::serve_env(&[("RUST_LOG", "echoloop=trace")], &["--send-buffer", "4096", "127.0.0.1:0"]);
-    let mut stream = connect_with_buffers(bin.tcp(), None, Some(4096));
+    let stream = connect_with_buffers(bin.tcp(), None, Some(4096));
     // More than the way back (server send buffer + client receive buffer) holds, so the
     // rest waits in the server's pending buffer; less than the whole round trip holds, so
     // writing all of it without reading cannot block for good.
     let data = random_bytes(80 * 1024, 23);
-    stream.write_all(&data).expect("send without reading");
-    stream.shutdown(Shutdown::Write).unwrap();
-    let mut got = Vec::new();
-    stream.read_to_end(&mut got).expect("EOF after the echo, not an error");
-    assert_same_bytes(&got, &data);
+    assert_same_bytes(&send_all_then_read_echo(stream, &data), &data);
 
     bin.signal(libc::SIGTERM);
     let (status, log) = bin.wait(IO_TIMEOUT);
@@ -58,19 +54,11 @@ fn half_close_while_server_has_pending_bytes() {
 /// Over a Unix socket too: send more than the pending cap, half-close, read it all, then EOF.
 #[test]
 fn unix_socket_half_close_after_more_than_the_cap() {
-    use echoloop::ServerConfig;
-    let path = temp_socket_path("half-close");
-    let _ = std::fs::remove_file(&path);
-    let addr = format!("unix:{}", path.display()).parse().unwrap();
-    let server = TestServer::start(ServerConfig { addr, ..config(Model::EventLoop) });
-    let mut stream = server.connect_unix();
+    let path = SocketPath::new("half-close");
+    let server = TestServer::start(path.config(Model::EventLoop));
     // Over the 64 KiB cap, but within what the Unix socket buffers hold both ways.
     let data = random_bytes(160 * 1024, 24);
-    stream.write_all(&data).expect("send without reading");
-    stream.shutdown(Shutdown::Write).unwrap();
-    let mut got = Vec::new();
-    stream.read_to_end(&mut got).expect("EOF after the echo");
-    assert_same_bytes(&got, &data);
+    assert_same_bytes(&send_all_then_read_echo(server.connect_unix(), &data), &data);
     assert_eq!(server.stop().bytes_echoed, data.len() as u64);
 }
 

@@ -102,11 +102,8 @@ fn idle_clients_are_closed_at_once_on_shutdown() {
 /// A Unix socket client with echoes pending at shutdown also gets an exact prefix and EOF.
 #[test]
 fn unix_socket_shutdown_with_pending_echoes() {
-    use echoloop::{Model, ServerConfig};
-    let path = temp_socket_path("shutdown");
-    let _ = std::fs::remove_file(&path);
-    let addr = format!("unix:{}", path.display()).parse().unwrap();
-    let server = TestServer::start(ServerConfig { addr, ..config(Model::EventLoop) });
+    let path = SocketPath::new("shutdown");
+    let server = TestServer::start(path.config(echoloop::Model::EventLoop));
     let mut stream = server.connect_unix();
     let data = random_bytes(8 << 20, 53);
     let written = write_until_blocked(&stream, &data);
@@ -121,5 +118,5 @@ fn unix_socket_shutdown_with_pending_echoes() {
     assert!(!got.is_empty() && got.len() <= written);
     assert_same_bytes(&got, &data[..got.len()]);
     assert_eq!(summary.bytes_echoed, got.len() as u64);
-    assert!(!path.exists());
+    assert!(!path.0.exists());
 }

@@ -5,7 +5,7 @@
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
@@ -397,6 +397,44 @@ pub fn assert_closed_by_server(mut stream: &TcpStream) {
 /// A temporary path for a Unix socket, unique per test and process (removed by the caller).
 pub fn temp_socket_path(name: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("echoloop-test-{}-{name}.sock", std::process::id()))
+}
+
+/// A fresh Unix socket path for one test: removed before use and again on drop.
+pub struct SocketPath(pub PathBuf);
+
+impl SocketPath {
+    /// `temp_socket_path(name)`, with any leftover file removed.
+    pub fn new(name: &str) -> SocketPath {
+        let path = temp_socket_path(name);
+        let _ = std::fs::remove_file(&path);
+        SocketPath(path)
+    }
+
+    /// `unix:PATH`, as typed on a command line.
+    pub fn addr(&self) -> String {
+        format!("unix:{}", self.0.display())
+    }
+
+    /// A config for `model` listening here.
+    pub fn config(&self, model: Model) -> ServerConfig {
+        ServerConfig { addr: ListenAddr::Unix(self.0.clone()), ..config(model) }
+    }
+}
+
+impl Drop for SocketPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Write all of `data` (without reading: it must fit in the buffers both ways), half-close,
+/// then read the echo until the server closes.
+pub fn send_all_then_read_echo<S: Duplex>(mut stream: S, data: &[u8]) -> Vec<u8> {
+    stream.write_all(data).expect("send without reading");
+    stream.shutdown_write().expect("half-close");
+    let mut got = Vec::new();
+    stream.read_to_end(&mut got).expect("EOF after the echo, not an error");
+    got
 }
 
 /// Connect with the given SO_SNDBUF / SO_RCVBUF, set before `connect` so that the TCP

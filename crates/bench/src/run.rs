@@ -8,12 +8,8 @@
 //! the round trip is recorded if it ended inside the measured window, and a new message is
 //! queued in its place. So each connection keeps exactly `pipeline` messages in flight.
 //!
-//! ## Connecting
-//!
-//! Connections are opened one at a time, and each must echo one byte (a *ping*) before the
-//! next is opened. Then the server has accepted and served every connection before any
-//! load starts, and connects never outrun a slow accept loop: a full listen backlog drops
-//! SYNs, and a dropped SYN costs a one-second retransmit that would stall the whole phase.
+//! Connections are opened one at a time, each pinged before the next ([`crate::stream`]
+//! says why).
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,12 +20,12 @@ use mio::event::Event;
 use mio::{Events, Interest, Poll, Token};
 use serde::Serialize;
 
-use super::histogram::{Latency, RoundTrips};
-use super::pattern::{CHUNK, PERIOD, Pattern};
-use super::progress::Progress;
-use super::sys;
-use crate::addr::ListenAddr;
-use crate::net::{self, Stream};
+use crate::histogram::{Latency, RoundTrips};
+use crate::pattern::{CHUNK, PERIOD, Pattern};
+use crate::progress::Progress;
+use crate::stream::{self, Stream};
+use crate::sys;
+use crate::target::Target;
 
 /// Each load-generator thread's read buffer.
 const READ_BUFFER: usize = 256 * 1024;
@@ -163,7 +159,7 @@ impl IdleReport {
 /// Put `load` on the server at `target` and measure it. `watch` is the server's PID, when
 /// known, so that its CPU use over the window is reported too.
 pub fn run_echo(
-    target: &ListenAddr,
+    target: &Target,
     load: &Load,
     watch: Option<u32>,
     progress: &Progress,
@@ -202,7 +198,7 @@ pub fn run_echo(
 }
 
 impl EchoReport {
-    fn new(target: &ListenAddr, load: &Load, connections: usize, total: &Tally, usage: Usage) -> EchoReport {
+    fn new(target: &Target, load: &Load, connections: usize, total: &Tally, usage: Usage) -> EchoReport {
         let secs = load.duration.as_secs_f64();
         let client_cpu = usage.client.as_secs_f64() / secs;
         EchoReport {
@@ -233,7 +229,7 @@ impl EchoReport {
 
 /// Open `count` connections to `target` and hold them, for memory studies; [`IdleSet::hold`]
 /// then watches them for a while.
-pub fn open_idle(target: &ListenAddr, count: usize, progress: &Progress) -> io::Result<IdleSet> {
+pub fn open_idle(target: &Target, count: usize, progress: &Progress) -> io::Result<IdleSet> {
     let connected = connect_all(target, count, progress);
     if connected.streams.is_empty() {
         return Err(connected.into_error());
@@ -339,7 +335,7 @@ impl Connected {
 }
 
 /// Open `count` connections one at a time, each pinged before the next.
-fn connect_all(target: &ListenAddr, count: usize, progress: &Progress) -> Connected {
+fn connect_all(target: &Target, count: usize, progress: &Progress) -> Connected {
     progress.connecting(count as u64);
     let start = Instant::now();
     let deadline = start + CONNECT_PHASE_LIMIT;
@@ -351,7 +347,7 @@ fn connect_all(target: &ListenAddr, count: usize, progress: &Progress) -> Connec
             let msg = format!("the connect phase took longer than {}s", CONNECT_PHASE_LIMIT.as_secs());
             Err(io::Error::new(ErrorKind::TimedOut, msg))
         } else {
-            connect_one(target, left.min(CONNECT_LIMIT))
+            stream::connect(target, left.min(CONNECT_LIMIT))
         };
         match result {
             Ok(stream) => streams.push(stream),
@@ -363,29 +359,6 @@ fn connect_all(target: &ListenAddr, count: usize, progress: &Progress) -> Connec
         progress.connected_one();
     }
     Connected { opened: streams.len(), streams, failed, first_error, elapsed: start.elapsed() }
-}
-
-/// Connect, ping, and hand the socket over to mio.
-fn connect_one(target: &ListenAddr, limit: Duration) -> io::Result<Stream> {
-    let mut stream = net::connect(target, limit)?;
-    if stream.is_tcp() {
-        // Our messages are whole requests: do not let Nagle hold them back.
-        stream.sock_ref().set_tcp_nodelay(true)?;
-    }
-    stream.sock_ref().set_read_timeout(Some(limit))?;
-    stream.write_all(b"!")?;
-    let mut answer = [0u8; 1];
-    match stream.read_exact(&mut answer) {
-        Ok(()) if answer == *b"!" => {}
-        Ok(()) => return Err(io::Error::new(ErrorKind::InvalidData, "the 1-byte ping came back wrong")),
-        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-            let msg = format!("no answer to a 1-byte ping within {}s", limit.as_secs_f64());
-            return Err(io::Error::new(ErrorKind::TimedOut, msg));
-        }
-        Err(e) => return Err(io::Error::new(e.kind(), format!("ping: {e}"))),
-    }
-    stream.sock_ref().set_read_timeout(None)?;
-    stream.into_mio()
 }
 
 /// Deal connections round-robin to `threads` workers, each numbered (the number picks its
@@ -628,7 +601,7 @@ impl Flow {
     fn close(&mut self, poll: &Poll) {
         self.open = false;
         let _ = poll.registry().deregister(&mut self.stream); // best effort: it is going away
-        let _ = self.stream.sock_ref().shutdown(std::net::Shutdown::Both);
+        let _ = self.stream.shutdown(); // best effort too
     }
 }
 

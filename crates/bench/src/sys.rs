@@ -1,6 +1,7 @@
 //! What the load generator asks of the operating system: descriptor limits, CPU time,
-//! CPU pinning, and another process's memory and CPU from `/proc`. Linux only, like the
-//! rest of the benchmark (it reads `/proc`); each call is small and says why it exists.
+//! CPU pinning, another process's memory and CPU from `/proc`, and signals to the servers
+//! `--compare` starts. Linux only, like the rest of the benchmark (it reads `/proc`); each
+//! call is small and says why it exists.
 
 use std::io;
 use std::time::Duration;
@@ -22,6 +23,22 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
         }
     }
     Ok(limit.rlim_cur)
+}
+
+/// Descriptors kept for everything but connections: stdio, epoll, wakers, files.
+pub const RESERVED_DESCRIPTORS: u64 = 64;
+
+/// Raise the descriptor limit, and refuse at once if `connections` cannot fit under it.
+pub fn require_descriptors(connections: usize) -> io::Result<()> {
+    let limit = raise_nofile_limit()?;
+    let needed = connections as u64 + RESERVED_DESCRIPTORS;
+    if needed > limit {
+        return Err(io::Error::other(format!(
+            "--connections {connections} needs about {needed} file descriptors, but the limit is {limit} \
+             (raise the hard limit: ulimit -Hn)"
+        )));
+    }
+    Ok(())
 }
 
 /// User plus system CPU time of this whole process (every thread) so far.
@@ -93,6 +110,22 @@ pub fn cpu_model() -> String {
     let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let line = info.lines().find(|l| l.starts_with("model name"));
     line.and_then(|l| l.split_once(':')).map_or_else(String::new, |(_, name)| name.trim().to_string())
+}
+
+/// `uname -r`, for reports; empty when unknown.
+pub fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+/// Send SIGTERM to process `pid`: a server's cue to finish and exit, as a service manager
+/// would stop it. Only ever called with the PID of a child we started and have not reaped.
+pub fn terminate(pid: u32) -> io::Result<()> {
+    let pid = libc::pid_t::try_from(pid).map_err(io::Error::other)?;
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+    if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! `--svg PATH`: the comparison as small multiples, one panel per scenario, one bar per
 //! model, each bar labelled with its value. Scenarios differ by orders of magnitude
 //! (a 64 KiB message against a 64 B one), so each panel has its own scale: compare the
-//! bars within a panel, not across panels. Drawn with plotters' SVG backend.
+//! bars within a panel, not across panels. Drawn with plotters' SVG backend from the
+//! results alone, beside the text report and independent of it.
 
 use std::io;
 use std::path::Path;
@@ -10,32 +11,44 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use super::compare::{CompareReport, Outcome, Scenario, Variant};
-use super::report::{self, bytes, count};
+use crate::human::{bytes, count};
+use crate::results::{CompareReport, Outcome};
+use crate::scenario::Scenario;
 
 /// The canvas, in pixels.
 const SIZE: (u32, u32) = (1200, 780);
 
-/// One colour per model, the same in every panel.
-fn colour(variant: Variant) -> RGBColor {
-    match variant {
-        Variant::EventLoop => RGBColor(31, 119, 180),
-        Variant::EventLoopW2 => RGBColor(114, 176, 222),
-        Variant::ThreadPerConn => RGBColor(214, 99, 39),
-        Variant::Blocking => RGBColor(128, 128, 128),
-    }
+/// One colour per server, by its column in the table, the same in every panel.
+const PALETTE: [RGBColor; 8] = [
+    RGBColor(31, 119, 180),
+    RGBColor(114, 176, 222),
+    RGBColor(214, 99, 39),
+    RGBColor(128, 128, 128),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+    RGBColor(227, 119, 194),
+    RGBColor(188, 189, 34),
+];
+
+/// One bar: a server's value in one scenario. A failed run is a zero bar labelled so.
+struct Bar<'a> {
+    model: &'a str,
+    /// The server's column in the table, which picks its colour.
+    column: usize,
+    value: f64,
+    label: String,
 }
 
-/// One panel's bars: (model, value, label). A failed run is a zero bar labelled so.
-struct Panel {
+/// One scenario's bars.
+struct Panel<'a> {
     title: String,
     unit: &'static str,
-    bars: Vec<(Variant, f64, String)>,
+    bars: Vec<Bar<'a>>,
 }
 
 /// Draw the chart to `path`.
 pub fn draw(report: &CompareReport, path: &Path) -> io::Result<()> {
-    let panels: Vec<Panel> = report::scenarios_in(report).into_iter().map(|s| panel(report, s)).collect();
+    let panels: Vec<Panel<'_>> = report.scenarios().into_iter().map(|s| panel(report, s)).collect();
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(failed)?;
     let title = format!(
@@ -55,31 +68,34 @@ pub fn draw(report: &CompareReport, path: &Path) -> io::Result<()> {
 }
 
 /// The bars of one scenario.
-fn panel(report: &CompareReport, scenario: Scenario) -> Panel {
-    let idle = scenario == Scenario::Idle;
-    let bars = report::variants_in(report)
-        .into_iter()
-        .filter_map(|v| report::find(report, v, scenario).map(|run| (v, &run.outcome)))
-        .map(|(v, outcome)| match outcome {
-            Outcome::Echo(e) => (v, e.msgs_per_s, count(e.msgs_per_s)),
-            Outcome::Idle(m) => {
-                let b = m.bytes_per_connection.unwrap_or(0.0);
-                (v, b, bytes(b))
-            }
-            Outcome::Failed { .. } => (v, 0.0, "failed".to_string()),
-        })
-        .collect();
-    let (title, unit) = if idle {
-        (scenario.title(), "bytes per connection (lower is better)")
+fn panel(report: &CompareReport, scenario: Scenario) -> Panel<'_> {
+    let bars = report.models().into_iter().enumerate().filter_map(|(column, model)| {
+        let (value, label) = bar_value(&report.find(model, scenario)?.outcome);
+        Some(Bar { model, column, value, label })
+    });
+    let unit = if scenario.is_echo() {
+        "msgs/s (higher is better)"
     } else {
-        (scenario.title(), "msgs/s (higher is better)")
+        "bytes per connection (lower is better)"
     };
-    Panel { title, unit, bars }
+    Panel { title: scenario.title(), unit, bars: bars.collect() }
 }
 
-fn draw_panel(area: &DrawingArea<SVGBackend<'_>, Shift>, panel: &Panel) -> io::Result<()> {
+/// A bar's height and label: msgs/s, or bytes per idle connection.
+fn bar_value(outcome: &Outcome) -> (f64, String) {
+    match outcome {
+        Outcome::Echo(e) => (e.msgs_per_s, count(e.msgs_per_s)),
+        Outcome::Idle(m) => {
+            let b = m.bytes_per_connection.unwrap_or(0.0);
+            (b, bytes(b))
+        }
+        Outcome::Failed { .. } => (0.0, "failed".to_string()),
+    }
+}
+
+fn draw_panel(area: &DrawingArea<SVGBackend<'_>, Shift>, panel: &Panel<'_>) -> io::Result<()> {
     let n = panel.bars.len().max(1);
-    let top = panel.bars.iter().map(|b| b.1).fold(0.0, f64::max).max(1.0) * 1.18;
+    let top = panel.bars.iter().map(|b| b.value).fold(0.0, f64::max).max(1.0) * 1.18;
     let mut chart = ChartBuilder::on(area)
         .caption(&panel.title, ("sans-serif", 16))
         .margin(12)
@@ -88,7 +104,7 @@ fn draw_panel(area: &DrawingArea<SVGBackend<'_>, Shift>, panel: &Panel) -> io::R
         // An integer range is inclusive here: 0..n-1 makes n segments, one per bar.
         .build_cartesian_2d((0..n - 1).into_segmented(), 0.0..top)
         .map_err(failed)?;
-    let names: Vec<&str> = panel.bars.iter().map(|b| b.0.name()).collect();
+    let names: Vec<&str> = panel.bars.iter().map(|b| b.model).collect();
     let unit_is_bytes = panel.unit.starts_with("bytes");
     chart
         .configure_mesh()
@@ -107,10 +123,11 @@ fn draw_panel(area: &DrawingArea<SVGBackend<'_>, Shift>, panel: &Panel) -> io::R
         .draw()
         .map_err(failed)?;
     chart
-        .draw_series(panel.bars.iter().enumerate().map(|(i, (variant, value, _))| {
+        .draw_series(panel.bars.iter().enumerate().map(|(i, bar)| {
+            let colour = PALETTE[bar.column % PALETTE.len()];
             let mut bar = Rectangle::new(
-                [(SegmentValue::Exact(i), 0.0), (SegmentValue::Exact(i + 1), *value)],
-                colour(*variant).filled(),
+                [(SegmentValue::Exact(i), 0.0), (SegmentValue::Exact(i + 1), bar.value)],
+                colour.filled(),
             );
             bar.set_margin(0, 0, 10, 10);
             bar
@@ -119,8 +136,8 @@ fn draw_panel(area: &DrawingArea<SVGBackend<'_>, Shift>, panel: &Panel) -> io::R
     let label_style =
         TextStyle::from(("sans-serif", 13).into_font()).pos(Pos::new(HPos::Center, VPos::Bottom));
     chart
-        .draw_series(panel.bars.iter().enumerate().map(|(i, (_, value, label))| {
-            Text::new(label.clone(), (SegmentValue::CenterOf(i), *value), label_style.clone())
+        .draw_series(panel.bars.iter().enumerate().map(|(i, bar)| {
+            Text::new(bar.label.clone(), (SegmentValue::CenterOf(i), bar.value), label_style.clone())
         }))
         .map_err(failed)?;
     Ok(())

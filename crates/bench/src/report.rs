@@ -1,15 +1,21 @@
-//! What the user reads: a single run as text or JSON; `--compare` as one markdown table
-//! (scenarios down, models across), as JSON, and as an SVG chart.
+//! What the user reads: a single run as text or JSON, and `--compare` as one markdown
+//! table (scenarios down, servers across) with the CPU table, legend and problems below it.
+//! It reads the results; the SVG chart, beside it, reads them too, and neither reads the
+//! other.
 
 use std::fmt::Write as _;
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::JsonTarget;
-use super::compare::{CompareReport, Outcome, RunResult, Scenario, Variant};
-use super::run::{EchoReport, IdleReport};
+use crate::human::{bytes, count, micros};
+use crate::results::{CompareReport, Outcome, RunResult};
+use crate::run::{EchoReport, IdleReport};
+
+/// Where `--json` sends a report: JSON on stdout instead of text (`Some(None)`), JSON to a
+/// file besides the text (`Some(Some(path))`), or text only (`None`).
+pub type JsonTarget = Option<Option<PathBuf>>;
 
 /// Printed when the load generator was saturated.
 pub const CLIENT_BOUND_WARNING: &str = "warning: the load generator used ≥ 95% of its CPU, so the server may be \
@@ -113,119 +119,93 @@ pub fn idle_problems(r: &IdleReport) -> String {
     )
 }
 
-/// `--compare` output: the table on stdout (or JSON with a bare `--json`), JSON and SVG
-/// files when asked.
-pub fn emit_comparison(
-    report: &CompareReport,
-    json: &JsonTarget,
-    svg: &Option<std::path::PathBuf>,
-) -> io::Result<()> {
-    if let Some(path) = svg {
-        super::chart::draw(report, path)?;
-    }
-    emit(report, json, table(report))
-}
-
-/// The variants that appear in the report, in table order.
-pub fn variants_in(report: &CompareReport) -> Vec<Variant> {
-    Variant::ALL.into_iter().filter(|v| report.runs.iter().any(|r| r.model == *v)).collect()
-}
-
-/// The scenarios that appear in the report, in table order.
-pub fn scenarios_in(report: &CompareReport) -> Vec<Scenario> {
-    Scenario::ALL.into_iter().filter(|s| report.runs.iter().any(|r| r.scenario == *s)).collect()
-}
-
-/// The run of `variant` in `scenario`, if it ran.
-pub fn find(report: &CompareReport, variant: Variant, scenario: Scenario) -> Option<&RunResult> {
-    report.runs.iter().find(|r| r.model == variant && r.scenario == scenario)
-}
-
-/// The side-by-side markdown table, with its legend, settings and problems.
+/// The side-by-side markdown table, with the CPU table, legend, settings and problems.
 pub fn table(report: &CompareReport) -> String {
-    let variants = variants_in(report);
-    let ratio = variants.contains(&Variant::EventLoop) && variants.contains(&Variant::ThreadPerConn);
-    let mut s = String::from("| scenario |");
-    for v in &variants {
-        let _ = write!(s, " {} |", v.name());
-    }
-    s.push_str(if ratio { " event-loop vs thread-per-conn |\n|---|" } else { "\n|---|" });
-    s.push_str(&"---:|".repeat(variants.len() + usize::from(ratio)));
-    s.push('\n');
-    for scenario in scenarios_in(report) {
+    let models = report.models();
+    let ratio =
+        report.ratio.as_ref().filter(|(a, b)| models.contains(&a.as_str()) && models.contains(&b.as_str()));
+    let ratio = ratio.map(|(a, b)| (a.as_str(), b.as_str()));
+    let mut s = header(&models, ratio);
+    for scenario in report.scenarios() {
         let _ = write!(s, "| {} |", scenario.title());
-        for &v in &variants {
-            let _ = write!(s, " {} |", cell(find(report, v, scenario)));
+        for &model in &models {
+            let _ = write!(s, " {} |", cell(report.find(model, scenario)));
         }
-        if ratio {
-            let (a, b) =
-                (find(report, Variant::EventLoop, scenario), find(report, Variant::ThreadPerConn, scenario));
-            let _ = write!(s, " {} |", ratio_cell(a, b));
+        if let Some((a, b)) = ratio {
+            let _ = write!(s, " {} |", ratio_cell(report.find(a, scenario), report.find(b, scenario)));
         }
         s.push('\n');
     }
-    let _ = write!(s, "| server peak RSS |");
-    for &v in &variants {
-        let _ = write!(s, " {} |", peak_rss(report, v).map_or("?".into(), |b| bytes(b as f64)));
+    s.push_str(&peak_rss_row(report, &models, ratio));
+    s.push_str(&legend(report));
+    s.push_str(&cpu_table(report, &models));
+    s.push_str(&footer(report));
+    s
+}
+
+/// The header row and the alignment row.
+fn header(models: &[&str], ratio: Option<(&str, &str)>) -> String {
+    let mut s = String::from("| scenario |");
+    for model in models {
+        let _ = write!(s, " {model} |");
     }
-    if ratio {
-        let peaks = (peak_rss(report, Variant::EventLoop), peak_rss(report, Variant::ThreadPerConn));
-        let cell = match peaks {
-            (Some(a), Some(b)) if a > 0 && b > 0 => memory_ratio(a as f64 / b as f64),
+    if let Some((a, b)) = ratio {
+        let _ = write!(s, " {a} vs {b} |");
+    }
+    let _ = writeln!(s, "\n|---|{}", "---:|".repeat(models.len() + usize::from(ratio.is_some())));
+    s
+}
+
+/// Each server's peak resident memory over all its runs, and the ratio of the pair.
+fn peak_rss_row(report: &CompareReport, models: &[&str], ratio: Option<(&str, &str)>) -> String {
+    let mut s = String::from("| server peak RSS |");
+    for &model in models {
+        let _ = write!(s, " {} |", report.peak_rss(model).map_or("?".into(), |b| bytes(b as f64)));
+    }
+    if let Some((a, b)) = ratio {
+        let cell = match (report.peak_rss(a), report.peak_rss(b)) {
+            (Some(x), Some(y)) if x > 0 && y > 0 => memory_ratio(x as f64 / y as f64),
             _ => String::new(),
         };
         let _ = write!(s, " {cell} |");
     }
     s.push('\n');
-    s.push_str(&legend(report));
-    s.push_str(&cpu_table(report, &variants));
-    s.push_str(&footer(report));
     s
 }
 
 /// Server CPU per message, and server CPU use over the window. It ranks efficiency even
 /// where throughput was capped by the load generator (‡): a server at 60% of a core while
 /// the client is at 100% had room to spare.
-fn cpu_table(report: &CompareReport, variants: &[Variant]) -> String {
-    let echo_scenarios: Vec<Scenario> = scenarios_in(report)
-        .into_iter()
-        .filter(|s| matches!(s.shape(), super::compare::Shape::Echo { .. }))
-        .collect();
+fn cpu_table(report: &CompareReport, models: &[&str]) -> String {
+    let echo_scenarios: Vec<_> = report.scenarios().into_iter().filter(|s| s.is_echo()).collect();
     if echo_scenarios.is_empty() {
         return String::new();
     }
-    let mut s = String::from(
-        "\nServer CPU time per message · server CPU use (lower per message is better):\n\n| scenario |",
-    );
-    for v in variants {
-        let _ = write!(s, " {} |", v.name());
-    }
-    let _ = writeln!(s, "\n|---|{}", "---:|".repeat(variants.len()));
+    let mut s =
+        String::from("\nServer CPU time per message · server CPU use (lower per message is better):\n\n");
+    s.push_str(&header(models, None));
     for scenario in echo_scenarios {
         let _ = write!(s, "| {} |", scenario.title());
-        for &v in variants {
-            let cell = match find(report, v, scenario).map(|r| &r.outcome) {
-                Some(Outcome::Echo(e)) => match e.server_cpu {
-                    Some(cpu) if e.msgs_per_s > 0.0 => {
-                        format!("{} · {:.0}%", micros(cpu * 1e6 / e.msgs_per_s), cpu * 100.0)
-                    }
-                    _ => "?".into(),
-                },
-                Some(_) => "failed".into(),
-                None => "—".into(),
-            };
-            let _ = write!(s, " {cell} |");
+        for &model in models {
+            let _ = write!(s, " {} |", cpu_cell(report.find(model, scenario)));
         }
         s.push('\n');
     }
     s
 }
 
-/// The most a variant's server was resident in any of its runs that measured something.
-pub fn peak_rss(report: &CompareReport, variant: Variant) -> Option<u64> {
-    let measured =
-        report.runs.iter().filter(|r| r.model == variant && !matches!(r.outcome, Outcome::Failed { .. }));
-    measured.filter_map(|r| r.server_peak_rss).max()
+/// One cell of the CPU table.
+fn cpu_cell(run: Option<&RunResult>) -> String {
+    match run.map(|r| &r.outcome) {
+        Some(Outcome::Echo(e)) => match e.server_cpu {
+            Some(cpu) if e.msgs_per_s > 0.0 => {
+                format!("{} · {:.0}%", micros(cpu * 1e6 / e.msgs_per_s), cpu * 100.0)
+            }
+            _ => "?".into(),
+        },
+        Some(_) => "failed".into(),
+        None => "—".into(),
+    }
 }
 
 /// What the cells and marks mean.
@@ -234,7 +214,7 @@ fn legend(report: &CompareReport) -> String {
         "\nCells: messages/s · p99 round trip (higher / lower is better). Idle row: server RSS growth ÷ \
          connections held. Peak RSS: the most the server was resident in any scenario.\n",
     );
-    if report.runs.iter().any(|r| matches!(&r.outcome, Outcome::Echo(e) if e.client_bound)) {
+    if report.any_client_bound() {
         s.push_str("‡ the load generator used ≥ 95% of its CPU: that server may be faster than shown.\n");
     }
     s
@@ -259,25 +239,34 @@ fn footer(report: &CompareReport) -> String {
         if t.pinned { "servers pinned to CPU 0, load generator to CPU 1" } else { "not pinned" },
     );
     if t.rounds > 1 {
-        let _ = write!(s, "{} rounds, interleaved (A B C A B C); each cell is its median round.", t.rounds);
-        if let Some((spread, run)) = widest_spread(report) {
-            let _ = write!(
-                s,
-                " Widest spread between rounds: {:.0}% of the median ({} · {}).",
-                spread * 100.0,
-                run.model.name(),
-                run.scenario.name()
-            );
-        }
-        s.push('\n');
+        s.push_str(&rounds_note(report));
     }
     let problems: Vec<_> = report.runs.iter().filter(|r| !r.is_clean()).collect();
     if !problems.is_empty() {
         s.push_str("\n⚠ Problems:\n");
         for r in problems {
-            let _ = writeln!(s, "- {} · {}: {}", r.model.name(), r.scenario.name(), r.problems.join("; "));
+            let _ = writeln!(s, "- {} · {}: {}", r.model, r.scenario.name(), r.problems.join("; "));
         }
     }
+    s
+}
+
+/// With `--rounds`: how the rounds were run, and the cell whose rounds differed most.
+fn rounds_note(report: &CompareReport) -> String {
+    let mut s = format!(
+        "{} rounds, interleaved (A B C A B C); each cell is its median round.",
+        report.settings.rounds
+    );
+    if let Some((spread, run)) = widest_spread(report) {
+        let _ = write!(
+            s,
+            " Widest spread between rounds: {:.0}% of the median ({} · {}).",
+            spread * 100.0,
+            run.model,
+            run.scenario.name()
+        );
+    }
+    s.push('\n');
     s
 }
 
@@ -310,9 +299,10 @@ fn cell(run: Option<&RunResult>) -> String {
     }
 }
 
-/// Event loop against thread-per-conn: msgs/s ratio, or memory ratio for the idle row.
-fn ratio_cell(event_loop: Option<&RunResult>, threads: Option<&RunResult>) -> String {
-    let (Some(a), Some(b)) = (event_loop, threads) else { return String::new() };
+/// The first server of the pair against the second: msgs/s ratio, or memory ratio for the
+/// idle row.
+fn ratio_cell(first: Option<&RunResult>, second: Option<&RunResult>) -> String {
+    let (Some(a), Some(b)) = (first, second) else { return String::new() };
     match (&a.outcome, &b.outcome) {
         (Outcome::Echo(x), Outcome::Echo(y)) if y.msgs_per_s > 0.0 => {
             format!("{:.2}×", x.msgs_per_s / y.msgs_per_s)
@@ -325,7 +315,7 @@ fn ratio_cell(event_loop: Option<&RunResult>, threads: Option<&RunResult>) -> St
     }
 }
 
-/// Event-loop memory over thread-per-conn memory, said the way round that reads best:
+/// The first server's memory over the second's, said the way round that reads best:
 /// "167× less memory", "1.20× more memory".
 fn memory_ratio(r: f64) -> String {
     match r {
@@ -335,68 +325,32 @@ fn memory_ratio(r: f64) -> String {
     }
 }
 
-/// 1234567.0 → "1.23M", 45100.0 → "45.1k", 812.0 → "812".
-pub fn count(n: f64) -> String {
-    match n {
-        n if n >= 1e6 => format!("{:.2}M", n / 1e6),
-        n if n >= 1e4 => format!("{:.1}k", n / 1e3),
-        n if n >= 1e3 => format!("{:.2}k", n / 1e3),
-        n => format!("{n:.0}"),
-    }
-}
-
-/// Microseconds for people: "38 µs", "1.25 ms", "2.10 s".
-pub fn micros(us: f64) -> String {
-    match us {
-        us if us >= 1e6 => format!("{:.2} s", us / 1e6),
-        us if us >= 1e3 => format!("{:.2} ms", us / 1e3),
-        us if us >= 100.0 => format!("{us:.0} µs"),
-        us => format!("{us:.1} µs"),
-    }
-}
-
-/// Bytes for people: "64 B", "4 KiB", "1.5 MiB".
-pub fn bytes(n: f64) -> String {
-    let units = [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
-    for (unit, size) in units {
-        let size = size as f64;
-        if n >= size {
-            let v = n / size;
-            return if v.fract() == 0.0 { format!("{v:.0} {unit}") } else { format!("{v:.1} {unit}") };
-        }
-    }
-    format!("{n:.0} B")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::compare::fixtures::{echo, idle};
-    use crate::bench::compare::{Machine, Settings};
-
-    fn run(model: Variant, scenario: Scenario, outcome: Outcome, problems: &[&str]) -> RunResult {
-        let problems = problems.iter().map(|p| p.to_string()).collect();
-        RunResult { model, scenario, outcome, rounds: vec![], server_peak_rss: Some(4 << 20), problems }
-    }
+    use crate::results::fixtures::{cell, echo, idle};
+    use crate::results::{Machine, Settings};
+    use crate::scenario::Scenario;
 
     fn sample() -> CompareReport {
         CompareReport {
             machine: Machine { cpus: 2, cpu_model: "Test CPU".into(), kernel: "6.1".into() },
             settings: Settings { warmup_s: 0.5, duration_s: 2.0, threads: 1, pinned: true, rounds: 1 },
             runs: vec![
-                run(Variant::EventLoop, Scenario::Latency, echo(50_000.0, 30.0, false, 0), &[]),
-                run(Variant::EventLoop, Scenario::Many, echo(200_000.0, 12_000.0, true, 0), &[]),
-                run(Variant::EventLoop, Scenario::Idle, idle(150.0, 10_000), &[]),
-                run(Variant::ThreadPerConn, Scenario::Latency, echo(40_000.0, 35.0, false, 0), &[]),
-                run(
-                    Variant::ThreadPerConn,
+                cell("event-loop", Scenario::Latency, echo(50_000.0, 30.0, false, 0), &[]),
+                cell("event-loop", Scenario::Many, echo(200_000.0, 12_000.0, true, 0), &[]),
+                cell("event-loop", Scenario::Idle, idle(150.0, 10_000), &[]),
+                cell("thread-per-conn", Scenario::Latency, echo(40_000.0, 35.0, false, 0), &[]),
+                cell(
+                    "thread-per-conn",
                     Scenario::Many,
                     echo(100_000.0, 30_000.0, false, 3),
                     &["3 corrupted"],
                 ),
-                run(Variant::ThreadPerConn, Scenario::Idle, idle(15_000.0, 9_000), &["held 9000 of 10000"]),
-                run(Variant::Blocking, Scenario::Latency, Outcome::Failed { error: "no".into() }, &["no"]),
+                cell("thread-per-conn", Scenario::Idle, idle(15_000.0, 9_000), &["held 9000 of 10000"]),
+                cell("blocking", Scenario::Latency, Outcome::Failed { error: "no".into() }, &["no"]),
             ],
+            ratio: Some(("event-loop".into(), "thread-per-conn".into())),
         }
     }
 
@@ -425,16 +379,12 @@ mod tests {
     }
 
     #[test]
-    fn numbers_for_people() {
-        assert_eq!(count(1_234_567.0), "1.23M");
-        assert_eq!(count(45_100.0), "45.1k");
-        assert_eq!(count(1_500.0), "1.50k");
-        assert_eq!(count(812.0), "812");
-        assert_eq!(micros(38.24), "38.2 µs");
-        assert_eq!(micros(250.0), "250 µs");
-        assert_eq!(micros(1250.0), "1.25 ms");
-        assert_eq!(bytes(64.0), "64 B");
-        assert_eq!(bytes(4096.0), "4 KiB");
-        assert_eq!(bytes(1.5 * 1048576.0), "1.5 MiB");
+    fn no_ratio_column_unless_both_of_the_pair_ran() {
+        let mut report = sample();
+        report.runs.retain(|r| r.model != "thread-per-conn");
+        let table = table(&report);
+        assert!(table.starts_with("| scenario | event-loop | blocking |\n|---|---:|---:|\n"), "{table}");
+        let unpaired = CompareReport { ratio: None, ..sample() };
+        assert!(!super::table(&unpaired).contains(" vs "));
     }
 }

@@ -1,0 +1,60 @@
+//! # echoloop-bench: a verifying load generator for any echo server
+//!
+//! It loads an echo server at an address and measures it: msgs/s, MiB/s, round-trip
+//! quantiles from an HDR histogram, and a check of every byte echoed (a server that drops,
+//! reorders or corrupts one byte fails the run). With `--compare` it starts servers from
+//! the command lines it is given, puts the same scenarios on each, and prints one table
+//! (and JSON, and an SVG chart). It knows nothing of any server's internals: the `echoloop`
+//! binary embeds [`BenchArgs`] as its `bench` subcommand and supplies its own models as a
+//! [`Catalog`] of [`ServerSpec`]s.
+//!
+//! The load generator is itself a mio event loop (one thread by default, `--threads` for
+//! more): a generator built on a thread per connection would spend its CPU switching
+//! between threads, and at 2000 connections it, not the server, would be measured. The
+//! load costs as little as the server it measures: no allocation or copy per message, one
+//! `write` and one `read` per round trip, and a comparison against a fixed pattern.
+//!
+//! ## Layers (each module uses only those above it in this list)
+//!
+//! - `error`, `human` (numbers for people), `sys` (limits, CPU, `/proc`), `target` (the
+//!   address type), `pattern` (the bytes sent), `histogram` (round-trip times), `progress`.
+//! - `stream`: connecting and the mio stream; `run`: the engine (connections, the event
+//!   loop, verification, timing).
+//! - `scenario` (the comparison's loads) and `server` (starting and stopping a server from
+//!   a [`ServerSpec`]); `results`: what a comparison measured, as plain data.
+//! - `report` (text, JSON, the table) and `chart` (the SVG), each reading only the results.
+//! - `single` and `compare`: the orchestration of a run; `args`: the command line.
+
+mod args;
+mod chart;
+mod compare;
+mod error;
+mod histogram;
+mod human;
+mod pattern;
+mod progress;
+mod report;
+mod results;
+mod run;
+mod scenario;
+mod server;
+mod single;
+mod stream;
+mod sys;
+mod target;
+
+pub use args::BenchArgs;
+pub use error::Error;
+pub use server::{ADDR_PLACEHOLDER, Catalog, ServerSpec};
+
+use args::Task;
+
+/// Run `echoloop bench` as `args` ask. `catalog` holds the servers `--compare` may start
+/// (unused without `--compare`). `Err` after a report means the run found errors or
+/// corruption; before one, that it could not run ([`Error::exit_code`] says which).
+pub fn run(args: &BenchArgs, catalog: &Catalog) -> Result<(), Error> {
+    match args.task(catalog)? {
+        Task::Single(options) => single::run(&options),
+        Task::Compare(options) => compare::run(&options),
+    }
+}

@@ -1,0 +1,131 @@
+//! The comparison's scenarios: fixed loads, named so that a table row, a `--scenarios`
+//! value and a JSON field all say the same thing.
+
+use clap::ValueEnum;
+use serde::Serialize;
+
+use crate::human;
+
+/// A load `--compare` puts on every server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// 1 connection, 64 B: the round trip itself (the load generator busy-polls).
+    Latency,
+    /// 100 connections, 128 B.
+    SmallMany,
+    /// 50 connections, 4 KiB, pipeline 4.
+    Medium,
+    /// 8 connections, 64 KiB.
+    Bulk,
+    /// 2000 connections, 128 B.
+    Many,
+    /// 10000 idle connections: server memory per connection.
+    Idle,
+}
+
+/// What a scenario asks of the load generator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// Echo traffic.
+    Echo {
+        /// Connections.
+        connections: usize,
+        /// Bytes per message.
+        size: usize,
+        /// Messages in flight per connection.
+        pipeline: usize,
+        /// Busy-poll (for the latency scenario).
+        spin: bool,
+    },
+    /// Held, silent connections.
+    Idle {
+        /// Connections.
+        connections: usize,
+    },
+}
+
+impl Scenario {
+    /// Every scenario, in table order.
+    pub const ALL: [Scenario; 6] = [
+        Scenario::Latency,
+        Scenario::SmallMany,
+        Scenario::Medium,
+        Scenario::Bulk,
+        Scenario::Many,
+        Scenario::Idle,
+    ];
+
+    /// The name in `--scenarios` and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Latency => "latency",
+            Scenario::SmallMany => "small-many",
+            Scenario::Medium => "medium",
+            Scenario::Bulk => "bulk",
+            Scenario::Many => "many",
+            Scenario::Idle => "idle",
+        }
+    }
+
+    /// The load.
+    pub fn shape(self) -> Shape {
+        let echo = |connections, size, pipeline| Shape::Echo { connections, size, pipeline, spin: false };
+        match self {
+            Scenario::Latency => Shape::Echo { connections: 1, size: 64, pipeline: 1, spin: true },
+            Scenario::SmallMany => echo(100, 128, 1),
+            Scenario::Medium => echo(50, 4096, 4),
+            Scenario::Bulk => echo(8, 65536, 1),
+            Scenario::Many => echo(2000, 128, 1),
+            Scenario::Idle => Shape::Idle { connections: 10_000 },
+        }
+    }
+
+    /// How many connections it opens at once.
+    pub fn connections(self) -> usize {
+        match self.shape() {
+            Shape::Echo { connections, .. } | Shape::Idle { connections } => connections,
+        }
+    }
+
+    /// Whether it measures echo traffic (not held, idle connections).
+    pub fn is_echo(self) -> bool {
+        matches!(self.shape(), Shape::Echo { .. })
+    }
+
+    /// The row label: "1 conn · 64 B".
+    pub fn title(self) -> String {
+        match self.shape() {
+            Shape::Echo { connections, size, pipeline, .. } => {
+                let conns =
+                    if connections == 1 { "1 conn".to_string() } else { format!("{connections} conns") };
+                let depth = if pipeline > 1 { format!(" · pipeline {pipeline}") } else { String::new() };
+                format!("{conns} · {}{depth}", human::bytes(size as f64))
+            }
+            Shape::Idle { connections } => format!("{connections} idle conns: RSS per conn"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_match_their_json_and_their_flag() {
+        for s in Scenario::ALL {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.name());
+            assert_eq!(s.to_possible_value().unwrap().get_name(), s.name());
+        }
+        assert_eq!(Scenario::value_variants(), Scenario::ALL);
+    }
+
+    #[test]
+    fn titles_describe_the_load() {
+        assert_eq!(Scenario::Latency.title(), "1 conn · 64 B");
+        assert_eq!(Scenario::Medium.title(), "50 conns · 4 KiB · pipeline 4");
+        assert_eq!(Scenario::Idle.title(), "10000 idle conns: RSS per conn");
+        assert_eq!(Scenario::Idle.connections(), 10_000);
+        assert!(!Scenario::Idle.is_echo() && Scenario::Bulk.is_echo());
+    }
+}

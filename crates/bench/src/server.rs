@@ -1,0 +1,381 @@
+//! The servers `--compare` starts: any program, given as a command line in which `{addr}`
+//! stands for the address it must listen on.
+//!
+//! The bench knows nothing of the servers it compares. A [`ServerSpec`] is a name and an
+//! argv; the bench picks a free loopback port, puts `127.0.0.1:PORT` where `{addr}` is,
+//! starts the program, and waits until the port accepts a TCP connection, so a server need
+//! not print anything. Each run gets a fresh process: its memory and CPU can then be read
+//! from `/proc/PID` apart from the load generator's, and nothing one scenario left behind
+//! (a grown slab, an allocator's cache, a thousand exited threads) shows up in the next.
+//! The server is stopped by its PID: SIGTERM, then SIGKILL if it does not exit in time.
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::io::{self, BufRead, BufReader};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::sys;
+
+/// The argument text replaced by the address a server must listen on.
+pub const ADDR_PLACEHOLDER: &str = "{addr}";
+
+/// A server `--compare` can start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSpec {
+    /// Its name in `--models`, the table and JSON.
+    pub name: String,
+    /// The program and its arguments; [`ADDR_PLACEHOLDER`] (anywhere in an argument) becomes
+    /// `127.0.0.1:PORT`.
+    pub argv: Vec<OsString>,
+    /// The most connections it serves at once, when limited (a server that handles one
+    /// connection at a time: 1). Scenarios that open more skip it.
+    pub max_connections: Option<usize>,
+}
+
+impl ServerSpec {
+    /// A server serving any number of connections at once.
+    pub fn new<A: Into<OsString>>(name: impl Into<String>, argv: impl IntoIterator<Item = A>) -> ServerSpec {
+        ServerSpec {
+            name: name.into(),
+            argv: argv.into_iter().map(Into::into).collect(),
+            max_connections: None,
+        }
+    }
+
+    /// The same server, known to serve at most `connections` at once.
+    pub fn serving_at_most(self, connections: usize) -> ServerSpec {
+        ServerSpec { max_connections: Some(connections), ..self }
+    }
+
+    /// Whether a load of `connections` at once is one it can serve.
+    pub fn can_serve(&self, connections: usize) -> bool {
+        self.max_connections.is_none_or(|most| connections <= most)
+    }
+
+    /// A spec the bench cannot use, said in one line.
+    fn check(&self) -> Result<(), String> {
+        if self.name.is_empty() || self.name.contains([',', ' ']) {
+            return Err(format!("server name '{}' must be non-empty, without commas or spaces", self.name));
+        }
+        let names_addr = |arg: &OsString| arg.to_str().is_some_and(|a| a.contains(ADDR_PLACEHOLDER));
+        if !self.argv.iter().any(names_addr) {
+            return Err(format!(
+                "server '{}': its command line has no {ADDR_PLACEHOLDER} to listen on",
+                self.name
+            ));
+        }
+        Ok(())
+    }
+
+    /// The command line with every [`ADDR_PLACEHOLDER`] replaced by `addr`.
+    fn command_line(&self, addr: SocketAddr) -> Vec<OsString> {
+        let addr = addr.to_string();
+        let substitute = |arg: &OsString| match arg.to_str() {
+            Some(text) => text.replace(ADDR_PLACEHOLDER, &addr).into(),
+            None => arg.clone(), // not UTF-8, so it cannot hold the placeholder
+        };
+        self.argv.iter().map(substitute).collect()
+    }
+}
+
+/// The servers `--compare` can start, as the calling program supplies them.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    /// Every server, in table order; `--models` picks among them by name.
+    pub servers: Vec<ServerSpec>,
+    /// Two server names whose ratio gets a column of its own in the table (`A vs B`:
+    /// msgs/s of A over B, and their memory), when both ran.
+    pub ratio: Option<(String, String)>,
+}
+
+/// The servers `--models` names, in the order named, or all of `known` when it names none.
+/// Errors say which name is unknown and what the known ones are.
+pub fn select(known: &[ServerSpec], names: &[String]) -> Result<Vec<ServerSpec>, String> {
+    known.iter().try_for_each(ServerSpec::check)?;
+    if names.is_empty() {
+        return Ok(known.to_vec());
+    }
+    let mut chosen: Vec<ServerSpec> = Vec::with_capacity(names.len());
+    for name in names {
+        let Some(spec) = known.iter().find(|s| s.name == *name) else {
+            let all: Vec<&str> = known.iter().map(|s| s.name.as_str()).collect();
+            return Err(format!("--models: no server named '{name}' (known: {})", all.join(", ")));
+        };
+        if chosen.contains(spec) {
+            return Err(format!("--models: '{name}' is named twice"));
+        }
+        chosen.push(spec.clone());
+    }
+    Ok(chosen)
+}
+
+/// How long a server may take to accept its first connection.
+const START_LIMIT: Duration = Duration::from_secs(10);
+/// How long a server may take to exit after SIGTERM before it is killed.
+const STOP_LIMIT: Duration = Duration::from_secs(5);
+/// How often the port is tried, and how often an exit is looked for, while waiting.
+const POLL_INTERVAL: Duration = Duration::from_millis(10);
+/// Lines of a server's stderr kept for problem reports.
+const STDERR_LINES: usize = 20;
+
+/// A server under test: a child process, stopped (or killed) when done.
+pub struct ServerProcess {
+    child: Child,
+    addr: SocketAddr,
+    /// The last lines the server wrote to stderr, for problem reports.
+    stderr: Arc<Mutex<VecDeque<String>>>,
+}
+
+impl ServerProcess {
+    /// Start `spec` on a free loopback port, on CPU 0 when `pin`, and wait until the port
+    /// accepts connections.
+    pub fn start(spec: &ServerSpec, pin: bool) -> io::Result<ServerProcess> {
+        ServerProcess::start_within(spec, pin, START_LIMIT)
+    }
+
+    fn start_within(spec: &ServerSpec, pin: bool, limit: Duration) -> io::Result<ServerProcess> {
+        let addr = free_port()?;
+        let argv = spec.command_line(addr);
+        let (program, args) = argv.split_first().ok_or_else(|| io::Error::other("empty command line"))?;
+        let mut command = Command::new(program);
+        command.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        if pin {
+            // SAFETY: runs in the child between fork and exec; sched_setaffinity is a
+            // plain system call and allocates nothing.
+            unsafe { command.pre_exec(|| sys::pin_current_thread(0)) };
+        }
+        let mut child = command.spawn().map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot start {}: {e}", program.to_string_lossy()))
+        })?;
+        let stderr = collect_stderr(&mut child);
+        let mut server = ServerProcess { child, addr, stderr };
+        server.wait_until_accepting(limit)?; // on error, drop kills the child
+        Ok(server)
+    }
+
+    /// Try the port until it accepts; fail at once if the server exits, or after `limit`.
+    fn wait_until_accepting(&mut self, limit: Duration) -> io::Result<()> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                let msg = format!(
+                    "exited ({status}) before accepting on {}; stderr: {}",
+                    self.addr,
+                    self.stderr_tail()
+                );
+                return Err(io::Error::other(msg));
+            }
+            match TcpStream::connect_timeout(&self.addr, POLL_INTERVAL) {
+                Ok(_) => return Ok(()), // the probe connection closes at once
+                // Refused (not listening yet) or slow: try again until the deadline.
+                Err(_) if Instant::now() < deadline => thread::sleep(POLL_INTERVAL),
+                Err(e) => {
+                    let secs = limit.as_secs_f64();
+                    let msg = format!(
+                        "did not accept connections on {} within {secs}s ({e}); stderr: {}",
+                        self.addr,
+                        self.stderr_tail()
+                    );
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, msg));
+                }
+            }
+        }
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Its process ID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Its resident memory now and at its peak; `None` once it has exited.
+    pub fn memory(&self) -> Option<sys::Memory> {
+        sys::process_memory(self.pid())
+    }
+
+    /// SIGTERM by PID, wait, kill if it hangs. `Err` describes anything abnormal: it had
+    /// already exited, it needed killing, or it exited with a failure.
+    pub fn stop(self) -> Result<(), String> {
+        self.stop_within(STOP_LIMIT)
+    }
+
+    fn stop_within(mut self, limit: Duration) -> Result<(), String> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return Err(format!("server exited during the run ({status}); stderr: {}", self.stderr_tail()));
+        }
+        sys::terminate(self.pid()).map_err(|e| format!("cannot stop the server: {e}"))?;
+        let deadline = Instant::now() + limit;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) if stopped_cleanly(status) => return Ok(()),
+                Ok(Some(status)) => {
+                    return Err(format!("server exited with {status}; stderr: {}", self.stderr_tail()));
+                }
+                Ok(None) if Instant::now() < deadline => thread::sleep(POLL_INTERVAL),
+                Ok(None) => {
+                    self.kill();
+                    return Err(format!(
+                        "server ignored SIGTERM for {}s and was killed",
+                        limit.as_secs_f64()
+                    ));
+                }
+                Err(e) => return Err(format!("waiting for the server: {e}")),
+            }
+        }
+    }
+
+    /// SIGKILL and reap, best effort: it is the end of this process either way.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The last few lines of the server's stderr, on one line.
+    fn stderr_tail(&self) -> String {
+        thread::sleep(Duration::from_millis(50)); // let the reader thread catch up
+        let lines: Vec<String> = match self.stderr.lock() {
+            Ok(lines) => lines.iter().rev().take(3).rev().cloned().collect(),
+            Err(_) => Vec::new(), // the reader panicked; there is nothing to show
+        };
+        if lines.is_empty() { "(empty)".into() } else { lines.join(" | ") }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        // Only reached with the child still running if a run was cut short.
+        if let Ok(None) = self.child.try_wait() {
+            self.kill();
+        }
+    }
+}
+
+/// Exit 0, or death by the SIGTERM we sent (the default for a program that does not
+/// handle it): either way, the server stopped because it was asked to.
+fn stopped_cleanly(status: ExitStatus) -> bool {
+    status.success() || status.signal() == Some(libc::SIGTERM)
+}
+
+/// A loopback address whose port is free right now. Another program could take the port
+/// before the server binds it; then the server fails to start, or exits during the run,
+/// and either is reported as a problem of that run.
+fn free_port() -> io::Result<SocketAddr> {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()
+}
+
+/// Read the child's stderr on a thread, keeping its last [`STDERR_LINES`] lines.
+fn collect_stderr(child: &mut Child) -> Arc<Mutex<VecDeque<String>>> {
+    let lines = Arc::new(Mutex::new(VecDeque::with_capacity(STDERR_LINES)));
+    if let Some(stderr) = child.stderr.take() {
+        let sink = Arc::clone(&lines);
+        // Ends when the child closes its stderr, which at the latest is when it exits.
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let Ok(mut lines) = sink.lock() else { return };
+                if lines.len() == STDERR_LINES {
+                    lines.pop_front();
+                }
+                lines.push_back(line);
+            }
+        });
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::ffi::OsStringExt;
+
+    fn spec(name: &str, argv: &[&str]) -> ServerSpec {
+        ServerSpec::new(name, argv.iter().copied())
+    }
+
+    #[test]
+    fn addr_is_substituted_wherever_it_appears() {
+        let server = spec("x", &["srv", "{addr}", "--listen={addr}", "--port", "7"]);
+        let addr: SocketAddr = "127.0.0.1:4567".parse().unwrap();
+        let want = ["srv", "127.0.0.1:4567", "--listen=127.0.0.1:4567", "--port", "7"];
+        assert_eq!(server.command_line(addr), want.map(OsString::from));
+        // An argument that is not UTF-8 is passed through untouched.
+        let raw = OsString::from_vec(vec![0xFF, b'{']);
+        let server = ServerSpec::new("y", [OsString::from("{addr}"), raw.clone()]);
+        assert_eq!(server.command_line(addr)[1], raw);
+    }
+
+    #[test]
+    fn specs_without_an_address_or_a_usable_name_are_refused() {
+        let error = spec("x", &["srv", "--port", "7"]).check().unwrap_err();
+        assert!(error.contains("no {addr}"), "{error}");
+        assert!(spec("a,b", &["{addr}"]).check().unwrap_err().contains("without commas"));
+        assert!(spec("", &["{addr}"]).check().is_err());
+        assert!(ServerSpec::new("x", Vec::<OsString>::new()).check().is_err());
+        assert_eq!(spec("x", &["srv", "{addr}"]).check(), Ok(()));
+    }
+
+    #[test]
+    fn models_are_chosen_by_name_in_the_order_named() {
+        let known = [spec("a", &["{addr}"]), spec("b", &["{addr}"]), spec("c", &["{addr}"])];
+        let names = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let chosen =
+            |list: &[&str]| select(&known, &names(list)).map(|v| v.into_iter().map(|s| s.name).collect());
+        assert_eq!(chosen(&[]), Ok(names(&["a", "b", "c"])));
+        assert_eq!(chosen(&["c", "a"]), Ok(names(&["c", "a"])));
+        assert_eq!(chosen(&["a", "d"]), Err("--models: no server named 'd' (known: a, b, c)".to_string()));
+        assert_eq!(chosen(&["b", "b"]), Err("--models: 'b' is named twice".to_string()));
+    }
+
+    #[test]
+    fn a_limited_server_skips_bigger_loads() {
+        let one = spec("one", &["{addr}"]).serving_at_most(1);
+        assert!(one.can_serve(1) && !one.can_serve(2));
+        assert!(spec("any", &["{addr}"]).can_serve(10_000));
+    }
+
+    #[test]
+    fn a_server_that_exits_early_is_reported_with_its_stderr() {
+        let failing = spec("f", &["sh", "-c", "echo cannot bind {addr} >&2; exit 3"]);
+        let error = ServerProcess::start_within(&failing, false, Duration::from_secs(10)).err().unwrap();
+        let message = error.to_string();
+        assert!(message.contains("exited (exit status: 3)"), "{message}");
+        assert!(message.contains("cannot bind 127.0.0.1:"), "{message}");
+    }
+
+    #[test]
+    fn a_server_that_never_listens_times_out() {
+        let silent = spec("s", &["sh", "-c", "exec sleep 30", "{addr}"]);
+        let started = Instant::now();
+        let error = ServerProcess::start_within(&silent, false, Duration::from_millis(300)).err().unwrap();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut, "{error}");
+        assert!(error.to_string().contains("did not accept connections"), "{error}");
+        assert!(started.elapsed() < Duration::from_secs(5)); // and its child was killed on drop
+    }
+
+    /// A running child wrapped as a server, without waiting for a port.
+    fn running(script: &str) -> ServerProcess {
+        let mut child = Command::new("sh").args(["-c", script]).stderr(Stdio::piped()).spawn().unwrap();
+        let stderr = collect_stderr(&mut child);
+        thread::sleep(Duration::from_millis(100)); // let the shell set its traps
+        ServerProcess { child, addr: free_port().unwrap(), stderr }
+    }
+
+    #[test]
+    fn sigterm_stops_a_server_and_a_deaf_one_is_killed() {
+        assert_eq!(running("exec sleep 30").stop_within(Duration::from_secs(5)), Ok(()));
+        let deaf = running("trap '' TERM; while :; do sleep 0.05; done");
+        let error = deaf.stop_within(Duration::from_millis(300)).unwrap_err();
+        assert!(error.contains("ignored SIGTERM"), "{error}");
+        let failing = running("trap 'exit 4' TERM; while :; do sleep 0.05; done");
+        let error = failing.stop_within(Duration::from_secs(5)).unwrap_err();
+        assert!(error.contains("exited with exit status: 4"), "{error}");
+    }
+}

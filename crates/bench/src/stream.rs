@@ -1,0 +1,186 @@
+//! Connections to a [`Target`]: opened blocking, proved alive with a 1-byte ping, then
+//! handed to mio as one non-blocking [`Stream`] type whatever the socket family.
+//!
+//! Why connect blocking and ping: connections are opened one at a time, and each must
+//! echo one byte before the next is opened. Then the server has accepted and served every
+//! connection before any load starts, and connects never outrun a slow accept loop: a full
+//! listen backlog drops SYNs, and a dropped SYN costs a one-second retransmit that would
+//! stall the whole phase.
+
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use mio::event::Source;
+use mio::{Interest, Registry, Token};
+
+use crate::target::Target;
+
+/// A connected, non-blocking socket, for a `mio::Poll`.
+#[derive(Debug)]
+pub enum Stream {
+    /// TCP (with TCP_NODELAY).
+    Tcp(mio::net::TcpStream),
+    /// A Unix domain stream socket.
+    Unix(mio::net::UnixStream),
+}
+
+/// Connect to `target`, ping, and return the socket non-blocking. `limit` bounds the TCP
+/// connect and the wait for the ping's echo. Errors name the target.
+pub fn connect(target: &Target, limit: Duration) -> io::Result<Stream> {
+    let named = |e: io::Error| io::Error::new(e.kind(), format!("cannot connect to {target}: {e}"));
+    match target {
+        Target::Tcp(addr) => {
+            let socket = TcpStream::connect_timeout(addr, limit).map_err(named)?;
+            // Our messages are whole requests: do not let Nagle hold them back.
+            socket.set_nodelay(true)?;
+            socket.set_read_timeout(Some(limit))?;
+            ping(&socket, limit)?;
+            socket.set_nonblocking(true)?;
+            Ok(Stream::Tcp(mio::net::TcpStream::from_std(socket)))
+        }
+        Target::Unix(path) => {
+            let socket = UnixStream::connect(path).map_err(named)?;
+            socket.set_read_timeout(Some(limit))?;
+            ping(&socket, limit)?;
+            socket.set_nonblocking(true)?;
+            Ok(Stream::Unix(mio::net::UnixStream::from_std(socket)))
+        }
+    }
+}
+
+/// Send one byte and wait (under the socket's read timeout) for it to come back.
+fn ping(mut socket: impl Read + Write, limit: Duration) -> io::Result<()> {
+    socket.write_all(b"!")?;
+    let mut answer = [0u8; 1];
+    match socket.read_exact(&mut answer) {
+        Ok(()) if answer == *b"!" => Ok(()),
+        Ok(()) => Err(io::Error::new(ErrorKind::InvalidData, "the 1-byte ping came back wrong")),
+        // A read timeout shows as WouldBlock or TimedOut, depending on the platform.
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+            let msg = format!("no answer to a 1-byte ping within {}s", limit.as_secs_f64());
+            Err(io::Error::new(ErrorKind::TimedOut, msg))
+        }
+        Err(e) => Err(io::Error::new(e.kind(), format!("ping: {e}"))),
+    }
+}
+
+/// What the bench needs of a socket of either family, so that [`Stream`] can forward to
+/// whichever it holds in one place (a virtual call costs nothing beside the system call).
+trait Socket: Read + Write + Source {
+    fn shutdown_both(&self) -> io::Result<()>;
+}
+
+impl Socket for mio::net::TcpStream {
+    fn shutdown_both(&self) -> io::Result<()> {
+        self.shutdown(Shutdown::Both)
+    }
+}
+
+impl Socket for mio::net::UnixStream {
+    fn shutdown_both(&self) -> io::Result<()> {
+        self.shutdown(Shutdown::Both)
+    }
+}
+
+impl Stream {
+    fn socket(&mut self) -> &mut dyn Socket {
+        match self {
+            Stream::Tcp(s) => s,
+            Stream::Unix(s) => s,
+        }
+    }
+
+    /// Close both directions at once (the bench is giving up on this connection).
+    pub fn shutdown(&mut self) -> io::Result<()> {
+        self.socket().shutdown_both()
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.socket().read(buf)
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.socket().write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(()) // nothing is buffered in user space
+    }
+}
+
+impl Source for Stream {
+    fn register(&mut self, registry: &Registry, token: Token, interest: Interest) -> io::Result<()> {
+        self.socket().register(registry, token, interest)
+    }
+
+    fn reregister(&mut self, registry: &Registry, token: Token, interest: Interest) -> io::Result<()> {
+        self.socket().reregister(registry, token, interest)
+    }
+
+    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        self.socket().deregister(registry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+    use std::thread;
+
+    const LIMIT: Duration = Duration::from_secs(5);
+
+    /// A listener on port 0 whose one connection is handled by `serve` on a thread.
+    fn one_shot(serve: fn(TcpStream)) -> (Target, thread::JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let target = Target::Tcp(listener.local_addr().unwrap());
+        let server = thread::spawn(move || {
+            let (socket, _) = listener.accept().unwrap();
+            socket.set_read_timeout(Some(LIMIT)).unwrap();
+            serve(socket);
+        });
+        (target, server)
+    }
+
+    #[test]
+    fn a_ping_that_comes_back_gives_a_non_blocking_stream() {
+        let (target, server) = one_shot(|mut s| {
+            let mut byte = [0u8; 1];
+            s.read_exact(&mut byte).unwrap();
+            s.write_all(&byte).unwrap();
+            let _ = s.read(&mut byte); // hold the connection open until the client closes
+        });
+        let mut stream = connect(&target, LIMIT).unwrap();
+        // The server holds the connection open and sends nothing: a blocking read would hang.
+        let error = stream.read(&mut [0u8; 8]).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::WouldBlock);
+        drop(stream);
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn a_wrong_ping_answer_is_refused() {
+        let (target, server) = one_shot(|mut s| {
+            let mut byte = [0u8; 1];
+            s.read_exact(&mut byte).unwrap();
+            s.write_all(b"?").unwrap();
+        });
+        let error = connect(&target, LIMIT).unwrap_err();
+        server.join().unwrap();
+        assert_eq!(error.kind(), ErrorKind::InvalidData, "{error}");
+    }
+
+    #[test]
+    fn refused_connections_name_the_target() {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let target: Target = port.to_string().parse().unwrap();
+        let error = connect(&target, LIMIT).unwrap_err();
+        assert!(error.to_string().starts_with(&format!("cannot connect to 127.0.0.1:{port}")), "{error}");
+    }
+}
