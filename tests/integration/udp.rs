@@ -186,9 +186,9 @@ fn reserved_source_ports_are_never_answered() {
 }
 
 /// When the kernel refuses replies for a while (`send_to` says `WouldBlock`), they queue up
-/// to the bound (1024), and beyond it the oldest are dropped and counted: replies come in
-/// order, the newest datagrams are answered, the dropped ones are older, and the summary
-/// counts every reply that arrived and the drops.
+/// to the bound (1024), and beyond it the oldest are dropped and counted: the newest
+/// datagrams are answered (once each), the dropped ones are older, and the summary counts
+/// every reply that arrived and the drops.
 ///
 /// (The kernel itself may drop a few requests when the server's receive buffer overflows,
 /// if the server is starved of CPU; the server never sees those, so the checks allow them.)
@@ -241,8 +241,13 @@ fn a_full_reply_queue_drops_the_oldest() {
             thread::sleep(Duration::from_millis(1)); // no faster than the server reads
         }
     }
-    let seen = join_bounded(receiver, Duration::from_secs(60));
-    assert!(seen.windows(2).all(|w| w[0] < w[1]), "replies out of order");
+    // Sorted: the kernel may reorder shaped packets (the qdisc's timer dequeues on any CPU,
+    // and loopback delivers through that CPU's backlog); UDP promises no order anyway.
+    let mut seen = join_bounded(receiver, Duration::from_secs(60));
+    let received = seen.len();
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(seen.len(), received, "a datagram was answered twice");
     let answered = |range: std::ops::Range<u32>| range.filter(|seq| seen.binary_search(seq).is_ok()).count();
     // The queue holds the newest 1024: (nearly) all of the last 1000 sent come back ...
     let newest = answered(SENT - 1000..SENT);
