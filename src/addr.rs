@@ -9,13 +9,17 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
 
-/// Where a server listens: a TCP socket address or a Unix domain stream socket path.
+/// Where a server listens: a TCP socket address, a Unix domain stream socket path, or a UDP
+/// socket address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListenAddr {
     /// `HOST:PORT`, `[V6]:PORT`, or a bare `PORT` (which means `127.0.0.1:PORT`).
     Tcp(SocketAddr),
     /// `unix:PATH`.
     Unix(PathBuf),
+    /// `udp:HOST:PORT`, `udp:[V6]:PORT`, or `udp:PORT` (which means `udp:127.0.0.1:PORT`):
+    /// datagrams, not a stream (RFC 862's UDP echo).
+    Udp(SocketAddr),
 }
 
 /// The default address of `echoloop serve`.
@@ -47,27 +51,34 @@ impl FromStr for ListenAddr {
             }
             return Ok(ListenAddr::Unix(PathBuf::from(path)));
         }
-        if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-            let port = s.parse::<u16>().map_err(|_| error("port must be 0..=65535"))?;
-            return Ok(ListenAddr::Tcp(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port)));
+        if let Some(rest) = s.strip_prefix("udp:") {
+            return parse_socket_addr(rest).map(ListenAddr::Udp).map_err(error);
         }
-        if let Ok(addr) = s.parse::<SocketAddr>() {
-            return Ok(ListenAddr::Tcp(addr));
-        }
-        parse_named_host(s).map_err(error)
+        parse_socket_addr(s).map(ListenAddr::Tcp).map_err(error)
     }
+}
+
+/// `HOST:PORT`, `[V6]:PORT` or a bare `PORT` (on 127.0.0.1), for TCP and UDP alike.
+fn parse_socket_addr(s: &str) -> Result<SocketAddr, &'static str> {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        let port = s.parse::<u16>().map_err(|_| "port must be 0..=65535")?;
+        return Ok(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port));
+    }
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    parse_named_host(s)
 }
 
 /// `localhost:PORT` is the one host name we accept: resolving arbitrary names would make
 /// the listening address depend on DNS, which an echo server for tests should not.
-fn parse_named_host(s: &str) -> Result<ListenAddr, &'static str> {
+fn parse_named_host(s: &str) -> Result<SocketAddr, &'static str> {
     let Some((host, port)) = s.rsplit_once(':') else {
-        return Err("expected HOST:PORT, [V6]:PORT, PORT or unix:PATH");
+        return Err("expected HOST:PORT, [V6]:PORT, PORT, unix:PATH or udp:HOST:PORT");
     };
     let port = port.parse::<u16>().map_err(|_| "port must be a number in 0..=65535")?;
     if host.eq_ignore_ascii_case("localhost") {
-        let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        return Ok(ListenAddr::Tcp(SocketAddr::new(ip, port)));
+        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
     }
     if host.contains(':') && !host.starts_with('[') {
         return Err("an IPv6 address needs brackets, as in [::1]:7878");
@@ -80,6 +91,7 @@ impl fmt::Display for ListenAddr {
         match self {
             ListenAddr::Tcp(addr) => write!(f, "{addr}"),
             ListenAddr::Unix(path) => write!(f, "unix:{}", path.display()),
+            ListenAddr::Udp(addr) => write!(f, "udp:{addr}"),
         }
     }
 }
@@ -129,9 +141,35 @@ mod tests {
         assert_eq!(addr.to_string(), "unix:/tmp/x.sock");
     }
 
+    fn udp(s: &str) -> SocketAddr {
+        match s.parse::<ListenAddr>() {
+            Ok(ListenAddr::Udp(addr)) => addr,
+            other => panic!("{s} parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn udp_addresses_take_every_tcp_form() {
+        assert_eq!(udp("udp:127.0.0.1:7"), "127.0.0.1:7".parse().unwrap());
+        assert_eq!(udp("udp:[::1]:9000"), "[::1]:9000".parse().unwrap());
+        assert_eq!(udp("udp:7878"), "127.0.0.1:7878".parse().unwrap());
+        assert_eq!(udp("udp:0"), "127.0.0.1:0".parse().unwrap());
+        assert_eq!(udp("udp:localhost:53"), "127.0.0.1:53".parse().unwrap());
+        assert_eq!("udp:[::]:1".parse::<ListenAddr>().unwrap().to_string(), "udp:[::]:1");
+    }
+
+    #[test]
+    fn bad_udp_addresses_say_why() {
+        assert!(reason("udp:").contains("expected HOST:PORT"));
+        assert!(reason("udp:70000").contains("0..=65535"));
+        assert!(reason("udp:::1:80").contains("brackets"));
+        assert!(reason("udp:example.com:7").contains("IP address or localhost"));
+        assert!(reason("udp:unix:/tmp/x").contains("port"));
+    }
+
     #[test]
     fn display_round_trips() {
-        for s in ["127.0.0.1:1", "[::1]:2", "unix:rel/path.sock"] {
+        for s in ["127.0.0.1:1", "[::1]:2", "unix:rel/path.sock", "udp:127.0.0.1:3", "udp:[::1]:4"] {
             assert_eq!(s.parse::<ListenAddr>().unwrap().to_string(), s);
         }
     }

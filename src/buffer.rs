@@ -1,9 +1,12 @@
-//! `PendingBuf`: the bytes a connection read but the kernel has not yet taken back.
+//! Where a connection's bytes wait between reads, with no I/O of their own:
 //!
-//! Most echoes never touch it: the event loop writes straight from the shared read buffer,
-//! and only what a partial write leaves over lands here. It is a plain FIFO of bytes with
-//! a hard cap (`--max-pending`), no I/O of its own, and it gives its memory back as soon as
-//! it empties, so an idle connection costs no buffer at all.
+//! - [`PendingBuf`]: bytes read and due back, but the kernel has not taken them yet.
+//! - [`PartialFrame`]: with `--framing line|length`, the start of a frame whose end has not
+//!   arrived; echoed only once the frame is whole.
+//!
+//! Most echoes touch neither: the event loop writes straight from the shared read buffer,
+//! and only what a partial write leaves over, or a frame cut by a read, lands here. Both give
+//! their memory back as soon as they empty, so an idle connection costs no buffer at all.
 
 /// A bounded FIFO of bytes not yet echoed.
 #[derive(Debug)]
@@ -33,11 +36,6 @@ impl PendingBuf {
     /// How many more bytes may be pushed before the cap.
     pub fn room(&self) -> usize {
         self.cap - self.len()
-    }
-
-    /// At the cap: the owner must stop reading until some bytes are consumed.
-    pub fn is_full(&self) -> bool {
-        self.room() == 0
     }
 
     /// Heap bytes held right now (0 when empty: the memory is given back).
@@ -89,9 +87,81 @@ impl PendingBuf {
     }
 }
 
+/// The start of a frame not yet whole: kept between reads, handed over in one piece once the
+/// frame's end arrives. It grows with the bytes that really arrived (doubling, so a frame
+/// that arrives a byte at a time is not copied over and over), never past its `bound`; a
+/// length a client *declared* never sizes it.
+#[derive(Debug, Default)]
+pub struct PartialFrame {
+    bytes: Vec<u8>,
+}
+
+impl PartialFrame {
+    /// The bytes held.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Bytes held.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Nothing held (and no memory).
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// Heap bytes held right now.
+    #[cfg(test)]
+    pub fn capacity(&self) -> usize {
+        self.bytes.capacity()
+    }
+
+    /// Append `data`, keeping the allocation within `bound` bytes. The caller knows the
+    /// frame is shorter than `bound` (the framer refuses longer ones); more is a bug.
+    pub fn extend(&mut self, data: &[u8], bound: usize) {
+        let needed = self.bytes.len() + data.len();
+        assert!(needed <= bound, "PartialFrame over its bound");
+        if needed > self.bytes.capacity() {
+            let target = needed.max(self.bytes.capacity() * 2).min(bound);
+            self.bytes.reserve_exact(target - self.bytes.len());
+        }
+        self.bytes.extend_from_slice(data);
+    }
+
+    /// Hand the frame's start over and hold nothing (no memory) from now on.
+    pub fn take(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.bytes)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_partial_frame_grows_by_doubling_within_its_bound_and_frees_on_take() {
+        let mut frame = PartialFrame::default();
+        assert_eq!(frame.capacity(), 0);
+        for _ in 0..100 {
+            frame.extend(b"x", 100);
+        }
+        assert_eq!(frame.len(), 100);
+        assert_eq!(frame.capacity(), 100, "never past the bound");
+        assert_eq!(frame.take(), vec![b'x'; 100]);
+        assert!(frame.is_empty());
+        assert_eq!(frame.capacity(), 0);
+        frame.extend(&[1; 60], 100);
+        frame.extend(&[2; 30], 100);
+        assert!(frame.capacity() <= 100, "{}", frame.capacity());
+    }
+
+    #[test]
+    #[should_panic(expected = "over its bound")]
+    fn a_partial_frame_past_its_bound_is_a_bug() {
+        PartialFrame::default().extend(b"abc", 2);
+    }
 
     #[test]
     fn fifo_order_across_partial_consumes() {
@@ -110,7 +180,7 @@ mod tests {
         let mut buf = PendingBuf::new(4);
         assert_eq!(buf.room(), 4);
         buf.push(b"abcd");
-        assert!(buf.is_full());
+        assert_eq!(buf.room(), 0);
         buf.consume(1);
         assert_eq!(buf.room(), 1);
         buf.push(b"e");
@@ -135,7 +205,7 @@ mod tests {
         let mut buf = PendingBuf::new(65536);
         buf.push(&[1; 40000]);
         buf.push(&[2; 25536]);
-        assert!(buf.is_full());
+        assert_eq!(buf.room(), 0);
         assert!(buf.capacity() <= 65536, "capacity {}", buf.capacity());
     }
 
@@ -220,7 +290,7 @@ mod properties {
         fn a_full_buffer_takes_nothing_more(cap in 1usize..4096, consumed in any::<usize>()) {
             let mut buf = PendingBuf::new(cap);
             buf.push(&vec![9; cap]);
-            prop_assert!(buf.is_full());
+            prop_assert_eq!(buf.room(), 0);
             prop_assert!(buf.capacity() <= cap);
             let n = consumed % (cap + 1);
             buf.consume(n);

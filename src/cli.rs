@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use echoloop::{ListenAddr, Model, ServerConfig, parse_secs, parse_size};
+use echoloop::{ClientOptions, Framing, ListenAddr, Model, ServerConfig, parse_secs, parse_size};
 
 /// A TCP echo server built as a mio event loop, with the threaded models beside it and a
 /// load generator to compare them.
@@ -108,6 +108,14 @@ pub struct ServeArgs {
     /// At exit, write the final summary to PATH as JSON (also after an error).
     #[arg(long, value_name = "PATH")]
     pub summary_json: Option<PathBuf>,
+    /// How messages are delimited: raw (a byte stream), line (up to and including \n),
+    /// length (a 4-byte big-endian length, then the payload). A frame is echoed only whole.
+    #[arg(long, value_enum, default_value_t = Framing::Raw)]
+    pub framing: Framing,
+    /// The largest frame: a line with its \n, a length frame's payload. A bigger one closes
+    /// the connection after the frames before it are echoed (K/M suffixes).
+    #[arg(long, value_name = "BYTES", default_value = "64K", value_parser = parse_frame_size)]
+    pub max_frame: usize,
 }
 
 impl ServeArgs {
@@ -124,20 +132,57 @@ impl ServeArgs {
             recv_buffer: self.recv_buffer,
             shutdown_grace: self.shutdown_grace,
             stats_interval: (!self.stats_interval.is_zero()).then_some(self.stats_interval),
+            framing: self.framing,
+            max_frame: self.max_frame,
         }
     }
+}
+
+/// A frame size: [`parse_size`], and at most what a 4-byte length can declare.
+pub fn parse_frame_size(s: &str) -> Result<usize, String> {
+    let bytes = parse_size(s)?;
+    if bytes as u64 > u64::from(u32::MAX) {
+        return Err(format!("'{s}' is more than a 4-byte length can declare ({})", u32::MAX));
+    }
+    Ok(bytes)
 }
 
 /// `echoloop client`.
 #[derive(Debug, Args)]
 pub struct ClientArgs {
-    /// The server: HOST:PORT, [V6]:PORT, PORT (= 127.0.0.1:PORT) or unix:PATH.
+    /// The server: HOST:PORT, [V6]:PORT, PORT (= 127.0.0.1:PORT), unix:PATH, or udp:HOST:PORT
+    /// (each stdin line one datagram; each reply printed).
     pub addr: ListenAddr,
+    /// The server's framing: line (stdin's lines are the frames) or length (each stdin read
+    /// cut into frames of at most --max-frame bytes). Only whole echoed frames are printed,
+    /// payloads without their length.
+    #[arg(long, value_enum, default_value_t = Framing::Raw)]
+    pub framing: Framing,
+    /// With --framing length: the largest frame to send (K/M suffixes).
+    #[arg(long, value_name = "BYTES", default_value = "64K", value_parser = parse_frame_size)]
+    pub max_frame: usize,
+    /// With udp: how long to wait for each reply before counting the datagram lost.
+    #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_secs)]
+    pub timeout: Duration,
+}
+
+impl ClientArgs {
+    /// The library's options: no clap type goes past this point.
+    pub fn to_options(&self) -> ClientOptions {
+        ClientOptions { framing: self.framing, max_frame: self.max_frame, reply_timeout: self.timeout }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frame_sizes_fit_a_4_byte_length() {
+        assert_eq!(parse_frame_size("64K"), Ok(65536));
+        assert!(parse_frame_size("4G").unwrap_err().contains("4-byte length"));
+        assert!(parse_frame_size("0").is_err());
+    }
 
     #[test]
     fn cli_is_well_formed() {

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::addr::ListenAddr;
+use crate::framing::{Framer, Framing};
 
 /// Which I/O model serves the connections. (`clap::ValueEnum` gives the command line the
 /// kebab-case names, `event-loop`, `thread-per-conn`, `blocking`, and each doc line as help.)
@@ -55,6 +56,10 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Log a statistics line this often; `None` = only on SIGUSR1.
     pub stats_interval: Option<Duration>,
+    /// How each connection's byte stream is cut into messages (`raw`: not at all).
+    pub framing: Framing,
+    /// The largest frame: a line with its `\n`, or a length frame's payload.
+    pub max_frame: usize,
 }
 
 impl Default for ServerConfig {
@@ -70,6 +75,8 @@ impl Default for ServerConfig {
             recv_buffer: None,
             shutdown_grace: Duration::from_secs(5),
             stats_interval: None,
+            framing: Framing::Raw,
+            max_frame: 64 * 1024,
         }
     }
 }
@@ -80,6 +87,19 @@ impl ServerConfig {
         ServerConfig { addr, ..ServerConfig::default() }
     }
 
+    /// The framing with its limit, as a connection uses it.
+    pub fn framer(&self) -> Framer {
+        Framer::new(self.framing, self.max_frame)
+    }
+
+    /// The most bytes a connection may hold, read but not yet echoed: `max_pending`, or one
+    /// whole frame if that is more. A frame is echoed only once whole, so a connection must
+    /// be able to hold one (`--max-frame` plus, for `length`, its 4-byte prefix); otherwise
+    /// a frame under the limit could stall forever half-read.
+    pub fn connection_cap(&self) -> usize {
+        self.max_pending.max(self.framer().frame_bound())
+    }
+
     /// Reject combinations that cannot work, with a message that names the flag.
     pub fn validate(&self) -> Result<(), String> {
         if self.workers == 0 {
@@ -88,11 +108,21 @@ impl ServerConfig {
         if self.workers > 1 && self.model != Model::EventLoop {
             return Err(format!("--workers applies to the event-loop model, not {}", self.model.name()));
         }
+        if self.framing != Framing::Raw && self.model == Model::IoUring {
+            return Err(format!(
+                "--framing {} is not built into the io-uring model (it echoes the raw byte stream); \
+                 use event-loop, thread-per-conn or blocking",
+                self.framing.name()
+            ));
+        }
         if self.workers > 1 && matches!(self.addr, ListenAddr::Unix(_)) {
             return Err(format!(
                 "--workers {} needs a TCP address: SO_REUSEPORT does not apply to {}",
                 self.workers, self.addr
             ));
+        }
+        if let ListenAddr::Udp(_) = self.addr {
+            self.validate_udp()?;
         }
         if self.max_connections == 0 {
             return Err("--max-connections must be at least 1".into());
@@ -100,11 +130,22 @@ impl ServerConfig {
         if self.max_pending == 0 {
             return Err("--max-pending must be at least 1 byte".into());
         }
-        if let Some(memory) = physical_memory().filter(|&memory| self.max_pending as u64 > memory) {
+        if self.max_frame == 0 {
+            return Err("--max-frame must be at least 1 byte".into());
+        }
+        if self.framing == Framing::Length && self.max_frame as u64 > u64::from(u32::MAX) {
             return Err(format!(
-                "--max-pending {} is more than this machine's memory ({memory} bytes), for one connection",
-                self.max_pending
+                "--max-frame {} is more than a 4-byte length can declare ({})",
+                self.max_frame,
+                u32::MAX
             ));
+        }
+        for (flag, size) in [("--max-pending", self.max_pending), ("--max-frame", self.max_frame)] {
+            if let Some(memory) = physical_memory().filter(|&memory| size as u64 > memory) {
+                return Err(format!(
+                    "{flag} {size} is more than this machine's memory ({memory} bytes), for one connection"
+                ));
+            }
         }
         for (flag, size) in [("--send-buffer", self.send_buffer), ("--recv-buffer", self.recv_buffer)] {
             if size.is_some_and(|size| size > MAX_SOCKET_BUFFER) {
@@ -114,6 +155,29 @@ impl ServerConfig {
                     size.unwrap_or_default()
                 ));
             }
+        }
+        Ok(())
+    }
+}
+
+impl ServerConfig {
+    /// A `udp:` address: one event loop over one socket, and no stream to frame.
+    fn validate_udp(&self) -> Result<(), String> {
+        if self.model != Model::EventLoop {
+            return Err(format!(
+                "a udp: address is served by the event loop only, not {} (a datagram needs no \
+                 thread of its own)",
+                self.model.name()
+            ));
+        }
+        if self.workers > 1 {
+            return Err(format!("--workers {} needs a TCP address: a UDP echo is one socket", self.workers));
+        }
+        if self.framing != Framing::Raw {
+            return Err(format!(
+                "--framing {} applies to streams: over UDP every datagram is already one message",
+                self.framing.name()
+            ));
         }
         Ok(())
     }
@@ -163,6 +227,48 @@ mod tests {
         let config = ServerConfig { recv_buffer: Some(MAX_SOCKET_BUFFER + 1), ..Default::default() };
         assert!(config.validate().unwrap_err().contains("--recv-buffer"));
         let config = ServerConfig { send_buffer: Some(MAX_SOCKET_BUFFER), ..Default::default() };
+        assert_eq!(config.validate(), Ok(()));
+    }
+
+    #[test]
+    fn a_connection_can_always_hold_one_whole_frame() {
+        let config =
+            ServerConfig { framing: Framing::Length, max_pending: 100, max_frame: 100, ..Default::default() };
+        assert_eq!(config.connection_cap(), 104);
+        let config =
+            ServerConfig { framing: Framing::Line, max_pending: 1000, max_frame: 100, ..Default::default() };
+        assert_eq!(config.connection_cap(), 1000);
+        let config = ServerConfig { max_pending: 10, max_frame: 100, ..Default::default() };
+        assert_eq!(config.connection_cap(), 10, "raw framing holds no frames");
+    }
+
+    #[test]
+    fn frame_limits_are_checked() {
+        let config = ServerConfig { max_frame: 0, ..Default::default() };
+        assert!(config.validate().unwrap_err().contains("--max-frame"));
+        let config = ServerConfig { framing: Framing::Length, max_frame: 1 << 32, ..Default::default() };
+        assert!(config.validate().unwrap_err().contains("4-byte length"));
+        let config = ServerConfig { max_frame: usize::MAX, ..Default::default() };
+        assert!(config.validate().unwrap_err().contains("memory"));
+    }
+
+    #[test]
+    fn udp_takes_the_event_loop_one_worker_and_no_framing() {
+        let udp = ServerConfig::new("udp:0".parse().unwrap());
+        assert_eq!(udp.validate(), Ok(()));
+        let config = ServerConfig { model: Model::ThreadPerConn, ..udp.clone() };
+        assert!(config.validate().unwrap_err().contains("not thread-per-conn"));
+        let config = ServerConfig { workers: 2, ..udp.clone() };
+        assert!(config.validate().unwrap_err().contains("one socket"));
+        let config = ServerConfig { framing: Framing::Line, ..udp };
+        assert!(config.validate().unwrap_err().contains("--framing line"));
+    }
+
+    #[test]
+    fn io_uring_echoes_raw_bytes_only() {
+        let config = ServerConfig { model: Model::IoUring, framing: Framing::Line, ..Default::default() };
+        assert!(config.validate().unwrap_err().contains("--framing line"));
+        let config = ServerConfig { model: Model::IoUring, ..Default::default() };
         assert_eq!(config.validate(), Ok(()));
     }
 

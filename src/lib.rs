@@ -6,7 +6,9 @@
 //! 2. `src/event_loop/`: the real loop. `mod.rs` polls and dispatches; `connection.rs` is one
 //!    connection's read/echo/flush and the interest it needs next; `accept.rs` accepts;
 //!    `idle.rs` keeps idle deadlines.
-//! 3. `src/buffer.rs`: where bytes wait when the kernel takes only part of a write.
+//! 3. `src/buffer.rs`: where bytes wait when the kernel takes only part of a write, or
+//!    when a read ends in the middle of a frame; `src/framing.rs`: where frames end
+//!    (`--framing line|length`; "a read is not a message").
 //! 4. `src/blocking/`: the models tutorials teach, for comparison: one file per model, and
 //!    the accept loop, connection registry and blocking echo they share.
 //! 5. `src/net/`: sockets of every family, their options, the Unix socket file, and what an
@@ -14,7 +16,7 @@
 //! 6. [`Server`]: the one entry point for every model; [`ShutdownHandle`] stops it (and
 //!    carries SIGUSR1's request for a statistics line); `src/stats/` counts, reports live
 //!    and summarizes; `src/net/activation.rs` takes a socket from the service manager.
-//! 7. `src/client.rs`, an `nc`-like client ([`run_client`]).
+//! 7. `src/client/`, an `nc`-like client ([`run_client`]), framed or over UDP too.
 //! 8. `src/units.rs`: sizes and durations as typed on the command line ([`parse_size`],
 //!    [`parse_secs`]).
 //!
@@ -50,6 +52,7 @@ mod client;
 mod config;
 mod error;
 mod event_loop;
+mod framing;
 #[cfg(target_os = "linux")]
 mod io_uring;
 mod net;
@@ -59,11 +62,12 @@ mod stats;
 mod units;
 
 pub use addr::{AddrParseError, DEFAULT_ADDR, ListenAddr};
-pub use client::run as run_client;
+pub use client::{ClientOptions, run as run_client};
 pub use config::{Model, ServerConfig};
 pub use error::Error;
+pub use framing::Framing;
 pub use net::{ActivationEnv, InheritedSocket, LISTEN_VARS, take_inherited_socket};
 pub use server::Server;
 pub use shutdown::{ShutdownHandle, StopCause};
-pub use stats::{ExitReason, ServerStats, Summary, WorkerSummary, write_summary_json};
+pub use stats::{Datagrams, ExitReason, ServerStats, Summary, WorkerSummary, write_summary_json};
 pub use units::{parse_secs, parse_size};

@@ -19,7 +19,7 @@ fn main() -> ExitCode {
     init_logging(cli.verbose, cli.quiet);
     let result = match cli.command {
         Command::Serve(args) => serve(&args),
-        Command::Client(args) => echoloop::run_client(&args.addr).map_err(Error::Io),
+        Command::Client(args) => echoloop::run_client(&args.addr, &args.to_options()).map_err(Error::Io),
         #[cfg(feature = "bench")]
         Command::Bench(args) => bench_catalog::run(&args),
         Command::Manpage(args) => manpage(args.dir.as_deref()).map_err(Error::Io),

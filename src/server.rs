@@ -17,7 +17,7 @@ use crate::addr::ListenAddr;
 use crate::blocking;
 use crate::config::{Model, ServerConfig};
 use crate::error::Error;
-use crate::event_loop::EventLoop;
+use crate::event_loop::{EventLoop, UdpEcho};
 use crate::net::{self, InheritedSocket, SocketOptions, StdListener};
 use crate::shutdown::ShutdownHandle;
 use crate::stats::{Reporter, ServerStats, Summary};
@@ -38,6 +38,8 @@ enum Runner {
     EventLoops(Vec<EventLoop>),
     /// A threaded model: it takes the listener and the config when it runs.
     Threaded(Model, StdListener, ServerConfig),
+    /// The UDP echo: one loop over one socket.
+    Udp(UdpEcho),
 }
 
 impl Server {
@@ -61,6 +63,13 @@ impl Server {
                 io::ErrorKind::Unsupported,
                 "the io-uring model needs Linux",
             )));
+        }
+        if let ListenAddr::Udp(addr) = config.addr {
+            let socket = net::bind_udp(addr, config.send_buffer, config.recv_buffer)?;
+            let udp = UdpEcho::new(socket, config.shutdown_grace, &shutdown)?;
+            let addr = ListenAddr::Udp(udp.local_addr()?);
+            let runner = Runner::Udp(udp);
+            return Ok(Server { addr, shutdown, runner, stats: ServerStats::new(1), stats_interval: None });
         }
         let reuse_port = config.workers > 1;
         let first = net::bind(&config.addr, reuse_port)?;
@@ -134,6 +143,7 @@ impl Server {
         info!("serving {} with the {}", self.addr, self.model_description());
         let reporter = Reporter::start(self.stats.clone(), self.stats_interval, &self.shutdown)?;
         let worker = |i| self.stats.worker(i);
+        let mut datagrams = None; // the UDP echo keeps its own counts
         match self.runner {
             Runner::EventLoops(loops) => run_workers(loops, &self.shutdown)?,
             Runner::Threaded(Model::ThreadPerConn, listener, config) => {
@@ -146,9 +156,14 @@ impl Server {
             Runner::Threaded(_, listener, config) => {
                 blocking::serve_one_at_a_time(listener, &config, &self.shutdown, worker(0))?
             }
+            Runner::Udp(udp) => datagrams = Some(udp.run()?),
         };
         drop(reporter); // no statistics line after the summary
-        let summary = self.stats.summary();
+        let mut summary = self.stats.summary();
+        if let Some(udp) = datagrams {
+            summary.bytes_echoed = udp.bytes_echoed;
+            summary.datagrams = udp.datagrams;
+        }
         info!("{summary}");
         Ok(summary)
     }
@@ -162,6 +177,7 @@ impl Server {
             }
             Runner::EventLoops(_) => "event-loop model".to_string(),
             Runner::Threaded(model, ..) => format!("{} model", model.name()),
+            Runner::Udp(_) => "UDP echo (event loop)".to_string(),
         }
     }
 }

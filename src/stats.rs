@@ -232,6 +232,28 @@ pub struct Summary {
     pub per_worker: Vec<WorkerSummary>,
     /// From binding to the end.
     pub duration: Duration,
+    /// What a UDP echo did with its datagrams (all zero for TCP and Unix servers).
+    pub datagrams: Datagrams,
+}
+
+/// A UDP echo's datagram counts. Its echoed bytes are [`Summary::bytes_echoed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Datagrams {
+    /// Datagrams sent back to their sender.
+    pub echoed: u64,
+    /// Dropped unanswered: from source port 0 or a small service's port (7, 13, 17, 19).
+    pub dropped_source_port: u64,
+    /// Dropped unanswered: the oldest reply, pushed out of a full reply queue.
+    pub dropped_queue_full: u64,
+    /// Dropped unanswered: `send_to` failed (not `WouldBlock`, which queues the reply).
+    pub dropped_send_failed: u64,
+}
+
+impl Datagrams {
+    /// Every datagram dropped, for whatever reason.
+    pub fn dropped(&self) -> u64 {
+        self.dropped_source_port + self.dropped_queue_full + self.dropped_send_failed
+    }
 }
 
 impl Summary {
@@ -246,12 +268,27 @@ impl Summary {
             peak_connections: sum(|w| w.peak_connections),
             duration,
             per_worker,
+            datagrams: Datagrams::default(),
         }
     }
 }
 
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let datagrams = &self.datagrams;
+        if *datagrams != Datagrams::default() {
+            return write!(
+                f,
+                "summary: echoed {} datagrams ({} bytes), dropped {} (source port {}, reply queue full {}, \
+                 send failed {})",
+                datagrams.echoed,
+                self.bytes_echoed,
+                datagrams.dropped(),
+                datagrams.dropped_source_port,
+                datagrams.dropped_queue_full,
+                datagrams.dropped_send_failed
+            );
+        }
         write!(
             f,
             "summary: served {} connections, echoed {} bytes, peak {} concurrent connections, rejected {}",
@@ -282,6 +319,17 @@ mod tests {
         let s = WorkerSummary::from(stats.sample());
         assert_eq!((s.connections, s.peak_connections, s.bytes_echoed, s.rejected), (3, 2, 15, 1));
         assert_eq!(stats.active(), 1);
+    }
+
+    #[test]
+    fn a_udp_summary_counts_datagrams() {
+        let datagrams =
+            Datagrams { echoed: 5, dropped_source_port: 2, dropped_queue_full: 3, dropped_send_failed: 0 };
+        let summary = Summary { bytes_echoed: 50, datagrams, ..Summary::default() };
+        assert_eq!(
+            summary.to_string(),
+            "summary: echoed 5 datagrams (50 bytes), dropped 5 (source port 2, reply queue full 3, send failed 0)"
+        );
     }
 
     #[test]

@@ -1,9 +1,12 @@
-//! The blocking echo: read, write all of it, repeat, until the client closes.
+//! The blocking echo: read, write all of it, repeat, until the client closes. With
+//! `--framing line|length`: read, write the frames that are whole, keep the start of the next
+//! one at the front of the buffer, repeat.
 
 use std::io::{self, ErrorKind, Read, Write};
 
 use log::trace;
 
+use crate::framing::{AtEof, Framer, Oversize, Rest};
 use crate::net::BlockingStream;
 use crate::shutdown::ShutdownHandle;
 use crate::stats::{IoTally, Stats};
@@ -12,6 +15,8 @@ use crate::stats::{IoTally, Stats};
 /// A blocking model needs one buffer per connection (the event loop shares one 64 KiB buffer
 /// among all of them), so it is smaller; 16 KiB still takes a loopback burst in a few reads.
 /// On the heap rather than the stack, so the thread stack stays small (see `thread_per_conn.rs`).
+/// With framing it grows (doubling) while a frame larger than it arrives, up to one whole
+/// frame, and shrinks back once that frame is echoed.
 pub const ECHO_BUFFER: usize = 16 * 1024;
 
 /// How a connection's echo ended.
@@ -21,8 +26,11 @@ pub enum End {
     ClientClosed,
     /// No byte moved for `--idle-timeout`, in either direction.
     IdleTimeout,
-    /// The server is stopping: reading stopped; everything read was echoed.
+    /// The server is stopping: reading stopped; everything read was echoed (but a partial
+    /// frame, which can never be whole now).
     Shutdown,
+    /// A frame was over `--max-frame`; the frames before it were echoed.
+    TooLarge(Oversize),
     /// The socket failed (reset by the client, or shut down when the grace period ended).
     Error(io::Error),
 }
@@ -33,6 +41,7 @@ impl std::fmt::Display for End {
             End::ClientClosed => f.write_str("done"),
             End::IdleTimeout => f.write_str("idle timeout"),
             End::Shutdown => f.write_str("shutdown"),
+            End::TooLarge(_) => f.write_str("frame over the limit"),
             End::Error(e) => write!(f, "error: {e}"),
         }
     }
@@ -43,38 +52,54 @@ impl std::fmt::Display for End {
 pub struct Echoed {
     /// Bytes read from the client.
     pub bytes_in: u64,
-    /// Bytes written back; less than `bytes_in` only if a write failed.
+    /// Bytes written back; less than `bytes_in` only if a write failed or a frame was dropped.
     pub bytes_out: u64,
+    /// Bytes of a partial frame dropped at the end: cut short by the client's EOF (length
+    /// framing) or by the shutdown.
+    pub discarded: usize,
     /// Why it stopped.
     pub end: End,
 }
 
-/// Echo until the client closes, goes idle, fails, or the server stops. `id` is for logs;
-/// every read and every write-all is added to `stats` as it happens (one relaxed atomic add
-/// beside a syscall), so the live statistics line sees a long connection's traffic.
+/// Echo until the client closes, goes idle, fails, sends a frame over the limit, or the
+/// server stops. `id` is for logs; every read and every write-all is added to `stats` as it
+/// happens (one relaxed atomic add beside a syscall), so the live statistics line sees a
+/// long connection's traffic.
 ///
 /// Blocking I/O needs no readiness bookkeeping: `read` sleeps until bytes (or EOF) arrive,
-/// and the bytes are written back in full before the next read, so nothing is ever pending
-/// between calls and an EOF needs no flushing. The price: this thread can do nothing else
-/// meanwhile, and a client that stops reading holds it in `write`.
+/// and the whole frames are written back in full before the next read, so nothing is ever
+/// pending between calls and an EOF needs no flushing. The price: this thread can do nothing
+/// else meanwhile, and a client that stops reading holds it in `write`.
+///
+/// `buf[..held]` is the start of a frame not yet whole (never in raw mode); each read lands
+/// right after it, so a frame completed by a read is one contiguous slice to write.
 pub fn echo_blocking(
     stream: &BlockingStream,
     id: usize,
-    buf: &mut [u8],
+    buf: &mut Vec<u8>,
+    framer: Framer,
     shutdown: &ShutdownHandle,
     stats: &Stats,
 ) -> Echoed {
     let mut reader = stream;
-    let mut echoed = Echoed { bytes_in: 0, bytes_out: 0, end: End::ClientClosed };
+    let mut echoed = Echoed { bytes_in: 0, bytes_out: 0, discarded: 0, end: End::ClientClosed };
+    let initial = buf.len();
+    let mut held = 0;
+    let mut recorded_out = 0; // of `echoed.bytes_out`, what `stats` already has
     echoed.end = loop {
         // Checked before every read: after a stop request, SHUT_RD makes a blocked read
         // return 0, but TCP may still hand over bytes that were already queued.
         if shutdown.is_requested() {
+            echoed.discarded = held;
             break End::Shutdown;
         }
-        let n = match reader.read(buf) {
-            Ok(0) if shutdown.is_requested() => break End::Shutdown, // our SHUT_RD, not the client
-            Ok(0) => break End::ClientClosed,
+        make_room(buf, held, initial, framer.frame_bound());
+        let n = match reader.read(&mut buf[held..]) {
+            Ok(0) if shutdown.is_requested() => {
+                echoed.discarded = held; // our SHUT_RD, not the client
+                break End::Shutdown;
+            }
+            Ok(0) => break end_at_eof(stream, &buf[..held], framer, &mut echoed),
             Ok(n) => n,
             Err(e) if timed_out(&e) => break End::IdleTimeout, // SO_RCVTIMEO expired
             Err(e) if e.kind() == ErrorKind::Interrupted => continue, // a signal: retry
@@ -83,15 +108,59 @@ pub fn echo_blocking(
         trace!("{id} read n={n}");
         echoed.bytes_in += n as u64;
         stats.record(IoTally { messages: 1, bytes_read: n as u64, ..IoTally::default() });
-        let before = echoed.bytes_out;
-        let written = write_all_counted(stream, &buf[..n], &mut echoed.bytes_out);
-        stats.record(IoTally { bytes_echoed: echoed.bytes_out - before, ..IoTally::default() });
+        let split = framer.split(&buf[..held], &buf[held..held + n]);
+        let whole = if split.whole > 0 { held + split.whole } else { 0 }; // the held start goes too
+        let written = write_all_counted(stream, &buf[..whole], &mut echoed.bytes_out);
+        record_echoed(stats, &mut recorded_out, echoed.bytes_out);
         if let Err(end) = written {
             break end;
         }
-        trace!("{id} wrote n={n}");
+        trace!("{id} wrote n={whole}");
+        if let Rest::TooLarge(oversize) = split.rest {
+            break End::TooLarge(oversize);
+        }
+        buf.copy_within(whole..held + n, 0); // the partial frame moves to the front
+        held = held + n - whole;
     };
+    record_echoed(stats, &mut recorded_out, echoed.bytes_out); // a final line echoed at EOF
     echoed
+}
+
+/// Add the bytes written back since the last call to `stats`.
+fn record_echoed(stats: &Stats, recorded: &mut u64, bytes_out: u64) {
+    if bytes_out > *recorded {
+        stats.record(IoTally { bytes_echoed: bytes_out - *recorded, ..IoTally::default() });
+        *recorded = bytes_out;
+    }
+}
+
+/// Before a read: if a partial frame fills the buffer, grow it (doubling, up to one whole
+/// frame: the framer refuses longer ones, so `held < bound`); once nothing is held, give a
+/// grown buffer's memory back.
+fn make_room(buf: &mut Vec<u8>, held: usize, initial: usize, bound: usize) {
+    if held == buf.len() {
+        let grown = (buf.len() * 2).min(bound).max(held + 1);
+        buf.resize(grown, 0);
+    } else if held == 0 && buf.len() > initial {
+        buf.truncate(initial);
+        buf.shrink_to_fit();
+    }
+}
+
+/// The client's EOF: a last line without `\n` is whole now, so echo it; a length frame cut
+/// short can never be whole, so count it as discarded.
+fn end_at_eof(stream: &BlockingStream, held: &[u8], framer: Framer, echoed: &mut Echoed) -> End {
+    match framer.at_eof(held) {
+        AtEof::Nothing => End::ClientClosed,
+        AtEof::Echo => match write_all_counted(stream, held, &mut echoed.bytes_out) {
+            Ok(()) => End::ClientClosed,
+            Err(end) => end,
+        },
+        AtEof::Discard(n) => {
+            echoed.discarded = n;
+            End::ClientClosed
+        }
+    }
 }
 
 /// `write_all`, counting every byte the kernel takes, so the summary is exact even when a

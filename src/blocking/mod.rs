@@ -35,13 +35,14 @@ mod thread_per_conn;
 use std::sync::Arc;
 use std::time::Duration;
 
-use log::debug;
+use log::{debug, info, warn};
 
 use crate::config::ServerConfig;
+use crate::framing::Framer;
 use crate::net::{BlockingStream, Peer, SocketOptions};
 use crate::shutdown::ShutdownHandle;
 use crate::stats::{IoTally, Stats};
-use echo::{ECHO_BUFFER, echo_blocking};
+use echo::{ECHO_BUFFER, End, echo_blocking};
 use registry::{LiveConnections, Registered};
 
 pub use one_at_a_time::serve as serve_one_at_a_time;
@@ -61,6 +62,8 @@ pub struct Context {
     socket_options: SocketOptions,
     /// SO_RCVTIMEO and SO_SNDTIMEO, when `--idle-timeout` is on.
     idle_timeout: Option<Duration>,
+    /// Where frames end (`--framing`, `--max-frame`).
+    framer: Framer,
 }
 
 impl Context {
@@ -72,6 +75,7 @@ impl Context {
             shutdown: shutdown.clone(),
             socket_options: SocketOptions::from_config(config),
             idle_timeout: config.idle_timeout,
+            framer: config.framer(),
         }
     }
 
@@ -100,16 +104,23 @@ pub fn serve_connection(conn: Registered, peer: Peer, ctx: &Context) {
     ctx.stats.connection_opened();
     debug!("{} opened peer={peer} (open: {})", conn.id, ctx.live.len());
     let mut buf = vec![0; ECHO_BUFFER];
-    let echoed = echo_blocking(conn.stream(), conn.id, &mut buf, &ctx.shutdown, &ctx.stats);
+    let echoed = echo_blocking(conn.stream(), conn.id, &mut buf, ctx.framer, &ctx.shutdown, &ctx.stats);
     ctx.stats.record(IoTally { bytes_unsent: echoed.bytes_in - echoed.bytes_out, ..IoTally::default() });
     ctx.stats.connection_closed();
+    if let End::TooLarge(oversize) = &echoed.end {
+        warn!("{peer}: {oversize}: closing the connection after echoing the frames before it");
+    }
+    if echoed.discarded > 0 {
+        let when = if matches!(echoed.end, End::Shutdown) { "shutting down" } else { "EOF" };
+        info!("{peer}: {when} in the middle of a frame: discarded its {} bytes", echoed.discarded);
+    }
     debug!(
         "{} closed ({}) peer={peer} read={} echoed={} unsent={}",
         conn.id,
         echoed.end,
         echoed.bytes_in,
         echoed.bytes_out,
-        echoed.bytes_in - echoed.bytes_out
+        echoed.bytes_in - echoed.bytes_out - echoed.discarded as u64
     );
     // `conn` drops here: the socket closes and its registry slot is freed.
 }
@@ -117,12 +128,15 @@ pub fn serve_connection(conn: Registered, peer: Peer, ctx: &Context) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use echo::{End, write_all_counted};
+    use crate::framing::Framing;
+    use echo::write_all_counted;
     use std::io::{Read, Write};
     use std::net::Shutdown;
     use std::os::unix::net::UnixStream;
     use std::thread;
     use std::time::Instant;
+
+    const RAW: Framer = Framer::new(Framing::Raw, 1);
 
     /// A connected pair: the server side as a registered connection, and the client side.
     fn pair(live: &Arc<LiveConnections>) -> (Registered, UnixStream) {
@@ -137,8 +151,14 @@ mod tests {
         let (conn, mut client) = pair(&live);
         client.write_all(b"hello, echo").unwrap();
         client.shutdown(Shutdown::Write).unwrap();
-        let echoed =
-            echo_blocking(conn.stream(), conn.id, &mut [0; 4], &ShutdownHandle::new(), &Stats::default());
+        let echoed = echo_blocking(
+            conn.stream(),
+            conn.id,
+            &mut vec![0; 4],
+            RAW,
+            &ShutdownHandle::new(),
+            &Stats::default(),
+        );
         assert!(matches!(echoed.end, End::ClientClosed), "{}", echoed.end);
         assert_eq!((echoed.bytes_in, echoed.bytes_out), (11, 11));
         drop(conn);
@@ -156,7 +176,8 @@ mod tests {
             let echoed = echo_blocking(
                 conn.stream(),
                 conn.id,
-                &mut [0; 16],
+                &mut vec![0; 16],
+                RAW,
                 &ShutdownHandle::new(),
                 &Stats::default(),
             );
@@ -196,7 +217,7 @@ mod tests {
         live.begin_shutdown(Duration::ZERO);
         let (conn, mut client) = pair(&live);
         client.write_all(b"late").unwrap();
-        let echoed = echo_blocking(conn.stream(), conn.id, &mut [0; 16], &stop, &Stats::default());
+        let echoed = echo_blocking(conn.stream(), conn.id, &mut vec![0; 16], RAW, &stop, &Stats::default());
         assert!(matches!(echoed.end, End::Shutdown));
         assert_eq!(echoed.bytes_in, 0);
     }

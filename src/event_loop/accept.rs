@@ -65,7 +65,8 @@ impl EventLoop {
         if let Err(e) = self.poll.registry().register(&mut stream, token, READ) {
             return warn!("accept: cannot register {peer}: {e}");
         }
-        entry.insert(Connection::new(stream, token, peer, self.config.max_pending, now));
+        let (framer, cap) = (self.config.framer(), self.config.connection_cap());
+        entry.insert(Connection::new(stream, token, peer, framer, cap, now));
         if let Some(timers) = &mut self.idle {
             timers.start(token, now);
         }

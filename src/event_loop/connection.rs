@@ -9,14 +9,20 @@
 //! The echo path, in the common case, is two syscalls: `read` into the loop's shared buffer,
 //! then `write` of the same bytes straight back. Only when the kernel's send buffer is full
 //! (a *partial write*) do bytes stay behind in this connection's [`PendingBuf`].
+//!
+//! With `--framing line|length` a read is not a message: the [`Framer`] says how much of
+//! each read ends whole frames. Those are echoed straight from the shared buffer, as in raw
+//! mode; only the start of a frame cut off by the end of the read is copied, into this
+//! connection's [`PartialFrame`], until the read that completes it.
 
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{self, ErrorKind, IoSlice, Read, Write};
 use std::time::Instant;
 
-use log::trace;
+use log::{info, trace, warn};
 use mio::{Interest, Token};
 
-use crate::buffer::PendingBuf;
+use crate::buffer::{PartialFrame, PendingBuf};
+use crate::framing::{AtEof, Framer, Rest};
 use crate::net::{Peer, Stream};
 use crate::stats::IoTally;
 
@@ -39,6 +45,10 @@ pub enum Phase {
     Open,
     /// The client half-closed (read returned 0): finish the echo, then close.
     PeerClosed,
+    /// A frame was over `--max-frame`: read nothing more, finish echoing the frames before
+    /// it, then close. (The rest of the oversized frame stays unread in the kernel, so the
+    /// close is a reset rather than a FIN; the echoes went out before it.)
+    Refused,
     /// The server is shutting down: read nothing more, flush what is pending, then linger.
     ShuttingDown,
     /// Shutting down with nothing left to echo, but the client is still sending or has not
@@ -74,9 +84,21 @@ pub struct Connection {
     peer: Peer,
     /// Decides, with `pending`, what to wait for.
     phase: Phase,
-    /// Bytes read but not yet taken by the kernel. Non-empty iff WRITABLE is registered;
-    /// full (`--max-pending`) iff READABLE is not (backpressure). Empty = no heap memory.
+    /// Bytes read and due back but not yet taken by the kernel. Non-empty iff WRITABLE is
+    /// registered. Its cap is the connection's cap (`--max-pending`, raised to hold one whole
+    /// frame), which it shares with `partial`: see [`Connection::read_room`]. Empty = no heap
+    /// memory.
     pending: PendingBuf,
+    /// Where frames end (`raw`: every read is whole, and `partial` stays empty).
+    framer: Framer,
+    /// The start of a frame whose end has not arrived yet. Invariants:
+    /// - it never holds a whole frame (a frame is echoed the moment it is whole), so it is
+    ///   shorter than `framer.frame_bound()`, and empty (no heap memory) between frames;
+    /// - `partial.len() + pending.len() <= cap`: both are bytes read and not yet echoed, and
+    ///   every byte read may end in either, so a read asks for at most the room left
+    ///   (backpressure counts both). The cap holds one whole frame, so with nothing pending
+    ///   there is always room for the next byte of a partial frame: it cannot stall.
+    partial: PartialFrame,
     /// The interest the registry holds for us now, so we reregister only on a change.
     registered: Interest,
     /// When bytes last moved in either direction (for the idle timeout).
@@ -91,13 +113,18 @@ pub struct Connection {
 
 impl Connection {
     /// A connection just registered with READABLE interest.
-    pub fn new(stream: Stream, token: Token, peer: Peer, max_pending: usize, now: Instant) -> Self {
+    /// `cap` bounds the bytes held (pending and partial frame together); it is at least
+    /// `framer.frame_bound()`.
+    pub fn new(stream: Stream, token: Token, peer: Peer, framer: Framer, cap: usize, now: Instant) -> Self {
+        debug_assert!(cap >= framer.frame_bound(), "a connection must be able to hold one whole frame");
         Connection {
             stream,
             token,
             peer,
             phase: Phase::Open,
-            pending: PendingBuf::new(max_pending),
+            pending: PendingBuf::new(cap),
+            framer,
+            partial: PartialFrame::default(),
             registered: READ,
             last_active: now,
             reads: 0,
@@ -126,12 +153,13 @@ impl Connection {
                 return Ok(ReadStop::Done);
             }
             // Never read more than we could keep if the kernel refused to take any of it back.
-            let room = self.pending.room().min(buf.len());
+            let room = self.read_room().min(buf.len());
             if room == 0 {
                 trace!(
-                    "token={} pending={} at cap: not reading (backpressure)",
+                    "token={} pending={} partial={} at cap: not reading (backpressure)",
                     self.token.0,
-                    self.pending.len()
+                    self.pending.len(),
+                    self.partial.len()
                 );
                 return Ok(ReadStop::Done);
             }
@@ -143,6 +171,7 @@ impl Connection {
                         self.pending.len()
                     );
                     self.phase = Phase::PeerClosed;
+                    self.end_partial_frame_at_eof()?;
                     return Ok(ReadStop::Done);
                 }
                 Ok(n) => n,
@@ -157,13 +186,70 @@ impl Connection {
             self.reads += 1;
             self.bytes_in += n as u64;
             self.last_active = now;
-            self.echo(&buf[..n])?;
+            self.echo_frames(&buf[..n])?;
             if n < room && !maybe_eof {
                 return Ok(ReadStop::Done); // short read: drained, a new edge will come
             }
         }
         trace!("token={} read budget spent: yielding to other connections", self.token.0);
         Ok(ReadStop::BudgetSpent)
+    }
+
+    /// The bytes this connection may still read: the cap, less what it holds (pending and
+    /// partial frame alike, either of which a byte read may end in).
+    fn read_room(&self) -> usize {
+        // `pending`'s room is the cap less `pending`; the invariant keeps `partial` within it.
+        self.pending.room().saturating_sub(self.partial.len())
+    }
+
+    /// Echo the frames that `data` (one read, in the shared buffer) makes whole, and keep
+    /// the start of a frame it leaves unfinished.
+    ///
+    /// The whole frames of this read go out in one write, straight from the shared buffer
+    /// (no copy); a frame begun in an earlier read goes out in the same call (`writev`), its
+    /// start from `partial`. In raw mode all of `data` is whole: the plain echo.
+    fn echo_frames(&mut self, data: &[u8]) -> io::Result<()> {
+        let split = self.framer.split(self.partial.as_slice(), data);
+        let whole = &data[..split.whole];
+        if !whole.is_empty() && self.partial.is_empty() {
+            self.echo(whole)?;
+        } else if !whole.is_empty() {
+            let start = self.partial.take(); // freed once echoed (or copied to pending)
+            trace!("token={} frame whole: {} bytes held + {} read", self.token.0, start.len(), whole.len());
+            self.echo_pair(&start, whole)?;
+        }
+        let rest = &data[split.whole..];
+        match split.rest {
+            Rest::Partial if rest.is_empty() => {}
+            Rest::Partial => {
+                self.partial.extend(rest, self.framer.frame_bound());
+                trace!("token={} partial frame: held={} (+{})", self.token.0, self.partial.len(), rest.len());
+            }
+            Rest::TooLarge(oversize) => {
+                warn!("{}: {oversize}: closing the connection after echoing the frames before it", self.peer);
+                self.phase = Phase::Refused;
+                self.partial.take();
+            }
+        }
+        Ok(())
+    }
+
+    /// The client's EOF arrived: a last line without `\n` is whole now, so echo it; a
+    /// length frame cut short can never be whole, so drop it, and say so.
+    fn end_partial_frame_at_eof(&mut self) -> io::Result<()> {
+        match self.framer.at_eof(self.partial.as_slice()) {
+            AtEof::Nothing => Ok(()),
+            AtEof::Echo => {
+                let line = self.partial.take();
+                trace!("token={} EOF ends the last line: n={}", self.token.0, line.len());
+                self.echo(&line)
+            }
+            AtEof::Discard(n) => {
+                info!("{}: EOF in the middle of a frame: discarded its {n} bytes", self.peer);
+                self.partial.take();
+                Ok(())
+            }
+        }
     }
 
     /// Lingering: read what the client still sends and drop it, until its EOF (then the
@@ -207,6 +293,33 @@ impl Connection {
             self.pending.push(&data[n..]);
         } else {
             trace!("token={} write n={n}", self.token.0);
+        }
+        Ok(())
+    }
+
+    /// [`Connection::echo`] of `head` then `tail` in one gather write (`writev`) when nothing
+    /// is pending: a frame whose start was held goes out in one call, like any other.
+    fn echo_pair(&mut self, head: &[u8], tail: &[u8]) -> io::Result<()> {
+        if !self.pending.is_empty() {
+            self.echo(head)?; // both queue behind what is pending
+            return self.echo(tail);
+        }
+        let n = loop {
+            match self.stream.write_vectored(&[IoSlice::new(head), IoSlice::new(tail)]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break 0, // the send buffer is full
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue, // a signal: retry
+                Err(e) => return Err(e),
+            }
+        };
+        self.bytes_out += n as u64;
+        let total = head.len() + tail.len();
+        trace!("token={} write n={n} of {total} (held start + this read)", self.token.0);
+        if n < head.len() {
+            self.pending.push(&head[n..]); // what the kernel refused waits, in order
+            self.pending.push(tail);
+        } else if n < total {
+            self.pending.push(&tail[n - head.len()..]);
         }
         Ok(())
     }
@@ -260,9 +373,9 @@ impl Connection {
     /// that is already readable at once, so bytes that waited in the kernel are not forgotten.
     pub fn interest(&self) -> Option<Interest> {
         let reading = match self.phase {
-            Phase::Open => !self.pending.is_full(),
+            Phase::Open => self.read_room() > 0,
             Phase::Lingering => true, // to see the client's EOF (and discard what precedes it)
-            Phase::PeerClosed | Phase::ShuttingDown => false,
+            Phase::PeerClosed | Phase::Refused | Phase::ShuttingDown => false,
         };
         let writing = !self.pending.is_empty();
         match (reading, writing) {
@@ -296,6 +409,15 @@ impl Connection {
     pub fn stop_reading(&mut self) -> io::Result<()> {
         if self.phase == Phase::Open {
             self.phase = Phase::ShuttingDown;
+        }
+        if !self.partial.is_empty() {
+            // Its end will never be read now, so it can never be echoed whole.
+            info!(
+                "{}: shutting down in the middle of a frame: discarded its {} bytes",
+                self.peer,
+                self.partial.len()
+            );
+            self.partial.take();
         }
         self.linger_once_flushed()
     }

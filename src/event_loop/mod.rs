@@ -21,6 +21,9 @@
 mod accept;
 mod connection;
 mod idle;
+mod udp;
+
+pub use udp::UdpEcho;
 
 pub(crate) use idle::IdleTimers; // the io_uring model keeps its idle deadlines the same way
 
@@ -59,6 +62,19 @@ const LINGER_CHECK: Duration = Duration::from_millis(20);
 /// Events taken from the kernel per `poll`. Large enough that 2000 busy connections need
 /// only a few polls per round; each slot is 12-16 bytes.
 const EVENTS_CAPACITY: usize = 1024;
+
+/// A waker on `poll` (token `WAKER`) that `shutdown` fires: how a stop request reaches a
+/// loop asleep in `poll`. The caller keeps it alive.
+fn shutdown_waker(poll: &Poll, shutdown: &ShutdownHandle) -> io::Result<Arc<Waker>> {
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+    let wake = Arc::clone(&waker);
+    shutdown.add_waker(move || {
+        if let Err(e) = wake.wake() {
+            warn!("could not wake the event loop: {e}");
+        }
+    });
+    Ok(waker)
+}
 
 /// What an event says a connection may do. Flags are hints: a hang-up or an error is
 /// learned for certain from a `read` or `write` result, so they just mean "try".
@@ -133,13 +149,7 @@ impl EventLoop {
         let poll = Poll::new()?;
         let mut listener = listener.into_mio()?;
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let wake = Arc::clone(&waker);
-        shutdown.add_waker(move || {
-            if let Err(e) = wake.wake() {
-                warn!("could not wake the event loop: {e}");
-            }
-        });
+        let waker = shutdown_waker(&poll, shutdown)?;
         Ok(EventLoop {
             poll,
             listener: Some(listener),

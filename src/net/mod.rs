@@ -55,8 +55,38 @@ pub fn bind(addr: &ListenAddr, reuse_port: bool) -> io::Result<StdListener> {
             .map(StdListener::Tcp)
             .map_err(|e| privileged::explain_bind_error(*sa, e)),
         ListenAddr::Unix(path) => bind_unix(path),
+        ListenAddr::Udp(_) => Err(not_a_stream()),
     }
     .map_err(|e| with_addr(addr, e))
+}
+
+/// A `udp:` address where a stream (TCP or Unix) was needed.
+fn not_a_stream() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, "a udp: address carries datagrams, not a stream")
+}
+
+/// Bind a UDP socket on `addr` for the UDP echo, with the kernel buffer sizes asked for
+/// (`--send-buffer`, `--recv-buffer`). Errors name the address.
+pub fn bind_udp(
+    addr: SocketAddr,
+    send_buffer: Option<usize>,
+    recv_buffer: Option<usize>,
+) -> io::Result<std::net::UdpSocket> {
+    let bind = || -> io::Result<std::net::UdpSocket> {
+        let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, None)?;
+        if addr.is_ipv6() {
+            socket.set_only_v6(true)?; // as for TCP: `[::]` means IPv6 only
+        }
+        if let Some(size) = send_buffer {
+            socket.set_send_buffer_size(size)?;
+        }
+        if let Some(size) = recv_buffer {
+            socket.set_recv_buffer_size(size)?;
+        }
+        socket.bind(&addr.into())?;
+        Ok(socket.into())
+    };
+    bind().map_err(|e| with_addr(&ListenAddr::Udp(addr), e))
 }
 
 fn bind_tcp(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener> {
@@ -86,6 +116,7 @@ pub fn connect(addr: &ListenAddr, timeout: Duration) -> io::Result<BlockingStrea
     match addr {
         ListenAddr::Tcp(sa) => std::net::TcpStream::connect_timeout(sa, timeout).map(BlockingStream::Tcp),
         ListenAddr::Unix(path) => unix::UnixStream::connect(path).map(BlockingStream::Unix),
+        ListenAddr::Udp(_) => Err(not_a_stream()),
     }
     .map_err(|e| io::Error::new(e.kind(), format!("cannot connect to {addr}: {e}")))
 }

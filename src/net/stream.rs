@@ -93,6 +93,13 @@ impl Write for Stream {
             Stream::Unix(s) => s.write(buf),
         }
     }
+    /// One `writev`: the event loop sends a frame's held start and its end in one call.
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write_vectored(bufs),
+            Stream::Unix(s) => s.write_vectored(bufs),
+        }
+    }
     fn flush(&mut self) -> io::Result<()> {
         Ok(()) // nothing is buffered in user space
     }

@@ -4,7 +4,7 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use echoloop::Model;
+use echoloop::{Framing, Model};
 
 use crate::util::{SocketPath, TestServer, assert_same_bytes, config, random_bytes, run_bin_with};
 
@@ -91,4 +91,70 @@ fn wait_bounded(child: &mut std::process::Child) -> Option<i32> {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// `--framing line` against a line server: the output is the input again, a last line
+/// without `\n` included (the server echoes it at EOF).
+#[test]
+fn framed_lines_come_back_whole() {
+    let server =
+        TestServer::start(echoloop::ServerConfig { framing: Framing::Line, ..config(Model::EventLoop) });
+    let mut data = Vec::new();
+    for (i, len) in [0, 1, 500, 60_000, 3].into_iter().enumerate() {
+        let mut line = random_bytes(len, 50 + i as u64);
+        line.retain(|&b| b != b'\n');
+        data.extend(line);
+        data.push(b'\n');
+    }
+    data.extend(b"no end");
+    let run = run_bin_with(&["client", "--framing", "line", &server.addr().to_string()], data.clone(), LIMIT);
+    assert_eq!(run.code, 0, "stderr: {}", run.stderr);
+    assert_same_bytes(&run.stdout, &data);
+}
+
+/// `--framing length --max-frame 1000`: stdin is cut into frames of at most 1000 bytes, and
+/// the output is their payloads, so it is the input again; the server echoed every frame
+/// whole (the payloads plus one 4-byte prefix per frame).
+#[test]
+fn framed_lengths_come_back_as_payloads() {
+    let server = TestServer::start(echoloop::ServerConfig {
+        framing: Framing::Length,
+        max_frame: 1000,
+        ..config(Model::EventLoop)
+    });
+    let data = random_bytes(2 << 20, 44);
+    let args = ["client", "--framing", "length", "--max-frame", "1000", &server.addr().to_string()];
+    let run = run_bin_with(&args, data.clone(), LIMIT);
+    assert_eq!(run.code, 0, "stderr: {}", run.stderr);
+    assert_same_bytes(&run.stdout, &data);
+    let prefix_bytes = server.stop().bytes_echoed - data.len() as u64;
+    assert_eq!(prefix_bytes % 4, 0, "{prefix_bytes} bytes beyond the payloads");
+    let frames = prefix_bytes / 4;
+    assert!(frames >= data.len().div_ceil(1000) as u64, "{frames} frames for {} bytes", data.len());
+}
+
+/// `client udp:ADDR`: each line one datagram, each reply printed.
+#[test]
+fn udp_lines_are_datagrams() {
+    let server = TestServer::start(echoloop::ServerConfig::new("udp:127.0.0.1:0".parse().unwrap()));
+    let data = b"first\n\nthird line\nno newline".to_vec();
+    let run = run_bin_with(&["client", &server.addr().to_string()], data.clone(), LIMIT);
+    assert_eq!(run.code, 0, "stderr: {}", run.stderr);
+    assert_eq!(run.stdout, data);
+    assert_eq!(server.stop().datagrams.echoed, 4);
+}
+
+/// A UDP "server" that never answers: each datagram is reported lost after `--timeout`, and
+/// the client exits 1 saying how many.
+#[test]
+fn udp_datagrams_without_reply_are_reported_lost() {
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap(); // receives, never replies
+    silent.set_read_timeout(Some(LIMIT)).unwrap();
+    let addr = format!("udp:{}", silent.local_addr().unwrap());
+    let run = run_bin_with(&["client", "--timeout", "0.2", &addr], b"one\ntwo\n".to_vec(), LIMIT);
+    assert_eq!(run.code, 1, "stderr: {}", run.stderr);
+    assert!(run.stderr.contains("to datagram 1 (4 bytes): lost"), "stderr: {}", run.stderr);
+    assert!(run.stderr.contains("2 of 2 datagrams got no reply (lost)"), "stderr: {}", run.stderr);
+    let mut buf = [0; 8];
+    assert_eq!(silent.recv(&mut buf).unwrap(), 4, "the datagrams were sent");
 }

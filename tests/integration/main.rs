@@ -39,6 +39,8 @@ mod cli;
 mod client;
 /// Byte-exact echo: large transfers, hundreds of clients, IPv6, Unix sockets.
 mod echo;
+/// `--framing line|length`: frames split at every byte, limits, absurd lengths, EOF mid-frame.
+mod framing;
 /// Half-close: the client's EOF does not cut its echo short.
 mod half_close;
 /// `--idle-timeout`: silent connections are closed, active ones are not.
@@ -61,3 +63,5 @@ mod regression;
 mod reliability;
 /// Graceful shutdown on SIGTERM / SIGINT, and the grace period.
 mod shutdown;
+/// UDP echo: every size, IPv6, reserved source ports, a full reply queue, usage errors.
+mod udp;

@@ -19,9 +19,9 @@ use super::util::{
     random_bytes, run_bin,
 };
 
-/// A server set-up under test.
+/// A server set-up under test (also used by `framing.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Variant {
+pub(crate) enum Variant {
     EventLoop,
     Workers2,
     ThreadPerConn,
@@ -31,7 +31,7 @@ enum Variant {
 
 impl Variant {
     /// A config on 127.0.0.1:0 (short grace) for this variant.
-    fn config(self) -> ServerConfig {
+    pub(crate) fn config(self) -> ServerConfig {
         match self {
             Variant::EventLoop => config(Model::EventLoop),
             Variant::Workers2 => ServerConfig { workers: 2, ..config(Model::EventLoop) },
@@ -42,7 +42,7 @@ impl Variant {
     }
 
     /// The `serve` flags that select this variant on the command line.
-    fn args(self) -> &'static [&'static str] {
+    pub(crate) fn args(self) -> &'static [&'static str] {
         match self {
             Variant::EventLoop => &["--model", "event-loop"],
             Variant::Workers2 => &["--model", "event-loop", "--workers", "2"],

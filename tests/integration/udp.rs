@@ -1,0 +1,270 @@
+//! UDP echo (`echoloop serve udp:ADDR`): every size, reserved source ports, a full reply queue.
+//!
+//! The last two need what loopback cannot give: sockets bound to ports 0-19, and a send path
+//! slow enough that the server's `send_to` says `WouldBlock` (on loopback a datagram is
+//! handed to its receiver within the `send_to` call, so the sender's buffer never fills). So
+//! they run the server in a network namespace of its own (`unshare -n`, as root), which
+//! vanishes with the server; the test's sockets are created inside it by a thread that joins
+//! it (`setns`), and `tc` shapes its loopback.
+
+use std::fs::File;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use echoloop::{ListenAddr, ServerConfig};
+
+use super::util::{Bin, TestServer, assert_same_bytes, join_bounded, random_bytes, run_bin};
+
+/// How long to wait for one reply.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A client socket on loopback with a receive timeout.
+fn client(bind: &str) -> UdpSocket {
+    let socket = UdpSocket::bind(bind).expect("bind a client socket");
+    socket.set_read_timeout(Some(REPLY_TIMEOUT)).unwrap();
+    socket
+}
+
+fn udp_addr(server: &TestServer) -> SocketAddr {
+    match server.addr() {
+        ListenAddr::Udp(addr) => *addr,
+        other => panic!("not a UDP server: {other}"),
+    }
+}
+
+/// Datagrams of every size class, 0 to 65,507 bytes (the IPv4 maximum), come back unchanged,
+/// one reply each; the summary counts them and their bytes.
+#[test]
+fn echoes_every_size_unchanged() {
+    let server = TestServer::start(ServerConfig::new("udp:127.0.0.1:0".parse().unwrap()));
+    let addr = udp_addr(&server);
+    let socket = client("127.0.0.1:0");
+    let mut sizes: Vec<usize> = (0..=65_507).step_by(997).collect();
+    sizes.extend([1, 2, 1472, 1473, 8192, 65_506, 65_507]);
+    let mut reply = vec![0; 70_000];
+    for (i, &size) in sizes.iter().enumerate() {
+        let datagram = random_bytes(size, i as u64);
+        socket.send_to(&datagram, addr).unwrap();
+        let (n, from) =
+            socket.recv_from(&mut reply).unwrap_or_else(|e| panic!("no reply to {size} bytes: {e}"));
+        assert_eq!(from, addr);
+        assert_same_bytes(&reply[..n], &datagram);
+    }
+    let summary = server.stop();
+    assert_eq!(summary.datagrams.echoed, sizes.len() as u64);
+    assert_eq!(summary.bytes_echoed, sizes.iter().sum::<usize>() as u64);
+    assert_eq!(summary.datagrams.dropped(), 0);
+}
+
+/// `udp:[::1]:0` serves IPv6, and the address says so.
+#[test]
+fn echoes_over_ipv6() {
+    let server = TestServer::start(ServerConfig::new("udp:[::1]:0".parse().unwrap()));
+    assert!(server.addr().to_string().starts_with("udp:[::1]:"), "{}", server.addr());
+    let socket = client("[::1]:0");
+    socket.send_to(b"over v6", udp_addr(&server)).unwrap();
+    let mut reply = [0; 16];
+    let (n, _) = socket.recv_from(&mut reply).unwrap();
+    assert_eq!(&reply[..n], b"over v6");
+}
+
+/// The models without a loop, several workers, and framing make no sense for UDP: exit 2.
+#[test]
+fn udp_with_another_model_workers_or_framing_is_a_usage_error() {
+    for (args, needle) in [
+        (&["serve", "udp:0", "--model", "blocking"][..], "served by the event loop only"),
+        (&["serve", "udp:0", "--workers", "2"][..], "a UDP echo is one socket"),
+        (&["serve", "udp:0", "--framing", "length"][..], "every datagram is already one message"),
+    ] {
+        let (code, _, stderr) = run_bin(args);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}
+
+/// `echoloop serve ARGS` alone in a new network namespace, its loopback up.
+fn serve_in_namespace(args: &[&str]) -> Bin {
+    let exe = env!("CARGO_BIN_EXE_echoloop");
+    let mut full = vec!["-n", "sh", "-c", "ip link set lo up && exec \"$0\" \"$@\"", exe, "serve"];
+    full.extend_from_slice(args);
+    Bin::start(Path::new("unshare"), &[], &full)
+}
+
+/// Run `make` on a thread that has joined the network namespace of process `pid`: sockets
+/// it creates live there (and keep working from any thread).
+fn in_namespace_of<T: Send + 'static>(pid: u32, make: impl FnOnce() -> T + Send + 'static) -> T {
+    let namespace = File::open(format!("/proc/{pid}/ns/net")).expect("open the server's network namespace");
+    join_bounded(
+        thread::spawn(move || {
+            // SAFETY: setns takes an open namespace descriptor; it changes only this thread.
+            let rc = unsafe { libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            make()
+        }),
+        Duration::from_secs(20),
+    )
+}
+
+/// Run a command (`ip`, `tc`) inside the network namespace of process `pid`.
+fn run_in_namespace_of(pid: u32, command: &str) {
+    let net = format!("--net=/proc/{pid}/ns/net");
+    let status = Command::new("nsenter")
+        .arg(&net)
+        .args(command.split_whitespace())
+        .status()
+        .unwrap_or_else(|e| panic!("nsenter {command}: {e}"));
+    assert!(status.success(), "{command}: {status}");
+}
+
+/// Stop the server with SIGTERM and return its summary line.
+fn summary_line(server: Bin) -> String {
+    server.signal(libc::SIGTERM);
+    let (status, stderr) = server.wait(Duration::from_secs(20));
+    assert!(status.success(), "{status}\n{stderr}");
+    stderr
+        .lines()
+        .find(|line| line.contains("summary: "))
+        .unwrap_or_else(|| panic!("no summary:\n{stderr}"))
+        .to_string()
+}
+
+/// A UDP datagram with source port 0, which no ordinary socket can send: a raw socket
+/// writes the UDP header itself (checksum 0: none, legal over IPv4).
+fn send_from_port_zero(to: SocketAddr, payload: &[u8]) -> socket2::Socket {
+    let raw = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::RAW, Some(socket2::Protocol::UDP))
+        .expect("a raw socket (needs root)");
+    let mut datagram = Vec::new();
+    datagram.extend_from_slice(&0u16.to_be_bytes()); // source port 0
+    datagram.extend_from_slice(&to.port().to_be_bytes());
+    datagram.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    datagram.extend_from_slice(&0u16.to_be_bytes());
+    datagram.extend_from_slice(payload);
+    raw.send_to(&datagram, &to.into()).expect("send from port 0");
+    raw
+}
+
+/// Datagrams from source port 0 and from the small services' ports (7 echo, 13 daytime,
+/// 17 qotd, 19 chargen) get no reply and are counted; an ordinary client, served after
+/// them, is answered.
+#[test]
+fn reserved_source_ports_are_never_answered() {
+    let server = serve_in_namespace(&["udp:127.0.0.1:0", "-v"]);
+    let addr: SocketAddr = server.addr.strip_prefix("udp:").unwrap().parse().unwrap();
+    let (reserved, ordinary, _raw) = in_namespace_of(server.pid(), move || {
+        let reserved: Vec<UdpSocket> =
+            [7, 13, 17, 19].iter().map(|port| client(&format!("127.0.0.1:{port}"))).collect();
+        for socket in &reserved {
+            socket.send_to(b"loop?", addr).unwrap();
+        }
+        let raw = send_from_port_zero(addr, b"loop?");
+        (reserved, client("127.0.0.1:0"), raw)
+    });
+    ordinary.send_to(b"hello", addr).unwrap();
+    let mut reply = [0; 16];
+    let (n, _) = ordinary.recv_from(&mut reply).expect("the ordinary client is answered");
+    assert_eq!(&reply[..n], b"hello");
+    // The datagrams from the reserved ports arrived first, so their replies would be here.
+    for socket in &reserved {
+        socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        let port = socket.local_addr().unwrap().port();
+        assert!(socket.recv_from(&mut reply).is_err(), "port {port} was answered");
+    }
+    for port in [0, 7, 13, 17, 19] {
+        let needle =
+            format!("dropped a datagram from 127.0.0.1:{port}: source port {port} is never answered");
+        assert!(server.wait_for_stderr(&needle, REPLY_TIMEOUT), "no '{needle}' in:\n{}", server.stderr());
+    }
+    let summary = summary_line(server);
+    assert!(
+        summary.ends_with("summary: echoed 1 datagrams (5 bytes), dropped 5 (source port 5, reply queue full 0, send failed 0)"),
+        "{summary}"
+    );
+}
+
+/// When the kernel refuses replies for a while (`send_to` says `WouldBlock`), they queue up
+/// to the bound (1024), and beyond it the oldest are dropped and counted: the newest
+/// datagrams are answered (once each), the dropped ones are older, and the summary counts
+/// every reply that arrived and the drops.
+///
+/// (The kernel itself may drop a few requests when the server's receive buffer overflows,
+/// if the server is starved of CPU; the server never sees those, so the checks allow them.)
+///
+/// The server's replies (and only those) go through a slow class (htb) on the namespace's
+/// loopback, so its socket's send buffer fills while requests keep arriving at full speed.
+#[test]
+fn a_full_reply_queue_drops_the_oldest() {
+    const SENT: u32 = 3000;
+    let server = serve_in_namespace(&["udp:127.0.0.1:0"]);
+    let addr: SocketAddr = server.addr.strip_prefix("udp:").unwrap().parse().unwrap();
+    let pid = server.pid();
+    // Everything through a fast class, but the server's replies (source port) through 8 Mbit/s.
+    run_in_namespace_of(pid, "tc qdisc add dev lo root handle 1: htb default 10");
+    run_in_namespace_of(pid, "tc class add dev lo parent 1: classid 1:10 htb rate 10gbit quantum 65536");
+    run_in_namespace_of(
+        pid,
+        "tc class add dev lo parent 1: classid 1:30 htb rate 8mbit ceil 8mbit burst 8kb",
+    );
+    let filter = format!(
+        "tc filter add dev lo parent 1: protocol ip prio 1 u32 match ip sport {} 0xffff flowid 1:30",
+        addr.port()
+    );
+    run_in_namespace_of(pid, &filter);
+    let socket = in_namespace_of(pid, || client("127.0.0.1:0"));
+    let receiver = {
+        let socket = socket.try_clone().unwrap();
+        thread::spawn(move || {
+            // Until the replies stop: the queue drains at 8 Mbit/s, about 1 s for 1024.
+            socket.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let mut seen = Vec::new();
+            let mut reply = [0; 2048];
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                match socket.recv_from(&mut reply) {
+                    Ok((1000, _)) => seen.push(u32::from_be_bytes(reply[..4].try_into().unwrap())),
+                    Ok((n, _)) => panic!("a reply of {n} bytes"),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break, // quiet: done
+                    Err(e) => panic!("waiting for replies after {} of them: {e}", seen.len()),
+                }
+            }
+            seen
+        })
+    };
+    for seq in 0..SENT {
+        let mut datagram = vec![(seq % 251) as u8; 1000];
+        datagram[..4].copy_from_slice(&seq.to_be_bytes());
+        socket.send_to(&datagram, addr).unwrap();
+        if seq % 16 == 15 {
+            thread::sleep(Duration::from_millis(1)); // no faster than the server reads
+        }
+    }
+    // Sorted: the kernel may reorder shaped packets (the qdisc's timer dequeues on any CPU,
+    // and loopback delivers through that CPU's backlog); UDP promises no order anyway.
+    let mut seen = join_bounded(receiver, Duration::from_secs(60));
+    let received = seen.len();
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(seen.len(), received, "a datagram was answered twice");
+    let answered = |range: std::ops::Range<u32>| range.filter(|seq| seen.binary_search(seq).is_ok()).count();
+    // The queue holds the newest 1024: (nearly) all of the last 1000 sent come back ...
+    let newest = answered(SENT - 1000..SENT);
+    assert!(newest >= 950, "only {newest} of the newest 1000 answered");
+    // ... while most of those before them, pushed out of the queue, do not.
+    let older = answered(200..SENT - 1200);
+    assert!(older < (SENT - 1400) as usize / 2, "{older} of the older ones answered: nothing was dropped");
+    let summary = summary_line(server);
+    let counts = format!("echoed {} datagrams ({} bytes), dropped ", seen.len(), seen.len() * 1000);
+    assert!(summary.contains(&counts), "{summary}\nexpected: {counts}");
+    let queue_full: usize = summary
+        .split("reply queue full ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no queue count in {summary}"));
+    let missing = SENT as usize - seen.len();
+    assert!(queue_full > 0 && queue_full <= missing, "{queue_full} dropped by the queue, {missing} missing");
+    assert!(summary.ends_with("send failed 0)"), "{summary}");
+}
