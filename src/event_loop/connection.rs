@@ -87,7 +87,7 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// A connection just registered with READABLE interest.
+    /// A connection just registered with [`READ`] interest (READABLE | PRIORITY).
     pub fn new(stream: Stream, token: Token, peer: Peer, max_pending: usize, now: Instant) -> Self {
         Connection {
             stream,

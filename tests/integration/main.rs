@@ -12,6 +12,8 @@ mod bench_smoke;
 mod cli;
 /// `echoloop client`: pipes, binary data, Unix sockets, a closed stdout.
 mod client;
+/// The example trace in docs/design.md, regenerated from a real session.
+mod doc_trace;
 /// Byte-exact echo: large transfers, hundreds of clients, IPv6, Unix sockets.
 mod echo;
 /// Half-close: the client's EOF does not cut its echo short.
