@@ -112,7 +112,7 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// A connection just registered with READABLE interest.
+    /// A connection just registered with [`READ`] interest (READABLE | PRIORITY).
     /// `cap` bounds the bytes held (pending and partial frame together); it is at least
     /// `framer.frame_bound()`.
     pub fn new(stream: Stream, token: Token, peer: Peer, framer: Framer, cap: usize, now: Instant) -> Self {

@@ -48,7 +48,7 @@ const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX);
 
 /// The shared read buffer: one per loop, not per connection. 64 KiB is what a loopback
-/// TCP segment burst typically delivers in one read, and what the C reference uses.
+/// TCP segment burst typically delivers in one read, and what `peer-epoll` (crates/peers) uses.
 const READ_BUFFER: usize = 64 * 1024;
 
 /// Slab slots kept when the last connection closes; a larger slab is shrunk to give the

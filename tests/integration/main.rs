@@ -37,6 +37,8 @@ mod chaos;
 mod cli;
 /// `echoloop client`: pipes, binary data, Unix sockets, a closed stdout.
 mod client;
+/// The example trace in docs/design.md, regenerated from a real session.
+mod doc_trace;
 /// Byte-exact echo: large transfers, hundreds of clients, IPv6, Unix sockets.
 mod echo;
 /// `--framing line|length`: frames split at every byte, limits, absurd lengths, EOF mid-frame.
