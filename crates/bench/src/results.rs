@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::run::{EchoReport, IdleReport};
+use crate::run::{ChurnReport, EchoReport, IdleReport};
 use crate::scenario::Scenario;
 
 /// Everything `--compare` measured.
@@ -72,6 +72,8 @@ pub struct RunResult {
 pub enum Outcome {
     /// An echo scenario.
     Echo(EchoReport),
+    /// The churn scenario.
+    Churn(ChurnReport),
     /// The idle scenario.
     Idle(IdleMemory),
     /// The run could not happen (the server did not start, nothing could connect).
@@ -102,13 +104,25 @@ impl RunResult {
 }
 
 impl Outcome {
-    /// The number a cell is ranked by: msgs/s, or bytes per idle connection; `None` if the
-    /// run failed.
+    /// The number a cell is ranked by: msgs/s, connections/s (churn), or bytes per idle
+    /// connection; `None` if the run failed.
     pub fn headline(&self) -> Option<f64> {
         match self {
             Outcome::Echo(e) => Some(e.msgs_per_s),
+            Outcome::Churn(c) => Some(c.conns_per_s),
             Outcome::Idle(m) => m.bytes_per_connection,
             Outcome::Failed { .. } => None,
+        }
+    }
+}
+
+impl Outcome {
+    /// The load generator was (nearly) saturated in this run.
+    pub fn client_bound(&self) -> bool {
+        match self {
+            Outcome::Echo(e) => e.client_bound,
+            Outcome::Churn(c) => c.client_bound,
+            Outcome::Idle(_) | Outcome::Failed { .. } => false,
         }
     }
 }
@@ -142,9 +156,9 @@ impl CompareReport {
         measured.filter_map(|r| r.server_peak_rss).max()
     }
 
-    /// Whether any echo run saturated the load generator.
+    /// Whether any echo or churn run saturated the load generator.
     pub fn any_client_bound(&self) -> bool {
-        self.runs.iter().any(|r| matches!(&r.outcome, Outcome::Echo(e) if e.client_bound))
+        self.runs.iter().any(|r| r.outcome.client_bound())
     }
 }
 
@@ -160,6 +174,8 @@ pub mod fixtures {
             requested: 1,
             connections: 1,
             size: 64,
+            size_max: 64,
+            framing: crate::framing::Framing::Raw,
             pipeline: 1,
             threads: 1,
             spin: false,
@@ -170,6 +186,7 @@ pub mod fixtures {
             msgs_per_s,
             mib_per_s: 0.0,
             latency: Latency { p99_us, ..Latency::default() },
+            rate: None,
             errors: 0,
             mismatches,
             first_error: None,

@@ -27,9 +27,10 @@ pub enum Stream {
 }
 
 /// Connect to `target`, ping, and return the socket non-blocking. `limit` bounds the TCP
-/// connect and the wait for the ping's echo. Errors name the target.
+/// connect and the wait for the ping's echo. Errors name the target, and the bottleneck
+/// when it is a local resource (ports, descriptors).
 pub fn connect(target: &Target, limit: Duration) -> io::Result<Stream> {
-    let named = |e: io::Error| io::Error::new(e.kind(), format!("cannot connect to {target}: {e}"));
+    let named = |e: io::Error| connect_error(target, e);
     match target {
         Target::Tcp(addr) => {
             let socket = TcpStream::connect_timeout(addr, limit).map_err(named)?;
@@ -40,6 +41,7 @@ pub fn connect(target: &Target, limit: Duration) -> io::Result<Stream> {
             socket.set_nonblocking(true)?;
             Ok(Stream::Tcp(mio::net::TcpStream::from_std(socket)))
         }
+        Target::Udp(_) => Err(io::Error::new(ErrorKind::InvalidInput, format!("{target} is not a stream"))),
         Target::Unix(path) => {
             let socket = UnixStream::connect(path).map_err(named)?;
             socket.set_read_timeout(Some(limit))?;
@@ -48,6 +50,31 @@ pub fn connect(target: &Target, limit: Duration) -> io::Result<Stream> {
             Ok(Stream::Unix(mio::net::UnixStream::from_std(socket)))
         }
     }
+}
+
+/// Start connecting to `target` without waiting: the socket is returned at once, and is
+/// connected when it turns writable and [`Stream::connected`] says so. A Unix socket whose
+/// server's backlog is full gives `WouldBlock` (try again later), not an error.
+pub fn connect_nonblocking(target: &Target) -> io::Result<Stream> {
+    match target {
+        Target::Tcp(addr) => {
+            let socket = mio::net::TcpStream::connect(*addr).map_err(|e| connect_error(target, e))?;
+            socket.set_nodelay(true)?;
+            Ok(Stream::Tcp(socket))
+        }
+        Target::Udp(_) => Err(io::Error::new(ErrorKind::InvalidInput, format!("{target} is not a stream"))),
+        Target::Unix(path) => match mio::net::UnixStream::connect(path) {
+            Ok(socket) => Ok(Stream::Unix(socket)),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => Err(e), // backlog full: not ours to name
+            Err(e) => Err(connect_error(target, e)),
+        },
+    }
+}
+
+/// A failed connect, naming the target, and the local bottleneck if that was the cause.
+fn connect_error(target: &Target, e: io::Error) -> io::Error {
+    let hint = crate::sys::connect_bottleneck(&e).map(|h| format!(": {h}")).unwrap_or_default();
+    io::Error::new(e.kind(), format!("cannot connect to {target}: {e}{hint}"))
 }
 
 /// Send one byte and wait (under the socket's read timeout) for it to come back.
@@ -95,6 +122,25 @@ impl Stream {
     /// Close both directions at once (the bench is giving up on this connection).
     pub fn shutdown(&mut self) -> io::Result<()> {
         self.socket().shutdown_both()
+    }
+
+    /// After [`connect_nonblocking`], once writable: `Ok(true)` connected, `Ok(false)` still
+    /// connecting (the event was for something else), `Err` the connect failed (mio's
+    /// `TcpStream::connect` docs: `take_error`, then `peer_addr`).
+    pub fn connected(&self) -> io::Result<bool> {
+        match self {
+            Stream::Tcp(s) => {
+                if let Some(e) = s.take_error()? {
+                    return Err(e);
+                }
+                match s.peer_addr() {
+                    Ok(_) => Ok(true),
+                    Err(e) if e.kind() == ErrorKind::NotConnected => Ok(false),
+                    Err(e) => Err(e),
+                }
+            }
+            Stream::Unix(_) => Ok(true), // a Unix connect completes at once, or fails
+        }
     }
 }
 
