@@ -15,6 +15,7 @@ use std::thread;
 use std::time::Duration;
 
 use crate::error::Error;
+use crate::framing::Framing;
 use crate::progress::Progress;
 use crate::report::{self, JsonTarget};
 use crate::results::{CompareReport, IdleMemory, Machine, Outcome, RunResult, Settings};
@@ -258,7 +259,7 @@ fn failed(error: impl ToString) -> Outcome {
 fn measure_idle(server: &ServerProcess, target: &Target, count: usize) -> io::Result<IdleMemory> {
     let gone = || io::Error::other("the server exited");
     let before = server.memory().ok_or_else(gone)?;
-    let set = run::open_idle(target, count, run::DEFAULT_CONNECT_TIMEOUT, &Progress::hidden())?;
+    let set = run::open_idle(target, count, Framing::Raw, run::DEFAULT_CONNECT_TIMEOUT, &Progress::hidden())?;
     thread::sleep(IDLE_SETTLE);
     let held_memory = server.memory().ok_or_else(gone)?;
     let held_at_measurement = set.held();

@@ -42,6 +42,16 @@ impl Framing {
         }
     }
 
+    /// The 1-byte ping every new connection must get back before the load starts
+    /// ([`crate::stream`]), framed so that a framing server echoes it.
+    pub fn ping(self) -> &'static [u8] {
+        match self {
+            Framing::Raw => b"!",
+            Framing::Line => b"!\n",
+            Framing::Length => b"\0\0\0\x01!",
+        }
+    }
+
     /// The bytes a message of `size` takes on the wire.
     pub fn wire_len(self, size: usize) -> u64 {
         match self {

@@ -25,7 +25,8 @@ pub const CLIENT_BOUND_WARNING: &str = "warning: the load generator used ≥ 95%
 
 /// Printed when an open-loop run fell behind its own schedule.
 pub const BEHIND_WARNING: &str = "warning: the load generator fell behind its --rate schedule (over 1% of \
-     messages sent more than 1 ms late): the server was offered less than asked (try --threads 2, or a lower --rate)";
+     messages sent more than 1 ms late): the load it offered was burstier or lower than asked, though latencies \
+     still count from the due times (try --threads 2, a lower --rate, or a quieter machine)";
 
 /// Print `text`, or JSON instead of it (`--json`), or both (`--json PATH`).
 pub fn emit<T: Serialize>(report: &T, json: &JsonTarget, text: String) -> io::Result<()> {
@@ -90,7 +91,7 @@ fn rate_line(r: &RateReport, unit: &str) -> String {
         count(r.achieved_per_s),
         r.late,
         r.due,
-        if r.behind { "; BEHIND its schedule: the server was offered less than asked" } else { "" }
+        if r.behind { "; BEHIND its schedule: the load was burstier or lower than asked" } else { "" }
     );
     if r.unanswered > 0 {
         let _ = write!(s, "; {} {unit} unanswered, counted at their age", r.unanswered);

@@ -105,7 +105,7 @@ pub struct RateReport {
     /// `late / due`.
     pub late_fraction: f64,
     /// More than 1% late: the generator fell behind its own schedule, so the server was
-    /// offered less than `asked_per_s`.
+    /// offered a burstier (or lower) load than asked.
     pub behind: bool,
     /// Due in the window, never answered (recorded at their age when the run gave up).
     pub unanswered: u64,

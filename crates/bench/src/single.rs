@@ -81,8 +81,13 @@ fn echo(options: &SingleOptions, progress: &Progress) -> Result<(), Error> {
 }
 
 fn idle(options: &SingleOptions, progress: &Progress) -> Result<(), Error> {
-    let set =
-        run::open_idle(&options.target, options.load.connections, options.load.connect_timeout, progress)?;
+    let set = run::open_idle(
+        &options.target,
+        options.load.connections,
+        options.load.framing,
+        options.load.connect_timeout,
+        progress,
+    )?;
     progress.finish();
     eprintln!("holding {} connections for {:.1}s", set.held(), options.load.duration.as_secs_f64());
     let report = set.hold(options.load.duration)?;

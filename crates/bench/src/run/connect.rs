@@ -34,9 +34,15 @@ impl Connected {
     }
 }
 
-/// Open `count` connections to `target` one at a time, each pinged before the next; each
-/// connect and ping gives up after `timeout`.
-pub fn connect_all(target: &Target, count: usize, timeout: Duration, progress: &Progress) -> Connected {
+/// Open `count` connections to `target` one at a time, each pinged (with `ping`) before the
+/// next; each connect and ping gives up after `timeout`.
+pub fn connect_all(
+    target: &Target,
+    count: usize,
+    ping: &[u8],
+    timeout: Duration,
+    progress: &Progress,
+) -> Connected {
     progress.connecting(count as u64);
     let start = Instant::now();
     let phase_limit = CONNECT_PHASE_LIMIT.max(timeout);
@@ -49,7 +55,7 @@ pub fn connect_all(target: &Target, count: usize, timeout: Duration, progress: &
             let msg = format!("the connect phase took longer than {}s", phase_limit.as_secs_f64());
             Err(io::Error::new(ErrorKind::TimedOut, msg))
         } else {
-            stream::connect(target, left.min(timeout))
+            stream::connect(target, ping, left.min(timeout))
         };
         match result {
             Ok(stream) => streams.push(stream),

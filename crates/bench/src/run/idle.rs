@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::EVENTS_CAPACITY;
 use super::connect::connect_all;
+use crate::framing::Framing;
 use crate::progress::Progress;
 use crate::stream::Stream;
 use crate::target::Target;
@@ -48,10 +49,11 @@ impl IdleReport {
 pub fn open_idle(
     target: &Target,
     count: usize,
+    framing: Framing,
     timeout: Duration,
     progress: &Progress,
 ) -> io::Result<IdleSet> {
-    let connected = connect_all(target, count, timeout, progress);
+    let connected = connect_all(target, count, framing.ping(), timeout, progress);
     if connected.streams.is_empty() {
         return Err(connected.into_error());
     }

@@ -49,6 +49,8 @@ const MAX_MESSAGE: usize = 64 << 20;
 /// Open loop: how long after the window the echoes of messages due in it are still
 /// waited for. Those still missing then are counted as unanswered.
 const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+/// Open loop: the most messages released between two polls.
+const RELEASE_BATCH: usize = 1024;
 /// `--connect-timeout`'s default.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The token of a worker's schedule timer (no connection has it: slab keys are small).
@@ -199,7 +201,8 @@ pub fn run_echo(
     progress: &Progress,
 ) -> io::Result<EchoReport> {
     load.validate().map_err(|msg| io::Error::new(ErrorKind::InvalidInput, msg))?;
-    let connected = connect_all(target, load.connections, load.connect_timeout, progress);
+    let connected =
+        connect_all(target, load.connections, load.framing.ping(), load.connect_timeout, progress);
     if connected.streams.is_empty() {
         return Err(connected.into_error());
     }
@@ -484,11 +487,13 @@ fn drive(
     Ok(w.tally)
 }
 
-/// Open loop: queue and send every message due by now, each on the connection whose turn
-/// it is (round-robin, so each connection gets an even share of the rate).
+/// Open loop: queue and send the messages due by now (at most [`RELEASE_BATCH`], so that
+/// a generator far behind still reads its echoes in between), each on the connection whose
+/// turn it is (round-robin, so each connection gets an even share of the rate).
 fn release_due(schedule: &mut Schedule, flows: &mut [Flow], poll: &Poll, w: &mut WorkerState<'_>) {
     let now = Instant::now();
-    while let Some((tick, due)) = schedule.take_due(now, w.plan.end) {
+    for _ in 0..RELEASE_BATCH {
+        let Some((tick, due)) = schedule.take_due(now, w.plan.end) else { return };
         let flow = &mut flows[(tick % flows.len() as u64) as usize];
         if !flow.open {
             continue; // a lost connection sends nothing more; its errors are counted
