@@ -73,7 +73,7 @@ pub fn connect_nonblocking(target: &Target) -> io::Result<Stream> {
 }
 
 /// A failed connect, naming the target, and the local bottleneck if that was the cause.
-fn connect_error(target: &Target, e: io::Error) -> io::Error {
+pub fn connect_error(target: &Target, e: io::Error) -> io::Error {
     let hint = crate::sys::connect_bottleneck(&e).map(|h| format!(": {h}")).unwrap_or_default();
     io::Error::new(e.kind(), format!("cannot connect to {target}: {e}{hint}"))
 }

@@ -335,7 +335,7 @@ impl<'a> Churner<'a> {
     /// Move a life along as far as the socket allows; `Ok(true)` when its echo is complete.
     fn advance(&mut self, life: &mut Life) -> io::Result<bool> {
         if !life.connected {
-            if !life.stream.connected()? {
+            if !life.stream.connected().map_err(|e| stream::connect_error(self.target, e))? {
                 return Ok(false); // not yet: a WRITABLE event will come
             }
             life.connected = true;
