@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::bench_smoke::{bench, json};
+use crate::bench_smoke::{bench_at, json};
 use crate::util::{Bin, wait_until};
 
 /// Set in the environment of the leaking server's child process: the file it writes its
@@ -101,22 +101,8 @@ fn leaking_server() -> (Leaking, String) {
 fn chaos_fails_against_a_leaking_server() {
     let (server, addr) = leaking_server();
     let pid = server.0.id().to_string();
-    let run = bench(&[
-        &addr,
-        "--mode",
-        "chaos",
-        "-c",
-        "2",
-        "--hostile",
-        "1",
-        "--server-pid",
-        &pid,
-        "--warmup",
-        "0.1",
-        "--duration",
-        "1",
-        "--json",
-    ]);
+    let flags = format!("--mode chaos -c 2 --hostile 1 --server-pid {pid} --warmup 0.1 --duration 1 --json");
+    let run = bench_at(&addr, &flags);
     drop(server);
     assert_eq!(run.code, 1, "a leak must fail the verdict; stderr: {}", run.stderr);
     let report = json(&run);
@@ -140,20 +126,7 @@ fn chaos_fails_against_a_leaking_server() {
 #[test]
 fn chaos_passes_against_the_real_server() {
     let server = Bin::serve(&["-q", "127.0.0.1:0"]);
-    let run = bench(&[
-        &server.addr,
-        "--mode",
-        "chaos",
-        "-c",
-        "4",
-        "--hostile",
-        "1",
-        "--warmup",
-        "0.2",
-        "--duration",
-        "2",
-        "--json",
-    ]);
+    let run = bench_at(&server.addr, "--mode chaos -c 4 --hostile 1 --warmup 0.2 --duration 2 --json");
     assert_eq!(run.code, 0, "stdout: {}\nstderr: {}", run.stdout_text(), run.stderr);
     let report = json(&run);
     let watch = &report["server"];

@@ -12,7 +12,7 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use crate::bench_load::ThreadServer;
-use crate::bench_smoke::{bench, json};
+use crate::bench_smoke::{bench_at, json};
 use crate::util::join_bounded;
 
 /// Echo each complete line as one write, never half a line.
@@ -65,22 +65,10 @@ fn echo_frames_with_a_wrong_length(mut stream: TcpStream) {
 #[test]
 fn lines_of_varying_sizes_come_back_whole() {
     let server = ThreadServer::start(echo_lines);
-    let run = bench(&[
+    let run = bench_at(
         &server.addr.to_string(),
-        "--framing",
-        "line",
-        "--size",
-        "1-2000",
-        "-c",
-        "3",
-        "--pipeline",
-        "4",
-        "--warmup",
-        "0",
-        "--duration",
-        "0.4",
-        "--json",
-    ]);
+        "--framing line --size 1-2000 -c 3 --pipeline 4 --warmup 0 --duration 0.4 --json",
+    );
     assert_eq!(run.code, 0, "stderr: {}", run.stderr);
     let report = json(&run);
     assert_eq!(
@@ -96,22 +84,10 @@ fn lines_of_varying_sizes_come_back_whole() {
 #[test]
 fn length_frames_including_empty_ones_come_back_whole() {
     let server = ThreadServer::start(echo_frames);
-    let run = bench(&[
+    let run = bench_at(
         &server.addr.to_string(),
-        "--framing",
-        "length",
-        "--size",
-        "0-70000",
-        "-c",
-        "2",
-        "--rate",
-        "400",
-        "--warmup",
-        "0",
-        "--duration",
-        "0.4",
-        "--json",
-    ]);
+        "--framing length --size 0-70000 -c 2 --rate 400 --warmup 0 --duration 0.4 --json",
+    );
     assert_eq!(run.code, 0, "stderr: {}", run.stderr);
     let report = json(&run);
     assert_eq!((report["framing"].as_str(), report["size"].as_u64()), (Some("length"), Some(0)), "{report}");
@@ -123,20 +99,10 @@ fn length_frames_including_empty_ones_come_back_whole() {
 #[test]
 fn a_wrong_length_prefix_is_a_mismatch() {
     let server = ThreadServer::start(echo_frames_with_a_wrong_length);
-    let run = bench(&[
+    let run = bench_at(
         &server.addr.to_string(),
-        "--framing",
-        "length",
-        "--size",
-        "100",
-        "-c",
-        "1",
-        "--warmup",
-        "0",
-        "--duration",
-        "0.3",
-        "--json",
-    ]);
+        "--framing length --size 100 -c 1 --warmup 0 --duration 0.3 --json",
+    );
     assert_eq!(run.code, 1, "stdout: {}", run.stdout_text());
     assert!(json(&run)["mismatches"].as_u64().unwrap() > 0, "{}", run.stdout_text());
 }
@@ -183,9 +149,10 @@ impl Drop for UdpServer {
 
 /// A short UDP run; a datagram unanswered for `loss_timeout` seconds is lost.
 fn udp_bench(server: &UdpServer, loss_timeout: &str) -> (i32, serde_json::Value, String) {
-    let args = [&server.addr, "-c", "2", "--pipeline", "4", "--size", "8-1400", "--warmup", "0"];
-    let run =
-        bench(&[&args[..], &["--duration", "0.4", "--connect-timeout", loss_timeout, "--json"]].concat());
+    let flags = format!(
+        "-c 2 --pipeline 4 --size 8-1400 --warmup 0 --duration 0.4 --connect-timeout {loss_timeout} --json"
+    );
+    let run = bench_at(&server.addr, &flags);
     (run.code, json(&run), run.stderr)
 }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use echoloop::Model;
 
-use crate::bench_smoke::{bench, json};
+use crate::bench_smoke::{bench_at, json};
 use crate::util::{TestServer, config, join_bounded};
 
 /// An echo server on threads of this test, one per connection, whose behaviour is
@@ -93,7 +93,7 @@ fn open_loop_latency_counts_from_the_due_time() {
     let stall_us = STALL.as_micros() as f64;
     let server = ThreadServer::start(echo_with_one_stall);
     let addr = server.addr.to_string();
-    let open = bench(&[&addr, "-c", "1", "--rate", "200", "--warmup", "0", "--duration", "1", "--json"]);
+    let open = bench_at(&addr, "-c 1 --rate 200 --warmup 0 --duration 1 --json");
     assert_eq!(open.code, 0, "stderr: {}", open.stderr);
     let report = json(&open);
     assert_eq!(report["mismatches"].as_u64(), Some(0), "{report}");
@@ -105,7 +105,7 @@ fn open_loop_latency_counts_from_the_due_time() {
     assert!(rate["achieved_per_s"].as_f64().unwrap() > 100.0, "{report}");
     assert_eq!(rate["unanswered"].as_u64(), Some(0), "{report}");
 
-    let closed = bench(&[&addr, "-c", "1", "--warmup", "0", "--duration", "1", "--json"]);
+    let closed = bench_at(&addr, "-c 1 --warmup 0 --duration 1 --json");
     assert_eq!(closed.code, 0, "stderr: {}", closed.stderr);
     let report = json(&closed);
     assert!(report["rate"].is_null(), "{report}");
@@ -119,7 +119,7 @@ fn open_loop_latency_counts_from_the_due_time() {
 fn a_generator_that_cannot_keep_up_is_marked_behind() {
     let server = TestServer::start(config(Model::EventLoop));
     let addr = server.addr().to_string();
-    let run = bench(&[&addr, "-c", "2", "--rate", "5M", "--warmup", "0", "--duration", "0.3", "--json"]);
+    let run = bench_at(&addr, "-c 2 --rate 5M --warmup 0 --duration 0.3 --json");
     assert_eq!(run.code, 0, "being behind is not a failure; stderr: {}", run.stderr);
     let report = json(&run);
     assert_eq!(report["rate"]["behind"].as_bool(), Some(true), "{report}");
@@ -135,20 +135,7 @@ fn a_generator_that_cannot_keep_up_is_marked_behind() {
 fn churn_verifies_every_connection() {
     let server = TestServer::start(config(Model::EventLoop));
     let addr = server.addr().to_string();
-    let run = bench(&[
-        &addr,
-        "--mode",
-        "churn",
-        "-c",
-        "4",
-        "--size",
-        "1-3000",
-        "--warmup",
-        "0.1",
-        "--duration",
-        "0.5",
-        "--json",
-    ]);
+    let run = bench_at(&addr, "--mode churn -c 4 --size 1-3000 --warmup 0.1 --duration 0.5 --json");
     assert_eq!(run.code, 0, "stderr: {}", run.stderr);
     let report = json(&run);
     let total = report["total_connections"].as_u64().unwrap();
@@ -178,20 +165,8 @@ fn echo_flipping_byte_10(mut stream: TcpStream) {
 #[test]
 fn churn_catches_a_corrupted_echo() {
     let server = ThreadServer::start(echo_flipping_byte_10);
-    let run = bench(&[
-        &server.addr.to_string(),
-        "--mode",
-        "churn",
-        "-c",
-        "2",
-        "--size",
-        "64",
-        "--warmup",
-        "0",
-        "--duration",
-        "0.3",
-        "--json",
-    ]);
+    let run =
+        bench_at(&server.addr.to_string(), "--mode churn -c 2 --size 64 --warmup 0 --duration 0.3 --json");
     assert_eq!(run.code, 1, "stdout: {}", run.stdout_text());
     let report = json(&run);
     assert!(report["mismatches"].as_u64().unwrap() > 0, "{report}");
@@ -209,20 +184,7 @@ fn churn_catches_a_corrupted_echo() {
 fn churn_at_a_rate() {
     let server = TestServer::start(config(Model::EventLoop));
     let addr = server.addr().to_string();
-    let run = bench(&[
-        &addr,
-        "--mode",
-        "churn",
-        "-c",
-        "8",
-        "--rate",
-        "200",
-        "--warmup",
-        "0",
-        "--duration",
-        "0.5",
-        "--json",
-    ]);
+    let run = bench_at(&addr, "--mode churn -c 8 --rate 200 --warmup 0 --duration 0.5 --json");
     assert_eq!(run.code, 0, "stderr: {}", run.stderr);
     let report = json(&run);
     assert_eq!(report["rate"]["asked_per_s"].as_f64(), Some(200.0), "{report}");
@@ -243,7 +205,7 @@ fn connect_timeout_bounds_a_silent_server() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap(); // never accepts, never reads
     let addr = listener.local_addr().unwrap().to_string();
     let started = Instant::now();
-    let run = bench(&[&addr, "-c", "1", "--connect-timeout", "0.3", "--duration", "0.2"]);
+    let run = bench_at(&addr, "-c 1 --connect-timeout 0.3 --duration 0.2");
     let took = started.elapsed();
     drop(listener);
     assert_eq!(run.code, 1, "stdout: {}", run.stdout_text());

@@ -24,6 +24,12 @@ pub fn bench(args: &[&str]) -> Finished {
     run_bin_with(&all, Vec::new(), LIMIT)
 }
 
+/// `echoloop bench ADDR FLAGS...`, the flags written as one line.
+pub fn bench_at(addr: &str, flags: &str) -> Finished {
+    let args: Vec<&str> = std::iter::once(addr).chain(flags.split_whitespace()).collect();
+    bench(&args)
+}
+
 /// The run's stdout as JSON (panics, showing both streams, if it is not).
 pub fn json(run: &Finished) -> Value {
     serde_json::from_slice(&run.stdout)

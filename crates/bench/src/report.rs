@@ -138,8 +138,8 @@ pub fn echo_text(r: &EchoReport) -> String {
         "errors {}  mismatches {}  load-generator CPU {}%{}",
         r.errors,
         r.mismatches,
-        (r.client_cpu * 100.0).floor(), // so "95%" always comes with its ‡
-        if r.client_bound { " ‡ (client-bound: the server may be faster than shown)" } else { "" }
+        (r.cpu.client_cpu * 100.0).floor(), // so "95%" always comes with its ‡
+        if r.cpu.client_bound { " ‡ (client-bound: the server may be faster than shown)" } else { "" }
     );
     if let Some(e) = &r.first_error {
         let _ = writeln!(s, "first error: {e}");
@@ -175,7 +175,7 @@ pub fn churn_text(r: &ChurnReport) -> String {
         "errors {}  mismatches {}  load-generator CPU {}%",
         r.errors,
         r.mismatches,
-        (r.client_cpu * 100.0).floor()
+        (r.cpu.client_cpu * 100.0).floor()
     );
     if let Some(e) = &r.first_error {
         let _ = writeln!(s, "first error: {e}");
@@ -400,7 +400,7 @@ fn cpu_table(report: &CompareReport, models: &[&str]) -> String {
 /// One cell of the CPU table.
 fn cpu_cell(run: Option<&RunResult>) -> String {
     match run.map(|r| &r.outcome) {
-        Some(Outcome::Echo(e)) => match e.server_cpu {
+        Some(Outcome::Echo(e)) => match e.cpu.server_cpu {
             Some(cpu) if e.msgs_per_s > 0.0 => {
                 format!("{} · {:.0}%", micros(cpu * 1e6 / e.msgs_per_s), cpu * 100.0)
             }
@@ -491,7 +491,7 @@ fn cell(run: Option<&RunResult>) -> String {
     let warn = if run.is_clean() { "" } else { " ⚠" };
     match &run.outcome {
         Outcome::Echo(e) => {
-            let bound = if e.client_bound { " ‡" } else { "" };
+            let bound = if e.cpu.client_bound { " ‡" } else { "" };
             format!("{}/s · {}{bound}{warn}", count(e.msgs_per_s), micros(e.latency.p99_us))
         }
         Outcome::Churn(c) => format!("{} conns/s · {}{warn}", count(c.conns_per_s), micros(c.latency.p99_us)),

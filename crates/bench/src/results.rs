@@ -120,8 +120,8 @@ impl Outcome {
     /// The load generator was (nearly) saturated in this run.
     pub fn client_bound(&self) -> bool {
         match self {
-            Outcome::Echo(e) => e.client_bound,
-            Outcome::Churn(c) => c.client_bound,
+            Outcome::Echo(e) => e.cpu.client_bound,
+            Outcome::Churn(c) => c.cpu.client_bound,
             Outcome::Idle(_) | Outcome::Failed { .. } => false,
         }
     }
@@ -167,6 +167,7 @@ impl CompareReport {
 pub mod fixtures {
     use super::*;
     use crate::histogram::Latency;
+    use crate::run::Cpu;
 
     pub fn echo(msgs_per_s: f64, p99_us: f64, client_bound: bool, mismatches: u64) -> Outcome {
         Outcome::Echo(EchoReport {
@@ -190,9 +191,11 @@ pub mod fixtures {
             errors: 0,
             mismatches,
             first_error: None,
-            client_cpu: if client_bound { 0.99 } else { 0.5 },
-            client_bound,
-            server_cpu: Some(0.5),
+            cpu: Cpu {
+                client_cpu: if client_bound { 0.99 } else { 0.5 },
+                client_bound,
+                server_cpu: Some(0.5),
+            },
         })
     }
 

@@ -74,7 +74,7 @@ fn needed_descriptors(options: &SingleOptions) -> usize {
 
 fn echo(options: &SingleOptions, progress: &Progress) -> Result<(), Error> {
     let report = run::run_echo(&options.target, &options.load, options.chaos.server_pid, progress)?;
-    warn_if(progress, report.client_bound, report::CLIENT_BOUND_WARNING);
+    warn_if(progress, report.cpu.client_bound, report::CLIENT_BOUND_WARNING);
     warn_if(progress, report.is_behind(), report::BEHIND_WARNING);
     report::emit(&report, &options.json, report::echo_text(&report))?;
     outcome(report.is_clean(), || report::echo_problems(&report))
@@ -97,7 +97,7 @@ fn idle(options: &SingleOptions, progress: &Progress) -> Result<(), Error> {
 
 fn churn(options: &SingleOptions, progress: &Progress) -> Result<(), Error> {
     let report = run::run_churn(&options.target, &options.load, options.chaos.server_pid, progress)?;
-    warn_if(progress, report.client_bound, report::CLIENT_BOUND_WARNING);
+    warn_if(progress, report.cpu.client_bound, report::CLIENT_BOUND_WARNING);
     warn_if(progress, report.is_behind(), report::BEHIND_WARNING);
     report::emit(&report, &options.json, report::churn_text(&report))?;
     outcome(report.is_clean(), || report::churn_problems(&report))
@@ -115,7 +115,7 @@ fn chaos(options: &SingleOptions, progress: &Progress) -> Result<(), Error> {
 
 fn udp(addr: std::net::SocketAddr, options: &SingleOptions, progress: &Progress) -> Result<(), Error> {
     let report = run::run_udp(addr, &options.load, options.chaos.server_pid, progress)?;
-    warn_if(progress, report.client_bound, report::CLIENT_BOUND_WARNING);
+    warn_if(progress, report.cpu.client_bound, report::CLIENT_BOUND_WARNING);
     report::emit(&report, &options.json, report::udp_text(&report))?;
     outcome(report.is_clean(), || report::udp_problems(&report))
 }

@@ -14,13 +14,12 @@
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
 use serde::Serialize;
 
-use super::{EVENTS_CAPACITY, Load, Plan, TIMER, Tally, Usage, watch_window};
+use super::{Cpu, EVENTS_CAPACITY, Load, Plan, TIMER, Tally, Usage, on_threads};
 use crate::framing::Framing;
 use crate::histogram::Latency;
 use crate::pattern::{CHUNK, PERIOD, Pattern};
@@ -73,12 +72,9 @@ pub struct ChurnReport {
     pub mismatches: u64,
     /// The first error, for the reader.
     pub first_error: Option<String>,
-    /// CPU the load generator used over the window, in CPUs.
-    pub client_cpu: f64,
-    /// The load generator was (nearly) saturated.
-    pub client_bound: bool,
-    /// CPU the server used over the window, in CPUs, when its PID was known.
-    pub server_cpu: Option<f64>,
+    /// CPU use over the window.
+    #[serde(flatten)]
+    pub cpu: Cpu,
 }
 
 impl ChurnReport {
@@ -104,23 +100,16 @@ pub fn run_churn(
     let pattern = load.framing.pattern();
     let plan = Plan::starting_now(load);
     let workers = load.threads.clamp(1, load.connections);
-    let completed = AtomicU64::new(0);
-    let (tallies, usage) = thread::scope(|scope| {
-        let handles: Vec<_> = (0..workers)
-            .map(|w| {
-                let slots = load.connections / workers + usize::from(w < load.connections % workers);
-                let schedule = plan.schedule(slots, w, workers);
-                let (plan, pattern, completed) = (&plan, &pattern, &completed);
-                scope.spawn(move || Churner::new(plan, pattern, target, w, slots)?.run(schedule, completed))
-            })
-            .collect();
-        let usage = watch_window(&plan, watch, progress, &completed);
-        (super::join_all(handles), usage)
+    let slots: Vec<usize> = (0..workers)
+        .map(|w| load.connections / workers + usize::from(w < load.connections % workers))
+        .collect();
+    let (tallies, usage) = on_threads(&plan, slots, watch, progress, |w, slots, completed| {
+        let schedule = plan.schedule(slots, w, workers);
+        Churner::new(&plan, &pattern, target, w, slots)?.run(schedule, completed)
     });
-    progress.finish();
     let mut total = Tally::default();
     for tally in tallies {
-        total.merge(tally);
+        total.merge(tally.unwrap_or_else(Tally::from_error));
     }
     Ok(ChurnReport::new(target, load, &total, usage))
 }
@@ -128,7 +117,6 @@ pub fn run_churn(
 impl ChurnReport {
     fn new(target: &Target, load: &Load, total: &Tally, usage: Usage) -> ChurnReport {
         let secs = load.duration.as_secs_f64();
-        let client_cpu = usage.client.as_secs_f64() / secs;
         ChurnReport {
             target: target.to_string(),
             concurrency: load.connections,
@@ -146,9 +134,7 @@ impl ChurnReport {
             errors: total.errors,
             mismatches: total.mismatches,
             first_error: total.first_error.clone(),
-            client_cpu,
-            client_bound: client_cpu >= 0.95 * load.threads as f64,
-            server_cpu: usage.server.map(|cpu| cpu.as_secs_f64() / secs),
+            cpu: usage.cpu(load),
         }
     }
 }

@@ -190,15 +190,14 @@ impl Client<'_> {
     }
 
     /// Fill both directions' buffers, then hold the connection, reading nothing, to the end.
-    fn never_read(&self, socket: Socket) -> io::Result<bool> {
+    fn never_read(&self, mut socket: Socket) -> io::Result<bool> {
         socket.set_nonblocking(true)?;
         let mut written = 0;
-        let mut socket = socket;
         while written < NEVER_READ_CAP && Instant::now() < self.until {
             match socket.write(self.pattern.window(written as u64, 64 * 1024)) {
                 Ok(n) => written += n,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break, // the server stopped reading: held
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}    // a signal; retry
                 Err(e) => return Err(e),
             }
         }

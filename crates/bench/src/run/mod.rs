@@ -172,12 +172,9 @@ pub struct EchoReport {
     pub mismatches: u64,
     /// The first error, for the reader.
     pub first_error: Option<String>,
-    /// CPU the load generator used over the window, in CPUs (1.0 = one core busy).
-    pub client_cpu: f64,
-    /// The load generator was (nearly) saturated, so the server may be faster than shown.
-    pub client_bound: bool,
-    /// CPU the server used over the window, in CPUs, when its PID was known.
-    pub server_cpu: Option<f64>,
+    /// CPU use over the window.
+    #[serde(flatten)]
+    pub cpu: Cpu,
 }
 
 impl EchoReport {
@@ -209,43 +206,51 @@ pub fn run_echo(
     let pattern = load.framing.pattern();
     let plan = Plan::starting_now(load);
     let shares = deal(connected.streams, load.threads);
-    let completed = AtomicU64::new(0);
     let workers = shares.len();
-    let (tallies, usage) = thread::scope(|scope| {
-        let handles: Vec<_> = shares
-            .into_iter()
-            .enumerate()
-            .map(|(w, share)| {
-                let (plan, pattern, completed) = (&plan, &pattern, &completed);
-                let schedule = plan.schedule(share.len(), w, workers);
-                scope.spawn(move || drive(plan, pattern, share, schedule, completed))
-            })
-            .collect();
-        let usage = watch_window(&plan, watch, progress, &completed);
-        (join_all(handles), usage)
+    let (tallies, usage) = on_threads(&plan, shares, watch, progress, |w, share, completed| {
+        let schedule = plan.schedule(share.len(), w, workers);
+        drive(&plan, &pattern, share, schedule, completed)
     });
-    progress.finish();
     let mut total =
         Tally { errors: connected.failed as u64, first_error: connected.first_error, ..Tally::default() };
     for tally in tallies {
-        total.merge(tally);
+        // A worker that could not run (or panicked) counts as one error.
+        total.merge(tally.unwrap_or_else(Tally::from_error));
     }
     Ok(EchoReport::new(target, load, connected.opened, &total, usage))
 }
 
-/// Wait for every worker; a worker that could not run (or panicked) counts as one error.
-fn join_all(handles: Vec<thread::ScopedJoinHandle<'_, io::Result<Tally>>>) -> Vec<Tally> {
-    let panicked = || Err(io::Error::other("a load-generator thread panicked"));
-    handles
-        .into_iter()
-        .map(|h| h.join().unwrap_or_else(|_| panicked()).unwrap_or_else(Tally::from_error))
-        .collect()
+/// Run one load-generator thread per share, `work(index, share, completed)`, while this
+/// thread watches the window (CPU times, the progress bar). `completed` counts round trips
+/// for the progress bar.
+fn on_threads<S: Send, T: Send>(
+    plan: &Plan,
+    shares: Vec<S>,
+    watch: Option<u32>,
+    progress: &Progress,
+    work: impl Fn(usize, S, &AtomicU64) -> io::Result<T> + Sync,
+) -> (Vec<io::Result<T>>, Usage) {
+    let completed = AtomicU64::new(0);
+    let results = thread::scope(|scope| {
+        let handles: Vec<_> = shares
+            .into_iter()
+            .enumerate()
+            .map(|(w, share)| {
+                let (work, completed) = (&work, &completed);
+                scope.spawn(move || work(w, share, completed))
+            })
+            .collect();
+        let usage = watch_window(plan, watch, progress, &completed);
+        let panicked = || Err(io::Error::other("a load-generator thread panicked"));
+        (handles.into_iter().map(|h| h.join().unwrap_or_else(|_| panicked())).collect(), usage)
+    });
+    progress.finish();
+    results
 }
 
 impl EchoReport {
     fn new(target: &Target, load: &Load, connections: usize, total: &Tally, usage: Usage) -> EchoReport {
         let secs = load.duration.as_secs_f64();
-        let client_cpu = usage.client.as_secs_f64() / secs;
         EchoReport {
             target: target.to_string(),
             requested: load.connections,
@@ -267,10 +272,7 @@ impl EchoReport {
             errors: total.errors,
             mismatches: total.mismatches,
             first_error: total.first_error.clone(),
-            client_cpu,
-            // A spinning client is always at 100%: that says nothing about the server.
-            client_bound: !load.spin && client_cpu >= 0.95 * load.threads as f64,
-            server_cpu: usage.server.map(|cpu| cpu.as_secs_f64() / secs),
+            cpu: usage.cpu(load),
         }
     }
 }
@@ -522,6 +524,31 @@ fn arm_for_next(schedule: &Schedule, timer: &Timer, plan: &Plan) -> io::Result<(
 struct Usage {
     client: Duration,
     server: Option<Duration>,
+}
+
+/// CPU use over the measured window, beside every report's numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Cpu {
+    /// CPU the load generator used, in CPUs (1.0 = one core busy).
+    pub client_cpu: f64,
+    /// The load generator was (nearly) saturated, so the server may be faster than shown.
+    pub client_bound: bool,
+    /// CPU the server used, in CPUs, when its PID was known.
+    pub server_cpu: Option<f64>,
+}
+
+impl Usage {
+    /// As shares of `load`'s measured window.
+    fn cpu(&self, load: &Load) -> Cpu {
+        let secs = load.duration.as_secs_f64();
+        let client_cpu = self.client.as_secs_f64() / secs;
+        Cpu {
+            client_cpu,
+            // A spinning client is always at 100%: that says nothing about the server.
+            client_bound: !load.spin && client_cpu >= 0.95 * load.threads as f64,
+            server_cpu: self.server.map(|cpu| cpu.as_secs_f64() / secs),
+        }
+    }
 }
 
 /// The calling thread (not a worker) sleeps through the run, reading CPU times at the

@@ -15,14 +15,13 @@ use std::collections::VecDeque;
 use std::io::{self, ErrorKind};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 use serde::Serialize;
 
-use super::{EVENTS_CAPACITY, Load, Plan, TIMER, Usage, watch_window};
+use super::{Cpu, EVENTS_CAPACITY, Load, Plan, TIMER, Usage, on_threads};
 use crate::framing::Framing;
 use crate::histogram::{Latency, RoundTrips};
 use crate::pattern::{PERIOD, Pattern};
@@ -81,12 +80,9 @@ pub struct UdpReport {
     pub errors: u64,
     /// The first error, for the reader.
     pub first_error: Option<String>,
-    /// CPU the load generator used over the window, in CPUs.
-    pub client_cpu: f64,
-    /// The load generator was (nearly) saturated.
-    pub client_bound: bool,
-    /// CPU the server used over the window, in CPUs, when its PID was known.
-    pub server_cpu: Option<f64>,
+    /// CPU use over the window.
+    #[serde(flatten)]
+    pub cpu: Cpu,
 }
 
 impl UdpReport {
@@ -128,24 +124,10 @@ pub fn run_udp(
     for (i, socket) in sockets.into_iter().enumerate() {
         shares[i % workers].push((i as u64, socket));
     }
-    let completed = AtomicU64::new(0);
-    let (tallies, usage) = thread::scope(|scope| {
-        let handles: Vec<_> = shares
-            .into_iter()
-            .enumerate()
-            .map(|(w, share)| {
-                let schedule = plan.schedule(share.len(), w, workers);
-                let (plan, pattern, completed) = (&plan, &pattern, &completed);
-                scope.spawn(move || Sender::new(plan, pattern, share)?.run(schedule, completed))
-            })
-            .collect();
-        let usage = watch_window(&plan, watch, progress, &completed);
-        let panicked = || Err(io::Error::other("a load-generator thread panicked"));
-        let tallies: Vec<io::Result<UdpTally>> =
-            handles.into_iter().map(|h| h.join().unwrap_or_else(|_| panicked())).collect();
-        (tallies, usage)
+    let (tallies, usage) = on_threads(&plan, shares, watch, progress, |w, share, completed| {
+        let schedule = plan.schedule(share.len(), w, workers);
+        Sender::new(&plan, &pattern, share)?.run(schedule, completed)
     });
-    progress.finish();
     let mut total = UdpTally::default();
     for tally in tallies {
         total.merge(tally?);
@@ -168,7 +150,6 @@ fn open_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
 impl UdpReport {
     fn new(addr: SocketAddr, load: &Load, total: &UdpTally, usage: Usage) -> UdpReport {
         let secs = load.duration.as_secs_f64();
-        let client_cpu = usage.client.as_secs_f64() / secs;
         UdpReport {
             target: Target::Udp(addr).to_string(),
             sockets: load.connections,
@@ -190,9 +171,7 @@ impl UdpReport {
             rate: load.rate.map(|asked| RateReport::new(asked, &total.pacing, total.echoed, secs)),
             errors: total.errors,
             first_error: total.first_error.clone(),
-            client_cpu,
-            client_bound: client_cpu >= 0.95 * load.threads as f64,
-            server_cpu: usage.server.map(|cpu| cpu.as_secs_f64() / secs),
+            cpu: usage.cpu(load),
         }
     }
 }
