@@ -150,6 +150,9 @@ impl BenchArgs {
         if self.hostile.is_some() && self.mode != Mode::Chaos {
             return Err(Error::Usage("--hostile is for --mode chaos".into()));
         }
+        if self.rate.is_some() && self.mode == Mode::Idle {
+            return Err(Error::Usage("--rate is for messages or connections; --mode idle sends none".into()));
+        }
         let load = Load {
             connections: self.connections as usize,
             sizes: self.size,
@@ -398,6 +401,7 @@ mod tests {
             panic!("hostile without chaos")
         };
         assert_eq!(error.exit_code(), 2);
+        assert!(parse(&["--mode", "idle", "--rate", "5"]).unwrap().single().is_err(), "idle sends nothing");
     }
 
     #[test]
