@@ -39,7 +39,8 @@ fn builtin_servers(server_exe: Option<&std::path::Path>) -> std::io::Result<echo
         serve("blocking", &["--model", "blocking"]).serving_at_most(1),
     ];
     let exe_dir = exe.parent().unwrap_or(std::path::Path::new("."));
-    let peer = |name: &str| ServerSpec::new(name, [exe_dir.join(name).into_os_string(), ADDR_PLACEHOLDER.into()]);
+    let peer =
+        |name: &str| ServerSpec::new(name, [exe_dir.join(name).into_os_string(), ADDR_PLACEHOLDER.into()]);
     Ok(Catalog {
         servers,
         ratio: Some(("event-loop".into(), "thread-per-conn".into())),

@@ -1,6 +1,6 @@
-//! `--framing line|length` and `udp:` targets, against small framed and UDP echo servers
-//! on threads of this test (the server's own `serve --framing` and `serve udp:` are built
-//! elsewhere; these tests should run against them too once they exist).
+//! `--framing line|length` and `udp:` targets: against small framed and UDP echo servers on
+//! threads of this test (which can also misbehave), and against the real `serve --framing`
+//! and `serve udp:`.
 //! (Only with the `bench` feature, which brings the subcommand.)
 #![cfg(feature = "bench")]
 
@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::bench_load::ThreadServer;
 use crate::bench_smoke::{bench_at, json};
-use crate::util::join_bounded;
+use crate::util::{Bin, join_bounded};
 
 /// Echo each complete line as one write, never half a line.
 fn echo_lines(stream: TcpStream) {
@@ -194,4 +194,36 @@ fn udp_wrong_replies_are_mismatches() {
     assert_eq!(code, 1, "{report}");
     assert!(report["mismatches"].as_u64().unwrap() > 0, "{report}");
     assert_eq!(report["lost"].as_u64(), Some(0), "a wrong reply is not a loss: {report}");
+}
+
+/// The real server's framings: lines and length-prefixed frames of varying sizes (empty
+/// frames, and frames larger than one read, included) come back whole.
+#[test]
+fn the_real_server_echoes_whole_frames() {
+    for (framing, sizes) in [("line", "1-5000"), ("length", "0-70000")] {
+        let server = Bin::serve(&["--framing", framing, "--max-frame", "128K", "-q", "127.0.0.1:0"]);
+        let flags =
+            format!("--framing {framing} --size {sizes} -c 3 --pipeline 2 --warmup 0 --duration 0.4 --json");
+        let run = bench_at(&server.addr, &flags);
+        assert_eq!(run.code, 0, "{framing}: stderr: {}", run.stderr);
+        let report = json(&run);
+        assert!(report["msgs"].as_u64().unwrap() > 0, "{report}");
+        assert_eq!(
+            (report["errors"].as_u64(), report["mismatches"].as_u64()),
+            (Some(0), Some(0)),
+            "{report}"
+        );
+    }
+}
+
+/// The real server's UDP echo: every datagram back, exact.
+#[test]
+fn the_real_server_echoes_datagrams() {
+    let server = Bin::serve(&["-q", "udp:127.0.0.1:0"]);
+    assert!(server.addr.starts_with("udp:"), "{}", server.addr);
+    let run = bench_at(&server.addr, "-c 2 --pipeline 4 --size 8-1400 --warmup 0 --duration 0.4 --json");
+    assert_eq!(run.code, 0, "stderr: {}", run.stderr);
+    let report = json(&run);
+    assert!(report["echoed"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!((report["lost"].as_u64(), report["mismatches"].as_u64()), (Some(0), Some(0)), "{report}");
 }
