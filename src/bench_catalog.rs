@@ -37,6 +37,7 @@ fn builtin_servers(server_exe: Option<&std::path::Path>) -> std::io::Result<echo
         serve("thread-per-conn", &["--model", "thread-per-conn"]),
         // One connection at a time: only the 1-connection scenario means anything for it.
         serve("blocking", &["--model", "blocking"]).serving_at_most(1),
+        serve("io-uring", &["--model", "io-uring"]),
     ];
     let exe_dir = exe.parent().unwrap_or(std::path::Path::new("."));
     let peer =
