@@ -63,6 +63,8 @@ pub fn run(options: &CompareOptions) -> Result<(), Error> {
         return Err(Error::Usage("--models and --scenarios leave nothing to run".into()));
     }
     let fd_limit = sys::raise_nofile_limit()?;
+    // Counted before pinning: afterwards this process may run on one CPU only.
+    let cpus = sys::usable_cpus();
     if options.pin {
         pin_load_generator()?;
     }
@@ -76,7 +78,7 @@ pub fn run(options: &CompareOptions) -> Result<(), Error> {
     progress.finish();
     let report = CompareReport {
         machine: Machine {
-            cpus: sys::usable_cpus(),
+            cpus,
             cpu_model: sys::cpu_model(),
             kernel: sys::kernel_release(),
         },
