@@ -24,8 +24,8 @@ fn round_trips(stream: &mut TcpStream) {
     }
 }
 
-/// The value of `key=` in a statistics line.
-fn field(line: &str, key: &str) -> u64 {
+/// The value of `key=` in a statistics line (also used by `udp.rs`).
+pub(crate) fn field(line: &str, key: &str) -> u64 {
     let start = line.find(&format!(" {key}=")).or_else(|| line.find(&format!("({key}=")));
     let rest = &line[start.unwrap_or_else(|| panic!("no {key}= in {line}")) + key.len() + 2..];
     let value: String = rest.chars().take_while(char::is_ascii_digit).collect();
