@@ -66,10 +66,11 @@ impl Server {
         }
         if let ListenAddr::Udp(addr) = config.addr {
             let socket = net::bind_udp(addr, config.send_buffer, config.recv_buffer)?;
-            let udp = UdpEcho::new(socket, config.shutdown_grace, &shutdown)?;
+            let stats = ServerStats::new(1);
+            let udp = UdpEcho::new(socket, config.shutdown_grace, &shutdown, stats.worker(0))?;
             let addr = ListenAddr::Udp(udp.local_addr()?);
             let runner = Runner::Udp(udp);
-            return Ok(Server { addr, shutdown, runner, stats: ServerStats::new(1), stats_interval: None });
+            return Ok(Server { addr, shutdown, runner, stats, stats_interval: config.stats_interval });
         }
         let reuse_port = config.workers > 1;
         let first = net::bind(&config.addr, reuse_port)?;

@@ -3,8 +3,11 @@
 //! one at the front of the buffer, repeat.
 
 use std::io::{self, ErrorKind, Read, Write};
+use std::net::Shutdown;
+use std::thread;
+use std::time::{Duration, Instant};
 
-use log::trace;
+use log::{debug, trace};
 
 use crate::framing::{AtEof, Framer, Oversize, Rest};
 use crate::net::BlockingStream;
@@ -184,6 +187,54 @@ pub(super) fn write_all_counted(
         }
     }
     Ok(())
+}
+
+/// While lingering, how often the kernel's queues are checked for "the client has every
+/// echo and our FIN" (nothing wakes a blocked thread for an ACK).
+const LINGER_CHECK: Duration = Duration::from_millis(20);
+
+/// After a stop ended the echo ([`End::Shutdown`]): every byte read was written back, but
+/// the kernel may still hold some of it unsent, and the client may still be sending.
+/// Closing now would be wrong: `close(2)` on a socket whose receive queue holds unread bytes
+/// makes the kernel send a reset and throw away the echoes still in the send queue (RFC
+/// 2525, "Failure to RST on close with data pending"; the event loop's `Phase::Lingering`).
+/// So read and discard what the client still sends until the client has acknowledged every
+/// echo, or until `until` (the end of the grace period); then a close loses nothing, even if
+/// it is a reset.
+///
+/// Unlike the event loop, no FIN goes out first: the stop request reached this socket as
+/// `shutdown(SHUT_RD)`, and Linux answers data that arrives on a socket shut for reading
+/// *after* its FIN with a reset (RFC 1122 4.2.2.13), which would destroy the very echoes
+/// this waits for. After `SHUT_RD` a read does not block: it returns what is queued, or 0
+/// at once; that is why this polls the kernel's queues instead of waiting for an EOF.
+pub fn linger_after_stop(stream: &BlockingStream, id: usize, buf: &mut [u8], until: Instant) {
+    let mut reader = stream;
+    // Ours already if the stop reached this socket; not yet if it came between the flag and
+    // the registry's SHUT_RD. Either way reads stop blocking from here.
+    if let Err(e) = stream.sock_ref().shutdown(Shutdown::Read) {
+        return debug!("{id} linger: shutdown(Read): {e}"); // ENOTCONN: reset by the client
+    }
+    loop {
+        loop {
+            match reader.read(buf) {
+                Ok(0) => break, // nothing queued now
+                Ok(n) => trace!("{id} lingering: discarded n={n}"),
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue, // a signal: retry
+                Err(e) => return debug!("{id} linger: read: {e}"),
+            }
+        }
+        match stream.kernel_queues() {
+            Ok((_, 0)) => return, // the client has every echo: a close now loses nothing
+            Ok((unread, unacknowledged)) => {
+                trace!("{id} lingering: unread={unread} unacked={unacknowledged}")
+            }
+            Err(e) => return debug!("{id} linger: {e}"),
+        }
+        if Instant::now() >= until {
+            return debug!("{id} linger: grace period over");
+        }
+        thread::sleep(LINGER_CHECK);
+    }
 }
 
 /// A socket timeout (SO_RCVTIMEO / SO_SNDTIMEO) expired: EAGAIN on Linux.

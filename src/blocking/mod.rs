@@ -16,6 +16,10 @@
 //! - **Grace.** A thread blocked in `write` to a client that never reads only wakes when the
 //!   write can proceed. When the grace period is over, `shutdown(SHUT_RDWR)` makes that write
 //!   fail, so a stop always completes ([`LiveConnections::drain`]).
+//! - **Linger.** A connection that the stop ended does not close while the client is still
+//!   sending and has not yet acknowledged every echo: that close would be a reset that
+//!   destroys the echoes in flight. It reads and discards until the client has them all, or
+//!   the grace period ends ([`echo::linger_after_stop`]).
 //!
 //! Echo semantics are the event loop's: every byte read is written back, in order, before the
 //! next read; on EOF everything read has already been written, so the connection just closes.
@@ -33,7 +37,7 @@ mod registry;
 mod thread_per_conn;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 
@@ -42,7 +46,7 @@ use crate::framing::Framer;
 use crate::net::{BlockingStream, Peer, SocketOptions};
 use crate::shutdown::ShutdownHandle;
 use crate::stats::{IoTally, Stats};
-use echo::{ECHO_BUFFER, End, echo_blocking};
+use echo::{ECHO_BUFFER, End, echo_blocking, linger_after_stop};
 use registry::{LiveConnections, Registered};
 
 pub use one_at_a_time::serve as serve_one_at_a_time;
@@ -64,6 +68,8 @@ pub struct Context {
     idle_timeout: Option<Duration>,
     /// Where frames end (`--framing`, `--max-frame`).
     framer: Framer,
+    /// `--shutdown-grace`, for a connection that sees the stop before the registry does.
+    shutdown_grace: Duration,
 }
 
 impl Context {
@@ -76,6 +82,7 @@ impl Context {
             socket_options: SocketOptions::from_config(config),
             idle_timeout: config.idle_timeout,
             framer: config.framer(),
+            shutdown_grace: config.shutdown_grace,
         }
     }
 
@@ -105,6 +112,10 @@ pub fn serve_connection(conn: Registered, peer: Peer, ctx: &Context) {
     debug!("{} opened peer={peer} (open: {})", conn.id, ctx.live.len());
     let mut buf = vec![0; ECHO_BUFFER];
     let echoed = echo_blocking(conn.stream(), conn.id, &mut buf, ctx.framer, &ctx.shutdown, &ctx.stats);
+    if let End::Shutdown = echoed.end {
+        let until = ctx.live.grace_ends().unwrap_or_else(|| Instant::now() + ctx.shutdown_grace);
+        linger_after_stop(conn.stream(), conn.id, &mut buf, until);
+    }
     ctx.stats.record(IoTally { bytes_unsent: echoed.bytes_in - echoed.bytes_out, ..IoTally::default() });
     ctx.stats.connection_closed();
     if let End::TooLarge(oversize) = &echoed.end {

@@ -2,7 +2,7 @@
 
 use std::net::Shutdown;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
@@ -28,6 +28,8 @@ pub struct LiveConnections {
     left: Condvar,
     /// Set by the first [`LiveConnections::begin_shutdown`]; a waker may run twice.
     stopping: AtomicBool,
+    /// When the grace period of a stop ends (set by [`LiveConnections::begin_shutdown`]).
+    grace_ends: OnceLock<Instant>,
 }
 
 impl LiveConnections {
@@ -51,8 +53,14 @@ impl LiveConnections {
         if self.stopping.swap(true, Ordering::SeqCst) {
             return;
         }
+        let _ = self.grace_ends.set(Instant::now() + grace); // set once, here
         info!("shutting down: {} connections open, flushing pending echoes for up to {grace:?}", self.len());
         self.shutdown_all(Shutdown::Read);
+    }
+
+    /// When the grace period of the stop under way ends; `None` before a stop.
+    pub fn grace_ends(&self) -> Option<Instant> {
+        self.grace_ends.get().copied()
     }
 
     /// `shutdown(SHUT_RDWR)` on every connection: blocked reads and writes fail at once.

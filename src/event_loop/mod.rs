@@ -279,7 +279,10 @@ impl EventLoop {
         }
         let (bytes_in, bytes_out, pending) = conn.byte_counts();
         self.stats.connection_closed();
-        self.tally.bytes_unsent += pending as u64; // read, and now never echoed
+        // Read, and now never echoed: what was pending, and also the bytes of a partial
+        // frame or of a refused one, which were read but never became pending. (The turn's
+        // tally already holds this connection's reads and writes.)
+        self.tally.bytes_unsent += bytes_in.saturating_sub(bytes_out);
         debug!(
             "token={} closed ({reason}) peer={} read={bytes_in} echoed={bytes_out} unsent={pending}",
             token.0,

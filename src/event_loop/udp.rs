@@ -43,7 +43,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::{WAKER, shutdown_waker};
 use crate::shutdown::ShutdownHandle;
-use crate::stats::{Datagrams, Summary};
+use crate::stats::{Datagrams, IoTally, Stats, Summary};
 
 /// The UDP socket's token.
 const SOCKET: Token = Token(0);
@@ -89,12 +89,22 @@ pub struct UdpEcho {
     /// Counts for the summary line.
     counts: Datagrams,
     bytes_echoed: u64,
+    /// The counters the live statistics line reads (`--stats-interval`, SIGUSR1): each
+    /// answered datagram is a message, read, then echoed or dropped (unsent).
+    stats: Arc<Stats>,
+    /// This turn's counts, published to `stats` once per turn, as the TCP loop does.
+    tally: IoTally,
 }
 
 impl UdpEcho {
     /// Take a bound UDP socket, make it non-blocking, and register it and a waker that
-    /// `shutdown` will fire.
-    pub fn new(socket: std::net::UdpSocket, grace: Duration, shutdown: &ShutdownHandle) -> io::Result<Self> {
+    /// `shutdown` will fire. The loop counts its datagrams in `stats` as it goes.
+    pub fn new(
+        socket: std::net::UdpSocket,
+        grace: Duration,
+        shutdown: &ShutdownHandle,
+        stats: Arc<Stats>,
+    ) -> io::Result<Self> {
         socket.set_nonblocking(true)?;
         let mut socket = mio::net::UdpSocket::from_std(socket);
         let poll = Poll::new()?;
@@ -113,6 +123,8 @@ impl UdpEcho {
             grace,
             counts: Datagrams::default(),
             bytes_echoed: 0,
+            stats,
+            tally: IoTally::default(),
         })
     }
 
@@ -126,6 +138,7 @@ impl UdpEcho {
         let mut events = Events::with_capacity(16);
         debug!("UDP echo loop running");
         loop {
+            self.publish_counts(); // before sleeping: a statistics line read meanwhile is current
             let timeout = self.poll_timeout(Instant::now());
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
@@ -152,9 +165,17 @@ impl UdpEcho {
                 self.unfinished = self.receive();
             }
             if self.finished(now) {
+                self.publish_counts();
                 return Ok(self.summary());
             }
             self.update_interest()?;
+        }
+    }
+
+    /// Add this turn's counts to the shared statistics.
+    fn publish_counts(&mut self) {
+        if !self.tally.is_empty() {
+            self.stats.record(std::mem::take(&mut self.tally));
         }
     }
 
@@ -194,6 +215,8 @@ impl UdpEcho {
     /// Send the datagram in `buf[..n]` back to `to`: at once if no reply is queued ahead of
     /// it, else behind the queue, so replies leave in the order datagrams came.
     fn reply(&mut self, n: usize, to: SocketAddr) {
+        self.tally.messages += 1;
+        self.tally.bytes_read += n as u64;
         if !self.queue.is_empty() {
             self.enqueue(to, n);
             return;
@@ -203,7 +226,7 @@ impl UdpEcho {
                 Ok(_) => return self.sent(n, to), // a datagram goes whole or not at all
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return self.enqueue(to, n),
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue, // a signal: retry
-                Err(e) => return self.send_failed(to, &e),
+                Err(e) => return self.send_failed(to, n, &e),
             }
         }
     }
@@ -211,8 +234,10 @@ impl UdpEcho {
     /// The kernel refused `buf[..n]` for now: copy it into the queue, pushing the oldest
     /// reply out if the queue is full.
     fn enqueue(&mut self, to: SocketAddr, n: usize) {
+        let queued_before = self.queue.bytes;
         let dropped = self.queue.push(to, &self.buf[..n]);
         self.counts.dropped_queue_full += dropped as u64;
+        self.tally.bytes_unsent += (queued_before + n - self.queue.bytes) as u64; // the dropped
         if dropped > 0 {
             debug!("udp reply queue full: dropped the {dropped} oldest replies");
         }
@@ -231,8 +256,9 @@ impl UdpEcho {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break, // the next WRITABLE edge
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue, // a signal: retry
                 Err(e) => {
+                    let n = data.len();
                     self.queue.pop();
-                    self.send_failed(to, &e);
+                    self.send_failed(to, n, &e);
                 }
             }
         }
@@ -242,13 +268,15 @@ impl UdpEcho {
         trace!("udp send n={n} to={to}");
         self.counts.echoed += 1;
         self.bytes_echoed += n as u64;
+        self.tally.bytes_echoed += n as u64;
     }
 
     /// `send_to` failed for good (no route, a message the kernel will not send): this one
     /// reply is lost, the echo goes on.
-    fn send_failed(&mut self, to: SocketAddr, e: &io::Error) {
+    fn send_failed(&mut self, to: SocketAddr, n: usize, e: &io::Error) {
         debug!("udp send_to {to}: {e}: reply dropped");
         self.counts.dropped_send_failed += 1;
+        self.tally.bytes_unsent += n as u64;
     }
 
     /// READABLE unless shutting down; WRITABLE while replies are queued. The only place that

@@ -414,7 +414,9 @@ impl UringLoop {
         self.expire_idle(now)?;
         if self.accept_paused_until.is_some_and(|until| until <= now) {
             self.accept_paused_until = None;
-            info!("resuming accepting connections");
+            // Debug, not info: while descriptors stay short this runs every pause, and
+            // `BackoffLog` already tells the operator when the episode starts and ends.
+            debug!("accept: pause over, trying again");
             self.arm_accept()?;
         }
         Ok(())

@@ -57,13 +57,16 @@ impl Stream {
     /// acknowledged by the peer). `(0, 0)` means a `close` now is a clean end: nothing
     /// unread to provoke a reset, and nothing of ours left that a reset could destroy.
     pub fn kernel_queues(&self) -> io::Result<(usize, usize)> {
-        use std::os::fd::AsRawFd;
-        let fd = match self {
-            Stream::Tcp(s) => s.as_raw_fd(),
-            Stream::Unix(s) => s.as_raw_fd(),
-        };
-        Ok((ioctl_count(fd, libc::FIONREAD)?, ioctl_count(fd, libc::TIOCOUTQ)?))
+        kernel_queues(&self.sock_ref())
     }
+}
+
+/// (received but unread, sent but not yet acknowledged) for `socket`: see
+/// [`Stream::kernel_queues`].
+fn kernel_queues(socket: &SockRef<'_>) -> io::Result<(usize, usize)> {
+    use std::os::fd::AsRawFd;
+    let fd = socket.as_raw_fd();
+    Ok((ioctl_count(fd, libc::FIONREAD)?, ioctl_count(fd, libc::TIOCOUTQ)?))
 }
 
 /// An `ioctl` that reports a byte count (FIONREAD alias SIOCINQ, TIOCOUTQ alias SIOCOUTQ).
@@ -155,6 +158,11 @@ impl BlockingStream {
     /// Is this a TCP stream (for TCP-only options)?
     pub fn is_tcp(&self) -> bool {
         matches!(self, BlockingStream::Tcp(_))
+    }
+
+    /// Bytes the kernel still holds for this socket, as [`Stream::kernel_queues`] says.
+    pub fn kernel_queues(&self) -> io::Result<(usize, usize)> {
+        kernel_queues(&self.sock_ref())
     }
 }
 

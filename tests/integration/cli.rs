@@ -107,6 +107,10 @@ fn help_works() {
     for flag in ["--max-pending", "--idle-timeout", "--shutdown-grace", "--max-connections", "--workers"] {
         assert!(stdout.contains(flag), "serve --help does not list {flag}");
     }
+    // Regression: the UDP echo came with the framing merge, but ADDR's help (and so the
+    // man page) still listed only the stream forms.
+    let addr_help = stdout.split("[ADDR]").nth(2).expect("the ADDR argument's help");
+    assert!(addr_help.contains("udp:HOST:PORT"), "serve --help does not name udp: addresses:\n{stdout}");
 }
 
 /// Port 0 on IPv4 prints `listening on 127.0.0.1:PORT` with the real port.

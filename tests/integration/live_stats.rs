@@ -24,8 +24,8 @@ fn round_trips(stream: &mut TcpStream) {
     }
 }
 
-/// The value of `key=` in a statistics line.
-fn field(line: &str, key: &str) -> u64 {
+/// The value of `key=` in a statistics line (also used by `udp.rs`).
+pub(crate) fn field(line: &str, key: &str) -> u64 {
     let start = line.find(&format!(" {key}=")).or_else(|| line.find(&format!("({key}=")));
     let rest = &line[start.unwrap_or_else(|| panic!("no {key}= in {line}")) + key.len() + 2..];
     let value: String = rest.chars().take_while(char::is_ascii_digit).collect();
@@ -148,6 +148,34 @@ fn pending_shows_what_a_slow_client_holds() {
         stats_lines(&server).join("\n")
     );
 }
+
+/// Regression: the event loop counted a closed connection's pending bytes as never echoed,
+/// but not the bytes of a partial frame dropped at EOF or of a frame over `--max-frame`,
+/// which were read and never became pending: `pending` stayed up (57 here) with nobody
+/// connected, for good. Every model now shows `pending=0` once both clients are gone.
+fn discarded_frames_leave_nothing_pending(model: &str) {
+    let server = Bin::serve(&["127.0.0.1:0", "--model", model, "--framing", "length", "--max-frame", "100"]);
+    let frame = |payload: &[u8]| [&(payload.len() as u32).to_be_bytes()[..], payload].concat();
+    // A whole frame, then 3 bytes of a prefix, then EOF: the 3 bytes are discarded.
+    let mut cut_short = connect(server.tcp());
+    cut_short.write_all(&[frame(b"hello"), vec![0, 0, 0]].concat()).unwrap();
+    cut_short.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut echoed = Vec::new();
+    cut_short.read_to_end(&mut echoed).expect("the whole frame, then EOF");
+    assert_eq!(echoed, frame(b"hello"));
+    // A whole frame, then one declaring 1000 bytes (over the limit) and 50 of them.
+    let mut refused = connect(server.tcp());
+    refused.write_all(&[frame(b"ok"), 1000u32.to_be_bytes().to_vec(), vec![7; 50]].concat()).unwrap();
+    let mut echoed = Vec::new();
+    let _ = refused.read_to_end(&mut echoed); // EOF, or a reset once the frame is refused
+    assert_eq!(echoed, frame(b"ok"));
+    let gone = || field(&line_on_sigusr1(&server), "open") == 0;
+    assert!(wait_until(IO_TIMEOUT, gone), "the clients never showed as gone:\n{}", server.stderr());
+    let last = stats_lines(&server).pop().unwrap();
+    assert_eq!(field(&last, "pending"), 0, "{last}");
+}
+
+for_models!(discarded_frames_leave_nothing_pending);
 
 /// A path for a summary, unique per test.
 fn summary_path(name: &str) -> PathBuf {

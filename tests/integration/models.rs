@@ -8,7 +8,7 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -256,6 +256,64 @@ fn shutdown_is_bounded_by_grace(variant: Variant) {
     assert!(summary.bytes_echoed >= echoed.len() as u64, "the client read more than the summary says");
 }
 for_all_variants!(shutdown_is_bounded_by_grace);
+
+/// Regression: on a stop, the threaded models closed a connection as soon as they had
+/// written back what they had read. The client was still sending, so the close found unread
+/// bytes, and Linux answered it with a reset that threw away the echoes still in the send
+/// queue (megabytes on loopback): the client got less than the summary counted as echoed.
+/// Every model now sends its FIN behind the echoes and lingers until the client has them.
+fn a_stop_while_the_client_sends_delivers_every_echo(variant: Variant) {
+    let server = TestServer::start(variant.config());
+    let stream = server.connect();
+    expect_echo(&mut stream.try_clone().unwrap(), b"x"); // served, not queued
+    let eof_seen = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (mut stream, eof_seen) = (stream.try_clone().unwrap(), Arc::clone(&eof_seen));
+        let chunk = pattern(251 * 64);
+        thread::spawn(move || {
+            let mut at = 0; // as in `write_without_reading`: the chunk repeats seamlessly
+            while !eof_seen.load(Ordering::SeqCst) {
+                match stream.write(&chunk[at..]) {
+                    Ok(n) => at = (at + n) % chunk.len(),
+                    Err(_) => return, // the server is gone (the bug: a reset)
+                }
+            }
+        })
+    };
+    let reader = {
+        let (mut stream, eof_seen) = (stream.try_clone().unwrap(), Arc::clone(&eof_seen));
+        thread::spawn(move || {
+            let (mut got, mut buf) = (Vec::new(), vec![0; 64 * 1024]);
+            let end = loop {
+                match stream.read(&mut buf) {
+                    Ok(0) => break Ok(()),
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                    Err(e) => break Err(e.kind()),
+                }
+                // A slower reader than writer: the echoes queue up in the server's send buffer.
+                thread::sleep(Duration::from_millis(1));
+            };
+            // What a polite client does at the server's EOF: stop sending, and say so.
+            eof_seen.store(true, Ordering::SeqCst);
+            let _ = stream.shutdown(Shutdown::Write);
+            (got, end)
+        })
+    };
+    thread::sleep(Duration::from_millis(300)); // every buffer on the way fills up
+    let summary = server.stop();
+    let (got, end) = join_bounded(reader, IO_TIMEOUT);
+    join_bounded(writer, IO_TIMEOUT);
+    assert_same_bytes(&got, &pattern(got.len() as u64));
+    assert_eq!(
+        end,
+        Ok(()),
+        "the client got {} of {} echoed bytes, then",
+        got.len() + 1,
+        summary.bytes_echoed
+    );
+    assert_eq!(got.len() as u64 + 1, summary.bytes_echoed, "the summary counts bytes the client never got");
+}
+for_all_variants!(a_stop_while_the_client_sends_delivers_every_echo);
 
 /// Over `--max-connections`, a client is accepted and closed at once; the others stay served.
 fn max_connections_rejects_the_extra_client(variant: Variant) {

@@ -17,7 +17,10 @@ use std::time::{Duration, Instant};
 
 use echoloop::{ListenAddr, ServerConfig};
 
-use super::util::{Bin, TestServer, assert_same_bytes, join_bounded, random_bytes, run_bin};
+use super::live_stats::field;
+use super::util::{
+    Bin, IO_TIMEOUT, TestServer, assert_same_bytes, join_bounded, random_bytes, run_bin, wait_until,
+};
 
 /// How long to wait for one reply.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -34,6 +37,37 @@ fn udp_addr(server: &TestServer) -> SocketAddr {
         ListenAddr::Udp(addr) => *addr,
         other => panic!("not a UDP server: {other}"),
     }
+}
+
+/// Regression: the UDP echo kept its counts to itself, so `--stats-interval` logged no line
+/// at all and SIGUSR1 logged zeros, however many datagrams had been echoed. Now the lines
+/// come, and over all of them count every datagram answered and its bytes.
+#[test]
+fn live_statistics_count_datagrams() {
+    let server = Bin::serve(&["udp:127.0.0.1:0", "--stats-interval", "0.1"]);
+    let addr: SocketAddr = server.addr.strip_prefix("udp:").unwrap().parse().unwrap();
+    let socket = client("127.0.0.1:0");
+    let sizes = [0, 1, 100, 1472, 9000];
+    let mut reply = vec![0; 10_000];
+    for (i, size) in sizes.into_iter().enumerate() {
+        let datagram = random_bytes(size, i as u64);
+        socket.send_to(&datagram, addr).unwrap();
+        let (n, _) = socket.recv_from(&mut reply).unwrap_or_else(|e| panic!("no reply to {size} bytes: {e}"));
+        assert_same_bytes(&reply[..n], &datagram);
+    }
+    let lines = || -> Vec<String> {
+        server.stderr().lines().filter(|line| line.contains("stats: open=")).map(str::to_string).collect()
+    };
+    let total = |key| lines().iter().map(|line| field(line, key)).sum::<u64>();
+    let bytes = sizes.iter().sum::<usize>() as u64;
+    assert!(
+        wait_until(IO_TIMEOUT, || total("bytes") == bytes),
+        "lines never counted every byte:\n{}",
+        server.stderr()
+    );
+    assert_eq!(total("messages"), sizes.len() as u64, "{}", lines().join("\n"));
+    let last = lines().pop().unwrap();
+    assert_eq!(field(&last, "pending"), 0, "{last}");
 }
 
 /// Datagrams of every size class, 0 to 65,507 bytes (the IPv4 maximum), come back unchanged,
