@@ -112,9 +112,18 @@ pub fn serve_connection(conn: Registered, peer: Peer, ctx: &Context) {
     debug!("{} opened peer={peer} (open: {})", conn.id, ctx.live.len());
     let mut buf = vec![0; ECHO_BUFFER];
     let echoed = echo_blocking(conn.stream(), conn.id, &mut buf, ctx.framer, &ctx.shutdown, &ctx.stats);
-    if let End::Shutdown = echoed.end {
-        let until = ctx.live.grace_ends().unwrap_or_else(|| Instant::now() + ctx.shutdown_grace);
-        linger_after_stop(conn.stream(), conn.id, &mut buf, until);
+    match echoed.end {
+        End::Shutdown => {
+            let until = ctx.live.grace_ends().unwrap_or_else(|| Instant::now() + ctx.shutdown_grace);
+            linger_after_stop(conn.stream(), conn.id, &mut buf, until);
+        }
+        // The rest of the oversized frame may still be arriving: closing with it unread would
+        // reset the connection and destroy the echoes of the frames before it. The grace
+        // period bounds this linger as it bounds a shutdown's.
+        End::TooLarge(_) => {
+            linger_after_stop(conn.stream(), conn.id, &mut buf, Instant::now() + ctx.shutdown_grace)
+        }
+        _ => {}
     }
     ctx.stats.record(IoTally { bytes_unsent: echoed.bytes_in - echoed.bytes_out, ..IoTally::default() });
     ctx.stats.connection_closed();

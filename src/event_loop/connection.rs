@@ -46,8 +46,10 @@ pub enum Phase {
     /// The client half-closed (read returned 0): finish the echo, then close.
     PeerClosed,
     /// A frame was over `--max-frame`: read nothing more, finish echoing the frames before
-    /// it, then close. (The rest of the oversized frame stays unread in the kernel, so the
-    /// close is a reset rather than a FIN; the echoes went out before it.)
+    /// it, then close, lingering first (as when shutting down) if the client is still
+    /// sending or has not yet received every echo: the rest of the oversized frame would
+    /// otherwise sit unread, and a close with unread input is a reset that destroys the
+    /// echoes of the frames before it.
     Refused,
     /// The server is shutting down: read nothing more, flush what is pending, then linger.
     ShuttingDown,
@@ -229,6 +231,7 @@ impl Connection {
                 warn!("{}: {oversize}: closing the connection after echoing the frames before it", self.peer);
                 self.phase = Phase::Refused;
                 self.partial.take();
+                self.linger_once_flushed()?; // at once if nothing is pending, else after the flush
             }
         }
         Ok(())
@@ -349,7 +352,7 @@ impl Connection {
     /// closes us at once (an idle client need not delay the shutdown). Otherwise send our
     /// FIN behind the echoes (`shutdown(Write)`) and linger (see [`Phase::Lingering`]).
     fn linger_once_flushed(&mut self) -> io::Result<()> {
-        if self.phase != Phase::ShuttingDown || !self.pending.is_empty() {
+        if !matches!(self.phase, Phase::ShuttingDown | Phase::Refused) || !self.pending.is_empty() {
             return Ok(());
         }
         let (unread, unacknowledged) = self.stream.kernel_queues()?;

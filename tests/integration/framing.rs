@@ -203,6 +203,29 @@ fn at_the_limit_and_one_over(variant: Variant, framing: Framing) {
 }
 for_all_variants!(at_the_limit_and_one_over: line => Framing::Line, length => Framing::Length);
 
+/// Thousands of good frames, then one over the limit with half a megabyte behind it, from a
+/// client that reads its echoes late: every echo of the good frames still arrives. (Closing
+/// with the rest of the big frame unread would reset the connection and destroy the echoes
+/// still in the server's send queue; the server lingers, reading and discarding, instead.)
+fn echoes_before_an_oversized_frame_survive_a_late_reader(variant: Variant, framing: Framing) {
+    const LIMIT: usize = 100;
+    let server = serve(variant, framing, LIMIT);
+    let stream = connect(server.tcp());
+    let good: Vec<u8> = frames(framing, 3000, LIMIT - 1, 61).concat();
+    let oversized = match framing {
+        Framing::Line => vec![b'z'; 500_000],
+        _ => [100_000u32.to_be_bytes().to_vec(), vec![0; 500_000]].concat(),
+    };
+    let mut writer = stream.try_clone().unwrap();
+    let sent = [good.clone(), oversized].concat();
+    // The server stops taking the big frame at some point: the writer may then see a reset.
+    let sender = thread::spawn(move || drop(writer.write_all(&sent)));
+    thread::sleep(Duration::from_millis(300)); // read late: the echoes wait in the kernel
+    assert_same_bytes(&read_until_closed(&stream), &good);
+    join_bounded(sender, IO_TIMEOUT);
+}
+for_all_variants!(echoes_before_an_oversized_frame_survive_a_late_reader: line => Framing::Line, length => Framing::Length);
+
 /// The log line that names `stream`'s end as the peer and contains `needle` (waited for).
 fn oversize_log_line(server: &Bin, stream: &TcpStream, needle: &str) -> String {
     let expected = format!("{}: {needle}", stream.local_addr().unwrap());

@@ -77,11 +77,7 @@ pub fn run(options: &CompareOptions) -> Result<(), Error> {
     }
     progress.finish();
     let report = CompareReport {
-        machine: Machine {
-            cpus,
-            cpu_model: sys::cpu_model(),
-            kernel: sys::kernel_release(),
-        },
+        machine: Machine { cpus, cpu_model: sys::cpu_model(), kernel: sys::kernel_release() },
         settings: settings(options),
         runs: medians(rounds),
         ratio: options.ratio.clone(),
