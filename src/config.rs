@@ -108,6 +108,13 @@ impl ServerConfig {
         if self.workers > 1 && self.model != Model::EventLoop {
             return Err(format!("--workers applies to the event-loop model, not {}", self.model.name()));
         }
+        if self.stats_interval.is_some_and(|interval| interval < MIN_STATS_INTERVAL) {
+            return Err(format!(
+                "--stats-interval must be 0 (off) or at least {:?}: a line per {:?} would flood the log",
+                MIN_STATS_INTERVAL,
+                self.stats_interval.unwrap_or_default()
+            ));
+        }
         if self.framing != Framing::Raw && self.model == Model::IoUring {
             return Err(format!(
                 "--framing {} is not built into the io-uring model (it echoes the raw byte stream); \
@@ -182,6 +189,9 @@ impl ServerConfig {
         Ok(())
     }
 }
+
+/// The shortest `--stats-interval` (other than 0, off): ten lines a second.
+const MIN_STATS_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The largest SO_SNDBUF / SO_RCVBUF value the kernel can store: it doubles the value (for
 /// its bookkeeping) into a C `int`. The kernel also caps it at net.core.wmem_max /
@@ -262,6 +272,14 @@ mod tests {
         assert!(config.validate().unwrap_err().contains("one socket"));
         let config = ServerConfig { framing: Framing::Line, ..udp };
         assert!(config.validate().unwrap_err().contains("--framing line"));
+    }
+
+    #[test]
+    fn a_stats_interval_that_would_flood_the_log_is_refused() {
+        let config = ServerConfig { stats_interval: Some(Duration::from_micros(1)), ..Default::default() };
+        assert!(config.validate().unwrap_err().contains("--stats-interval"));
+        let config = ServerConfig { stats_interval: Some(MIN_STATS_INTERVAL), ..Default::default() };
+        assert_eq!(config.validate(), Ok(()));
     }
 
     #[test]

@@ -52,18 +52,7 @@ impl Server {
     /// [`Server::bind`], stopped through `shutdown`, a handle made (and perhaps already
     /// triggered, by an early signal) before binding.
     pub fn bind_with(config: &ServerConfig, shutdown: ShutdownHandle) -> Result<Server, Error> {
-        config.validate().map_err(Error::Usage)?;
-        SocketOptions::from_config(config).warn_if_capped();
-        if config.model == Model::IoUring {
-            // Before binding: a kernel that refuses io_uring is one line and exit 1.
-            #[cfg(target_os = "linux")]
-            crate::io_uring::probe()?;
-            #[cfg(not(target_os = "linux"))]
-            return Err(Error::Io(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "the io-uring model needs Linux",
-            )));
-        }
+        check_before_binding(config)?;
         if let ListenAddr::Udp(addr) = config.addr {
             let socket = net::bind_udp(addr, config.send_buffer, config.recv_buffer)?;
             let stats = ServerStats::new(1);
@@ -99,7 +88,7 @@ impl Server {
             )));
         }
         let config = ServerConfig { addr, ..config.clone() };
-        config.validate().map_err(Error::Usage)?;
+        check_before_binding(&config)?;
         info!(
             "socket activation: serving {} ({}) passed by the service manager",
             config.addr,
@@ -181,6 +170,20 @@ impl Server {
             Runner::Udp(_) => "UDP echo (event loop)".to_string(),
         }
     }
+}
+
+/// What can be refused before a socket is bound or served: the config itself, and a kernel
+/// that refuses the io-uring model (one line and exit 1, before `listening on`).
+fn check_before_binding(config: &ServerConfig) -> Result<(), Error> {
+    config.validate().map_err(Error::Usage)?;
+    SocketOptions::from_config(config).warn_if_capped();
+    if config.model == Model::IoUring {
+        #[cfg(target_os = "linux")]
+        crate::io_uring::probe()?;
+        #[cfg(not(target_os = "linux"))]
+        return Err(Error::Io(io::Error::new(io::ErrorKind::Unsupported, "the io-uring model needs Linux")));
+    }
+    Ok(())
 }
 
 /// The first listener is already bound (to port 0, perhaps); the others bind the port it
