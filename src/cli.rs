@@ -73,7 +73,8 @@ pub struct CompletionsArgs {
 /// `echoloop serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// HOST:PORT, [V6]:PORT, PORT (= 127.0.0.1:PORT) or unix:PATH. Port 0 lets the OS pick.
+    /// HOST:PORT, [V6]:PORT, PORT (= 127.0.0.1:PORT), unix:PATH, or udp:HOST:PORT (also
+    /// udp:[V6]:PORT, udp:PORT) for the UDP echo. Port 0 lets the OS pick.
     /// [default: 127.0.0.1:7878; with socket activation, the socket passed in]
     #[arg(value_name = "ADDR")]
     pub addr: Option<ListenAddr>,
