@@ -14,7 +14,8 @@ pub fn run(args: &echoloop_bench::BenchArgs) -> Result<(), Error> {
 }
 
 /// Each model as a command line: `EXE serve --model ... {addr}`, where EXE is this binary
-/// or `--server-exe`. The table sets the event loop against thread-per-conn.
+/// or `--server-exe`. The table sets the event loop against thread-per-conn. The reference
+/// servers (`--references`) are the workspace's peer binaries beside EXE.
 fn builtin_servers(server_exe: Option<&std::path::Path>) -> std::io::Result<echoloop_bench::Catalog> {
     use echoloop_bench::{ADDR_PLACEHOLDER, Catalog, ServerSpec};
     let exe = match server_exe {
@@ -36,6 +37,14 @@ fn builtin_servers(server_exe: Option<&std::path::Path>) -> std::io::Result<echo
         serve("thread-per-conn", &["--model", "thread-per-conn"]),
         // One connection at a time: only the 1-connection scenario means anything for it.
         serve("blocking", &["--model", "blocking"]).serving_at_most(1),
+        serve("io-uring", &["--model", "io-uring"]),
     ];
-    Ok(Catalog { servers, ratio: Some(("event-loop".into(), "thread-per-conn".into())) })
+    let exe_dir = exe.parent().unwrap_or(std::path::Path::new("."));
+    let peer =
+        |name: &str| ServerSpec::new(name, [exe_dir.join(name).into_os_string(), ADDR_PLACEHOLDER.into()]);
+    Ok(Catalog {
+        servers,
+        ratio: Some(("event-loop".into(), "thread-per-conn".into())),
+        references: vec![peer("peer-epoll"), peer("peer-tokio")],
+    })
 }

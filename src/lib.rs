@@ -70,7 +70,7 @@ pub use addr::{AddrParseError, DEFAULT_ADDR, ListenAddr};
 pub use client::{ClientOptions, run as run_client};
 pub use config::{Model, ServerConfig};
 pub use error::Error;
-pub use framing::Framing;
+pub use framing::{Framer, Framing, Rest, Split};
 pub use net::{ActivationEnv, InheritedSocket, LISTEN_VARS, take_inherited_socket};
 pub use server::Server;
 pub use shutdown::{ShutdownHandle, StopCause};

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Event loop vs io-uring, as recorded in 2026-11-30-io-uring.md.
 
-Usage (from the repository root, after `cargo build --release`):
+Usage (from the repository root, after `cargo build --release --workspace`, which also builds
+the bare epoll reference `peer-epoll`):
     python3 docs/results/2026-11-30-io-uring.py [ROUNDS]        # default 5
 
 Each round starts a fresh server per model and scenario, pinned to CPU 0 (`taskset -c 0`),
@@ -26,15 +27,19 @@ import tempfile
 import time
 
 BIN = "target/release/echoloop"
-MODELS = ["event-loop", "io-uring"]
+# The two models, and the bare epoll reference (crates/peers, `cargo build --release --workspace`).
+MODELS = ["event-loop", "io-uring", "peer-epoll"]
+PEER = "target/release/peer-epoll"
 SCENARIOS = [("small-many", 100, "128"), ("many", 2000, "128"), ("bulk", 8, "64K")]
 TICK = os.sysconf("SC_CLK_TCK")
 
 
 def start_server(model):
     log = tempfile.TemporaryFile()
+    argv = [PEER, "127.0.0.1:0"] if model == "peer-epoll" else \
+        [BIN, "serve", "--model", model, "-q", "127.0.0.1:0"]
     proc = subprocess.Popen(
-        ["taskset", "-c", "0", BIN, "serve", "--model", model, "-q", "127.0.0.1:0"],
+        ["taskset", "-c", "0", *argv],
         stdout=subprocess.PIPE, stderr=log, text=True)
     line = proc.stdout.readline()
     match = re.match(r"listening on (\S+)", line)
@@ -127,25 +132,32 @@ def main():
     results = {(s, m): [] for s, _, _ in SCENARIOS for m in MODELS}
     for r in range(rounds):
         for name, connections, size in SCENARIOS:
-            order = MODELS if r % 2 == 0 else MODELS[::-1]
+            order = MODELS[r % len(MODELS):] + MODELS[:r % len(MODELS)]  # rotate the order
             for model in order:
                 run = one_run(model, connections, size)
                 results[(name, model)].append(run)
                 print(f"round {r + 1} {name:10} {model:10} {run['msgs_per_s']:>10.0f} msg/s "
                       f"{run['cpu_us_per_msg']:6.2f} us/msg server cpu {run['server_cpu']:.2f}s "
                       f"client cpu {run['client_cpu']:.2f}", flush=True)
-    print("\n| scenario | event-loop msg/s | io-uring msg/s | throughput ratio (median of rounds) "
-          "| event-loop CPU µs/msg | io-uring CPU µs/msg | CPU/msg ratio (median of rounds) "
-          "| load generator CPU (el / iou) |")
-    print("|---|---|---|---|---|---|---|---|")
+    med = lambda runs, key: statistics.median(x[key] for x in runs)  # noqa: E731
+    print("\n| scenario | model | msg/s (median) | server CPU µs/msg (median) | load generator CPU |")
+    print("|---|---|---|---|---|")
     for name, _, _ in SCENARIOS:
-        el, iou = results[(name, "event-loop")], results[(name, "io-uring")]
-        tput = statistics.median(b["msgs_per_s"] / a["msgs_per_s"] for a, b in zip(el, iou))
-        cpu = statistics.median(b["cpu_us_per_msg"] / a["cpu_us_per_msg"] for a, b in zip(el, iou))
-        med = lambda runs, key: statistics.median(x[key] for x in runs)  # noqa: E731
-        print(f"| {name} | {med(el, 'msgs_per_s'):.0f} | {med(iou, 'msgs_per_s'):.0f} | {tput:.2f} "
-              f"| {med(el, 'cpu_us_per_msg'):.2f} | {med(iou, 'cpu_us_per_msg'):.2f} | {cpu:.2f} "
-              f"| {med(el, 'client_cpu'):.2f} / {med(iou, 'client_cpu'):.2f} |")
+        for model in MODELS:
+            runs = results[(name, model)]
+            print(f"| {name} | {model} | {med(runs, 'msgs_per_s'):.0f} | {med(runs, 'cpu_us_per_msg'):.2f} "
+                  f"| {med(runs, 'client_cpu'):.2f} |")
+    print("\n| scenario | io-uring ÷ | throughput ratio (median of per-round ratios, min–max) "
+          "| CPU/msg ratio (median of per-round ratios, min–max) |")
+    print("|---|---|---|---|")
+    for name, _, _ in SCENARIOS:
+        iou = results[(name, "io-uring")]
+        for base in ("event-loop", "peer-epoll"):
+            ref = results[(name, base)]
+            tput = [b["msgs_per_s"] / a["msgs_per_s"] for a, b in zip(ref, iou)]
+            cpu = [b["cpu_us_per_msg"] / a["cpu_us_per_msg"] for a, b in zip(ref, iou)]
+            print(f"| {name} | {base} | {statistics.median(tput):.2f} ({min(tput):.2}–{max(tput):.2}) "
+                  f"| {statistics.median(cpu):.2f} ({min(cpu):.2}–{max(cpu):.2}) |")
     print("\n| scenario | model | syscalls/msg | msg/s under strace | per syscall (≥ 0.001/msg) |")
     print("|---|---|---|---|---|")
     for name, connections, size in SCENARIOS:

@@ -14,15 +14,24 @@ use serde_json::Value;
 
 use crate::util::{Finished, TestServer, config, join_bounded, run_bin_with};
 
-const LIMIT: Duration = Duration::from_secs(120);
+/// The longest any bench run in these tests may take.
+pub const LIMIT: Duration = Duration::from_secs(120);
 
-fn bench(args: &[&str]) -> Finished {
+/// `echoloop bench ARGS...`, to completion (bounded).
+pub fn bench(args: &[&str]) -> Finished {
     let mut all = vec!["bench"];
     all.extend_from_slice(args);
     run_bin_with(&all, Vec::new(), LIMIT)
 }
 
-fn json(run: &Finished) -> Value {
+/// `echoloop bench ADDR FLAGS...`, the flags written as one line.
+pub fn bench_at(addr: &str, flags: &str) -> Finished {
+    let args: Vec<&str> = std::iter::once(addr).chain(flags.split_whitespace()).collect();
+    bench(&args)
+}
+
+/// The run's stdout as JSON (panics, showing both streams, if it is not).
+pub fn json(run: &Finished) -> Value {
     serde_json::from_slice(&run.stdout)
         .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}\nstderr: {}", run.stdout_text(), run.stderr))
 }

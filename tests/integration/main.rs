@@ -29,6 +29,14 @@ mod util;
 mod activation;
 /// Backpressure: a client that does not read is held at `--max-pending`.
 mod backpressure;
+/// `--mode chaos`: hostile clients, a leaking server caught, a clean server passed.
+mod bench_chaos;
+/// `--compare`: the churn row, `--server NAME=CMD`, `--references`.
+mod bench_compare;
+/// `--framing line|length` and `udp:` targets, against in-test framed and UDP servers.
+mod bench_frames;
+/// Open loop (`--rate`), `--mode churn`, `--connect-timeout`.
+mod bench_load;
 /// The load generator and `--compare`: JSON, verification, corruption detection.
 mod bench_smoke;
 /// Chaos: well-behaved and hostile clients at once; no byte lost, no descriptor leaked.

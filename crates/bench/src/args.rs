@@ -9,9 +9,10 @@ use clap::Args;
 
 use crate::compare::CompareOptions;
 use crate::error::Error;
-use crate::run::Load;
+use crate::framing::{Framing, Sizes};
+use crate::run::{ChaosOptions, Load};
 use crate::scenario::Scenario;
-use crate::server::{self, Catalog};
+use crate::server::{self, Catalog, ServerSpec};
 use crate::single::{Mode, SingleOptions};
 use crate::target::{DEFAULT_TARGET, Target};
 
@@ -19,19 +20,33 @@ use crate::target::{DEFAULT_TARGET, Target};
 /// `--compare`, start each server in turn and put the same scenarios on each.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
-    /// The server to load: HOST:PORT, [V6]:PORT, PORT or unix:PATH, on this machine only
-    /// (loopback or a Unix socket). Not used with --compare, which starts its own servers.
+    /// The server to load: HOST:PORT, [V6]:PORT, PORT, unix:PATH or udp:HOST:PORT (an RFC 862
+    /// UDP echo service), on this machine only (loopback or a Unix socket). Not used with
+    /// --compare, which starts its own servers.
     #[arg(default_value = DEFAULT_TARGET)]
     addr: Target,
-    /// Connections to open (one at a time, each answering a 1-byte ping before the next).
+    /// Connections to open (one at a time, each answering a 1-byte ping before the next);
+    /// churn: connections at once; UDP: sockets.
     #[arg(short, long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     connections: u32,
-    /// Bytes per message (K/M suffixes: 128, 4K, 64KiB).
-    #[arg(long, value_name = "BYTES", default_value = "128", value_parser = parse_size)]
-    size: usize,
-    /// Messages in flight per connection.
-    #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    /// Bytes per message (K/M suffixes: 128, 4K, 64KiB), or MIN-MAX for sizes drawn evenly
+    /// from that range, message by message (1-64K).
+    #[arg(long, value_name = "BYTES|MIN-MAX", default_value = "128", value_parser = parse_sizes)]
+    size: Sizes,
+    /// How messages are framed: raw bytes, lines ending in \n (--size counts the \n), or a
+    /// 4-byte big-endian length then the payload (--size counts the payload). Every echoed
+    /// frame is checked whole. For servers run with `serve --framing`.
+    #[arg(long, value_enum, default_value_t = Framing::Raw)]
+    framing: Framing,
+    /// Messages in flight per connection (closed loop: the next is sent when an echo is back).
+    #[arg(long, value_name = "K", default_value_t = 1, conflicts_with = "rate",
+          value_parser = clap::value_parser!(u32).range(1..=65_536))]
     pipeline: u32,
+    /// Open loop: R messages per second over all connections (K/M suffixes: 50K), each sent
+    /// when due whether or not earlier echoes are back; latency counts from the due time
+    /// (as wrk2 -R). In --mode churn, connections per second.
+    #[arg(long, value_name = "R", value_parser = parse_rate)]
+    rate: Option<f64>,
     /// Seconds measured (decimals allowed); in --mode idle, how long to hold the connections.
     /// Default 5, or 2 per scenario with --compare.
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
@@ -43,9 +58,23 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: u16,
     /// echo: keep messages flowing and measure; idle: open the connections, hold them, and
-    /// report how many succeeded (for memory-per-connection studies).
+    /// report how many succeeded (for memory-per-connection studies); churn: connect, echo
+    /// one message, close, again and again; chaos: the echo clients beside hostile ones,
+    /// with the server's memory and descriptors watched.
     #[arg(long, value_enum, default_value_t = Mode::Echo)]
     mode: Mode,
+    /// One connect and its first echo give up after SECS; UDP: a datagram unanswered for
+    /// SECS is lost.
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
+    connect_timeout: Duration,
+    /// With --mode chaos: clients of each hostile kind (reset, half-close, connect-close,
+    /// slow-bytes, never-read, send-close).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1000))]
+    hostile: Option<u16>,
+    /// The server's process ID: its CPU use is reported, and --mode chaos watches its
+    /// memory and descriptors (without it, chaos looks for the process listening on ADDR).
+    #[arg(long, value_name = "PID")]
+    server_pid: Option<u32>,
     /// Busy-poll instead of sleeping in epoll_wait: round trips then exclude the load
     /// generator's own wake-up, at the price of a whole CPU.
     #[arg(long)]
@@ -57,11 +86,21 @@ pub struct BenchArgs {
     /// Start each server (by default every model: event-loop, event-loop with 2 workers,
     /// thread-per-conn, blocking) on a free port, run every scenario against each, and print
     /// one side-by-side table.
-    #[arg(long, conflicts_with_all = ["addr", "connections", "size", "pipeline", "mode", "spin"])]
+    #[arg(long, conflicts_with_all = ["addr", "connections", "size", "pipeline", "mode", "spin", "rate",
+                                      "framing", "hostile", "server_pid"])]
     compare: bool,
     /// With --compare: which servers, by name, comma separated (default: all).
     #[arg(long, value_name = "NAMES", value_delimiter = ',', requires = "compare")]
     models: Vec<String>,
+    /// With --compare: one more server, NAME='COMMAND ARGS', where {addr} in the command
+    /// stands for the 127.0.0.1:PORT it must listen on (split like a shell would, but run
+    /// without one). Repeatable; --models can name it.
+    #[arg(long = "server", value_name = "NAME=CMD", requires = "compare", value_parser = parse_server)]
+    servers: Vec<ServerSpec>,
+    /// With --compare: also the reference servers peer-epoll (a bare epoll loop) and
+    /// peer-tokio, from the directory of this binary (or of --server-exe).
+    #[arg(long, requires = "compare")]
+    references: bool,
     /// With --compare: which scenarios, comma separated (default: all).
     #[arg(long, value_enum, value_delimiter = ',', requires = "compare")]
     scenarios: Vec<Scenario>,
@@ -103,28 +142,44 @@ impl BenchArgs {
         if self.compare {
             self.comparison(catalog).map(Task::Compare)
         } else {
-            Ok(Task::Single(self.single()))
+            self.single().map(Task::Single)
         }
     }
 
-    fn single(&self) -> SingleOptions {
+    fn single(&self) -> Result<SingleOptions, Error> {
+        if self.hostile.is_some() && self.mode != Mode::Chaos {
+            return Err(Error::Usage("--hostile is for --mode chaos".into()));
+        }
+        if self.rate.is_some() && self.mode == Mode::Idle {
+            return Err(Error::Usage("--rate is for messages or connections; --mode idle sends none".into()));
+        }
         let load = Load {
             connections: self.connections as usize,
-            size: self.size,
+            sizes: self.size,
+            framing: self.framing,
             pipeline: self.pipeline as usize,
+            rate: self.rate,
             warmup: self.warmup.unwrap_or(Duration::from_secs(1)),
             duration: self.duration.unwrap_or(Duration::from_secs(5)),
             threads: usize::from(self.threads),
             spin: self.spin,
+            connect_timeout: self.connect_timeout,
         };
-        SingleOptions { target: self.addr.clone(), mode: self.mode, load, json: self.json.clone() }
+        let chaos =
+            ChaosOptions { hostile: usize::from(self.hostile.unwrap_or(2)), server_pid: self.server_pid };
+        Ok(SingleOptions { target: self.addr.clone(), mode: self.mode, load, chaos, json: self.json.clone() })
     }
 
     fn comparison(&self, catalog: &Catalog) -> Result<CompareOptions, Error> {
         let scenarios =
             if self.scenarios.is_empty() { Scenario::ALL.to_vec() } else { self.scenarios.clone() };
+        let mut known = catalog.servers.clone();
+        if self.references {
+            known.extend(server::present(&catalog.references)?);
+        }
+        known.extend(self.servers.iter().cloned());
         Ok(CompareOptions {
-            servers: server::select(&catalog.servers, &self.models).map_err(Error::Usage)?,
+            servers: server::select(&known, &self.models).map_err(Error::Usage)?,
             scenarios,
             warmup: self.warmup.unwrap_or(Duration::from_millis(500)),
             duration: self.duration.unwrap_or(Duration::from_secs(2)),
@@ -146,6 +201,48 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
     let secs = s.parse::<f64>().ok().filter(|secs| (0.0..=MAX_SECS).contains(secs));
     secs.and_then(|secs| Duration::try_from_secs_f64(secs).ok())
         .ok_or_else(|| format!("'{s}' is not a number of seconds from 0 to {MAX_SECS}"))
+}
+
+/// `--size`: one size, or `MIN-MAX`.
+fn parse_sizes(s: &str) -> Result<Sizes, String> {
+    match s.split_once('-') {
+        None => parse_size(s).map(Sizes::fixed),
+        Some((min, max)) => {
+            // 0 is a legal frame length (with --framing length); the load checks the rest.
+            let min = if min.trim() == "0" { 0 } else { parse_size(min)? };
+            let max = parse_size(max)?;
+            if min > max {
+                return Err(format!("'{s}': the smaller size comes first (MIN-MAX)"));
+            }
+            Ok(Sizes { min, max })
+        }
+    }
+}
+
+/// `--rate`: a positive number per second, with an optional K or M (`50K`, `1.5M`).
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let lower = s.trim().to_ascii_lowercase();
+    let (number, scale) = if let Some(n) = lower.strip_suffix('k') {
+        (n, 1e3)
+    } else if let Some(n) = lower.strip_suffix('m') {
+        (n, 1e6)
+    } else {
+        (lower.as_str(), 1.0)
+    };
+    let rate =
+        number.parse::<f64>().ok().map(|n| n * scale).filter(|r| r.is_finite() && *r > 0.0 && *r <= 1e9);
+    rate.ok_or_else(|| format!("'{s}' is not a rate per second above 0 (K and M suffixes: 50K)"))
+}
+
+/// `--server NAME=CMD`: the command split as a shell would split it (quotes, escapes), and
+/// run without a shell.
+fn parse_server(s: &str) -> Result<ServerSpec, String> {
+    let (name, command) =
+        s.split_once('=').ok_or_else(|| format!("'{s}': expected NAME='COMMAND {{addr}}'"))?;
+    let argv = shell_words::split(command).map_err(|e| format!("'{command}': {e}"))?;
+    let spec = ServerSpec::new(name.trim(), argv);
+    spec.check()?;
+    Ok(spec)
 }
 
 /// A message size: a number with an optional binary suffix (`128`, `4K`, `64KiB`, `1M`).
@@ -181,7 +278,11 @@ mod tests {
 
     fn catalog() -> Catalog {
         let spec = |name: &str| ServerSpec::new(name, ["server", "{addr}"]);
-        Catalog { servers: vec![spec("event-loop"), spec("blocking")], ratio: None }
+        Catalog {
+            servers: vec![spec("event-loop"), spec("blocking")],
+            ratio: None,
+            references: vec![ServerSpec::new("peer-epoll", ["/nonexistent/peer-epoll", "{addr}"])],
+        }
     }
 
     #[test]
@@ -215,13 +316,18 @@ mod tests {
         let args = parse(&["unix:/tmp/e.sock", "-c", "3", "--size", "4K", "--json"]).unwrap();
         let Ok(Task::Single(options)) = args.task(&catalog()) else { panic!("not a single run") };
         assert_eq!(options.target, Target::Unix("/tmp/e.sock".into()));
-        assert_eq!((options.load.connections, options.load.size, options.load.pipeline), (3, 4096, 1));
+        assert_eq!(
+            (options.load.connections, options.load.sizes, options.load.pipeline),
+            (3, Sizes::fixed(4096), 1)
+        );
+        assert_eq!((options.load.rate, options.load.framing), (None, Framing::Raw));
+        assert_eq!(options.load.connect_timeout, Duration::from_secs(5));
         assert_eq!(
             (options.load.warmup, options.load.duration),
             (Duration::from_secs(1), Duration::from_secs(5))
         );
         assert_eq!(options.json, Some(None));
-        let defaults = parse(&[]).unwrap().single();
+        let defaults = parse(&[]).unwrap().single().unwrap();
         assert_eq!(defaults.target.to_string(), DEFAULT_TARGET);
         assert_eq!((defaults.load.connections, defaults.mode), (50, Mode::Echo));
     }
@@ -255,6 +361,79 @@ mod tests {
         }
         assert!(parse(&["--compare", "-c", "4"]).is_err());
         assert!(parse(&["--compare", "--server-exe", "/bin/echoloop"]).unwrap().server_exe().is_some());
+    }
+
+    #[test]
+    fn size_ranges_and_rates_parse() {
+        assert_eq!(parse_sizes("1-64K"), Ok(Sizes { min: 1, max: 65536 }));
+        assert_eq!(parse_sizes("0-10"), Ok(Sizes { min: 0, max: 10 }));
+        assert_eq!(parse_sizes("4K"), Ok(Sizes::fixed(4096)));
+        assert!(parse_sizes("10-1").unwrap_err().contains("smaller size comes first"));
+        assert!(parse_sizes("1-x").is_err());
+        for (input, want) in [
+            ("500", Some(500.0)),
+            ("50K", Some(50e3)),
+            ("1.5m", Some(1.5e6)),
+            ("0", None),
+            ("-3", None),
+            ("fast", None),
+        ] {
+            assert_eq!(parse_rate(input).ok(), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn open_loop_churn_chaos_and_udp_flags_make_a_single_run() {
+        let args =
+            parse(&["udp:9000", "--rate", "20K", "--size", "8-100", "--connect-timeout", "0.5"]).unwrap();
+        let Ok(Task::Single(options)) = args.task(&catalog()) else { panic!("not a single run") };
+        assert_eq!(options.target, Target::Udp("127.0.0.1:9000".parse().unwrap()));
+        assert_eq!((options.load.rate, options.load.sizes), (Some(20e3), Sizes { min: 8, max: 100 }));
+        assert_eq!(options.load.connect_timeout, Duration::from_millis(500));
+        let chaos =
+            parse(&["--mode", "chaos", "--hostile", "3", "--server-pid", "42"]).unwrap().single().unwrap();
+        assert_eq!((chaos.mode, chaos.chaos.hostile, chaos.chaos.server_pid), (Mode::Chaos, 3, Some(42)));
+        let framed = parse(&["--mode", "churn", "--framing", "length"]).unwrap().single().unwrap();
+        assert_eq!((framed.mode, framed.load.framing), (Mode::Churn, Framing::Length));
+        // Open loop has no pipeline; hostile clients belong to chaos.
+        assert!(parse(&["--rate", "1K", "--pipeline", "2"]).is_err());
+        let Err(error) = parse(&["--hostile", "2"]).unwrap().task(&catalog()) else {
+            panic!("hostile without chaos")
+        };
+        assert_eq!(error.exit_code(), 2);
+        assert!(parse(&["--mode", "idle", "--rate", "5"]).unwrap().single().is_err(), "idle sends nothing");
+    }
+
+    #[test]
+    fn compare_takes_servers_by_command_line() {
+        let args = parse(&[
+            "--compare",
+            "--server",
+            "socat=socat 'TCP-LISTEN:{addr},fork' \"EXEC:cat x\"",
+            "--models",
+            "socat,blocking",
+        ]);
+        let Ok(Task::Compare(options)) = args.unwrap().task(&catalog()) else { panic!("not a comparison") };
+        let names: Vec<&str> = options.servers.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["socat", "blocking"]);
+        assert_eq!(options.servers[0].argv, ["socat", "TCP-LISTEN:{addr},fork", "EXEC:cat x"]);
+        let no_addr = parse(&["--compare", "--server", "x=cat"]).unwrap_err();
+        assert!(no_addr.to_string().contains("no {addr}"), "{no_addr}");
+        assert!(parse(&["--compare", "--server", "x='unclosed {addr}"]).is_err());
+        assert!(parse(&["--compare", "--server", "nocommand"]).is_err());
+        let taken = parse(&["--compare", "--server", "blocking=srv {addr}"]).unwrap().task(&catalog());
+        assert!(matches!(taken, Err(Error::Usage(m)) if m.contains("'blocking' is taken")));
+    }
+
+    #[test]
+    fn missing_reference_servers_say_how_to_build_them() {
+        let args = parse(&["--compare", "--references"]).unwrap();
+        let Err(error) = args.task(&catalog()) else { panic!("the peers do not exist") };
+        let message = error.to_string();
+        assert!(message.contains("/nonexistent/peer-epoll not found"), "{message}");
+        assert!(message.contains("cargo build --release --workspace"), "{message}");
+        let without = parse(&["--compare"]).unwrap().comparison(&catalog()).unwrap();
+        assert!(without.servers.iter().all(|s| !s.name.contains("peer")));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::human::{bytes, count};
 use crate::results::{CompareReport, Outcome};
-use crate::scenario::Scenario;
+use crate::scenario::{Scenario, Shape};
 
 /// The canvas, in pixels.
 const SIZE: (u32, u32) = (1200, 780);
@@ -73,18 +73,19 @@ fn panel(report: &CompareReport, scenario: Scenario) -> Panel<'_> {
         let (value, label) = bar_value(&report.find(model, scenario)?.outcome);
         Some(Bar { model, column, value, label })
     });
-    let unit = if scenario.is_echo() {
-        "msgs/s (higher is better)"
-    } else {
-        "bytes per connection (lower is better)"
+    let unit = match scenario.shape() {
+        Shape::Echo { .. } => "msgs/s (higher is better)",
+        Shape::Churn { .. } => "connections/s (higher is better)",
+        Shape::Idle { .. } => "bytes per connection (lower is better)",
     };
     Panel { title: scenario.title(), unit, bars: bars.collect() }
 }
 
-/// A bar's height and label: msgs/s, or bytes per idle connection.
+/// A bar's height and label: msgs/s, connections/s, or bytes per idle connection.
 fn bar_value(outcome: &Outcome) -> (f64, String) {
     match outcome {
         Outcome::Echo(e) => (e.msgs_per_s, count(e.msgs_per_s)),
+        Outcome::Churn(c) => (c.conns_per_s, count(c.conns_per_s)),
         Outcome::Idle(m) => {
             let b = m.bytes_per_connection.unwrap_or(0.0);
             (b, bytes(b))

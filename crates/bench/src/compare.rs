@@ -15,6 +15,7 @@ use std::thread;
 use std::time::Duration;
 
 use crate::error::Error;
+use crate::framing::Framing;
 use crate::progress::Progress;
 use crate::report::{self, JsonTarget};
 use crate::results::{CompareReport, IdleMemory, Machine, Outcome, RunResult, Settings};
@@ -108,8 +109,7 @@ fn emit(report: &CompareReport, options: &CompareOptions) -> io::Result<()> {
 
 /// Warn about saturated runs; fail if any run had problems (the table has listed them).
 fn verdict(report: &CompareReport) -> Result<(), Error> {
-    let bound =
-        report.runs.iter().filter(|r| matches!(&r.outcome, Outcome::Echo(e) if e.client_bound)).count();
+    let bound = report.runs.iter().filter(|r| r.outcome.client_bound()).count();
     if bound > 0 {
         eprintln!(
             "warning: in {bound} runs (‡) the load generator used ≥ 95% of its CPU: those servers may be faster than shown"
@@ -221,16 +221,12 @@ fn measure(
     let target = Target::Tcp(server.addr());
     match scenario.shape() {
         Shape::Echo { connections, size, pipeline, spin } => {
-            let load = Load {
-                connections,
-                size,
-                pipeline,
-                warmup: options.warmup,
-                duration: options.duration,
-                threads: options.threads,
-                spin,
-            };
+            let load = Load { spin, ..scenario_load(options, connections, size, pipeline) };
             run::run_echo(&target, &load, Some(server.pid()), &Progress::hidden()).map(Outcome::Echo)
+        }
+        Shape::Churn { connections, size } => {
+            let load = scenario_load(options, connections, size, 1);
+            run::run_churn(&target, &load, Some(server.pid()), &Progress::hidden()).map(Outcome::Churn)
         }
         Shape::Idle { connections } => {
             // Leave room for the load generator's own descriptors under the limit.
@@ -245,6 +241,16 @@ fn measure(
     }
 }
 
+/// A closed-loop load of the comparison's timing.
+fn scenario_load(options: &CompareOptions, connections: usize, size: usize, pipeline: usize) -> Load {
+    Load {
+        warmup: options.warmup,
+        duration: options.duration,
+        threads: options.threads,
+        ..Load::closed(connections, size, pipeline)
+    }
+}
+
 fn failed(error: impl ToString) -> Outcome {
     Outcome::Failed { error: error.to_string() }
 }
@@ -253,7 +259,7 @@ fn failed(error: impl ToString) -> Outcome {
 fn measure_idle(server: &ServerProcess, target: &Target, count: usize) -> io::Result<IdleMemory> {
     let gone = || io::Error::other("the server exited");
     let before = server.memory().ok_or_else(gone)?;
-    let set = run::open_idle(target, count, &Progress::hidden())?;
+    let set = run::open_idle(target, count, Framing::Raw, run::DEFAULT_CONNECT_TIMEOUT, &Progress::hidden())?;
     thread::sleep(IDLE_SETTLE);
     let held_memory = server.memory().ok_or_else(gone)?;
     let held_at_measurement = set.held();
@@ -271,6 +277,7 @@ fn measure_idle(server: &ServerProcess, target: &Target, count: usize) -> io::Re
 fn problems_of(outcome: &Outcome) -> Vec<String> {
     match outcome {
         Outcome::Echo(r) if !r.is_clean() => vec![report::echo_problems(r)],
+        Outcome::Churn(r) if !r.is_clean() => vec![report::churn_problems(r)],
         Outcome::Idle(m) if !m.connections.is_clean() => vec![report::idle_problems(&m.connections)],
         Outcome::Failed { error } => vec![error.clone()],
         _ => vec![],

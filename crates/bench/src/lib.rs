@@ -16,10 +16,13 @@
 //!
 //! ## Layers (each module uses only those above it in this list)
 //!
-//! - `error`, `human` (numbers for people), `sys` (limits, CPU, `/proc`), `target` (the
-//!   address type), `pattern` (the bytes sent), `histogram` (round-trip times), `progress`.
-//! - `stream`: connecting and the mio stream; `run`: the engine (connections, the event
-//!   loop, verification, timing).
+//! - `error`, `human` (numbers for people), `sys` (limits, CPU, `/proc`), `procfs` (which
+//!   process listens on an address), `target` (the address type), `pattern` (the bytes
+//!   sent), `framing` (lines, length prefixes, sizes), `histogram` (round-trip times),
+//!   `schedule` (open-loop pacing), `timer` (a pollable timerfd), `progress`.
+//! - `stream`: connecting and the mio stream; `run`: the engines (echo closed and open
+//!   loop, idle, churn, UDP, chaos with its hostile clients: connections, the event loops,
+//!   verification, timing).
 //! - `scenario` (the comparison's loads) and `server` (starting and stopping a server from
 //!   a [`ServerSpec`]); `results`: what a comparison measured, as plain data.
 //! - `report` (text, JSON, the table) and `chart` (the SVG), each reading only the results.
@@ -29,19 +32,23 @@ mod args;
 mod chart;
 mod compare;
 mod error;
+mod framing;
 mod histogram;
 mod human;
 mod pattern;
+mod procfs;
 mod progress;
 mod report;
 mod results;
 mod run;
 mod scenario;
+mod schedule;
 mod server;
 mod single;
 mod stream;
 mod sys;
 mod target;
+mod timer;
 
 pub use args::BenchArgs;
 pub use error::Error;

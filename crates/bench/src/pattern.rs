@@ -26,6 +26,16 @@ impl Default for Pattern {
 impl Pattern {
     /// Build the pattern (about 200 KiB, shared by every connection and thread).
     pub fn new() -> Pattern {
+        Pattern::build(None)
+    }
+
+    /// The same pattern with every `byte` replaced (by its value with the top bit
+    /// flipped), for lines, which must hold no `\n` before their end.
+    pub fn without(byte: u8) -> Pattern {
+        Pattern::build(Some(byte))
+    }
+
+    fn build(excluded: Option<u8>) -> Pattern {
         let mut state: u64 = 0x2545_F491_4F6C_DD1D;
         let mut bytes: Vec<u8> = (0..PERIOD)
             .map(|_| {
@@ -34,7 +44,8 @@ impl Pattern {
                 state ^= state << 13;
                 state ^= state >> 7;
                 state ^= state << 17;
-                (state >> 24) as u8
+                let byte = (state >> 24) as u8;
+                if Some(byte) == excluded { byte ^ 0x80 } else { byte }
             })
             .collect();
         bytes.extend_from_within(..CHUNK);
@@ -91,6 +102,14 @@ mod tests {
             assert!(!pattern.matches(1000, &data), "flip at {at}");
             data[at] ^= 1;
         }
+    }
+
+    #[test]
+    fn a_pattern_without_newlines_has_none() {
+        let pattern = Pattern::without(b'\n');
+        assert!(!pattern.window(0, CHUNK).contains(&b'\n'));
+        assert!(!pattern.window(CHUNK as u64, PERIOD - CHUNK).contains(&b'\n'));
+        assert!(Pattern::new().window(0, CHUNK).contains(&b'\n'));
     }
 
     #[test]

@@ -9,9 +9,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::histogram::Latency;
 use crate::human::{bytes, count, micros};
 use crate::results::{CompareReport, Outcome, RunResult};
-use crate::run::{EchoReport, IdleReport};
+use crate::run::{ChaosReport, ChurnReport, EchoReport, IdleReport, UdpReport};
+use crate::schedule::RateReport;
 
 /// Where `--json` sends a report: JSON on stdout instead of text (`Some(None)`), JSON to a
 /// file besides the text (`Some(Some(path))`), or text only (`None`).
@@ -20,6 +22,11 @@ pub type JsonTarget = Option<Option<PathBuf>>;
 /// Printed when the load generator was saturated.
 pub const CLIENT_BOUND_WARNING: &str = "warning: the load generator used ≥ 95% of its CPU, so the server may be \
      faster than shown (try --threads 2, or --pin with --compare)";
+
+/// Printed when an open-loop run fell behind its own schedule.
+pub const BEHIND_WARNING: &str = "warning: the load generator fell behind its --rate schedule (over 1% of \
+     messages sent more than 1 ms late): the load it offered was burstier or lower than asked, though latencies \
+     still count from the due times (try --threads 2, a lower --rate, or a quieter machine)";
 
 /// Print `text`, or JSON instead of it (`--json`), or both (`--json PATH`).
 pub fn emit<T: Serialize>(report: &T, json: &JsonTarget, text: String) -> io::Result<()> {
@@ -48,18 +55,66 @@ fn write_file(path: &Path, contents: &str) -> io::Result<()> {
         .map_err(|e| io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display())))
 }
 
+/// "128 B", or "1 B-64 KiB" when sizes vary; with the framing unless raw.
+fn sizes(min: usize, max: usize, framing: crate::framing::Framing) -> String {
+    let size =
+        if min == max { bytes(min as f64) } else { format!("{}-{}", bytes(min as f64), bytes(max as f64)) };
+    match framing {
+        crate::framing::Framing::Raw => size,
+        crate::framing::Framing::Line => format!("{size} lines"),
+        crate::framing::Framing::Length => format!("{size} length-prefixed frames"),
+    }
+}
+
+/// "s" for a plural.
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// The latency line.
+fn latency_line(name: &str, l: &Latency) -> String {
+    format!(
+        "{name:<11} p50 {}  p99 {}  p99.9 {}  max {}\n",
+        micros(l.p50_us),
+        micros(l.p99_us),
+        micros(l.p999_us),
+        micros(l.max_us)
+    )
+}
+
+/// The open-loop line: asked, sent, achieved, and whether the generator kept up.
+fn rate_line(r: &RateReport, unit: &str) -> String {
+    let mut s = format!(
+        "rate        asked {}/s  sent {}/s  achieved {}/s  ({} of {} due sent > 1 ms late{})",
+        count(r.asked_per_s),
+        count(r.sent_per_s),
+        count(r.achieved_per_s),
+        r.late,
+        r.due,
+        if r.behind { "; BEHIND its schedule: the load was burstier or lower than asked" } else { "" }
+    );
+    if r.unanswered > 0 {
+        let _ = write!(s, "; {} {unit} unanswered, counted at their age", r.unanswered);
+    }
+    s.push('\n');
+    s
+}
+
 /// A single echo run, for people.
 pub fn echo_text(r: &EchoReport) -> String {
     let mut s = String::new();
+    let shape = match r.rate {
+        Some(_) => "open loop".to_string(),
+        None => format!("pipeline {}", r.pipeline),
+    };
     let _ = writeln!(
         s,
-        "echo {}: {} connections × {}, pipeline {}, {} thread{}; {:.1}s warm-up, {:.1}s measured",
+        "echo {}: {} connections × {}, {shape}, {} thread{}; {:.1}s warm-up, {:.1}s measured",
         r.target,
         r.connections,
-        bytes(r.size as f64),
-        r.pipeline,
+        sizes(r.size, r.size_max, r.framing),
         r.threads,
-        if r.threads == 1 { "" } else { "s" },
+        plural(r.threads),
         r.warmup_s,
         r.duration_s,
     );
@@ -68,27 +123,175 @@ pub fn echo_text(r: &EchoReport) -> String {
         "throughput  {:.0} msgs/s  {:.1} MiB/s  ({} round trips measured, {} verified in all)",
         r.msgs_per_s, r.mib_per_s, r.msgs, r.total_msgs
     );
-    let l = &r.latency;
-    let _ = writeln!(
-        s,
-        "latency     p50 {}  p99 {}  p99.9 {}  max {}",
-        micros(l.p50_us),
-        micros(l.p99_us),
-        micros(l.p999_us),
-        micros(l.max_us)
-    );
+    if let Some(rate) = &r.rate {
+        s.push_str(&rate_line(rate, "messages"));
+    }
+    let name = if r.rate.is_some() { "latency*" } else { "latency" };
+    s.push_str(&latency_line(name, &r.latency));
+    if r.rate.is_some() {
+        s.push_str(
+            "            * from each message's due time, not its send (coordinated omission corrected)\n",
+        );
+    }
     let _ = writeln!(
         s,
         "errors {}  mismatches {}  load-generator CPU {}%{}",
         r.errors,
         r.mismatches,
-        (r.client_cpu * 100.0).floor(), // so "95%" always comes with its ‡
-        if r.client_bound { " ‡ (client-bound: the server may be faster than shown)" } else { "" }
+        (r.cpu.client_cpu * 100.0).floor(), // so "95%" always comes with its ‡
+        if r.cpu.client_bound { " ‡ (client-bound: the server may be faster than shown)" } else { "" }
     );
     if let Some(e) = &r.first_error {
         let _ = writeln!(s, "first error: {e}");
     }
     s
+}
+
+/// A churn run, for people.
+pub fn churn_text(r: &ChurnReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "churn {}: up to {} connections at once, each echoing one {} message, {} thread{}; {:.1}s warm-up, {:.1}s measured",
+        r.target,
+        r.concurrency,
+        sizes(r.size, r.size_max, r.framing),
+        r.threads,
+        plural(r.threads),
+        r.warmup_s,
+        r.duration_s
+    );
+    let _ = writeln!(
+        s,
+        "throughput  {:.0} connections/s  ({} measured, {} verified in all)",
+        r.conns_per_s, r.connections, r.total_connections
+    );
+    if let Some(rate) = &r.rate {
+        s.push_str(&rate_line(rate, "connections"));
+    }
+    s.push_str(&latency_line("connect+echo", &r.latency));
+    let _ = writeln!(
+        s,
+        "errors {}  mismatches {}  load-generator CPU {}%",
+        r.errors,
+        r.mismatches,
+        (r.cpu.client_cpu * 100.0).floor()
+    );
+    if let Some(e) = &r.first_error {
+        let _ = writeln!(s, "first error: {e}");
+    }
+    s
+}
+
+/// One line on what went wrong in a churn run.
+pub fn churn_problems(r: &ChurnReport) -> String {
+    let first = r.first_error.as_deref().map(|e| format!(" (first error: {e})")).unwrap_or_default();
+    format!("{} failed connections, {} corrupted echoes{first}", r.errors, r.mismatches)
+}
+
+/// A UDP run, for people: the summary line gives datagrams echoed and lost.
+pub fn udp_text(r: &UdpReport) -> String {
+    let mut s = String::new();
+    let shape = match r.rate {
+        Some(_) => "open loop".to_string(),
+        None => format!("pipeline {}", r.pipeline),
+    };
+    let _ = writeln!(
+        s,
+        "udp {}: {} socket{} × {}-byte datagrams{}, {shape}; {:.1}s warm-up, {:.1}s measured",
+        r.target,
+        r.sockets,
+        plural(r.sockets),
+        r.size,
+        if r.size == r.size_max { String::new() } else { format!(" (to {})", r.size_max) },
+        r.warmup_s,
+        r.duration_s
+    );
+    let _ = writeln!(
+        s,
+        "datagrams   sent {}  echoed {}  lost {} (no reply within {}s)  late replies {}  mismatches {}",
+        r.sent, r.echoed, r.lost, r.loss_timeout_s, r.late_replies, r.mismatches
+    );
+    let _ = writeln!(s, "throughput  {:.0} echoes/s  {:.1} MiB/s", r.msgs_per_s, r.mib_per_s);
+    if let Some(rate) = &r.rate {
+        s.push_str(&rate_line(rate, "datagrams"));
+    }
+    s.push_str(&latency_line("latency", &r.latency));
+    if let Some(e) = &r.first_error {
+        let _ = writeln!(s, "errors {}, first: {e}", r.errors);
+    }
+    s
+}
+
+/// One line on what went wrong in a UDP run (losses are not a problem).
+pub fn udp_problems(r: &UdpReport) -> String {
+    let first = r.first_error.as_deref().map(|e| format!(" (first error: {e})")).unwrap_or_default();
+    format!("{} wrong replies, {} socket errors{first}", r.mismatches, r.errors)
+}
+
+/// A chaos run, for people: the well-behaved clients, the hostile ones, the server, the
+/// verdict.
+pub fn chaos_text(r: &ChaosReport) -> String {
+    let mut s = format!(
+        "chaos {}: {} well-behaved connections, beside hostile clients\n",
+        r.target, r.chaos.connections
+    );
+    for (phase, run) in [("calm", &r.calm), ("chaos", &r.chaos)] {
+        let _ = writeln!(
+            s,
+            "{phase:<6} {:.0} msgs/s  p99 {}  errors {}  mismatches {}  ({} verified)",
+            run.msgs_per_s,
+            micros(run.latency.p99_us),
+            run.errors,
+            run.mismatches,
+            run.total_msgs
+        );
+    }
+    if let Some(ratio) = r.p99_ratio {
+        let _ = writeln!(s, "p99 under chaos: {ratio:.2}× the calm p99");
+    }
+    for h in &r.hostile {
+        let _ = writeln!(
+            s,
+            "hostile {:<13} {} client{}: {} connections, {} errors, {} wrong echoes",
+            serde_json::to_value(h.kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+            h.clients,
+            plural(h.clients),
+            h.connections,
+            h.errors,
+            h.wrong_echoes
+        );
+    }
+    s.push_str(&server_text(r));
+    match r.problems.as_slice() {
+        [] => s.push_str("verdict: passed\n"),
+        problems => {
+            let _ = writeln!(s, "verdict: FAILED: {}", problems.join("; "));
+        }
+    }
+    s
+}
+
+/// What the server did during the chaos, or why it was not watched.
+fn server_text(r: &ChaosReport) -> String {
+    let w = &r.server;
+    let (Some(pid), Some(rss), Some(fds)) = (w.pid, w.rss, w.fds) else {
+        return format!("server: {}\n", w.found_by);
+    };
+    let came_back = match w.came_back {
+        Some(true) => format!("came back in {:.1}s", w.settle_s),
+        _ => format!("did NOT come back within {:.1}s", w.settle_s),
+    };
+    format!(
+        "server pid {pid} ({}): RSS {} / {} / {}, descriptors {} / {} / {} (before / peak / after): {came_back}\n",
+        w.found_by,
+        bytes(rss.before as f64),
+        bytes(rss.peak as f64),
+        bytes(rss.after as f64),
+        fds.before,
+        fds.peak,
+        fds.after
+    )
 }
 
 /// An idle run, for people.
@@ -197,7 +400,7 @@ fn cpu_table(report: &CompareReport, models: &[&str]) -> String {
 /// One cell of the CPU table.
 fn cpu_cell(run: Option<&RunResult>) -> String {
     match run.map(|r| &r.outcome) {
-        Some(Outcome::Echo(e)) => match e.server_cpu {
+        Some(Outcome::Echo(e)) => match e.cpu.server_cpu {
             Some(cpu) if e.msgs_per_s > 0.0 => {
                 format!("{} · {:.0}%", micros(cpu * 1e6 / e.msgs_per_s), cpu * 100.0)
             }
@@ -211,8 +414,9 @@ fn cpu_cell(run: Option<&RunResult>) -> String {
 /// What the cells and marks mean.
 fn legend(report: &CompareReport) -> String {
     let mut s = String::from(
-        "\nCells: messages/s · p99 round trip (higher / lower is better). Idle row: server RSS growth ÷ \
-         connections held. Peak RSS: the most the server was resident in any scenario.\n",
+        "\nCells: messages/s · p99 round trip (higher / lower is better). Churn row: connections/s · p99 \
+         connect+echo. Idle row: server RSS growth ÷ connections held. Peak RSS: the most the server was \
+         resident in any scenario.\n",
     );
     if report.any_client_bound() {
         s.push_str("‡ the load generator used ≥ 95% of its CPU: that server may be faster than shown.\n");
@@ -287,9 +491,10 @@ fn cell(run: Option<&RunResult>) -> String {
     let warn = if run.is_clean() { "" } else { " ⚠" };
     match &run.outcome {
         Outcome::Echo(e) => {
-            let bound = if e.client_bound { " ‡" } else { "" };
+            let bound = if e.cpu.client_bound { " ‡" } else { "" };
             format!("{}/s · {}{bound}{warn}", count(e.msgs_per_s), micros(e.latency.p99_us))
         }
+        Outcome::Churn(c) => format!("{} conns/s · {}{warn}", count(c.conns_per_s), micros(c.latency.p99_us)),
         Outcome::Idle(m) => match m.bytes_per_connection {
             Some(b) if m.connections.held == m.connections.requested => format!("{}{warn}", bytes(b)),
             Some(b) => format!("{} (held {}){warn}", bytes(b), m.connections.held),
@@ -306,6 +511,9 @@ fn ratio_cell(first: Option<&RunResult>, second: Option<&RunResult>) -> String {
     match (&a.outcome, &b.outcome) {
         (Outcome::Echo(x), Outcome::Echo(y)) if y.msgs_per_s > 0.0 => {
             format!("{:.2}×", x.msgs_per_s / y.msgs_per_s)
+        }
+        (Outcome::Churn(x), Outcome::Churn(y)) if y.conns_per_s > 0.0 => {
+            format!("{:.2}×", x.conns_per_s / y.conns_per_s)
         }
         (Outcome::Idle(x), Outcome::Idle(y)) => match (x.bytes_per_connection, y.bytes_per_connection) {
             (Some(p), Some(q)) if p > 0.0 && q > 0.0 => memory_ratio(p / q),

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::run::{EchoReport, IdleReport};
+use crate::run::{ChurnReport, EchoReport, IdleReport};
 use crate::scenario::Scenario;
 
 /// Everything `--compare` measured.
@@ -72,6 +72,8 @@ pub struct RunResult {
 pub enum Outcome {
     /// An echo scenario.
     Echo(EchoReport),
+    /// The churn scenario.
+    Churn(ChurnReport),
     /// The idle scenario.
     Idle(IdleMemory),
     /// The run could not happen (the server did not start, nothing could connect).
@@ -102,13 +104,25 @@ impl RunResult {
 }
 
 impl Outcome {
-    /// The number a cell is ranked by: msgs/s, or bytes per idle connection; `None` if the
-    /// run failed.
+    /// The number a cell is ranked by: msgs/s, connections/s (churn), or bytes per idle
+    /// connection; `None` if the run failed.
     pub fn headline(&self) -> Option<f64> {
         match self {
             Outcome::Echo(e) => Some(e.msgs_per_s),
+            Outcome::Churn(c) => Some(c.conns_per_s),
             Outcome::Idle(m) => m.bytes_per_connection,
             Outcome::Failed { .. } => None,
+        }
+    }
+}
+
+impl Outcome {
+    /// The load generator was (nearly) saturated in this run.
+    pub fn client_bound(&self) -> bool {
+        match self {
+            Outcome::Echo(e) => e.cpu.client_bound,
+            Outcome::Churn(c) => c.cpu.client_bound,
+            Outcome::Idle(_) | Outcome::Failed { .. } => false,
         }
     }
 }
@@ -142,9 +156,9 @@ impl CompareReport {
         measured.filter_map(|r| r.server_peak_rss).max()
     }
 
-    /// Whether any echo run saturated the load generator.
+    /// Whether any echo or churn run saturated the load generator.
     pub fn any_client_bound(&self) -> bool {
-        self.runs.iter().any(|r| matches!(&r.outcome, Outcome::Echo(e) if e.client_bound))
+        self.runs.iter().any(|r| r.outcome.client_bound())
     }
 }
 
@@ -153,6 +167,7 @@ impl CompareReport {
 pub mod fixtures {
     use super::*;
     use crate::histogram::Latency;
+    use crate::run::Cpu;
 
     pub fn echo(msgs_per_s: f64, p99_us: f64, client_bound: bool, mismatches: u64) -> Outcome {
         Outcome::Echo(EchoReport {
@@ -160,6 +175,8 @@ pub mod fixtures {
             requested: 1,
             connections: 1,
             size: 64,
+            size_max: 64,
+            framing: crate::framing::Framing::Raw,
             pipeline: 1,
             threads: 1,
             spin: false,
@@ -170,12 +187,15 @@ pub mod fixtures {
             msgs_per_s,
             mib_per_s: 0.0,
             latency: Latency { p99_us, ..Latency::default() },
+            rate: None,
             errors: 0,
             mismatches,
             first_error: None,
-            client_cpu: if client_bound { 0.99 } else { 0.5 },
-            client_bound,
-            server_cpu: Some(0.5),
+            cpu: Cpu {
+                client_cpu: if client_bound { 0.99 } else { 0.5 },
+                client_bound,
+                server_cpu: Some(0.5),
+            },
         })
     }
 

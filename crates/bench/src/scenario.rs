@@ -20,6 +20,8 @@ pub enum Scenario {
     Bulk,
     /// 2000 connections, 128 B.
     Many,
+    /// Connect, echo 64 B, close; 8 connections at a time: the cost of a connection's life.
+    Churn,
     /// 10000 idle connections: server memory per connection.
     Idle,
 }
@@ -38,6 +40,13 @@ pub enum Shape {
         /// Busy-poll (for the latency scenario).
         spin: bool,
     },
+    /// Short-lived connections, each echoing one message.
+    Churn {
+        /// Connections at once.
+        connections: usize,
+        /// Bytes of each connection's message.
+        size: usize,
+    },
     /// Held, silent connections.
     Idle {
         /// Connections.
@@ -47,12 +56,13 @@ pub enum Shape {
 
 impl Scenario {
     /// Every scenario, in table order.
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::Latency,
         Scenario::SmallMany,
         Scenario::Medium,
         Scenario::Bulk,
         Scenario::Many,
+        Scenario::Churn,
         Scenario::Idle,
     ];
 
@@ -64,6 +74,7 @@ impl Scenario {
             Scenario::Medium => "medium",
             Scenario::Bulk => "bulk",
             Scenario::Many => "many",
+            Scenario::Churn => "churn",
             Scenario::Idle => "idle",
         }
     }
@@ -77,6 +88,7 @@ impl Scenario {
             Scenario::Medium => echo(50, 4096, 4),
             Scenario::Bulk => echo(8, 65536, 1),
             Scenario::Many => echo(2000, 128, 1),
+            Scenario::Churn => Shape::Churn { connections: 8, size: 64 },
             Scenario::Idle => Shape::Idle { connections: 10_000 },
         }
     }
@@ -84,7 +96,9 @@ impl Scenario {
     /// How many connections it opens at once.
     pub fn connections(self) -> usize {
         match self.shape() {
-            Shape::Echo { connections, .. } | Shape::Idle { connections } => connections,
+            Shape::Echo { connections, .. }
+            | Shape::Churn { connections, .. }
+            | Shape::Idle { connections } => connections,
         }
     }
 
@@ -101,6 +115,9 @@ impl Scenario {
                     if connections == 1 { "1 conn".to_string() } else { format!("{connections} conns") };
                 let depth = if pipeline > 1 { format!(" · pipeline {pipeline}") } else { String::new() };
                 format!("{conns} · {}{depth}", human::bytes(size as f64))
+            }
+            Shape::Churn { connections, size } => {
+                format!("churn: connect, echo {}, close ({connections} at once)", human::bytes(size as f64))
             }
             Shape::Idle { connections } => format!("{connections} idle conns: RSS per conn"),
         }
@@ -126,6 +143,8 @@ mod tests {
         assert_eq!(Scenario::Medium.title(), "50 conns · 4 KiB · pipeline 4");
         assert_eq!(Scenario::Idle.title(), "10000 idle conns: RSS per conn");
         assert_eq!(Scenario::Idle.connections(), 10_000);
-        assert!(!Scenario::Idle.is_echo() && Scenario::Bulk.is_echo());
+        assert!(!Scenario::Idle.is_echo() && Scenario::Bulk.is_echo() && !Scenario::Churn.is_echo());
+        assert_eq!(Scenario::Churn.title(), "churn: connect, echo 64 B, close (8 at once)");
+        assert_eq!(Scenario::Churn.connections(), 8);
     }
 }

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::error::Error;
 use crate::sys;
 
 /// The argument text replaced by the address a server must listen on.
@@ -58,7 +59,7 @@ impl ServerSpec {
     }
 
     /// A spec the bench cannot use, said in one line.
-    fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), String> {
         if self.name.is_empty() || self.name.contains([',', ' ']) {
             return Err(format!("server name '{}' must be non-empty, without commas or spaces", self.name));
         }
@@ -91,12 +92,41 @@ pub struct Catalog {
     /// Two server names whose ratio gets a column of its own in the table (`A vs B`:
     /// msgs/s of A over B, and their memory), when both ran.
     pub ratio: Option<(String, String)>,
+    /// The reference servers `--references` adds (built beside the calling binary).
+    pub references: Vec<ServerSpec>,
+}
+
+/// The reference servers, if their programs are there; else what to do about it.
+pub fn present(references: &[ServerSpec]) -> Result<Vec<ServerSpec>, Error> {
+    let missing: Vec<String> = references
+        .iter()
+        .filter_map(|spec| spec.argv.first().map(std::path::Path::new))
+        .filter(|program| !program.is_file())
+        .map(|program| program.display().to_string())
+        .collect();
+    if references.is_empty() {
+        return Err(Error::Usage("--references: this binary knows no reference servers".into()));
+    }
+    if !missing.is_empty() {
+        return Err(Error::Run(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!(
+                "--references: {} not found; build them with cargo build --release --workspace",
+                missing.join(", ")
+            ),
+        )));
+    }
+    Ok(references.to_vec())
 }
 
 /// The servers `--models` names, in the order named, or all of `known` when it names none.
 /// Errors say which name is unknown and what the known ones are.
 pub fn select(known: &[ServerSpec], names: &[String]) -> Result<Vec<ServerSpec>, String> {
     known.iter().try_for_each(ServerSpec::check)?;
+    if let Some(twice) = known.iter().enumerate().find(|(i, s)| known[..*i].iter().any(|k| k.name == s.name))
+    {
+        return Err(format!("server name '{}' is taken; pick another for --server", twice.1.name));
+    }
     if names.is_empty() {
         return Ok(known.to_vec());
     }

@@ -26,36 +26,65 @@ pub enum Stream {
     Unix(mio::net::UnixStream),
 }
 
-/// Connect to `target`, ping, and return the socket non-blocking. `limit` bounds the TCP
-/// connect and the wait for the ping's echo. Errors name the target.
-pub fn connect(target: &Target, limit: Duration) -> io::Result<Stream> {
-    let named = |e: io::Error| io::Error::new(e.kind(), format!("cannot connect to {target}: {e}"));
+/// Connect to `target`, send `ping` (one byte, framed as the server expects) and wait for
+/// it to come back, and return the socket non-blocking. `limit` bounds the TCP connect and
+/// the wait for the ping's echo. Errors name the target, and the bottleneck when it is a
+/// local resource (ports, descriptors).
+pub fn connect(target: &Target, ping: &[u8], limit: Duration) -> io::Result<Stream> {
+    let named = |e: io::Error| connect_error(target, e);
     match target {
         Target::Tcp(addr) => {
             let socket = TcpStream::connect_timeout(addr, limit).map_err(named)?;
             // Our messages are whole requests: do not let Nagle hold them back.
             socket.set_nodelay(true)?;
             socket.set_read_timeout(Some(limit))?;
-            ping(&socket, limit)?;
+            ping_pong(&socket, ping, limit)?;
             socket.set_nonblocking(true)?;
             Ok(Stream::Tcp(mio::net::TcpStream::from_std(socket)))
         }
+        Target::Udp(_) => Err(io::Error::new(ErrorKind::InvalidInput, format!("{target} is not a stream"))),
         Target::Unix(path) => {
             let socket = UnixStream::connect(path).map_err(named)?;
             socket.set_read_timeout(Some(limit))?;
-            ping(&socket, limit)?;
+            ping_pong(&socket, ping, limit)?;
             socket.set_nonblocking(true)?;
             Ok(Stream::Unix(mio::net::UnixStream::from_std(socket)))
         }
     }
 }
 
-/// Send one byte and wait (under the socket's read timeout) for it to come back.
-fn ping(mut socket: impl Read + Write, limit: Duration) -> io::Result<()> {
-    socket.write_all(b"!")?;
-    let mut answer = [0u8; 1];
-    match socket.read_exact(&mut answer) {
-        Ok(()) if answer == *b"!" => Ok(()),
+/// Start connecting to `target` without waiting: the socket is returned at once, and is
+/// connected when it turns writable and [`Stream::connected`] says so. A Unix socket whose
+/// server's backlog is full gives `WouldBlock` (try again later), not an error.
+pub fn connect_nonblocking(target: &Target) -> io::Result<Stream> {
+    match target {
+        Target::Tcp(addr) => {
+            let socket = mio::net::TcpStream::connect(*addr).map_err(|e| connect_error(target, e))?;
+            socket.set_nodelay(true)?;
+            Ok(Stream::Tcp(socket))
+        }
+        Target::Udp(_) => Err(io::Error::new(ErrorKind::InvalidInput, format!("{target} is not a stream"))),
+        Target::Unix(path) => match mio::net::UnixStream::connect(path) {
+            Ok(socket) => Ok(Stream::Unix(socket)),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => Err(e), // backlog full: not ours to name
+            Err(e) => Err(connect_error(target, e)),
+        },
+    }
+}
+
+/// A failed connect, naming the target, and the local bottleneck if that was the cause.
+pub fn connect_error(target: &Target, e: io::Error) -> io::Error {
+    let hint = crate::sys::connect_bottleneck(&e).map(|h| format!(": {h}")).unwrap_or_default();
+    io::Error::new(e.kind(), format!("cannot connect to {target}: {e}{hint}"))
+}
+
+/// Send `ping` and wait (under the socket's read timeout) for it to come back.
+fn ping_pong(mut socket: impl Read + Write, ping: &[u8], limit: Duration) -> io::Result<()> {
+    socket.write_all(ping)?;
+    let mut answer = [0u8; 8];
+    let answer = &mut answer[..ping.len()];
+    match socket.read_exact(answer) {
+        Ok(()) if answer == ping => Ok(()),
         Ok(()) => Err(io::Error::new(ErrorKind::InvalidData, "the 1-byte ping came back wrong")),
         // A read timeout shows as WouldBlock or TimedOut, depending on the platform.
         Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
@@ -95,6 +124,25 @@ impl Stream {
     /// Close both directions at once (the bench is giving up on this connection).
     pub fn shutdown(&mut self) -> io::Result<()> {
         self.socket().shutdown_both()
+    }
+
+    /// After [`connect_nonblocking`], once writable: `Ok(true)` connected, `Ok(false)` still
+    /// connecting (the event was for something else), `Err` the connect failed (mio's
+    /// `TcpStream::connect` docs: `take_error`, then `peer_addr`).
+    pub fn connected(&self) -> io::Result<bool> {
+        match self {
+            Stream::Tcp(s) => {
+                if let Some(e) = s.take_error()? {
+                    return Err(e);
+                }
+                match s.peer_addr() {
+                    Ok(_) => Ok(true),
+                    Err(e) if e.kind() == ErrorKind::NotConnected => Ok(false),
+                    Err(e) => Err(e),
+                }
+            }
+            Stream::Unix(_) => Ok(true), // a Unix connect completes at once, or fails
+        }
     }
 }
 
@@ -156,7 +204,7 @@ mod tests {
             s.write_all(&byte).unwrap();
             let _ = s.read(&mut byte); // hold the connection open until the client closes
         });
-        let mut stream = connect(&target, LIMIT).unwrap();
+        let mut stream = connect(&target, b"!", LIMIT).unwrap();
         // The server holds the connection open and sends nothing: a blocking read would hang.
         let error = stream.read(&mut [0u8; 8]).unwrap_err();
         assert_eq!(error.kind(), ErrorKind::WouldBlock);
@@ -171,7 +219,7 @@ mod tests {
             s.read_exact(&mut byte).unwrap();
             s.write_all(b"?").unwrap();
         });
-        let error = connect(&target, LIMIT).unwrap_err();
+        let error = connect(&target, b"!", LIMIT).unwrap_err();
         server.join().unwrap();
         assert_eq!(error.kind(), ErrorKind::InvalidData, "{error}");
     }
@@ -180,7 +228,7 @@ mod tests {
     fn refused_connections_name_the_target() {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let target: Target = port.to_string().parse().unwrap();
-        let error = connect(&target, LIMIT).unwrap_err();
+        let error = connect(&target, b"!", LIMIT).unwrap_err();
         assert!(error.to_string().starts_with(&format!("cannot connect to 127.0.0.1:{port}")), "{error}");
     }
 }

@@ -41,6 +41,58 @@ pub fn require_descriptors(connections: usize) -> io::Result<()> {
     Ok(())
 }
 
+/// What to blame when a connect fails for want of a local resource, and what to change:
+/// the loopback port range (`EADDRNOTAVAIL`), or the descriptor limits (`EMFILE`,
+/// `ENFILE`). `None` for any other error.
+pub fn connect_bottleneck(e: &io::Error) -> Option<String> {
+    match e.raw_os_error()? {
+        libc::EADDRNOTAVAIL => {
+            let range = local_port_range().map_or_else(
+                || "unknown".to_string(),
+                |(low, high)| format!("{low}-{high}, {} ports", high.saturating_sub(low) + 1),
+            );
+            Some(format!(
+                "the ephemeral port range is the bottleneck: every local port toward this address is \
+                 in use or in TIME_WAIT (/proc/sys/net/ipv4/ip_local_port_range: {range}); widen it \
+                 (sysctl -w net.ipv4.ip_local_port_range=\"1024 65535\"), or open fewer connections \
+                 (--connections, or a lower --rate in --mode churn)"
+            ))
+        }
+        libc::EMFILE => Some(format!(
+            "the descriptor limit is the bottleneck: this process may open {} files (RLIMIT_NOFILE); \
+             raise it (ulimit -n, and the hard limit ulimit -Hn or LimitNOFILE=) or use fewer --connections",
+            nofile_limit().map_or_else(|| "?".to_string(), |n| n.to_string())
+        )),
+        libc::ENFILE => Some(
+            "the system-wide file table is full: raise fs.file-max (sysctl -w fs.file-max=...) or use \
+             fewer --connections"
+                .to_string(),
+        ),
+        _ => None,
+    }
+}
+
+/// `/proc/sys/net/ipv4/ip_local_port_range`: the ports `connect` picks from.
+fn local_port_range() -> Option<(u32, u32)> {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let mut ports = text.split_whitespace().map(|p| p.parse::<u32>().ok());
+    Some((ports.next()??, ports.next()??))
+}
+
+/// The soft RLIMIT_NOFILE now.
+fn nofile_limit() -> Option<u64> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct we own.
+    (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0).then_some(limit.rlim_cur)
+}
+
+/// Descriptors process `pid` has open, counted in `/proc/PID/fd`; `None` if it is gone or
+/// not ours to look at.
+pub fn open_descriptors(pid: u32) -> Option<u64> {
+    let entries = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    Some(entries.count() as u64)
+}
+
 /// User plus system CPU time of this whole process (every thread) so far.
 pub fn own_cpu_time() -> Duration {
     // SAFETY: an all-zero rusage is a valid value, and getrusage only writes into it.
@@ -145,5 +197,45 @@ mod tests {
         let memory = process_memory(pid).expect("own /proc status");
         assert!(memory.rss > 0 && memory.peak >= memory.rss);
         assert!(process_cpu_time(pid).is_some());
+    }
+
+    #[test]
+    fn descriptors_are_counted_per_process() {
+        use std::process::{Child, Command, Stdio};
+        // Two children that inherit the same descriptors from the test harness; the second
+        // opens three more before it becomes `sleep`.
+        let spawn = |script: &str| -> Child {
+            let mut command = Command::new("sh");
+            command.args(["-c", script]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+            command.spawn().unwrap()
+        };
+        let mut children =
+            [spawn("exec sleep 10"), spawn("exec 7</dev/null 8</dev/null 9</dev/null; exec sleep 10")];
+        let is_sleeping = |c: &Child| {
+            std::fs::read_to_string(format!("/proc/{}/comm", c.id())).is_ok_and(|n| n == "sleep\n")
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !children.iter().all(is_sleeping) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let counts = children.each_ref().map(|c| open_descriptors(c.id()));
+        for child in &mut children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        assert_eq!(counts[1].zip(counts[0]).map(|(b, a)| b - a), Some(3), "{counts:?}");
+        assert_eq!(open_descriptors(u32::MAX), None);
+    }
+
+    #[test]
+    fn resource_errors_on_connect_name_the_bottleneck() {
+        let ports = connect_bottleneck(&io::Error::from_raw_os_error(libc::EADDRNOTAVAIL)).unwrap();
+        assert!(ports.contains("ip_local_port_range") && ports.contains("TIME_WAIT"), "{ports}");
+        let files = connect_bottleneck(&io::Error::from_raw_os_error(libc::EMFILE)).unwrap();
+        assert!(files.contains("RLIMIT_NOFILE") && files.contains("ulimit -n"), "{files}");
+        assert!(
+            connect_bottleneck(&io::Error::from_raw_os_error(libc::ENFILE)).unwrap().contains("fs.file-max")
+        );
+        assert_eq!(connect_bottleneck(&io::Error::from_raw_os_error(libc::ECONNREFUSED)), None);
     }
 }

@@ -1,5 +1,6 @@
 //! The server a load goes to: `HOST:PORT`, `[V6]:PORT`, a bare `PORT` (127.0.0.1),
-//! `localhost:PORT`, or `unix:PATH`.
+//! `localhost:PORT`, `unix:PATH`, or any TCP form after `udp:` for an RFC 862 UDP echo
+//! service.
 //!
 //! The bench knows nothing of the server it loads, so it has its own address type. It is
 //! smaller than a server's listening address: a target is only ever connected to, so port 0
@@ -21,13 +22,15 @@ pub enum Target {
     Tcp(SocketAddr),
     /// A Unix domain stream socket.
     Unix(PathBuf),
+    /// A UDP echo service (datagrams, not a stream).
+    Udp(SocketAddr),
 }
 
 impl Target {
     /// Loopback or a Unix socket: a target the load generator may put load on.
     pub fn is_local(&self) -> bool {
         match self {
-            Target::Tcp(addr) => addr.ip().is_loopback(),
+            Target::Tcp(addr) | Target::Udp(addr) => addr.ip().is_loopback(),
             Target::Unix(_) => true,
         }
     }
@@ -44,9 +47,15 @@ impl FromStr for Target {
                 _ => Ok(Target::Unix(PathBuf::from(path))),
             };
         }
-        let addr = tcp_addr(s).ok_or_else(|| invalid("expected HOST:PORT, [V6]:PORT, PORT or unix:PATH"))?;
+        let (udp, rest) = match s.strip_prefix("udp:") {
+            Some(rest) => (true, rest),
+            None => (false, s),
+        };
+        let expected = "expected HOST:PORT, [V6]:PORT, PORT, unix:PATH or udp:HOST:PORT";
+        let addr = tcp_addr(rest).ok_or_else(|| invalid(expected))?;
         match addr.port() {
             0 => Err(invalid("port 0 cannot be connected to")),
+            _ if udp => Ok(Target::Udp(addr)),
             _ => Ok(Target::Tcp(addr)),
         }
     }
@@ -69,6 +78,7 @@ impl fmt::Display for Target {
         match self {
             Target::Tcp(addr) => write!(f, "{addr}"),
             Target::Unix(path) => write!(f, "unix:{}", path.display()),
+            Target::Udp(addr) => write!(f, "udp:{addr}"),
         }
     }
 }
@@ -93,6 +103,17 @@ mod tests {
         assert_eq!(parse("localhost:80"), Ok(tcp("127.0.0.1:80")));
         assert_eq!(parse("LocalHost:80"), Ok(tcp("127.0.0.1:80")));
         assert_eq!(parse(DEFAULT_TARGET), Ok(tcp("127.0.0.1:7878")));
+    }
+
+    #[test]
+    fn udp_targets_take_every_tcp_form() {
+        let udp = |s: &str| Target::Udp(s.parse().unwrap());
+        assert_eq!(parse("udp:127.0.0.1:7"), Ok(udp("127.0.0.1:7")));
+        assert_eq!(parse("udp:[::1]:9000"), Ok(udp("[::1]:9000")));
+        assert_eq!(parse("udp:7878"), Ok(udp("127.0.0.1:7878")));
+        assert_eq!(udp("[::1]:9000").to_string(), "udp:[::1]:9000");
+        assert!(udp("[::1]:9000").is_local() && !udp("192.0.2.1:7").is_local());
+        assert!(parse("udp:").is_err() && parse("udp:0").is_err());
     }
 
     #[test]

@@ -1,0 +1,147 @@
+//! `--compare` beyond the built-in models: the churn row, any server given as
+//! `--server NAME='CMD {addr}'`, and the reference peers with `--references`.
+//! (Only with the `bench` feature, which brings the subcommand.)
+#![cfg(feature = "bench")]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::bench_smoke::{bench, json};
+
+const ECHOLOOP: &str = env!("CARGO_BIN_EXE_echoloop");
+
+/// A short comparison of `models` in `scenarios`, as JSON on stdout, plus `extra` flags.
+fn compare(models: &str, scenarios: &str, extra: &[&str]) -> crate::util::Finished {
+    let mut args = vec![
+        "--compare",
+        "--models",
+        models,
+        "--scenarios",
+        scenarios,
+        "--warmup",
+        "0.1",
+        "--duration",
+        "0.3",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    bench(&args)
+}
+
+/// The runs of a comparison, each clean and measured.
+fn clean_runs(run: &crate::util::Finished) -> Vec<Value> {
+    assert_eq!(run.code, 0, "stdout: {}\nstderr: {}", run.stdout_text(), run.stderr);
+    let runs = json(run)["runs"].as_array().unwrap().clone();
+    for r in &runs {
+        assert_eq!(r["problems"].as_array().map(Vec::len), Some(0), "{r}");
+    }
+    runs
+}
+
+/// The churn scenario is a row of its own: connections per second, every echo verified.
+#[test]
+fn compare_has_a_churn_row() {
+    let runs = clean_runs(&compare("event-loop", "churn", &[]));
+    assert_eq!(runs.len(), 1);
+    let outcome = &runs[0]["outcome"];
+    assert_eq!(
+        (runs[0]["scenario"].as_str(), outcome["kind"].as_str()),
+        (Some("churn"), Some("churn")),
+        "{outcome}"
+    );
+    assert!(outcome["conns_per_s"].as_f64().unwrap() > 0.0, "{outcome}");
+    assert_eq!((outcome["errors"].as_u64(), outcome["mismatches"].as_u64()), (Some(0), Some(0)), "{outcome}");
+    let table = bench(&[
+        "--compare",
+        "--models",
+        "event-loop",
+        "--scenarios",
+        "churn",
+        "--warmup",
+        "0",
+        "--duration",
+        "0.3",
+    ]);
+    assert!(
+        table.stdout_text().contains("| churn: connect, echo 64 B, close (8 at once) |"),
+        "{}",
+        table.stdout_text()
+    );
+}
+
+/// `--server NAME='CMD {addr}'`: any program, its command split like a shell would (the
+/// quoted `-q` here), started on a free port and named by `--models`.
+#[test]
+fn compare_starts_a_server_given_by_command_line() {
+    let server = format!("threads={ECHOLOOP} serve '-q' --model thread-per-conn {{addr}}");
+    let runs = clean_runs(&compare("threads,event-loop", "latency", &["--server", &server]));
+    let models: Vec<&str> = runs.iter().map(|r| r["model"].as_str().unwrap()).collect();
+    assert_eq!(models, ["threads", "event-loop"]);
+    assert!(runs.iter().all(|r| r["outcome"]["msgs"].as_u64().unwrap() > 0));
+}
+
+/// A directory with `echoloop` and two stand-in peers, each a script that starts the real
+/// binary on the address it is given.
+fn fake_exe_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("echoloop-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::os::unix::fs::symlink(ECHOLOOP, dir.join("echoloop")).unwrap();
+    for peer in ["peer-epoll", "peer-tokio"] {
+        let script = dir.join(peer);
+        std::fs::write(&script, format!("#!/bin/sh\nexec '{ECHOLOOP}' serve -q \"$1\"\n")).unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    dir
+}
+
+/// `--references` adds `peer-epoll` and `peer-tokio` from the directory of the binary
+/// (here `--server-exe`), each started with the address as its one argument.
+#[test]
+fn compare_references_come_from_the_binarys_directory() {
+    let dir = fake_exe_dir("references");
+    let exe = dir.join("echoloop");
+    let run =
+        compare("peer-epoll,peer-tokio", "latency", &["--references", "--server-exe", exe.to_str().unwrap()]);
+    let _ = std::fs::remove_dir_all(&dir);
+    let runs = clean_runs(&run);
+    let models: Vec<&str> = runs.iter().map(|r| r["model"].as_str().unwrap()).collect();
+    assert_eq!(models, ["peer-epoll", "peer-tokio"]);
+}
+
+/// Without the peer binaries, `--references` says how to build them, and runs nothing.
+#[test]
+fn missing_references_say_how_to_build_them() {
+    let dir = std::env::temp_dir().join(format!("echoloop-no-peers-{}", std::process::id()));
+    let exe = dir.join("echoloop");
+    let run = compare("event-loop", "latency", &["--references", "--server-exe", exe.to_str().unwrap()]);
+    assert_eq!(run.code, 1, "stdout: {}", run.stdout_text());
+    assert!(run.stderr.contains("peer-epoll"), "stderr: {}", run.stderr);
+    assert!(
+        run.stderr.contains("build them with cargo build --release --workspace"),
+        "stderr: {}",
+        run.stderr
+    );
+    assert!(run.stdout.is_empty(), "nothing ran: {}", run.stdout_text());
+}
+
+/// The real reference peers, when the workspace has built them beside `echoloop`.
+/// Until the peers are in the workspace it skips, saying why (then it should not).
+#[test]
+fn compare_against_the_real_reference_peers() {
+    let dir = Path::new(ECHOLOOP).parent().unwrap();
+    let missing: Vec<&str> =
+        ["peer-epoll", "peer-tokio"].into_iter().filter(|p| !dir.join(p).is_file()).collect();
+    if !missing.is_empty() {
+        eprintln!(
+            "skipped: {} not built in {} (cargo build --release --workspace)",
+            missing.join(", "),
+            dir.display()
+        );
+        return;
+    }
+    let runs = clean_runs(&compare("event-loop,peer-epoll,peer-tokio", "latency,churn", &["--references"]));
+    assert_eq!(runs.len(), 6);
+}
