@@ -10,7 +10,8 @@
 //!    when a read ends in the middle of a frame; `src/framing.rs`: where frames end
 //!    (`--framing line|length`; "a read is not a message").
 //! 4. `src/blocking/`: the models tutorials teach, for comparison: one file per model, and
-//!    the accept loop, connection registry and blocking echo they share.
+//!    the accept loop, connection registry and blocking echo they share; `src/io_uring/`:
+//!    the completion model (Linux), the same contract as the event loop without readiness.
 //! 5. `src/net/`: sockets of every family, their options, the Unix socket file, and what an
 //!    `accept` error means (for every model).
 //! 6. [`Server`]: the one entry point for every model; [`ShutdownHandle`] stops it (and
@@ -22,7 +23,7 @@
 //!
 //! The load generator is a crate of its own (`crates/bench`), which knows nothing of this one.
 //!
-//! ## The three models
+//! ## The four models
 //!
 //! - **event-loop**: one thread waits on `epoll` (through `mio::Poll`) for *readiness* of
 //!   every socket at once, and does only the I/O that will not block. Cost per connection:
@@ -30,6 +31,10 @@
 //! - **thread-per-conn**: one OS thread per connection, blocking `read`/`write`. Simple;
 //!   cost per connection: a thread and its stack.
 //! - **blocking**: one connection at a time on the accepting thread; others wait.
+//! - **io-uring** (Linux): one thread hands the kernel its receives and sends through an
+//!   io_uring and is told when each is *complete*: one `io_uring_enter` per loop turn
+//!   instead of a `read` and a `write` per message. Cost per connection: a slab entry;
+//!   receive buffers come from one ring shared by all connections.
 //!
 //! ## Readiness glossary
 //!

@@ -288,7 +288,8 @@ fn compare_names_each_model_it_started() {
 fn compare_refuses_an_unknown_model() {
     let run = bench(&["--compare", "--models", "event-loop,tokio", "--duration", "0.2"]);
     assert_eq!(run.code, 2, "stdout: {}", run.stdout_text());
-    let want = "no server named 'tokio' (known: event-loop, event-loop-w2, thread-per-conn, blocking)";
+    let want =
+        "no server named 'tokio' (known: event-loop, event-loop-w2, thread-per-conn, blocking, io-uring)";
     assert!(run.stderr.contains(want), "stderr: {}", run.stderr);
 }
 

@@ -84,8 +84,8 @@ pub struct BenchArgs {
     #[arg(long, value_name = "PATH", num_args = 0..=1)]
     json: Option<Option<PathBuf>>, // spelled out: clap recognises `Option<Option<_>>` only literally
     /// Start each server (by default every model: event-loop, event-loop with 2 workers,
-    /// thread-per-conn, blocking) on a free port, run every scenario against each, and print
-    /// one side-by-side table.
+    /// thread-per-conn, blocking, io-uring) on a free port, run every scenario against each,
+    /// and print one side-by-side table.
     #[arg(long, conflicts_with_all = ["addr", "connections", "size", "pipeline", "mode", "spin", "rate",
                                       "framing", "hostile", "server_pid"])]
     compare: bool,
