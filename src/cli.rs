@@ -8,8 +8,8 @@ use clap::{Args, Parser, Subcommand};
 
 use echoloop::{ClientOptions, Framing, ListenAddr, Model, ServerConfig, parse_secs, parse_size};
 
-/// A TCP echo server built as a mio event loop, with the threaded models beside it and a
-/// load generator to compare them.
+/// An echo server (RFC 862: TCP, Unix and UDP) built as a mio event loop, with the threaded
+/// and io_uring models beside it and a load generator to compare them.
 #[derive(Debug, Parser)]
 #[command(name = "echoloop", version, about)]
 pub struct Cli {

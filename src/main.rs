@@ -142,6 +142,10 @@ fn manpage(dir: Option<&std::path::Path>) -> std::io::Result<()> {
         Some(dir) => clap_mangen::generate_to(Cli::command(), dir).map_err(|e| {
             std::io::Error::new(e.kind(), format!("cannot write man pages to {}: {e}", dir.display()))
         }),
-        None => clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout().lock()),
+        None => match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout().lock()) {
+            // `echoloop manpage | head`: the reader went away; not an error for a filter.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            other => other,
+        },
     }
 }
