@@ -256,8 +256,12 @@ impl Connection {
     }
 
     /// Lingering: read what the client still sends and drop it, until its EOF (then the
-    /// phase says "closed by the peer", and with nothing pending the loop closes us).
+    /// phase says "closed by the peer", and with nothing pending the loop closes us), or
+    /// until the client has acknowledged every byte we sent: then a close can lose nothing
+    /// of ours, even if it resets a client that is still sending (one that never stops, as a
+    /// line that never ends, must not keep us reading forever).
     fn discard_input(&mut self, buf: &mut [u8]) -> io::Result<ReadStop> {
+        let mut stop = ReadStop::BudgetSpent;
         for _ in 0..READS_PER_EVENT {
             match self.stream.read(buf) {
                 Ok(0) => {
@@ -266,12 +270,21 @@ impl Connection {
                     return Ok(ReadStop::Done);
                 }
                 Ok(n) => trace!("token={} lingering: discarded n={n}", self.token.0),
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(ReadStop::Done),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    stop = ReadStop::Done;
+                    break;
+                }
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue, // a signal: retry
                 Err(e) => return Err(e),
             }
         }
-        Ok(ReadStop::BudgetSpent)
+        let (_, unacknowledged) = self.stream.kernel_queues()?;
+        if unacknowledged == 0 {
+            trace!("token={} lingering: the client has every echo: closing", self.token.0);
+            self.phase = Phase::PeerClosed; // nothing pending: the loop closes us
+            return Ok(ReadStop::Done);
+        }
+        Ok(stop)
     }
 
     /// Send `data` back: straight to the socket if nothing is queued ahead of it, else
