@@ -33,7 +33,10 @@ pub fn accept_until_shutdown(
                 on_accept(stream, peer);
                 continue;
             }
-            Err(e) if shutdown.is_requested() => return debug!("accept woken for shutdown: {e}"),
+            Err(e) if shutdown.is_requested() => {
+                debug!("accept woken for shutdown: {e}");
+                return;
+            }
             Err(e) => e,
         };
         match classify_accept_error(&error) {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use log::{debug, trace};
 
 use crate::framing::{AtEof, Framer, Oversize, Rest};
-use crate::net::BlockingStream;
+use crate::net::{BlockingStream, interrupted, timed_out};
 use crate::shutdown::ShutdownHandle;
 use crate::stats::{IoTally, Stats};
 
@@ -105,7 +105,7 @@ pub fn echo_blocking(
             Ok(0) => break end_at_eof(stream, &buf[..held], framer, &mut echoed),
             Ok(n) => n,
             Err(e) if timed_out(&e) => break End::IdleTimeout, // SO_RCVTIMEO expired
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue, // a signal: retry
+            Err(e) if interrupted(&e) => continue,             // a signal: retry
             Err(e) => break End::Error(e),
         };
         trace!("{id} read n={n}");
@@ -182,7 +182,7 @@ pub(super) fn write_all_counted(
                 data = &data[n..];
             }
             Err(e) if timed_out(&e) => return Err(End::IdleTimeout), // SO_SNDTIMEO: client not reading
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) if interrupted(&e) => continue,
             Err(e) => return Err(End::Error(e)),
         }
     }
@@ -212,15 +212,19 @@ pub fn linger_after_stop(stream: &BlockingStream, id: usize, buf: &mut [u8], unt
     // Ours already if the stop reached this socket; not yet if it came between the flag and
     // the registry's SHUT_RD. Either way reads stop blocking from here.
     if let Err(e) = stream.sock_ref().shutdown(Shutdown::Read) {
-        return debug!("{id} linger: shutdown(Read): {e}"); // ENOTCONN: reset by the client
+        debug!("{id} linger: shutdown(Read): {e}"); // ENOTCONN: reset by the client
+        return;
     }
     loop {
         loop {
             match reader.read(buf) {
                 Ok(0) => break, // nothing queued now
                 Ok(n) => trace!("{id} lingering: discarded n={n}"),
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue, // a signal: retry
-                Err(e) => return debug!("{id} linger: read: {e}"),
+                Err(e) if interrupted(&e) => continue, // a signal: retry
+                Err(e) => {
+                    debug!("{id} linger: read: {e}");
+                    return;
+                }
             }
         }
         match stream.kernel_queues() {
@@ -228,16 +232,15 @@ pub fn linger_after_stop(stream: &BlockingStream, id: usize, buf: &mut [u8], unt
             Ok((unread, unacknowledged)) => {
                 trace!("{id} lingering: unread={unread} unacked={unacknowledged}")
             }
-            Err(e) => return debug!("{id} linger: {e}"),
+            Err(e) => {
+                debug!("{id} linger: {e}");
+                return;
+            }
         }
         if Instant::now() >= until {
-            return debug!("{id} linger: grace period over");
+            debug!("{id} linger: grace period over");
+            return;
         }
         thread::sleep(LINGER_CHECK);
     }
-}
-
-/// A socket timeout (SO_RCVTIMEO / SO_SNDTIMEO) expired: EAGAIN on Linux.
-fn timed_out(e: &io::Error) -> bool {
-    matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
 }

@@ -8,7 +8,6 @@
 //! pause accepting for `ACCEPT_BACKOFF` and let the timer in the loop call us again
 //! (`crate::net` sorts the errors and keeps the back-off log, for every model).
 
-use std::io::ErrorKind;
 use std::time::Instant;
 
 use log::{debug, warn};
@@ -16,7 +15,7 @@ use mio::Token;
 
 use super::EventLoop;
 use super::connection::{Connection, READ};
-use crate::net::{ACCEPT_BACKOFF, AcceptError, Peer, Stream, classify_accept_error};
+use crate::net::{ACCEPT_BACKOFF, AcceptError, Peer, Stream, classify_accept_error, would_block};
 
 impl EventLoop {
     /// The listener is readable: accept every queued connection.
@@ -32,7 +31,7 @@ impl EventLoop {
                     self.admit(stream, peer, now);
                     continue;
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return, // queue empty: drained
+                Err(e) if would_block(&e) => return, // queue empty: drained
                 Err(e) => e,
             };
             match classify_accept_error(&error) {
@@ -57,13 +56,15 @@ impl EventLoop {
             return; // dropping the stream closes it
         }
         if let Err(e) = self.socket_options.apply(stream.sock_ref(), stream.is_tcp()) {
-            return debug!("accept: socket options for {peer} failed, closing: {e}");
+            debug!("accept: socket options for {peer} failed, closing: {e}");
+            return;
         }
         // Key first, register, then insert: if registering fails there is nothing to undo.
         let entry = self.connections.vacant_entry();
         let token = Token(entry.key());
         if let Err(e) = self.poll.registry().register(&mut stream, token, READ) {
-            return warn!("accept: cannot register {peer}: {e}");
+            warn!("accept: cannot register {peer}: {e}");
+            return;
         }
         let (framer, cap) = (self.config.framer(), self.config.connection_cap());
         entry.insert(Connection::new(stream, token, peer, framer, cap, now));

@@ -15,7 +15,7 @@
 //! mode; only the start of a frame cut off by the end of the read is copied, into this
 //! connection's [`PartialFrame`], until the read that completes it.
 
-use std::io::{self, ErrorKind, IoSlice, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::time::Instant;
 
 use log::{info, trace, warn};
@@ -23,7 +23,7 @@ use mio::{Interest, Token};
 
 use crate::buffer::{PartialFrame, PendingBuf};
 use crate::framing::{AtEof, Framer, Rest};
-use crate::net::{Peer, Stream};
+use crate::net::{Peer, Stream, interrupted, would_block};
 use crate::stats::IoTally;
 
 /// Reads one connection may do per readiness event before the loop moves on to others.
@@ -177,11 +177,11 @@ impl Connection {
                     return Ok(ReadStop::Done);
                 }
                 Ok(n) => n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                Err(e) if would_block(&e) => {
                     trace!("token={} read WouldBlock: drained", self.token.0);
                     return Ok(ReadStop::Done);
                 }
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue, // a signal: retry
+                Err(e) if interrupted(&e) => continue, // a signal: retry
                 Err(e) => return Err(e),
             };
             trace!("token={} read n={n}", self.token.0);
@@ -270,11 +270,11 @@ impl Connection {
                     return Ok(ReadStop::Done);
                 }
                 Ok(n) => trace!("token={} lingering: discarded n={n}", self.token.0),
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                Err(e) if would_block(&e) => {
                     stop = ReadStop::Done;
                     break;
                 }
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue, // a signal: retry
+                Err(e) if interrupted(&e) => continue, // a signal: retry
                 Err(e) => return Err(e),
             }
         }
@@ -323,8 +323,8 @@ impl Connection {
         let n = loop {
             match self.stream.write_vectored(&[IoSlice::new(head), IoSlice::new(tail)]) {
                 Ok(n) => break n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break 0, // the send buffer is full
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue, // a signal: retry
+                Err(e) if would_block(&e) => break 0, // the send buffer is full
+                Err(e) if interrupted(&e) => continue, // a signal: retry
                 Err(e) => return Err(e),
             }
         };
@@ -475,8 +475,8 @@ fn write_some(stream: &mut Stream, data: &[u8]) -> io::Result<usize> {
     loop {
         match stream.write(data) {
             Ok(n) => return Ok(n),
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(0),
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) if would_block(&e) => return Ok(0),
+            Err(e) if interrupted(&e) => continue,
             Err(e) => return Err(e),
         }
     }

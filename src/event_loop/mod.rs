@@ -27,7 +27,7 @@ pub use udp::UdpEcho;
 
 pub(crate) use idle::IdleTimers; // the io_uring model keeps its idle deadlines the same way
 
-use std::io::{self, ErrorKind};
+use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,7 +37,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 use crate::config::ServerConfig;
-use crate::net::{BackoffLog, Listener, SocketOptions, StdListener};
+use crate::net::{BackoffLog, Listener, SocketOptions, StdListener, interrupted};
 use crate::shutdown::ShutdownHandle;
 use crate::stats::{IoTally, Stats};
 use connection::{Connection, ReadStop};
@@ -180,7 +180,7 @@ impl EventLoop {
             let timeout = self.poll_timeout(Instant::now());
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue, // a signal: poll again
+                Err(e) if interrupted(&e) => continue, // a signal: poll again
                 Err(e) => return Err(e),
             }
             let now = Instant::now();
@@ -229,7 +229,8 @@ impl EventLoop {
     fn serve(&mut self, token: Token, ready: Ready, now: Instant) {
         let Some(conn) = self.connections.get_mut(token.0) else {
             // Its connection closed earlier in this batch; the slot is empty.
-            return trace!("token={} event for a closed connection: ignored", token.0);
+            trace!("token={} event for a closed connection: ignored", token.0);
+            return;
         };
         let before = conn.io_counts();
         let mut io = || -> io::Result<ReadStop> {

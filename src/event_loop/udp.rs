@@ -33,7 +33,7 @@
 //!   built-in services learned to do.
 
 use std::collections::VecDeque;
-use std::io::{self, ErrorKind};
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,6 +42,7 @@ use log::{debug, info, trace, warn};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::{WAKER, shutdown_waker};
+use crate::net::{interrupted, would_block};
 use crate::shutdown::ShutdownHandle;
 use crate::stats::{Datagrams, IoTally, Stats, Summary};
 
@@ -142,7 +143,7 @@ impl UdpEcho {
             let timeout = self.poll_timeout(Instant::now());
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue, // a signal: poll again
+                Err(e) if interrupted(&e) => continue, // a signal: poll again
                 Err(e) => return Err(e),
             }
             let now = Instant::now();
@@ -188,11 +189,11 @@ impl UdpEcho {
         for _ in 0..DATAGRAMS_PER_EVENT {
             let (n, from) = match self.socket.recv_from(&mut self.buf) {
                 Ok(received) => received,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                Err(e) if would_block(&e) => {
                     trace!("udp recv WouldBlock: drained");
                     return false;
                 }
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue, // a signal: retry
+                Err(e) if interrupted(&e) => continue, // a signal: retry
                 Err(e) => {
                     // An error queued on the socket (an ICMP report, say): reading it
                     // cleared it, and datagrams may wait behind it.
@@ -224,8 +225,8 @@ impl UdpEcho {
         loop {
             match self.socket.send_to(&self.buf[..n], to) {
                 Ok(_) => return self.sent(n, to), // a datagram goes whole or not at all
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return self.enqueue(to, n),
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue, // a signal: retry
+                Err(e) if would_block(&e) => return self.enqueue(to, n),
+                Err(e) if interrupted(&e) => continue, // a signal: retry
                 Err(e) => return self.send_failed(to, n, &e),
             }
         }
@@ -253,8 +254,8 @@ impl UdpEcho {
                     self.queue.pop();
                     self.sent(n, to);
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break, // the next WRITABLE edge
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue, // a signal: retry
+                Err(e) if would_block(&e) => break, // the next WRITABLE edge
+                Err(e) if interrupted(&e) => continue, // a signal: retry
                 Err(e) => {
                     let n = data.len();
                     self.queue.pop();

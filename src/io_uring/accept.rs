@@ -10,7 +10,7 @@
 //! and accepting again at once would fail again at once, so we wait [`ACCEPT_BACKOFF`]
 //! (the loop's wait timeout wakes us), cancelling the request if it is still armed.
 
-use std::io::{self, ErrorKind};
+use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::time::Instant;
 
@@ -23,7 +23,9 @@ use mio::Token;
 use super::UringLoop;
 use super::connection::Connection;
 use super::op::Op;
-use crate::net::{ACCEPT_BACKOFF, AcceptError, Peer, StdListener, Stream, classify_accept_error};
+use crate::net::{
+    ACCEPT_BACKOFF, AcceptError, Peer, StdListener, Stream, classify_accept_error, would_block,
+};
 
 impl UringLoop {
     /// Queue the multishot accept, unless it is armed, paused, or the listener is closed.
@@ -64,12 +66,12 @@ impl UringLoop {
             return self.arm_accept();
         }
         let e = io::Error::from_raw_os_error(-result);
-        match (e.kind(), classify_accept_error(&e)) {
-            (ErrorKind::WouldBlock, _) => trace!("accept: {e}: again"),
+        match classify_accept_error(&e) {
+            _ if would_block(&e) => trace!("accept: {e}: again"),
             _ if -result == libc::ECANCELED => trace!("accept cancelled"),
-            (_, AcceptError::Interrupted) => trace!("accept: {e}: again"),
-            (_, AcceptError::ConnectionGone) => debug!("accept: skipped a connection: {e}"),
-            (_, AcceptError::OutOfResources | AcceptError::Unexpected) => {
+            AcceptError::Interrupted => trace!("accept: {e}: again"),
+            AcceptError::ConnectionGone => debug!("accept: skipped a connection: {e}"),
+            AcceptError::OutOfResources | AcceptError::Unexpected => {
                 // The connection is still queued; accepting again at once would fail again.
                 self.accept_backoff.pausing(&e, now);
                 self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
