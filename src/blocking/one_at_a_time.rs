@@ -48,7 +48,8 @@ pub fn serve(
     wake_on_shutdown(shutdown, &listener, &ctx.live, config.shutdown_grace);
     enforce_grace_on_shutdown(shutdown, &ctx.live, config.shutdown_grace);
     accept_until_shutdown(&listener, shutdown, |stream, peer| {
-        // At most one connection is ever open, so `--max-connections` (at least 1) never bites.
+        // At most one connection is ever open, so `--max-connections` (at least 1) never bites;
+        // the socket options and the idle timeout are set as in every model.
         if let Some(conn) = ctx.admit(stream, peer) {
             serve_connection(conn, peer, &ctx);
         }

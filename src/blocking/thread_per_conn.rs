@@ -59,22 +59,15 @@ pub fn serve(
     let listener = Arc::new(listener);
     let ctx = Arc::new(Context::new(config, shutdown, stats));
     wake_on_shutdown(shutdown, &listener, &ctx.live, config.shutdown_grace);
-    accept_until_shutdown(&listener, shutdown, |stream, peer| {
-        admit(&ctx, stream, peer, config.max_connections)
-    });
+    accept_until_shutdown(&listener, shutdown, |stream, peer| admit(&ctx, stream, peer));
     drop(listener); // stop listening now: closes the socket (and removes a Unix socket file)
     ctx.live.begin_shutdown(config.shutdown_grace); // done already if the waker got there first
     ctx.live.drain(config.shutdown_grace);
     Ok(())
 }
 
-/// Give a fresh connection its own thread, or close it at once if we are at the cap.
-fn admit(ctx: &Arc<Context>, stream: BlockingStream, peer: Peer, max_connections: usize) {
-    if ctx.live.len() >= max_connections {
-        warn!("max-connections {max_connections} reached: closing connection from {peer}");
-        ctx.stats.connection_rejected();
-        return; // dropping the stream closes it
-    }
+/// Give a fresh connection its own thread, or close it at once if it may not be served.
+fn admit(ctx: &Arc<Context>, stream: BlockingStream, peer: Peer) {
     let Some(conn) = ctx.admit(stream, peer) else { return };
     if let Err(e) = spawn_connection(ctx, conn, peer) {
         // Out of threads or memory: the connection (dropped with the closure) is closed.

@@ -1,4 +1,5 @@
-//! Accepting connections: until `WouldBlock`, within `--max-connections`, and backing off
+//! Accepting connections: until `WouldBlock`, admitted as every model admits them
+//! (`crate::lifecycle::Admission`: `--max-connections`, socket options), and backing off
 //! when the process runs out of file descriptors.
 //!
 //! The listener is registered edge-triggered like everything else in mio, so one READABLE
@@ -15,6 +16,7 @@ use mio::Token;
 
 use super::EventLoop;
 use super::connection::{Connection, READ};
+use crate::lifecycle::ConnId;
 use crate::net::{ACCEPT_BACKOFF, AcceptError, Peer, Stream, classify_accept_error, would_block};
 
 impl EventLoop {
@@ -48,15 +50,10 @@ impl EventLoop {
         }
     }
 
-    /// Serve a freshly accepted connection, or close it at once if we are full.
+    /// Serve a freshly accepted connection, or close it at once if it may not be served
+    /// (dropping the stream closes it).
     fn admit(&mut self, mut stream: Stream, peer: Peer, now: Instant) {
-        if self.connections.len() >= self.config.max_connections {
-            warn!("max-connections {} reached: closing connection from {peer}", self.config.max_connections);
-            self.stats.connection_rejected();
-            return; // dropping the stream closes it
-        }
-        if let Err(e) = self.socket_options.apply(stream.sock_ref(), stream.is_tcp()) {
-            debug!("accept: socket options for {peer} failed, closing: {e}");
+        if !self.admission.admit(self.connections.len(), &stream.sock_ref(), stream.is_tcp(), || peer) {
             return;
         }
         // Key first, register, then insert: if registering fails there is nothing to undo.
@@ -69,7 +66,7 @@ impl EventLoop {
         let (framer, cap) = (self.config.framer(), self.config.connection_cap());
         entry.insert(Connection::new(stream, token, peer, framer, cap, now));
         if let Some(timers) = &mut self.idle {
-            timers.start(token, now);
+            timers.start(ConnId(token.0), now);
         }
         self.stats.connection_opened();
         debug!("token={} opened peer={peer} (open: {})", token.0, self.connections.len());

@@ -23,8 +23,9 @@ use mio::{Interest, Token};
 
 use crate::buffer::{PartialFrame, PendingBuf};
 use crate::framing::{AtEof, Framer, Rest};
+use crate::lifecycle::linger;
 use crate::net::{Peer, Stream, interrupted, would_block};
-use crate::stats::IoTally;
+use crate::stats::{ConnCounts, IoTally};
 
 /// Reads one connection may do per readiness event before the loop moves on to others.
 /// Without a budget, one client that sends without pause could keep the loop reading its
@@ -53,15 +54,26 @@ pub enum Phase {
     Refused,
     /// The server is shutting down: read nothing more, flush what is pending, then linger.
     ShuttingDown,
-    /// Shutting down with nothing left to echo, but the client is still sending or has not
-    /// yet received all our echoes: our FIN went out behind the last echoed byte, and we
-    /// read and discard until the client closes, or until the kernel holds nothing for us
-    /// either way (checked by the loop, see [`Connection::done_lingering`]). Closing at
-    /// once would be wrong: `close(2)` on a socket whose receive queue holds unread bytes
-    /// (or gets some later) makes the kernel send a reset and throw away the echoes still
-    /// in our send queue (RFC 2525, "Failure to RST on close with data pending"; Linux
-    /// `tcp_close`). The grace period bounds how long we linger.
+    /// Ended by the server (shutting down, or refused) with nothing left to echo, but the
+    /// client is still sending or has not yet received all our echoes: our FIN went out
+    /// behind the last echoed byte, and we read and discard until the client closes, or
+    /// until it has acknowledged everything (checked by the loop too, see
+    /// [`Connection::done_lingering`]). Why closing at once would destroy echoes:
+    /// `crate::lifecycle::linger`. The grace period bounds how long we linger.
     Lingering,
+}
+
+/// How far [`Connection::on_readable`] reads when the socket is readable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drain {
+    /// Until a *short read* (fewer bytes than asked), which means the receive queue was
+    /// empty at that moment: any byte that arrives later raises a new edge, so the `read`
+    /// that would only say `WouldBlock` is saved. The common case.
+    ToShortRead,
+    /// Until `WouldBlock`, past short reads: when no new edge will report what may be left.
+    /// The client's FIN may be queued behind the data (a hang-up), an error may wait, an
+    /// urgent byte stops a read short of the bytes behind it, or the read budget ran out.
+    ToWouldBlock,
 }
 
 /// Why [`Connection::on_readable`] stopped reading.
@@ -105,12 +117,8 @@ pub struct Connection {
     registered: Interest,
     /// When bytes last moved in either direction (for the idle timeout).
     last_active: Instant,
-    /// Reads that returned data (the statistics' "messages").
-    reads: u64,
-    /// Bytes read from the client.
-    bytes_in: u64,
-    /// Bytes written back to the client.
-    bytes_out: u64,
+    /// Reads, frames and bytes: in all, and not yet handed to the loop ([`Connection::take_io`]).
+    counts: ConnCounts,
 }
 
 impl Connection {
@@ -129,9 +137,7 @@ impl Connection {
             partial: PartialFrame::default(),
             registered: READ,
             last_active: now,
-            reads: 0,
-            bytes_in: 0,
-            bytes_out: 0,
+            counts: ConnCounts::default(),
         }
     }
 
@@ -140,13 +146,12 @@ impl Connection {
     /// Edge-triggered: read until `WouldBlock`, or until no new event is promised and none
     /// is needed (mio `Poll` docs, "Draining readiness"). A *short read* (fewer bytes than
     /// asked) means the receive queue was empty at that moment; any byte that arrives later
-    /// raises a new edge, so we stop there and save the `read` that would only say
-    /// `WouldBlock`. That holds for TCP and Unix stream sockets on Linux, whose `read`
-    /// copies everything queued up to the length asked. One exception: the client's FIN
-    /// may already be queued behind the data (the event said `read_closed`); it raises no
-    /// further edge, so then we read on until we see the 0 that means EOF. `maybe_eof`
-    /// passes that hint in.
-    pub fn on_readable(&mut self, buf: &mut [u8], maybe_eof: bool, now: Instant) -> io::Result<ReadStop> {
+    /// raises a new edge, so with [`Drain::ToShortRead`] we stop there and save the `read`
+    /// that would only say `WouldBlock`. That holds for TCP and Unix stream sockets on
+    /// Linux, whose `read` copies everything queued up to the length asked. When the event
+    /// says more than "new bytes" (a FIN, an error, an urgent byte), `drain` is
+    /// [`Drain::ToWouldBlock`] and we read on.
+    pub fn on_readable(&mut self, buf: &mut [u8], drain: Drain, now: Instant) -> io::Result<ReadStop> {
         if self.phase == Phase::Lingering {
             return self.discard_input(buf);
         }
@@ -185,11 +190,10 @@ impl Connection {
                 Err(e) => return Err(e),
             };
             trace!("token={} read n={n}", self.token.0);
-            self.reads += 1;
-            self.bytes_in += n as u64;
+            self.counts.read(n);
             self.last_active = now;
             self.echo_frames(&buf[..n])?;
-            if n < room && !maybe_eof {
+            if n < room && drain == Drain::ToShortRead {
                 return Ok(ReadStop::Done); // short read: drained, a new edge will come
             }
         }
@@ -212,6 +216,7 @@ impl Connection {
     /// start from `partial`. In raw mode all of `data` is whole: the plain echo.
     fn echo_frames(&mut self, data: &[u8]) -> io::Result<()> {
         let split = self.framer.split(self.partial.as_slice(), data);
+        self.counts.frames(split.frames);
         let whole = &data[..split.whole];
         if !whole.is_empty() && self.partial.is_empty() {
             self.echo(whole)?;
@@ -245,6 +250,7 @@ impl Connection {
             AtEof::Echo => {
                 let line = self.partial.take();
                 trace!("token={} EOF ends the last line: n={}", self.token.0, line.len());
+                self.counts.frames(1);
                 self.echo(&line)
             }
             AtEof::Discard(n) => {
@@ -257,9 +263,7 @@ impl Connection {
 
     /// Lingering: read what the client still sends and drop it, until its EOF (then the
     /// phase says "closed by the peer", and with nothing pending the loop closes us), or
-    /// until the client has acknowledged every byte we sent: then a close can lose nothing
-    /// of ours, even if it resets a client that is still sending (one that never stops, as a
-    /// line that never ends, must not keep us reading forever).
+    /// until the client has acknowledged every byte we sent ([`linger::done`]).
     fn discard_input(&mut self, buf: &mut [u8]) -> io::Result<ReadStop> {
         let mut stop = ReadStop::BudgetSpent;
         for _ in 0..READS_PER_EVENT {
@@ -278,8 +282,7 @@ impl Connection {
                 Err(e) => return Err(e),
             }
         }
-        let (_, unacknowledged) = self.stream.kernel_queues()?;
-        if unacknowledged == 0 {
+        if linger::done(&self.stream.sock_ref()) {
             trace!("token={} lingering: the client has every echo: closing", self.token.0);
             self.phase = Phase::PeerClosed; // nothing pending: the loop closes us
             return Ok(ReadStop::Done);
@@ -296,7 +299,7 @@ impl Connection {
             return Ok(());
         }
         let n = write_some(&mut self.stream, data)?;
-        self.bytes_out += n as u64;
+        self.counts.wrote(n);
         if n < data.len() {
             // The kernel's send buffer is full: keep the rest; WRITABLE will tell us when
             // there is room again.
@@ -328,7 +331,7 @@ impl Connection {
                 Err(e) => return Err(e),
             }
         };
-        self.bytes_out += n as u64;
+        self.counts.wrote(n);
         let total = head.len() + tail.len();
         trace!("token={} write n={n} of {total} (held start + this read)", self.token.0);
         if n < head.len() {
@@ -346,7 +349,7 @@ impl Connection {
             let asked = self.pending.len();
             let n = write_some(&mut self.stream, self.pending.front())?;
             self.pending.consume(n);
-            self.bytes_out += n as u64;
+            self.counts.wrote(n);
             if n > 0 {
                 self.last_active = now;
             }
@@ -360,22 +363,16 @@ impl Connection {
         self.linger_once_flushed()
     }
 
-    /// Shutting down and everything is handed to the kernel. If the kernel holds nothing
-    /// for this socket either way, stay in `ShuttingDown`: with nothing pending the loop
-    /// closes us at once (an idle client need not delay the shutdown). Otherwise send our
-    /// FIN behind the echoes (`shutdown(Write)`) and linger (see [`Phase::Lingering`]).
+    /// Ended by the server (shutting down, refused) and everything is handed to the kernel:
+    /// linger, or stay as we are if the kernel holds nothing for this socket either way
+    /// (with nothing pending the loop closes us at once: an idle client need not delay the
+    /// shutdown). The rule is `crate::lifecycle::linger`'s, as in every model.
     fn linger_once_flushed(&mut self) -> io::Result<()> {
-        if !matches!(self.phase, Phase::ShuttingDown | Phase::Refused) || !self.pending.is_empty() {
-            return Ok(());
-        }
-        let (unread, unacknowledged) = self.stream.kernel_queues()?;
-        if (unread, unacknowledged) != (0, 0) {
-            trace!(
-                "token={} all echoed; kernel holds unread={unread} unacked={unacknowledged}: \
-                 FIN sent, lingering until the client closes",
-                self.token.0
-            );
-            self.stream.shutdown_write()?;
+        let ended_by_us = matches!(self.phase, Phase::ShuttingDown | Phase::Refused);
+        if ended_by_us
+            && self.pending.is_empty()
+            && linger::begin(&self.stream.sock_ref(), format_args!("token={}", self.token.0))?
+        {
             self.phase = Phase::Lingering;
         }
         Ok(())
@@ -413,10 +410,9 @@ impl Connection {
     }
 
     /// Lingering, and the client has everything: every echoed byte and our FIN are
-    /// acknowledged, and nothing it sent waits unread, so closing cannot reset the
-    /// connection or lose a byte. (A socket that cannot even say so is done too.)
+    /// acknowledged ([`linger::done`]).
     pub fn done_lingering(&self) -> bool {
-        self.phase == Phase::Lingering && self.stream.kernel_queues().map_or(true, |queues| queues == (0, 0))
+        self.phase == Phase::Lingering && linger::done(&self.stream.sock_ref())
     }
 
     /// The server is shutting down: stop reading; what is pending still goes out, then
@@ -455,17 +451,18 @@ impl Connection {
 
     /// Bytes (read, written back, still pending).
     pub fn byte_counts(&self) -> (u64, u64, usize) {
-        (self.bytes_in, self.bytes_out, self.pending.len())
+        (self.counts.bytes_in(), self.counts.bytes_out(), self.pending.len())
     }
 
-    /// Reads and bytes so far, for the loop's statistics (which adds up differences).
-    pub fn io_counts(&self) -> IoTally {
-        IoTally {
-            messages: self.reads,
-            bytes_read: self.bytes_in,
-            bytes_echoed: self.bytes_out,
-            bytes_unsent: 0,
-        }
+    /// The reads, frames and bytes moved since the last call, for the loop's statistics.
+    pub fn take_io(&mut self) -> IoTally {
+        self.counts.take()
+    }
+
+    /// The connection is closing: the last of its counts, with every byte read and never
+    /// echoed (pending, a partial frame, a refused one) counted as unsent.
+    pub fn take_io_at_close(&mut self) -> IoTally {
+        self.counts.take_at_close()
     }
 }
 

@@ -1,5 +1,6 @@
-//! Accepting: one multishot accept for the listener's whole life, within
-//! `--max-connections`, pausing when the process runs out of descriptors.
+//! Accepting: one multishot accept for the listener's whole life, admitted as every model
+//! admits them (`crate::lifecycle::Admission`), pausing when the process runs out of
+//! descriptors.
 //!
 //! The readiness loop learns "a connection is queued" and calls `accept` until
 //! `WouldBlock`. Here one request (`IORING_OP_ACCEPT` with `IORING_ACCEPT_MULTISHOT`, Linux
@@ -11,18 +12,18 @@
 //! (the loop's wait timeout wakes us), cancelling the request if it is still armed.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Instant;
 
 use io_uring::cqueue;
 use io_uring::opcode;
 use io_uring::types::Fd;
-use log::{debug, trace, warn};
-use mio::Token;
+use log::{debug, trace};
 
 use super::UringLoop;
 use super::connection::Connection;
 use super::op::Op;
+use crate::lifecycle::ConnId;
 use crate::net::{
     ACCEPT_BACKOFF, AcceptError, Peer, StdListener, Stream, classify_accept_error, would_block,
 };
@@ -81,40 +82,25 @@ impl UringLoop {
         self.arm_accept()
     }
 
-    /// Serve a freshly accepted descriptor, or close it at once if we are full.
+    /// Serve a freshly accepted descriptor, or close it at once if it may not be served
+    /// (dropping the stream closes it).
     fn admit(&mut self, fd: RawFd, now: Instant) -> io::Result<()> {
         // SAFETY: `fd` was just accepted for us and nothing else owns it; the stream closes it.
-        let stream = unsafe {
-            if self.is_tcp {
-                Stream::Tcp(mio::net::TcpStream::from_raw_fd(fd))
-            } else {
-                Stream::Unix(mio::net::UnixStream::from_raw_fd(fd))
-            }
-        };
+        let stream = Stream::from_fd(unsafe { OwnedFd::from_raw_fd(fd) }, self.is_tcp);
         // Multishot accept returns no address; it costs a `getpeername`, so we ask only when
-        // a log line will show it (TCP only: Unix clients are unnamed).
-        let full = self.connections.len() >= self.config.max_connections;
-        let logged = log::log_enabled!(log::Level::Debug) // here, and in `close` (mod.rs)
-            || log::log_enabled!(target: "echoloop::io_uring", log::Level::Debug);
-        let peer = if stream.is_tcp() && (full || logged) {
-            Peer(stream.sock_ref().peer_addr().ok().and_then(|addr| addr.as_socket()))
-        } else {
-            Peer(None)
-        };
-        if full {
-            warn!("max-connections {} reached: closing connection from {peer}", self.config.max_connections);
-            self.stats.connection_rejected();
-            return Ok(()); // dropping the stream closes it
-        }
-        if let Err(e) = self.socket_options.apply(stream.sock_ref(), stream.is_tcp()) {
-            debug!("accept: socket options for {peer} failed, closing: {e}");
+        // a log line will show it: a refusal, or debug logging (here, and in `close`).
+        let open = self.connections.len();
+        if !self.admission.admit(open, &stream.sock_ref(), stream.is_tcp(), || peer_of(&stream)) {
             return Ok(());
         }
+        let logged = log::log_enabled!(log::Level::Debug)
+            || log::log_enabled!(target: "echoloop::io_uring", log::Level::Debug);
+        let peer = if logged { peer_of(&stream) } else { Peer(None) };
         let entry = self.connections.vacant_entry();
         let key = entry.key();
         let mut conn = Connection::new(stream, peer, self.config.max_pending, now);
         if let Some(timers) = &mut self.idle {
-            timers.start(Token(key), now);
+            timers.start(ConnId(key), now);
         }
         if self.stopping != super::Stopping::No {
             conn.stop_receiving(); // accepted in the moment before the cancel took effect
@@ -124,4 +110,10 @@ impl UringLoop {
         debug!("key={key} opened peer={peer} (open: {})", self.connections.len());
         self.advance(key)
     }
+}
+
+/// The client's address, for a log line (TCP only: Unix clients are unnamed).
+fn peer_of(stream: &Stream) -> Peer {
+    let addr = stream.is_tcp().then(|| stream.sock_ref().peer_addr().ok()?.as_socket()).flatten();
+    Peer(addr)
 }

@@ -54,12 +54,13 @@ use std::time::{Duration, Instant};
 use io_uring::types::{CancelBuilder, Fd};
 use io_uring::{cqueue, opcode, squeue};
 use log::{debug, info, trace, warn};
-use mio::Token;
 use slab::Slab;
 
 use crate::config::ServerConfig;
-use crate::event_loop::IdleTimers;
-use crate::net::{BackoffLog, SocketOptions, StdListener};
+use crate::error::Error;
+use crate::lifecycle::linger::LINGER_CHECK;
+use crate::lifecycle::{Admission, ConnId, IdleTimers, release_crowd};
+use crate::net::{BackoffLog, StdListener};
 use crate::shutdown::ShutdownHandle;
 use crate::stats::{IoTally, Stats};
 use buffers::{BufRing, BufferConfig};
@@ -71,23 +72,16 @@ use ring::Ring;
 /// trying at once; so a recv armed on a quiet socket never fails for want of a buffer.
 const RECV_POLL_FIRST: u16 = 1;
 
-/// Slab slots kept when the last connection closes (as in the event loop).
-const SLAB_KEEP: usize = 1024;
-
-/// While shutting down, how often lingering connections are checked for "the client has
-/// everything" (no completion announces an ACK).
-const LINGER_CHECK: Duration = Duration::from_millis(20);
-
 /// After the grace period, how long cancelled requests may take to complete before we stop
 /// waiting (and leak their memory rather than free it under the kernel).
 const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 
 /// Can this kernel run the model? One line naming what is missing if not (and a bad
 /// buffer-ring setting in the environment is reported here too, before the server binds).
-pub(crate) fn probe() -> Result<(), crate::Error> {
+pub(crate) fn probe() -> Result<(), Error> {
     // A bad setting in the environment is the user's to fix (exit 2); a refusing kernel is not.
-    BufferConfig::from_env().map_err(|e| crate::Error::Usage(e.to_string()))?;
-    ring::probe().map_err(crate::Error::Io)
+    BufferConfig::from_env().map_err(|e| Error::Usage(e.to_string()))?;
+    ring::probe().map_err(Error::Io)
 }
 
 /// Serve `listener` on this thread until `shutdown` has been carried out.
@@ -129,7 +123,7 @@ struct UringLoop {
     wake_fd: Arc<OwnedFd>,
     /// Live connections (and closing ones whose requests are still in flight).
     connections: Slab<Connection>,
-    /// Idle deadlines, when `--idle-timeout` is on (slab key as the token); their only owner.
+    /// Idle deadlines, when `--idle-timeout` is on (slab key = `ConnId`); their only owner.
     idle: Option<IdleTimers>,
     stopping: Stopping,
     /// Completions of this turn, reused between turns.
@@ -138,7 +132,8 @@ struct UringLoop {
     ring_empty: u64,
     shutdown: ShutdownHandle,
     config: ServerConfig,
-    socket_options: SocketOptions,
+    /// `--max-connections` and the socket options of an accepted connection.
+    admission: Admission,
     /// This server's counters (shared with the statistics reporter).
     stats: Arc<Stats>,
     /// This turn's reads and sends, added to `stats` once per turn.
@@ -179,7 +174,7 @@ impl UringLoop {
             ring_empty: 0,
             shutdown: shutdown.clone(),
             config: config.clone(),
-            socket_options: SocketOptions::from_config(config),
+            admission: Admission::new(config, Arc::clone(&stats)),
             stats,
             tally: IoTally::default(),
         })
@@ -199,13 +194,11 @@ impl UringLoop {
                 self.dispatch(cqe, now)?;
             }
             self.completions = completions;
-            if !self.tally.is_empty() {
-                self.stats.record(std::mem::take(&mut self.tally)); // once per turn, not per message
-            }
+            self.stats.publish(&mut self.tally); // once per turn, not per message
             self.run_timers(now)?;
             if self.shutdown_complete(now)? {
                 debug!("io_uring: {} recvs found the buffer ring empty", self.ring_empty);
-                self.stats.record(std::mem::take(&mut self.tally));
+                self.stats.publish(&mut self.tally);
                 return Ok(());
             }
         }
@@ -381,17 +374,13 @@ impl UringLoop {
     fn finish_close(&mut self, key: usize) -> io::Result<()> {
         let mut conn = self.connections.remove(key);
         if let Some(timers) = &mut self.idle {
-            timers.stop(Token(key));
+            timers.stop(ConnId(key));
         }
-        let (bytes_in, bytes_out, owed) = conn.byte_counts();
-        let mut io = conn.take_io();
-        io.bytes_unsent += owed as u64; // received, and now never echoed
-        self.tally.add(io);
+        self.tally.add(conn.take_io_at_close()); // what it owed counts as never echoed
         self.stats.connection_closed();
+        let (bytes_in, bytes_out, owed) = conn.byte_counts();
         debug!("key={key} closed peer={} read={bytes_in} echoed={bytes_out} unsent={owed}", conn.peer());
-        if self.connections.is_empty() && self.connections.capacity() > SLAB_KEEP {
-            self.connections.shrink_to_fit(); // a crowd has gone: give its memory back
-        }
+        release_crowd(&mut self.connections);
         Ok(())
     }
 
@@ -427,11 +416,11 @@ impl UringLoop {
     fn expire_idle(&mut self, now: Instant) -> io::Result<()> {
         let Some(timers) = &mut self.idle else { return Ok(()) };
         let connections = &self.connections;
-        let last_active = |Token(key)| {
+        let last_active = |ConnId(key)| {
             connections.get(key).filter(|conn| conn.phase() != Phase::Closing).map(Connection::last_active)
         };
         let expired = timers.expired(now, last_active);
-        expired.into_iter().try_for_each(|Token(key)| self.close(key, "idle timeout"))
+        expired.into_iter().try_for_each(|ConnId(key)| self.close(key, "idle timeout"))
     }
 
     /// Queue the poll on the shutdown eventfd.

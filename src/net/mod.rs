@@ -40,7 +40,7 @@ pub use errors::{interrupted, timed_out, would_block};
 pub use listener::{Listener, StdListener};
 pub use options::SocketOptions;
 pub use privileged::note_if_root;
-pub use stream::{BlockingStream, Peer, Stream};
+pub use stream::{BlockingStream, Peer, Stream, kernel_queues};
 
 /// The kernel's accept queue length we ask for (it is capped by net.core.somaxconn).
 const BACKLOG: i32 = 1024;

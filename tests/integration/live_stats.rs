@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::util::{Bin, IO_TIMEOUT, connect, random_bytes, run_bin, wait_until, write_until_blocked};
 
 /// Messages of this size, one at a time, each echoed before the next is sent: each is one
-/// `read` on the server, so the line's `messages` count is exact.
+/// `read` on the server, so the line's `reads` count is exact.
 const MESSAGE: usize = 128;
 const MESSAGES: usize = 10;
 
@@ -72,7 +72,7 @@ fn sigusr1_line_counts_a_known_load(model: &str) {
     assert!(wait_until(IO_TIMEOUT, counted_all), "lines never counted every byte:\n{}", server.stderr());
     let lines = stats_lines(&server);
     let last = lines.last().unwrap();
-    for (key, want) in [("accepted", 1), ("rejected", 0), ("messages", MESSAGES as u64)] {
+    for (key, want) in [("accepted", 1), ("rejected", 0), ("reads", MESSAGES as u64)] {
         assert_eq!(total(&server, key), want, "{key} over the lines:\n{}", lines.join("\n"));
     }
     for (key, want) in [("open", 1), ("pending", 0), ("peak", 1)] {
@@ -109,12 +109,12 @@ fn interval_lines_add_up_to_the_load() {
     let done =
         || total("accepted") == 1 && total("rejected") == 1 && total("bytes") == (MESSAGES * MESSAGE) as u64;
     assert!(wait_until(IO_TIMEOUT, done), "lines never added up; stderr:\n{}", server.stderr());
-    assert_eq!(total("messages"), MESSAGES as u64);
+    assert_eq!(total("reads"), MESSAGES as u64);
     // Lines keep coming with nothing to report, and say the client has gone.
     let count = stats_lines(&server).len();
     assert!(wait_until(IO_TIMEOUT, || stats_lines(&server).len() >= count + 2), "lines stopped coming");
     let last = stats_lines(&server).pop().unwrap();
-    assert!(last.contains("open=0 accepted=0 rejected=0 messages/s=0 bytes/s=0 pending=0"), "{last}");
+    assert!(last.contains("open=0 accepted=0 rejected=0 reads/s=0 bytes/s=0 pending=0"), "{last}");
 }
 
 /// With `--workers 2`, one line sums the workers and shows each one's share.
@@ -207,7 +207,8 @@ fn summary_json_after_sigterm() {
     assert!(json["error"].is_null());
     assert_eq!(json["connections"], 3);
     assert_eq!(json["bytes_echoed"], 3 * MESSAGES * MESSAGE);
-    assert_eq!(json["messages"], 3 * MESSAGES);
+    assert_eq!(json["reads"], 3 * MESSAGES);
+    assert!(json.get("frames").is_none() && json.get("datagrams").is_none(), "{json}");
     assert_eq!(json["rejected"], 0);
     assert!(json["duration_secs"].as_f64().is_some_and(|d| d > 0.0), "{json}");
     let workers = json["per_worker"].as_array().expect("per_worker is a list");
