@@ -16,7 +16,7 @@ use std::time::Duration;
 use log::info;
 
 use crate::addr::ListenAddr;
-use crate::blocking;
+use crate::blocking::{self, Placement};
 use crate::config::{Model, ServerConfig};
 use crate::error::Error;
 use crate::event_loop::{EventLoop, UdpEcho};
@@ -176,10 +176,10 @@ impl Server {
         match self.runner {
             Runner::EventLoops(loops) => run_workers(loops, shutdown)?,
             Runner::ThreadPerConn(listener, config) => {
-                blocking::serve_thread_per_conn(listener, &config, shutdown, stats)?
+                blocking::serve(Placement::OwnThread, listener, &config, shutdown, stats)
             }
             Runner::Blocking(listener, config) => {
-                blocking::serve_one_at_a_time(listener, &config, shutdown, stats)?
+                blocking::serve(Placement::AcceptingThread, listener, &config, shutdown, stats)
             }
             #[cfg(target_os = "linux")]
             Runner::IoUring(listener, config) => crate::io_uring::serve(listener, &config, shutdown, stats)?,

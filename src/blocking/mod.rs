@@ -29,7 +29,7 @@
 //! - `registry.rs`: the open connections, within reach of the stop request.
 //! - `echo.rs`: read, write all of it, repeat.
 //! - `thread_per_conn.rs`, `one_at_a_time.rs`: the two models; each only decides *where*
-//!   a connection runs.
+//!   a connection runs ([`Placement`]).
 
 mod accept;
 mod echo;
@@ -45,14 +45,41 @@ use log::{debug, info, warn};
 use crate::config::ServerConfig;
 use crate::framing::Framer;
 use crate::lifecycle::Admission;
-use crate::net::{BlockingStream, Peer};
+use crate::net::{BlockingStream, Peer, StdListener};
 use crate::shutdown::ShutdownHandle;
 use crate::stats::Stats;
 use echo::{ECHO_BUFFER, End, echo_blocking, linger_after_stop};
 use registry::{LiveConnections, Registered};
 
-pub use one_at_a_time::serve as serve_one_at_a_time;
-pub use thread_per_conn::serve as serve_thread_per_conn;
+use accept::wake_on_shutdown;
+
+/// Where a blocking server runs each connection: the one thing its two models decide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// On a thread of its own: the thread-per-conn model (`thread_per_conn.rs`).
+    OwnThread,
+    /// On the accepting thread, one at a time: the blocking model (`one_at_a_time.rs`).
+    AcceptingThread,
+}
+
+/// Serve `listener` until `shutdown` is requested and the connections have finished (or
+/// the grace period is over), running each connection where `placement` says. The counts
+/// are in `stats`.
+pub fn serve(
+    placement: Placement,
+    listener: StdListener,
+    config: &ServerConfig,
+    shutdown: &ShutdownHandle,
+    stats: Arc<Stats>,
+) {
+    let listener = Arc::new(listener);
+    let ctx = Arc::new(Context::new(config, shutdown, stats));
+    wake_on_shutdown(shutdown, &listener, &ctx.live, config.shutdown_grace);
+    match placement {
+        Placement::OwnThread => thread_per_conn::serve(listener, &ctx),
+        Placement::AcceptingThread => one_at_a_time::serve(listener, &ctx),
+    }
+}
 
 /// What both models need to serve one connection: the config's limits, the counters, the
 /// registry of open sockets and the stop request.

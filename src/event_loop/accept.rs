@@ -17,12 +17,12 @@ use mio::Token;
 use super::EventLoop;
 use super::connection::{Connection, READ};
 use crate::lifecycle::ConnId;
-use crate::net::{ACCEPT_BACKOFF, AcceptError, Peer, Stream, classify_accept_error, would_block};
+use crate::net::{AfterAcceptError, Peer, Stream, would_block};
 
 impl EventLoop {
     /// The listener is readable: accept every queued connection.
     pub(super) fn accept_ready(&mut self, now: Instant) {
-        if self.accept_paused_until.is_some() {
+        if self.accept_backoff.is_paused() {
             return; // backing off; the timer resumes us
         }
         loop {
@@ -36,17 +36,12 @@ impl EventLoop {
                 Err(e) if would_block(&e) => return, // queue empty: drained
                 Err(e) => e,
             };
-            match classify_accept_error(&error) {
-                AcceptError::Interrupted => continue, // a signal: retry
-                AcceptError::ConnectionGone => debug!("accept: skipped a connection: {error}"),
-                AcceptError::OutOfResources | AcceptError::Unexpected => {
-                    // The connection is still queued, so the listener stays readable; the
-                    // timer in the loop calls us again after the pause.
-                    self.accept_backoff.pausing(&error, now);
-                    self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
-                    return;
-                }
+            if self.accept_backoff.failed(&error, now) == AfterAcceptError::Pause {
+                // The connection is still queued, so the listener stays readable; the timer
+                // in the loop calls us again after the pause.
+                return;
             }
+            // A signal, or a connection that died in the queue: accept the next one.
         }
     }
 

@@ -38,7 +38,7 @@ use slab::Slab;
 use crate::config::ServerConfig;
 use crate::lifecycle::linger::LINGER_CHECK;
 use crate::lifecycle::{Admission, ConnId, IdleTimers, release_crowd};
-use crate::net::{BackoffLog, Listener, StdListener, interrupted};
+use crate::net::{AcceptBackoff, Listener, StdListener, interrupted};
 use crate::shutdown::ShutdownHandle;
 use crate::stats::{IoTally, Stats};
 use connection::{Connection, Drain, ReadStop};
@@ -121,10 +121,8 @@ pub struct EventLoop {
     unfinished: Vec<Token>,
     /// Idle deadlines, when `--idle-timeout` is on; their only owner. Slab key = `ConnId`.
     idle: Option<IdleTimers>,
-    /// After EMFILE and friends, accepting pauses until this instant.
-    accept_paused_until: Option<Instant>,
-    /// Logs the first accept failure of an episode, reminders, and the recovery.
-    accept_backoff: BackoffLog,
+    /// After EMFILE and friends, accepting pauses; this says until when, and logs it.
+    accept_backoff: AcceptBackoff,
     /// Set when shutdown begins: pending echoes may flush until then.
     grace_deadline: Option<Instant>,
     /// Keeps the waker alive; the shutdown handle holds a closure that fires it.
@@ -163,8 +161,7 @@ impl EventLoop {
             read_buf: vec![0; READ_BUFFER].into_boxed_slice(),
             unfinished: Vec::new(),
             idle: config.idle_timeout.map(IdleTimers::new),
-            accept_paused_until: None,
-            accept_backoff: BackoffLog::default(),
+            accept_backoff: AcceptBackoff::default(),
             grace_deadline: None,
             _waker: waker,
             shutdown: shutdown.clone(),
@@ -294,7 +291,7 @@ impl EventLoop {
         }
         let idle = self.idle.as_ref().and_then(IdleTimers::next_deadline);
         let linger_check = self.grace_deadline.map(|_| now + LINGER_CHECK);
-        [idle, self.grace_deadline, self.accept_paused_until, linger_check]
+        [idle, self.grace_deadline, self.accept_backoff.paused_until(), linger_check]
             .into_iter()
             .flatten()
             .min()
@@ -304,11 +301,7 @@ impl EventLoop {
     /// Everything that happens because time passed rather than because a socket moved.
     fn run_timers(&mut self, now: Instant) {
         self.expire_idle(now);
-        if self.accept_paused_until.is_some_and(|until| until <= now) {
-            self.accept_paused_until = None;
-            // Debug, not info: while descriptors stay short this runs every pause, and
-            // `BackoffLog` already tells the operator when the episode starts and ends.
-            debug!("accept: pause over, trying again");
+        if self.accept_backoff.resume_due(now) {
             self.accept_ready(now);
         }
     }

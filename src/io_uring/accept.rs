@@ -24,14 +24,12 @@ use super::UringLoop;
 use super::connection::Connection;
 use super::op::Op;
 use crate::lifecycle::ConnId;
-use crate::net::{
-    ACCEPT_BACKOFF, AcceptError, Peer, StdListener, Stream, classify_accept_error, would_block,
-};
+use crate::net::{AfterAcceptError, Peer, StdListener, Stream, would_block};
 
 impl UringLoop {
     /// Queue the multishot accept, unless it is armed, paused, or the listener is closed.
     pub(super) fn arm_accept(&mut self) -> io::Result<()> {
-        if self.accept_armed || self.accept_paused_until.is_some() {
+        if self.accept_armed || self.accept_backoff.is_paused() {
             return Ok(());
         }
         let Some(listener) = &self.listener else { return Ok(()) };
@@ -67,17 +65,10 @@ impl UringLoop {
             return self.arm_accept();
         }
         let e = io::Error::from_raw_os_error(-result);
-        match classify_accept_error(&e) {
-            _ if would_block(&e) => trace!("accept: {e}: again"),
-            _ if -result == libc::ECANCELED => trace!("accept cancelled"),
-            AcceptError::Interrupted => trace!("accept: {e}: again"),
-            AcceptError::ConnectionGone => debug!("accept: skipped a connection: {e}"),
-            AcceptError::OutOfResources | AcceptError::Unexpected => {
-                // The connection is still queued; accepting again at once would fail again.
-                self.accept_backoff.pausing(&e, now);
-                self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
-                self.cancel_accept()?;
-            }
+        if would_block(&e) || -result == libc::ECANCELED {
+            trace!("accept: {e}"); // nothing to accept now, or our own cancel
+        } else if self.accept_backoff.failed(&e, now) == AfterAcceptError::Pause {
+            self.cancel_accept()?; // the connection is still queued; accepting would fail again
         }
         self.arm_accept()
     }

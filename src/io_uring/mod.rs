@@ -60,7 +60,7 @@ use crate::config::ServerConfig;
 use crate::error::Error;
 use crate::lifecycle::linger::LINGER_CHECK;
 use crate::lifecycle::{Admission, ConnId, IdleTimers, release_crowd};
-use crate::net::{BackoffLog, StdListener};
+use crate::net::{AcceptBackoff, StdListener};
 use crate::shutdown::ShutdownHandle;
 use crate::stats::{IoTally, Stats};
 use buffers::{BufRing, BufferConfig};
@@ -115,10 +115,8 @@ struct UringLoop {
     is_tcp: bool,
     /// The multishot accept is in the kernel.
     accept_armed: bool,
-    /// After EMFILE and friends, accepting pauses until this instant.
-    accept_paused_until: Option<Instant>,
-    /// Logs the first accept failure of an episode, reminders, and the recovery.
-    accept_backoff: BackoffLog,
+    /// After EMFILE and friends, accepting pauses; this says until when, and logs it.
+    accept_backoff: AcceptBackoff,
     /// The eventfd a shutdown request writes to; the ring polls it.
     wake_fd: Arc<OwnedFd>,
     /// Live connections (and closing ones whose requests are still in flight).
@@ -164,8 +162,7 @@ impl UringLoop {
             is_tcp: matches!(listener, StdListener::Tcp(_)),
             listener: Some(listener),
             accept_armed: false,
-            accept_paused_until: None,
-            accept_backoff: BackoffLog::default(),
+            accept_backoff: AcceptBackoff::default(),
             wake_fd,
             connections: Slab::new(),
             idle: config.idle_timeout.map(IdleTimers::new),
@@ -391,7 +388,7 @@ impl UringLoop {
             Stopping::No => None,
             Stopping::Grace { until } | Stopping::Draining { until } => Some(until.min(now + LINGER_CHECK)),
         };
-        [idle, stop, self.accept_paused_until]
+        [idle, stop, self.accept_backoff.paused_until()]
             .into_iter()
             .flatten()
             .min()
@@ -401,11 +398,7 @@ impl UringLoop {
     /// Everything that happens because time passed rather than because a request completed.
     fn run_timers(&mut self, now: Instant) -> io::Result<()> {
         self.expire_idle(now)?;
-        if self.accept_paused_until.is_some_and(|until| until <= now) {
-            self.accept_paused_until = None;
-            // Debug, not info: while descriptors stay short this runs every pause, and
-            // `BackoffLog` already tells the operator when the episode starts and ends.
-            debug!("accept: pause over, trying again");
+        if self.accept_backoff.resume_due(now) {
             self.arm_accept()?;
         }
         Ok(())

@@ -34,7 +34,7 @@ use std::time::Duration;
 use socket2::{Domain, Socket, Type};
 
 use crate::addr::ListenAddr;
-pub use accept_errors::{ACCEPT_BACKOFF, AcceptError, BackoffLog, classify_accept_error};
+pub use accept_errors::{ACCEPT_BACKOFF, AcceptBackoff, AfterAcceptError};
 pub use activation::{ActivationEnv, InheritedSocket, LISTEN_VARS, take_inherited_socket};
 pub use errors::{interrupted, timed_out, would_block};
 pub use listener::{Listener, StdListener};
