@@ -478,3 +478,212 @@ fn write_some(stream: &mut Stream, data: &[u8]) -> io::Result<usize> {
         }
     }
 }
+
+/// The connection's state machine over real sockets, without a `Poll`: each test plays the
+/// loop (calls `on_readable` / `on_writable` as events would) and the client (the other end
+/// of a socket pair), and checks what the kernel and the client really got.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::framing::Framing;
+    use crate::net::{SocketOptions, kernel_queues};
+    use socket2::SockRef;
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    use std::os::unix::net::UnixStream;
+    use std::time::Duration;
+
+    const RAW: Framer = Framer::new(Framing::Raw, 1);
+    /// A bound on every wait below: these tests never sleep for a result, they poll for it.
+    const PATIENCE: Duration = Duration::from_secs(10);
+
+    /// Our end of a Unix socket pair as a connection (non-blocking, with a send buffer of
+    /// `send_buffer` bytes if given), and the client's end.
+    fn unix_connection(framer: Framer, cap: usize, send_buffer: Option<usize>) -> (Connection, UnixStream) {
+        let (ours, client) = UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        if let Some(size) = send_buffer {
+            SockRef::from(&ours).set_send_buffer_size(size).unwrap();
+        }
+        client.set_nonblocking(true).unwrap();
+        let stream = Stream::from_fd(ours.into(), false);
+        (Connection::new(stream, Token(0), Peer(None), framer, cap, Instant::now()), client)
+    }
+
+    /// Bytes that say where they are: a lost or reordered byte cannot go unnoticed.
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 % 251) as u8).collect()
+    }
+
+    /// The client reads (non-blocking) and the connection writes what it owes, as WRITABLE
+    /// events would, until nothing is pending and the client has every byte echoed so far:
+    /// `got`, everything the client has read.
+    fn client_takes_the_echo(conn: &mut Connection, client: &mut UnixStream, got: &mut Vec<u8>) {
+        let deadline = Instant::now() + PATIENCE;
+        let mut buf = vec![0; 64 * 1024];
+        while conn.byte_counts().2 > 0 || got.len() as u64 != conn.byte_counts().1 {
+            assert!(
+                Instant::now() < deadline,
+                "stuck: client has {} bytes, conn {:?}",
+                got.len(),
+                conn.phase
+            );
+            match client.read(&mut buf) {
+                Ok(0) => break, // our FIN
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if would_block(&e) => {}
+                Err(e) => panic!("client read: {e}"),
+            }
+            conn.on_writable(Instant::now()).unwrap();
+        }
+    }
+
+    /// Readable events, as the loop handles them with `drain`: read and echo until the
+    /// connection stops reading (not the budget), or `max_events`.
+    fn serve_readable(conn: &mut Connection, drain: Drain, max_events: usize) {
+        let mut buf = vec![0; 64 * 1024];
+        for _ in 0..max_events {
+            if conn.on_readable(&mut buf, drain, Instant::now()).unwrap() == ReadStop::Done {
+                return;
+            }
+        }
+    }
+
+    /// A write the kernel takes only in part leaves the rest pending, and the connection
+    /// asks for WRITABLE (and only then); once the client reads, the rest goes out, in
+    /// order, and WRITABLE is dropped again.
+    #[test]
+    fn a_partial_write_asks_for_writable_until_the_rest_is_out() {
+        let (mut conn, mut client) = unix_connection(RAW, 1 << 20, Some(4096));
+        assert_eq!(conn.interest(), Some(READ), "nothing pending: no WRITABLE");
+        let sent = pattern(48 * 1024); // far more than a 4 KiB send buffer takes
+        client.write_all(&sent).unwrap();
+        serve_readable(&mut conn, Drain::ToShortRead, 1);
+        let (read, echoed, pending) = conn.byte_counts();
+        assert_eq!(read, sent.len() as u64, "all of it read in one event");
+        assert!(
+            pending > 0 && echoed + pending as u64 == read,
+            "read={read} echoed={echoed} pending={pending}"
+        );
+        assert_eq!(conn.interest(), Some(READ.add(Interest::WRITABLE)));
+        let mut got = Vec::new();
+        client_takes_the_echo(&mut conn, &mut client, &mut got);
+        assert!(got == sent, "the echo differs from what was sent");
+        assert_eq!(conn.byte_counts().2, 0);
+        assert_eq!(conn.interest(), Some(READ), "all out: WRITABLE dropped");
+    }
+
+    /// At the cap (`--max-pending`) the connection stops reading: its interest has no
+    /// READABLE, and the client's further bytes wait in the kernel, not in our memory.
+    /// Once the client reads its echo, reading resumes and every byte comes back.
+    #[test]
+    fn at_the_cap_it_stops_reading_and_the_bytes_wait_in_the_kernel() {
+        const CAP: usize = 1000;
+        let (mut conn, mut client) = unix_connection(RAW, CAP, Some(4096));
+        let sent = pattern(64 * 1024);
+        client.write_all(&sent).unwrap(); // fits the client's send buffer: no blocking
+        serve_readable(&mut conn, Drain::ToShortRead, 64);
+        assert_eq!(conn.byte_counts().2, CAP, "pending filled to the cap");
+        assert_eq!(conn.interest(), Some(Interest::WRITABLE), "at the cap: WRITABLE only, no READABLE");
+        let stream_socket = conn.stream.sock_ref();
+        let held = kernel_queues(&stream_socket).unwrap().unread;
+        assert!(held > 0, "the rest waits unread in the kernel");
+        assert_eq!(conn.byte_counts().0 + held as u64, sent.len() as u64);
+        // The client reads; each time the connection may read again, it does (as the
+        // reregistration with READABLE would make it), until everything came back.
+        let mut got = Vec::new();
+        let deadline = Instant::now() + PATIENCE;
+        while got.len() < sent.len() {
+            assert!(Instant::now() < deadline, "stuck at {} of {} bytes", got.len(), sent.len());
+            client_takes_the_echo(&mut conn, &mut client, &mut got);
+            assert!(
+                conn.interest().is_some_and(|interest| interest.is_readable()),
+                "nothing pending: reading"
+            );
+            serve_readable(&mut conn, Drain::ToShortRead, 64);
+        }
+        assert!(got == sent, "the echo differs from what was sent");
+        assert!(conn.byte_counts().2 <= CAP);
+    }
+
+    /// The client's EOF while echoes are still pending does not close the connection: it
+    /// stops reading and asks for WRITABLE only; once the echo is out it is finished
+    /// (interest `None`), and the client got every byte.
+    #[test]
+    fn eof_with_bytes_pending_finishes_the_echo_before_closing() {
+        let (mut conn, mut client) = unix_connection(RAW, 1 << 20, Some(4096));
+        let sent = pattern(32 * 1024);
+        client.write_all(&sent).unwrap();
+        client.shutdown(Shutdown::Write).unwrap();
+        // The event says read_closed: the FIN is queued behind the data, so read past the
+        // short read to see it.
+        serve_readable(&mut conn, Drain::ToWouldBlock, 4);
+        assert_eq!(conn.phase, Phase::PeerClosed, "EOF seen");
+        assert!(conn.byte_counts().2 > 0, "still pending");
+        assert_eq!(conn.interest(), Some(Interest::WRITABLE), "no more reading, not finished");
+        let mut got = Vec::new();
+        client_takes_the_echo(&mut conn, &mut client, &mut got);
+        assert!(got == sent, "the echo differs from what was sent");
+        assert_eq!(conn.interest(), None, "echo complete: the loop closes it");
+    }
+
+    /// An urgent (MSG_OOB) byte stops a TCP read short at its mark, with data behind it: a
+    /// short read then proves nothing. Trusting it (`ToShortRead`, the common case) leaves
+    /// the rest unread with no new edge to come; the PRIORITY event makes the loop read to
+    /// `WouldBlock`, and everything comes back, the urgent byte in its place (inline).
+    #[test]
+    fn an_urgent_byte_stops_a_read_short_and_draining_to_would_block_gets_the_rest() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (ours, _) = listener.accept().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        SocketOptions::default().apply(SockRef::from(&ours), true).unwrap(); // urgent data inline
+        client.write_all(b"abc").unwrap();
+        SockRef::from(&client).send_out_of_band(b"!").unwrap();
+        client.write_all(b"def").unwrap();
+        let deadline = Instant::now() + PATIENCE;
+        while kernel_queues(&SockRef::from(&ours)).unwrap().unread < 7 {
+            assert!(Instant::now() < deadline, "the 7 bytes never arrived");
+            std::thread::yield_now();
+        }
+        let stream = Stream::from_fd(ours.into(), true);
+        let mut conn = Connection::new(stream, Token(0), Peer(None), RAW, 1 << 20, Instant::now());
+        let mut buf = vec![0; 64 * 1024];
+        conn.on_readable(&mut buf, Drain::ToShortRead, Instant::now()).unwrap();
+        assert_eq!(conn.byte_counts().0, 3, "the read stopped at the urgent mark, 4 bytes behind it");
+        conn.on_readable(&mut buf, Drain::ToWouldBlock, Instant::now()).unwrap();
+        assert_eq!(conn.byte_counts(), (7, 7, 0));
+        client.set_read_timeout(Some(PATIENCE)).unwrap();
+        let mut echo = [0; 7];
+        client.read_exact(&mut echo).unwrap();
+        assert_eq!(&echo, b"abc!def");
+    }
+
+    /// A frame over `--max-frame` refuses the connection, but it does not close at once:
+    /// the frames before it are echoed, our FIN follows them, and it lingers (reading and
+    /// discarding) while the client has not acknowledged everything; once it has, the
+    /// connection is finished. The client gets exactly the echoes, then EOF.
+    #[test]
+    fn a_refused_frame_lingers_until_the_client_has_every_echo() {
+        let (mut conn, mut client) = unix_connection(Framer::new(Framing::Line, 8), 64, None);
+        client.write_all(b"ok\nthis line is over the limit").unwrap();
+        serve_readable(&mut conn, Drain::ToShortRead, 4);
+        assert_eq!(conn.phase, Phase::Lingering, "the client has not read its echo yet");
+        assert_eq!(conn.interest(), Some(READ), "lingering reads (and discards) to see the end");
+        assert!(!conn.done_lingering());
+        client.write_all(b"more of the refused line").unwrap(); // discarded, never echoed
+        serve_readable(&mut conn, Drain::ToShortRead, 4);
+        let mut got = Vec::new();
+        client.set_nonblocking(false).unwrap();
+        client.set_read_timeout(Some(PATIENCE)).unwrap();
+        client.read_to_end(&mut got).unwrap(); // the echo, then our FIN
+        assert_eq!(got, b"ok\n");
+        assert!(conn.done_lingering(), "the client has everything: lingering may end");
+        // The next readable event (the client's EOF, or more bytes) ends it for good.
+        client.shutdown(Shutdown::Write).unwrap();
+        serve_readable(&mut conn, Drain::ToWouldBlock, 4);
+        assert_eq!(conn.interest(), None, "finished: the loop closes it");
+        let (read, echoed, _) = conn.byte_counts();
+        assert_eq!(echoed, 3);
+        assert_eq!(conn.take_io_at_close().bytes_unsent, read - 3, "the refused bytes count as unsent");
+    }
+}
