@@ -217,6 +217,42 @@ fn summary_json_after_sigterm() {
     assert_eq!(served, 3);
 }
 
+/// With `--framing line` the reports count frames, not reads: the statistics line says
+/// `frames`, and the JSON summary has `frames` beside `reads`. Six lines, one of them cut
+/// in two by the client's writes, are six frames however many reads they took.
+fn framed_servers_count_frames(model: &str) {
+    let path = summary_path(&format!("frames-{model}"));
+    let args =
+        ["127.0.0.1:0", "--model", model, "--framing", "line", "--summary-json", path.to_str().unwrap()];
+    let server = Bin::serve(&args);
+    let mut client = connect(server.tcp());
+    let lines = b"one\ntwo\nthree\nfour\nfive\nsix\n";
+    let (first, rest) = lines.split_at(9); // "one\ntwo\nt": the third line is cut
+    for (part, echoed) in [(first, &lines[..8]), (rest, &lines[8..])] {
+        client.write_all(part).unwrap();
+        let mut back = vec![0; echoed.len()];
+        client.read_exact(&mut back).unwrap();
+        assert_eq!(back, echoed);
+    }
+    let counted_all = || {
+        line_on_sigusr1(&server);
+        total(&server, "frames") == 6
+    };
+    assert!(wait_until(IO_TIMEOUT, counted_all), "lines never counted 6 frames:\n{}", server.stderr());
+    assert!(stats_lines(&server).iter().all(|line| !line.contains("reads")), "{}", server.stderr());
+    drop(client);
+    server.signal(libc::SIGTERM);
+    let (status, log) = server.wait(IO_TIMEOUT);
+    assert!(status.success(), "{status}; log:\n{log}");
+    assert!(log.contains("bytes (6 frames)"), "summary line:\n{log}");
+    let json = read_json(&path);
+    assert_eq!(json["frames"], 6, "{json}");
+    assert!(json["reads"].as_u64().is_some_and(|reads| reads >= 2), "{json}");
+    assert_eq!(json["per_worker"][0]["frames"], 6, "{json}");
+}
+
+for_models!(framed_servers_count_frames);
+
 /// A server that cannot even bind still writes its summary: exit reason "error", and the
 /// error it printed.
 #[test]

@@ -209,7 +209,9 @@ fn reserved_source_ports_are_never_answered() {
     if let Some(why) = no_namespaces() {
         return eprintln!("reserved_source_ports_are_never_answered: skipped: {why}");
     }
-    let server = serve_in_namespace(&["udp:127.0.0.1:0", "-v"]);
+    let json_path = std::env::temp_dir().join(format!("echoloop-udp-reserved-{}.json", std::process::id()));
+    let server =
+        serve_in_namespace(&["udp:127.0.0.1:0", "-v", "--summary-json", json_path.to_str().unwrap()]);
     let addr: SocketAddr = server.addr.strip_prefix("udp:").unwrap().parse().unwrap();
     let (reserved, ordinary, _raw) = in_namespace_of(server.pid(), move || {
         let reserved: Vec<UdpSocket> =
@@ -243,6 +245,17 @@ fn reserved_source_ports_are_never_answered() {
         ),
         "{summary}"
     );
+    // The drops reach the JSON summary too, by cause.
+    let text = std::fs::read_to_string(&json_path).expect("the JSON summary");
+    std::fs::remove_file(&json_path).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let datagrams = &json["datagrams"];
+    assert_eq!(
+        (datagrams["echoed"].as_u64(), datagrams["dropped_reserved_port"].as_u64()),
+        (Some(1), Some(5))
+    );
+    assert_eq!(datagrams["dropped_queue_full"], 0, "{json}");
+    assert_eq!(json["reads"], 6, "every datagram received is a read: {json}");
 }
 
 /// When the kernel refuses replies for a while (`send_to` says `WouldBlock`), they queue up
