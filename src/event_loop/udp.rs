@@ -307,11 +307,13 @@ impl UdpEcho {
         info!("shutting down: {} replies queued, flushing them for up to {:?}", self.queue.len(), self.grace);
     }
 
-    /// Shutting down, and the queue is empty or the grace period is over.
-    fn finished(&self, now: Instant) -> bool {
+    /// Shutting down, and the queue is empty or the grace period is over (what is still
+    /// queued then is never sent: counted as unsent, so nothing shows as pending).
+    fn finished(&mut self, now: Instant) -> bool {
         let Some(deadline) = self.grace_deadline else { return false };
         if !self.queue.is_empty() && now >= deadline {
             warn!("grace period over: {} queued replies not sent", self.queue.len());
+            self.tally.bytes_unsent += self.queue.bytes as u64;
         }
         self.queue.is_empty() || now >= deadline
     }
