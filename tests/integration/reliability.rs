@@ -258,13 +258,16 @@ fn descriptor_exhaustion_logs_a_few_lines_then_recovers(model: &str) {
     assert_round_trip(&mut connect(bin.tcp()), b"a new client after the episode");
 
     // About 25 pauses logged 50 lines before. Now: the first pause and the recovery. (The
-    // three descriptors come free one by one, so a second, brief episode may slip in
-    // between; it too is one warning and one recovery line.)
+    // three descriptors come free one by one, so on a busy machine a brief episode may slip
+    // in after each of the first two; each is one warning and one recovery line.)
     let log = bin.stderr();
     let warnings = log.lines().filter(|line| line.contains(" WARN ")).count();
     let infos = log.lines().filter(|line| line.contains(" INFO ") && line.contains("accept")).count();
     let recoveries = log.matches("accepting again").count();
-    assert!((1..=2).contains(&warnings), "{warnings} warnings (first + at most one more):\n{log}");
+    assert!(
+        (1..=3).contains(&warnings),
+        "{warnings} warnings (first + at most one per freed descriptor):\n{log}"
+    );
     assert!(infos == recoveries && (1..=warnings).contains(&recoveries), "one line per recovery:\n{log}");
 }
 
