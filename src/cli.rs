@@ -122,20 +122,22 @@ pub struct ServeArgs {
 impl ServeArgs {
     /// The library's config: no clap type goes past this point.
     pub fn to_config(&self) -> ServerConfig {
-        ServerConfig {
-            addr: self.addr.clone().unwrap_or_else(|| ServerConfig::default().addr),
-            model: self.model,
-            workers: usize::from(self.workers),
-            max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
-            idle_timeout: (!self.idle_timeout.is_zero()).then_some(self.idle_timeout),
-            max_pending: self.max_pending,
-            send_buffer: self.send_buffer,
-            recv_buffer: self.recv_buffer,
-            shutdown_grace: self.shutdown_grace,
-            stats_interval: (!self.stats_interval.is_zero()).then_some(self.stats_interval),
-            framing: self.framing,
-            max_frame: self.max_frame,
-        }
+        let config = match &self.addr {
+            Some(addr) => ServerConfig::new(addr.clone()),
+            None => ServerConfig::default(),
+        };
+        config
+            .with_model(self.model)
+            .with_workers(usize::from(self.workers))
+            .with_max_connections(usize::try_from(self.max_connections).unwrap_or(usize::MAX))
+            .with_idle_timeout((!self.idle_timeout.is_zero()).then_some(self.idle_timeout))
+            .with_max_pending(self.max_pending)
+            .with_send_buffer(self.send_buffer)
+            .with_recv_buffer(self.recv_buffer)
+            .with_shutdown_grace(self.shutdown_grace)
+            .with_stats_interval((!self.stats_interval.is_zero()).then_some(self.stats_interval))
+            .with_framing(self.framing)
+            .with_max_frame(self.max_frame)
     }
 }
 
@@ -170,7 +172,10 @@ pub struct ClientArgs {
 impl ClientArgs {
     /// The library's options: no clap type goes past this point.
     pub fn to_options(&self) -> ClientOptions {
-        ClientOptions { framing: self.framing, max_frame: self.max_frame, reply_timeout: self.timeout }
+        ClientOptions::default()
+            .with_framing(self.framing)
+            .with_max_frame(self.max_frame)
+            .with_reply_timeout(self.timeout)
     }
 }
 

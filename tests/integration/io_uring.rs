@@ -13,7 +13,7 @@ use std::sync::{Arc, Barrier, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use echoloop::{Model, Server, ServerConfig};
+use echoloop::{Model, Server};
 
 use crate::util::*;
 
@@ -138,7 +138,7 @@ fn a_client_that_does_not_read_is_held_at_the_cap_then_echoed_exactly() {
 fn tiny_pending_caps_still_echo_exactly() {
     skip_if_kernel_refuses!();
     for cap in [1, 7, 4099] {
-        let config = ServerConfig { max_pending: cap, send_buffer: Some(4096), ..config(Model::IoUring) };
+        let config = config(Model::IoUring).with_max_pending(cap).with_send_buffer(Some(4096));
         let server = TestServer::start(config);
         let data = random_bytes(96 * 1024, 44 + cap as u64);
         assert_same_bytes(&echo_chunked(server.connect(), data.clone(), 45), &data);
@@ -151,7 +151,7 @@ fn tiny_pending_caps_still_echo_exactly() {
 #[test]
 fn partial_sends_echo_several_mib_exactly() {
     skip_if_kernel_refuses!();
-    let config = ServerConfig { send_buffer: Some(4096), ..config(Model::IoUring) };
+    let config = config(Model::IoUring).with_send_buffer(Some(4096));
     let server = TestServer::start(config);
     let addr = server.tcp();
     let size = 4 << 20;
