@@ -37,13 +37,14 @@ pub enum Command {
     /// start each I/O model in turn and print a side-by-side table.
     #[cfg(feature = "bench")]
     Bench(echoloop_bench::BenchArgs),
-    /// Print the man page (roff) on stdout, or write a page per subcommand with --dir.
+    /// Print the man page, echoloop(1), on stdout: every command with all of its options
+    /// (`echoloop manpage | man -l -`).
     Manpage(ManpageArgs),
     /// Print a shell completion script on stdout.
     Completions(CompletionsArgs),
 }
 
-/// The end of `serve --help` and of echoloop-serve(1).
+/// The end of `serve --help` (the man page has sections of its own for these).
 const SERVE_NOTES: &str = "\
 Signals: SIGINT or SIGTERM stops gracefully (pending echoes flush for --shutdown-grace; a second \
 signal exits at once with status 130). SIGUSR1 logs a statistics line.
@@ -57,7 +58,7 @@ Exit status: 0 after a graceful stop, 1 on a runtime error (address in use, perm
 /// `echoloop manpage`.
 #[derive(Debug, Args)]
 pub struct ManpageArgs {
-    /// Write echoloop.1 and a page per subcommand (echoloop-serve.1, ...) into DIR instead.
+    /// Write the page to DIR/echoloop.1 instead (for example /usr/local/share/man/man1).
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
 }
