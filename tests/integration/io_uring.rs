@@ -288,7 +288,7 @@ fn out_of_descriptors_backs_off_then_serves_the_queue() {
     let warnings = log.matches("pausing accepts").count();
     let paced = (start.elapsed().as_millis() / 100) as usize + 5;
     assert!(warnings <= paced, "{warnings} accept warnings in {:?}: not backing off", start.elapsed());
-    // Regression (issue 13.4 in this model): every pause ended with an INFO line
+    // Regression (the noisy back-off, in this model): every pause ended with an INFO line
     // ("resuming accepting connections"), ten a second for as long as descriptors were
     // short. The back-off log says when the episode starts and ends; a pause's end is debug.
     let infos = log.lines().filter(|line| line.contains(" INFO ") && line.contains("accept")).count();
