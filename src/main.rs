@@ -147,7 +147,7 @@ fn manpage(dir: Option<&Path>) -> io::Result<()> {
             std::fs::write(&path, page)
                 .map_err(|e| io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display())))
         }
-        None => match io::stdout().lock().write_all(&page) {
+        None => match io::stdout().lock().write_all(page.as_bytes()) {
             // `echoloop manpage | head`: the reader went away; not an error for a filter.
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
             other => other,

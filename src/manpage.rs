@@ -14,22 +14,23 @@ use clap_mangen::Man;
 use clap_mangen::roff::{Roff, bold, roman};
 
 /// The whole page, in roff, for `cli` (the binary's command line).
-pub fn render(cli: Command) -> io::Result<Vec<u8>> {
+pub fn render(cli: Command) -> io::Result<String> {
     let mut cli = cli.disable_help_subcommand(true);
     cli.build(); // each command's usage then starts with `echoloop`
     let man = Man::new(cli.clone());
-    let mut page = Vec::new();
-    man.render_title(&mut page)?; // with the preamble that every render starts with
-    page.extend(piece(|w| man.render_name_section(w))?);
-    page.extend(piece(|w| synopsis(&cli).to_writer(w))?);
-    page.extend(piece(|w| man.render_description_section(w))?);
-    page.extend(piece(|w| description_end().to_writer(w))?);
-    page.extend(piece(|w| man.render_options_section(w))?);
-    page.extend(b".SH COMMANDS\n");
+    let mut title = Vec::new();
+    man.render_title(&mut title)?; // with the preamble that every render starts with
+    let mut page = String::from_utf8_lossy(&title).into_owned();
+    page += &piece(|w| man.render_name_section(w))?;
+    page += &piece(|w| synopsis(&cli).to_writer(w))?;
+    page += &piece(|w| man.render_description_section(w))?;
+    page += &piece(|w| description_end().to_writer(w))?;
+    page += &piece(|w| man.render_options_section(w))?;
+    page += ".SH COMMANDS\n";
     for command in cli.get_subcommands().filter(|c| !c.is_hide_set()) {
-        page.extend(command_section(command)?);
+        page += &command_section(command)?;
     }
-    page.extend(piece(|w| closing_sections(&cli).to_writer(w))?);
+    page += &piece(|w| closing_sections(&cli).to_writer(w))?;
     Ok(page)
 }
 
@@ -65,7 +66,7 @@ fn usage(command: &Command) -> (String, String) {
 
 /// `.SS echoloop serve [OPTIONS] [ADDR]`, what it does, and every option of its own (the
 /// global ones and `--help` are listed once, under OPTIONS).
-fn command_section(command: &Command) -> io::Result<Vec<u8>> {
+fn command_section(command: &Command) -> io::Result<String> {
     let own = command.clone().mut_args(|arg| {
         let elsewhere = arg.is_global_set() || arg.get_id() == "help";
         arg.hide(elsewhere)
@@ -74,41 +75,30 @@ fn command_section(command: &Command) -> io::Result<Vec<u8>> {
     let (name, rest) = usage(command);
     let mut section = Roff::new();
     section.control("SS", [format!("{name}{rest}").as_str()]);
-    let mut bytes = piece(|w| section.to_writer(w))?;
-    bytes.extend(under_heading(&piece(|w| man.render_description_section(w))?));
-    bytes.extend(under_heading(&piece(|w| man.render_options_section(w))?));
-    Ok(bytes)
+    let description = piece(|w| man.render_description_section(w))?;
+    let options = piece(|w| man.render_options_section(w))?;
+    Ok(piece(|w| section.to_writer(w))? + &under_heading(&description) + &under_heading(&options))
 }
 
 /// What one of clap_mangen's renders wrote, without the preamble that each starts with: it
 /// belongs once, at the top of the page.
-fn piece(render: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> io::Result<Vec<u8>> {
+fn piece(render: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> io::Result<String> {
     let mut out = Vec::new();
     render(&mut out)?;
     let text = String::from_utf8_lossy(&out);
-    let kept: String = text
-        .lines()
-        .filter(|line| !line.starts_with(".ie \\n(.g") && !line.starts_with(".el .ds Aq"))
-        .flat_map(|line| [line, "\n"])
-        .collect();
-    Ok(kept.into_bytes())
+    let kept = text.lines().filter(|line| !line.starts_with(".ie \\n(.g") && !line.starts_with(".el .ds Aq"));
+    Ok(kept.flat_map(|line| [line, "\n"]).collect())
 }
 
 /// A section rendered for a command, moved under that command's `.SS` heading: its `.SH`
 /// heading goes, and any further heading (an option group) becomes a bold line.
-fn under_heading(section: &[u8]) -> Vec<u8> {
-    let text = String::from_utf8_lossy(section);
-    let mut lines = text.lines();
-    lines.next(); // DESCRIPTION, OPTIONS
-    let mut out = String::new();
-    for line in lines {
-        match line.strip_prefix(".SH ") {
-            Some(group) => out.push_str(&format!(".PP\n\\fB{}\\fR", group.trim_matches('"'))),
-            None => out.push_str(line),
-        }
-        out.push('\n');
-    }
-    out.into_bytes()
+fn under_heading(section: &str) -> String {
+    let lines = section.lines().skip(1); // .SH DESCRIPTION, .SH OPTIONS
+    let moved = lines.map(|line| match line.strip_prefix(".SH ") {
+        Some(group) => format!(".PP\n\\fB{}\\fR\n", group.trim_matches('"')),
+        None => format!("{line}\n"),
+    });
+    moved.collect()
 }
 
 /// Each section a title and its entries (a term, then what it means).
@@ -219,8 +209,8 @@ mod tests {
 
     #[test]
     fn a_command_section_keeps_its_option_groups_under_its_own_heading() {
-        let options = b".SH OPTIONS\n.TP\n\\fB\\-\\-a\\fR\n.SH \"LOAD OPTIONS\"\n.TP\n\\fB\\-\\-b\\fR\n";
-        let moved = String::from_utf8(under_heading(options)).unwrap();
+        let options = ".SH OPTIONS\n.TP\n\\fB\\-\\-a\\fR\n.SH \"LOAD OPTIONS\"\n.TP\n\\fB\\-\\-b\\fR\n";
+        let moved = under_heading(options);
         assert_eq!(moved, ".TP\n\\fB\\-\\-a\\fR\n.PP\n\\fBLOAD OPTIONS\\fR\n.TP\n\\fB\\-\\-b\\fR\n");
     }
 
