@@ -1,14 +1,21 @@
 //! `ServerConfig`: the limits every model shares, so a comparison between models measures the
 //! I/O model and nothing else. The CLI converts into this type; no clap type leaks past it.
+//!
+//! The type is `#[non_exhaustive]`, so a new setting is not a breaking change: outside this
+//! crate a config starts from [`ServerConfig::new`] (or `default()`) and changes what it
+//! needs with the `with_*` methods, or by assigning a field.
 
 use std::time::Duration;
 
 use crate::addr::ListenAddr;
 use crate::framing::{Framer, Framing};
 
-/// Which I/O model serves the connections. (`clap::ValueEnum` gives the command line the
-/// kebab-case names, `event-loop`, `thread-per-conn`, `blocking`, and each doc line as help.)
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+/// Which I/O model serves the connections. (With the `cli` feature, `clap::ValueEnum` gives
+/// the command line the kebab-case names, `event-loop`, `thread-per-conn`, `blocking`,
+/// `io-uring`, and each doc line as help.) More models may come, so a `match` needs a `_` arm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[non_exhaustive]
 pub enum Model {
     /// One thread, one `mio::Poll`, every connection in a slab (per worker with `workers > 1`).
     #[default]
@@ -34,7 +41,19 @@ impl Model {
 }
 
 /// Everything a server needs to know before it binds.
+///
+/// ```
+/// use std::time::Duration;
+/// use echoloop::{Model, ServerConfig};
+///
+/// let config = ServerConfig::new("127.0.0.1:0".parse()?)
+///     .with_model(Model::ThreadPerConn)
+///     .with_idle_timeout(Some(Duration::from_secs(30)));
+/// assert_eq!(config.validate(), Ok(()));
+/// # Ok::<(), echoloop::AddrParseError>(())
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ServerConfig {
     /// Where to listen.
     pub addr: ListenAddr,
@@ -81,10 +100,39 @@ impl Default for ServerConfig {
     }
 }
 
+/// `with_field(value)` methods that set one field each, so that a config outside this crate
+/// (where `#[non_exhaustive]` forbids struct literals) is still built in one expression.
+macro_rules! setters {
+    ($($setter:ident => $field:ident: $type:ty),* $(,)?) => {$(
+        #[doc = concat!("This, with [`", stringify!($field), "`](Self::", stringify!($field), ") set.")]
+        #[must_use]
+        pub fn $setter(mut self, $field: $type) -> Self {
+            self.$field = $field;
+            self
+        }
+    )*};
+}
+pub(crate) use setters;
+
 impl ServerConfig {
     /// A default configuration listening on `addr`.
     pub fn new(addr: ListenAddr) -> Self {
         ServerConfig { addr, ..ServerConfig::default() }
+    }
+
+    setters! {
+        with_addr => addr: ListenAddr,
+        with_model => model: Model,
+        with_workers => workers: usize,
+        with_max_connections => max_connections: usize,
+        with_idle_timeout => idle_timeout: Option<Duration>,
+        with_max_pending => max_pending: usize,
+        with_send_buffer => send_buffer: Option<usize>,
+        with_recv_buffer => recv_buffer: Option<usize>,
+        with_shutdown_grace => shutdown_grace: Duration,
+        with_stats_interval => stats_interval: Option<Duration>,
+        with_framing => framing: Framing,
+        with_max_frame => max_frame: usize,
     }
 
     /// The framing with its limit, as a connection uses it.

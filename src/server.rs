@@ -1,5 +1,5 @@
-//! `Server`: one entry point for every model, so the CLI, the tests and the benches start
-//! servers the same way: `Server::bind(&config)?`, read `local_addr()`, keep a
+//! `Server`: one entry point for every model, so the CLI, the tests and a program that embeds
+//! the library start servers the same way: `Server::bind(&config)?`, read `local_addr()`, keep a
 //! `shutdown_handle()`, then `run()` until the handle (or a signal) stops it. The binary
 //! uses `Server::bind_with` instead, with a handle whose signal handlers were installed
 //! before binding, so a SIGTERM at any moment after start is a graceful stop; or, when the

@@ -1,4 +1,4 @@
-//! Chaos, kept in the suite (issue 13): for a few seconds, well-behaved clients (random data,
+//! Chaos, kept in the suite: for a few seconds, well-behaved clients (random data,
 //! checked byte for byte) and hostile ones (resets mid-stream, half-close then read,
 //! connect-and-close, slowloris, writers that never read, senders that close without
 //! reading) hit the real binary of each model at once. Not one byte of a well-behaved client

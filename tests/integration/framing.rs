@@ -16,23 +16,15 @@ use super::util::{
 
 /// An in-process config for `variant` with `framing` and frames of up to `max_frame`.
 fn framed(variant: Variant, framing: Framing, max_frame: usize) -> ServerConfig {
-    ServerConfig { framing, max_frame, ..variant.config() }
+    variant.config().with_framing(framing).with_max_frame(max_frame)
 }
 
 /// The real binary for `variant` with `framing` and `--max-frame max_frame`.
 fn serve(variant: Variant, framing: Framing, max_frame: usize) -> Bin {
     let max_frame = max_frame.to_string();
-    let mut args = vec!["127.0.0.1:0", "--framing", framing_name(framing), "--max-frame", &max_frame];
+    let mut args = vec!["127.0.0.1:0", "--framing", framing.name(), "--max-frame", &max_frame];
     args.extend_from_slice(variant.args());
     Bin::serve(&args)
-}
-
-fn framing_name(framing: Framing) -> &'static str {
-    match framing {
-        Framing::Raw => "raw",
-        Framing::Line => "line",
-        Framing::Length => "length",
-    }
 }
 
 /// `for_all_variants!(body: line => Framing::Line, ...)` makes
@@ -345,8 +337,7 @@ fn backpressure_counts_the_partial_frame() {
 /// (a held start plus the end just read, in one `writev`) are often taken only in part, and
 /// the rest waits in the pending buffer, in order.
 fn partial_writes_of_completed_frames(variant: Variant, framing: Framing) {
-    let server =
-        TestServer::start(ServerConfig { send_buffer: Some(4096), ..framed(variant, framing, 60_000) });
+    let server = TestServer::start(framed(variant, framing, 60_000).with_send_buffer(Some(4096)));
     let sent = frames(framing, 300, 60_000, 31).concat(); // about 9 MB
     let echoed = super::util::echo_chunked(server.connect(), sent.clone(), 32);
     assert_same_bytes(&echoed, &sent);

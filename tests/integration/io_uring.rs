@@ -13,7 +13,7 @@ use std::sync::{Arc, Barrier, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use echoloop::{Model, Server, ServerConfig};
+use echoloop::{Model, Server};
 
 use crate::util::*;
 
@@ -138,7 +138,7 @@ fn a_client_that_does_not_read_is_held_at_the_cap_then_echoed_exactly() {
 fn tiny_pending_caps_still_echo_exactly() {
     skip_if_kernel_refuses!();
     for cap in [1, 7, 4099] {
-        let config = ServerConfig { max_pending: cap, send_buffer: Some(4096), ..config(Model::IoUring) };
+        let config = config(Model::IoUring).with_max_pending(cap).with_send_buffer(Some(4096));
         let server = TestServer::start(config);
         let data = random_bytes(96 * 1024, 44 + cap as u64);
         assert_same_bytes(&echo_chunked(server.connect(), data.clone(), 45), &data);
@@ -151,7 +151,7 @@ fn tiny_pending_caps_still_echo_exactly() {
 #[test]
 fn partial_sends_echo_several_mib_exactly() {
     skip_if_kernel_refuses!();
-    let config = ServerConfig { send_buffer: Some(4096), ..config(Model::IoUring) };
+    let config = config(Model::IoUring).with_send_buffer(Some(4096));
     let server = TestServer::start(config);
     let addr = server.tcp();
     let size = 4 << 20;
@@ -288,7 +288,7 @@ fn out_of_descriptors_backs_off_then_serves_the_queue() {
     let warnings = log.matches("pausing accepts").count();
     let paced = (start.elapsed().as_millis() / 100) as usize + 5;
     assert!(warnings <= paced, "{warnings} accept warnings in {:?}: not backing off", start.elapsed());
-    // Regression (issue 13.4 in this model): every pause ended with an INFO line
+    // Regression (the noisy back-off, in this model): every pause ended with an INFO line
     // ("resuming accepting connections"), ten a second for as long as descriptors were
     // short. The back-off log says when the episode starts and ends; a pause's end is debug.
     let infos = log.lines().filter(|line| line.contains(" INFO ") && line.contains("accept")).count();

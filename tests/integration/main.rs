@@ -69,7 +69,7 @@ mod netns;
 mod partial_writes;
 /// Regressions and hostile clients.
 mod regression;
-/// Issue 13's regressions: Unix socket files, the start-up signal window, the back-off log, limits.
+/// Faults found by attacking the server: Unix socket files, the start-up signal window, the back-off log, limits.
 mod reliability;
 /// Graceful shutdown on SIGTERM / SIGINT, and the grace period.
 mod shutdown;

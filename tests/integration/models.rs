@@ -34,7 +34,7 @@ impl Variant {
     pub(crate) fn config(self) -> ServerConfig {
         match self {
             Variant::EventLoop => config(Model::EventLoop),
-            Variant::Workers2 => ServerConfig { workers: 2, ..config(Model::EventLoop) },
+            Variant::Workers2 => config(Model::EventLoop).with_workers(2),
             Variant::ThreadPerConn => config(Model::ThreadPerConn),
             Variant::Blocking => config(Model::Blocking),
             Variant::IoUring => config(Model::IoUring),
@@ -142,7 +142,7 @@ for_all_variants!(half_close);
 /// second client is served meanwhile, or, in the blocking model, right after.
 fn idle_timeout_closes_quiet_clients(variant: Variant) {
     let timeout = Duration::from_millis(500);
-    let server = TestServer::start(ServerConfig { idle_timeout: Some(timeout), ..variant.config() });
+    let server = TestServer::start(variant.config().with_idle_timeout(Some(timeout)));
     let mut quiet = server.connect();
     let last_activity = Instant::now(); // the server's last activity comes after this
     expect_echo(&mut quiet, b"ping");
@@ -167,12 +167,11 @@ for_all_variants!(idle_timeout_closes_quiet_clients);
 /// A client that sends but never reads moves no bytes once the buffers are full, so the idle
 /// timeout closes it too (the threaded models learn it from SO_SNDTIMEO).
 fn idle_timeout_closes_clients_that_never_read(variant: Variant) {
-    let config = ServerConfig {
-        idle_timeout: Some(Duration::from_millis(500)),
-        send_buffer: Some(16 * 1024),
-        recv_buffer: Some(16 * 1024),
-        ..variant.config()
-    };
+    let config = variant
+        .config()
+        .with_idle_timeout(Some(Duration::from_millis(500)))
+        .with_send_buffer(Some(16 * 1024))
+        .with_recv_buffer(Some(16 * 1024));
     let server = TestServer::start(config);
     let stream = connect_small_buffers(server.tcp());
     let (sent, writer) = write_without_reading(stream.try_clone().unwrap());
@@ -232,12 +231,11 @@ for_all_variants!(sigterm_right_after_the_listening_line);
 /// client does. What the client finally reads is a prefix of what it sent.
 fn shutdown_is_bounded_by_grace(variant: Variant) {
     let grace = Duration::from_millis(500);
-    let config = ServerConfig {
-        shutdown_grace: grace,
-        send_buffer: Some(16 * 1024),
-        recv_buffer: Some(16 * 1024),
-        ..variant.config()
-    };
+    let config = variant
+        .config()
+        .with_shutdown_grace(grace)
+        .with_send_buffer(Some(16 * 1024))
+        .with_recv_buffer(Some(16 * 1024));
     let server = TestServer::start(config);
     let mut stream = connect_small_buffers(server.tcp());
     expect_echo(&mut stream, b"x"); // the connection is being served (not queued)
@@ -317,7 +315,7 @@ for_all_variants!(a_stop_while_the_client_sends_delivers_every_echo);
 
 /// Over `--max-connections`, a client is accepted and closed at once; the others stay served.
 fn max_connections_rejects_the_extra_client(variant: Variant) {
-    let server = TestServer::start(ServerConfig { max_connections: 2, ..variant.config() });
+    let server = TestServer::start(variant.config().with_max_connections(2));
     let mut first = server.connect();
     let mut second = server.connect();
     expect_echo(&mut first, b"one");
@@ -342,7 +340,7 @@ for_variants!(max_connections_rejects_the_extra_client:
 /// Every model serves a Unix domain socket, and removes the socket file when it stops.
 fn unix_socket_echo(variant: Variant) {
     let path = socket_path(&format!("{variant:?}"));
-    let server = TestServer::start(ServerConfig { addr: ListenAddr::Unix(path.clone()), ..variant.config() });
+    let server = TestServer::start(variant.config().with_addr(ListenAddr::Unix(path.clone())));
     let clients = if variant.serves_one_at_a_time() { 1 } else { 4 };
     let threads: Vec<_> = (0..clients)
         .map(|i| {

@@ -1,4 +1,4 @@
-//! A real network between client and server (issue 13): each test makes two network
+//! A real network between client and server: each test makes two network
 //! namespaces joined by a veth pair, shapes the link (`tbf`: a low rate delays, a small
 //! queue drops packets so TCP retransmits; MTU changes), runs the real server in one
 //! namespace and its clients in the other, and checks exact echo (large transfers,

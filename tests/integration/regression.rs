@@ -6,14 +6,14 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use echoloop::{Model, ServerConfig};
+use echoloop::Model;
 
 use crate::util::*;
 
 /// A client reset (SO_LINGER 0) with echoes pending disturbs no other client; the server goes on.
 #[test]
 fn client_reset_with_pending_echoes_disturbs_nobody() {
-    let server = TestServer::start(ServerConfig { send_buffer: Some(4096), ..config(Model::EventLoop) });
+    let server = TestServer::start(config(Model::EventLoop).with_send_buffer(Some(4096)));
     let addr = server.tcp();
     // A bystander doing round trips until told to stop, checking each echo.
     let (stop, trips) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));

@@ -1,5 +1,6 @@
-//! Regressions of issue 13 (two Unix-socket faults, the start-up signal window, a noisy
-//! accept back-off, limits the machine cannot honour): each test is named after its fault.
+//! Regressions of the faults found by attacking the server (two Unix-socket faults, the
+//! start-up signal window, a noisy accept back-off, limits the machine cannot honour; see
+//! docs/reliability.md): each test is named after its fault.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -68,7 +69,7 @@ fn raise_open_file_limit(want: libc::rlim_t) {
     }
 }
 
-/// Issue 13.1: a second server on the path of a live one whose accept queue is full exits
+/// Regression: a second server on the path of a live one whose accept queue is full exits
 /// 1 at once saying "in use" (the stale-socket probe was a blocking connect: it hung).
 #[test]
 fn second_server_on_a_full_accept_queue_says_in_use_at_once() {
@@ -95,7 +96,7 @@ fn second_server_on_a_full_accept_queue_says_in_use_at_once() {
     assert_round_trip(&mut busy, b"still served");
 }
 
-/// Issue 13.2: stopping a server whose socket file was deleted and bound again by another
+/// Regression: stopping a server whose socket file was deleted and bound again by another
 /// server leaves the other's file alone; the other still serves, and removes its own file.
 #[test]
 fn stopping_a_server_leaves_a_newer_servers_socket_file() {
@@ -151,7 +152,7 @@ fn sigterm(child: &Child) {
 /// Delays after the socket file appears, in microseconds: from "just bound" to "running".
 const DELAYS_US: [u64; 8] = [0, 0, 50, 200, 500, 1000, 2000, 5000];
 
-/// Issue 13.3: SIGTERM at any moment once the socket exists (bound, but perhaps before
+/// Regression: SIGTERM at any moment once the socket exists (bound, but perhaps before
 /// `run` has registered its wakers) is a graceful stop, exit 0, never death by the signal.
 /// The socket file is the marker: `bind(2)` creates it, after the handlers are installed.
 fn sigterm_right_after_bind_is_graceful(model: &str) {
@@ -176,7 +177,7 @@ fn sigterm_right_after_bind_is_graceful(model: &str) {
     }
 }
 
-/// Issue 13.3, seen from a launcher: SIGTERM 0-5 ms after spawn always ends the process
+/// The same window, seen from a launcher: SIGTERM 0-5 ms after spawn always ends the process
 /// at once. Before `main` installs the handlers the default action may still kill it (no
 /// program can handle a signal before it runs); after, it is a graceful exit 0, even when
 /// the stop comes before the server runs (a late waker is run when it registers).
@@ -224,7 +225,7 @@ mod sigterm_right_after_spawn_ends_the_process {
     }
 }
 
-/// Issue 13.4: out of descriptors for seconds, the accept back-off logs the first pause and
+/// Regression: out of descriptors for seconds, the accept back-off logs the first pause and
 /// the recovery (it logged a WARN and an INFO line per 100 ms pause), and then serves again.
 fn descriptor_exhaustion_logs_a_few_lines_then_recovers(model: &str) {
     let bin = Bin::serve(&["--model", model, "127.0.0.1:0"]);
@@ -282,7 +283,7 @@ mod descriptor_exhaustion_logs_a_few_lines_then_recovers {
     }
 }
 
-/// Issue 13.5: limits the machine cannot honour are usage errors (exit 2) naming the flag.
+/// Regression: limits the machine cannot honour are usage errors (exit 2) naming the flag.
 #[test]
 fn impossible_limits_are_usage_errors_naming_the_flag() {
     for (flag, value) in [
@@ -298,7 +299,7 @@ fn impossible_limits_are_usage_errors_naming_the_flag() {
     }
 }
 
-/// Issue 13.5: a socket buffer over net.core.wmem_max / rmem_max is served, with one
+/// Regression: a socket buffer over net.core.wmem_max / rmem_max is served, with one
 /// warning per flag (not per worker) saying what the kernel applies.
 #[test]
 fn socket_buffer_over_the_sysctl_cap_says_what_is_applied() {
