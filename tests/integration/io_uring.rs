@@ -243,9 +243,10 @@ fn shutdown_echoes_an_exact_prefix_of_what_was_sent() {
 /// io_uring's accept reads RLIMIT_NOFILE when the request is armed, and a multishot accept
 /// stays armed, so lowering the limit of a running server (as `limits.rs` does for the event
 /// loop) would not be seen. The limit is set before the server starts instead, and clients
-/// use up the descriptors.
-#[test]
-fn out_of_descriptors_backs_off_then_serves_the_queue() {
+/// use up the descriptors. (This is io-uring's form of
+/// `reliability::descriptor_exhaustion_logs_a_few_lines_then_recovers`, and runs as its
+/// `io_uring` test: see `variants::Need::LimitLoweredWhileRunning`.)
+pub(crate) fn out_of_descriptors_backs_off_then_serves_the_queue() {
     skip_if_kernel_refuses!();
     const LIMIT: usize = 64;
     let script = format!("ulimit -n {LIMIT} && exec \"$0\" serve --model io-uring 127.0.0.1:0");
