@@ -118,6 +118,14 @@ pub struct ServeArgs {
     /// the connection after the frames before it are echoed (K/M suffixes).
     #[arg(long, value_name = "BYTES", default_value = "64K", value_parser = parse_frame_size)]
     pub max_frame: usize,
+    /// io-uring: receive buffers in the ring the kernel fills as bytes arrive, a power of
+    /// two up to 32768. They bound the recvs completing in one loop turn, not the connections.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub uring_buffers: usize,
+    /// io-uring: bytes per receive buffer, the most one recv brings (K/M suffixes). The
+    /// buffers are allocated at start: N x BYTES of memory, used as they fill.
+    #[arg(long, value_name = "BYTES", default_value = "64K", value_parser = parse_size)]
+    pub uring_buffer_size: usize,
 }
 
 impl ServeArgs {
@@ -139,6 +147,8 @@ impl ServeArgs {
             .with_stats_interval((!self.stats_interval.is_zero()).then_some(self.stats_interval))
             .with_framing(self.framing)
             .with_max_frame(self.max_frame)
+            .with_uring_buffers(self.uring_buffers)
+            .with_uring_buffer_size(self.uring_buffer_size)
     }
 }
 

@@ -79,6 +79,18 @@ pub struct ServerConfig {
     pub framing: Framing,
     /// The largest frame: a line with its `\n`, or a length frame's payload.
     pub max_frame: usize,
+    /// io-uring only: receive buffers in the provided-buffer ring, a power of two up to
+    /// 32768 (the kernel's limit). A buffer is out of the ring for a loop turn at most, so
+    /// this bounds the recvs completing in one turn, not the connections: 2000 busy
+    /// connections never found 256 empty (docs/results/2026-11-30-io-uring.md), and a recv
+    /// that does is simply armed again.
+    pub uring_buffers: usize,
+    /// io-uring only: bytes per receive buffer, the most one recv brings. The default is
+    /// the event loop's 64 KiB read, so a bulk transfer takes as few recvs (16 KiB buffers
+    /// cost the bulk scenario about a third more CPU per message). The kernel takes buffers
+    /// in ring order, so in time every one is touched: `uring_buffers * uring_buffer_size`
+    /// is a fixed cost (16 MiB by default), whatever the number of connections.
+    pub uring_buffer_size: usize,
 }
 
 impl Default for ServerConfig {
@@ -96,6 +108,8 @@ impl Default for ServerConfig {
             stats_interval: None,
             framing: Framing::Raw,
             max_frame: 64 * 1024,
+            uring_buffers: 256,
+            uring_buffer_size: 64 * 1024,
         }
     }
 }
@@ -133,6 +147,8 @@ impl ServerConfig {
         with_stats_interval => stats_interval: Option<Duration>,
         with_framing => framing: Framing,
         with_max_frame => max_frame: usize,
+        with_uring_buffers => uring_buffers: usize,
+        with_uring_buffer_size => uring_buffer_size: usize,
     }
 
     /// The framing with its limit, as a connection uses it.
@@ -179,6 +195,7 @@ impl ServerConfig {
         if let ListenAddr::Udp(_) = self.addr {
             self.validate_udp()?;
         }
+        self.validate_uring_buffers()?;
         if self.max_connections == 0 {
             return Err("--max-connections must be at least 1".into());
         }
@@ -216,6 +233,40 @@ impl ServerConfig {
 }
 
 impl ServerConfig {
+    /// `--uring-buffers` and `--uring-buffer-size`: for the io-uring model only, a ring the
+    /// kernel accepts, and a pool this machine can hold (in time every buffer is touched).
+    fn validate_uring_buffers(&self) -> Result<(), String> {
+        let defaults = ServerConfig::default();
+        let (count, size) = (self.uring_buffers, self.uring_buffer_size);
+        if self.model != Model::IoUring
+            && (count, size) != (defaults.uring_buffers, defaults.uring_buffer_size)
+        {
+            return Err(format!(
+                "--uring-buffers and --uring-buffer-size apply to the io-uring model, not {}",
+                self.model.name()
+            ));
+        }
+        if !count.is_power_of_two() || count > MAX_URING_BUFFERS {
+            return Err(format!(
+                "--uring-buffers {count}: the kernel's buffer ring takes a power of two, 1 to {MAX_URING_BUFFERS}"
+            ));
+        }
+        if size == 0 || size as u64 > u64::from(u32::MAX) {
+            return Err(format!(
+                "--uring-buffer-size {size}: expected 1 byte to {} (a recv's length is 32 bits)",
+                u32::MAX
+            ));
+        }
+        let pool = (count as u64).saturating_mul(size as u64);
+        if let Some(memory) = physical_memory().filter(|&memory| pool > memory) {
+            return Err(format!(
+                "--uring-buffers {count} x --uring-buffer-size {size} is {pool} bytes, more than this \
+                 machine's memory ({memory} bytes)"
+            ));
+        }
+        Ok(())
+    }
+
     /// A `udp:` address: one event loop over one socket, and no stream to frame.
     fn validate_udp(&self) -> Result<(), String> {
         if self.model != Model::EventLoop {
@@ -240,6 +291,10 @@ impl ServerConfig {
 
 /// The shortest `--stats-interval` (other than 0, off): ten lines a second.
 const MIN_STATS_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The most buffers a provided-buffer ring may hold (the kernel refuses 65536 and more;
+/// rings are powers of two).
+const MAX_URING_BUFFERS: usize = 32768;
 
 /// The largest SO_SNDBUF / SO_RCVBUF value the kernel can store: it doubles the value (for
 /// its bookkeeping) into a C `int`. The kernel also caps it at net.core.wmem_max /
@@ -336,6 +391,25 @@ mod tests {
         assert!(config.validate().unwrap_err().contains("--framing line"));
         let config = ServerConfig { model: Model::IoUring, ..Default::default() };
         assert_eq!(config.validate(), Ok(()));
+    }
+
+    #[test]
+    fn uring_buffers_are_checked_and_only_for_io_uring() {
+        let uring = ServerConfig { model: Model::IoUring, ..Default::default() };
+        let config = ServerConfig { uring_buffers: 4, uring_buffer_size: 2048, ..uring.clone() };
+        assert_eq!(config.validate(), Ok(()));
+        for bad in [0, 3, 1000, 65536] {
+            let config = ServerConfig { uring_buffers: bad, ..uring.clone() };
+            assert!(config.validate().unwrap_err().contains(&format!("--uring-buffers {bad}:")), "{bad}");
+        }
+        let config = ServerConfig { uring_buffer_size: 1 << 32, ..uring.clone() };
+        assert!(config.validate().unwrap_err().contains("--uring-buffer-size 4294967296"));
+        let config = ServerConfig { uring_buffers: 32768, uring_buffer_size: u32::MAX as usize, ..uring };
+        if physical_memory().is_some() {
+            assert!(config.validate().unwrap_err().contains("more than this machine's memory"));
+        }
+        let config = ServerConfig { uring_buffers: 64, ..Default::default() };
+        assert!(config.validate().unwrap_err().contains("apply to the io-uring model, not event-loop"));
     }
 
     #[test]

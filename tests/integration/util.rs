@@ -262,6 +262,8 @@ impl Bin {
 
     /// Send it a signal.
     pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) takes no pointer; the pid is our own child's, not yet reaped (the
+        // `Child` is still held), so it cannot name another process.
         let rc = unsafe { libc::kill(self.child.id() as i32, signal) };
         assert_eq!(rc, 0, "kill failed");
     }
