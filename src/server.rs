@@ -1,5 +1,5 @@
-//! `Server`: one entry point for every model, so the CLI, the tests and the benches start
-//! servers the same way: `Server::bind(&config)?`, read `local_addr()`, keep a
+//! `Server`: one entry point for every model, so the CLI, the tests and a program that embeds
+//! the library start servers the same way: `Server::bind(&config)?`, read `local_addr()`, keep a
 //! `shutdown_handle()`, then `run()` until the handle (or a signal) stops it. The binary
 //! uses `Server::bind_with` instead, with a handle whose signal handlers were installed
 //! before binding, so a SIGTERM at any moment after start is a graceful stop; or, when the
@@ -46,9 +46,9 @@ enum Runner {
     ThreadPerConn(StdListener, ServerConfig),
     /// One connection at a time on the accepting thread.
     Blocking(StdListener, ServerConfig),
-    /// The completion model: one thread, one io_uring.
+    /// The completion model: its ring and buffers allocated at bind time.
     #[cfg(target_os = "linux")]
-    IoUring(StdListener, ServerConfig),
+    IoUring(Box<crate::io_uring::UringLoop>),
     /// The UDP echo: one loop over one socket.
     Udp(UdpEcho),
 }
@@ -121,7 +121,10 @@ impl Server {
             Model::ThreadPerConn => Runner::ThreadPerConn(first, config.clone()),
             Model::Blocking => Runner::Blocking(first, config.clone()),
             #[cfg(target_os = "linux")]
-            Model::IoUring => Runner::IoUring(first, config.clone()),
+            Model::IoUring => {
+                let uring = crate::io_uring::UringLoop::new(first, config, &shutdown, stats.worker(0))?;
+                Runner::IoUring(Box::new(uring))
+            }
             #[cfg(not(target_os = "linux"))]
             Model::IoUring => unreachable!("check_before_binding refuses io-uring off Linux"),
         };
@@ -182,7 +185,7 @@ impl Server {
                 blocking::serve(Placement::AcceptingThread, listener, &config, shutdown, stats)
             }
             #[cfg(target_os = "linux")]
-            Runner::IoUring(listener, config) => crate::io_uring::serve(listener, &config, shutdown, stats)?,
+            Runner::IoUring(uring) => uring.run()?,
             Runner::Udp(udp) => udp.run()?,
         };
         drop(reporter); // no statistics line after the summary
@@ -200,7 +203,7 @@ impl Server {
             Runner::ThreadPerConn(..) => "thread-per-conn model".to_string(),
             Runner::Blocking(..) => "blocking model".to_string(),
             #[cfg(target_os = "linux")]
-            Runner::IoUring(..) => "io-uring model".to_string(),
+            Runner::IoUring(_) => "io-uring model".to_string(),
             Runner::Udp(_) => "UDP echo (event loop)".to_string(),
         }
     }

@@ -1,4 +1,4 @@
-//! Stop requests: one `ShutdownHandle` that signals, tests and benches all use.
+//! Stop requests: one `ShutdownHandle` that signals, tests and embedding programs all use.
 //!
 //! A stop request must reach a thread that is blocked somewhere: an event loop inside
 //! `Poll::poll`, an acceptor inside `accept(2)`. So the handle is a flag that anyone can read
@@ -33,7 +33,8 @@ struct Inner {
 pub enum StopCause {
     /// SIGINT or SIGTERM (the signal number).
     Signal(i32),
-    /// [`ShutdownHandle::shutdown`] was called (by a test, a bench, or a failing worker).
+    /// [`ShutdownHandle::shutdown`] was called (by a test, an embedding program, or a failing
+    /// worker).
     Requested,
 }
 
