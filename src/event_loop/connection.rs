@@ -171,16 +171,7 @@ impl Connection {
                 return Ok(ReadStop::Done);
             }
             let n = match self.stream.read(&mut buf[..room]) {
-                Ok(0) => {
-                    trace!(
-                        "token={} read EOF: client half-closed, pending={}",
-                        self.token.0,
-                        self.pending.len()
-                    );
-                    self.phase = Phase::PeerClosed;
-                    self.end_partial_frame_at_eof()?;
-                    return Ok(ReadStop::Done);
-                }
+                Ok(0) => return self.peer_closed(),
                 Ok(n) => n,
                 Err(e) if would_block(&e) => {
                     trace!("token={} read WouldBlock: drained", self.token.0);
@@ -240,6 +231,15 @@ impl Connection {
             }
         }
         Ok(())
+    }
+
+    /// `read` returned 0: the client half-closed. Read no more; what is pending still goes
+    /// out, then the loop closes us (see [`Connection::interest`]).
+    fn peer_closed(&mut self) -> io::Result<ReadStop> {
+        trace!("token={} read EOF: client half-closed, pending={}", self.token.0, self.pending.len());
+        self.phase = Phase::PeerClosed;
+        self.end_partial_frame_at_eof()?;
+        Ok(ReadStop::Done)
     }
 
     /// The client's EOF arrived: a last line without `\n` is whole now, so echo it; a
