@@ -108,10 +108,20 @@ impl IoTally {
 /// One connection's counts, kept the same way in every model: running totals (for its
 /// closing log line, and what it leaves unsent) and the part not yet handed over to the
 /// server's [`Stats`], which the model takes as an [`IoTally`] with [`ConnCounts::take`].
+///
+/// Every connection carries one, so it is kept small (40 bytes): the reads and frames not yet
+/// handed over fit a `u32`, because hand-overs are at most one loop turn (at most
+/// `READS_PER_EVENT` reads of 64 KiB) or one blocking read apart.
 #[derive(Debug, Clone, Default)]
 pub struct ConnCounts {
-    /// Not yet handed over.
-    unreported: IoTally,
+    /// Reads not yet handed over.
+    reads: u32,
+    /// Frames not yet handed over.
+    frames: u32,
+    /// Bytes read, not yet handed over.
+    bytes_read: u64,
+    /// Bytes written back, not yet handed over.
+    bytes_echoed: u64,
     /// Bytes read from the client, in all.
     bytes_in: u64,
     /// Bytes written back to the client, in all.
@@ -121,25 +131,33 @@ pub struct ConnCounts {
 impl ConnCounts {
     /// A read returned `n` bytes.
     pub fn read(&mut self, n: usize) {
-        self.unreported.reads += 1;
-        self.unreported.bytes_read += n as u64;
+        self.reads += 1;
+        self.bytes_read += n as u64;
         self.bytes_in += n as u64;
     }
 
     /// `n` whole frames were echoed (or queued for echoing).
     pub fn frames(&mut self, n: usize) {
-        self.unreported.frames += n as u64;
+        self.frames += n as u32; // at most one per byte read since the last hand-over
     }
 
     /// The kernel took `n` bytes to send back.
     pub fn wrote(&mut self, n: usize) {
-        self.unreported.bytes_echoed += n as u64;
+        self.bytes_echoed += n as u64;
         self.bytes_out += n as u64;
     }
 
     /// What was moved since the last call, to publish.
     pub fn take(&mut self) -> IoTally {
-        std::mem::take(&mut self.unreported)
+        let tally = IoTally {
+            reads: u64::from(self.reads),
+            frames: u64::from(self.frames),
+            bytes_read: self.bytes_read,
+            bytes_echoed: self.bytes_echoed,
+            bytes_unsent: 0,
+        };
+        (self.reads, self.frames, self.bytes_read, self.bytes_echoed) = (0, 0, 0, 0);
+        tally
     }
 
     /// The connection has ended: what is left to publish, with every byte it read and never
