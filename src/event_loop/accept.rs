@@ -58,8 +58,7 @@ impl EventLoop {
             warn!("accept: cannot register {peer}: {e}");
             return;
         }
-        let (framer, cap) = (self.config.framer(), self.config.connection_cap());
-        entry.insert(Connection::new(stream, token, peer, framer, cap, now));
+        entry.insert(Connection::new(stream, self.clock.stamp(now)));
         if let Some(timers) = &mut self.idle {
             timers.start(ConnId(token.0), now);
         }

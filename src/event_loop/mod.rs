@@ -36,12 +36,13 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 use crate::config::ServerConfig;
+use crate::framing::Framer;
 use crate::lifecycle::linger::LINGER_CHECK;
-use crate::lifecycle::{Admission, ConnId, IdleTimers, release_crowd};
+use crate::lifecycle::{Admission, Clock, ConnId, IdleTimers, release_crowd};
 use crate::net::{AcceptBackoff, Listener, StdListener, interrupted};
 use crate::shutdown::ShutdownHandle;
 use crate::stats::{IoTally, Stats};
-use connection::{Connection, Drain, ReadStop};
+use connection::{Connection, Drain, ReadStop, Turn};
 
 /// The listening socket's token. Slab keys count up from 0, so the top of the range is free.
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -116,6 +117,12 @@ pub struct EventLoop {
     connections: Slab<Connection>,
     /// Every read lands here first; only leftovers of partial writes are copied out.
     read_buf: Box<[u8]>,
+    /// Where frames end, the same for every connection: lent to each in its [`Turn`].
+    framer: Framer,
+    /// The most bytes a connection may hold (`--max-pending`, raised to one whole frame).
+    cap: usize,
+    /// Milliseconds since the loop began: the connections' `last_active` stamps.
+    clock: Clock,
     /// Connections that stopped reading because their budget ran out, to revisit after
     /// the next (non-blocking) poll. Reused between passes, so it does not allocate.
     unfinished: Vec<Token>,
@@ -154,13 +161,17 @@ impl EventLoop {
         let mut listener = listener.into_mio()?;
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = shutdown_waker(&poll, shutdown)?;
+        let clock = Clock::new(Instant::now());
         Ok(EventLoop {
             poll,
             listener: Some(listener),
             connections: Slab::new(),
             read_buf: vec![0; READ_BUFFER].into_boxed_slice(),
+            framer: config.framer(),
+            cap: config.connection_cap(),
+            clock,
             unfinished: Vec::new(),
-            idle: config.idle_timeout.map(IdleTimers::new),
+            idle: config.idle_timeout.map(|timeout| IdleTimers::new(timeout, clock)),
             accept_backoff: AcceptBackoff::default(),
             grace_deadline: None,
             _waker: waker,
@@ -225,18 +236,23 @@ impl EventLoop {
             trace!("token={} event for a closed connection: ignored", token.0);
             return;
         };
+        let mut turn = Turn {
+            token,
+            now: self.clock.stamp(now),
+            framer: self.framer,
+            cap: self.cap,
+            tally: &mut self.tally,
+        };
         let mut io = || -> io::Result<ReadStop> {
             if ready.writable {
-                conn.on_writable(now)?;
+                conn.on_writable(&mut turn)?;
             }
             if ready.readable {
-                return conn.on_readable(&mut self.read_buf, ready.drain, now);
+                return conn.on_readable(&mut self.read_buf, ready.drain, &mut turn);
             }
             Ok(ReadStop::Done)
         };
-        let result = io();
-        self.tally.add(conn.take_io());
-        match result {
+        match io() {
             Ok(ReadStop::BudgetSpent) => self.unfinished.push(token),
             Ok(ReadStop::Done) => {}
             Err(e) => return self.close(token, &format!("error: {e}")),
@@ -248,7 +264,7 @@ impl EventLoop {
     /// nothing. The only place that calls `reregister`.
     fn update_interest(&mut self, token: Token) {
         let conn = &mut self.connections[token.0];
-        let Some(interest) = conn.interest() else {
+        let Some(interest) = conn.interest(self.cap) else {
             return self.close(token, "done");
         };
         if interest == conn.registered() {
@@ -271,15 +287,11 @@ impl EventLoop {
             timers.stop(ConnId(token.0));
         }
         self.stats.connection_closed();
-        // Read, and now never echoed: what was pending, and also the bytes of a partial
-        // frame or of a refused one, which were read but never became pending.
-        self.tally.add(conn.take_io_at_close());
-        let (bytes_in, bytes_out, pending) = conn.byte_counts();
-        debug!(
-            "token={} closed ({reason}) peer={} read={bytes_in} echoed={bytes_out} unsent={pending}",
-            token.0,
-            conn.peer()
-        );
+        // Read, and now never echoed: what was pending, and a partial frame. (A refused
+        // frame, or one cut short, was counted unsent when it was dropped.)
+        let unsent = conn.held();
+        self.tally.bytes_unsent += unsent as u64;
+        debug!("token={} closed ({reason}) unsent={unsent}", token.0);
         release_crowd(&mut self.connections);
     }
 
@@ -331,8 +343,11 @@ impl EventLoop {
             "shutting down: {} connections open, flushing pending echoes for up to {grace:?}",
             self.connections.len()
         );
+        let stamp = self.clock.stamp(now);
         for token in self.tokens_where(|_| true) {
-            match self.connections[token.0].stop_reading() {
+            let mut turn =
+                Turn { token, now: stamp, framer: self.framer, cap: self.cap, tally: &mut self.tally };
+            match self.connections[token.0].stop_reading(&mut turn) {
                 Ok(()) => self.update_interest(token),
                 Err(e) => self.close(token, &format!("error: {e}")),
             }

@@ -22,7 +22,7 @@ use super::UringLoop;
 use super::connection::Connection;
 use super::op::Op;
 use crate::lifecycle::ConnId;
-use crate::net::{AfterAcceptError, Peer, StdListener, Stream, would_block};
+use crate::net::{AfterAcceptError, StdListener, Stream, would_block};
 
 impl UringLoop {
     /// Queue the multishot accept, unless it is armed, paused, or the listener is closed.
@@ -75,15 +75,12 @@ impl UringLoop {
         // Multishot accept returns no address; it costs a `getpeername`, so we ask only when
         // a log line will show it: a refusal, or debug logging (here, and in `close`).
         let open = self.connections.len();
-        if !self.admission.admit(open, &stream.sock_ref(), stream.is_tcp(), || peer_of(&stream)) {
+        if !self.admission.admit(open, &stream.sock_ref(), stream.is_tcp(), || stream.peer()) {
             return Ok(());
         }
-        let logged = log::log_enabled!(log::Level::Debug)
-            || log::log_enabled!(target: "echoloop::io_uring", log::Level::Debug);
-        let peer = if logged { peer_of(&stream) } else { Peer(None) };
         let entry = self.connections.vacant_entry();
         let key = entry.key();
-        let mut conn = Connection::new(stream, peer, self.config.max_pending, now);
+        let mut conn = Connection::new(stream, self.clock.stamp(now));
         if let Some(timers) = &mut self.idle {
             timers.start(ConnId(key), now);
         }
@@ -92,13 +89,7 @@ impl UringLoop {
         }
         entry.insert(conn);
         self.stats.connection_opened();
-        debug!("key={key} opened peer={peer} (open: {})", self.connections.len());
+        debug!("key={key} opened peer={} (open: {})", self.connections[key].peer(), self.connections.len());
         self.advance(key)
     }
-}
-
-/// The client's address, for a log line (TCP only: Unix clients are unnamed).
-fn peer_of(stream: &Stream) -> Peer {
-    let addr = stream.is_tcp().then(|| stream.sock_ref().peer_addr().ok()?.as_socket()).flatten();
-    Peer(addr)
 }

@@ -58,12 +58,12 @@ use slab::Slab;
 use crate::config::ServerConfig;
 use crate::error::Error;
 use crate::lifecycle::linger::LINGER_CHECK;
-use crate::lifecycle::{Admission, ConnId, IdleTimers, release_crowd};
+use crate::lifecycle::{Admission, Clock, ConnId, IdleTimers, release_crowd};
 use crate::net::{AcceptBackoff, StdListener};
 use crate::shutdown::ShutdownHandle;
 use crate::stats::{IoTally, Stats};
 use buffers::BufRing;
-use connection::{BufferUse, Connection, Phase, Sending};
+use connection::{BufferUse, Connection, Phase, Sending, Turn};
 use op::Op;
 use ring::Ring;
 
@@ -106,6 +106,8 @@ pub(crate) struct UringLoop {
     connections: Slab<Connection>,
     /// Idle deadlines, when `--idle-timeout` is on (slab key = `ConnId`); their only owner.
     idle: Option<IdleTimers>,
+    /// Milliseconds since the loop began: the connections' `last_active` stamps.
+    clock: Clock,
     stopping: Stopping,
     /// Completions of this turn, reused between turns.
     completions: Vec<cqueue::Entry>,
@@ -142,6 +144,7 @@ impl UringLoop {
             }
         });
         debug!("io_uring: {} provided buffers of {} bytes", config.uring_buffers, config.uring_buffer_size);
+        let clock = Clock::new(Instant::now());
         Ok(UringLoop {
             ring,
             is_tcp: matches!(listener, StdListener::Tcp(_)),
@@ -150,7 +153,8 @@ impl UringLoop {
             accept_backoff: AcceptBackoff::default(),
             wake_fd,
             connections: Slab::new(),
-            idle: config.idle_timeout.map(IdleTimers::new),
+            idle: config.idle_timeout.map(|timeout| IdleTimers::new(timeout, clock)),
+            clock,
             stopping: Stopping::No,
             completions: Vec::new(),
             ring_empty: 0,
@@ -195,20 +199,12 @@ impl UringLoop {
             Some(Op::Accept) => self.on_accept(result, flags, now),
             Some(Op::Wake) => self.on_wake(now),
             Some(Op::Cancel) => Ok(()), // its target reports for itself
-            Some(Op::Recv(key)) => self.on_recv(key, result, flags, now).map(|()| self.count_io(key)),
-            Some(Op::Send(key)) => self.on_send(key, result, now).map(|()| self.count_io(key)),
+            Some(Op::Recv(key)) => self.on_recv(key, result, flags, now),
+            Some(Op::Send(key)) => self.on_send(key, result, now),
             None => {
                 warn!("io_uring: completion with unknown user_data {:#x}", cqe.user_data());
                 Ok(())
             }
-        }
-    }
-
-    /// Add what a connection's last completion moved to this turn's tally. (A connection
-    /// closed meanwhile had its counts taken in `finish_close`.)
-    fn count_io(&mut self, key: usize) {
-        if let Some(conn) = self.connections.get_mut(key) {
-            self.tally.add(conn.take_io());
         }
     }
 
@@ -243,12 +239,14 @@ impl UringLoop {
         bid: Option<u16>,
         now: Instant,
     ) -> io::Result<(Option<u16>, Option<String>)> {
+        let mut turn =
+            Turn { now: self.clock.stamp(now), max_pending: self.config.max_pending, tally: &mut self.tally };
         let conn = &mut self.connections[key];
         conn.set_recv_armed(false);
         match (result, bid) {
             (n, Some(bid)) if n > 0 => {
                 let data = self.ring.buffers.data(bid, n as usize);
-                if conn.received(data, bid, now) == BufferUse::GiveBack {
+                if conn.received(data, bid, &mut turn) == BufferUse::GiveBack {
                     return Ok((Some(bid), None));
                 }
                 // The buffer stays out of the ring until this send completes (`on_send`).
@@ -286,12 +284,14 @@ impl UringLoop {
             e if matches!(-e, libc::EAGAIN | libc::EINTR | libc::ECANCELED) => (0, None),
             e => (0, Some(io::Error::from_raw_os_error(-e))),
         };
+        let mut turn =
+            Turn { now: self.clock.stamp(now), max_pending: self.config.max_pending, tally: &mut self.tally };
         match conn.sending() {
             Some(Sending::Provided { bid, len }) => {
-                conn.sent_from_buffer(taken, self.ring.buffers.data(bid, len), now);
+                conn.sent_from_buffer(taken, self.ring.buffers.data(bid, len as usize), &mut turn);
                 self.ring.buffers.provide(bid);
             }
-            Some(Sending::Outbox) => conn.sent_from_outbox(taken, now),
+            Some(Sending::Outbox) => conn.sent_from_outbox(taken, &mut turn),
             None => warn!("io_uring: key={key} send completion without a send in flight"),
         }
         match error {
@@ -320,7 +320,7 @@ impl UringLoop {
             // or leaked if the loop ends with requests in flight (`Drop for UringLoop`).
             unsafe { self.ring.send(fd, data, Op::Send(key))? };
         }
-        if let Some(len) = conn.recv_len(self.ring.buffers.buffer_size()) {
+        if let Some(len) = conn.recv_len(self.ring.buffers.buffer_size(), self.config.max_pending) {
             self.ring.recv_provided(fd, len, Op::Recv(key))?;
             conn.set_recv_armed(true);
         }
@@ -340,14 +340,14 @@ impl UringLoop {
 
     /// Free the slot, forget the idle timer, count the bytes, close the socket.
     fn finish_close(&mut self, key: usize) -> io::Result<()> {
-        let mut conn = self.connections.remove(key);
+        let conn = self.connections.remove(key);
         if let Some(timers) = &mut self.idle {
             timers.stop(ConnId(key));
         }
-        self.tally.add(conn.take_io_at_close()); // what it owed counts as never echoed
+        let unsent = conn.unsent();
+        self.tally.bytes_unsent += unsent as u64; // what it owed counts as never echoed
         self.stats.connection_closed();
-        let (bytes_in, bytes_out, owed) = conn.byte_counts();
-        debug!("key={key} closed peer={} read={bytes_in} echoed={bytes_out} unsent={owed}", conn.peer());
+        debug!("key={key} closed unsent={unsent}");
         release_crowd(&mut self.connections);
         Ok(())
     }
