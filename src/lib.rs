@@ -128,7 +128,10 @@ pub use client::{ClientOptions, run as run_client};
 pub use config::{Model, ServerConfig};
 pub use error::Error;
 pub use framing::{Framer, Framing, Rest, Split};
-pub use net::{ActivationEnv, InheritedSocket, LISTEN_VARS, take_inherited_socket};
+pub use net::{
+    ActivationEnv, DescriptorLimit, InheritedSocket, LISTEN_VARS, raise_descriptor_limit,
+    take_inherited_socket,
+};
 pub use server::Server;
 pub use shutdown::{ShutdownHandle, StopCause};
 pub use signals::handle_signals;

@@ -13,8 +13,10 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 use cli::{Cli, Command, ServeArgs};
-use echoloop::{ActivationEnv, Error, ExitReason, Server, ShutdownHandle, StatsRequests, StopCause, Summary};
-use log::warn;
+use echoloop::{
+    ActivationEnv, Error, ExitReason, Server, ServerConfig, ShutdownHandle, StatsRequests, StopCause, Summary,
+};
+use log::{info, warn};
 
 fn main() -> ExitCode {
     let cli = Cli::parse(); // on bad input clap prints its message and exits with 2
@@ -87,6 +89,7 @@ fn start(args: &ServeArgs, shutdown: ShutdownHandle) -> Result<Server, Error> {
     let stats_requests = StatsRequests::new();
     echoloop::handle_signals(&shutdown, &stats_requests)?;
     let config = args.to_config();
+    raise_descriptor_limit(&config);
     let server = match inherited {
         None => Server::bind_with(&config, shutdown)?,
         Some(socket) => {
@@ -97,6 +100,22 @@ fn start(args: &ServeArgs, shutdown: ShutdownHandle) -> Result<Server, Error> {
         }
     };
     Ok(server.with_stats_requests(stats_requests))
+}
+
+/// Raise the soft descriptor limit to the hard one (every connection is a descriptor, and a
+/// soft limit of 1024 is common), log what we got, and warn if `--max-connections` cannot
+/// fit under it. A failure is a warning: the server still runs, within the old limit.
+fn raise_descriptor_limit(config: &ServerConfig) {
+    match echoloop::raise_descriptor_limit() {
+        Ok(limit) => {
+            info!("{limit}");
+            let allowed = config.max_connections.saturating_mul(config.workers.max(1));
+            if let Some(shortfall) = limit.shortfall(allowed as u64) {
+                warn!("{shortfall}");
+            }
+        }
+        Err(e) => warn!("cannot raise the descriptor limit to the hard limit: {e}"),
+    }
 }
 
 /// The one line on stdout: where we listen, flushed at once for whoever waits for it.

@@ -43,7 +43,11 @@ fn design_doc_trace_is_what_the_server_logs() {
 /// Run the scripted session against the real binary; return its normalised log, with a
 /// comment line before the lines each client step caused.
 fn record_session() -> String {
-    let bin = Bin::serve_env(&[("RUST_LOG", "echoloop=trace")], &["127.0.0.1:0"]);
+    // Started with a soft descriptor limit of 256, as if from a shell with a low `ulimit -n`,
+    // so that the line about raising it reads the same on every machine but for the number.
+    let mut command = crate::scale::with_soft_limit(&["serve", "127.0.0.1:0"], 256);
+    command.env("RUST_LOG", "echoloop=trace");
+    let bin = Bin::spawn(command);
     let server_port = bin.tcp().port();
     let mut steps = Vec::new(); // (comment, number of log lines once the step is over)
     let mut step = |comment: &str, last_line: &str| {
@@ -69,7 +73,9 @@ fn record_session() -> String {
     assert!(status.success(), "{status}; log:\n{log}");
     steps.push(("# SIGTERM (Ctrl-C sends SIGINT, which does the same)".into(), log.lines().count()));
 
-    let lines: Vec<String> = log.lines().map(|line| normalise(line, server_port, client_port)).collect();
+    let hard = crate::scale::hard_limit();
+    let lines: Vec<String> =
+        log.lines().map(|line| normalise(line, server_port, client_port, hard)).collect();
     let mut trace = String::from("$ RUST_LOG=echoloop=trace echoloop serve 127.0.0.1:0\n");
     trace.push_str("listening on 127.0.0.1:<port>\n");
     let mut done = 0;
@@ -87,14 +93,16 @@ fn record_session() -> String {
 }
 
 /// Drop the timestamp (`[2026-11-30T06:02:53Z INFO  ...` becomes `[INFO  ...`) and replace the
-/// ports the OS picked with `<port>` (the server's) and `<client-port>`.
-fn normalise(line: &str, server_port: u16, client_port: u16) -> String {
+/// ports the OS picked with `<port>` (the server's) and `<client-port>`, and this machine's
+/// hard descriptor limit with `<hard>`.
+fn normalise(line: &str, server_port: u16, client_port: u16, hard: u64) -> String {
     let line = match line.strip_prefix('[').and_then(|rest| rest.split_once(' ')) {
         Some((stamp, rest)) if stamp.ends_with('Z') && stamp.contains('T') => format!("[{rest}"),
         _ => line.to_string(),
     };
     line.replace(&format!("127.0.0.1:{server_port}"), "127.0.0.1:<port>")
         .replace(&format!("127.0.0.1:{client_port}"), "127.0.0.1:<client-port>")
+        .replace(&format!("descriptor limit {hard} "), "descriptor limit <hard> ")
 }
 
 /// The text before the begin marker, between the markers, and from the end marker on.
@@ -111,11 +119,11 @@ fn normalise_drops_the_timestamp_and_the_ports() {
     let line = "[2026-11-30T06:02:54Z DEBUG echoloop::event_loop::accept] token=0 opened \
                 peer=127.0.0.1:52320 (open: 1)";
     assert_eq!(
-        normalise(line, 37019, 52320),
+        normalise(line, 37019, 52320, 20000),
         "[DEBUG echoloop::event_loop::accept] token=0 opened peer=127.0.0.1:<client-port> (open: 1)"
     );
     assert_eq!(
-        normalise("[INFO  x] serving 127.0.0.1:37019", 37019, 1),
+        normalise("[INFO  x] serving 127.0.0.1:37019", 37019, 1, 20000),
         "[INFO  x] serving 127.0.0.1:<port>"
     );
 }

@@ -14,6 +14,7 @@ use crate::run::{ChaosOptions, Load};
 use crate::scenario::Scenario;
 use crate::server::{self, Catalog, ServerSpec};
 use crate::single::{Mode, SingleOptions};
+use crate::source::Sources;
 use crate::target::{DEFAULT_TARGET, Target};
 
 /// `echoloop bench`: load a server and measure it, verifying every echoed byte; or, with
@@ -75,6 +76,16 @@ pub struct BenchArgs {
     /// memory and descriptors (without it, chaos looks for the process listening on ADDR).
     #[arg(long, value_name = "PID")]
     server_pid: Option<u32>,
+    /// Open the TCP connections from these local addresses, in turn: 127.0.0.2-127.0.0.20,
+    /// or a list (127.0.0.2,127.0.0.3). Each address has its own ephemeral ports toward the
+    /// server, so N addresses hold N times the connections (bound with
+    /// IP_BIND_ADDRESS_NO_PORT; every 127.x.y.z is local on Linux).
+    #[arg(long, value_name = "ADDRS")]
+    source: Option<Sources>,
+    /// With --mode idle: N of the connections echo at --rate (with --size, for --duration)
+    /// while the rest stay idle; their latency is reported.
+    #[arg(long, value_name = "N", requires = "rate")]
+    active: Option<u32>,
     /// Busy-poll instead of sleeping in epoll_wait: round trips then exclude the load
     /// generator's own wake-up, at the price of a whole CPU.
     #[arg(long)]
@@ -87,7 +98,7 @@ pub struct BenchArgs {
     /// thread-per-conn, blocking, io-uring) on a free port, run every scenario against each,
     /// and print one side-by-side table.
     #[arg(long, conflicts_with_all = ["addr", "connections", "size", "pipeline", "mode", "spin", "rate",
-                                      "framing", "hostile", "server_pid"])]
+                                      "framing", "hostile", "server_pid", "source", "active"])]
     compare: bool,
     /// With --compare: which servers, by name, comma separated (default: all).
     #[arg(long, value_name = "NAMES", value_delimiter = ',', requires = "compare")]
@@ -150,8 +161,19 @@ impl BenchArgs {
         if self.hostile.is_some() && self.mode != Mode::Chaos {
             return Err(Error::Usage("--hostile is for --mode chaos".into()));
         }
-        if self.rate.is_some() && self.mode == Mode::Idle {
-            return Err(Error::Usage("--rate is for messages or connections; --mode idle sends none".into()));
+        if self.rate.is_some() && self.mode == Mode::Idle && self.active.is_none() {
+            return Err(Error::Usage(
+                "--rate is for messages or connections; --mode idle sends none (but --active N do)".into(),
+            ));
+        }
+        let active = self.active.unwrap_or(0) as usize;
+        if self.active.is_some()
+            && (self.mode != Mode::Idle || active == 0 || active >= self.connections as usize)
+        {
+            return Err(Error::Usage(
+                "--active N is for --mode idle, with 0 < N < --connections (N of them echo, the rest stay idle)"
+                    .into(),
+            ));
         }
         let load = Load {
             connections: self.connections as usize,
@@ -167,7 +189,15 @@ impl BenchArgs {
         };
         let chaos =
             ChaosOptions { hostile: usize::from(self.hostile.unwrap_or(2)), server_pid: self.server_pid };
-        Ok(SingleOptions { target: self.addr.clone(), mode: self.mode, load, chaos, json: self.json.clone() })
+        Ok(SingleOptions {
+            target: self.addr.clone(),
+            mode: self.mode,
+            load,
+            chaos,
+            json: self.json.clone(),
+            sources: self.source.clone(),
+            active,
+        })
     }
 
     fn comparison(&self, catalog: &Catalog) -> Result<CompareOptions, Error> {
@@ -402,6 +432,29 @@ mod tests {
         };
         assert_eq!(error.exit_code(), 2);
         assert!(parse(&["--mode", "idle", "--rate", "5"]).unwrap().single().is_err(), "idle sends nothing");
+        let crowd = parse(&[
+            "--mode",
+            "idle",
+            "-c",
+            "300",
+            "--active",
+            "20",
+            "--rate",
+            "1K",
+            "--source",
+            "127.0.0.2-127.0.0.5",
+        ]);
+        let crowd = crowd.unwrap().single().unwrap();
+        assert_eq!((crowd.active, crowd.load.rate), (20, Some(1e3)));
+        assert_eq!(crowd.sources.map(|s| s.addrs().len()), Some(4));
+        for bad in [
+            &["--mode", "echo", "--active", "2", "--rate", "5"][..],
+            &["--mode", "idle", "-c", "5", "--active", "5", "--rate", "5"],
+        ] {
+            assert!(parse(bad).unwrap().single().is_err(), "{bad:?}");
+        }
+        assert!(parse(&["--mode", "idle", "--active", "5"]).is_err(), "--active needs --rate");
+        assert!(parse(&["--source", "127.0.0.9-127.0.0.2"]).is_err());
     }
 
     #[test]

@@ -20,21 +20,28 @@
 //!   process listens on an address), `target` (the address type), `pattern` (the bytes
 //!   sent), `framing` (lines, length prefixes, sizes), `histogram` (round-trip times),
 //!   `schedule` (open-loop pacing), `timer` (a pollable timerfd), `progress`.
-//! - `stream`: connecting and the mio stream; `run`: the engines (echo closed and open
+//! - `source` (`--source`: the local addresses connections come from, in turn);
+//!   `stream`: connecting and the mio stream; `run`: the engines (echo closed and open
 //!   loop, idle, churn, UDP, chaos with its hostile clients: connections, the event loops,
 //!   verification, timing).
 //! - `scenario` (the comparison's loads) and `server` (starting and stopping a server from
 //!   a [`ServerSpec`]); `results`: what a comparison measured, as plain data.
 //! - `report` (text, JSON, the table) and `chart` (the SVG), each reading only the results.
-//! - `single` and `compare`: the orchestration of a run; `args`: the command line.
+//! - `kmem` (the kernel's memory, from `/proc`) and `ceiling` (what limits the number of
+//!   connections here, in one line).
+//! - `single`, `crowd` (`--mode idle`: many connections held, `--active` ones beside) and
+//!   `compare`: the orchestration of a run; `args`: the command line.
 
 mod args;
+mod ceiling;
 mod chart;
 mod compare;
+mod crowd;
 mod error;
 mod framing;
 mod histogram;
 mod human;
+mod kmem;
 mod pattern;
 mod procfs;
 mod progress;
@@ -45,6 +52,7 @@ mod scenario;
 mod schedule;
 mod server;
 mod single;
+mod source;
 mod stream;
 mod sys;
 mod target;

@@ -3,10 +3,12 @@
 
 use std::io;
 
+use crate::crowd;
 use crate::error::Error;
 use crate::progress::Progress;
 use crate::report::{self, JsonTarget};
 use crate::run::{self, ChaosOptions, Load};
+use crate::source::{self, Sources};
 use crate::sys;
 use crate::target::Target;
 
@@ -37,6 +39,10 @@ pub struct SingleOptions {
     pub chaos: ChaosOptions,
     /// Where JSON goes, if anywhere.
     pub json: JsonTarget,
+    /// `--source`: the local addresses TCP connections come from, in turn.
+    pub sources: Option<Sources>,
+    /// `--active N` (idle mode): connections that echo beside the idle ones.
+    pub active: usize,
 }
 
 /// Check the request, run it, report; `Err` after a report means the run found problems.
@@ -57,6 +63,7 @@ pub fn run(options: &SingleOptions) -> Result<(), Error> {
         }
         return udp(addr, options, &progress);
     }
+    install_sources(options)?;
     sys::require_descriptors(needed_descriptors(options))?;
     match options.mode {
         Mode::Echo => echo(options, &progress),
@@ -81,18 +88,20 @@ fn echo(options: &SingleOptions, progress: &Progress) -> Result<(), Error> {
 }
 
 fn idle(options: &SingleOptions, progress: &Progress) -> Result<(), Error> {
-    let set = run::open_idle(
-        &options.target,
-        options.load.connections,
-        options.load.framing,
-        options.load.connect_timeout,
-        progress,
-    )?;
-    progress.finish();
-    eprintln!("holding {} connections for {:.1}s", set.held(), options.load.duration.as_secs_f64());
-    let report = set.hold(options.load.duration)?;
-    report::emit(&report, &options.json, report::idle_text(&report))?;
-    outcome(report.is_clean(), || report::idle_problems(&report))
+    let (load, pid) = (&options.load, options.chaos.server_pid);
+    let report = crowd::run(&options.target, load.connections, options.active, load, pid, progress)?;
+    report::emit(&report, &options.json, crowd::text(&report))?;
+    outcome(report.is_clean(), || report.problems())
+}
+
+/// `--source`: connect from these addresses, for the whole run (TCP targets only).
+fn install_sources(options: &SingleOptions) -> Result<(), Error> {
+    let Some(sources) = &options.sources else { return Ok(()) };
+    let Target::Tcp(addr) = options.target else {
+        return Err(Error::Usage(format!("--source is for TCP targets, not {}", options.target)));
+    };
+    sources.check_family(addr).map_err(Error::Usage)?;
+    source::install(sources.clone()).map_err(Error::Usage)
 }
 
 fn churn(options: &SingleOptions, progress: &Progress) -> Result<(), Error> {

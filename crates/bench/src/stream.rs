@@ -8,7 +8,7 @@
 //! stall the whole phase.
 
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
@@ -34,7 +34,7 @@ pub fn connect(target: &Target, ping: &[u8], limit: Duration) -> io::Result<Stre
     let named = |e: io::Error| connect_error(target, e);
     match target {
         Target::Tcp(addr) => {
-            let socket = TcpStream::connect_timeout(addr, limit).map_err(named)?;
+            let socket = crate::source::connect(addr, limit).map_err(named)?;
             // Our messages are whole requests: do not let Nagle hold them back.
             socket.set_nodelay(true)?;
             socket.set_read_timeout(Some(limit))?;
@@ -59,7 +59,7 @@ pub fn connect(target: &Target, ping: &[u8], limit: Duration) -> io::Result<Stre
 pub fn connect_nonblocking(target: &Target) -> io::Result<Stream> {
     match target {
         Target::Tcp(addr) => {
-            let socket = mio::net::TcpStream::connect(*addr).map_err(|e| connect_error(target, e))?;
+            let socket = crate::source::connect_nonblocking(*addr).map_err(|e| connect_error(target, e))?;
             socket.set_nodelay(true)?;
             Ok(Stream::Tcp(socket))
         }
@@ -179,7 +179,7 @@ impl Source for Stream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::TcpListener;
+    use std::net::{TcpListener, TcpStream};
     use std::thread;
 
     const LIMIT: Duration = Duration::from_secs(5);

@@ -93,15 +93,27 @@ impl IdleSet {
         self.streams.iter().flatten().count()
     }
 
+    /// Connections that were opened.
+    pub fn opened(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// How long opening them took.
+    pub fn connect_time(&self) -> Duration {
+        self.connect_time
+    }
+
     /// Hold the connections for `duration`, counting those the server closes, then close
-    /// them all (on drop).
+    /// them all (on drop). Even with a zero `duration`, it looks once: what the server closed
+    /// earlier waits in the epoll ready list.
     pub fn hold(mut self, duration: Duration) -> io::Result<IdleReport> {
         let connected = self.streams.len();
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
         let end = Instant::now() + duration;
-        while let Some(left) = end.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
+        let mut left = duration;
+        loop {
             match self.poll.poll(&mut events, Some(left)) {
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue, // a signal; poll again
+                Err(e) if e.kind() == ErrorKind::Interrupted => {} // a signal: no events; check the time
                 result => result?,
             }
             for event in events.iter() {
@@ -109,6 +121,11 @@ impl IdleSet {
                 if slot.as_mut().is_some_and(server_closed) {
                     *slot = None; // dropping it closes our end too
                 }
+            }
+            match end.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
+                Some(more) => left = more,
+                None if events.is_empty() => break,
+                None => left = Duration::ZERO, // a full batch: look again, without waiting
             }
         }
         let held = self.held();

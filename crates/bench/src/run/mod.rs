@@ -17,7 +17,7 @@ mod udp;
 
 pub use chaos::{ChaosOptions, ChaosReport, run_chaos};
 pub use churn::{ChurnReport, run_churn};
-pub use idle::{IdleReport, open_idle};
+pub use idle::{IdleReport, IdleSet, open_idle};
 pub use udp::{UdpReport, run_udp};
 
 use std::io::{self, ErrorKind};
