@@ -116,8 +116,14 @@ pub fn run(
         progress.warn(&format!("warning: {ceiling}")); // at once, not only in the report
     }
     let (server_before, kernel_before) = (server_pid.and_then(sys::process_memory), kmem::Snapshot::now());
-    let (sets, slices_per_s) = open_in_slices(target, idle_count, load, progress)?;
+    let Opened { sets, slices_per_s, stopped } = open_in_slices(target, idle_count, load, progress);
     progress.finish();
+    if let Some(why) = &stopped {
+        progress.warn(&format!("stopped opening connections: {why}"));
+        if sets.is_empty() {
+            return Err(io::Error::new(io::ErrorKind::ConnectionRefused, why.clone()));
+        }
+    }
     thread::sleep(SETTLE);
     let held: usize = sets.iter().map(IdleSet::held).sum();
     let kernel_growth = kernel_before.growth(&kmem::Snapshot::now());
@@ -155,6 +161,11 @@ pub fn run(
         },
         None => hold_all(sets, load.duration, idle_count)?,
     };
+    let idle = IdleReport {
+        failed: idle.requested - idle.connected, // a slice never tried counts as failed too
+        first_error: idle.first_error.or(stopped),
+        ..idle
+    };
     let connect_s = idle.connect_s;
     Ok(CrowdReport {
         connects_per_s: idle.connected as f64 / connect_s.max(1e-9),
@@ -169,24 +180,42 @@ pub fn run(
 }
 
 /// Open `count` idle connections in [`SLICES`] slices; each slice's connections per second.
-fn open_in_slices(
-    target: &Target,
-    count: usize,
-    load: &Load,
-    progress: &Progress,
-) -> io::Result<(Vec<IdleSet>, Vec<f64>)> {
-    let mut sets = Vec::with_capacity(SLICES);
-    let mut rates = Vec::with_capacity(SLICES);
+/// A slice in which a connection failed ends the phase: the server (or this machine) has
+/// stopped taking more, and what is held so far is the result; the first error says why.
+fn open_in_slices(target: &Target, count: usize, load: &Load, progress: &Progress) -> Opened {
+    let mut opened = Opened { sets: Vec::with_capacity(SLICES), slices_per_s: Vec::new(), stopped: None };
     for slice in 0..SLICES {
         let n = count * (slice + 1) / SLICES - count * slice / SLICES;
         if n == 0 {
             continue;
         }
-        let set = run::open_idle(target, n, load.framing, load.connect_timeout, progress)?;
-        rates.push(set.opened() as f64 / set.connect_time().as_secs_f64().max(1e-9));
-        sets.push(set);
+        match run::open_idle(target, n, load.framing, load.connect_timeout, progress) {
+            Ok(set) => {
+                opened.slices_per_s.push(set.opened() as f64 / set.connect_time().as_secs_f64().max(1e-9));
+                let failed = set.failed() > 0;
+                opened.sets.push(set);
+                if failed {
+                    opened.stopped = Some(format!("connections failed in slice {} of {SLICES}", slice + 1));
+                    break;
+                }
+            }
+            Err(e) => {
+                opened.stopped = Some(e.to_string());
+                break;
+            }
+        }
     }
-    Ok((sets, rates))
+    opened
+}
+
+/// What the connect phase opened.
+struct Opened {
+    /// One set per slice that opened at least one connection.
+    sets: Vec<IdleSet>,
+    /// Each slice's connections per second.
+    slices_per_s: Vec<f64>,
+    /// Why opening stopped before `count`, if it did.
+    stopped: Option<String>,
 }
 
 /// Hold the slices for `duration` (at least one look at each), and add up their reports.
@@ -208,7 +237,7 @@ fn hold_all(sets: Vec<IdleSet>, duration: Duration, requested: usize) -> io::Res
             },
         });
     }
-    let total = total.ok_or_else(|| io::Error::other("no idle connection was asked for"))?;
+    let total = total.ok_or_else(|| io::Error::other("not one idle connection opened"))?;
     Ok(IdleReport { requested, ..total })
 }
 
