@@ -71,7 +71,7 @@ fn raises_limits_and_spreads_sources(model: &str) {
     let serve = ["-v", "serve", "--model", model, "--max-connections", "1000", "127.0.0.1:0"];
     let server = Bin::spawn(with_soft_limit(&serve, LOW_SOFT_LIMIT));
     let raised = format!("descriptor limit {hard} (raised from {LOW_SOFT_LIMIT} to the hard limit)");
-    assert!(server.stderr().contains(&raised), "no {raised:?} in the log:\n{}", server.stderr());
+    assert!(server.wait_for_stderr(&raised, IO_TIMEOUT), "no {raised:?} in the log:\n{}", server.stderr());
     let count = CONNECTIONS.to_string();
     let pid = server.pid().to_string();
     let bench = [

@@ -3,6 +3,7 @@
 
 use std::io;
 
+use crate::ceiling::Ceiling;
 use crate::crowd;
 use crate::error::Error;
 use crate::progress::Progress;
@@ -65,6 +66,10 @@ pub fn run(options: &SingleOptions) -> Result<(), Error> {
     }
     install_sources(options)?;
     sys::require_descriptors(needed_descriptors(options))?;
+    let ceiling = Ceiling::now(&options.target, needed_descriptors(options));
+    if ceiling.too_low() && options.mode != Mode::Idle {
+        progress.warn(&format!("warning: {ceiling}")); // the idle report says it anyway
+    }
     match options.mode {
         Mode::Echo => echo(options, &progress),
         Mode::Idle => idle(options, &progress),
