@@ -19,7 +19,8 @@
 //! - `error`, `human` (numbers for people), `sys` (limits, CPU, `/proc`), `procfs` (which
 //!   process listens on an address), `target` (the address type), `pattern` (the bytes
 //!   sent), `framing` (lines, length prefixes, sizes), `histogram` (round-trip times),
-//!   `schedule` (open-loop pacing), `timer` (a pollable timerfd), `progress`.
+//!   `schedule` (open-loop pacing), `timer` (a pollable timerfd), `progress`, `proxy`
+//!   (the PROXY protocol header of `--proxy-protocol`).
 //! - `stream`: connecting and the mio stream; `run`: the engines (echo closed and open
 //!   loop, idle, churn, UDP, chaos with its hostile clients: connections, the event loops,
 //!   verification, timing).
@@ -38,6 +39,7 @@ mod human;
 mod pattern;
 mod procfs;
 mod progress;
+mod proxy;
 mod report;
 mod results;
 mod run;

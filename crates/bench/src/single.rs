@@ -85,6 +85,7 @@ fn idle(options: &SingleOptions, progress: &Progress) -> Result<(), Error> {
         &options.target,
         options.load.connections,
         options.load.framing,
+        options.load.proxy,
         options.load.connect_timeout,
         progress,
     )?;

@@ -32,6 +32,7 @@ use crate::framing::{Framing, Sizes};
 use crate::histogram::{Latency, RoundTrips};
 use crate::pattern::{CHUNK, Pattern};
 use crate::progress::Progress;
+use crate::proxy::ProxyVersion;
 use crate::schedule::{Pacing, RateReport, Schedule};
 use crate::stream::Stream;
 use crate::sys;
@@ -82,6 +83,8 @@ pub struct Load {
     /// One connect (and its ping) gives up after this long; UDP: a datagram not answered
     /// within it is lost.
     pub connect_timeout: Duration,
+    /// Begin each connection with a PROXY protocol header (`--proxy-protocol`).
+    pub proxy: Option<ProxyVersion>,
 }
 
 impl Load {
@@ -98,6 +101,7 @@ impl Load {
             threads: 1,
             spin: false,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            proxy: None,
         }
     }
 
@@ -198,8 +202,14 @@ pub fn run_echo(
     progress: &Progress,
 ) -> io::Result<EchoReport> {
     load.validate().map_err(|msg| io::Error::new(ErrorKind::InvalidInput, msg))?;
-    let connected =
-        connect_all(target, load.connections, load.framing.ping(), load.connect_timeout, progress);
+    let connected = connect_all(
+        target,
+        load.connections,
+        load.framing.ping(),
+        load.proxy,
+        load.connect_timeout,
+        progress,
+    );
     if connected.streams.is_empty() {
         return Err(connected.into_error());
     }
@@ -289,6 +299,8 @@ struct Plan {
     spin: bool,
     /// One connect and echo (churn), or one datagram's answer (UDP), gives up after this.
     connect_timeout: Duration,
+    /// Churn: the PROXY header each new connection sends first.
+    proxy: Option<ProxyVersion>,
     start: Instant,
     /// Round trips that end (closed loop) or are due (open loop) from here on are measured.
     measure_from: Instant,
@@ -311,6 +323,7 @@ impl Plan {
             connections: load.connections,
             spin: load.spin,
             connect_timeout: load.connect_timeout,
+            proxy: load.proxy,
             start,
             measure_from,
             end,
