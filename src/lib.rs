@@ -58,6 +58,7 @@ mod config;
 mod error;
 mod event_loop;
 mod framing;
+mod metrics;
 #[cfg(target_os = "linux")]
 mod io_uring;
 mod net;

@@ -17,6 +17,7 @@
 
 mod json;
 mod live;
+mod throttle;
 
 use std::fmt;
 use std::ops::Sub;
