@@ -58,9 +58,9 @@ mod config;
 mod error;
 mod event_loop;
 mod framing;
-mod metrics;
 #[cfg(target_os = "linux")]
 mod io_uring;
+mod metrics;
 mod net;
 mod proxy_protocol;
 mod server;

@@ -334,7 +334,10 @@ mod tests {
         let started = Instant::now();
         assert_eq!(status(read(&[b"GET /metrics HTTP/1.1\r\n"])), 408);
         assert!(started.elapsed() >= LIMIT);
-        assert_eq!(read(&[]).unwrap_err(), Refusal::Reply(Reply::text(408, "request head not received in time\n")));
+        assert_eq!(
+            read(&[]).unwrap_err(),
+            Refusal::Reply(Reply::text(408, "request head not received in time\n"))
+        );
     }
 
     #[test]
@@ -347,6 +350,8 @@ mod tests {
         assert_eq!(respond(&request("GET", "/other"), &routes).0.status, 404);
         assert_eq!(respond(&request("POST", "/livez"), &routes).0.status, 405);
         let head = String::from_utf8(head(&Reply::text(405, "x"), true)).unwrap();
-        assert!(head.starts_with("HTTP/1.1 405 Method Not Allowed\r\n") && head.contains("Allow: GET, HEAD\r\n"));
+        assert!(
+            head.starts_with("HTTP/1.1 405 Method Not Allowed\r\n") && head.contains("Allow: GET, HEAD\r\n")
+        );
     }
 }

@@ -52,12 +52,18 @@ impl StatFields {
     fn parse(stat: &str) -> io::Result<StatFields> {
         // Field 2, the command name, is in parentheses and may hold spaces and ')': the
         // fields after it start after the last ')'. There, field 3 is at index 0.
-        let after_name = stat.rfind(')').map(|i| &stat[i + 1..]).ok_or_else(|| malformed("/proc/self/stat"))?;
+        let after_name =
+            stat.rfind(')').map(|i| &stat[i + 1..]).ok_or_else(|| malformed("/proc/self/stat"))?;
         let fields: Vec<&str> = after_name.split_whitespace().collect();
         let field = |n: usize| -> io::Result<u64> {
             fields.get(n - 3).and_then(|f| f.parse().ok()).ok_or_else(|| malformed("/proc/self/stat"))
         };
-        Ok(StatFields { utime: field(14)?, stime: field(15)?, start_ticks: field(22)?, rss_pages: field(24)? })
+        Ok(StatFields {
+            utime: field(14)?,
+            stime: field(15)?,
+            start_ticks: field(22)?,
+            rss_pages: field(24)?,
+        })
     }
 }
 

@@ -41,7 +41,8 @@ impl Throttle {
     /// the first ever, then those of the window that just ended); `None`: do not.
     pub fn occurred(&self, now: Instant) -> Option<u64> {
         self.since_logged.fetch_add(1, Relaxed);
-        let now_ms = u64::try_from(now.saturating_duration_since(self.epoch).as_millis()).unwrap_or(NEVER - 1);
+        let now_ms =
+            u64::try_from(now.saturating_duration_since(self.epoch).as_millis()).unwrap_or(NEVER - 1);
         let last = self.last_logged.load(Relaxed);
         let due = last == NEVER || now_ms.saturating_sub(last) >= WINDOW.as_millis() as u64;
         // Only the thread that moves `last_logged` logs: the others lost the race to it.
