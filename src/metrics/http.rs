@@ -1,45 +1,47 @@
-//! The HTTP side of `--metrics`: a small server for three GET paths, on threads of its own,
-//! that nothing a client does can stall or grow without bound.
+//! The HTTP side of `--metrics`: a small server for a few GET paths, on a thread of its
+//! own, that nothing a client does can stall or grow without bound.
 //!
-//! Requests are parsed by `httparse` (hyper's parser). The server around it is ours, and
-//! short, because its limits are the point:
+//! Requests are parsed by `httparse` (hyper's parser). Around it is a small mio loop of
+//! our own, the same shape as the echo loop, because its limits are the point:
 //!
 //! - one request per connection (`Connection: close`): scrapers and health checkers open a
 //!   connection per request anyway;
-//! - a request head over [`MAX_HEAD`] bytes is answered 431, a malformed one 400, and a
-//!   client that has not sent a whole head within [`READ_LIMIT`] is answered 408; writes
-//!   give up after [`WRITE_LIMIT`];
-//! - each connection is handled on a short-lived thread, at most [`MAX_CLIENTS`] at once:
-//!   past that a connection is answered 503 at once, so slow clients hold threads, not
-//!   the health check behind them;
+//! - a request head over [`MAX_HEAD`] bytes is answered 431, a malformed one 400; a client
+//!   gets [`TIME_LIMIT`] to send its head, and again to take the response (408, or closed);
+//! - a slow client costs a slab entry and its head so far, never a thread: the others are
+//!   answered meanwhile. Past [`MAX_CLIENTS`] at once, a new connection is closed at once;
 //! - an `accept` error never ends the server: it is sorted as every model sorts it
-//!   ([`crate::net::classify_accept_error`]), and out of descriptors it pauses and retries.
+//!   ([`crate::net::classify_accept_error`]), and out of descriptors, accepting pauses.
 //!
 //! (`tiny_http` 0.12 was the obvious crate, but its accept thread ends at the first accept
-//! error, EMFILE included, and it reads a header line without a bound and without a
-//! timeout, on a thread per connection without a bound.)
+//! error, EMFILE included, it reads a header line without a bound or a timeout, and it
+//! spends a thread per connection without a bound.)
 
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use log::debug;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
 
 use crate::net::{ACCEPT_BACKOFF, AcceptError, classify_accept_error};
 
 /// The largest request head (request line and headers) read.
 pub const MAX_HEAD: usize = 8 * 1024;
-/// How long a client has to send its whole request head.
-pub const READ_LIMIT: Duration = Duration::from_secs(2);
-/// How long writing a response may take.
-pub const WRITE_LIMIT: Duration = Duration::from_secs(2);
-/// Connections handled at once; more are answered 503 without reading.
-pub const MAX_CLIENTS: usize = 16;
+/// How long a client has to send its request head, and then to take the response.
+pub const TIME_LIMIT: Duration = Duration::from_secs(2);
+/// Connections served at once; one more is closed as soon as it is accepted.
+pub const MAX_CLIENTS: usize = 256;
 /// Headers parsed per request; more are answered 431.
 const MAX_HEADERS: usize = 32;
+
+const LISTENER: Token = Token(usize::MAX - 1);
+const WAKER: Token = Token(usize::MAX);
 
 /// A response.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,27 +64,28 @@ impl Reply {
 /// What answers a GET: the reply for a path (`None`: 404).
 pub type Routes = dyn Fn(&str) -> Option<Reply> + Send + Sync;
 
-/// The running server. Dropping it stops accepting and waits for the accept thread (the
-/// threads of connections still being answered end within their time limits).
+/// The running server. Dropping it stops it (connections still open are closed).
 #[derive(Debug)]
 pub struct HttpServer {
     local_addr: SocketAddr,
     stopping: Arc<AtomicBool>,
-    /// A second handle on the listening socket, to wake the accept thread.
-    waker: TcpListener,
+    waker: Arc<Waker>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl HttpServer {
-    /// Serve `routes` on `listener` (already bound: binding errors belong to the caller).
-    pub fn start(listener: TcpListener, routes: Arc<Routes>) -> io::Result<HttpServer> {
+    /// Serve `routes` on `listener` (bound already: binding errors are the caller's to name).
+    pub fn start(listener: std::net::TcpListener, routes: Arc<Routes>) -> io::Result<HttpServer> {
         let local_addr = listener.local_addr()?;
-        let waker = listener.try_clone()?;
+        listener.set_nonblocking(true)?;
+        let mut listener = TcpListener::from_std(listener);
+        let poll = Poll::new()?;
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let stopping = Arc::new(AtomicBool::new(false));
+        let endpoint = Endpoint { poll, listener, clients: Slab::new(), routes, accept_paused_until: None };
         let stop = Arc::clone(&stopping);
-        let thread = thread::Builder::new()
-            .name("metrics".into())
-            .spawn(move || accept_loop(&listener, &routes, &stop))?;
+        let thread = thread::Builder::new().name("metrics".into()).spawn(move || endpoint.run(&stop))?;
         Ok(HttpServer { local_addr, stopping, waker, thread: Some(thread) })
     }
 
@@ -95,72 +98,207 @@ impl HttpServer {
 impl Drop for HttpServer {
     fn drop(&mut self) {
         self.stopping.store(true, Relaxed);
-        // Linux: shutdown(SHUT_RD) on a listening socket makes a blocked accept return (EINVAL).
-        if let Err(e) = socket2::SockRef::from(&self.waker).shutdown(Shutdown::Read) {
-            debug!("metrics: waking the accept thread: {e}");
+        if let Err(e) = self.waker.wake() {
+            debug!("metrics: waking the endpoint to stop: {e}");
         }
         if let Some(thread) = self.thread.take() {
-            let _ = thread.join(); // it only accepts and spawns: it ends at once
+            let _ = thread.join(); // it never blocks but in poll, which the waker ended
         }
     }
 }
 
-fn accept_loop(listener: &TcpListener, routes: &Arc<Routes>, stopping: &AtomicBool) {
-    let clients = Arc::new(AtomicUsize::new(0));
-    while !stopping.load(Relaxed) {
-        let (stream, peer) = match listener.accept() {
-            Ok(accepted) => accepted,
-            Err(_) if stopping.load(Relaxed) => return,
-            Err(e) => match classify_accept_error(&e) {
-                AcceptError::Interrupted | AcceptError::ConnectionGone => continue,
-                AcceptError::OutOfResources | AcceptError::Unexpected => {
-                    debug!("metrics: accept: {e}: pausing {ACCEPT_BACKOFF:?}");
-                    thread::sleep(ACCEPT_BACKOFF);
-                    continue;
+/// The endpoint's loop and what it holds.
+struct Endpoint {
+    poll: Poll,
+    listener: TcpListener,
+    /// Connections being answered; slab key == token value.
+    clients: Slab<Client>,
+    routes: Arc<Routes>,
+    /// Out of descriptors: accepting resumes then.
+    accept_paused_until: Option<Instant>,
+}
+
+/// One connection: reading its head, then writing its response.
+struct Client {
+    stream: TcpStream,
+    /// The request head so far (at most [`MAX_HEAD`] bytes); unused once a response is due.
+    head: Vec<u8>,
+    /// The response, once known, and how much of it the kernel has taken.
+    response: Option<(Vec<u8>, usize)>,
+    /// The client must have sent its head (or taken its response) by then.
+    deadline: Instant,
+}
+
+impl Endpoint {
+    fn run(mut self, stopping: &AtomicBool) {
+        let mut events = Events::with_capacity(256);
+        loop {
+            let now = Instant::now();
+            let timeout = self.next_deadline().map(|at| at.saturating_duration_since(now));
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == ErrorKind::Interrupted {
+                    continue; // a signal; poll again
                 }
-            },
-        };
-        if clients.fetch_add(1, Relaxed) >= MAX_CLIENTS {
-            clients.fetch_sub(1, Relaxed);
-            busy(stream, peer);
-            continue;
+                log::error!("metrics: poll failed, the endpoint stops: {e}");
+                return;
+            }
+            for event in &events {
+                match event.token() {
+                    WAKER if stopping.load(Relaxed) => return,
+                    WAKER => {}
+                    LISTENER => self.accept_all(),
+                    Token(key) => self.serve(key),
+                }
+            }
+            self.expire(Instant::now());
         }
-        let (routes, done) = (Arc::clone(routes), Arc::clone(&clients));
-        let spawned = thread::Builder::new().name("metrics-client".into()).spawn(move || {
-            answer(stream, &*routes);
-            done.fetch_sub(1, Relaxed);
-        });
-        if let Err(e) = spawned {
-            clients.fetch_sub(1, Relaxed); // the closure (and the connection) were dropped
-            debug!("metrics: no thread for {peer}: {e}");
+    }
+
+    /// The next client deadline, or when accepting resumes.
+    fn next_deadline(&self) -> Option<Instant> {
+        self.clients.iter().map(|(_, c)| c.deadline).chain(self.accept_paused_until).min()
+    }
+
+    /// Accept until the queue is empty (edge-triggered), or pause when out of descriptors.
+    fn accept_all(&mut self) {
+        if self.accept_paused_until.is_some() {
+            return; // `expire` resumes accepting at the end of the pause
+        }
+        loop {
+            let (mut stream, peer) = match self.listener.accept() {
+                Ok(accepted) => accepted,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return, // queue empty
+                Err(e) => match classify_accept_error(&e) {
+                    AcceptError::Interrupted | AcceptError::ConnectionGone => continue,
+                    AcceptError::OutOfResources | AcceptError::Unexpected => {
+                        debug!("metrics: accept: {e}: pausing {ACCEPT_BACKOFF:?}");
+                        self.accept_paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
+                        return;
+                    }
+                },
+            };
+            if self.clients.len() >= MAX_CLIENTS {
+                debug!("metrics: {peer}: {MAX_CLIENTS} clients already, closing");
+                continue; // dropped: closed
+            }
+            let entry = self.clients.vacant_entry();
+            if let Err(e) = self.poll.registry().register(&mut stream, Token(entry.key()), Interest::READABLE)
+            {
+                debug!("metrics: {peer}: register: {e}");
+                continue;
+            }
+            let deadline = Instant::now() + TIME_LIMIT;
+            entry.insert(Client { stream, head: Vec::new(), response: None, deadline });
+        }
+    }
+
+    /// Read what `key`'s client sent, or write what it is owed; close it when done.
+    fn serve(&mut self, key: usize) {
+        let Some(client) = self.clients.get_mut(key) else { return }; // closed this turn
+        if client.response.is_none() {
+            match client.read_head() {
+                Ok(None) => return, // more to come
+                Ok(Some(outcome)) => {
+                    let response = match outcome {
+                        Ok(request) => respond(&request, &*self.routes),
+                        Err(refusal) => (refusal, true),
+                    };
+                    client.owe(&response.0, response.1);
+                }
+                Err(()) => return self.close(key),
+            }
+        }
+        match client.write_response() {
+            Ok(true) => self.close(key),
+            Ok(false) => {
+                // The kernel's buffer is full: come back when it has room.
+                let token = Token(key);
+                if self.poll.registry().reregister(&mut client.stream, token, Interest::WRITABLE).is_err() {
+                    self.close(key);
+                }
+            }
+            Err(()) => self.close(key),
+        }
+    }
+
+    /// Close clients past their deadline (408 to one still sending its head, best effort),
+    /// and resume accepting after a pause.
+    fn expire(&mut self, now: Instant) {
+        let late: Vec<usize> =
+            self.clients.iter().filter(|(_, c)| c.deadline <= now).map(|(key, _)| key).collect();
+        for key in late {
+            if let Some(client) = self.clients.get_mut(key)
+                && client.response.is_none()
+            {
+                client.owe(&Reply::text(408, "request head not received in time\n"), true);
+                let _ = client.write_response(); // once, without waiting
+            }
+            self.close(key);
+        }
+        if self.accept_paused_until.is_some_and(|until| until <= now) {
+            self.accept_paused_until = None;
+            self.accept_all(); // what queued meanwhile: no new event will announce it
+        }
+    }
+
+    fn close(&mut self, key: usize) {
+        if let Some(mut client) = self.clients.try_remove(key) {
+            let _ = self.poll.registry().deregister(&mut client.stream);
+            let _ = client.stream.shutdown(Shutdown::Write); // then dropped: closed
         }
     }
 }
 
-/// Too many clients at once: answer 503 without reading, without waiting.
-fn busy(mut stream: TcpStream, peer: SocketAddr) {
-    debug!("metrics: {peer}: {MAX_CLIENTS} clients already, answering 503");
-    if stream.set_nonblocking(true).is_ok() {
-        let _ = stream.write(&head(&Reply::text(503, "busy\n"), true)); // best effort
+impl Client {
+    /// Read until `WouldBlock`. `Ok(Some(..))`: the request, or the refusal to send;
+    /// `Ok(None)`: not whole yet; `Err`: the client is gone (or failed): close.
+    fn read_head(&mut self) -> Result<Option<Result<Request, Reply>>, ()> {
+        let mut chunk = [0u8; 1024];
+        loop {
+            let room = (MAX_HEAD - self.head.len()).min(chunk.len());
+            match self.stream.read(&mut chunk[..room]) {
+                Ok(0) => return Err(()),
+                Ok(n) => {
+                    self.head.extend_from_slice(&chunk[..n]);
+                    if let Some(outcome) = parse(&self.head) {
+                        return Ok(Some(outcome));
+                    }
+                    if self.head.len() == MAX_HEAD {
+                        return Ok(Some(Err(Reply::text(431, "request head too large\n"))));
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(None), // drained
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}              // a signal; read again
+                Err(_) => return Err(()),
+            }
+        }
     }
-}
 
-/// Read one request from `stream` and answer it.
-fn answer(mut stream: TcpStream, routes: &Routes) {
-    let reply = match read_request(&mut stream, READ_LIMIT) {
-        Ok(request) => respond(&request, routes),
-        Err(Refusal::Gone) => return,
-        Err(Refusal::Reply(reply)) => (reply, true),
-    };
-    let (reply, with_body) = reply;
-    let sent = stream.set_write_timeout(Some(WRITE_LIMIT)).and_then(|()| {
-        stream.write_all(&head(&reply, with_body))?;
-        if with_body { stream.write_all(&reply.body) } else { Ok(()) }
-    });
-    if let Err(e) = sent {
-        debug!("metrics: writing a {} response: {e}", reply.status);
+    /// From now on the client is owed `reply` (its body too unless a HEAD asked).
+    fn owe(&mut self, reply: &Reply, with_body: bool) {
+        let mut bytes = head(reply);
+        if with_body {
+            bytes.extend_from_slice(&reply.body);
+        }
+        self.response = Some((bytes, 0));
+        self.head = Vec::new();
+        self.deadline = Instant::now() + TIME_LIMIT;
     }
-    let _ = stream.shutdown(Shutdown::Write); // then close: the response is complete
+
+    /// Write until done (`Ok(true)`) or the kernel's buffer is full (`Ok(false)`).
+    fn write_response(&mut self) -> Result<bool, ()> {
+        let Some((bytes, written)) = &mut self.response else { return Err(()) };
+        while *written < bytes.len() {
+            match self.stream.write(&bytes[*written..]) {
+                Ok(0) => return Err(()),
+                Ok(n) => *written += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false), // WRITABLE will come
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}               // a signal; write again
+                Err(_) => return Err(()),
+            }
+        }
+        Ok(true)
+    }
 }
 
 /// A request the server will answer.
@@ -170,13 +308,19 @@ struct Request {
     path: String,
 }
 
-/// Why no request was read.
-#[derive(Debug, PartialEq, Eq)]
-enum Refusal {
-    /// The client went away, or an error that leaves nobody to answer.
-    Gone,
-    /// Answer this, then close.
-    Reply(Reply),
+/// A whole request head in `bytes` (`None`: not whole yet), or the refusal to send.
+fn parse(bytes: &[u8]) -> Option<Result<Request, Reply>> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    match request.parse(bytes) {
+        Ok(httparse::Status::Complete(_)) => Some(Ok(Request {
+            method: request.method.unwrap_or_default().to_string(),
+            path: request.path.unwrap_or_default().to_string(),
+        })),
+        Ok(httparse::Status::Partial) => None,
+        Err(httparse::Error::TooManyHeaders) => Some(Err(Reply::text(431, "too many request headers\n"))),
+        Err(e) => Some(Err(Reply::text(400, &format!("bad request: {e}\n")))),
+    }
 }
 
 /// The reply to `request`, and whether to send its body (not for HEAD).
@@ -191,15 +335,15 @@ fn respond(request: &Request, routes: &Routes) -> (Reply, bool) {
     }
 }
 
-/// The status line and headers of `reply`.
-fn head(reply: &Reply, with_body: bool) -> Vec<u8> {
+/// The status line and headers of `reply` (for a HEAD too: the length a GET would get).
+fn head(reply: &Reply) -> Vec<u8> {
     let allow = if reply.status == 405 { "Allow: GET, HEAD\r\n" } else { "" };
-    let length = if with_body { reply.body.len() } else { 0 };
     format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {length}\r\n{allow}Connection: close\r\n\r\n",
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{allow}Connection: close\r\n\r\n",
         reply.status,
         reason(reply.status),
         reply.content_type,
+        reply.body.len(),
     )
     .into_bytes()
 }
@@ -217,127 +361,31 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-/// Read a request head within `limit` ([`READ_LIMIT`]) and [`MAX_HEAD`] bytes.
-fn read_request(stream: &mut impl ReadWithTimeout, limit: Duration) -> Result<Request, Refusal> {
-    let deadline = Instant::now() + limit;
-    let mut buf = vec![0u8; MAX_HEAD];
-    let mut len = 0;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(Refusal::Reply(Reply::text(408, "request head not received in time\n")));
-        }
-        stream.set_timeout(left).map_err(|_| Refusal::Gone)?;
-        match stream.read(&mut buf[len..]) {
-            Ok(0) => return Err(Refusal::Gone),
-            Ok(n) => len += n,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue, // a signal; read again
-            // The timeout: WouldBlock or TimedOut, depending on the platform. The loop's
-            // deadline check answers it.
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => continue,
-            Err(_) => return Err(Refusal::Gone),
-        }
-        if let Some(request) = parse(&buf[..len])? {
-            return Ok(request);
-        }
-        if len == buf.len() {
-            return Err(Refusal::Reply(Reply::text(431, "request head too large\n")));
-        }
-    }
-}
-
-/// A whole request head in `bytes` (`None`: not whole yet).
-fn parse(bytes: &[u8]) -> Result<Option<Request>, Refusal> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut request = httparse::Request::new(&mut headers);
-    match request.parse(bytes) {
-        Ok(httparse::Status::Complete(_)) => Ok(Some(Request {
-            method: request.method.unwrap_or_default().to_string(),
-            path: request.path.unwrap_or_default().to_string(),
-        })),
-        Ok(httparse::Status::Partial) => Ok(None),
-        Err(httparse::Error::TooManyHeaders) => {
-            Err(Refusal::Reply(Reply::text(431, "too many request headers\n")))
-        }
-        Err(e) => Err(Refusal::Reply(Reply::text(400, &format!("bad request: {e}\n")))),
-    }
-}
-
-/// A socket whose reads can be given a time limit (a trait, so the reading is tested
-/// without a socket).
-trait ReadWithTimeout: Read {
-    fn set_timeout(&mut self, limit: Duration) -> io::Result<()>;
-}
-
-impl ReadWithTimeout for TcpStream {
-    fn set_timeout(&mut self, limit: Duration) -> io::Result<()> {
-        self.set_read_timeout(Some(limit))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Reads served from a list of chunks, then a timeout, as a slow client gives them.
-    struct Chunks(Vec<Vec<u8>>);
-
-    impl Read for Chunks {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            if self.0.is_empty() {
-                thread::sleep(Duration::from_millis(50));
-                return Err(ErrorKind::WouldBlock.into());
-            }
-            let chunk = self.0.remove(0);
-            let n = chunk.len().min(buf.len());
-            buf[..n].copy_from_slice(&chunk[..n]);
-            if n < chunk.len() {
-                self.0.insert(0, chunk[n..].to_vec());
-            }
-            Ok(n)
-        }
-    }
-
-    impl ReadWithTimeout for Chunks {
-        fn set_timeout(&mut self, _: Duration) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    const LIMIT: Duration = Duration::from_millis(200);
-
-    fn read(chunks: &[&[u8]]) -> Result<Request, Refusal> {
-        read_request(&mut Chunks(chunks.iter().map(|c| c.to_vec()).collect()), LIMIT)
-    }
-
-    fn status(result: Result<Request, Refusal>) -> u16 {
-        match result {
-            Err(Refusal::Reply(reply)) => reply.status,
+    fn status(outcome: Option<Result<Request, Reply>>) -> u16 {
+        match outcome {
+            Some(Err(reply)) => reply.status,
             other => panic!("expected a refusal, got {other:?}"),
         }
     }
 
     #[test]
-    fn a_head_split_over_reads_is_read_whole() {
-        let request = read(&[b"GET /met", b"rics HTTP/1.1\r\nHost: x\r", b"\n\r\n"]).unwrap();
+    fn a_head_is_whole_only_at_its_blank_line() {
+        assert_eq!(parse(b"GET /met"), None);
+        assert_eq!(parse(b"GET /metrics HTTP/1.1\r\nHost: x\r"), None);
+        let request = parse(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap().unwrap();
         assert_eq!(request, Request { method: "GET".into(), path: "/metrics".into() });
     }
 
     #[test]
-    fn malformed_oversized_and_slow_heads_are_refused() {
-        assert_eq!(status(read(&[b"GET /metrics HTTP/1.1\r\nBad Header\r\n\r\n"])), 400);
-        assert_eq!(status(read(&[b"\x00\x01\x02 / HTTP/1.1\r\n\r\n"])), 400);
-        let endless = [&b"GET / HTTP/1.1\r\nX: "[..], &vec![b'a'; MAX_HEAD]].concat();
-        assert_eq!(status(read(&[&endless])), 431);
+    fn malformed_heads_are_refused() {
+        assert_eq!(status(parse(b"GET /metrics HTTP/1.1\r\nBad Header\r\n\r\n")), 400);
+        assert_eq!(status(parse(b"\x00\x01\x02 / HTTP/1.1\r\n\r\n")), 400);
         let many: String = (0..=MAX_HEADERS).map(|i| format!("X{i}: y\r\n")).collect();
-        assert_eq!(status(read(&[format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes()])), 431);
-        let started = Instant::now();
-        assert_eq!(status(read(&[b"GET /metrics HTTP/1.1\r\n"])), 408);
-        assert!(started.elapsed() >= LIMIT);
-        assert_eq!(
-            read(&[]).unwrap_err(),
-            Refusal::Reply(Reply::text(408, "request head not received in time\n"))
-        );
+        assert_eq!(status(parse(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes())), 431);
     }
 
     #[test]
@@ -349,9 +397,62 @@ mod tests {
         assert_eq!(respond(&request("HEAD", "/livez"), &routes), (Reply::text(200, "ok\n"), false));
         assert_eq!(respond(&request("GET", "/other"), &routes).0.status, 404);
         assert_eq!(respond(&request("POST", "/livez"), &routes).0.status, 405);
-        let head = String::from_utf8(head(&Reply::text(405, "x"), true)).unwrap();
+        let head = String::from_utf8(head(&Reply::text(405, "x"))).unwrap();
         assert!(
             head.starts_with("HTTP/1.1 405 Method Not Allowed\r\n") && head.contains("Allow: GET, HEAD\r\n")
         );
+    }
+
+    /// A server on 127.0.0.1:0 answering /livez.
+    fn server() -> HttpServer {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let routes: Arc<Routes> = Arc::new(|path: &str| (path == "/livez").then(|| Reply::text(200, "ok\n")));
+        HttpServer::start(listener, routes).unwrap()
+    }
+
+    /// Send `request` on a new connection and read until the server closes it.
+    fn exchange(addr: SocketAddr, request: &[u8]) -> String {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream.write_all(request).unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+    }
+
+    /// Many clients that send nothing, and one that sends a head without end, hold up
+    /// nobody: a GET beside them is answered at once.
+    #[test]
+    fn slow_and_endless_clients_stall_nothing() {
+        let server = server();
+        let addr = server.local_addr();
+        let idle: Vec<_> = (0..50).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
+        let mut endless = std::net::TcpStream::connect(addr).unwrap();
+        endless.write_all(b"GET / HTTP/1.1\r\nX: ").unwrap();
+        let started = Instant::now();
+        let response = exchange(addr, b"GET /livez HTTP/1.1\r\n\r\n");
+        assert!(
+            response.starts_with("HTTP/1.1 200 OK\r\n") && response.ends_with("\r\n\r\nok\n"),
+            "{response}"
+        );
+        assert!(started.elapsed() < TIME_LIMIT, "answered after {:?}", started.elapsed());
+        // The endless head is refused at MAX_HEAD bytes, long before its deadline.
+        let _ = endless.write_all(&vec![b'a'; MAX_HEAD]);
+        endless.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut answer = String::new();
+        let _ = endless.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+        drop(idle);
+    }
+
+    /// A client that never finishes its head is answered 408 and closed at its deadline.
+    #[test]
+    fn a_silent_client_is_closed_at_its_deadline() {
+        let server = server();
+        let started = Instant::now();
+        let response = exchange(server.local_addr(), b"GET /livez HTTP/1.1\r\n");
+        assert!(response.starts_with("HTTP/1.1 408 "), "{response}");
+        assert!(started.elapsed() >= TIME_LIMIT && started.elapsed() < TIME_LIMIT * 3);
+        assert!(exchange(server.local_addr(), b"GET /nope HTTP/1.0\r\n\r\n").starts_with("HTTP/1.1 404 "));
     }
 }
