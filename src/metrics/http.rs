@@ -10,14 +10,14 @@
 //!   gets [`TIME_LIMIT`] to send its head, and again to take the response (408, or closed);
 //! - a slow client costs a slab entry and its head so far, never a thread: the others are
 //!   answered meanwhile. Past [`MAX_CLIENTS`] at once, a new connection is closed at once;
-//! - an `accept` error never ends the server: it is sorted as every model sorts it
-//!   ([`crate::net::classify_accept_error`]), and out of descriptors, accepting pauses.
+//! - an `accept` error never ends the server: it is handled as every model handles it
+//!   ([`AcceptBackoff`]): out of descriptors, accepting pauses and is retried.
 //!
 //! (`tiny_http` 0.12 was the obvious crate, but its accept thread ends at the first accept
 //! error, EMFILE included, it reads a header line without a bound or a timeout, and it
 //! spends a thread per connection without a bound.)
 
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -29,7 +29,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use crate::net::{ACCEPT_BACKOFF, AcceptError, classify_accept_error};
+use crate::net::{AcceptBackoff, AfterAcceptError, interrupted, would_block};
 
 /// The largest request head (request line and headers) read.
 pub const MAX_HEAD: usize = 8 * 1024;
@@ -83,7 +83,8 @@ impl HttpServer {
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let stopping = Arc::new(AtomicBool::new(false));
-        let endpoint = Endpoint { poll, listener, clients: Slab::new(), routes, accept_paused_until: None };
+        let endpoint =
+            Endpoint { poll, listener, clients: Slab::new(), routes, backoff: AcceptBackoff::default() };
         let stop = Arc::clone(&stopping);
         let thread = thread::Builder::new().name("metrics".into()).spawn(move || endpoint.run(&stop))?;
         Ok(HttpServer { local_addr, stopping, waker, thread: Some(thread) })
@@ -114,8 +115,8 @@ struct Endpoint {
     /// Connections being answered; slab key == token value.
     clients: Slab<Client>,
     routes: Arc<Routes>,
-    /// Out of descriptors: accepting resumes then.
-    accept_paused_until: Option<Instant>,
+    /// Accept errors: the pause after running out of descriptors, and its log.
+    backoff: AcceptBackoff,
 }
 
 /// One connection: reading its head, then writing its response.
@@ -136,7 +137,7 @@ impl Endpoint {
             let now = Instant::now();
             let timeout = self.next_deadline().map(|at| at.saturating_duration_since(now));
             if let Err(e) = self.poll.poll(&mut events, timeout) {
-                if e.kind() == ErrorKind::Interrupted {
+                if interrupted(&e) {
                     continue; // a signal; poll again
                 }
                 log::error!("metrics: poll failed, the endpoint stops: {e}");
@@ -156,27 +157,24 @@ impl Endpoint {
 
     /// The next client deadline, or when accepting resumes.
     fn next_deadline(&self) -> Option<Instant> {
-        self.clients.iter().map(|(_, c)| c.deadline).chain(self.accept_paused_until).min()
+        self.clients.iter().map(|(_, c)| c.deadline).chain(self.backoff.paused_until()).min()
     }
 
     /// Accept until the queue is empty (edge-triggered), or pause when out of descriptors.
     fn accept_all(&mut self) {
-        if self.accept_paused_until.is_some() {
+        if self.backoff.is_paused() {
             return; // `expire` resumes accepting at the end of the pause
         }
         loop {
             let (mut stream, peer) = match self.listener.accept() {
                 Ok(accepted) => accepted,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return, // queue empty
-                Err(e) => match classify_accept_error(&e) {
-                    AcceptError::Interrupted | AcceptError::ConnectionGone => continue,
-                    AcceptError::OutOfResources | AcceptError::Unexpected => {
-                        debug!("metrics: accept: {e}: pausing {ACCEPT_BACKOFF:?}");
-                        self.accept_paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
-                        return;
-                    }
+                Err(e) if would_block(&e) => return, // queue empty
+                Err(e) => match self.backoff.failed(&e, Instant::now()) {
+                    AfterAcceptError::Retry | AfterAcceptError::Skip => continue,
+                    AfterAcceptError::Pause => return,
                 },
             };
+            self.backoff.accepted(Instant::now());
             if self.clients.len() >= MAX_CLIENTS {
                 debug!("metrics: {peer}: {MAX_CLIENTS} clients already, closing");
                 continue; // dropped: closed
@@ -235,8 +233,7 @@ impl Endpoint {
             }
             self.close(key);
         }
-        if self.accept_paused_until.is_some_and(|until| until <= now) {
-            self.accept_paused_until = None;
+        if self.backoff.resume_due(now) {
             self.accept_all(); // what queued meanwhile: no new event will announce it
         }
     }
@@ -267,8 +264,8 @@ impl Client {
                         return Ok(Some(Err(Reply::text(431, "request head too large\n"))));
                     }
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(None), // drained
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}              // a signal; read again
+                Err(e) if would_block(&e) => return Ok(None), // drained
+                Err(e) if interrupted(&e) => {}               // a signal; read again
                 Err(_) => return Err(()),
             }
         }
@@ -292,8 +289,8 @@ impl Client {
             match self.stream.write(&bytes[*written..]) {
                 Ok(0) => return Err(()),
                 Ok(n) => *written += n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false), // WRITABLE will come
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}               // a signal; write again
+                Err(e) if would_block(&e) => return Ok(false), // WRITABLE will come
+                Err(e) if interrupted(&e) => {}                // a signal; write again
                 Err(_) => return Err(()),
             }
         }
