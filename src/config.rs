@@ -5,6 +5,7 @@
 //! crate a config starts from [`ServerConfig::new`] (or `default()`) and changes what it
 //! needs with the `with_*` methods, or by assigning a field.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::addr::ListenAddr;
@@ -91,6 +92,20 @@ pub struct ServerConfig {
     /// in ring order, so in time every one is touched: `uring_buffers * uring_buffer_size`
     /// is a fixed cost (16 MiB by default), whatever the number of connections.
     pub uring_buffer_size: usize,
+    /// Every connection begins with a PROXY protocol header (v1 or v2), as a load balancer
+    /// sends it: consumed, never echoed, and the client it names is the one logged (stream
+    /// listeners only).
+    pub proxy_protocol: bool,
+    /// With `proxy_protocol`: how long a connection has, from its accept, to send its whole
+    /// header; then it is closed and counted as refused.
+    pub proxy_timeout: Duration,
+    /// Serve Prometheus metrics (`/metrics`) and health checks (`/livez`, `/readyz`) over
+    /// HTTP at this address, from a thread of their own; `None` = off.
+    pub metrics: Option<SocketAddr>,
+    /// On SIGINT/SIGTERM, first a drain of up to this long: `/readyz` answers 503 while
+    /// everything else goes on, ended early when no connection is open; then the stop.
+    /// Zero: stop at once.
+    pub drain: Duration,
 }
 
 impl Default for ServerConfig {
@@ -110,6 +125,10 @@ impl Default for ServerConfig {
             max_frame: 64 * 1024,
             uring_buffers: 256,
             uring_buffer_size: 64 * 1024,
+            proxy_protocol: false,
+            proxy_timeout: Duration::from_secs(5),
+            metrics: None,
+            drain: Duration::ZERO,
         }
     }
 }
@@ -149,6 +168,10 @@ impl ServerConfig {
         with_max_frame => max_frame: usize,
         with_uring_buffers => uring_buffers: usize,
         with_uring_buffer_size => uring_buffer_size: usize,
+        with_proxy_protocol => proxy_protocol: bool,
+        with_proxy_timeout => proxy_timeout: Duration,
+        with_metrics => metrics: Option<SocketAddr>,
+        with_drain => drain: Duration,
     }
 
     /// The framing with its limit, as a connection uses it.
@@ -194,6 +217,9 @@ impl ServerConfig {
         }
         if let ListenAddr::Udp(_) = self.addr {
             self.validate_udp()?;
+        }
+        if self.proxy_protocol && self.proxy_timeout.is_zero() {
+            return Err("--proxy-timeout must be more than 0 seconds".into());
         }
         self.validate_uring_buffers()?;
         if self.max_connections == 0 {
@@ -285,6 +311,12 @@ impl ServerConfig {
                 self.framing.name()
             ));
         }
+        if self.proxy_protocol {
+            return Err(format!(
+                "--proxy-protocol applies to stream listeners: {} carries no PROXY header",
+                self.addr
+            ));
+        }
         Ok(())
     }
 }
@@ -373,8 +405,10 @@ mod tests {
         assert!(config.validate().unwrap_err().contains("not thread-per-conn"));
         let config = ServerConfig { workers: 2, ..udp.clone() };
         assert!(config.validate().unwrap_err().contains("one socket"));
-        let config = ServerConfig { framing: Framing::Line, ..udp };
+        let config = ServerConfig { framing: Framing::Line, ..udp.clone() };
         assert!(config.validate().unwrap_err().contains("--framing line"));
+        let config = ServerConfig { proxy_protocol: true, ..udp };
+        assert!(config.validate().unwrap_err().contains("--proxy-protocol applies to stream listeners"));
     }
 
     #[test]
@@ -414,6 +448,9 @@ mod tests {
 
     #[test]
     fn zero_limits_are_rejected() {
+        let config =
+            ServerConfig { proxy_protocol: true, proxy_timeout: Duration::ZERO, ..Default::default() };
+        assert!(config.validate().unwrap_err().contains("--proxy-timeout"));
         let config = ServerConfig { max_pending: 0, ..Default::default() };
         assert!(config.validate().is_err());
         let config = ServerConfig { max_connections: 0, ..Default::default() };

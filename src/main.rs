@@ -99,10 +99,14 @@ fn start(args: &ServeArgs, shutdown: ShutdownHandle) -> Result<Server, Error> {
     Ok(server.with_stats_requests(stats_requests))
 }
 
-/// The one line on stdout: where we listen, flushed at once for whoever waits for it.
+/// The lines on stdout: where we listen (and, with `--metrics`, where the metrics are),
+/// flushed at once for whoever waits for them.
 fn announce(server: &Server) -> Result<(), Error> {
     let mut stdout = io::stdout().lock();
     writeln!(stdout, "listening on {}", server.local_addr())?;
+    if let Some(metrics) = server.metrics_addr() {
+        writeln!(stdout, "metrics on http://{metrics}/metrics")?;
+    }
     stdout.flush()?;
     Ok(())
 }

@@ -7,9 +7,12 @@
 //!
 //! While it runs, a reporter thread logs the statistics line (`--stats-interval`, and
 //! whenever its [`StatsRequests`] ask: SIGUSR1); [`Server::stats`] reads the same counters
-//! from anywhere, for the summary after a failure.
+//! from anywhere, for the summary after a failure. With `--metrics`, a thread of its own
+//! serves them over HTTP, with the health checks (`crate::metrics`); its socket is bound
+//! with the listener's, so [`Server::metrics_addr`] is known before `run`.
 
 use std::io;
+use std::net::{SocketAddr, TcpListener};
 use std::thread;
 use std::time::Duration;
 
@@ -21,6 +24,7 @@ use crate::config::{Model, ServerConfig};
 use crate::error::Error;
 use crate::event_loop::{EventLoop, UdpEcho};
 use crate::framing::Framing;
+use crate::metrics;
 use crate::net::{self, InheritedSocket, SocketOptions, StdListener};
 use crate::shutdown::ShutdownHandle;
 use crate::stats::{Counted, Reporter, ServerStats, StatsRequests, Summary};
@@ -36,6 +40,12 @@ pub struct Server {
     stats: ServerStats,
     /// `--stats-interval`.
     stats_interval: Option<Duration>,
+    /// `--metrics`: the endpoint's socket, bound; served while `run` runs.
+    metrics: Option<TcpListener>,
+    /// `--drain`: how long a signal's stop drains first.
+    drain: Duration,
+    /// The model's name, for the metrics.
+    model: &'static str,
 }
 
 /// What runs: one variant per model, each holding what it needs until `run`.
@@ -69,7 +79,7 @@ impl Server {
             let stats = ServerStats::new(1, Counted::Datagrams);
             let udp = UdpEcho::new(socket, config.shutdown_grace, &shutdown, stats.worker(0))?;
             let addr = ListenAddr::Udp(udp.local_addr()?);
-            return Ok(Server::new(addr, shutdown, Runner::Udp(udp), stats, config));
+            return Server::new(addr, shutdown, Runner::Udp(udp), stats, config);
         }
         let reuse_port = config.workers > 1;
         let first = net::bind(&config.addr, reuse_port)?;
@@ -128,18 +138,29 @@ impl Server {
             #[cfg(not(target_os = "linux"))]
             Model::IoUring => unreachable!("check_before_binding refuses io-uring off Linux"),
         };
-        Ok(Server::new(addr, shutdown, runner, stats, config))
+        Server::new(addr, shutdown, runner, stats, config)
     }
 
+    /// The rest of binding: the `--metrics` endpoint's socket.
     fn new(
         addr: ListenAddr,
         shutdown: ShutdownHandle,
         runner: Runner,
         stats: ServerStats,
         config: &ServerConfig,
-    ) -> Server {
-        let stats_requests = StatsRequests::new();
-        Server { addr, shutdown, stats_requests, runner, stats, stats_interval: config.stats_interval }
+    ) -> Result<Server, Error> {
+        let metrics = config.metrics.map(metrics::bind).transpose()?;
+        Ok(Server {
+            addr,
+            shutdown,
+            stats_requests: StatsRequests::new(),
+            runner,
+            stats,
+            stats_interval: config.stats_interval,
+            metrics,
+            drain: config.drain,
+            model: config.model.name(),
+        })
     }
 
     /// Log a statistics line whenever `requests` asks, instead of through a handle of the
@@ -160,6 +181,11 @@ impl Server {
         &self.addr
     }
 
+    /// With `--metrics`: the endpoint's real address (the port the OS chose for port 0).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|listener| listener.local_addr().ok())
+    }
+
     /// A handle that stops this server from any thread.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         self.shutdown.clone()
@@ -172,9 +198,12 @@ impl Server {
     }
 
     /// Serve until shut down; log and return the summary.
-    pub fn run(self) -> io::Result<Summary> {
+    pub fn run(mut self) -> io::Result<Summary> {
         info!("serving {} with the {}", self.addr, self.model_description());
         let reporter = Reporter::start(self.stats.clone(), self.stats_interval, &self.stats_requests)?;
+        let endpoint = self.serve_metrics()?; // answers until `run` returns
+        let open = self.stats.clone();
+        self.shutdown.drain_first(self.drain, move || open.open_connections());
         let (shutdown, stats) = (&self.shutdown, self.stats.worker(0));
         match self.runner {
             Runner::EventLoops(loops) => run_workers(loops, shutdown)?,
@@ -191,7 +220,21 @@ impl Server {
         drop(reporter); // no statistics line after the summary
         let summary = self.stats.summary();
         info!("{summary}");
+        drop(endpoint); // until here, /readyz said 503 and /metrics the last counts
         Ok(summary)
+    }
+
+    /// Start the `--metrics` endpoint, if asked (its socket was bound with the listener).
+    fn serve_metrics(&mut self) -> io::Result<Option<metrics::Endpoint>> {
+        let Some(listener) = self.metrics.take() else { return Ok(None) };
+        let sources = metrics::Sources {
+            stats: self.stats.clone(),
+            shutdown: self.shutdown.clone(),
+            listener: self.addr.to_string(),
+            datagram: matches!(self.addr, ListenAddr::Udp(_)),
+            model: self.model,
+        };
+        metrics::serve(listener, sources).map(Some)
     }
 
     fn model_description(&self) -> String {

@@ -19,8 +19,15 @@
 //! Bytes *pending* (read but not yet written back) are never counted directly: they are
 //! `read - echoed - unsent`, where `unsent` is what connections still held when they ended.
 //!
+//! Conditions a client can cause over and over (a connection over `--max-connections`, a
+//! bad PROXY header, a frame over `--max-frame`) are counted like the rest, and logged
+//! through a throttle ([`Stats::client_event`]), so that no client can flood the log.
+//! Each serving loop also says when it is busy and when it waits ([`Stats::loop_busy`]),
+//! so that a loop stuck in one turn can be seen from outside ([`ServerStats::stalled_for`]).
+//!
 //! - `live.rs`: the statistics line, the thread that logs it, and what asks for one now.
 //! - `json.rs`: the summary as JSON (`--summary-json`).
+//! - `throttle.rs`: the rate-limited log of what clients cause.
 
 mod json;
 mod live;
@@ -35,6 +42,9 @@ use serde::Serialize;
 
 pub use json::{ExitReason, write_summary_json};
 pub use live::{Reporter, StatsRequests};
+pub use throttle::ClientEvent;
+
+use throttle::ClientEvents;
 
 /// What a server's message count counts, and so what every report calls it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -64,7 +74,14 @@ impl Counted {
 #[derive(Debug, Default)]
 pub struct Stats {
     accepted: AtomicU64,
+    /// Refused at `--max-connections`.
     rejected: AtomicU64,
+    /// Refused for a missing, malformed or late PROXY header.
+    rejected_proxy_header: AtomicU64,
+    /// Refused because no thread could be started for it (thread-per-conn).
+    rejected_no_thread: AtomicU64,
+    /// Frames over `--max-frame` (each closed its connection).
+    frames_too_large: AtomicU64,
     active: AtomicU64,
     peak: AtomicU64,
     reads: AtomicU64,
@@ -76,6 +93,11 @@ pub struct Stats {
     dropped_reserved_port: AtomicU64,
     dropped_queue_full: AtomicU64,
     dropped_send_failed: AtomicU64,
+    /// The serving loop's current turn began at this many milliseconds after
+    /// `throttle::epoch`, plus one; 0 while it waits for work (see [`Stats::loop_busy`]).
+    busy_since: AtomicU64,
+    /// The rate-limited log of [`ClientEvent`]s.
+    client_events: ClientEvents,
 }
 
 /// Reads and writes not yet added to a [`Stats`]: what one connection moved since it last
@@ -197,9 +219,37 @@ impl Stats {
         self.active.fetch_sub(1, Relaxed);
     }
 
-    /// A connection over `--max-connections` was accepted and closed at once.
-    pub fn connection_rejected(&self) {
-        self.rejected.fetch_add(1, Relaxed);
+    /// A connection was accepted and closed because no thread could be started for it.
+    pub fn connection_refused_no_thread(&self) {
+        self.rejected_no_thread.fetch_add(1, Relaxed);
+    }
+
+    /// A client caused `event` at `now`: count it, and log it through the throttle
+    /// (`detail`, who did what, is formatted only for a line that is written).
+    pub fn client_event(&self, event: ClientEvent, now: Instant, detail: impl FnOnce() -> String) {
+        let counter = match event {
+            ClientEvent::MaxConnections => &self.rejected,
+            ClientEvent::ProxyHeader => &self.rejected_proxy_header,
+            ClientEvent::FrameTooLarge => &self.frames_too_large,
+        };
+        counter.fetch_add(1, Relaxed);
+        self.client_events.log(event, now, detail);
+    }
+
+    /// The serving loop begins a turn at `now` (it has stopped waiting for work).
+    pub fn loop_busy(&self, now: Instant) {
+        self.busy_since.store(throttle::millis(now) + 1, Relaxed);
+    }
+
+    /// The serving loop waits for work (in `epoll_wait`, `io_uring_enter`, `accept`).
+    pub fn loop_waiting(&self) {
+        self.busy_since.store(0, Relaxed);
+    }
+
+    /// How long the serving loop has been in its current turn at `now`; `None` while it waits.
+    fn busy_for(&self, now: Instant) -> Option<Duration> {
+        let since = self.busy_since.load(Relaxed).checked_sub(1)?;
+        Some(Duration::from_millis(throttle::millis(now).saturating_sub(since)))
     }
 
     /// Add `tally` to the counters and empty it: per loop turn (the loops) or per read and
@@ -245,10 +295,14 @@ impl Stats {
         Counters {
             accepted: self.accepted.load(Relaxed),
             rejected: self.rejected.load(Relaxed),
+            rejected_proxy_header: self.rejected_proxy_header.load(Relaxed),
+            rejected_no_thread: self.rejected_no_thread.load(Relaxed),
+            frames_too_large: self.frames_too_large.load(Relaxed),
             open: self.active.load(Relaxed),
             peak: self.peak.load(Relaxed),
             reads: self.reads.load(Relaxed),
             frames: self.frames.load(Relaxed),
+            bytes_read,
             bytes_echoed,
             pending: bytes_read.saturating_sub(bytes_echoed).saturating_sub(bytes_unsent),
             datagrams: Datagrams {
@@ -275,16 +329,39 @@ fn add_all<const N: usize>(amounts: [(&AtomicU64, u64); N]) {
 struct Counters {
     accepted: u64,
     rejected: u64,
+    rejected_proxy_header: u64,
+    rejected_no_thread: u64,
+    frames_too_large: u64,
     open: u64,
     peak: u64,
     reads: u64,
     frames: u64,
+    bytes_read: u64,
     bytes_echoed: u64,
     pending: u64,
     datagrams: Datagrams,
 }
 
 impl Counters {
+    /// Two workers' counters added up.
+    fn plus(&self, w: &Counters) -> Counters {
+        Counters {
+            accepted: self.accepted + w.accepted,
+            rejected: self.rejected + w.rejected,
+            rejected_proxy_header: self.rejected_proxy_header + w.rejected_proxy_header,
+            rejected_no_thread: self.rejected_no_thread + w.rejected_no_thread,
+            frames_too_large: self.frames_too_large + w.frames_too_large,
+            open: self.open + w.open,
+            peak: self.peak + w.peak,
+            reads: self.reads + w.reads,
+            frames: self.frames + w.frames,
+            bytes_read: self.bytes_read + w.bytes_read,
+            bytes_echoed: self.bytes_echoed + w.bytes_echoed,
+            pending: self.pending + w.pending,
+            datagrams: self.datagrams.plus(&w.datagrams),
+        }
+    }
+
     /// The count [`Counted`] names: reads (and datagrams, one per read) or frames.
     fn counted(&self, counted: Counted) -> u64 {
         match counted {
@@ -333,6 +410,64 @@ impl ServerStats {
     fn sample(&self) -> Vec<Counters> {
         self.workers.iter().map(|stats| stats.sample()).collect()
     }
+
+    /// Connections open now, over every worker (for `--drain`).
+    pub fn open_connections(&self) -> u64 {
+        self.workers.iter().map(|stats| stats.active.load(Relaxed)).sum()
+    }
+
+    /// The longest any serving loop has been in its current turn at `now` (`None`: all wait).
+    pub fn stalled_for(&self, now: Instant) -> Option<Duration> {
+        self.workers.iter().filter_map(|stats| stats.busy_for(now)).max()
+    }
+
+    /// Each worker's counters now, summed, for the metrics endpoint.
+    pub fn totals(&self) -> Totals {
+        let sum = self.sample().iter().fold(Counters::default(), |sum, w| sum.plus(w));
+        Totals {
+            accepted: sum.accepted,
+            rejected_max_connections: sum.rejected,
+            rejected_proxy_header: sum.rejected_proxy_header,
+            rejected_no_thread: sum.rejected_no_thread,
+            open: sum.open,
+            reads: sum.reads,
+            frames: (self.counted == Counted::Frames).then_some(sum.frames),
+            frames_too_large: sum.frames_too_large,
+            bytes_read: sum.bytes_read,
+            bytes_echoed: sum.bytes_echoed,
+            pending: sum.pending,
+            datagrams: (self.counted == Counted::Datagrams).then_some(sum.datagrams),
+        }
+    }
+}
+
+/// Every worker's counters summed, at one moment: what `--metrics` reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Connections accepted and served.
+    pub accepted: u64,
+    /// Connections refused at `--max-connections`.
+    pub rejected_max_connections: u64,
+    /// Connections refused for their PROXY header.
+    pub rejected_proxy_header: u64,
+    /// Connections refused because no thread could be started for them.
+    pub rejected_no_thread: u64,
+    /// Connections open now.
+    pub open: u64,
+    /// Reads that returned data.
+    pub reads: u64,
+    /// With `--framing`: whole frames echoed.
+    pub frames: Option<u64>,
+    /// Frames over `--max-frame`.
+    pub frames_too_large: u64,
+    /// Bytes read from clients.
+    pub bytes_read: u64,
+    /// Bytes written back.
+    pub bytes_echoed: u64,
+    /// Bytes read and not yet written back.
+    pub pending: u64,
+    /// A UDP echo's datagrams.
+    pub datagrams: Option<Datagrams>,
 }
 
 /// What one worker did.
@@ -340,13 +475,19 @@ impl ServerStats {
 pub struct WorkerSummary {
     /// Connections served (accepted and not rejected).
     pub connections: u64,
-    /// Connections accepted and closed at once because of `--max-connections`.
+    /// Connections accepted and closed without being served: at `--max-connections`, for
+    /// their PROXY header, or for want of a thread.
     pub rejected: u64,
+    /// Of `rejected`: for a missing, malformed or late PROXY header (`--proxy-protocol`).
+    pub rejected_proxy_header: u64,
     /// Reads that returned data.
     pub reads: u64,
     /// With `--framing`: whole frames echoed; `None` for a raw stream, which has no frames.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub frames: Option<u64>,
+    /// With `--framing`: frames over `--max-frame` (each closed its connection).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frames_too_large: Option<u64>,
     /// Bytes written back to clients.
     pub bytes_echoed: u64,
     /// The most connections open at once.
@@ -357,9 +498,11 @@ impl WorkerSummary {
     fn new(c: &Counters, framed: bool) -> Self {
         WorkerSummary {
             connections: c.accepted,
-            rejected: c.rejected,
+            rejected: c.rejected + c.rejected_proxy_header + c.rejected_no_thread,
+            rejected_proxy_header: c.rejected_proxy_header,
             reads: c.reads,
             frames: framed.then_some(c.frames),
+            frames_too_large: framed.then_some(c.frames_too_large),
             bytes_echoed: c.bytes_echoed,
             peak_connections: c.peak,
         }
@@ -371,12 +514,17 @@ impl WorkerSummary {
 pub struct Summary {
     /// Connections served (accepted and not rejected).
     pub connections: u64,
-    /// Connections accepted and closed at once because of `--max-connections`.
+    /// Connections accepted and closed without being served: at `--max-connections`, for
+    /// their PROXY header, or for want of a thread.
     pub rejected: u64,
+    /// Of `rejected`: for a missing, malformed or late PROXY header (`--proxy-protocol`).
+    pub rejected_proxy_header: u64,
     /// Reads that returned data (for UDP: datagrams received).
     pub reads: u64,
     /// With `--framing`: whole frames echoed; `None` for a raw stream.
     pub frames: Option<u64>,
+    /// With `--framing`: frames over `--max-frame`; `None` for a raw stream.
+    pub frames_too_large: Option<u64>,
     /// Bytes written back to clients.
     pub bytes_echoed: u64,
     /// The most connections open at once (summed over workers: each worker's own peak).
@@ -426,8 +574,10 @@ impl Summary {
         Summary {
             connections: sum(|w| w.connections),
             rejected: sum(|w| w.rejected),
+            rejected_proxy_header: sum(|w| w.rejected_proxy_header),
             reads: sum(|w| w.reads),
             frames,
+            frames_too_large: frames.map(|_| sum(|w| w.frames_too_large.unwrap_or(0))),
             bytes_echoed: sum(|w| w.bytes_echoed),
             peak_connections: sum(|w| w.peak_connections),
             duration,
@@ -468,6 +618,12 @@ impl fmt::Display for Summary {
             self.peak_connections,
             self.rejected
         )?;
+        if self.rejected_proxy_header > 0 {
+            write!(f, " ({} for their PROXY header)", self.rejected_proxy_header)?;
+        }
+        if let Some(too_large) = self.frames_too_large.filter(|&n| n > 0) {
+            write!(f, ", {too_large} frames over --max-frame")?;
+        }
         if self.per_worker.len() > 1 {
             let counts: Vec<String> = self.per_worker.iter().map(|w| w.connections.to_string()).collect();
             write!(f, ", per worker [{}]", counts.join(", "))?;
@@ -488,7 +644,7 @@ mod tests {
         stats.connection_closed();
         stats.connection_opened();
         stats.connection_closed();
-        stats.connection_rejected();
+        stats.client_event(ClientEvent::MaxConnections, Instant::now(), String::new);
         stats.publish(&mut IoTally { reads: 2, bytes_read: 20, bytes_echoed: 15, ..IoTally::default() });
         let s = WorkerSummary::new(&stats.sample(), false);
         assert_eq!((s.connections, s.peak_connections, s.bytes_echoed, s.rejected), (3, 2, 15, 1));
@@ -566,7 +722,7 @@ mod tests {
             peak_connections: 2,
             rejected: 1,
             reads: 4,
-            frames: None,
+            ..Default::default()
         };
         let summary = Summary::combine(vec![a, b], Duration::from_secs(1));
         assert_eq!((summary.reads, summary.frames), (4, None));

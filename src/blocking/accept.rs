@@ -10,6 +10,7 @@ use log::debug;
 use super::registry::LiveConnections;
 use crate::net::{ACCEPT_BACKOFF, AcceptBackoff, AfterAcceptError, BlockingStream, Peer, StdListener};
 use crate::shutdown::ShutdownHandle;
+use crate::stats::Stats;
 
 /// Accept connections until a stop is requested, handing each to `on_accept`.
 ///
@@ -17,14 +18,21 @@ use crate::shutdown::ShutdownHandle;
 /// the end only once a stop was requested; before that it is handled as the event loop does:
 /// a connection that died in the queue is skipped, and running out of descriptors or memory
 /// (the connection stays queued) pauses accepting for `ACCEPT_BACKOFF` instead of spinning.
+///
+/// `stats` hears when the thread waits in `accept` and when it works (for `/livez`): in the
+/// blocking model, serving a client is work, for as long as it lasts.
 pub fn accept_until_shutdown(
     listener: &StdListener,
     shutdown: &ShutdownHandle,
+    stats: &Stats,
     mut on_accept: impl FnMut(BlockingStream, Peer),
 ) {
     let mut backoff = AcceptBackoff::default();
     loop {
-        let error = match listener.accept_blocking() {
+        stats.loop_waiting();
+        let accepted = listener.accept_blocking();
+        stats.loop_busy(Instant::now());
+        let error = match accepted {
             Ok(_) if shutdown.is_requested() => return, // too late to serve: dropping it closes it
             Ok((stream, peer)) => {
                 backoff.accepted(Instant::now());

@@ -40,14 +40,14 @@ mod thread_per_conn;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{debug, info, warn};
+use log::{debug, info};
 
 use crate::config::ServerConfig;
 use crate::framing::Framer;
-use crate::lifecycle::Admission;
+use crate::lifecycle::{Admission, proxy_header};
 use crate::net::{BlockingStream, Peer, StdListener};
 use crate::shutdown::ShutdownHandle;
-use crate::stats::Stats;
+use crate::stats::{ClientEvent, Stats};
 use echo::{ECHO_BUFFER, End, echo_blocking, linger_after_stop};
 use registry::{LiveConnections, Registered};
 
@@ -97,6 +97,11 @@ pub struct Context {
     framer: Framer,
     /// `--shutdown-grace`, for a connection that sees the stop before the registry does.
     shutdown_grace: Duration,
+    /// `--proxy-protocol`: each connection's PROXY header must be whole this long after
+    /// its accept; `None` without the flag.
+    proxy_timeout: Option<Duration>,
+    /// `--idle-timeout`, the socket timeout to put back once the header is read.
+    idle_timeout: Option<Duration>,
 }
 
 impl Context {
@@ -109,6 +114,8 @@ impl Context {
             shutdown: shutdown.clone(),
             framer: config.framer(),
             shutdown_grace: config.shutdown_grace,
+            proxy_timeout: config.proxy_protocol.then_some(config.proxy_timeout),
+            idle_timeout: config.idle_timeout,
         }
     }
 
@@ -120,13 +127,33 @@ impl Context {
     }
 }
 
+/// With `--proxy-protocol`, read the connection's PROXY header into `buf`: the client it
+/// names, and how many of the client's bytes followed it (now at the front of `buf`).
+/// Without the flag, the peer and none. `None`: refused (counted and logged); it is closed.
+fn read_proxy_header(conn: &Registered, peer: Peer, ctx: &Context, buf: &mut [u8]) -> Option<(Peer, usize)> {
+    let Some(timeout) = ctx.proxy_timeout else { return Some((peer, 0)) };
+    match proxy_header::read_blocking(conn.stream(), buf, peer, timeout, ctx.idle_timeout) {
+        Ok((client, first)) => {
+            buf.copy_within(first.clone(), 0);
+            Some((client, first.len()))
+        }
+        Err(why) => {
+            let why = if ctx.shutdown.is_requested() { "the server is stopping".into() } else { why };
+            proxy_header::refused(&ctx.stats, peer, &why, Instant::now());
+            None
+        }
+    }
+}
+
 /// Serve one registered connection to its end on the calling thread, then close it: the
 /// whole life of a connection in both models.
 pub fn serve_connection(conn: Registered, peer: Peer, ctx: &Context) {
+    let mut buf = vec![0; ECHO_BUFFER];
+    let Some((peer, first)) = read_proxy_header(&conn, peer, ctx, &mut buf) else { return };
     ctx.stats.connection_opened();
     debug!("{} opened peer={peer} (open: {})", conn.id, ctx.live.len());
-    let mut buf = vec![0; ECHO_BUFFER];
-    let mut echoed = echo_blocking(conn.stream(), conn.id, &mut buf, ctx.framer, &ctx.shutdown, &ctx.stats);
+    let mut echoed =
+        echo_blocking(conn.stream(), conn.id, &mut buf, first, ctx.framer, &ctx.shutdown, &ctx.stats);
     match echoed.end {
         End::Shutdown => {
             let until = ctx.live.grace_ends().unwrap_or_else(|| Instant::now() + ctx.shutdown_grace);
@@ -143,7 +170,9 @@ pub fn serve_connection(conn: Registered, peer: Peer, ctx: &Context) {
     ctx.stats.publish(&mut echoed.counts.take_at_close());
     ctx.stats.connection_closed();
     if let End::TooLarge(oversize) = &echoed.end {
-        warn!("{peer}: {oversize}: closing the connection after echoing the frames before it");
+        let detail =
+            || format!("{peer}: {oversize}: closing the connection after echoing the frames before it");
+        ctx.stats.client_event(ClientEvent::FrameTooLarge, Instant::now(), detail);
     }
     if echoed.discarded > 0 {
         let when = if matches!(echoed.end, End::Shutdown) { "shutting down" } else { "EOF" };
@@ -191,6 +220,7 @@ mod tests {
             conn.stream(),
             conn.id,
             &mut vec![0; 4],
+            0,
             RAW,
             &ShutdownHandle::new(),
             &Stats::default(),
@@ -213,6 +243,7 @@ mod tests {
                 conn.stream(),
                 conn.id,
                 &mut vec![0; 16],
+                0,
                 RAW,
                 &ShutdownHandle::new(),
                 &Stats::default(),
@@ -253,7 +284,8 @@ mod tests {
         live.begin_shutdown(Duration::ZERO);
         let (conn, mut client) = pair(&live);
         client.write_all(b"late").unwrap();
-        let echoed = echo_blocking(conn.stream(), conn.id, &mut vec![0; 16], RAW, &stop, &Stats::default());
+        let echoed =
+            echo_blocking(conn.stream(), conn.id, &mut vec![0; 16], 0, RAW, &stop, &Stats::default());
         assert!(matches!(echoed.end, End::Shutdown));
         assert_eq!(echoed.counts.bytes_in(), 0);
     }

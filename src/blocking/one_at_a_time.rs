@@ -35,7 +35,7 @@ use crate::shutdown::ShutdownHandle;
 /// has finished (or the grace period is over).
 pub fn serve(listener: Arc<StdListener>, ctx: &Context) {
     enforce_grace_on_shutdown(&ctx.shutdown, &ctx.live, ctx.shutdown_grace);
-    accept_until_shutdown(&listener, &ctx.shutdown, |stream, peer| {
+    accept_until_shutdown(&listener, &ctx.shutdown, &ctx.stats, |stream, peer| {
         // At most one connection is ever open, so `--max-connections` (at least 1) never bites;
         // the socket options and the idle timeout are set as in every model.
         if let Some(conn) = ctx.admit(stream, peer) {

@@ -47,7 +47,7 @@ pub const CONNECTION_STACK: usize = 64 * 1024;
 /// Serve with one thread per connection until a stop is requested and the connections
 /// have finished (or the grace period is over).
 pub fn serve(listener: Arc<StdListener>, ctx: &Arc<Context>) {
-    accept_until_shutdown(&listener, &ctx.shutdown, |stream, peer| admit(ctx, stream, peer));
+    accept_until_shutdown(&listener, &ctx.shutdown, &ctx.stats, |stream, peer| admit(ctx, stream, peer));
     drop(listener); // stop listening now: closes the socket (and removes a Unix socket file)
     ctx.live.begin_shutdown(ctx.shutdown_grace); // done already if the waker got there first
     ctx.live.drain(ctx.shutdown_grace);
@@ -60,7 +60,7 @@ fn admit(ctx: &Arc<Context>, stream: BlockingStream, peer: Peer) {
         // Out of threads or memory: the connection (dropped with the closure) is closed.
         // Like EMFILE on accept, the next spawn would fail too: pause instead of spinning.
         warn!("cannot start a thread for {peer}, closing it: {e}; pausing accepts for {ACCEPT_BACKOFF:?}");
-        ctx.stats.connection_rejected();
+        ctx.stats.connection_refused_no_thread();
         thread::sleep(ACCEPT_BACKOFF);
     }
 }

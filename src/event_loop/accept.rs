@@ -58,12 +58,19 @@ impl EventLoop {
             warn!("accept: cannot register {peer}: {e}");
             return;
         }
-        let (framer, cap) = (self.config.framer(), self.config.connection_cap());
-        entry.insert(Connection::new(stream, token, peer, framer, cap, now));
+        let (framer, cap, proxy) =
+            (self.config.framer(), self.config.connection_cap(), self.config.proxy_protocol);
+        entry.insert(Connection::new(stream, token, peer, framer, cap, proxy, now));
         if let Some(timers) = &mut self.idle {
             timers.start(ConnId(token.0), now);
         }
-        self.stats.connection_opened();
-        debug!("token={} opened peer={peer} (open: {})", token.0, self.connections.len());
+        if let Some(timers) = &mut self.header_deadlines {
+            // Served (and counted) once its PROXY header is whole: `EventLoop::header_done`.
+            timers.start(ConnId(token.0), now);
+            debug!("token={} accepted peer={peer}: awaiting its PROXY header", token.0);
+        } else {
+            self.stats.connection_opened();
+            debug!("token={} opened peer={peer} (open: {})", token.0, self.connections.len());
+        }
     }
 }

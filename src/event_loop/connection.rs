@@ -15,16 +15,18 @@
 //! mode; only the start of a frame cut off by the end of the read is copied, into this
 //! connection's [`PartialFrame`], until the read that completes it.
 
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, ErrorKind, IoSlice, Read, Write};
 use std::time::Instant;
 
-use log::{info, trace, warn};
+use log::{debug, info, trace};
 use mio::{Interest, Token};
 
 use crate::buffer::{PartialFrame, PendingBuf};
 use crate::framing::{AtEof, Framer, Rest};
 use crate::lifecycle::linger;
+use crate::lifecycle::proxy_header::{self, HeaderStep};
 use crate::net::{Peer, Stream, interrupted, would_block};
+use crate::proxy_protocol::ProxyDecoder;
 use crate::stats::{ConnCounts, IoTally};
 
 /// Reads one connection may do per readiness event before the loop moves on to others.
@@ -42,6 +44,9 @@ pub const READ: Interest = Interest::READABLE.add(Interest::PRIORITY);
 /// interest (see [`Connection::interest`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
+    /// `--proxy-protocol`: reading the PROXY header, echoing nothing yet
+    /// (`crate::lifecycle::proxy_header`).
+    Header,
     /// Reading and echoing.
     Open,
     /// The client half-closed (read returned 0): finish the echo, then close.
@@ -85,6 +90,9 @@ pub enum ReadStop {
     /// The per-event budget ran out with data possibly still waiting. Edge-triggered
     /// readiness will not report it again, so the loop must come back on its own.
     BudgetSpent,
+    /// A frame was over `--max-frame`: reading stopped; the frames before it go out, then
+    /// the connection closes. (The loop counts it and logs it through the throttle.)
+    FrameTooLarge,
 }
 
 /// One accepted client.
@@ -94,10 +102,13 @@ pub struct Connection {
     stream: Stream,
     /// Our key in the slab and our token in the poll: they are the same number.
     token: Token,
-    /// The client's address, for logs.
+    /// The client's address, for logs: the peer's, or the client a PROXY header names.
     peer: Peer,
     /// Decides, with `pending`, what to wait for.
     phase: Phase,
+    /// In the [`Phase::Header`] phase, the PROXY header so far; `None` after it (and
+    /// without `--proxy-protocol`), so a served connection pays one pointer for it.
+    header: Option<Box<ProxyDecoder>>,
     /// Bytes read and due back but not yet taken by the kernel. Non-empty iff WRITABLE is
     /// registered. Its cap is the connection's cap (`--max-pending`, raised to hold one whole
     /// frame), which it shares with `partial`: see [`Connection::read_room`]. Empty = no heap
@@ -124,14 +135,23 @@ pub struct Connection {
 impl Connection {
     /// A connection just registered with [`READ`] interest (READABLE | PRIORITY).
     /// `cap` bounds the bytes held (pending and partial frame together); it is at least
-    /// `framer.frame_bound()`.
-    pub fn new(stream: Stream, token: Token, peer: Peer, framer: Framer, cap: usize, now: Instant) -> Self {
+    /// `framer.frame_bound()`. With `proxy_header`, it begins by reading a PROXY header.
+    pub fn new(
+        stream: Stream,
+        token: Token,
+        peer: Peer,
+        framer: Framer,
+        cap: usize,
+        proxy_header: bool,
+        now: Instant,
+    ) -> Self {
         debug_assert!(cap >= framer.frame_bound(), "a connection must be able to hold one whole frame");
         Connection {
             stream,
             token,
             peer,
-            phase: Phase::Open,
+            phase: if proxy_header { Phase::Header } else { Phase::Open },
+            header: proxy_header.then(Box::default),
             pending: PendingBuf::new(cap),
             framer,
             partial: PartialFrame::default(),
@@ -154,6 +174,14 @@ impl Connection {
     pub fn on_readable(&mut self, buf: &mut [u8], drain: Drain, now: Instant) -> io::Result<ReadStop> {
         if self.phase == Phase::Lingering {
             return self.discard_input(buf);
+        }
+        if self.phase == Phase::Header {
+            if !self.read_header(buf, now)? {
+                return Ok(ReadStop::Done); // not whole yet: the next edge brings the rest
+            }
+            if self.phase != Phase::Open {
+                return Ok(ReadStop::FrameTooLarge); // in the bytes right after the header
+            }
         }
         for _ in 0..READS_PER_EVENT {
             if self.phase != Phase::Open {
@@ -184,12 +212,56 @@ impl Connection {
             self.counts.read(n);
             self.last_active = now;
             self.echo_frames(&buf[..n])?;
+            if self.phase != Phase::Open {
+                return Ok(ReadStop::FrameTooLarge); // the only way out of Open while echoing
+            }
             if n < room && drain == Drain::ToShortRead {
                 return Ok(ReadStop::Done); // short read: drained, a new edge will come
             }
         }
         trace!("token={} read budget spent: yielding to other connections", self.token.0);
         Ok(ReadStop::BudgetSpent)
+    }
+
+    /// The [`Phase::Header`] phase: read until the PROXY header is whole (`Ok(true)`: the
+    /// connection is open now, and the bytes that followed the header in its last read were
+    /// echoed) or the socket is drained (`Ok(false)`). An invalid header or an early EOF is an
+    /// error: the loop closes the connection and counts it as refused.
+    fn read_header(&mut self, buf: &mut [u8], now: Instant) -> io::Result<bool> {
+        let Some(decoder) = self.header.as_deref_mut() else { return Ok(true) };
+        let room = self.pending.room().min(buf.len()); // nothing is held yet: the whole cap
+        loop {
+            let n = match self.stream.read(&mut buf[..room]) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        ErrorKind::UnexpectedEof,
+                        "closed before its header was whole",
+                    ));
+                }
+                Ok(n) => n,
+                Err(e) if would_block(&e) => return Ok(false),
+                Err(e) if interrupted(&e) => continue, // a signal: retry
+                Err(e) => return Err(e),
+            };
+            trace!("token={} read n={n} (PROXY header)", self.token.0);
+            match proxy_header::feed(decoder, &buf[..n], self.peer) {
+                HeaderStep::NeedMore => {}
+                HeaderStep::Invalid(why) => return Err(io::Error::new(ErrorKind::InvalidData, why)),
+                HeaderStep::Done { client, payload } => {
+                    (self.header, self.peer, self.phase, self.last_active) = (None, client, Phase::Open, now);
+                    if payload < n {
+                        self.counts.read(n - payload); // the header's bytes are not the client's
+                        self.echo_frames(&buf[payload..n])?;
+                    }
+                    return Ok(true);
+                }
+            }
+        }
+    }
+
+    /// Still in the [`Phase::Header`] phase: not served yet.
+    pub fn awaiting_header(&self) -> bool {
+        self.phase == Phase::Header
     }
 
     /// The bytes this connection may still read: the cap, less what it holds (pending and
@@ -224,7 +296,10 @@ impl Connection {
                 trace!("token={} partial frame: held={} (+{})", self.token.0, self.partial.len(), rest.len());
             }
             Rest::TooLarge(oversize) => {
-                warn!("{}: {oversize}: closing the connection after echoing the frames before it", self.peer);
+                debug!(
+                    "{}: {oversize}: closing the connection after echoing the frames before it",
+                    self.peer
+                );
                 self.phase = Phase::Refused;
                 self.partial.take();
                 self.linger_once_flushed()?; // at once if nothing is pending, else after the flush
@@ -386,6 +461,7 @@ impl Connection {
     /// that is already readable at once, so bytes that waited in the kernel are not forgotten.
     pub fn interest(&self) -> Option<Interest> {
         let reading = match self.phase {
+            Phase::Header => true,
             Phase::Open => self.read_room() > 0,
             Phase::Lingering => true, // to see the client's EOF (and discard what precedes it)
             Phase::PeerClosed | Phase::Refused | Phase::ShuttingDown => false,
@@ -506,7 +582,7 @@ mod tests {
         }
         client.set_nonblocking(true).unwrap();
         let stream = Stream::from_fd(ours.into(), false);
-        (Connection::new(stream, Token(0), Peer(None), framer, cap, Instant::now()), client)
+        (Connection::new(stream, Token(0), Peer(None), framer, cap, false, Instant::now()), client)
     }
 
     /// Bytes that say where they are: a lost or reordered byte cannot go unnoticed.
@@ -646,7 +722,7 @@ mod tests {
             std::thread::yield_now();
         }
         let stream = Stream::from_fd(ours.into(), true);
-        let mut conn = Connection::new(stream, Token(0), Peer(None), RAW, 1 << 20, Instant::now());
+        let mut conn = Connection::new(stream, Token(0), Peer(None), RAW, 1 << 20, false, Instant::now());
         let mut buf = vec![0; 64 * 1024];
         conn.on_readable(&mut buf, Drain::ToShortRead, Instant::now()).unwrap();
         assert_eq!(conn.byte_counts().0, 3, "the read stopped at the urgent mark, 4 bytes behind it");

@@ -37,10 +37,10 @@ use slab::Slab;
 
 use crate::config::ServerConfig;
 use crate::lifecycle::linger::LINGER_CHECK;
-use crate::lifecycle::{Admission, ConnId, IdleTimers, release_crowd};
+use crate::lifecycle::{Admission, ConnId, IdleTimers, proxy_header, release_crowd};
 use crate::net::{AcceptBackoff, Listener, StdListener, interrupted};
 use crate::shutdown::ShutdownHandle;
-use crate::stats::{IoTally, Stats};
+use crate::stats::{ClientEvent, IoTally, Stats};
 use connection::{Connection, Drain, ReadStop};
 
 /// The listening socket's token. Slab keys count up from 0, so the top of the range is free.
@@ -121,6 +121,10 @@ pub struct EventLoop {
     unfinished: Vec<Token>,
     /// Idle deadlines, when `--idle-timeout` is on; their only owner. Slab key = `ConnId`.
     idle: Option<IdleTimers>,
+    /// With `--proxy-protocol`: each connection's deadline for its whole PROXY header
+    /// (`--proxy-timeout` after the accept; a connection's `last_active` stays its accept
+    /// time until the header is whole, so trickling bytes do not move the deadline).
+    header_deadlines: Option<IdleTimers>,
     /// After EMFILE and friends, accepting pauses; this says until when, and logs it.
     accept_backoff: AcceptBackoff,
     /// Set when shutdown begins: pending echoes may flush until then.
@@ -161,6 +165,7 @@ impl EventLoop {
             read_buf: vec![0; READ_BUFFER].into_boxed_slice(),
             unfinished: Vec::new(),
             idle: config.idle_timeout.map(IdleTimers::new),
+            header_deadlines: config.proxy_protocol.then(|| IdleTimers::new(config.proxy_timeout)),
             accept_backoff: AcceptBackoff::default(),
             grace_deadline: None,
             _waker: waker,
@@ -183,8 +188,10 @@ impl EventLoop {
             // atomic adds per turn, however many reads and writes the turn made.
             self.stats.publish(&mut self.tally);
             let timeout = self.poll_timeout(Instant::now());
+            self.stats.loop_waiting(); // for /livez: a loop asleep in poll is not stuck
             wait(&mut self.poll, &mut events, timeout)?;
             let now = Instant::now();
+            self.stats.loop_busy(now);
             std::mem::swap(&mut revisit, &mut self.unfinished);
             for event in events.iter() {
                 self.dispatch(event, now);
@@ -225,6 +232,7 @@ impl EventLoop {
             trace!("token={} event for a closed connection: ignored", token.0);
             return;
         };
+        let was_awaiting_header = conn.awaiting_header();
         let mut io = || -> io::Result<ReadStop> {
             if ready.writable {
                 conn.on_writable(now)?;
@@ -236,12 +244,38 @@ impl EventLoop {
         };
         let result = io();
         self.tally.add(conn.take_io());
+        if was_awaiting_header && !conn.awaiting_header() {
+            self.header_done(token);
+        }
         match result {
             Ok(ReadStop::BudgetSpent) => self.unfinished.push(token),
             Ok(ReadStop::Done) => {}
+            Ok(ReadStop::FrameTooLarge) => {
+                let (peer, max) = (self.connections[token.0].peer(), self.config.max_frame);
+                let detail = || {
+                    format!(
+                        "{peer}: a frame over --max-frame {max}: closing after echoing the frames before it"
+                    )
+                };
+                self.stats.client_event(ClientEvent::FrameTooLarge, now, detail);
+            }
             Err(e) => return self.close(token, &format!("error: {e}")),
         }
         self.update_interest(token);
+    }
+
+    /// A connection's PROXY header is whole: it is served from now on, and counted.
+    fn header_done(&mut self, token: Token) {
+        if let Some(timers) = &mut self.header_deadlines {
+            timers.stop(ConnId(token.0));
+        }
+        self.stats.connection_opened();
+        debug!(
+            "token={} opened peer={} (open: {})",
+            token.0,
+            self.connections[token.0].peer(),
+            self.connections.len()
+        );
     }
 
     /// Reregister a connection if what it waits for changed; close it if it waits for
@@ -270,7 +304,14 @@ impl EventLoop {
         if let Some(timers) = &mut self.idle {
             timers.stop(ConnId(token.0));
         }
-        self.stats.connection_closed();
+        if let Some(timers) = &mut self.header_deadlines {
+            timers.stop(ConnId(token.0));
+        }
+        if conn.awaiting_header() {
+            proxy_header::refused(&self.stats, conn.peer(), reason, Instant::now()); // never served
+        } else {
+            self.stats.connection_closed();
+        }
         // Read, and now never echoed: what was pending, and also the bytes of a partial
         // frame or of a refused one, which were read but never became pending.
         self.tally.add(conn.take_io_at_close());
@@ -290,8 +331,9 @@ impl EventLoop {
             return Some(Duration::ZERO);
         }
         let idle = self.idle.as_ref().and_then(IdleTimers::next_deadline);
+        let header = self.header_deadlines.as_ref().and_then(IdleTimers::next_deadline);
         let linger_check = self.grace_deadline.map(|_| now + LINGER_CHECK);
-        [idle, self.grace_deadline, self.accept_backoff.paused_until(), linger_check]
+        [idle, header, self.grace_deadline, self.accept_backoff.paused_until(), linger_check]
             .into_iter()
             .flatten()
             .min()
@@ -301,6 +343,7 @@ impl EventLoop {
     /// Everything that happens because time passed rather than because a socket moved.
     fn run_timers(&mut self, now: Instant) {
         self.expire_idle(now);
+        self.expire_headers(now);
         if self.accept_backoff.resume_due(now) {
             self.accept_ready(now);
         }
@@ -313,6 +356,21 @@ impl EventLoop {
         let expired = timers.expired(now, |ConnId(key)| connections.get(key).map(Connection::last_active));
         for ConnId(key) in expired {
             self.close(Token(key), "idle timeout");
+        }
+    }
+
+    /// Close the connections whose PROXY header is not whole `--proxy-timeout` after their
+    /// accept (their `last_active` is their accept time until then).
+    fn expire_headers(&mut self, now: Instant) {
+        let Some(timers) = &mut self.header_deadlines else { return };
+        let connections = &self.connections;
+        let accepted_at = |ConnId(key)| {
+            connections.get(key).filter(|conn| conn.awaiting_header()).map(Connection::last_active)
+        };
+        let late = timers.expired(now, accepted_at);
+        let reason = proxy_header::timed_out_reason(self.config.proxy_timeout);
+        for ConnId(key) in late {
+            self.close(Token(key), &reason);
         }
     }
 
@@ -331,6 +389,9 @@ impl EventLoop {
             "shutting down: {} connections open, flushing pending echoes for up to {grace:?}",
             self.connections.len()
         );
+        for token in self.tokens_where(Connection::awaiting_header) {
+            self.close(token, "the server is stopping"); // never served: nothing to flush
+        }
         for token in self.tokens_where(|_| true) {
             match self.connections[token.0].stop_reading() {
                 Ok(()) => self.update_interest(token),

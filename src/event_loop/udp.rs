@@ -139,8 +139,10 @@ impl UdpEcho {
         loop {
             self.publish_counts(); // before sleeping: a statistics line read meanwhile is current
             let timeout = self.poll_timeout(Instant::now());
+            self.stats.loop_waiting(); // for /livez: a loop asleep in poll is not stuck
             wait(&mut self.poll, &mut events, timeout)?;
             let now = Instant::now();
+            self.stats.loop_busy(now);
             let (mut readable, mut writable) = (std::mem::take(&mut self.unfinished), false);
             for event in events.iter() {
                 match event.token() {

@@ -83,16 +83,25 @@ impl UringLoop {
         let peer = if logged { peer_of(&stream) } else { Peer(None) };
         let entry = self.connections.vacant_entry();
         let key = entry.key();
-        let mut conn = Connection::new(stream, peer, self.config.max_pending, now);
+        let mut conn =
+            Connection::new(stream, peer, self.config.max_pending, self.config.proxy_protocol, now);
         if let Some(timers) = &mut self.idle {
+            timers.start(ConnId(key), now);
+        }
+        if let Some(timers) = &mut self.header_deadlines {
             timers.start(ConnId(key), now);
         }
         if self.stopping != super::Stopping::No {
             conn.stop_receiving(); // accepted in the moment before the cancel took effect
         }
         entry.insert(conn);
-        self.stats.connection_opened();
-        debug!("key={key} opened peer={peer} (open: {})", self.connections.len());
+        if self.header_deadlines.is_some() {
+            // Served (and counted) once its PROXY header is whole: `UringLoop::header_done`.
+            debug!("key={key} accepted peer={peer}: awaiting its PROXY header");
+        } else {
+            self.stats.connection_opened();
+            debug!("key={key} opened peer={peer} (open: {})", self.connections.len());
+        }
         self.advance(key)
     }
 }

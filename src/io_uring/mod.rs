@@ -58,7 +58,7 @@ use slab::Slab;
 use crate::config::ServerConfig;
 use crate::error::Error;
 use crate::lifecycle::linger::LINGER_CHECK;
-use crate::lifecycle::{Admission, ConnId, IdleTimers, release_crowd};
+use crate::lifecycle::{Admission, ConnId, IdleTimers, proxy_header, release_crowd};
 use crate::net::{AcceptBackoff, StdListener};
 use crate::shutdown::ShutdownHandle;
 use crate::stats::{IoTally, Stats};
@@ -106,6 +106,9 @@ pub(crate) struct UringLoop {
     connections: Slab<Connection>,
     /// Idle deadlines, when `--idle-timeout` is on (slab key = `ConnId`); their only owner.
     idle: Option<IdleTimers>,
+    /// With `--proxy-protocol`: each connection's deadline for its whole PROXY header
+    /// (its `last_active` stays its accept time until the header is whole).
+    header_deadlines: Option<IdleTimers>,
     stopping: Stopping,
     /// Completions of this turn, reused between turns.
     completions: Vec<cqueue::Entry>,
@@ -151,6 +154,7 @@ impl UringLoop {
             wake_fd,
             connections: Slab::new(),
             idle: config.idle_timeout.map(IdleTimers::new),
+            header_deadlines: config.proxy_protocol.then(|| IdleTimers::new(config.proxy_timeout)),
             stopping: Stopping::No,
             completions: Vec::new(),
             ring_empty: 0,
@@ -169,8 +173,10 @@ impl UringLoop {
         self.arm_accept()?;
         loop {
             let timeout = self.wait_timeout(Instant::now());
+            self.stats.loop_waiting(); // for /livez: a loop asleep in the ring is not stuck
             self.ring.enter(timeout)?; // the only place we wait: submit all, reap at least one
             let now = Instant::now();
+            self.stats.loop_busy(now);
             let mut completions = std::mem::take(&mut self.completions);
             self.ring.reap(&mut completions);
             for cqe in &completions {
@@ -246,6 +252,16 @@ impl UringLoop {
         let conn = &mut self.connections[key];
         conn.set_recv_armed(false);
         match (result, bid) {
+            (n, Some(bid)) if n > 0 && conn.phase() == Phase::Header => {
+                let outcome = conn.received_header(self.ring.buffers.data(bid, n as usize), now);
+                if outcome == Ok(true) {
+                    self.header_done(key);
+                }
+                return Ok((Some(bid), outcome.err()));
+            }
+            (0, _) if conn.phase() == Phase::Header => {
+                return Ok((bid, Some("closed before its header was whole".into())));
+            }
             (n, Some(bid)) if n > 0 => {
                 let data = self.ring.buffers.data(bid, n as usize);
                 if conn.received(data, bid, now) == BufferUse::GiveBack {
@@ -272,6 +288,15 @@ impl UringLoop {
             },
         }
         Ok((bid, None))
+    }
+
+    /// A connection's PROXY header is whole: it is served from now on, and counted.
+    fn header_done(&mut self, key: usize) {
+        if let Some(timers) = &mut self.header_deadlines {
+            timers.stop(ConnId(key));
+        }
+        self.stats.connection_opened();
+        debug!("key={key} opened peer={} (open: {})", self.connections[key].peer(), self.connections.len());
     }
 
     /// A send completed: account for what the kernel took; the rest goes out next.
@@ -332,6 +357,9 @@ impl UringLoop {
     fn close(&mut self, key: usize, reason: &str) -> io::Result<()> {
         let conn = &mut self.connections[key];
         debug!("key={key} closing ({reason}) peer={}", conn.peer());
+        if conn.awaiting_header() && conn.phase() != Phase::Closing {
+            proxy_header::refused(&self.stats, conn.peer(), reason, Instant::now()); // never served
+        }
         if conn.begin_close() {
             self.ring.cancel_fd(conn.fd())?;
         }
@@ -344,8 +372,13 @@ impl UringLoop {
         if let Some(timers) = &mut self.idle {
             timers.stop(ConnId(key));
         }
+        if let Some(timers) = &mut self.header_deadlines {
+            timers.stop(ConnId(key));
+        }
         self.tally.add(conn.take_io_at_close()); // what it owed counts as never echoed
-        self.stats.connection_closed();
+        if !conn.awaiting_header() {
+            self.stats.connection_closed(); // a refused header was counted in `close`
+        }
         let (bytes_in, bytes_out, owed) = conn.byte_counts();
         debug!("key={key} closed peer={} read={bytes_in} echoed={bytes_out} unsent={owed}", conn.peer());
         release_crowd(&mut self.connections);
@@ -355,11 +388,12 @@ impl UringLoop {
     /// How long `io_uring_enter` may wait: until the earliest timer, or for a completion.
     fn wait_timeout(&self, now: Instant) -> Option<Duration> {
         let idle = self.idle.as_ref().and_then(IdleTimers::next_deadline);
+        let header = self.header_deadlines.as_ref().and_then(IdleTimers::next_deadline);
         let stop = match self.stopping {
             Stopping::No => None,
             Stopping::Grace { until } | Stopping::Draining { until } => Some(until.min(now + LINGER_CHECK)),
         };
-        [idle, stop, self.accept_backoff.paused_until()]
+        [idle, header, stop, self.accept_backoff.paused_until()]
             .into_iter()
             .flatten()
             .min()
@@ -369,6 +403,7 @@ impl UringLoop {
     /// Everything that happens because time passed rather than because a request completed.
     fn run_timers(&mut self, now: Instant) -> io::Result<()> {
         self.expire_idle(now)?;
+        self.expire_headers(now)?;
         if self.accept_backoff.resume_due(now) {
             self.arm_accept()?;
         }
@@ -385,6 +420,20 @@ impl UringLoop {
         };
         let expired = timers.expired(now, last_active);
         expired.into_iter().try_for_each(|ConnId(key)| self.close(key, "idle timeout"))
+    }
+
+    /// Close the connections whose PROXY header is not whole `--proxy-timeout` after their
+    /// accept (one already closing just leaves the queue).
+    fn expire_headers(&mut self, now: Instant) -> io::Result<()> {
+        let Some(timers) = &mut self.header_deadlines else { return Ok(()) };
+        let connections = &self.connections;
+        let accepted_at = |ConnId(key)| {
+            let conn = connections.get(key).filter(|conn| conn.phase() == Phase::Header);
+            conn.map(Connection::last_active)
+        };
+        let late = timers.expired(now, accepted_at);
+        let reason = proxy_header::timed_out_reason(self.config.proxy_timeout);
+        late.into_iter().try_for_each(|ConnId(key)| self.close(key, &reason))
     }
 
     /// Queue the poll on the shutdown eventfd.
@@ -417,6 +466,10 @@ impl UringLoop {
         let keys: Vec<usize> = self.connections.iter().map(|(key, _)| key).collect();
         for key in keys {
             let conn = &mut self.connections[key];
+            if conn.phase() == Phase::Header {
+                self.close(key, "the server is stopping")?; // never served: nothing to flush
+                continue;
+            }
             conn.stop_receiving();
             if conn.recv_armed() {
                 self.ring.cancel(Op::Recv(key))?;

@@ -1,6 +1,7 @@
 //! Admission: what happens to a connection the moment it is accepted, in every model.
 //!
-//! At `--max-connections` the connection is accepted and closed at once, with a warning,
+//! At `--max-connections` the connection is accepted and closed at once, counted, and
+//! logged through the throttle that keeps a flood of them from flooding the log,
 //! rather than left in the kernel's accept queue: there its client would wait for a server
 //! that never comes, and a readiness loop would be told "the listener is readable" again and
 //! again. Every other connection gets the per-connection socket options (`net::options`),
@@ -8,15 +9,15 @@
 //! that refuses them (most often: the client has reset it already) is closed.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use log::{debug, warn};
+use log::debug;
 use socket2::{SockRef, Socket};
 
 use super::idle::set_socket_timeouts;
 use crate::config::ServerConfig;
 use crate::net::{Peer, SocketOptions};
-use crate::stats::Stats;
+use crate::stats::{ClientEvent, Stats};
 
 /// The rules a freshly accepted connection passes before it is served.
 #[derive(Debug, Clone)]
@@ -51,8 +52,14 @@ impl Admission {
     /// accept does not return the peer's address, and looking it up costs a system call).
     pub fn admit(&self, open: usize, socket: &Socket, tcp: bool, peer: impl FnOnce() -> Peer) -> bool {
         if open >= self.max_connections {
-            warn!("max-connections {} reached: closing connection from {}", self.max_connections, peer());
-            self.stats.connection_rejected();
+            let detail = || {
+                format!(
+                    "max-connections {} reached: closing connection from {}",
+                    self.max_connections,
+                    peer()
+                )
+            };
+            self.stats.client_event(ClientEvent::MaxConnections, Instant::now(), detail);
             return false;
         }
         let prepared =

@@ -11,6 +11,8 @@
 //!   blocking models.
 //! - `linger.rs`: when a connection the server ends must linger before it closes, and when
 //!   it may close.
+//! - `proxy_header.rs`: `--proxy-protocol`, a connection's first phase: its PROXY header,
+//!   read, checked and consumed before anything is echoed.
 //!
 //! Nothing here knows how a model waits: no `mio`, no ring, no thread. A connection is
 //! named by a plain [`ConnId`].
@@ -18,6 +20,7 @@
 mod admission;
 mod idle;
 pub mod linger;
+pub mod proxy_header;
 
 use std::fmt;
 

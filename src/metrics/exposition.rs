@@ -39,6 +39,8 @@ pub struct Figures {
 pub struct ListenerFigures {
     /// The `listener` label: the address as `listening on` printed it.
     pub name: String,
+    /// A UDP listener: it has datagrams, not connections (each kind has its own series).
+    pub datagram: bool,
     /// Connections accepted and served.
     pub accepted: u64,
     /// Connections accepted and closed at once, by reason.
@@ -84,6 +86,11 @@ enum Value {
     Fraction(f64),
 }
 
+/// A level (a gauge's value) from a count.
+fn level(v: u64) -> Value {
+    Value::Level(i64::try_from(v).unwrap_or(i64::MAX))
+}
+
 /// One series of a metric: its labels and its value.
 type Sample = (Vec<(&'static str, String)>, Value);
 
@@ -95,123 +102,167 @@ struct Metric {
     samples: Vec<Sample>,
 }
 
+/// Which listeners have a series: connections are the streams', datagrams UDP's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Covers {
+    Streams,
+    Datagrams,
+    All,
+}
+
+impl Covers {
+    fn covers(self, listener: &ListenerFigures) -> bool {
+        match self {
+            Covers::Streams => !listener.datagram,
+            Covers::Datagrams => listener.datagram,
+            Covers::All => true,
+        }
+    }
+}
+
+/// What a per-listener value is.
+enum Per {
+    /// One value per listener.
+    One(fn(&ListenerFigures) -> Value),
+    /// One value per listener and reason.
+    ByReason(fn(&ListenerFigures) -> &[(&'static str, u64)]),
+}
+
+/// The per-listener metrics: name, help, type, which listeners, the value.
+const PER_LISTENER: [(&str, &str, MetricType, Covers, Per); 8] = [
+    (
+        "echoloop_connections_accepted",
+        "Connections accepted and served.",
+        MetricType::Counter,
+        Covers::Streams,
+        Per::One(|l| Value::Count(l.accepted)),
+    ),
+    (
+        "echoloop_connections_rejected",
+        "Connections closed without being served, by reason.",
+        MetricType::Counter,
+        Covers::Streams,
+        Per::ByReason(|l| &l.rejected),
+    ),
+    (
+        "echoloop_connections_open",
+        "Connections open now.",
+        MetricType::Gauge,
+        Covers::Streams,
+        Per::One(|l| level(l.open)),
+    ),
+    (
+        "echoloop_received_bytes",
+        "Bytes read from clients.",
+        MetricType::Counter,
+        Covers::All,
+        Per::One(|l| Value::Count(l.received_bytes)),
+    ),
+    (
+        "echoloop_sent_bytes",
+        "Bytes echoed back to clients.",
+        MetricType::Counter,
+        Covers::All,
+        Per::One(|l| Value::Count(l.sent_bytes)),
+    ),
+    (
+        "echoloop_reads",
+        "Reads that returned data.",
+        MetricType::Counter,
+        Covers::Streams,
+        Per::One(|l| Value::Count(l.reads)),
+    ),
+    (
+        "echoloop_datagrams",
+        "Datagrams echoed.",
+        MetricType::Counter,
+        Covers::Datagrams,
+        Per::One(|l| Value::Count(l.datagrams)),
+    ),
+    (
+        "echoloop_datagrams_dropped",
+        "Datagrams dropped unanswered, by reason.",
+        MetricType::Counter,
+        Covers::Datagrams,
+        Per::ByReason(|l| &l.datagrams_dropped),
+    ),
+];
+
+/// With `--framing`: the frame counts.
+const FRAMING: [(&str, &str, MetricType, Covers, Per); 2] = [
+    (
+        "echoloop_frames",
+        "Whole frames echoed.",
+        MetricType::Counter,
+        Covers::Streams,
+        Per::One(|l| Value::Count(l.frames)),
+    ),
+    (
+        "echoloop_frames_too_large",
+        "Frames over --max-frame (each closes its connection).",
+        MetricType::Counter,
+        Covers::Streams,
+        Per::One(|l| Value::Count(l.frames_too_large)),
+    ),
+];
+
+/// The pending bytes, a level of every listener.
+const PENDING: (&str, &str, MetricType, Covers, Per) = (
+    "echoloop_pending_bytes",
+    "Bytes read and not yet echoed.",
+    MetricType::Gauge,
+    Covers::All,
+    Per::One(|l| level(l.pending)),
+);
+
 #[derive(Debug)]
 struct Snapshot(Figures);
 
 impl Snapshot {
     fn metrics(&self) -> Vec<Metric> {
         let f = &self.0;
-        let per = |value: fn(&ListenerFigures) -> u64| -> Vec<Sample> {
-            f.listeners.iter().map(|l| (vec![("listener", l.name.clone())], Value::Count(value(l)))).collect()
+        let build = Metric {
+            name: "echoloop_build_info",
+            help: "The running build: version and model (always 1).",
+            kind: MetricType::Gauge,
+            samples: vec![(vec![("version", f.version.into()), ("model", f.model.into())], Value::Level(1))],
         };
-        let level = |value: fn(&ListenerFigures) -> u64| -> Vec<Sample> {
-            let as_level = |v: u64| Value::Level(i64::try_from(v).unwrap_or(i64::MAX));
-            f.listeners.iter().map(|l| (vec![("listener", l.name.clone())], as_level(value(l)))).collect()
-        };
-        let by_reason = |reasons: fn(&ListenerFigures) -> &Vec<(&'static str, u64)>| -> Vec<Sample> {
-            let mut samples = Vec::new();
-            for l in &f.listeners {
-                for &(reason, n) in reasons(l) {
-                    samples.push((
-                        vec![("listener", l.name.clone()), ("reason", reason.into())],
-                        Value::Count(n),
-                    ));
-                }
-            }
-            samples
-        };
-        use MetricType::{Counter, Gauge};
-        let mut metrics = vec![
-            Metric {
-                name: "echoloop_build_info",
-                help: "The running build: version and model (always 1).",
-                kind: Gauge,
-                samples: vec![(
-                    vec![("version", f.version.into()), ("model", f.model.into())],
-                    Value::Level(1),
-                )],
-            },
-            Metric {
-                name: "echoloop_connections_accepted",
-                help: "Connections accepted and served.",
-                kind: Counter,
-                samples: per(|l| l.accepted),
-            },
-            Metric {
-                name: "echoloop_connections_rejected",
-                help: "Connections closed without being served, by reason.",
-                kind: Counter,
-                samples: by_reason(|l| &l.rejected),
-            },
-            Metric {
-                name: "echoloop_connections_open",
-                help: "Connections open now.",
-                kind: Gauge,
-                samples: level(|l| l.open),
-            },
-            Metric {
-                name: "echoloop_received_bytes",
-                help: "Bytes read from clients.",
-                kind: Counter,
-                samples: per(|l| l.received_bytes),
-            },
-            Metric {
-                name: "echoloop_sent_bytes",
-                help: "Bytes echoed back to clients.",
-                kind: Counter,
-                samples: per(|l| l.sent_bytes),
-            },
-            Metric {
-                name: "echoloop_reads",
-                help: "Reads that returned data.",
-                kind: Counter,
-                samples: per(|l| l.reads),
-            },
-        ];
-        if f.framing {
-            metrics.push(Metric {
-                name: "echoloop_frames",
-                help: "Whole frames echoed.",
-                kind: Counter,
-                samples: per(|l| l.frames),
-            });
-            metrics.push(Metric {
-                name: "echoloop_frames_too_large",
-                help: "Frames over --max-frame (each closes its connection).",
-                kind: Counter,
-                samples: per(|l| l.frames_too_large),
-            });
-        }
-        metrics.extend([
-            Metric {
-                name: "echoloop_datagrams",
-                help: "Datagrams echoed.",
-                kind: Counter,
-                samples: per(|l| l.datagrams),
-            },
-            Metric {
-                name: "echoloop_datagrams_dropped",
-                help: "Datagrams dropped unanswered, by reason.",
-                kind: Counter,
-                samples: by_reason(|l| &l.datagrams_dropped),
-            },
-            Metric {
-                name: "echoloop_pending_bytes",
-                help: "Bytes read and not yet echoed.",
-                kind: Gauge,
-                samples: level(|l| l.pending),
-            },
-        ]);
+        let framing = if f.framing { &FRAMING[..] } else { &[] };
+        let per_listener = PER_LISTENER.iter().chain(framing).chain([&PENDING]);
+        let mut metrics: Vec<Metric> = std::iter::once(build)
+            .chain(per_listener.map(|(name, help, kind, covers, per)| Metric {
+                name,
+                help,
+                kind: *kind,
+                samples: self.samples(*covers, per),
+            }))
+            .collect();
         if let Some(p) = f.process {
             metrics.extend(process_metrics(&p));
         }
         metrics
     }
+
+    /// The samples of one per-listener metric.
+    fn samples(&self, covers: Covers, per: &Per) -> Vec<Sample> {
+        let mut samples = Vec::new();
+        for l in self.0.listeners.iter().filter(|l| covers.covers(l)) {
+            let listener = ("listener", l.name.clone());
+            match per {
+                Per::One(value) => samples.push((vec![listener], value(l))),
+                Per::ByReason(reasons) => samples.extend(
+                    reasons(l)
+                        .iter()
+                        .map(|&(r, n)| (vec![listener.clone(), ("reason", r.into())], Value::Count(n))),
+                ),
+            }
+        }
+        samples
+    }
 }
 
 fn process_metrics(p: &ProcessSample) -> [Metric; 5] {
     let one = |value| vec![(Vec::new(), value)];
-    let level = |v: u64| Value::Level(i64::try_from(v).unwrap_or(i64::MAX));
     [
         Metric {
             name: "process_cpu_seconds",
@@ -282,6 +333,7 @@ mod tests {
         };
         let udp = ListenerFigures {
             name: "udp:127.0.0.1:7".into(),
+            datagram: true,
             datagrams: 5,
             datagrams_dropped: vec![("reserved_source_port", 2)],
             ..ListenerFigures::default()
@@ -310,6 +362,11 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "no line {line:?} in:\n{text}");
         }
         assert!(!text.contains("echoloop_frames_total"), "frames only with --framing:\n{text}");
+        assert!(!text.contains("echoloop_datagrams_total{listener=\"127"), "no datagrams for TCP:\n{text}");
+        assert!(
+            !text.contains("echoloop_connections_open{listener=\"udp"),
+            "no connections for UDP:\n{text}"
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@
 //! spends a thread per connection without a bound.)
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::net::Shutdown;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::thread::{self, JoinHandle};
@@ -67,7 +67,6 @@ pub type Routes = dyn Fn(&str) -> Option<Reply> + Send + Sync;
 /// The running server. Dropping it stops it (connections still open are closed).
 #[derive(Debug)]
 pub struct HttpServer {
-    local_addr: SocketAddr,
     stopping: Arc<AtomicBool>,
     waker: Arc<Waker>,
     thread: Option<JoinHandle<()>>,
@@ -76,7 +75,6 @@ pub struct HttpServer {
 impl HttpServer {
     /// Serve `routes` on `listener` (bound already: binding errors are the caller's to name).
     pub fn start(listener: std::net::TcpListener, routes: Arc<Routes>) -> io::Result<HttpServer> {
-        let local_addr = listener.local_addr()?;
         listener.set_nonblocking(true)?;
         let mut listener = TcpListener::from_std(listener);
         let poll = Poll::new()?;
@@ -87,12 +85,7 @@ impl HttpServer {
             Endpoint { poll, listener, clients: Slab::new(), routes, backoff: AcceptBackoff::default() };
         let stop = Arc::clone(&stopping);
         let thread = thread::Builder::new().name("metrics".into()).spawn(move || endpoint.run(&stop))?;
-        Ok(HttpServer { local_addr, stopping, waker, thread: Some(thread) })
-    }
-
-    /// The bound address (the real port when 0 was asked for).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        Ok(HttpServer { stopping, waker, thread: Some(thread) })
     }
 }
 
@@ -361,6 +354,7 @@ fn reason(status: u16) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
 
     fn status(outcome: Option<Result<Request, Reply>>) -> u16 {
         match outcome {
@@ -400,11 +394,12 @@ mod tests {
         );
     }
 
-    /// A server on 127.0.0.1:0 answering /livez.
-    fn server() -> HttpServer {
+    /// A server on 127.0.0.1:0 answering /livez, and its address.
+    fn server() -> (HttpServer, SocketAddr) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
         let routes: Arc<Routes> = Arc::new(|path: &str| (path == "/livez").then(|| Reply::text(200, "ok\n")));
-        HttpServer::start(listener, routes).unwrap()
+        (HttpServer::start(listener, routes).unwrap(), addr)
     }
 
     /// Send `request` on a new connection and read until the server closes it.
@@ -421,8 +416,7 @@ mod tests {
     /// nobody: a GET beside them is answered at once.
     #[test]
     fn slow_and_endless_clients_stall_nothing() {
-        let server = server();
-        let addr = server.local_addr();
+        let (_server, addr) = server();
         let idle: Vec<_> = (0..50).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
         let mut endless = std::net::TcpStream::connect(addr).unwrap();
         endless.write_all(b"GET / HTTP/1.1\r\nX: ").unwrap();
@@ -445,11 +439,11 @@ mod tests {
     /// A client that never finishes its head is answered 408 and closed at its deadline.
     #[test]
     fn a_silent_client_is_closed_at_its_deadline() {
-        let server = server();
+        let (_server, addr) = server();
         let started = Instant::now();
-        let response = exchange(server.local_addr(), b"GET /livez HTTP/1.1\r\n");
+        let response = exchange(addr, b"GET /livez HTTP/1.1\r\n");
         assert!(response.starts_with("HTTP/1.1 408 "), "{response}");
         assert!(started.elapsed() >= TIME_LIMIT && started.elapsed() < TIME_LIMIT * 3);
-        assert!(exchange(server.local_addr(), b"GET /nope HTTP/1.0\r\n\r\n").starts_with("HTTP/1.1 404 "));
+        assert!(exchange(addr, b"GET /nope HTTP/1.0\r\n\r\n").starts_with("HTTP/1.1 404 "));
     }
 }

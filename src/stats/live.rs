@@ -150,19 +150,7 @@ impl Sample {
 /// The statistics line for the time between two samples, counting `counted`.
 fn line(counted: Counted, last: &Sample, now: &Sample) -> String {
     let elapsed = now.at.duration_since(last.at);
-    let total = |s: &Sample| {
-        s.workers.iter().fold(Counters::default(), |sum, w| Counters {
-            accepted: sum.accepted + w.accepted,
-            rejected: sum.rejected + w.rejected,
-            open: sum.open + w.open,
-            peak: sum.peak + w.peak,
-            reads: sum.reads + w.reads,
-            frames: sum.frames + w.frames,
-            bytes_echoed: sum.bytes_echoed + w.bytes_echoed,
-            pending: sum.pending + w.pending,
-            datagrams: sum.datagrams, // not in the line: the summary says what became of them
-        })
-    };
+    let total = |s: &Sample| s.workers.iter().fold(Counters::default(), |sum, w| sum.plus(w));
     let (before, after) = (total(last), total(now));
     let count = after.counted(counted) - before.counted(counted);
     let bytes = after.bytes_echoed - before.bytes_echoed;
