@@ -384,6 +384,7 @@ pub struct ServerStats {
 impl ServerStats {
     /// Fresh counters for `workers` workers, from now, counting `counted`.
     pub fn new(workers: usize, counted: Counted) -> ServerStats {
+        throttle::epoch(); // the clock of the loops' turns starts before any turn
         ServerStats {
             workers: (0..workers).map(|_| Arc::default()).collect(),
             counted,
@@ -649,6 +650,42 @@ mod tests {
         let s = WorkerSummary::new(&stats.sample(), false);
         assert_eq!((s.connections, s.peak_connections, s.bytes_echoed, s.rejected), (3, 2, 15, 1));
         assert_eq!(stats.active(), 1);
+    }
+
+    /// What clients cause is counted by kind, and reaches the totals, the summary and its line.
+    #[test]
+    fn client_events_are_counted_by_kind() {
+        let stats = ServerStats::new(1, Counted::Frames);
+        let (worker, now) = (stats.worker(0), Instant::now());
+        for event in [ClientEvent::MaxConnections, ClientEvent::ProxyHeader, ClientEvent::ProxyHeader] {
+            worker.client_event(event, now, String::new);
+        }
+        worker.client_event(ClientEvent::FrameTooLarge, now, String::new);
+        let totals = stats.totals();
+        assert_eq!(
+            (totals.rejected_max_connections, totals.rejected_proxy_header, totals.frames_too_large),
+            (1, 2, 1)
+        );
+        let summary = stats.summary();
+        assert_eq!(
+            (summary.rejected, summary.rejected_proxy_header, summary.frames_too_large),
+            (3, 2, Some(1))
+        );
+        let line = summary.to_string();
+        assert!(line.ends_with("rejected 3 (2 for their PROXY header), 1 frames over --max-frame"), "{line}");
+    }
+
+    /// A loop waiting is never stalled; one in a turn is, for as long as the turn lasts.
+    #[test]
+    fn a_loop_is_stalled_only_while_in_a_turn() {
+        let stats = ServerStats::new(2, Counted::Reads);
+        let now = Instant::now();
+        assert_eq!(stats.stalled_for(now), None);
+        stats.worker(0).loop_busy(now);
+        stats.worker(1).loop_busy(now + Duration::from_secs(1));
+        assert_eq!(stats.stalled_for(now + Duration::from_secs(3)), Some(Duration::from_secs(3)));
+        stats.worker(0).loop_waiting();
+        assert_eq!(stats.stalled_for(now + Duration::from_secs(3)), Some(Duration::from_secs(2)));
     }
 
     #[test]

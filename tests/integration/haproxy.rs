@@ -41,22 +41,30 @@ struct Haproxy {
 impl Haproxy {
     /// Start HAProxy on `contrib/haproxy/echoloop.cfg` with each `(from, to)` replaced.
     fn start(program: &str, replace: &[(&str, String)], stats: SocketAddr) -> Haproxy {
-        let mut config = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/haproxy/echoloop.cfg"))
-            .expect("read contrib/haproxy/echoloop.cfg");
+        let mut config =
+            fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/haproxy/echoloop.cfg"))
+                .expect("read contrib/haproxy/echoloop.cfg");
+        // The directives only (its comments show the same addresses, as examples).
+        let is_directive = |line: &&str| !line.trim_start().starts_with('#');
         for (from, to) in replace {
-            assert_eq!(config.matches(from).count(), 1, "{from} is not once in echoloop.cfg");
-            config = config.replace(from, to);
+            let uses = config.lines().filter(is_directive).filter(|l| l.contains(from)).count();
+            assert_eq!(uses, 1, "{from} is not in exactly one directive of echoloop.cfg");
+            config = config
+                .lines()
+                .map(|l| if is_directive(&l) { l.replace(from, to) } else { l.to_string() } + "\n")
+                .collect();
         }
         let dir = std::env::temp_dir().join(format!("echoloop-haproxy-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         let path = dir.join("echoloop.cfg");
         fs::write(&path, config).unwrap();
+        let log = fs::File::create(dir.join("haproxy.log")).expect("create haproxy.log");
         let child = Command::new(program)
             .args(["-db", "-f"])
             .arg(&path)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("start haproxy");
         Haproxy { child, dir, stats }
@@ -69,17 +77,26 @@ impl Haproxy {
         stream.write_all(b"GET /stats;csv HTTP/1.0\r\n\r\n").ok()?;
         let mut csv = String::new();
         stream.read_to_string(&mut csv).ok()?;
-        let (_, body) = csv.split_once("\r\n\r\n")?;
+        let (head, body) = csv.split_once("\r\n\r\n")?;
+        let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+            dechunk(body)?
+        } else {
+            body.to_string()
+        };
         let mut lines = body.lines();
         let header: Vec<&str> = lines.next()?.trim_start_matches("# ").split(',').collect();
         let column = header.iter().position(|h| *h == "status")?;
-        lines.map(|l| l.split(',').collect::<Vec<_>>()).find(|f| f[0] == "echoloop" && f[1] == server).map(|f| f[column].to_string())
+        lines
+            .map(|l| l.split(',').collect::<Vec<_>>())
+            .find(|f| f[0] == "echoloop" && f[1] == server)
+            .map(|f| f[column].to_string())
     }
 
     fn wait_status(&self, server: &str, wanted: &str) {
         let limit = Duration::from_secs(30);
         let ok = wait_until(limit, || self.status(server).as_deref() == Some(wanted));
-        assert!(ok, "HAProxy never saw {server} {wanted} (now {:?})", self.status(server));
+        let log = fs::read_to_string(self.dir.join("haproxy.log")).unwrap_or_default();
+        assert!(ok, "HAProxy never saw {server} {wanted} (now {:?}); its log:\n{log}", self.status(server));
     }
 }
 
@@ -88,6 +105,20 @@ impl Drop for Haproxy {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The body of a chunked HTTP response (what HAProxy's stats page sends).
+fn dechunk(mut body: &str) -> Option<String> {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n")?;
+        let size = usize::from_str_radix(size.trim(), 16).ok()?;
+        if size == 0 {
+            return Some(out);
+        }
+        out.push_str(rest.get(..size)?);
+        body = rest.get(size..)?.strip_prefix("\r\n")?;
     }
 }
 
@@ -111,7 +142,13 @@ fn client(front: SocketAddr, seed: u64, rounds: usize, pause: Duration) -> Resul
 }
 
 /// `count` clients at once; every result.
-fn wave(front: SocketAddr, first_seed: u64, count: u64, rounds: usize, pause: Duration) -> Vec<Result<SocketAddr, String>> {
+fn wave(
+    front: SocketAddr,
+    first_seed: u64,
+    count: u64,
+    rounds: usize,
+    pause: Duration,
+) -> Vec<Result<SocketAddr, String>> {
     let clients: Vec<_> =
         (0..count).map(|i| thread::spawn(move || client(front, first_seed + i, rounds, pause))).collect();
     clients.into_iter().map(|c| c.join().expect("client thread")).collect()
@@ -191,5 +228,8 @@ fn rolling_restart_behind_haproxy() {
     proxy.wait_status("echo1", "UP");
     let third = wave(front, 200, 20, 20, Duration::from_millis(20));
     assert!(third.iter().all(Result::is_ok), "{third:?}");
-    assert!(scrape(&one).value("echoloop_connections_accepted_total", &one.addr) > 0, "restarted, never used");
+    assert!(
+        scrape(&one).value("echoloop_connections_accepted_total", &one.addr) > 0,
+        "restarted, never used"
+    );
 }

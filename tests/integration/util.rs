@@ -179,6 +179,8 @@ pub struct Bin {
     child: Child,
     /// The address from its `listening on` line.
     pub addr: String,
+    /// Every line it has written to stdout so far.
+    stdout: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<String>>,
     /// Copies the child's stderr into `stderr`; finishes when the child's stderr closes.
     stderr_reader: Option<JoinHandle<()>>,
@@ -224,15 +226,21 @@ impl Bin {
             }
         });
         let (tx, rx) = std::sync::mpsc::channel();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let out = BufReader::new(child.stdout.take().unwrap());
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let lines = Arc::clone(&stdout);
         thread::spawn(move || {
-            let mut line = String::new();
-            let _ = out.read_line(&mut line);
-            let _ = tx.send(line);
-            io::copy(&mut out, &mut io::sink()).ok(); // keep the pipe drained
+            // Every line is kept (keeping the pipe drained); the first is sent on.
+            for line in out.lines().map_while(Result::ok) {
+                let mut lines = lines.lock().unwrap();
+                if lines.is_empty() {
+                    let _ = tx.send(line.clone());
+                }
+                lines.push(line);
+            }
         });
         let line = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
-        let mut bin = Bin { child, addr: String::new(), stderr, stderr_reader: Some(stderr_reader) };
+        let mut bin = Bin { child, addr: String::new(), stdout, stderr, stderr_reader: Some(stderr_reader) };
         match line.trim_end().strip_prefix("listening on ") {
             Some(addr) => bin.addr = addr.to_string(),
             None => panic!("no 'listening on' line (got {line:?}); stderr:\n{}", bin.stderr()),
@@ -248,6 +256,26 @@ impl Bin {
     /// Everything it has written to stderr so far.
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
+    }
+
+    /// The lines it has written to stdout so far.
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// The address of its `metrics on http://ADDR/metrics` line (`--metrics`), waited for.
+    pub fn metrics(&self) -> SocketAddr {
+        let line = |lines: &[String]| {
+            lines.iter().find_map(|l| {
+                l.strip_prefix("metrics on http://")?.strip_suffix("/metrics").map(str::to_string)
+            })
+        };
+        assert!(
+            wait_until(IO_TIMEOUT, || line(&self.stdout_lines()).is_some()),
+            "no metrics line: {:?}",
+            self.stdout_lines()
+        );
+        line(&self.stdout_lines()).and_then(|addr| addr.parse().ok()).expect("a metrics address")
     }
 
     /// Its process id.
@@ -558,4 +586,14 @@ pub fn open_fds(pid: u32) -> Vec<usize> {
         .expect("list /proc/PID/fd")
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
         .collect()
+}
+
+/// The program `name` if it is on PATH (a test that needs it prints one line and returns
+/// where it is not).
+pub fn installed(name: &str) -> Option<String> {
+    let paths = std::env::var_os("PATH")?;
+    std::env::split_paths(&paths)
+        .map(|dir| dir.join(name))
+        .find(|path| path.is_file())
+        .map(|path| path.display().to_string())
 }
