@@ -71,7 +71,7 @@ pub use client::{ClientOptions, run as run_client};
 pub use config::{Model, ServerConfig};
 pub use error::Error;
 pub use framing::{Framer, Framing, Rest, Split};
-pub use net::{ActivationEnv, InheritedSocket, LISTEN_VARS, take_inherited_socket};
+pub use net::{ActivationEnv, InheritedSocket, LISTEN_VARS, take_inherited_socket, take_inherited_sockets};
 pub use server::Server;
 pub use shutdown::{ShutdownHandle, StopCause};
 pub use stats::{Datagrams, ExitReason, ServerStats, Summary, WorkerSummary, write_summary_json};

@@ -12,7 +12,7 @@
 //! - `options.rs`: per-connection socket options.
 //! - `unix_file.rs`: the socket file of a `unix:` address.
 //! - `accept_errors.rs`: which accept errors are whose problem, and the back-off.
-//! - `activation.rs`: a listening socket passed in by the service manager.
+//! - `activation.rs`: the sockets passed in by the service manager.
 //! - `privileged.rs`: ports below 1024, without and with root.
 
 mod accept_errors;
@@ -33,7 +33,9 @@ use socket2::{Domain, Socket, Type};
 
 use crate::addr::ListenAddr;
 pub use accept_errors::{ACCEPT_BACKOFF, AcceptError, BackoffLog, classify_accept_error};
-pub use activation::{ActivationEnv, InheritedSocket, LISTEN_VARS, take_inherited_socket};
+pub use activation::{
+    ActivationEnv, InheritedSocket, LISTEN_VARS, take_inherited_socket, take_inherited_sockets,
+};
 pub use listener::{Listener, StdListener};
 pub use options::SocketOptions;
 pub use privileged::note_if_root;

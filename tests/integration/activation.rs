@@ -181,6 +181,23 @@ fn a_missing_descriptor_is_refused() {
     assert!(stderr.contains("fd 3 was passed, but it is not open"), "{stderr}");
 }
 
+/// Regression: a hostile `LISTEN_FDS` aborted the process (`LISTEN_FDS=2147483647`: a name
+/// was built for every claimed descriptor first, a 51 GB allocation, exit 134) or printed a
+/// 989 KB line (`LISTEN_FDS=100000`). Now the count is checked first: one short line, exit 2.
+#[test]
+fn a_huge_listen_fds_is_one_short_line() {
+    for count in ["2147483647", "100000"] {
+        let mut command = Command::new("/bin/sh");
+        command.arg("-c").arg(EXEC_WITH_OWN_PID).arg(env!("CARGO_BIN_EXE_echoloop")).arg("serve");
+        command.env("LISTEN_FDS", count).env("LISTEN_FDNAMES", "a:b");
+        let out = run_to_end(command);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "LISTEN_FDS={count}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.len() < 200 && stderr.contains(&format!("LISTEN_FDS={count}")), "{stderr}");
+    }
+}
+
 /// The unit files stay loadable: `systemd-analyze verify` (where installed) finds nothing
 /// to complain about, with `ExecStart` pointed at the binary under test.
 #[test]
