@@ -61,6 +61,7 @@ mod framing;
 #[cfg(target_os = "linux")]
 mod io_uring;
 mod net;
+mod notify;
 mod server;
 mod shutdown;
 mod stats;
@@ -72,6 +73,7 @@ pub use config::{Model, ServerConfig};
 pub use error::Error;
 pub use framing::{Framer, Framing, Rest, Split};
 pub use net::{ActivationEnv, InheritedSocket, LISTEN_VARS, take_inherited_socket, take_inherited_sockets};
+pub use notify::{Notifier, WatchdogTimer};
 pub use server::Server;
 pub use shutdown::{ShutdownHandle, StopCause};
 pub use stats::{Datagrams, ExitReason, ServerStats, Summary, WorkerSummary, write_summary_json};
