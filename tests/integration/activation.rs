@@ -199,21 +199,39 @@ fn a_huge_listen_fds_is_one_short_line() {
 }
 
 /// The unit files stay loadable: `systemd-analyze verify` (where installed) finds nothing
-/// to complain about, with `ExecStart` pointed at the binary under test.
+/// to complain about. It needs no running systemd, but it checks that `ExecStart`'s binary
+/// exists, so a copy of the units points it at the binary under test. The same check on a
+/// copy with a mistake fails, so a pass means the units were read.
 #[test]
 fn contrib_units_verify() {
     let Ok(status) = Command::new("systemd-analyze").arg("--version").stdout(Stdio::null()).status() else {
         return eprintln!("skipped: systemd-analyze is not installed");
     };
     assert!(status.success());
-    let dir = std::env::temp_dir().join(format!("echoloop-units-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
     let contrib = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/systemd");
+    let socket = std::fs::read_to_string(contrib.join("echoloop.socket")).unwrap();
     let service = std::fs::read_to_string(contrib.join("echoloop.service")).unwrap();
+    for line in ["ListenStream=7\n", "ListenDatagram=7\n"] {
+        assert!(socket.contains(line), "echoloop.socket lacks {line:?}: TCP and UDP, as inetd served echo");
+    }
+    for line in ["Type=notify\n", "WatchdogSec="] {
+        assert!(service.contains(line), "echoloop.service lacks {line:?}");
+    }
     assert!(service.contains("ExecStart=/usr/local/bin/echoloop serve"), "the installed path");
     let service = service.replace("/usr/local/bin/echoloop", env!("CARGO_BIN_EXE_echoloop"));
+    let (status, report) = verify_units(&socket, &service);
+    assert!(status.success() && report.trim().is_empty(), "systemd-analyze verify:\n{report}");
+    let (status, report) = verify_units(&socket, &service.replace("Type=notify", "Type=notfiy"));
+    assert!(!status.success() || !report.trim().is_empty(), "a mistake went unseen: {status}\n{report}");
+}
+
+/// `systemd-analyze verify` on the two units, written to a directory of their own; its exit
+/// status and what it printed.
+fn verify_units(socket: &str, service: &str) -> (std::process::ExitStatus, String) {
+    let dir = std::env::temp_dir().join(format!("echoloop-units-{}-{}", std::process::id(), service.len()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("echoloop.socket"), socket).unwrap();
     std::fs::write(dir.join("echoloop.service"), service).unwrap();
-    std::fs::copy(contrib.join("echoloop.socket"), dir.join("echoloop.socket")).unwrap();
     let out = Command::new("systemd-analyze")
         .args(["verify", "--man=no"])
         .arg(dir.join("echoloop.socket"))
@@ -221,6 +239,6 @@ fn contrib_units_verify() {
         .output()
         .expect("run systemd-analyze");
     std::fs::remove_dir_all(&dir).unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && stderr.trim().is_empty(), "systemd-analyze verify:\n{stderr}");
+    let report = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    (out.status, report)
 }
