@@ -29,9 +29,12 @@ use std::fmt;
 /// The bytes of a length frame's prefix: a big-endian `u32`.
 pub const PREFIX: usize = 4;
 
-/// How the byte stream of a connection is cut into messages. (`clap::ValueEnum` gives the
-/// command line the names `raw`, `line`, `length`, and each doc line as help.)
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+/// How the byte stream of a connection is cut into messages. (With the `cli` feature,
+/// `clap::ValueEnum` gives the command line the names `raw`, `line`, `length`, and each doc
+/// line as help.) More framings may come, so a `match` needs a `_` arm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[non_exhaustive]
 pub enum Framing {
     /// No framing: echo bytes as they come (the plain echo).
     #[default]

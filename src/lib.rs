@@ -1,4 +1,54 @@
-//! # echoloop: a TCP echo server built as a single-threaded event loop
+//! # echoloop: an echo server (RFC 862) over TCP, Unix sockets and UDP, in four I/O models
+//!
+//! The server of the `echoloop` binary, as a library: one [`Server`] for every model (a mio
+//! event loop, the default; thread-per-connection; one connection at a time; io_uring), with
+//! the same limits, shutdown and statistics in each, so that a program (or a test) can
+//! embed an echo peer and a student can compare the models line by line.
+//!
+//! ## Embedding the server
+//!
+//! Bind (port 0 lets the OS pick), read the real address, keep a [`ShutdownHandle`], and
+//! [`run`](Server::run) until the handle stops it, from any thread:
+//!
+//! ```
+//! use std::io::{Read, Write};
+//! use std::net::TcpStream;
+//! use std::thread;
+//!
+//! use echoloop::{ListenAddr, Server, ServerConfig};
+//!
+//! let server = Server::bind(&ServerConfig::new("127.0.0.1:0".parse()?))?;
+//! let ListenAddr::Tcp(addr) = server.local_addr().clone() else { unreachable!("bound to TCP") };
+//! let stop = server.shutdown_handle();
+//! let serving = thread::spawn(move || server.run());
+//!
+//! let mut client = TcpStream::connect(addr)?;
+//! client.write_all(b"hello")?;
+//! let mut echo = [0; 5];
+//! client.read_exact(&mut echo)?;
+//! assert_eq!(&echo, b"hello");
+//! drop(client);
+//!
+//! stop.shutdown(); // this thread is not the one that runs the server
+//! let summary = serving.join().expect("the server thread panicked")?;
+//! assert_eq!(summary.bytes_echoed, 5);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! [`ServerConfig`] holds every setting of `echoloop serve` (model, limits, framing, grace
+//! period); it is `#[non_exhaustive]`, so start from [`ServerConfig::new`] and change what
+//! you need with its `with_*` methods. [`Server::bind`] refuses a config that cannot work
+//! with an [`Error::Usage`] that names the setting. The binary adds what a process needs
+//! around this: signal handlers ([`ShutdownHandle::handle_signals`]), socket activation
+//! ([`take_inherited_socket`], [`Server::inherit`]) and `--summary-json`
+//! ([`write_summary_json`]).
+//!
+//! ## Features
+//!
+//! - `cli` (default): the `echoloop` binary, with clap, clap_complete, clap_mangen and
+//!   env_logger. Without it (`default-features = false`) the crate is this library alone;
+//!   log lines go through the `log` facade to whatever logger the program installs.
+//! - `bench` (default, needs `cli`): `echoloop bench`, the load generator of `crates/bench`.
 //!
 //! ## How to read this crate
 //!
@@ -27,7 +77,7 @@
 //!
 //! - **event-loop**: one thread waits on `epoll` (through `mio::Poll`) for *readiness* of
 //!   every socket at once, and does only the I/O that will not block. Cost per connection:
-//!   a slab entry (about 150 bytes) and, only while a write is partial, a pending buffer.
+//!   a slab entry and, only while a write is partial, a pending buffer.
 //! - **thread-per-conn**: one OS thread per connection, blocking `read`/`write`. Simple;
 //!   cost per connection: a thread and its stack.
 //! - **blocking**: one connection at a time on the accepting thread; others wait.
@@ -35,6 +85,9 @@
 //!   io_uring and is told when each is *complete*: one `io_uring_enter` per loop turn
 //!   instead of a `read` and a `write` per message. Cost per connection: a slab entry;
 //!   receive buffers come from one ring shared by all connections.
+//!
+//! Every model serves TCP and Unix stream sockets. A `udp:` address has no connections: the
+//! event loop answers each datagram from one socket (RFC 862's UDP echo).
 //!
 //! ## Readiness glossary
 //!

@@ -5,8 +5,10 @@
 #[cfg(feature = "bench")]
 mod bench_catalog;
 mod cli;
+mod manpage;
 
-use std::io::Write;
+use std::io::{self, Write};
+use std::path::Path;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
@@ -24,7 +26,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench_catalog::run(&args),
         Command::Manpage(args) => manpage(args.dir.as_deref()).map_err(Error::Io),
         Command::Completions(args) => {
-            clap_complete::generate(args.shell, &mut Cli::command(), "echoloop", &mut std::io::stdout());
+            clap_complete::generate(args.shell, &mut Cli::command(), "echoloop", &mut io::stdout());
             Ok(())
         }
     };
@@ -95,7 +97,7 @@ fn start(args: &ServeArgs, shutdown: ShutdownHandle) -> Result<Server, Error> {
 
 /// The one line on stdout: where we listen, flushed at once for whoever waits for it.
 fn announce(server: &Server) -> Result<(), Error> {
-    let mut stdout = std::io::stdout().lock();
+    let mut stdout = io::stdout().lock();
     writeln!(stdout, "listening on {}", server.local_addr())?;
     stdout.flush()?;
     Ok(())
@@ -136,15 +138,18 @@ fn take_activation_env() -> ActivationEnv {
     env
 }
 
-/// `echoloop manpage`: the main page on stdout, or every page into `dir`.
-fn manpage(dir: Option<&std::path::Path>) -> std::io::Result<()> {
+/// `echoloop manpage`: the page on stdout, or into `dir/echoloop.1`.
+fn manpage(dir: Option<&Path>) -> io::Result<()> {
+    let page = manpage::render(Cli::command())?;
     match dir {
-        Some(dir) => clap_mangen::generate_to(Cli::command(), dir).map_err(|e| {
-            std::io::Error::new(e.kind(), format!("cannot write man pages to {}: {e}", dir.display()))
-        }),
-        None => match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout().lock()) {
+        Some(dir) => {
+            let path = dir.join("echoloop.1");
+            std::fs::write(&path, page)
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display())))
+        }
+        None => match io::stdout().lock().write_all(page.as_bytes()) {
             // `echoloop manpage | head`: the reader went away; not an error for a filter.
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
             other => other,
         },
     }

@@ -1,5 +1,5 @@
-//! `Server`: one entry point for every model, so the CLI, the tests and the benches start
-//! servers the same way: `Server::bind(&config)?`, read `local_addr()`, keep a
+//! `Server`: one entry point for every model, so the CLI, the tests and a program that embeds
+//! the library start servers the same way: `Server::bind(&config)?`, read `local_addr()`, keep a
 //! `shutdown_handle()`, then `run()` until the handle (or a signal) stops it. The binary
 //! uses `Server::bind_with` instead, with a handle whose signal handlers were installed
 //! before binding, so a SIGTERM at any moment after start is a graceful stop; or, when the
@@ -38,6 +38,9 @@ enum Runner {
     EventLoops(Vec<EventLoop>),
     /// A threaded model: it takes the listener and the config when it runs.
     Threaded(Model, StdListener, ServerConfig),
+    /// The io-uring loop, its ring and buffers allocated at bind time.
+    #[cfg(target_os = "linux")]
+    IoUring(Box<crate::io_uring::UringLoop>),
     /// The UDP echo: one loop over one socket.
     Udp(UdpEcho),
 }
@@ -107,6 +110,11 @@ impl Server {
         let stats = ServerStats::new(config.workers);
         let runner = match config.model {
             Model::EventLoop => Runner::EventLoops(bind_workers(first, &addr, config, &shutdown, &stats)?),
+            #[cfg(target_os = "linux")]
+            Model::IoUring => {
+                let uring = crate::io_uring::UringLoop::new(first, config, &shutdown, stats.worker(0))?;
+                Runner::IoUring(Box::new(uring))
+            }
             model => Runner::Threaded(model, first, config.clone()),
         };
         Ok(Server { addr, shutdown, runner, stats, stats_interval: config.stats_interval })
@@ -140,9 +148,7 @@ impl Server {
                 blocking::serve_thread_per_conn(listener, &config, &self.shutdown, worker(0))?
             }
             #[cfg(target_os = "linux")]
-            Runner::Threaded(Model::IoUring, listener, config) => {
-                crate::io_uring::serve(listener, &config, &self.shutdown, worker(0))?
-            }
+            Runner::IoUring(uring) => uring.run()?,
             Runner::Threaded(_, listener, config) => {
                 blocking::serve_one_at_a_time(listener, &config, &self.shutdown, worker(0))?
             }
@@ -167,6 +173,8 @@ impl Server {
             }
             Runner::EventLoops(_) => "event-loop model".to_string(),
             Runner::Threaded(model, ..) => format!("{} model", model.name()),
+            #[cfg(target_os = "linux")]
+            Runner::IoUring(_) => "io-uring model".to_string(),
             Runner::Udp(_) => "UDP echo (event loop)".to_string(),
         }
     }

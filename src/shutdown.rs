@@ -1,5 +1,6 @@
-//! Stop requests: one `ShutdownHandle` that signals, tests and benches all use; and the one
-//! place that handles signals (SIGINT, SIGTERM: stop; SIGUSR1: log a statistics line now).
+//! Stop requests: one `ShutdownHandle` that signals, tests and embedding programs all use;
+//! and the one place that handles signals (SIGINT, SIGTERM: stop; SIGUSR1: log a statistics
+//! line now).
 //!
 //! A stop request must reach a thread that is blocked somewhere: an event loop inside
 //! `Poll::poll`, an acceptor inside `accept(2)`. So the handle is a flag that anyone can read
@@ -43,7 +44,8 @@ struct Inner {
 pub enum StopCause {
     /// SIGINT or SIGTERM (the signal number).
     Signal(i32),
-    /// [`ShutdownHandle::shutdown`] was called (by a test, a bench, or a failing worker).
+    /// [`ShutdownHandle::shutdown`] was called (by a test, an embedding program, or a failing
+    /// worker).
     Requested,
 }
 

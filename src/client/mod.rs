@@ -32,8 +32,10 @@ use crate::addr::ListenAddr;
 use crate::framing::{AtEof, Framer, Framing, PREFIX, Rest};
 use crate::net::{self, BlockingStream};
 
-/// What `echoloop client` was asked for besides the address.
+/// What `echoloop client` was asked for besides the address. `#[non_exhaustive]`: start from
+/// `default()` and change what you need with the `with_*` methods.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct ClientOptions {
     /// The server's framing: how to cut stdin into frames and the echo back into output.
     pub framing: Framing,
@@ -46,6 +48,14 @@ pub struct ClientOptions {
 impl Default for ClientOptions {
     fn default() -> Self {
         ClientOptions { framing: Framing::Raw, max_frame: 64 * 1024, reply_timeout: Duration::from_secs(1) }
+    }
+}
+
+impl ClientOptions {
+    crate::config::setters! {
+        with_framing => framing: Framing,
+        with_max_frame => max_frame: usize,
+        with_reply_timeout => reply_timeout: Duration,
     }
 }
 

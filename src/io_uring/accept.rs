@@ -15,8 +15,6 @@ use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::time::Instant;
 
 use io_uring::cqueue;
-use io_uring::opcode;
-use io_uring::types::Fd;
 use log::{debug, trace, warn};
 use mio::Token;
 
@@ -36,9 +34,7 @@ impl UringLoop {
             StdListener::Tcp(l) => l.as_raw_fd(),
             StdListener::Unix(l, _) => l.as_raw_fd(),
         };
-        let accept = opcode::AcceptMulti::new(Fd(fd)).flags(libc::SOCK_CLOEXEC);
-        // SAFETY: no pointer; the listener's file is held by the kernel while armed.
-        unsafe { self.ring.push(&accept.build().user_data(Op::Accept.encode()))? };
+        self.ring.accept_multishot(fd)?;
         self.accept_armed = true;
         Ok(())
     }
@@ -48,9 +44,7 @@ impl UringLoop {
         if !self.accept_armed {
             return Ok(());
         }
-        let cancel = opcode::AsyncCancel::new(Op::Accept.encode());
-        // SAFETY: no pointer.
-        unsafe { self.ring.push(&cancel.build().user_data(Op::Cancel.encode())) }
+        self.ring.cancel(Op::Accept)
     }
 
     /// One accept completion: a new connection, or an error that skips it or pauses us.

@@ -112,7 +112,7 @@ fn bind_unix(path: &Path) -> io::Result<StdListener> {
     Ok(StdListener::Unix(listener, file))
 }
 
-/// Connect to a server, as the client and the load generator do. `timeout` bounds a TCP
+/// Connect to a server, as `echoloop client` does (`client/`). `timeout` bounds a TCP
 /// connect (a Unix connect does not wait on a network). Errors name the address.
 pub fn connect(addr: &ListenAddr, timeout: Duration) -> io::Result<BlockingStream> {
     match addr {

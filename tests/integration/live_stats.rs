@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::util::{Bin, IO_TIMEOUT, connect, random_bytes, run_bin, wait_until, write_until_blocked};
+use super::variants::Variant;
 
 /// Messages of this size, one at a time, each echoed before the next is sent: each is one
 /// `read` on the server, so the line's `messages` count is exact.
@@ -60,8 +61,8 @@ fn total(server: &Bin, key: &str) -> u64 {
 /// The client may see its last echo a moment before the server has counted it (the event
 /// loop publishes its counts once per turn, after the turn's writes), so the test signals
 /// until the lines account for every byte; over all lines, every count must then be exact.
-fn sigusr1_line_counts_a_known_load(model: &str) {
-    let server = Bin::serve(&["127.0.0.1:0", "--model", model]);
+fn sigusr1_line_counts_a_known_load(variant: Variant) {
+    let server = Bin::serve(&[variant.args(), &["127.0.0.1:0"]].concat());
     let mut client = connect(server.tcp());
     round_trips(&mut client);
     let bytes = (MESSAGES * MESSAGE) as u64;
@@ -92,7 +93,7 @@ fn sigusr1_line_counts_a_known_load(model: &str) {
     round_trips(&mut connect(server.tcp()));
 }
 
-for_models!(sigusr1_line_counts_a_known_load);
+for_variants!(sigusr1_line_counts_a_known_load);
 
 /// `--stats-interval`: lines come on their own, and over all of them the counts add up to
 /// the load exactly. A connection over `--max-connections` shows as rejected.
@@ -125,9 +126,16 @@ fn workers_line_sums_and_splits() {
     for client in &mut clients {
         round_trips(client);
     }
-    let line = line_on_sigusr1(&server);
+    // As in `sigusr1_line_counts_a_known_load`: a worker may count its last echo a moment
+    // after the client read it, so signal until the lines account for every byte.
+    let bytes = (8 * MESSAGES * MESSAGE) as u64;
+    let counted_all = || {
+        line_on_sigusr1(&server);
+        total(&server, "bytes") == bytes
+    };
+    assert!(wait_until(IO_TIMEOUT, counted_all), "lines never counted every byte:\n{}", server.stderr());
+    let line = stats_lines(&server).pop().unwrap();
     assert_eq!(field(&line, "open"), 8, "{line}");
-    assert_eq!(field(&line, "bytes"), (8 * MESSAGES * MESSAGE) as u64, "{line}");
     let split =
         line.split(" per-worker open=[").nth(1).unwrap_or_else(|| panic!("no per-worker split: {line}"));
     let open: u64 = split.split(']').next().unwrap().split(',').map(|n| n.parse::<u64>().unwrap()).sum();
@@ -153,8 +161,9 @@ fn pending_shows_what_a_slow_client_holds() {
 /// but not the bytes of a partial frame dropped at EOF or of a frame over `--max-frame`,
 /// which were read and never became pending: `pending` stayed up (57 here) with nobody
 /// connected, for good. Every model now shows `pending=0` once both clients are gone.
-fn discarded_frames_leave_nothing_pending(model: &str) {
-    let server = Bin::serve(&["127.0.0.1:0", "--model", model, "--framing", "length", "--max-frame", "100"]);
+fn discarded_frames_leave_nothing_pending(variant: Variant) {
+    let flags = ["127.0.0.1:0", "--framing", "length", "--max-frame", "100"];
+    let server = Bin::serve(&[variant.args(), &flags].concat());
     let frame = |payload: &[u8]| [&(payload.len() as u32).to_be_bytes()[..], payload].concat();
     // A whole frame, then 3 bytes of a prefix, then EOF: the 3 bytes are discarded.
     let mut cut_short = connect(server.tcp());
@@ -175,7 +184,7 @@ fn discarded_frames_leave_nothing_pending(model: &str) {
     assert_eq!(field(&last, "pending"), 0, "{last}");
 }
 
-for_models!(discarded_frames_leave_nothing_pending);
+for_variants!(discarded_frames_leave_nothing_pending, needs: [Framing]);
 
 /// A path for a summary, unique per test.
 fn summary_path(name: &str) -> PathBuf {
