@@ -39,8 +39,9 @@
 //! period); it is `#[non_exhaustive]`, so start from [`ServerConfig::new`] and change what
 //! you need with its `with_*` methods. [`Server::bind`] refuses a config that cannot work
 //! with an [`Error::Usage`] that names the setting. The binary adds what a process needs
-//! around this: signal handlers ([`ShutdownHandle::handle_signals`]), socket activation
-//! ([`take_inherited_socket`], [`Server::inherit`]) and `--summary-json`
+//! around this: signal handlers ([`handle_signals`]: SIGTERM stops through the
+//! [`ShutdownHandle`], SIGUSR1 asks for a statistics line through [`StatsRequests`]),
+//! socket activation ([`take_inherited_socket`], [`Server::inherit`]) and `--summary-json`
 //! ([`write_summary_json`]).
 //!
 //! ## Features
@@ -54,8 +55,7 @@
 //!
 //! 1. `examples/minimal.rs`: the smallest correct mio echo loop, without limits.
 //! 2. `src/event_loop/`: the real loop. `mod.rs` polls and dispatches; `connection.rs` is one
-//!    connection's read/echo/flush and the interest it needs next; `accept.rs` accepts;
-//!    `idle.rs` keeps idle deadlines.
+//!    connection's read/echo/flush and the interest it needs next; `accept.rs` accepts.
 //! 3. `src/buffer.rs`: where bytes wait when the kernel takes only part of a write, or
 //!    when a read ends in the middle of a frame; `src/framing.rs`: where frames end
 //!    (`--framing line|length`; "a read is not a message").
@@ -64,9 +64,11 @@
 //!    the completion model (Linux), the same contract as the event loop without readiness.
 //! 5. `src/net/`: sockets of every family, their options, the Unix socket file, and what an
 //!    `accept` error means (for every model).
-//! 6. [`Server`]: the one entry point for every model; [`ShutdownHandle`] stops it (and
-//!    carries SIGUSR1's request for a statistics line); `src/stats/` counts, reports live
-//!    and summarizes; `src/net/activation.rs` takes a socket from the service manager.
+//! 6. [`Server`]: the one entry point for every model; [`ShutdownHandle`] stops it, and
+//!    [`StatsRequests`] asks it for a statistics line ([`handle_signals`] turns SIGTERM and
+//!    SIGUSR1 into those); `src/lifecycle/` is a connection's life in every model (admission,
+//!    idle timeout, lingering); `src/stats/` counts, reports live and summarizes;
+//!    `src/net/activation.rs` takes a socket from the service manager.
 //! 7. `src/client/`, an `nc`-like client ([`run_client`]), framed or over UDP too.
 //! 8. `src/units.rs`: sizes and durations as typed on the command line ([`parse_size`],
 //!    [`parse_secs`]).
@@ -113,10 +115,12 @@ mod event_loop;
 mod framing;
 #[cfg(target_os = "linux")]
 mod io_uring;
+mod lifecycle;
 mod net;
 mod notify;
 mod server;
 mod shutdown;
+mod signals;
 mod stats;
 mod units;
 
@@ -129,5 +133,8 @@ pub use net::{ActivationEnv, InheritedSocket, LISTEN_VARS, take_inherited_socket
 pub use notify::{Notifier, WatchdogTimer};
 pub use server::Server;
 pub use shutdown::{ShutdownHandle, StopCause};
-pub use stats::{Datagrams, ExitReason, ServerStats, Summary, WorkerSummary, write_summary_json};
+pub use signals::handle_signals;
+pub use stats::{
+    Counted, Datagrams, ExitReason, ServerStats, StatsRequests, Summary, WorkerSummary, write_summary_json,
+};
 pub use units::{parse_secs, parse_size};

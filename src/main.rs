@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 use cli::{Cli, Command, ServeArgs};
-use echoloop::{ActivationEnv, Error, ExitReason, Server, ShutdownHandle, StopCause, Summary};
+use echoloop::{ActivationEnv, Error, ExitReason, Server, ShutdownHandle, StatsRequests, StopCause, Summary};
 use log::warn;
 
 fn main() -> ExitCode {
@@ -84,15 +84,19 @@ fn start(args: &ServeArgs, shutdown: ShutdownHandle) -> Result<Server, Error> {
     // after whoever reads `listening on` sees it, must find the graceful handler, not the
     // default action (death). A stop requested before the server runs is carried out as
     // soon as it does. (SIGUSR1, too, would kill us without a handler.)
-    shutdown.handle_signals()?;
+    let stats_requests = StatsRequests::new();
+    echoloop::handle_signals(&shutdown, &stats_requests)?;
     let config = args.to_config();
-    let Some(socket) = inherited else {
-        return Server::bind_with(&config, shutdown);
+    let server = match inherited {
+        None => Server::bind_with(&config, shutdown)?,
+        Some(socket) => {
+            if let Some(addr) = &args.addr {
+                warn!("socket activation: ignoring {addr}, serving the socket the service manager passed");
+            }
+            Server::inherit(socket, &config, shutdown)?
+        }
     };
-    if let Some(addr) = &args.addr {
-        warn!("socket activation: ignoring {addr}, serving the socket the service manager passed");
-    }
-    Server::inherit(socket, &config, shutdown)
+    Ok(server.with_stats_requests(stats_requests))
 }
 
 /// The one line on stdout: where we listen, flushed at once for whoever waits for it.

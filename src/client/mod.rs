@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use crate::addr::ListenAddr;
 use crate::framing::{AtEof, Framer, Framing, PREFIX, Rest};
-use crate::net::{self, BlockingStream};
+use crate::net::{self, BlockingStream, interrupted};
 
 /// What `echoloop client` was asked for besides the address. `#[non_exhaustive]`: start from
 /// `default()` and change what you need with the `with_*` methods.
@@ -123,7 +123,7 @@ fn send_stdin(mut socket: BlockingStream, framer: Framer, sent: &Sent) -> io::Re
         let n = match stdin.read(&mut buf) {
             Ok(0) => break, // EOF: a closed pipe, or Ctrl-D on a terminal
             Ok(n) => n,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue, // a signal; retry
+            Err(e) if interrupted(&e) => continue, // a signal; retry
             Err(e) => return Err(io::Error::new(e.kind(), format!("reading stdin: {e}"))),
         };
         match framer.framing() {
@@ -226,7 +226,7 @@ fn copy_to_stdout(mut socket: BlockingStream, framer: Framer) -> Result<u64, Sto
                 unframer.push(&buf[..n], &mut out).map_err(Stop::Socket)?;
                 false
             }
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) if interrupted(&e) => continue,
             Err(e) => return Err(Stop::Socket(e)),
         };
         if closed {

@@ -53,12 +53,13 @@ use std::time::{Duration, Instant};
 
 use io_uring::cqueue;
 use log::{debug, info, trace, warn};
-use mio::Token;
 use slab::Slab;
 
 use crate::config::ServerConfig;
-use crate::event_loop::IdleTimers;
-use crate::net::{BackoffLog, SocketOptions, StdListener};
+use crate::error::Error;
+use crate::lifecycle::linger::LINGER_CHECK;
+use crate::lifecycle::{Admission, ConnId, IdleTimers, release_crowd};
+use crate::net::{AcceptBackoff, StdListener};
 use crate::shutdown::ShutdownHandle;
 use crate::stats::{IoTally, Stats};
 use buffers::BufRing;
@@ -66,20 +67,13 @@ use connection::{BufferUse, Connection, Phase, Sending};
 use op::Op;
 use ring::Ring;
 
-/// Slab slots kept when the last connection closes (as in the event loop).
-const SLAB_KEEP: usize = 1024;
-
-/// While shutting down, how often lingering connections are checked for "the client has
-/// everything" (no completion announces an ACK).
-const LINGER_CHECK: Duration = Duration::from_millis(20);
-
 /// After the grace period, how long cancelled requests may take to complete before we stop
 /// waiting (and leak their memory rather than free it under the kernel).
 const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 
 /// Can this kernel run the model? One line naming what is missing if not.
-pub(crate) fn probe() -> Result<(), crate::Error> {
-    ring::probe().map_err(crate::Error::Io)
+pub(crate) fn probe() -> Result<(), Error> {
+    ring::probe().map_err(Error::Io)
 }
 
 /// Where the server is in stopping.
@@ -104,15 +98,13 @@ pub(crate) struct UringLoop {
     is_tcp: bool,
     /// The multishot accept is in the kernel.
     accept_armed: bool,
-    /// After EMFILE and friends, accepting pauses until this instant.
-    accept_paused_until: Option<Instant>,
-    /// Logs the first accept failure of an episode, reminders, and the recovery.
-    accept_backoff: BackoffLog,
+    /// After EMFILE and friends, accepting pauses; this says until when, and logs it.
+    accept_backoff: AcceptBackoff,
     /// The eventfd a shutdown request writes to; the ring polls it.
     wake_fd: Arc<OwnedFd>,
     /// Live connections (and closing ones whose requests are still in flight).
     connections: Slab<Connection>,
-    /// Idle deadlines, when `--idle-timeout` is on (slab key as the token); their only owner.
+    /// Idle deadlines, when `--idle-timeout` is on (slab key = `ConnId`); their only owner.
     idle: Option<IdleTimers>,
     stopping: Stopping,
     /// Completions of this turn, reused between turns.
@@ -121,7 +113,8 @@ pub(crate) struct UringLoop {
     ring_empty: u64,
     shutdown: ShutdownHandle,
     config: ServerConfig,
-    socket_options: SocketOptions,
+    /// `--max-connections` and the socket options of an accepted connection.
+    admission: Admission,
     /// This server's counters (shared with the statistics reporter).
     stats: Arc<Stats>,
     /// This turn's reads and sends, added to `stats` once per turn.
@@ -154,8 +147,7 @@ impl UringLoop {
             is_tcp: matches!(listener, StdListener::Tcp(_)),
             listener: Some(listener),
             accept_armed: false,
-            accept_paused_until: None,
-            accept_backoff: BackoffLog::default(),
+            accept_backoff: AcceptBackoff::default(),
             wake_fd,
             connections: Slab::new(),
             idle: config.idle_timeout.map(IdleTimers::new),
@@ -164,7 +156,7 @@ impl UringLoop {
             ring_empty: 0,
             shutdown: shutdown.clone(),
             config: config.clone(),
-            socket_options: SocketOptions::from_config(config),
+            admission: Admission::new(config, Arc::clone(&stats)),
             stats,
             tally: IoTally::default(),
         })
@@ -185,13 +177,11 @@ impl UringLoop {
                 self.dispatch(cqe, now)?;
             }
             self.completions = completions;
-            if !self.tally.is_empty() {
-                self.stats.record(std::mem::take(&mut self.tally)); // once per turn, not per message
-            }
+            self.stats.publish(&mut self.tally); // once per turn, not per message
             self.run_timers(now)?;
             if self.shutdown_complete(now)? {
                 debug!("io_uring: {} recvs found the buffer ring empty", self.ring_empty);
-                self.stats.record(std::mem::take(&mut self.tally));
+                self.stats.publish(&mut self.tally);
                 return Ok(());
             }
         }
@@ -352,17 +342,13 @@ impl UringLoop {
     fn finish_close(&mut self, key: usize) -> io::Result<()> {
         let mut conn = self.connections.remove(key);
         if let Some(timers) = &mut self.idle {
-            timers.stop(Token(key));
+            timers.stop(ConnId(key));
         }
-        let (bytes_in, bytes_out, owed) = conn.byte_counts();
-        let mut io = conn.take_io();
-        io.bytes_unsent += owed as u64; // received, and now never echoed
-        self.tally.add(io);
+        self.tally.add(conn.take_io_at_close()); // what it owed counts as never echoed
         self.stats.connection_closed();
+        let (bytes_in, bytes_out, owed) = conn.byte_counts();
         debug!("key={key} closed peer={} read={bytes_in} echoed={bytes_out} unsent={owed}", conn.peer());
-        if self.connections.is_empty() && self.connections.capacity() > SLAB_KEEP {
-            self.connections.shrink_to_fit(); // a crowd has gone: give its memory back
-        }
+        release_crowd(&mut self.connections);
         Ok(())
     }
 
@@ -373,7 +359,7 @@ impl UringLoop {
             Stopping::No => None,
             Stopping::Grace { until } | Stopping::Draining { until } => Some(until.min(now + LINGER_CHECK)),
         };
-        [idle, stop, self.accept_paused_until]
+        [idle, stop, self.accept_backoff.paused_until()]
             .into_iter()
             .flatten()
             .min()
@@ -383,11 +369,7 @@ impl UringLoop {
     /// Everything that happens because time passed rather than because a request completed.
     fn run_timers(&mut self, now: Instant) -> io::Result<()> {
         self.expire_idle(now)?;
-        if self.accept_paused_until.is_some_and(|until| until <= now) {
-            self.accept_paused_until = None;
-            // Debug, not info: while descriptors stay short this runs every pause, and
-            // `BackoffLog` already tells the operator when the episode starts and ends.
-            debug!("accept: pause over, trying again");
+        if self.accept_backoff.resume_due(now) {
             self.arm_accept()?;
         }
         Ok(())
@@ -398,11 +380,11 @@ impl UringLoop {
     fn expire_idle(&mut self, now: Instant) -> io::Result<()> {
         let Some(timers) = &mut self.idle else { return Ok(()) };
         let connections = &self.connections;
-        let last_active = |Token(key)| {
+        let last_active = |ConnId(key)| {
             connections.get(key).filter(|conn| conn.phase() != Phase::Closing).map(Connection::last_active)
         };
         let expired = timers.expired(now, last_active);
-        expired.into_iter().try_for_each(|Token(key)| self.close(key, "idle timeout"))
+        expired.into_iter().try_for_each(|ConnId(key)| self.close(key, "idle timeout"))
     }
 
     /// Queue the poll on the shutdown eventfd.

@@ -20,6 +20,7 @@ use io_uring::{IoUring, Probe, cqueue, opcode, squeue};
 
 use super::buffers::BufRing;
 use super::op::Op;
+use crate::net::interrupted;
 
 /// Submission queue slots. A full queue is flushed with an extra `io_uring_enter` (see
 /// [`Ring::push`]), so this bounds the batch, not the number of connections.
@@ -292,7 +293,7 @@ impl Ring {
                     // reap. Nothing was lost; the caller's next turn reaps.
                     return Err(e);
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {} // a signal: again
+                Err(e) if interrupted(&e) => {} // a signal: again
                 Err(e) => return Err(e),
             }
         }
@@ -315,7 +316,7 @@ impl Ring {
         match result {
             Ok(_) => Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::ETIME) => Ok(()), // a timer is due
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()), // a signal
+            Err(e) if interrupted(&e) => Ok(()),                       // a signal
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Ok(()), // reap first
             Err(e) => Err(e),
         }

@@ -10,7 +10,7 @@ use super::util::{Bin, IO_TIMEOUT, connect, random_bytes, run_bin, wait_until, w
 use super::variants::Variant;
 
 /// Messages of this size, one at a time, each echoed before the next is sent: each is one
-/// `read` on the server, so the line's `messages` count is exact.
+/// `read` on the server, so the line's `reads` count is exact.
 const MESSAGE: usize = 128;
 const MESSAGES: usize = 10;
 
@@ -73,7 +73,7 @@ fn sigusr1_line_counts_a_known_load(variant: Variant) {
     assert!(wait_until(IO_TIMEOUT, counted_all), "lines never counted every byte:\n{}", server.stderr());
     let lines = stats_lines(&server);
     let last = lines.last().unwrap();
-    for (key, want) in [("accepted", 1), ("rejected", 0), ("messages", MESSAGES as u64)] {
+    for (key, want) in [("accepted", 1), ("rejected", 0), ("reads", MESSAGES as u64)] {
         assert_eq!(total(&server, key), want, "{key} over the lines:\n{}", lines.join("\n"));
     }
     for (key, want) in [("open", 1), ("pending", 0), ("peak", 1)] {
@@ -110,12 +110,12 @@ fn interval_lines_add_up_to_the_load() {
     let done =
         || total("accepted") == 1 && total("rejected") == 1 && total("bytes") == (MESSAGES * MESSAGE) as u64;
     assert!(wait_until(IO_TIMEOUT, done), "lines never added up; stderr:\n{}", server.stderr());
-    assert_eq!(total("messages"), MESSAGES as u64);
+    assert_eq!(total("reads"), MESSAGES as u64);
     // Lines keep coming with nothing to report, and say the client has gone.
     let count = stats_lines(&server).len();
     assert!(wait_until(IO_TIMEOUT, || stats_lines(&server).len() >= count + 2), "lines stopped coming");
     let last = stats_lines(&server).pop().unwrap();
-    assert!(last.contains("open=0 accepted=0 rejected=0 messages/s=0 bytes/s=0 pending=0"), "{last}");
+    assert!(last.contains("open=0 accepted=0 rejected=0 reads/s=0 bytes/s=0 pending=0"), "{last}");
 }
 
 /// With `--workers 2`, one line sums the workers and shows each one's share.
@@ -216,7 +216,8 @@ fn summary_json_after_sigterm() {
     assert!(json["error"].is_null());
     assert_eq!(json["connections"], 3);
     assert_eq!(json["bytes_echoed"], 3 * MESSAGES * MESSAGE);
-    assert_eq!(json["messages"], 3 * MESSAGES);
+    assert_eq!(json["reads"], 3 * MESSAGES);
+    assert!(json.get("frames").is_none() && json.get("datagrams").is_none(), "{json}");
     assert_eq!(json["rejected"], 0);
     assert!(json["duration_secs"].as_f64().is_some_and(|d| d > 0.0), "{json}");
     let workers = json["per_worker"].as_array().expect("per_worker is a list");
@@ -224,6 +225,42 @@ fn summary_json_after_sigterm() {
     let served: u64 = workers.iter().map(|w| w["connections"].as_u64().unwrap()).sum();
     assert_eq!(served, 3);
 }
+
+/// With `--framing line` the reports count frames, not reads: the statistics line says
+/// `frames`, and the JSON summary has `frames` beside `reads`. Six lines, one of them cut
+/// in two by the client's writes, are six frames however many reads they took.
+fn framed_servers_count_frames(variant: Variant) {
+    let path = summary_path(&format!("frames-{variant:?}"));
+    let flags = ["127.0.0.1:0", "--framing", "line", "--summary-json", path.to_str().unwrap()];
+    let server = Bin::serve(&[variant.args(), &flags].concat());
+    let mut client = connect(server.tcp());
+    let lines = b"one\ntwo\nthree\nfour\nfive\nsix\n";
+    let (first, rest) = lines.split_at(9); // "one\ntwo\nt": the third line is cut
+    for (part, echoed) in [(first, &lines[..8]), (rest, &lines[8..])] {
+        client.write_all(part).unwrap();
+        let mut back = vec![0; echoed.len()];
+        client.read_exact(&mut back).unwrap();
+        assert_eq!(back, echoed);
+    }
+    let counted_all = || {
+        line_on_sigusr1(&server);
+        total(&server, "frames") == 6
+    };
+    assert!(wait_until(IO_TIMEOUT, counted_all), "lines never counted 6 frames:\n{}", server.stderr());
+    assert!(stats_lines(&server).iter().all(|line| !line.contains("reads")), "{}", server.stderr());
+    drop(client);
+    server.signal(libc::SIGTERM);
+    let (status, log) = server.wait(IO_TIMEOUT);
+    assert!(status.success(), "{status}; log:\n{log}");
+    assert!(log.contains("bytes (6 frames)"), "summary line:\n{log}");
+    let json = read_json(&path);
+    assert_eq!(json["frames"], 6, "{json}");
+    assert!(json["reads"].as_u64().is_some_and(|reads| reads >= 2), "{json}");
+    let per_worker = json["per_worker"].as_array().expect("per_worker is a list");
+    assert_eq!(per_worker.iter().map(|w| w["frames"].as_u64().unwrap()).sum::<u64>(), 6, "{json}");
+}
+
+for_variants!(framed_servers_count_frames, needs: [Framing]);
 
 /// A server that cannot even bind still writes its summary: exit reason "error", and the
 /// error it printed.
