@@ -41,7 +41,7 @@
 //! with an [`Error::Usage`] that names the setting. The binary adds what a process needs
 //! around this: signal handlers ([`handle_signals`]: SIGTERM stops through the
 //! [`ShutdownHandle`], SIGUSR1 asks for a statistics line through [`StatsRequests`]),
-//! socket activation ([`take_inherited_socket`], [`Server::inherit`]) and `--summary-json`
+//! socket activation ([`take_inherited_sockets`], [`Server::inherit`]) and `--summary-json`
 //! ([`write_summary_json`]).
 //!
 //! ## Features
@@ -116,6 +116,7 @@ mod framing;
 #[cfg(target_os = "linux")]
 mod io_uring;
 mod lifecycle;
+mod listening;
 mod net;
 mod notify;
 mod server;
@@ -129,12 +130,13 @@ pub use client::{ClientOptions, run as run_client};
 pub use config::{Model, ServerConfig};
 pub use error::Error;
 pub use framing::{Framer, Framing, Rest, Split};
-pub use net::{ActivationEnv, InheritedSocket, LISTEN_VARS, take_inherited_socket, take_inherited_sockets};
+pub use net::{ActivationEnv, InheritedSocket, LISTEN_VARS, take_inherited_sockets};
 pub use notify::{Notifier, WatchdogTimer};
 pub use server::Server;
 pub use shutdown::{ShutdownHandle, StopCause};
 pub use signals::handle_signals;
 pub use stats::{
-    Counted, Datagrams, ExitReason, ServerStats, StatsRequests, Summary, WorkerSummary, write_summary_json,
+    Counted, Datagrams, ExitReason, ListenerSummary, ServerStats, StatsRequests, Summary, WorkerSummary,
+    write_summary_json,
 };
 pub use units::{parse_secs, parse_size};

@@ -119,6 +119,11 @@ impl WatchdogTimer {
         Some(WatchdogTimer { notifier: notifier.clone(), interval, next: now + interval })
     }
 
+    /// How often it pings.
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
     /// When the loop must wake up at the latest to ping in time.
     pub fn deadline(&self) -> Instant {
         self.next

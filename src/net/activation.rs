@@ -40,7 +40,7 @@ use std::path::PathBuf;
 
 use socket2::{Domain, SockRef, Type};
 
-use super::listener::StdListener;
+use super::listener::{ListenSocket, StdListener};
 use super::unix_file::SocketFile;
 use crate::addr::ListenAddr;
 use crate::error::Error;
@@ -119,30 +119,20 @@ impl ActivationEnv {
     }
 }
 
-/// A socket inherited from the service manager, checked and ready to serve.
+/// A socket inherited from the service manager, checked and ready to serve: a listening
+/// stream socket (`ListenStream=`) or a bound UDP socket (`ListenDatagram=`), in blocking
+/// mode.
 #[derive(Debug)]
 pub struct InheritedSocket {
-    socket: Inherited,
+    socket: ListenSocket,
     /// `fd 3 (echoloop.socket)`, for messages.
     description: String,
-}
-
-/// What an inherited socket is, which decides how it is served.
-#[derive(Debug)]
-pub(crate) enum Inherited {
-    /// A listening TCP or Unix stream socket (`ListenStream=`), set to blocking mode.
-    Stream(StdListener),
-    /// A bound UDP socket (`ListenDatagram=`), set to blocking mode.
-    Datagram(UdpSocket),
 }
 
 impl InheritedSocket {
     /// The address the socket is bound to (the `listening on` line).
     pub fn local_addr(&self) -> io::Result<ListenAddr> {
-        match &self.socket {
-            Inherited::Stream(listener) => listener.local_addr(),
-            Inherited::Datagram(socket) => socket.local_addr().map(ListenAddr::Udp),
-        }
+        self.socket.local_addr()
     }
 
     /// Which descriptor it was, and its name if the manager gave one.
@@ -151,17 +141,8 @@ impl InheritedSocket {
     }
 
     /// The socket, for the server to serve.
-    pub(crate) fn into_inner(self) -> Inherited {
+    pub(crate) fn into_inner(self) -> ListenSocket {
         self.socket
-    }
-
-    /// The listener of a stream socket, for a server that serves one (see
-    /// [`take_inherited_socket`], which passes on nothing else).
-    pub(crate) fn into_listener(self) -> StdListener {
-        match self.into_inner() {
-            Inherited::Stream(listener) => listener,
-            Inherited::Datagram(_) => unreachable!("take_inherited_socket refuses datagram sockets"),
-        }
     }
 }
 
@@ -193,34 +174,6 @@ pub unsafe fn take_inherited_sockets(env: &ActivationEnv) -> Result<Vec<Inherite
     Ok(sockets)
 }
 
-/// The one listening stream socket the service manager passed, if it passed one, for a
-/// server that serves a single stream listener: more sockets, or a datagram socket, are a
-/// usage error.
-///
-/// # Safety
-///
-/// As for [`take_inherited_sockets`].
-pub unsafe fn take_inherited_socket(env: &ActivationEnv) -> Result<Option<InheritedSocket>, Error> {
-    // SAFETY: our caller's contract is that function's.
-    let mut sockets = unsafe { take_inherited_sockets(env) }?;
-    if sockets.len() > 1 {
-        return Err(usage(format!(
-            "the service manager passed {} sockets; this server serves exactly one: give the \
-             socket unit a single Listen line",
-            sockets.len()
-        )));
-    }
-    let Some(socket) = sockets.pop() else { return Ok(None) };
-    if let Inherited::Datagram(_) = socket.socket {
-        return Err(usage(format!(
-            "{} is a datagram socket (ListenDatagram=); this server takes one stream socket \
-             (ListenStream=): TCP or Unix",
-            socket.description
-        )));
-    }
-    Ok(Some(socket))
-}
-
 /// The first of `count` descriptors from `first` on that is not open, if any.
 fn first_closed(first: RawFd, count: u32) -> Option<RawFd> {
     // SAFETY: F_GETFD reads a descriptor's flags; it touches no memory, and answers EBADF
@@ -241,7 +194,7 @@ fn set_close_on_exec(fd: RawFd) -> Result<(), Error> {
 }
 
 /// Make sure `fd` is a socket we can serve, and wrap it by kind and family.
-fn check(fd: OwnedFd, description: &str) -> Result<Inherited, Error> {
+fn check(fd: OwnedFd, description: &str) -> Result<ListenSocket, Error> {
     let sock = SockRef::from(&fd);
     let kind = sock.r#type().map_err(|e| match e.raw_os_error() {
         Some(libc::ENOTSOCK) => usage(format!("{description} is not a socket")),
@@ -257,8 +210,8 @@ fn check(fd: OwnedFd, description: &str) -> Result<Inherited, Error> {
     // non-blocking socket. (The event loop sets non-blocking mode itself.)
     sock.set_nonblocking(false).map_err(|e| io_error(description, "O_NONBLOCK", e))?;
     match kind {
-        Type::STREAM => check_stream(fd, domain, description).map(Inherited::Stream),
-        Type::DGRAM => check_datagram(fd, domain, description).map(Inherited::Datagram),
+        Type::STREAM => check_stream(fd, domain, description).map(ListenSocket::Stream),
+        Type::DGRAM => check_datagram(fd, domain, description).map(ListenSocket::Datagram),
         _ => Err(usage(format!(
             "{description} is a {kind:?} socket; echoloop serves stream sockets (ListenStream=) \
              and UDP sockets (ListenDatagram=)"
@@ -442,8 +395,6 @@ mod tests {
         // SAFETY: no descriptor is claimed for us.
         let sockets = unsafe { take_inherited_sockets(&ActivationEnv::default()) }.unwrap();
         assert!(sockets.is_empty());
-        // SAFETY: as above.
-        assert!(unsafe { take_inherited_socket(&env("1", "3", None)) }.unwrap().is_none());
     }
 
     #[test]
@@ -451,7 +402,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
-        let Inherited::Stream(checked) = check(listener.into(), "fd 3").unwrap() else {
+        let ListenSocket::Stream(checked) = check(listener.into(), "fd 3").unwrap() else {
             panic!("a TCP listener is a stream")
         };
         assert_eq!(checked.local_addr().unwrap(), ListenAddr::Tcp(addr));
@@ -466,7 +417,7 @@ mod tests {
         let path = std::env::temp_dir().join(format!("echoloop-activation-{}.sock", std::process::id()));
         let _ = std::fs::remove_file(&path);
         let listener = unix::UnixListener::bind(&path).unwrap();
-        let Inherited::Stream(checked) = check(listener.into(), "fd 4").unwrap() else {
+        let ListenSocket::Stream(checked) = check(listener.into(), "fd 4").unwrap() else {
             panic!("a Unix listener is a stream")
         };
         assert_eq!(checked.local_addr().unwrap(), ListenAddr::Unix(path.clone()));
@@ -482,7 +433,7 @@ mod tests {
         let inherited =
             InheritedSocket { socket: check(socket.into(), "fd 5").unwrap(), description: "fd 5".into() };
         assert_eq!(inherited.local_addr().unwrap(), ListenAddr::Udp(addr));
-        assert!(matches!(inherited.into_inner(), Inherited::Datagram(_)));
+        assert!(matches!(inherited.into_inner(), ListenSocket::Datagram(_)));
     }
 
     #[test]
