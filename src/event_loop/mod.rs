@@ -357,7 +357,7 @@ impl EventLoop {
         if !self.shutdown.is_requested() || self.grace_deadline.is_some() {
             return; // a stray wake-up, or shutdown already under way
         }
-        let mut replies = 0;
+        let mut replies = None; // queued UDP replies, if the loop has a UDP socket
         for (i, endpoint) in self.endpoints.iter_mut().enumerate() {
             match &mut endpoint.socket {
                 Socket::Stream(listener) => {
@@ -367,7 +367,7 @@ impl EventLoop {
                     }
                 }
                 Socket::Datagram(port) => {
-                    replies += port.queued();
+                    replies = Some(replies.unwrap_or(0) + port.queued());
                     if let Err(e) = port.stop_reading(self.poll.registry(), listener_token(i)) {
                         debug!("udp {}: {e}", endpoint.addr);
                     }
@@ -376,9 +376,9 @@ impl EventLoop {
         }
         let grace = self.config.shutdown_grace;
         self.grace_deadline = Some(now + grace);
+        let replies = replies.map(|n| format!(", {n} UDP replies queued")).unwrap_or_default();
         info!(
-            "shutting down: {} connections open, {replies} UDP replies queued, flushing pending \
-             echoes for up to {grace:?}",
+            "shutting down: {} connections open{replies}, flushing pending echoes for up to {grace:?}",
             self.connections.len()
         );
         for token in self.tokens_where(|_| true) {
@@ -408,10 +408,12 @@ impl EventLoop {
                 port.abandon(&mut endpoint.tally);
             }
         }
-        warn!(
-            "grace period over: closing {} connections whose client did not take its echo or close",
-            self.connections.len()
-        );
+        if !self.connections.is_empty() {
+            warn!(
+                "grace period over: closing {} connections whose client did not take its echo or close",
+                self.connections.len()
+            );
+        }
         for token in self.tokens_where(|_| true) {
             self.close(token, "shutdown");
         }
