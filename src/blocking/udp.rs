@@ -24,8 +24,7 @@ use std::time::{Duration, Instant};
 use log::{debug, trace};
 
 use super::Context;
-use crate::event_loop::RESERVED_SOURCE_PORTS;
-use crate::net::{interrupted, timed_out, would_block};
+use crate::net::{RESERVED_SOURCE_PORTS, interrupted, timed_out, would_block};
 use crate::notify::WatchdogTimer;
 use crate::shutdown::ShutdownHandle;
 use crate::stats::{Datagrams, IoTally};

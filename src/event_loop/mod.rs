@@ -31,8 +31,6 @@ mod connection;
 mod listeners;
 mod udp;
 
-pub use udp::RESERVED_SOURCE_PORTS;
-
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

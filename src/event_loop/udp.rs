@@ -27,8 +27,8 @@
 //!   CA-1996-01, "UDP Port Denial-of-Service Attack"). So datagrams from source port 0 (not a
 //!   real sender) or from the ports of the small services that answer every datagram (7 echo,
 //!   13 daytime, 17 qotd, 19 chargen) are dropped and counted, never answered, as inetd's
-//!   built-in services learned to do ([`RESERVED_SOURCE_PORTS`], shared with the blocking
-//!   models' UDP thread).
+//!   built-in services learned to do (`net::RESERVED_SOURCE_PORTS`, which the blocking
+//!   models' UDP thread obeys too).
 
 use std::collections::VecDeque;
 use std::io;
@@ -37,12 +37,8 @@ use std::net::SocketAddr;
 use log::{debug, trace, warn};
 use mio::{Interest, Registry, Token};
 
-use crate::net::{interrupted, would_block};
+use crate::net::{RESERVED_SOURCE_PORTS, interrupted, would_block};
 use crate::stats::{Datagrams, IoTally, Stats};
-
-/// Source ports never answered: 0 (no real sender uses it) and the small services that
-/// answer every datagram, so that two of them cannot be set answering each other.
-pub const RESERVED_SOURCE_PORTS: [u16; 5] = [0, 7, 13, 17, 19];
 
 /// Datagrams received per readiness event before the loop polls again (for the waker's sake,
 /// and the other sockets': a flood must not keep them waiting).

@@ -42,6 +42,11 @@ pub use options::SocketOptions;
 pub use privileged::note_if_root;
 pub use stream::{BlockingStream, Peer, Stream, kernel_queues};
 
+/// UDP source ports never answered, in every model: 0 (no real sender uses it) and the
+/// small services that answer every datagram (7 echo, 13 daytime, 17 qotd, 19 chargen), so
+/// that two of them cannot be set answering each other (CERT CA-1996-01).
+pub const RESERVED_SOURCE_PORTS: [u16; 5] = [0, 7, 13, 17, 19];
+
 /// The kernel's accept queue length we ask for (it is capped by net.core.somaxconn).
 const BACKLOG: i32 = 1024;
 
