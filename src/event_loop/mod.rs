@@ -238,7 +238,8 @@ impl EventLoop {
         if let Err(e) = port.serve(ready.writable, &mut self.read_buf, &mut endpoint.tally, registry, token) {
             warn!("udp {}: {e}", endpoint.addr); // a reregister failed: the socket keeps its interest
         }
-        if port.unfinished() {
+        // Once in the list is enough, though an event and a revisit may both come this turn.
+        if port.unfinished() && !self.unfinished.contains(&token) {
             self.unfinished.push(token);
         }
     }
