@@ -550,20 +550,7 @@ impl fmt::Display for Summary {
                 datagrams.dropped_send_failed
             );
         }
-        let (count, counted) = match self.frames {
-            Some(frames) => (frames, Counted::Frames),
-            None => (self.reads, Counted::Reads),
-        };
-        write!(
-            f,
-            "summary: served {} connections, echoed {} bytes ({count} {}), peak {} concurrent connections, \
-             rejected {}",
-            self.connections,
-            self.bytes_echoed,
-            counted.name(),
-            self.peak_connections,
-            self.rejected
-        )?;
+        self.fmt_totals(f)?;
         if self.per_worker.len() > 1 {
             let counts: Vec<String> = self.per_worker.iter().map(|w| w.connections.to_string()).collect();
             write!(f, ", per worker [{}]", counts.join(", "))?;
@@ -573,8 +560,8 @@ impl fmt::Display for Summary {
 }
 
 impl Summary {
-    /// Several listeners: the totals, then each listener's share.
-    fn fmt_listeners(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    /// `summary: served ... rejected N`: what every server's summary line starts with.
+    fn fmt_totals(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (count, counted) = match self.frames {
             Some(frames) => (frames, Counted::Frames),
             None => (self.reads, Counted::Reads),
@@ -588,7 +575,12 @@ impl Summary {
             counted.name(),
             self.peak_connections,
             self.rejected
-        )?;
+        )
+    }
+
+    /// Several listeners: the totals, then each listener's share.
+    fn fmt_listeners(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.fmt_totals(f)?;
         if let Some(d) = &self.datagrams {
             write!(f, ", {} datagrams echoed and {} dropped", d.echoed, d.dropped())?;
         }

@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 use log::{debug, trace};
 
 use super::Context;
-use crate::net::{RESERVED_SOURCE_PORTS, interrupted, timed_out, would_block};
+use crate::lifecycle::admit_datagram;
+use crate::net::{interrupted, timed_out, would_block};
 use crate::notify::WatchdogTimer;
 use crate::shutdown::ShutdownHandle;
 use crate::stats::{Datagrams, IoTally};
@@ -63,13 +64,7 @@ pub fn serve(socket: UdpSocket, ctx: &Context, mut watchdog: Option<WatchdogTime
             }
         };
         trace!("udp recv n={n} from={from}");
-        tally.reads += 1;
-        tally.bytes_read += n as u64;
-        if RESERVED_SOURCE_PORTS.contains(&from.port()) {
-            debug!("udp: dropped a datagram from {from}: source port {} is never answered", from.port());
-            datagrams.dropped_reserved_port += 1;
-            tally.bytes_unsent += n as u64;
-        } else {
+        if admit_datagram(n, from, &mut tally, &mut datagrams) {
             match send_to(&socket, &buf[..n], from) {
                 Ok(()) => {
                     datagrams.echoed += 1;

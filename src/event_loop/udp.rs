@@ -27,7 +27,7 @@
 //!   CA-1996-01, "UDP Port Denial-of-Service Attack"). So datagrams from source port 0 (not a
 //!   real sender) or from the ports of the small services that answer every datagram (7 echo,
 //!   13 daytime, 17 qotd, 19 chargen) are dropped and counted, never answered, as inetd's
-//!   built-in services learned to do (`net::RESERVED_SOURCE_PORTS`, which the blocking
+//!   built-in services learned to do (`lifecycle::admit_datagram`, which the blocking
 //!   models' UDP thread obeys too).
 
 use std::collections::VecDeque;
@@ -37,7 +37,8 @@ use std::net::SocketAddr;
 use log::{debug, trace, warn};
 use mio::{Interest, Registry, Token};
 
-use crate::net::{RESERVED_SOURCE_PORTS, interrupted, would_block};
+use crate::lifecycle::admit_datagram;
+use crate::net::{interrupted, would_block};
 use crate::stats::{Datagrams, IoTally, Stats};
 
 /// Datagrams received per readiness event before the loop polls again (for the waker's sake,
@@ -159,15 +160,9 @@ impl UdpPort {
                 }
             };
             trace!("udp recv n={n} from={from}");
-            tally.reads += 1;
-            tally.bytes_read += n as u64;
-            if RESERVED_SOURCE_PORTS.contains(&from.port()) {
-                debug!("udp: dropped a datagram from {from}: source port {} is never answered", from.port());
-                self.datagrams.dropped_reserved_port += 1;
-                tally.bytes_unsent += n as u64;
-                continue;
+            if admit_datagram(n, from, tally, &mut self.datagrams) {
+                self.reply(&buf[..n], from, tally);
             }
-            self.reply(&buf[..n], from, tally);
         }
         trace!("udp receive budget spent: polling before reading on");
         true
