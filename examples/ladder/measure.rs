@@ -231,10 +231,10 @@ impl Running {
     /// Start `command` with `127.0.0.1:0` added, and wait (up to 10 s) for its
     /// `listening on ADDR` line.
     pub fn start(mut command: Command) -> Result<Running, String> {
-        command.arg("127.0.0.1:0").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
+        command.arg("127.0.0.1:0").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child =
             command.spawn().map_err(|e| format!("cannot start {:?}: {e}", command.get_program()))?;
-        let stdout = child.stdout.take();
+        let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
         let (tx, rx) = mpsc::channel();
         thread::spawn(move || {
             let mut reader = BufReader::new(stdout?);
@@ -243,13 +243,17 @@ impl Running {
             let _ = tx.send(line);
             std::io::copy(&mut reader, &mut std::io::sink()).ok() // keep the pipe drained
         });
+        let complaint = read_all_later(stderr); // drained to the end, so it never blocks the rung
         let line = rx.recv_timeout(Duration::from_secs(10)).unwrap_or_default();
         let mut running = Running { child, addr: SocketAddr::from(([127, 0, 0, 1], 0)) };
-        match line.trim().strip_prefix("listening on ").map(str::parse) {
-            Some(Ok(addr)) => running.addr = addr,
-            _ => return Err(format!("no 'listening on ADDR' line from {:?}", command.get_program())),
+        if let Some(Ok(addr)) = line.trim().strip_prefix("listening on ").map(str::parse) {
+            running.addr = addr;
+            return Ok(running);
         }
-        Ok(running)
+        drop(running); // killed: its stderr ends
+        let complaint = complaint.join().unwrap_or_default();
+        let why = complaint.lines().last().unwrap_or("no 'listening on ADDR' line");
+        Err(format!("{:?} did not start: {why}", command.get_program()))
     }
 
     pub fn pid(&self) -> u32 {

@@ -18,28 +18,31 @@ pub fn markdown(
     let mut out = String::new();
     let _ = writeln!(out, "Measured {} on {}; {}.", now(), machine(), pinning.describe());
     let _ = writeln!(out, "Command: `cargo run --release --example ladder -- {command}`\n");
-    let titles: Vec<&str> = rungs.iter().map(|rung| rung.title).collect();
-    let _ = writeln!(out, "| | {} |", titles.join(" | "));
-    let _ = writeln!(out, "|---|{}", "---|".repeat(rungs.len()));
-    for (row, &connections) in options.connections.iter().enumerate() {
-        let label =
-            if connections == 1 { "1 connection".into() } else { format!("{connections} connections") };
-        let cells = &measured.throughput[row];
-        let texts: Vec<String> = (0..rungs.len()).map(|i| throughput(&cells[i], &cells[baseline])).collect();
-        let _ = writeln!(out, "| {label}, msgs/s | {} |", texts.join(" | "));
+    let loads: Vec<String> = options
+        .connections
+        .iter()
+        .map(|&n| if n == 1 { "1 connection".to_string() } else { format!("{n} connections") })
+        .collect();
+    let _ = writeln!(
+        out,
+        "| rung | {} | memory per idle connection | system calls per message |",
+        loads.join(" | ")
+    );
+    let _ = writeln!(out, "|---|{}", "---|".repeat(loads.len() + 2));
+    for (i, rung) in rungs.iter().enumerate() {
+        let mut cells: Vec<String> =
+            measured.throughput.iter().map(|row| throughput(&row[i], &row[baseline])).collect();
+        cells.push(figure(&measured.memory[i], |bytes| human_bytes(*bytes)));
+        cells.push(figure(&measured.syscalls[i], syscalls));
+        let _ = writeln!(out, "| {} | {} |", rung.title, cells.join(" | "));
     }
-    let memory: Vec<String> =
-        measured.memory.iter().map(|m| figure(m, |bytes| human_bytes(*bytes))).collect();
-    let _ = writeln!(out, "| memory per idle connection | {} |", memory.join(" | "));
-    let calls: Vec<String> = measured.syscalls.iter().map(|c| figure(c, syscalls)).collect();
-    let _ = writeln!(out, "| system calls per message | {} |", calls.join(" | "));
     let baseline = rungs[baseline].title;
     let _ = write!(
         out,
-        "\nThroughput: 128-byte messages, closed loop (each connection sends its next message when \
-         the echo is back), the median of {rounds} interleaved round(s) of {d} s after {w} s of \
-         warm-up; CPU: the rung's, in cores; ×: the median over rounds of msgs/s divided by \
-         {baseline}'s in the same round; \"load-bound\": the load generator used its whole CPU, \
+        "\nThroughput: 128-byte messages echoed per second, closed loop (each connection sends \
+         its next message when the echo is back), the median of {rounds} interleaved round(s) \
+         of {d} s after {w} s of warm-up; CPU: the rung's, of one core, and per message; ×: the \
+         median over rounds of msgs/s divided by {baseline}'s in the same round; \"load-bound\": the load generator used its whole CPU, \
          so the rung may be faster than shown. Memory: growth of the rung's VmRSS while \
          {idle} idle connections are held (each answered a 1-byte ping), divided by {idle}. \
          System calls: `strace -c -f` on the rung, one connection sending 500 messages a \
@@ -67,7 +70,8 @@ fn throughput(rounds: &[Figure<Cell>], baseline: &[Figure<Cell>]) -> String {
     let median = sorted[sorted.len() / 2];
     let mut text = human_rate(median.msgs_per_s);
     if let Some(cpu) = median.server_cpu {
-        let _ = write!(text, ", CPU {:.0}%", cpu * 100.0);
+        let per_message = cpu / median.msgs_per_s * 1e6;
+        let _ = write!(text, " · CPU {:.0}%, {per_message:.1} µs/msg", cpu * 100.0);
     }
     let mut ratios: Vec<f64> = values
         .iter()
@@ -77,10 +81,10 @@ fn throughput(rounds: &[Figure<Cell>], baseline: &[Figure<Cell>]) -> String {
         .collect();
     ratios.sort_by(f64::total_cmp);
     if let Some(ratio) = ratios.get(ratios.len() / 2) {
-        let _ = write!(text, ", {ratio:.2}×");
+        let _ = write!(text, " · {ratio:.2}×");
     }
     if values.iter().filter(|cell| cell.client_bound).count() * 2 > values.len() {
-        text.push_str(", load-bound");
+        text.push_str(" · load-bound");
     }
     text
 }

@@ -185,13 +185,21 @@ fn ladder_compare_measures_every_rung() {
     let out = run_with_stdin(command, Vec::new(), Duration::from_secs(120));
     let (table, stderr) = (out.stdout_text(), out.stderr);
     assert_eq!(out.code, 0, "ladder compare failed:\n{stderr}\n{table}");
-    for rung in ["1 blocking", "2 thread-per-conn", "3 event loop", "4 edge-triggered", "5 io_uring"] {
-        assert!(table.contains(rung), "no column for {rung}:\n{table}");
+    let header = table.lines().find(|line| line.starts_with("| rung |")).unwrap_or_default();
+    for column in ["1 connection", "20 connections", "memory per idle connection", "system calls per message"]
+    {
+        assert!(header.contains(column), "no column {column}:\n{table}");
     }
-    for row in ["1 connection", "20 connections", "memory per idle connection", "system calls per message"] {
-        assert!(table.lines().any(|line| line.starts_with(&format!("| {row}"))), "no row {row}:\n{table}");
+    for rung in ["1 blocking", "2 thread-per-conn", "3 event loop", "4 edge-triggered", "5 io_uring"] {
+        let row = table.lines().find(|line| line.starts_with(&format!("| {rung} |")));
+        let cells = row.map_or(0, |row| row.matches(" | ").count());
+        assert_eq!(cells, 5, "{rung}: not a full row:\n{table}");
     }
     assert!(table.contains("one at a time"), "rung 1's limit is not said:\n{table}");
-    assert!(!table.contains("failed"), "a cell failed:\n{table}\n{stderr}");
+    for row in table.lines().filter(|line| line.contains("failed")) {
+        // Only rung 5, where the kernel refuses io_uring, may fail to start.
+        let refused = row.starts_with("| 5 io_uring |") && crate::io_uring::kernel_refuses().is_some();
+        assert!(refused, "a cell failed: {row}\n{stderr}");
+    }
     eprintln!("ladder compare took {:.1}s", started.elapsed().as_secs_f64());
 }
