@@ -15,7 +15,8 @@
 //! - memory per idle connection: how far the rung's resident memory (`VmRSS`) grows while
 //!   the load generator holds N idle connections, divided by N;
 //! - system calls per message: `strace -c -f` on the rung while one client sends 500
-//!   messages a second for 2 seconds, less the calls of starting and stopping with no load.
+//!   messages a second (for as long as a throughput cell), less the calls of starting and
+//!   stopping with no load.
 //!
 //! A rung that serves one connection at a time (a probe: a second client gets no echo
 //! within a second) gets no cell with more connections: the table says so instead.

@@ -87,7 +87,7 @@ pub fn all(paths: &Paths, rungs: &[Rung], options: &Options, pinning: &Pinning) 
         .iter()
         .map(|rung| {
             eprintln!("system calls: {}", rung.title);
-            syscalls::per_message(paths, pinning, rung)
+            syscalls::per_message(paths, pinning, rung, options.duration + options.warmup)
         })
         .collect();
     Measured { throughput, memory, syscalls }

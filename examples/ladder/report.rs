@@ -45,8 +45,10 @@ pub fn markdown(
          median over rounds of msgs/s divided by {baseline}'s in the same round; \"load-bound\": the load generator used its whole CPU, \
          so the rung may be faster than shown. Memory: growth of the rung's VmRSS while \
          {idle} idle connections are held (each answered a 1-byte ping), divided by {idle}. \
-         System calls: `strace -c -f` on the rung, one connection sending 500 messages a \
-         second for 2 s, less a start and stop without load, divided by the messages.\n",
+         System calls: `strace -c -f` on the rung, one connection sending {rate} messages a \
+         second for {strace_s} s, less a start and stop without load, divided by the messages.\n",
+        rate = crate::syscalls::RATE,
+        strace_s = options.duration + options.warmup,
         rounds = options.rounds,
         d = options.duration,
         w = options.warmup,

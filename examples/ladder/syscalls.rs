@@ -14,9 +14,8 @@ use std::time::Duration;
 
 use crate::measure::{Figure, Paths, Pinning, Rung, Running, bench};
 
-/// The light load: one connection, messages at this rate, for this long.
-const RATE: &str = "500";
-const SECONDS: &str = "2";
+/// The light load: one connection, messages at this rate (for as long as a throughput cell).
+pub const RATE: u32 = 500;
 
 /// What the calls came to.
 pub struct Count {
@@ -27,13 +26,13 @@ pub struct Count {
 }
 
 /// The rung's system calls per echoed message, or why they cannot be counted here.
-pub fn per_message(paths: &Paths, pinning: &Pinning, rung: &Rung) -> Figure<Count> {
+pub fn per_message(paths: &Paths, pinning: &Pinning, rung: &Rung, seconds: f64) -> Figure<Count> {
     let present = Command::new("strace").arg("-V").stdout(Stdio::null()).stderr(Stdio::null()).status();
     if !present.is_ok_and(|status| status.success()) {
         return Figure::Unavailable("strace is not installed".into());
     }
-    let counted = traced(paths, pinning, rung, false).and_then(|(idle, _)| {
-        let (loaded, messages) = traced(paths, pinning, rung, true)?;
+    let counted = traced(paths, pinning, rung, None).and_then(|(idle, _)| {
+        let (loaded, messages) = traced(paths, pinning, rung, Some(seconds))?;
         Ok(difference(&loaded, &idle, messages))
     });
     counted.map_or_else(Figure::Failed, Figure::Value)
@@ -51,14 +50,14 @@ fn difference(loaded: &BTreeMap<String, u64>, idle: &BTreeMap<String, u64>, mess
     Count { per_message: by_name.iter().map(|(_, n)| n).sum(), by_name }
 }
 
-/// Run the rung under `strace -c -f`, with the light load or none; stop it with SIGTERM (so
-/// that strace writes its summary). Returns the calls by name, and the messages echoed
-/// (each connection's ping included).
+/// Run the rung under `strace -c -f`, with the light load for `load` seconds or none; stop it
+/// with SIGTERM (so that strace writes its summary). Returns the calls by name, and the
+/// messages echoed (each connection's ping included).
 fn traced(
     paths: &Paths,
     pinning: &Pinning,
     rung: &Rung,
-    load: bool,
+    load: Option<f64>,
 ) -> Result<(BTreeMap<String, u64>, u64), String> {
     let summary =
         std::env::temp_dir().join(format!("ladder-strace-{}-{}.txt", std::process::id(), rung.example));
@@ -66,8 +65,9 @@ fn traced(
     command.args(["-f", "-c", "-o"]).arg(&summary).arg("--").arg(paths.examples.join(rung.example));
     let mut strace = Running::start(command)?;
     let mut messages = 0;
-    if load {
-        let args = ["-c", "1", "--rate", RATE, "--duration", SECONDS, "--warmup", "0"];
+    if let Some(seconds) = load {
+        let (rate, seconds) = (RATE.to_string(), seconds.to_string());
+        let args = ["-c", "1", "--rate", &rate, "--duration", &seconds, "--warmup", "0"];
         let json = bench(paths, pinning, strace.addr, &args, Duration::from_secs(60), || {})?;
         messages = json["total_msgs"].as_u64().unwrap_or(0) + 1;
     }
