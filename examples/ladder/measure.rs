@@ -55,10 +55,20 @@ pub struct Measured {
     /// Bytes of resident memory per idle connection.
     pub memory: Vec<Figure<f64>>,
     pub syscalls: Vec<Figure<Count>>,
+    /// The 1-minute load average before the first run and after the last: how busy the
+    /// machine was with other work, which the figures share the CPUs with.
+    pub load: (String, String),
+}
+
+/// The 1-minute load average, from `/proc/loadavg`.
+fn load_average() -> String {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace().next().unwrap_or("?").to_string()
 }
 
 /// Run every measurement, rounds interleaved (every rung once, then again).
 pub fn all(paths: &Paths, rungs: &[Rung], options: &Options, pinning: &Pinning) -> Measured {
+    let load_before = load_average();
     let concurrent: Vec<bool> = rungs.iter().map(|rung| serves_at_once(paths, pinning, rung)).collect();
     let mut throughput: Vec<Vec<Vec<Figure<Cell>>>> =
         options.connections.iter().map(|_| rungs.iter().map(|_| Vec::new()).collect()).collect();
@@ -90,7 +100,7 @@ pub fn all(paths: &Paths, rungs: &[Rung], options: &Options, pinning: &Pinning) 
             syscalls::per_message(paths, pinning, rung, options.duration + options.warmup)
         })
         .collect();
-    Measured { throughput, memory, syscalls }
+    Measured { throughput, memory, syscalls, load: (load_before, load_average()) }
 }
 
 /// 128-byte messages, closed loop, `connections` at once: messages per second.

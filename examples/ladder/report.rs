@@ -17,6 +17,8 @@ pub fn markdown(
 ) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "Measured {} on {}; {}.", now(), machine(), pinning.describe());
+    let (before, after) = &measured.load;
+    let _ = writeln!(out, "Load average (1 minute) {before} before the first run, {after} after the last.");
     let _ = writeln!(out, "Command: `cargo run --release --example ladder -- {command}`\n");
     let loads: Vec<String> = options
         .connections
