@@ -43,11 +43,11 @@ pub fn example(name: &str) -> Option<PathBuf> {
 /// for the io_uring rung, a kernel that allows io_uring.
 pub fn start(name: &str, args: &[&str]) -> Option<Bin> {
     let path = example(name)?;
-    if name.contains("io-uring") {
-        if let Some(reason) = crate::io_uring::kernel_refuses() {
-            eprintln!("note: skipped {name}: {reason}");
-            return None;
-        }
+    if name.contains("io-uring")
+        && let Some(reason) = crate::io_uring::kernel_refuses()
+    {
+        eprintln!("note: skipped {name}: {reason}");
+        return None;
     }
     let mut all = args.to_vec();
     all.push("127.0.0.1:0");
