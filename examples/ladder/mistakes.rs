@@ -121,8 +121,10 @@ fn accept_all(poll: &Poll, listener: &TcpListener, conns: &mut Slab<Conn>, run: 
             close(poll, conns, oldest); // one at a time: the slot is free for this newcomer
         }
         let buffer = match run.mistake {
-            Mistake::PartialWrite => 4096,   // a small send buffer: partial writes come soon
-            Mistake::CloseUnread => 1 << 20, // the kernel takes the whole QUOTA of echo
+            Mistake::PartialWrite => 4096, // a small send buffer: partial writes come soon
+            // Room for the whole QUOTA of echo: every write succeeds (capped by the sysctl
+            // net.core.wmem_max, often 208 KiB, which the kernel doubles: still enough).
+            Mistake::CloseUnread => 1 << 20,
             _ => 0,
         };
         if buffer > 0 && SockRef::from(&stream).set_send_buffer_size(buffer).is_err() {
