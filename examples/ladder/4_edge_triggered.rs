@@ -63,8 +63,9 @@ struct Epoll(OwnedFd);
 
 impl Epoll {
     fn new() -> io::Result<Epoll> {
-        // SAFETY: no pointers; on success the descriptor is ours alone.
+        // SAFETY: no pointers are passed.
         let fd = check(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+        // SAFETY: a new descriptor, owned by nobody else.
         Ok(Epoll(unsafe { OwnedFd::from_raw_fd(fd) }))
     }
 
@@ -82,7 +83,8 @@ impl Epoll {
         let room = events.capacity() as i32;
         // SAFETY: the kernel writes at most `room` events into the vector's spare capacity.
         let n = check(unsafe { libc::epoll_wait(self.0.as_raw_fd(), events.as_mut_ptr(), room, -1) })?;
-        unsafe { events.set_len(n as usize) }; // SAFETY: the kernel initialised `n` of them
+        // SAFETY: the kernel initialised the first `n` of them.
+        unsafe { events.set_len(n as usize) };
         Ok(())
     }
 }
