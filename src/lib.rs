@@ -55,7 +55,8 @@
 //!
 //! ## How to read this crate
 //!
-//! 1. `examples/minimal.rs`: the smallest correct mio echo loop, without limits.
+//! 1. `examples/ladder/3_event_loop.rs`: the smallest correct mio echo loop, without limits
+//!    (rung 3 of the ladder in `docs/learn.md`, which climbs to it from a blocking server).
 //! 2. `src/event_loop/`: the real loop. `mod.rs` polls and dispatches; `connection.rs` is one
 //!    connection's read/echo/flush and the interest it needs next; `accept.rs` accepts;
 //!    `listeners.rs` gives every listener its token; `udp.rs` answers datagrams.

@@ -70,6 +70,8 @@ mod idle;
 mod install;
 /// The io-uring model: buffer-ring exhaustion, backpressure, partial sends, many idle clients.
 mod io_uring;
+/// The ladder (examples/ladder/): each rung echoes exactly; each classic mistake fails.
+mod ladder;
 /// `--max-connections` and running out of descriptors: accept and close, or back off.
 mod limits;
 /// Several listeners in one process: every kind side by side, all bound or none.
