@@ -55,11 +55,14 @@ use io_uring::cqueue;
 use log::{debug, info, trace, warn};
 use slab::Slab;
 
+use crate::addr::ListenAddr;
 use crate::config::ServerConfig;
 use crate::error::Error;
 use crate::lifecycle::linger::LINGER_CHECK;
 use crate::lifecycle::{Admission, ConnId, IdleTimers, proxy_header, release_crowd};
-use crate::net::{AcceptBackoff, StdListener};
+use crate::listening::Listening;
+use crate::net::{AcceptBackoff, ListenSocket, StdListener};
+use crate::notify::WatchdogTimer;
 use crate::shutdown::ShutdownHandle;
 use crate::stats::{IoTally, Stats};
 use buffers::BufRing;
@@ -92,12 +95,8 @@ enum Stopping {
 pub(crate) struct UringLoop {
     /// The ring and the provided receive buffers.
     ring: Ring,
-    /// `None` once shutting down.
-    listener: Option<StdListener>,
-    /// TCP (or Unix): which socket type accepted descriptors are.
-    is_tcp: bool,
-    /// The multishot accept is in the kernel.
-    accept_armed: bool,
+    /// The stream listeners, each with its multishot accept (`Op::Accept(i)`).
+    acceptors: Vec<Acceptor>,
     /// After EMFILE and friends, accepting pauses; this says until when, and logs it.
     accept_backoff: AcceptBackoff,
     /// The eventfd a shutdown request writes to; the ring polls it.
@@ -116,24 +115,56 @@ pub(crate) struct UringLoop {
     ring_empty: u64,
     shutdown: ShutdownHandle,
     config: ServerConfig,
+    /// Pings the service manager's watchdog from this loop, if it asked.
+    watchdog: Option<WatchdogTimer>,
+}
+
+/// One stream listener of the loop, and what its connections did this turn.
+struct Acceptor {
+    /// `None` once shutting down (closed: no more connections are taken).
+    listener: Option<StdListener>,
+    /// Its address, for the logs.
+    addr: ListenAddr,
+    /// TCP (or Unix): which socket type accepted descriptors are.
+    is_tcp: bool,
+    /// Its multishot accept is in the kernel.
+    armed: bool,
     /// `--max-connections` and the socket options of an accepted connection.
     admission: Admission,
-    /// This server's counters (shared with the statistics reporter).
+    /// Its counters (shared with the statistics reporter).
     stats: Arc<Stats>,
-    /// This turn's reads and sends, added to `stats` once per turn.
+    /// This turn's reads and sends of its connections, added to `stats` once per turn.
     tally: IoTally,
 }
 
 impl UringLoop {
     /// Allocate everything the loop needs (the ring, the receive buffers, the eventfd) for
-    /// `listener`, so a refusal comes before the server announces itself; one line that
-    /// names the setting if the buffers cannot be had.
+    /// the stream `listeners`, so a refusal comes before the server announces itself; one
+    /// line that names the setting if the buffers cannot be had. (A UDP listener is refused
+    /// by the config's validation: this model serves streams.)
     pub(crate) fn new(
-        listener: StdListener,
+        listeners: Vec<Listening>,
         config: &ServerConfig,
         shutdown: &ShutdownHandle,
-        stats: Arc<Stats>,
     ) -> io::Result<UringLoop> {
+        let acceptors = listeners
+            .into_iter()
+            .map(|listening| match listening.socket {
+                ListenSocket::Stream(listener) => Ok(Acceptor {
+                    is_tcp: matches!(listener, StdListener::Tcp(_)),
+                    listener: Some(listener),
+                    addr: listening.addr,
+                    armed: false,
+                    admission: Admission::new(config, Arc::clone(&listening.stats)),
+                    stats: listening.stats,
+                    tally: IoTally::default(),
+                }),
+                ListenSocket::Datagram(_) => Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!("{}: the io-uring model serves streams, not UDP", listening.addr),
+                )),
+            })
+            .collect::<io::Result<_>>()?;
         let ring = Ring::new(receive_buffers(config)?)?;
         let wake_fd = Arc::new(new_eventfd()?);
         let fd = Arc::clone(&wake_fd);
@@ -147,9 +178,7 @@ impl UringLoop {
         debug!("io_uring: {} provided buffers of {} bytes", config.uring_buffers, config.uring_buffer_size);
         Ok(UringLoop {
             ring,
-            is_tcp: matches!(listener, StdListener::Tcp(_)),
-            listener: Some(listener),
-            accept_armed: false,
+            acceptors,
             accept_backoff: AcceptBackoff::default(),
             wake_fd,
             connections: Slab::new(),
@@ -160,34 +189,36 @@ impl UringLoop {
             ring_empty: 0,
             shutdown: shutdown.clone(),
             config: config.clone(),
-            admission: Admission::new(config, Arc::clone(&stats)),
-            stats,
-            tally: IoTally::default(),
+            watchdog: None,
         })
     }
 
-    /// Serve on this thread until a shutdown request has been carried out.
-    pub(crate) fn run(mut self) -> io::Result<()> {
+    /// Serve on this thread until a shutdown request has been carried out, sending
+    /// `watchdog`'s pings from this loop as it turns.
+    pub(crate) fn run(mut self, watchdog: Option<WatchdogTimer>) -> io::Result<()> {
+        self.watchdog = watchdog;
         self.ring.enable()?; // this thread is now the ring's one submitter
         self.arm_wake()?;
-        self.arm_accept()?;
+        self.arm_accepts()?;
         loop {
             let timeout = self.wait_timeout(Instant::now());
-            self.stats.loop_waiting(); // for /livez: a loop asleep in the ring is not stuck
+            // For /livez: a loop asleep in the ring is not stuck (the first listener's
+            // counters carry the loop's turns).
+            self.acceptors[0].stats.loop_waiting();
             self.ring.enter(timeout)?; // the only place we wait: submit all, reap at least one
             let now = Instant::now();
-            self.stats.loop_busy(now);
+            self.acceptors[0].stats.loop_busy(now);
             let mut completions = std::mem::take(&mut self.completions);
             self.ring.reap(&mut completions);
             for cqe in &completions {
                 self.dispatch(cqe, now)?;
             }
             self.completions = completions;
-            self.stats.publish(&mut self.tally); // once per turn, not per message
+            self.publish_counts(); // once per turn, not per message
             self.run_timers(now)?;
             if self.shutdown_complete(now)? {
                 debug!("io_uring: {} recvs found the buffer ring empty", self.ring_empty);
-                self.stats.publish(&mut self.tally);
+                self.publish_counts();
                 return Ok(());
             }
         }
@@ -198,23 +229,30 @@ impl UringLoop {
         let (result, flags) = (cqe.result(), cqe.flags());
         trace!("completion {:?} result={result} more={}", Op::decode(cqe.user_data()), cqueue::more(flags));
         match Op::decode(cqe.user_data()) {
-            Some(Op::Accept) => self.on_accept(result, flags, now),
+            Some(Op::Accept(i)) if i < self.acceptors.len() => self.on_accept(i, result, flags, now),
             Some(Op::Wake) => self.on_wake(now),
             Some(Op::Cancel) => Ok(()), // its target reports for itself
             Some(Op::Recv(key)) => self.on_recv(key, result, flags, now).map(|()| self.count_io(key)),
             Some(Op::Send(key)) => self.on_send(key, result, now).map(|()| self.count_io(key)),
-            None => {
+            Some(Op::Accept(_)) | None => {
                 warn!("io_uring: completion with unknown user_data {:#x}", cqe.user_data());
                 Ok(())
             }
         }
     }
 
-    /// Add what a connection's last completion moved to this turn's tally. (A connection
+    /// Add what a connection's last completion moved to its listener's tally. (A connection
     /// closed meanwhile had its counts taken in `finish_close`.)
     fn count_io(&mut self, key: usize) {
         if let Some(conn) = self.connections.get_mut(key) {
-            self.tally.add(conn.take_io());
+            self.acceptors[conn.listener()].tally.add(conn.take_io());
+        }
+    }
+
+    /// Add this turn's counts to each listener's counters.
+    fn publish_counts(&mut self) {
+        for acceptor in &mut self.acceptors {
+            acceptor.stats.publish(&mut acceptor.tally);
         }
     }
 
@@ -290,15 +328,6 @@ impl UringLoop {
         Ok((bid, None))
     }
 
-    /// A connection's PROXY header is whole: it is served from now on, and counted.
-    fn header_done(&mut self, key: usize) {
-        if let Some(timers) = &mut self.header_deadlines {
-            timers.stop(ConnId(key));
-        }
-        self.stats.connection_opened();
-        debug!("key={key} opened peer={} (open: {})", self.connections[key].peer(), self.connections.len());
-    }
-
     /// A send completed: account for what the kernel took; the rest goes out next.
     fn on_send(&mut self, key: usize, result: i32, now: Instant) -> io::Result<()> {
         let Some(conn) = self.connections.get_mut(key) else {
@@ -352,13 +381,26 @@ impl UringLoop {
         Ok(())
     }
 
+    /// A connection's PROXY header is whole: it is served from now on, and counted.
+    fn header_done(&mut self, key: usize) {
+        if let Some(timers) = &mut self.header_deadlines {
+            timers.stop(ConnId(key));
+        }
+        let conn = &self.connections[key];
+        let acceptor = &self.acceptors[conn.listener()];
+        acceptor.stats.connection_opened();
+        let open = self.connections.len();
+        debug!("key={key} opened peer={} on {} (open: {open})", conn.peer(), acceptor.addr);
+    }
+
     /// Close a connection: at once if the kernel holds nothing of it, else cancel what it
     /// holds and finish when the last completion is in (see [`UringLoop::advance`]).
     fn close(&mut self, key: usize, reason: &str) -> io::Result<()> {
         let conn = &mut self.connections[key];
         debug!("key={key} closing ({reason}) peer={}", conn.peer());
         if conn.awaiting_header() && conn.phase() != Phase::Closing {
-            proxy_header::refused(&self.stats, conn.peer(), reason, Instant::now()); // never served
+            let stats = &self.acceptors[conn.listener()].stats;
+            proxy_header::refused(stats, conn.peer(), reason, Instant::now()); // never served
         }
         if conn.begin_close() {
             self.ring.cancel_fd(conn.fd())?;
@@ -375,12 +417,17 @@ impl UringLoop {
         if let Some(timers) = &mut self.header_deadlines {
             timers.stop(ConnId(key));
         }
-        self.tally.add(conn.take_io_at_close()); // what it owed counts as never echoed
+        let acceptor = &mut self.acceptors[conn.listener()];
+        acceptor.tally.add(conn.take_io_at_close()); // what it owed counts as never echoed
         if !conn.awaiting_header() {
-            self.stats.connection_closed(); // a refused header was counted in `close`
+            acceptor.stats.connection_closed(); // a refused header was counted in `close`
         }
         let (bytes_in, bytes_out, owed) = conn.byte_counts();
-        debug!("key={key} closed peer={} read={bytes_in} echoed={bytes_out} unsent={owed}", conn.peer());
+        debug!(
+            "key={key} closed peer={} on {} read={bytes_in} echoed={bytes_out} unsent={owed}",
+            conn.peer(),
+            acceptor.addr
+        );
         release_crowd(&mut self.connections);
         Ok(())
     }
@@ -393,7 +440,8 @@ impl UringLoop {
             Stopping::No => None,
             Stopping::Grace { until } | Stopping::Draining { until } => Some(until.min(now + LINGER_CHECK)),
         };
-        [idle, header, stop, self.accept_backoff.paused_until()]
+        let watchdog = self.watchdog.as_ref().map(WatchdogTimer::deadline);
+        [idle, header, stop, self.accept_backoff.paused_until(), watchdog]
             .into_iter()
             .flatten()
             .min()
@@ -405,7 +453,10 @@ impl UringLoop {
         self.expire_idle(now)?;
         self.expire_headers(now)?;
         if self.accept_backoff.resume_due(now) {
-            self.arm_accept()?;
+            self.arm_accepts()?;
+        }
+        if let Some(watchdog) = &mut self.watchdog {
+            watchdog.tick(now); // this loop is turning: tell the service manager
         }
         Ok(())
     }
@@ -455,8 +506,10 @@ impl UringLoop {
         if self.stopping != Stopping::No {
             return Ok(());
         }
-        self.cancel_accept()?;
-        self.listener = None; // closes our descriptor (and removes a Unix socket file)
+        self.cancel_accepts()?;
+        for acceptor in &mut self.acceptors {
+            acceptor.listener = None; // closes our descriptor (and removes a Unix socket file)
+        }
         let grace = self.config.shutdown_grace;
         self.stopping = Stopping::Grace { until: now + grace };
         info!(

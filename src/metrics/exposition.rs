@@ -26,7 +26,7 @@ pub struct Figures {
     pub version: &'static str,
     /// The model's name (`event-loop`, ...), for `echoloop_build_info`.
     pub model: &'static str,
-    /// Whether `--framing` is on (then `echoloop_frames_total` is reported).
+    /// Whether `--framing` is on (then the frame series are reported, for the framed listeners).
     pub framing: bool,
     /// One entry per listener, in the order given on the command line.
     pub listeners: Vec<ListenerFigures>,
@@ -41,6 +41,8 @@ pub struct ListenerFigures {
     pub name: String,
     /// A UDP listener: it has datagrams, not connections (each kind has its own series).
     pub datagram: bool,
+    /// A stream listener with `--framing`: it has frame counts.
+    pub framed: bool,
     /// Connections accepted and served.
     pub accepted: u64,
     /// Connections accepted and closed at once, by reason.
@@ -102,10 +104,12 @@ struct Metric {
     samples: Vec<Sample>,
 }
 
-/// Which listeners have a series: connections are the streams', datagrams UDP's.
+/// Which listeners have a series: connections are the streams', frames the framed
+/// streams', datagrams UDP's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Covers {
     Streams,
+    Framed,
     Datagrams,
     All,
 }
@@ -114,6 +118,7 @@ impl Covers {
     fn covers(self, listener: &ListenerFigures) -> bool {
         match self {
             Covers::Streams => !listener.datagram,
+            Covers::Framed => listener.framed,
             Covers::Datagrams => listener.datagram,
             Covers::All => true,
         }
@@ -194,14 +199,14 @@ const FRAMING: [(&str, &str, MetricType, Covers, Per); 2] = [
         "echoloop_frames",
         "Whole frames echoed.",
         MetricType::Counter,
-        Covers::Streams,
+        Covers::Framed,
         Per::One(|l| Value::Count(l.frames)),
     ),
     (
         "echoloop_frames_too_large",
         "Frames over --max-frame (each closes its connection).",
         MetricType::Counter,
-        Covers::Streams,
+        Covers::Framed,
         Per::One(|l| Value::Count(l.frames_too_large)),
     ),
 ];
@@ -378,7 +383,9 @@ mod tests {
             max_fds: 1024,
             start_time_seconds: 1.7e9,
         };
-        let text = encode(Figures { framing: true, process: Some(process), ..figures() });
+        let mut figures = figures();
+        figures.listeners[0].framed = true;
+        let text = encode(Figures { framing: true, process: Some(process), ..figures });
         for line in [
             "echoloop_frames_total{listener=\"127.0.0.1:7878\"} 0",
             "# TYPE process_cpu_seconds_total counter",

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::shutdown::ShutdownHandle;
-use crate::stats::ServerStats;
+use crate::stats::{ServerStats, Totals};
 use exposition::{CONTENT_TYPE, Figures, ListenerFigures};
 use http::{HttpServer, Reply, Routes};
 
@@ -39,14 +39,10 @@ pub const LIVENESS_LIMIT: Duration = Duration::from_secs(5);
 /// What the endpoint reports on.
 #[derive(Debug, Clone)]
 pub struct Sources {
-    /// The counters of every worker.
+    /// The counters of every worker and listener.
     pub stats: ServerStats,
     /// Whether a stop has begun (for `/readyz`).
     pub shutdown: ShutdownHandle,
-    /// The listener's name, as `listening on` prints it (the `listener` label).
-    pub listener: String,
-    /// A UDP listener (datagram series) or a stream one (connection series).
-    pub datagram: bool,
     /// The model's name, for `echoloop_build_info`.
     pub model: &'static str,
 }
@@ -70,11 +66,29 @@ pub fn serve(listener: TcpListener, sources: Sources) -> io::Result<Endpoint> {
 }
 
 fn metrics(sources: &Sources) -> Reply {
-    let totals = sources.stats.totals();
+    let listeners: Vec<ListenerFigures> = sources
+        .stats
+        .listener_totals()
+        .into_iter()
+        .map(|(name, totals)| listener_figures(name, &totals))
+        .collect();
+    let figures = Figures {
+        version: env!("CARGO_PKG_VERSION"),
+        model: sources.model,
+        framing: listeners.iter().any(|l| l.framed),
+        listeners,
+        process: process::sample().ok(),
+    };
+    Reply { status: 200, content_type: CONTENT_TYPE, body: exposition::encode(figures).into_bytes() }
+}
+
+/// One listener's series, from its totals (the `listener` label is `name`).
+fn listener_figures(name: String, totals: &Totals) -> ListenerFigures {
     let datagrams = totals.datagrams.unwrap_or_default();
-    let listener = ListenerFigures {
-        name: sources.listener.clone(),
-        datagram: sources.datagram,
+    ListenerFigures {
+        name,
+        datagram: totals.datagrams.is_some(),
+        framed: totals.frames.is_some(),
         accepted: totals.accepted,
         rejected: vec![
             ("max_connections", totals.rejected_max_connections),
@@ -94,15 +108,7 @@ fn metrics(sources: &Sources) -> Reply {
             ("send_failed", datagrams.dropped_send_failed),
         ],
         pending: totals.pending,
-    };
-    let figures = Figures {
-        version: env!("CARGO_PKG_VERSION"),
-        model: sources.model,
-        framing: totals.frames.is_some(),
-        listeners: vec![listener],
-        process: process::sample().ok(),
-    };
-    Reply { status: 200, content_type: CONTENT_TYPE, body: exposition::encode(figures).into_bytes() }
+    }
 }
 
 fn livez(stats: &ServerStats, now: Instant) -> Reply {
@@ -128,10 +134,10 @@ mod tests {
         let stats = ServerStats::new(2, Counted::Reads);
         let now = Instant::now();
         assert_eq!(livez(&stats, now).status, 200, "loops that never ran are waiting");
-        stats.worker(1).loop_busy(now);
+        stats.slot(1, 0).loop_busy(now);
         assert_eq!(livez(&stats, now + LIVENESS_LIMIT / 2).status, 200);
         assert_eq!(livez(&stats, now + LIVENESS_LIMIT).status, 503);
-        stats.worker(1).loop_waiting();
+        stats.slot(1, 0).loop_waiting();
         assert_eq!(livez(&stats, now + LIVENESS_LIMIT * 2).status, 200, "waiting again: alive");
     }
 

@@ -111,6 +111,39 @@ fn counters_are_exact(variant: Variant) {
 }
 for_variants!(counters_are_exact);
 
+/// Several listeners: each has its own series, labelled with its address; a UDP listener
+/// reports datagrams, a TCP one connections.
+#[test]
+fn each_listener_has_its_own_series() {
+    let server = Bin::serve_listening(&["127.0.0.1:0", "udp:127.0.0.1:0", "--metrics", "127.0.0.1:0"], 2);
+    let (tcp, udp) = (server.addrs[0].clone(), server.addrs[1].clone());
+    for _ in 0..2 {
+        let mut stream = connect(server.tcp());
+        round_trip(&mut stream, b"over tcp");
+    }
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let to: SocketAddr = udp.trim_start_matches("udp:").parse().unwrap();
+    for _ in 0..3 {
+        socket.send_to(b"over udp", to).unwrap();
+        let mut back = [0u8; 16];
+        assert_eq!(socket.recv(&mut back).unwrap(), 8);
+    }
+    let m = scrape_until(&server, |m| {
+        m.sample(&format!("echoloop_datagrams_total{{listener=\"{udp}\"}}")) == Some(3.0)
+            && m.value("echoloop_connections_open", &tcp) == 0
+    });
+    assert_eq!(m.value("echoloop_connections_accepted_total", &tcp), 2);
+    assert_eq!(m.value("echoloop_sent_bytes_total", &tcp), 16);
+    assert_eq!(m.value("echoloop_sent_bytes_total", &udp), 24);
+    assert!(
+        m.sample(&format!("echoloop_connections_accepted_total{{listener=\"{udp}\"}}")).is_none(),
+        "{}",
+        m.0
+    );
+    assert!(m.sample(&format!("echoloop_datagrams_total{{listener=\"{tcp}\"}}")).is_none(), "{}", m.0);
+}
+
 /// The metrics line follows the listening lines; the paths answer as documented.
 #[test]
 fn paths_statuses_and_the_metrics_line() {
