@@ -18,11 +18,11 @@
 use std::io::{self, ErrorKind, IoSlice, Read, Write};
 use std::time::Instant;
 
-use log::{debug, info, trace};
+use log::{info, trace};
 use mio::{Interest, Token};
 
 use crate::buffer::{PartialFrame, PendingBuf};
-use crate::framing::{AtEof, Framer, Rest};
+use crate::framing::{AtEof, Framer, Oversize, Rest};
 use crate::lifecycle::linger;
 use crate::lifecycle::proxy_header::{self, HeaderStep};
 use crate::net::{Peer, Stream, interrupted, would_block};
@@ -90,9 +90,9 @@ pub enum ReadStop {
     /// The per-event budget ran out with data possibly still waiting. Edge-triggered
     /// readiness will not report it again, so the loop must come back on its own.
     BudgetSpent,
-    /// A frame was over `--max-frame`: reading stopped; the frames before it go out, then
-    /// the connection closes. (The loop counts it and logs it through the throttle.)
-    FrameTooLarge,
+    /// A frame was over `--max-frame` (this one): reading stopped; the frames before it go
+    /// out, then the connection closes. (The loop counts it and logs it through the throttle.)
+    FrameTooLarge(Oversize),
 }
 
 /// One accepted client.
@@ -188,13 +188,10 @@ impl Connection {
         if self.phase == Phase::Lingering {
             return self.discard_input(buf);
         }
-        if self.phase == Phase::Header {
-            if !self.read_header(buf, now)? {
-                return Ok(ReadStop::Done); // not whole yet: the next edge brings the rest
-            }
-            if self.phase != Phase::Open {
-                return Ok(ReadStop::FrameTooLarge); // in the bytes right after the header
-            }
+        if self.phase == Phase::Header
+            && let Some(stop) = self.read_header(buf, now)?
+        {
+            return Ok(stop); // not whole yet, or a frame over the limit right after it
         }
         for _ in 0..READS_PER_EVENT {
             if self.phase != Phase::Open {
@@ -224,9 +221,8 @@ impl Connection {
             trace!("token={} read n={n}", self.token.0);
             self.counts.read(n);
             self.last_active = now;
-            self.echo_frames(&buf[..n])?;
-            if self.phase != Phase::Open {
-                return Ok(ReadStop::FrameTooLarge); // the only way out of Open while echoing
+            if let Some(oversize) = self.echo_frames(&buf[..n])? {
+                return Ok(ReadStop::FrameTooLarge(oversize));
             }
             if n < room && drain == Drain::ToShortRead {
                 return Ok(ReadStop::Done); // short read: drained, a new edge will come
@@ -236,12 +232,13 @@ impl Connection {
         Ok(ReadStop::BudgetSpent)
     }
 
-    /// The [`Phase::Header`] phase: read until the PROXY header is whole (`Ok(true)`: the
-    /// connection is open now, and the bytes that followed the header in its last read were
-    /// echoed) or the socket is drained (`Ok(false)`). An invalid header or an early EOF is an
-    /// error: the loop closes the connection and counts it as refused.
-    fn read_header(&mut self, buf: &mut [u8], now: Instant) -> io::Result<bool> {
-        let Some(decoder) = self.header.as_deref_mut() else { return Ok(true) };
+    /// The [`Phase::Header`] phase: read until the PROXY header is whole (`Ok(None)`: the
+    /// connection is open now, the bytes that followed the header in its last read were
+    /// echoed, and reading goes on) or the socket is drained (`Ok(Some(Done))`). A frame over
+    /// the limit right after the header is `Ok(Some(FrameTooLarge))`. An invalid header or
+    /// an early EOF is an error: the loop closes the connection and counts it as refused.
+    fn read_header(&mut self, buf: &mut [u8], now: Instant) -> io::Result<Option<ReadStop>> {
+        let Some(decoder) = self.header.as_deref_mut() else { return Ok(None) };
         let room = self.pending.room().min(buf.len()); // nothing is held yet: the whole cap
         loop {
             let n = match self.stream.read(&mut buf[..room]) {
@@ -252,8 +249,8 @@ impl Connection {
                     ));
                 }
                 Ok(n) => n,
-                Err(e) if would_block(&e) => return Ok(false),
-                Err(e) if interrupted(&e) => continue, // a signal: retry
+                Err(e) if would_block(&e) => return Ok(Some(ReadStop::Done)), // the next edge brings the rest
+                Err(e) if interrupted(&e) => continue,                        // a signal: retry
                 Err(e) => return Err(e),
             };
             trace!("token={} read n={n} (PROXY header)", self.token.0);
@@ -262,11 +259,11 @@ impl Connection {
                 HeaderStep::Invalid(why) => return Err(io::Error::new(ErrorKind::InvalidData, why)),
                 HeaderStep::Done { client, payload } => {
                     (self.header, self.peer, self.phase, self.last_active) = (None, client, Phase::Open, now);
-                    if payload < n {
-                        self.counts.read(n - payload); // the header's bytes are not the client's
-                        self.echo_frames(&buf[payload..n])?;
+                    if payload == n {
+                        return Ok(None);
                     }
-                    return Ok(true);
+                    self.counts.read(n - payload); // the header's bytes are not the client's
+                    return Ok(self.echo_frames(&buf[payload..n])?.map(ReadStop::FrameTooLarge));
                 }
             }
         }
@@ -285,12 +282,12 @@ impl Connection {
     }
 
     /// Echo the frames that `data` (one read, in the shared buffer) makes whole, and keep
-    /// the start of a frame it leaves unfinished.
+    /// the start of a frame it leaves unfinished. `Some`: a frame over the limit, after them.
     ///
     /// The whole frames of this read go out in one write, straight from the shared buffer
     /// (no copy); a frame begun in an earlier read goes out in the same call (`writev`), its
     /// start from `partial`. In raw mode all of `data` is whole: the plain echo.
-    fn echo_frames(&mut self, data: &[u8]) -> io::Result<()> {
+    fn echo_frames(&mut self, data: &[u8]) -> io::Result<Option<Oversize>> {
         let split = self.framer.split(self.partial.as_slice(), data);
         self.counts.frames(split.frames);
         let whole = &data[..split.whole];
@@ -309,16 +306,13 @@ impl Connection {
                 trace!("token={} partial frame: held={} (+{})", self.token.0, self.partial.len(), rest.len());
             }
             Rest::TooLarge(oversize) => {
-                debug!(
-                    "{}: {oversize}: closing the connection after echoing the frames before it",
-                    self.peer
-                );
                 self.phase = Phase::Refused;
                 self.partial.take();
                 self.linger_once_flushed()?; // at once if nothing is pending, else after the flush
+                return Ok(Some(oversize)); // the loop counts it and logs it
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     /// `read` returned 0: the client half-closed. Read no more; what is pending still goes

@@ -41,6 +41,7 @@ use mio::{Events, Poll, Token, Waker};
 use slab::Slab;
 
 use crate::config::ServerConfig;
+use crate::framing::Oversize;
 use crate::lifecycle::linger::LINGER_CHECK;
 use crate::lifecycle::{ConnId, IdleTimers, proxy_header, release_crowd};
 use crate::listening::Listening;
@@ -281,7 +282,7 @@ impl EventLoop {
         match result {
             Ok(ReadStop::BudgetSpent) => self.unfinished.push(token),
             Ok(ReadStop::Done) => {}
-            Ok(ReadStop::FrameTooLarge) => self.frame_too_large(token, now),
+            Ok(ReadStop::FrameTooLarge(oversize)) => self.frame_too_large(token, oversize, now),
             Err(e) => return self.close(token, &format!("error: {e}")),
         }
         self.update_interest(token);
@@ -300,11 +301,11 @@ impl EventLoop {
     }
 
     /// A connection sent a frame over `--max-frame`: counted, and logged through the throttle.
-    fn frame_too_large(&self, token: Token, now: Instant) {
+    fn frame_too_large(&self, token: Token, oversize: Oversize, now: Instant) {
         let conn = &self.connections[token.0];
-        let (peer, max) = (conn.peer(), self.config.max_frame);
+        let peer = conn.peer();
         let detail =
-            || format!("{peer}: a frame over --max-frame {max}: closing after echoing the frames before it");
+            || format!("{peer}: {oversize}: closing the connection after echoing the frames before it");
         self.endpoints[conn.listener()].stats.client_event(ClientEvent::FrameTooLarge, now, detail);
     }
 

@@ -4,6 +4,7 @@
 
 use std::fs;
 use std::io;
+use std::sync::OnceLock;
 
 /// The process at one moment.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -20,18 +21,24 @@ pub struct ProcessSample {
     pub start_time_seconds: f64,
 }
 
-/// Read this process's figures.
+/// Read this process's figures (the start time once: it never changes).
 pub fn sample() -> io::Result<ProcessSample> {
-    let stat = fs::read_to_string("/proc/self/stat")?;
-    let boot_time = boot_time(&fs::read_to_string("/proc/stat")?)?;
-    let fields = StatFields::parse(&stat)?;
+    static START_TIME: OnceLock<f64> = OnceLock::new();
+    let fields = StatFields::parse(&fs::read_to_string("/proc/self/stat")?)?;
     let ticks = clock_ticks_per_second();
+    let start_time_seconds = match START_TIME.get() {
+        Some(&start) => start,
+        None => {
+            let boot_time = boot_time(&fs::read_to_string("/proc/stat")?)?;
+            *START_TIME.get_or_init(|| boot_time as f64 + fields.start_ticks as f64 / ticks)
+        }
+    };
     Ok(ProcessSample {
         cpu_seconds: (fields.utime + fields.stime) as f64 / ticks,
         resident_bytes: fields.rss_pages.saturating_mul(page_size()),
         open_fds: fs::read_dir("/proc/self/fd")?.count() as u64,
         max_fds: max_fds()?,
-        start_time_seconds: boot_time as f64 + fields.start_ticks as f64 / ticks,
+        start_time_seconds,
     })
 }
 
