@@ -247,7 +247,9 @@ fn draw_bars(
     let ticks = round_ticks(most, measure.unit);
     // Room to the right of the longest bar for its label.
     let top = ticks.last().copied().unwrap_or(1.0).max(most / 0.68) / scale;
-    let names: Vec<&str> = bars.iter().map(|b| b.model).collect();
+    // The axis counts from the bottom; the table's first server goes on top.
+    let row = |i: usize| n - 1 - i;
+    let names: Vec<&str> = bars.iter().rev().map(|b| b.model).collect();
     let mut chart = ChartBuilder::on(area)
         .caption(measure.caption, ("sans-serif", 13))
         .margin_right(10)
@@ -277,7 +279,7 @@ fn draw_bars(
     chart
         .draw_series(bars.iter().enumerate().map(|(i, bar)| {
             let mut rect = Rectangle::new(
-                [(0.0, SegmentValue::Exact(i)), (at(bar), SegmentValue::Exact(i + 1))],
+                [(0.0, SegmentValue::Exact(row(i))), (at(bar), SegmentValue::Exact(row(i) + 1))],
                 colour(bar.column).filled(),
             );
             rect.set_margin(3, 3, 0, 0);
@@ -291,7 +293,7 @@ fn draw_bars(
                 Some(v) => format!(" {}{}", value_label(v, measure.unit), bar.marks),
                 None => format!(" failed{}", bar.marks),
             };
-            Text::new(text, (at(bar), SegmentValue::CenterOf(i)), label.clone())
+            Text::new(text, (at(bar), SegmentValue::CenterOf(row(i))), label.clone())
         }))
         .map_err(failed)?;
     Ok(())
@@ -370,6 +372,8 @@ struct Curve {
     points: Vec<(f64, f64)>,
     /// The highest sustainable rate's point, to mark.
     knee: Option<(f64, f64)>,
+    /// What to write beside the knee, if anything.
+    knee_label: Option<String>,
 }
 
 /// Curves of one search: `percentiles` of its steps, each in its own colour (or all in
@@ -387,7 +391,11 @@ fn curves_of(report: &FindMaxReport, percentiles: &[(Percentile, RGBColor)], lab
                 Some((step.achieved_per_s, p.of(&step.latency).max(1.0)))
             });
             let label = if percentiles.len() > 1 { p.name().to_string() } else { label.to_string() };
-            Curve { label, colour: *colour, points, knee }
+            // One label per search: on the curve of the SLO's own percentile.
+            let knee_label = (*p == report.slo.percentile)
+                .then(|| report.answer.rate_per_s.map(|r| format!("  {}/s", crate::human::count(r))))
+                .flatten();
+            Curve { label, colour: *colour, points, knee, knee_label }
         })
         .collect()
 }
@@ -511,6 +519,11 @@ fn draw_curve_panel(
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], colour.stroke_width(2)));
         if let Some((rate, latency)) = curve.knee {
             chart.draw_series([Circle::new((rate, latency), 8, colour.stroke_width(2))]).map_err(failed)?;
+            let style = TextStyle::from(("sans-serif", 12).into_font())
+                .color(&colour)
+                .pos(Pos::new(HPos::Left, VPos::Bottom));
+            let text = curve.knee_label.clone().unwrap_or_default();
+            chart.draw_series([Text::new(text, (rate, latency), style)]).map_err(failed)?;
         }
     }
     chart
