@@ -191,7 +191,7 @@ impl BenchArgs {
             Some(None) => {
                 return Err(Error::Usage("--pin takes CPUS without --compare, as in --pin 1".into()));
             }
-            Some(Some(cpus)) => cpus.0.clone(),
+            Some(Some(cpus)) => cpus.on_this_machine()?,
             None => Vec::new(),
         };
         let load = Load {
@@ -258,7 +258,10 @@ impl BenchArgs {
             duration: self.duration.unwrap_or(Duration::from_secs(2)),
             threads: usize::from(self.threads),
             pin: self.pin.is_some(),
-            generator_pin: self.pin.clone().flatten().map(|cpus| cpus.0).unwrap_or_default(),
+            generator_pin: match self.pin.clone().flatten() {
+                Some(cpus) => cpus.on_this_machine()?,
+                None => Vec::new(),
+            },
             rounds: usize::from(self.rounds),
             json: self.json.clone(),
             svg: self.svg.clone(),
@@ -290,6 +293,20 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
 /// `--pin CPUS`: CPU numbers, comma separated, with ranges: `1`, `1,3`, `2-3`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cpus(pub Vec<usize>);
+
+impl Cpus {
+    /// The CPUs, if this machine has them all.
+    fn on_this_machine(&self) -> Result<Vec<usize>, Error> {
+        let count = crate::sys::configured_cpus();
+        match self.0.iter().find(|cpu| **cpu >= count) {
+            Some(cpu) => Err(Error::Usage(format!(
+                "--pin: there is no CPU {cpu}; this machine has CPUs 0-{}",
+                count - 1
+            ))),
+            None => Ok(self.0.clone()),
+        }
+    }
+}
 
 impl std::str::FromStr for Cpus {
     type Err = String;

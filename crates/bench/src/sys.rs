@@ -112,6 +112,7 @@ struct Stat {
     pgrp: u32,
     own_ticks: u64,
     children_ticks: u64,
+    threads: u64,
 }
 
 fn read_stat(pid: u32) -> Option<Stat> {
@@ -127,7 +128,24 @@ fn read_stat(pid: u32) -> Option<Stat> {
         pgrp: u32::try_from(number(2)?).ok()?,
         own_ticks: number(11)? + number(12)?,
         children_ticks: number(13)? + number(14)?,
+        threads: number(17)?,
     })
+}
+
+/// The CPU time of process `pid` whose stat is `stat`, without its children. A process of
+/// one thread is read to the nanosecond (the first field of `/proc/PID/schedstat`): the
+/// kernel rounds `/proc/PID/stat` down to whole clock ticks (10 ms) per process, so a
+/// hundred forked children that each ran 5 ms would add up to nothing. A process of
+/// several threads (usually a long-lived server) is read from its ticks.
+fn own_time(pid: u32, stat: &Stat) -> Option<Duration> {
+    let precise = || -> Option<Duration> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).ok()?;
+        Some(Duration::from_nanos(text.split_whitespace().next()?.parse().ok()?))
+    };
+    match stat.threads {
+        1 => precise().or_else(|| ticks_to_duration(stat.own_ticks)),
+        _ => ticks_to_duration(stat.own_ticks),
+    }
 }
 
 fn ticks_to_duration(ticks: u64) -> Option<Duration> {
@@ -169,16 +187,17 @@ pub fn group_is_running(pgid: u32) -> bool {
 
 /// CPU time of a server and everything it started: a forking server (socat `fork`, ncat
 /// `-k -e`) works in its children, and its own CPU time alone would read as nearly 0. Each
-/// live process counts its own time and that of its children already waited for (which
-/// the kernel moved into the parent's account when they exited), so a child that ends
-/// mid-run is neither lost nor counted twice.
+/// live process counts its own time ([`own_time`]) and that of its children already
+/// waited for (which the kernel moved into the parent's account when they exited), so a
+/// child that ends mid-run is neither lost nor counted twice.
 pub fn tree_cpu_time(pid: u32) -> Option<Duration> {
     let tree = process_tree(pid);
-    let stats: Vec<Stat> = tree.iter().filter_map(|p| read_stat(*p)).collect();
+    let stats: Vec<(u32, Stat)> = tree.iter().filter_map(|p| Some((*p, read_stat(*p)?))).collect();
     if stats.is_empty() {
         return None;
     }
-    ticks_to_duration(stats.iter().map(|s| s.own_ticks + s.children_ticks).sum())
+    let own: Duration = stats.iter().filter_map(|(p, stat)| own_time(*p, stat)).sum();
+    Some(own + ticks_to_duration(stats.iter().map(|(_, s)| s.children_ticks).sum())?)
 }
 
 /// Resident memory of process `pid` in bytes: `VmRSS` now, and `VmHWM`, its peak so far.
@@ -240,6 +259,13 @@ pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The number of CPUs the machine has, whether or not this process may run on them.
+pub fn configured_cpus() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) };
+    usize::try_from(n).ok().filter(|n| *n > 0).unwrap_or_else(usable_cpus)
 }
 
 /// The number of CPUs this process may run on.

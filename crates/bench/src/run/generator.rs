@@ -31,6 +31,11 @@ use crate::sys;
 
 /// A generator thread at or above this share of a CPU was (nearly) saturated.
 pub const SATURATED: f64 = 0.95;
+/// A thread with no CPU-time clock of its own says so with this (CLOCK_REALTIME, which no
+/// thread's CPU clock is).
+const NO_CLOCK: libc::clockid_t = libc::CLOCK_REALTIME;
+/// How long the watcher waits for the threads to name their clocks.
+const CLOCK_WAIT: Duration = Duration::from_secs(1);
 
 /// CPU use over the measured window, beside every report's numbers.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -184,9 +189,9 @@ pub fn on_threads<S: Send, T: Send>(
             .map(|(w, share)| {
                 let (work, completed, clock, read) = (&work, &completed, &clocks[w], &read);
                 scope.spawn(move || {
-                    if let Some(c) = sys::thread_cpu_clock() {
-                        let _ = clock.set(c); // each thread sets its own, once
-                    }
+                    // Each thread sets its own clock, once; a thread without one sets 0,
+                    // which reads as "not measured".
+                    let _ = clock.set(sys::thread_cpu_clock().unwrap_or(NO_CLOCK));
                     let result = pin_to(pin, w).and_then(|()| work(w, share, completed));
                     read.wait(); // keep this thread's CPU clock alive until the window is read
                     result
@@ -247,9 +252,15 @@ fn watch_window(
         Ok(())
     };
     let thread_times = || -> Vec<Option<Duration>> {
-        clocks.iter().map(|c| c.get().copied().and_then(sys::clock_time)).collect()
+        clocks.iter().map(|c| c.get().copied().filter(|c| *c != NO_CLOCK).and_then(sys::clock_time)).collect()
     };
     wait(plan.measure_from)?;
+    // With no warm-up the window opens as the threads start: wait (briefly) until each has
+    // said which clock is its own.
+    let named_by = Instant::now() + CLOCK_WAIT;
+    while clocks.iter().any(|c| c.get().is_none()) && Instant::now() < named_by {
+        thread::yield_now();
+    }
     let (started, client0, server0, threads0) =
         (Instant::now(), sys::own_cpu_time(), watch.and_then(sys::tree_cpu_time), thread_times());
     wait(plan.end)?;

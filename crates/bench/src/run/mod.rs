@@ -280,7 +280,10 @@ pub fn run_together(
                 every.map(|every| IntervalClock::new(every, plan.measure_from, plan.end, sink.clone()));
             drive(plan, &patterns[l], share, schedule, clock, done)
         })?;
-    let mut tallies = tallies.into_iter();
+    // The connections closed only now, after the window's CPU was read: a forking server's
+    // children end with their connections, and would take their CPU time with them.
+    let tallies = tallies.into_iter().map(|t| t.map(|(tally, _connections)| tally));
+    let mut tallies = tallies;
     let mut reports = Vec::with_capacity(loads.len());
     let mut first_thread = 0;
     for ((load, c), n) in loads.iter().zip(connected).zip(counts) {
@@ -503,7 +506,8 @@ struct WorkerState<'a> {
 
 /// One load-generator thread: an event loop over its share of the connections, until the
 /// plan's end (open loop: and the drain). `completed` is bumped after each poll, for the
-/// progress bar; `clock`, with interval statistics, is told of every boundary.
+/// progress bar; `clock`, with interval statistics, is told of every boundary. The
+/// connections are returned open, for the caller to close once the window is read.
 fn drive(
     plan: &Plan,
     pattern: &Pattern,
@@ -511,7 +515,7 @@ fn drive(
     mut schedule: Option<Schedule>,
     mut clock: Option<IntervalClock>,
     completed: &AtomicU64,
-) -> io::Result<Tally> {
+) -> io::Result<(Tally, Vec<Flow>)> {
     let mut poll = Poll::new()?;
     let mut flows = Vec::with_capacity(share.len());
     for (i, (id, mut stream)) in share.into_iter().enumerate() {
@@ -581,7 +585,7 @@ fn drive(
     if let Some(clock) = clock {
         clock.finish(w.tally.interval.take().unwrap_or_default());
     }
-    Ok(w.tally)
+    Ok((w.tally, flows))
 }
 
 /// Closed loop: a timer that fires every [`PROBE_EVERY`]; how late the event loop gets to
