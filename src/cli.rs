@@ -36,7 +36,7 @@ pub enum Command {
     /// Load a server and measure it, verifying every echoed byte; or, with --compare,
     /// start each I/O model in turn and print a side-by-side table.
     #[cfg(feature = "bench")]
-    Bench(echoloop_bench::BenchArgs),
+    Bench(Box<echoloop_bench::BenchArgs>),
     /// Print the man page (roff) on stdout, or write a page per subcommand with --dir.
     Manpage(ManpageArgs),
     /// Print a shell completion script on stdout.
