@@ -200,11 +200,6 @@ impl EchoReport {
     pub fn is_clean(&self) -> bool {
         self.errors == 0 && self.mismatches == 0
     }
-
-    /// Open loop, and the generator fell behind its own schedule.
-    pub fn is_behind(&self) -> bool {
-        self.rate.is_some_and(|r| r.behind)
-    }
 }
 
 /// Put `load` on the server at `target` and measure it. `watch` is the server's PID, when
