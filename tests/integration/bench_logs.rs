@@ -14,7 +14,7 @@ use hdrhistogram::serialization::Deserializer;
 use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
 use serde_json::Value;
 
-use crate::bench_smoke::{bench, json};
+use crate::bench_smoke::{bench, bench_at, json};
 use crate::util::{TestServer, config};
 
 /// A file in the temporary directory, named for this test process; removed on drop.
@@ -94,21 +94,9 @@ fn find_max_reports_every_step_and_the_highest_that_passed() {
     let server = TestServer::start(config(Model::EventLoop));
     let addr = server.addr().to_string();
     let svg = TempFile::new("find-max.svg");
-    let run = bench(&[
-        &addr,
-        "-c",
-        "4",
-        "--find-max",
-        "--slo",
-        "p99=20ms",
-        "--warmup",
-        "0.1",
-        "--duration",
-        "0.2",
-        "--svg",
-        svg.path(),
-        "--json",
-    ]);
+    let flags =
+        format!("-c 4 --find-max --slo p99=20ms --warmup 0.1 --duration 0.2 --svg {} --json", svg.path());
+    let run = bench_at(&addr, &flags);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let report = json(&run);
     let steps = report["steps"].as_array().unwrap();
@@ -143,26 +131,13 @@ fn find_max_reports_every_step_and_the_highest_that_passed() {
 fn pinned_threads_each_report_their_cpu() {
     let server = TestServer::start(config(Model::EventLoop));
     let addr = server.addr().to_string();
-    let run = bench(&[
-        &addr,
-        "-c",
-        "4",
-        "--threads",
-        "2",
-        "--pin",
-        "0",
-        "--warmup",
-        "0",
-        "--duration",
-        "0.3",
-        "--json",
-    ]);
+    let run = bench_at(&addr, "-c 4 --threads 2 --pin 0 --warmup 0 --duration 0.3 --json");
     assert_eq!(run.code, 0, "{}", run.stderr);
     let report = json(&run);
     let threads = report["generator"]["thread_cpu"].as_array().unwrap();
     assert_eq!(threads.len(), 2, "{report}");
     assert!(threads.iter().all(|t| t.as_f64().is_some_and(|c| (0.0..=1.5).contains(&c))), "{report}");
-    let run = bench(&[&addr, "--pin", "1000", "--duration", "0.2"]);
+    let run = bench_at(&addr, "--pin 1000 --duration 0.2");
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stderr.contains("--pin: there is no CPU 1000; this machine has CPUs 0-"), "{}", run.stderr);
 }
