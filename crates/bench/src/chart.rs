@@ -67,87 +67,63 @@ struct Measure {
     caption: &'static str,
     unit: Unit,
     value: fn(&Outcome) -> Option<f64>,
+    /// What else the bar's label says (the fairness row: the value alone, without the stream).
+    note: fn(&Outcome) -> Option<String>,
+}
+
+impl Measure {
+    fn new(caption: &'static str, unit: Unit, value: fn(&Outcome) -> Option<f64>) -> Measure {
+        Measure { caption, unit, value, note: |_| None }
+    }
 }
 
 /// The measures drawn for a scenario.
 fn measures(scenario: Scenario) -> Vec<Measure> {
     let cpu = |o: &Outcome| o.server_cpu().map(|(per, _)| per);
+    fn echo(o: &Outcome) -> Option<&crate::run::EchoReport> {
+        if let Outcome::Echo(e) = o { Some(e) } else { None }
+    }
+    fn churn(o: &Outcome) -> Option<&crate::run::ChurnReport> {
+        if let Outcome::Churn(c) = o { Some(c) } else { None }
+    }
+    fn fair(o: &Outcome) -> Option<&crate::fairness::FairnessReport> {
+        if let Outcome::Fairness(f) = o { Some(f) } else { None }
+    }
     match scenario.shape() {
         Shape::Echo { .. } => vec![
-            Measure {
-                caption: "msgs/s (higher is better)",
-                unit: Unit::Rate,
-                value: |o| match o {
-                    Outcome::Echo(e) => Some(e.msgs_per_s),
-                    _ => None,
-                },
-            },
-            Measure {
-                caption: "p99 round trip (lower is better)",
-                unit: Unit::Micros,
-                value: |o| match o {
-                    Outcome::Echo(e) => Some(e.latency.p99_us),
-                    _ => None,
-                },
-            },
-            Measure { caption: "server CPU per message (lower is better)", unit: Unit::Micros, value: cpu },
+            Measure::new("msgs/s (higher is better)", Unit::Rate, |o| Some(echo(o)?.msgs_per_s)),
+            Measure::new("p99 round trip (lower is better)", Unit::Micros, |o| Some(echo(o)?.latency.p99_us)),
+            Measure::new("server CPU per message (lower is better)", Unit::Micros, cpu),
         ],
         Shape::Churn { .. } => vec![
-            Measure {
-                caption: "connections/s (higher is better)",
-                unit: Unit::Rate,
-                value: |o| match o {
-                    Outcome::Churn(c) => Some(c.conns_per_s),
-                    _ => None,
-                },
-            },
-            Measure {
-                caption: "p99 connect + echo (lower is better)",
-                unit: Unit::Micros,
-                value: |o| match o {
-                    Outcome::Churn(c) => Some(c.latency.p99_us),
-                    _ => None,
-                },
-            },
-            Measure {
-                caption: "server CPU per connection (lower is better)",
-                unit: Unit::Micros,
-                value: cpu,
-            },
+            Measure::new("connections/s (higher is better)", Unit::Rate, |o| Some(churn(o)?.conns_per_s)),
+            Measure::new("p99 connect + echo (lower is better)", Unit::Micros, |o| {
+                Some(churn(o)?.latency.p99_us)
+            }),
+            Measure::new("server CPU per connection (lower is better)", Unit::Micros, cpu),
         ],
-        Shape::Idle { .. } => vec![Measure {
-            caption: "server memory per connection (lower is better)",
-            unit: Unit::Bytes,
-            value: |o| match o {
+        Shape::Idle { .. } => {
+            vec![Measure::new("server memory per connection (lower is better)", Unit::Bytes, |o| match o {
                 Outcome::Idle(m) => m.bytes_per_connection,
                 _ => None,
-            },
-        }],
+            })]
+        }
         Shape::Fairness { .. } => vec![
             Measure {
-                caption: "small conns' p99 beside the stream (lower)",
-                unit: Unit::Micros,
-                value: |o| match o {
-                    Outcome::Fairness(f) => Some(f.small_p99_us.beside_stream),
-                    _ => None,
-                },
+                note: |o| Some(format!("alone {}", micros(fair(o)?.small_p99_us.alone))),
+                ..Measure::new("small conns' p99 beside the stream (lower)", Unit::Micros, |o| {
+                    Some(fair(o)?.small_p99_us.beside_stream)
+                })
             },
             Measure {
-                caption: "small conns' p99.9 beside the stream (lower)",
-                unit: Unit::Micros,
-                value: |o| match o {
-                    Outcome::Fairness(f) => Some(f.small_p999_us.beside_stream),
-                    _ => None,
-                },
+                note: |o| Some(format!("alone {}", micros(fair(o)?.small_p999_us.alone))),
+                ..Measure::new("small conns' p99.9 beside the stream (lower)", Unit::Micros, |o| {
+                    Some(fair(o)?.small_p999_us.beside_stream)
+                })
             },
-            Measure {
-                caption: "the stream's MiB/s (higher is better)",
-                unit: Unit::MibPerSecond,
-                value: |o| match o {
-                    Outcome::Fairness(f) => Some(f.stream_mib_per_s),
-                    _ => None,
-                },
-            },
+            Measure::new("the stream's MiB/s (higher is better)", Unit::MibPerSecond, |o| {
+                Some(fair(o)?.stream_mib_per_s)
+            }),
         ],
     }
 }
@@ -161,6 +137,8 @@ struct Bar<'a> {
     value: Option<f64>,
     /// ‡ and ⚠, as the table has them.
     marks: String,
+    /// More for the label, if the measure has it.
+    note: Option<String>,
 }
 
 /// Draw a comparison to `path`: the bar grid, or with `--find-max` the curves.
@@ -217,7 +195,8 @@ fn draw_row(
             .enumerate()
             .filter_map(|(column, model)| {
                 let run = report.find(model, scenario)?;
-                Some(Bar { model, column, value: (measure.value)(&run.outcome), marks: marks(run) })
+                let (value, note) = ((measure.value)(&run.outcome), (measure.note)(&run.outcome));
+                Some(Bar { model, column, value, marks: marks(run), note })
             })
             .collect();
         draw_bars(panel, measure, &bars, name_width)?;
@@ -289,8 +268,9 @@ fn draw_bars(
     let label = TextStyle::from(("sans-serif", 11).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
     chart
         .draw_series(bars.iter().enumerate().map(|(i, bar)| {
+            let note = bar.note.as_ref().map(|n| format!(" ({n})")).unwrap_or_default();
             let text = match bar.value {
-                Some(v) => format!(" {}{}", value_label(v, measure.unit), bar.marks),
+                Some(v) => format!(" {}{note}{}", value_label(v, measure.unit), bar.marks),
                 None => format!(" failed{}", bar.marks),
             };
             Text::new(text, (at(bar), SegmentValue::CenterOf(row(i))), label.clone())
@@ -344,7 +324,8 @@ fn tick_label(x: f64, unit: Unit) -> String {
         return "0".into();
     }
     match unit {
-        Unit::Rate | Unit::MibPerSecond => match x {
+        Unit::MibPerSecond => tidy(x),
+        Unit::Rate => match x {
             x if x >= 1e6 => format!("{}M", tidy(x / 1e6)),
             x if x >= 1e3 => format!("{}k", tidy(x / 1e3)),
             x => tidy(x),
