@@ -239,26 +239,11 @@ pub fn run_together(
     for load in loads {
         load.validate().map_err(|msg| io::Error::new(ErrorKind::InvalidInput, msg))?;
     }
-    let mut connected = Vec::with_capacity(loads.len());
-    for load in loads {
-        let c = connect_all(target, load.connections, load.framing.ping(), load.connect_timeout, progress);
-        if c.streams.is_empty() {
-            return Err(c.into_error());
-        }
-        connected.push(c);
-    }
+    let mut connected = connect_loads(target, loads, progress)?;
     let start = Instant::now();
     let plans: Vec<Plan> = loads.iter().map(|load| Plan::new(load, start)).collect();
     let patterns: Vec<Pattern> = loads.iter().map(|load| load.framing.pattern()).collect();
-    // Every worker of every load: (load, its number within the load, the load's worker
-    // count, its connections).
-    let mut shares = Vec::new();
-    let mut counts = Vec::with_capacity(loads.len());
-    for (l, (load, c)) in loads.iter().zip(&mut connected).enumerate() {
-        let dealt = deal(std::mem::take(&mut c.streams), load.threads);
-        counts.push(dealt.len());
-        shares.extend(dealt.into_iter().enumerate().map(|(w, share)| (l, w, share)));
-    }
+    let (shares, counts) = deal_loads(loads, &mut connected);
     let workers = shares.len();
     let (sink, samples) = mpsc::channel();
     let timeline = &plans[0];
@@ -277,8 +262,7 @@ pub fn run_together(
         })?;
     // The connections closed only now, after the window's CPU was read: a forking server's
     // children end with their connections, and would take their CPU time with them.
-    let tallies = tallies.into_iter().map(|t| t.map(|(tally, _connections)| tally));
-    let mut tallies = tallies;
+    let mut tallies = tallies.into_iter().map(|t| t.map(|(tally, _connections)| tally));
     let mut reports = Vec::with_capacity(loads.len());
     let mut first_thread = 0;
     for ((load, c), n) in loads.iter().zip(connected).zip(counts) {
@@ -290,6 +274,39 @@ pub fn run_together(
         first_thread += n;
     }
     Ok(reports)
+}
+
+/// The connect phase of each load in turn; `Err` if a load could open none.
+fn connect_loads(
+    target: &Target,
+    loads: &[Load],
+    progress: &Progress,
+) -> io::Result<Vec<connect::Connected>> {
+    let mut connected = Vec::with_capacity(loads.len());
+    for load in loads {
+        let c = connect_all(target, load.connections, load.framing.ping(), load.connect_timeout, progress);
+        if c.streams.is_empty() {
+            return Err(c.into_error());
+        }
+        connected.push(c);
+    }
+    Ok(connected)
+}
+
+/// One worker's part of a run of several loads: its load, its number within the load, and
+/// its numbered connections.
+type Share = (usize, usize, Vec<(u64, Stream)>);
+
+/// A share for every worker of every load, and each load's number of workers.
+fn deal_loads(loads: &[Load], connected: &mut [connect::Connected]) -> (Vec<Share>, Vec<usize>) {
+    let mut shares = Vec::new();
+    let mut counts = Vec::with_capacity(loads.len());
+    for (l, (load, c)) in loads.iter().zip(connected).enumerate() {
+        let dealt = deal(std::mem::take(&mut c.streams), load.threads);
+        counts.push(dealt.len());
+        shares.extend(dealt.into_iter().enumerate().map(|(w, share)| (l, w, share)));
+    }
+    (shares, counts)
 }
 
 impl EchoReport {
