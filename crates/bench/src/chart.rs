@@ -491,6 +491,7 @@ fn draw_curve_panel(
         .map_err(failed)?
         .label(format!("SLO {}", micros(slo_us)))
         .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], slo_style));
+    let mut labelled = 0;
     for curve in curves {
         let colour = curve.colour;
         chart
@@ -498,14 +499,22 @@ fn draw_curve_panel(
             .map_err(failed)?
             .label(curve.label.clone())
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], colour.stroke_width(2)));
-        if let Some((rate, latency)) = curve.knee {
-            chart.draw_series([Circle::new((rate, latency), 8, colour.stroke_width(2))]).map_err(failed)?;
-            let style = TextStyle::from(("sans-serif", 12).into_font())
-                .color(&colour)
-                .pos(Pos::new(HPos::Left, VPos::Bottom));
-            let text = curve.knee_label.clone().unwrap_or_default();
-            chart.draw_series([Text::new(text, (rate, latency), style)]).map_err(failed)?;
-        }
+        let Some((rate, latency)) = curve.knee else { continue };
+        chart.draw_series([Circle::new((rate, latency), 8, colour.stroke_width(2))]).map_err(failed)?;
+        let Some(text) = &curve.knee_label else { continue };
+        // A dotted drop from the knee to the axis, and its rate down there, where no
+        // curve runs (each search's label a line higher than the last).
+        let drop = ShapeStyle::from(&colour.mix(0.6)).stroke_width(1);
+        chart
+            .draw_series(DashedLineSeries::new([(rate, y_low), (rate, latency)], 3, 3, drop))
+            .map_err(failed)?;
+        let style = TextStyle::from(("sans-serif", 13).into_font())
+            .color(&colour)
+            .pos(Pos::new(HPos::Left, VPos::Bottom));
+        let label = EmptyElement::at((rate, y_low))
+            + Text::new(text.trim().to_string(), (4, -4 - 16 * labelled), style);
+        chart.draw_series([label]).map_err(failed)?;
+        labelled += 1;
     }
     chart
         .configure_series_labels()

@@ -15,8 +15,8 @@
 //! grid point below half that throughput while steps pass (down by halving while they
 //! fail), then by bisection (on a log scale) between the highest rate that passed and the
 //! lowest that failed, until the two are within 2.5 % of each other: 12 steps at most.
-//! Two runs that decide each step alike ask exactly the same rates and give the same
-//! answer; noise can only move the answer by the bracket around it.
+//! Two runs whose calibrations fall between the same grid points, and that judge each step
+//! alike, ask exactly the same rates and give the same answer.
 
 use std::fmt;
 use std::str::FromStr;
