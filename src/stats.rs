@@ -35,7 +35,7 @@ mod throttle;
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -78,8 +78,9 @@ pub struct Stats {
     rejected: AtomicU64,
     /// Refused for a missing, malformed or late PROXY header.
     rejected_proxy_header: AtomicU64,
-    /// Refused because no thread could be started for it (thread-per-conn).
-    rejected_no_thread: AtomicU64,
+    /// Admitted, then not served after all: it could not be registered, or no thread could
+    /// be started for it.
+    rejected_failed: AtomicU64,
     /// Frames over `--max-frame` (each closed its connection).
     frames_too_large: AtomicU64,
     active: AtomicU64,
@@ -98,6 +99,9 @@ pub struct Stats {
     busy_since: AtomicU64,
     /// The rate-limited log of [`ClientEvent`]s.
     client_events: ClientEvents,
+    /// Connections open in the whole process, on every worker and listener: what
+    /// `--max-connections` bounds. One counter shared by every [`Stats`] of a [`ServerStats`].
+    open_in_process: Arc<AtomicUsize>,
 }
 
 /// Reads and writes not yet added to a [`Stats`]: what one connection moved since it last
@@ -206,22 +210,62 @@ impl ConnCounts {
 }
 
 impl Stats {
-    /// A connection was accepted and will be served.
+    /// Count a freshly accepted connection as open, if fewer than `max` are open in the
+    /// whole process (every worker, every listener); false, and nothing counted, if not.
+    /// The check and the count are one atomic step, so workers accepting at the same
+    /// moment cannot together pass the cap.
+    pub fn try_open(&self, max: usize) -> bool {
+        if !self.try_reserve(max) {
+            return false;
+        }
+        self.connection_opened();
+        true
+    }
+
+    /// Take a place under `max` for a connection that is not served yet (its PROXY header
+    /// has to come first): it counts against `--max-connections`, not yet as accepted or
+    /// open. Then [`Stats::connection_opened`] once it is served, or
+    /// [`Stats::reservation_released`] if it never is.
+    pub fn try_reserve(&self, max: usize) -> bool {
+        let reserved =
+            self.open_in_process.fetch_update(Relaxed, Relaxed, |open| (open < max).then_some(open + 1));
+        reserved.is_ok()
+    }
+
+    /// A connection with a place ([`Stats::try_reserve`]) is served from now on.
     pub fn connection_opened(&self) {
         self.accepted.fetch_add(1, Relaxed);
         let active = self.active.fetch_add(1, Relaxed) + 1;
         self.peak.fetch_max(active, Relaxed);
     }
 
+    /// A connection with a place ([`Stats::try_reserve`]) will never be served: free the
+    /// place. (Why it was refused is counted by the caller.)
+    pub fn reservation_released(&self) {
+        self.open_in_process.fetch_sub(1, Relaxed);
+    }
+
     /// A served connection closed. (Its bytes were counted as they moved, with
     /// [`Stats::publish`]; what it still held goes in as `bytes_unsent`.)
     pub fn connection_closed(&self) {
         self.active.fetch_sub(1, Relaxed);
+        self.open_in_process.fetch_sub(1, Relaxed);
     }
 
-    /// A connection was accepted and closed because no thread could be started for it.
-    pub fn connection_refused_no_thread(&self) {
-        self.rejected_no_thread.fetch_add(1, Relaxed);
+    /// A connection counted open by [`Stats::try_open`] could not be served after all (it
+    /// could not be registered, or no thread could be started for it): count it as
+    /// rejected (`failed`) instead.
+    pub fn open_failed(&self) {
+        self.accepted.fetch_sub(1, Relaxed);
+        self.connection_closed();
+        self.rejected_failed.fetch_add(1, Relaxed);
+    }
+
+    /// A connection with a place ([`Stats::try_reserve`]) could not be registered: free the
+    /// place, count it as rejected (`failed`).
+    pub fn reservation_failed(&self) {
+        self.reservation_released();
+        self.rejected_failed.fetch_add(1, Relaxed);
     }
 
     /// A client caused `event` at `now`: count it, and log it through the throttle
@@ -296,7 +340,7 @@ impl Stats {
             accepted: self.accepted.load(Relaxed),
             rejected: self.rejected.load(Relaxed),
             rejected_proxy_header: self.rejected_proxy_header.load(Relaxed),
-            rejected_no_thread: self.rejected_no_thread.load(Relaxed),
+            rejected_failed: self.rejected_failed.load(Relaxed),
             frames_too_large: self.frames_too_large.load(Relaxed),
             open: self.active.load(Relaxed),
             peak: self.peak.load(Relaxed),
@@ -330,7 +374,7 @@ struct Counters {
     accepted: u64,
     rejected: u64,
     rejected_proxy_header: u64,
-    rejected_no_thread: u64,
+    rejected_failed: u64,
     frames_too_large: u64,
     open: u64,
     peak: u64,
@@ -349,7 +393,7 @@ impl Counters {
             accepted: self.accepted + other.accepted,
             rejected: self.rejected + other.rejected,
             rejected_proxy_header: self.rejected_proxy_header + other.rejected_proxy_header,
-            rejected_no_thread: self.rejected_no_thread + other.rejected_no_thread,
+            rejected_failed: self.rejected_failed + other.rejected_failed,
             frames_too_large: self.frames_too_large + other.frames_too_large,
             open: self.open + other.open,
             peak: self.peak + other.peak,
@@ -398,8 +442,13 @@ impl ServerStats {
             Some((_, stream)) => *stream,
             None => Counted::Datagrams,
         };
+        let open_in_process = Arc::default();
         ServerStats {
-            slots: (0..workers * listeners.len()).map(|_| Arc::default()).collect(),
+            slots: (0..workers * listeners.len())
+                .map(|_| {
+                    Arc::new(Stats { open_in_process: Arc::clone(&open_in_process), ..Stats::default() })
+                })
+                .collect(),
             listeners,
             counted,
             started: Instant::now(),
@@ -454,7 +503,7 @@ impl ServerStats {
                 accepted: c.accepted,
                 rejected_max_connections: c.rejected,
                 rejected_proxy_header: c.rejected_proxy_header,
-                rejected_no_thread: c.rejected_no_thread,
+                rejected_failed: c.rejected_failed,
                 open: c.open,
                 reads: c.reads,
                 frames: (*counted == Counted::Frames).then_some(c.frames),
@@ -493,8 +542,8 @@ pub struct Totals {
     pub rejected_max_connections: u64,
     /// Connections refused for their PROXY header.
     pub rejected_proxy_header: u64,
-    /// Connections refused because no thread could be started for them.
-    pub rejected_no_thread: u64,
+    /// Connections admitted and then not served after all (not registered, no thread).
+    pub rejected_failed: u64,
     /// Connections open now.
     pub open: u64,
     /// Reads that returned data.
@@ -580,7 +629,7 @@ impl WorkerSummary {
     fn new(c: &Counters, framed: bool) -> Self {
         WorkerSummary {
             connections: c.accepted,
-            rejected: c.rejected + c.rejected_proxy_header + c.rejected_no_thread,
+            rejected: c.rejected + c.rejected_proxy_header + c.rejected_failed,
             rejected_proxy_header: c.rejected_proxy_header,
             reads: c.reads,
             frames: framed.then_some(c.frames),
@@ -745,10 +794,10 @@ mod tests {
     #[test]
     fn peak_tracks_the_high_water_mark() {
         let stats = Stats::default();
-        stats.connection_opened();
-        stats.connection_opened();
+        assert!(stats.try_open(usize::MAX));
+        assert!(stats.try_open(usize::MAX));
         stats.connection_closed();
-        stats.connection_opened();
+        assert!(stats.try_open(usize::MAX));
         stats.connection_closed();
         stats.client_event(ClientEvent::MaxConnections, Instant::now(), String::new);
         stats.publish(&mut IoTally { reads: 2, bytes_read: 20, bytes_echoed: 15, ..IoTally::default() });
@@ -884,6 +933,21 @@ mod tests {
         assert_eq!((summary.reads, summary.frames), (6, Some(5)));
         assert!(summary.to_string().contains("echoed 0 bytes (5 frames)"), "{summary}");
     }
+
+    #[test]
+    fn the_connection_cap_is_shared_by_every_worker_and_listener() {
+        let stats =
+            ServerStats::with_listeners(2, vec![("a".into(), Counted::Reads), ("b".into(), Counted::Reads)]);
+        let (w0a, w1b) = (stats.slot(0, 0), stats.slot(1, 1));
+        assert!(w0a.try_open(2) && w1b.try_open(2));
+        assert!(!w0a.try_open(2) && !w1b.try_open(2), "a third connection anywhere is over the cap of 2");
+        w0a.connection_closed();
+        assert!(w1b.try_open(2), "a close on one worker frees a place for another");
+        w1b.open_failed(); // could not be served after all: counted rejected, place freed
+        assert!(w0a.try_open(2));
+        let summary = stats.summary();
+        assert_eq!((summary.connections, summary.rejected), (3, 1));
+    }
 }
 
 #[cfg(test)]
@@ -896,8 +960,8 @@ mod listener_tests {
         let listeners =
             vec![("127.0.0.1:7".to_string(), Counted::Reads), ("udp:127.0.0.1:7".into(), Counted::Datagrams)];
         let stats = ServerStats::with_listeners(2, listeners);
-        stats.slot(0, 0).connection_opened();
-        stats.slot(1, 0).connection_opened();
+        assert!(stats.slot(0, 0).try_open(usize::MAX));
+        assert!(stats.slot(1, 0).try_open(usize::MAX));
         stats.slot(1, 0).publish(&mut IoTally {
             reads: 1,
             bytes_read: 10,

@@ -185,18 +185,25 @@ impl Context {
     /// Admit a fresh connection as every model does (the cap, the socket options, the
     /// timeouts) and register it; `None`, and the connection closed, if it may not be served.
     pub fn admit(&self, stream: BlockingStream, peer: Peer) -> Option<Registered> {
-        let admitted = self.admission.admit(self.live.len(), &stream.sock_ref(), stream.is_tcp(), || peer);
+        let admitted = self.admission.admit(&stream.sock_ref(), stream.is_tcp(), || peer);
         admitted.then(|| LiveConnections::register(&self.live, stream))
+    }
+
+    /// A connection [`Context::admit`] let in could not be served after all (no thread).
+    pub fn not_served(&self) {
+        self.admission.not_served();
     }
 }
 
 /// With `--proxy-protocol`, read the connection's PROXY header into `buf`: the client it
-/// names, and how many of the client's bytes followed it (now at the front of `buf`).
-/// Without the flag, the peer and none. `None`: refused (counted and logged); it is closed.
+/// names, and how many of the client's bytes followed it (now at the front of `buf`); the
+/// connection, admitted with a place only, is counted open. Without the flag, the peer and
+/// none. `None`: refused (counted, logged, its place freed); it is closed.
 fn read_proxy_header(conn: &Registered, peer: Peer, ctx: &Context, buf: &mut [u8]) -> Option<(Peer, usize)> {
     let Some(timeout) = ctx.proxy_timeout else { return Some((peer, 0)) };
     match proxy_header::read_blocking(conn.stream(), buf, peer, timeout, ctx.idle_timeout) {
         Ok((client, first)) => {
+            ctx.stats.connection_opened(); // admitted with a place only: served from now on
             buf.copy_within(first.clone(), 0);
             Some((client, first.len()))
         }
@@ -213,7 +220,6 @@ fn read_proxy_header(conn: &Registered, peer: Peer, ctx: &Context, buf: &mut [u8
 pub fn serve_connection(conn: Registered, peer: Peer, ctx: &Context) {
     let mut buf = vec![0; ECHO_BUFFER];
     let Some((peer, first)) = read_proxy_header(&conn, peer, ctx, &mut buf) else { return };
-    ctx.stats.connection_opened();
     debug!("{} opened peer={peer} on {} (open: {})", conn.id, ctx.addr, ctx.live.len());
     let mut echoed =
         echo_blocking(conn.stream(), conn.id, &mut buf, first, ctx.framer, &ctx.shutdown, &ctx.stats);

@@ -2,7 +2,9 @@
 //!
 //! Behind a load balancer every connection begins with a header that names the real client
 //! (`crate::proxy_protocol` parses it). Until the whole header has arrived, a connection is
-//! not served: nothing it sends is echoed, and it is not counted as accepted. Then:
+//! not served: nothing it sends is echoed, and it is not counted as accepted or open (it
+//! holds a place under `--max-connections`, though: [`crate::stats::Stats::try_reserve`]).
+//! Then:
 //!
 //! - a valid header is consumed, never echoed; the client it names becomes the connection's
 //!   peer in every later log line (a v2 `LOCAL` header, the balancer's own health check,
@@ -57,9 +59,11 @@ pub fn feed(decoder: &mut ProxyDecoder, data: &[u8], peer: Peer) -> HeaderStep {
     }
 }
 
-/// A connection from `peer` ended in its header phase, for `why`: count it as refused, and
-/// log it (a debug line each, a warning now and then).
+/// A connection from `peer` ended in its header phase, for `why`: free its place under
+/// `--max-connections`, count it as refused, and log it (a debug line each, a warning now
+/// and then).
 pub fn refused(stats: &Stats, peer: Peer, why: &str, now: Instant) {
+    stats.reservation_released();
     let detail = || format!("{peer}: no valid PROXY header ({why}): closed, nothing echoed");
     stats.client_event(ClientEvent::ProxyHeader, now, detail);
 }

@@ -93,7 +93,7 @@ fn listener_figures(name: String, totals: &Totals) -> ListenerFigures {
         rejected: vec![
             ("max_connections", totals.rejected_max_connections),
             ("proxy_header", totals.rejected_proxy_header),
-            ("no_thread", totals.rejected_no_thread),
+            ("failed", totals.rejected_failed),
         ],
         open: totals.open,
         received_bytes: totals.bytes_read,

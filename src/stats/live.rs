@@ -159,7 +159,7 @@ fn line_of(counted: Counted, names: &[&str], last: &Sample, now: &Sample) -> Str
     let count = after.counted(counted) - before.counted(counted);
     let bytes = after.bytes_echoed - before.bytes_echoed;
     let name = counted.name();
-    let rejected = |c: &Counters| c.rejected + c.rejected_proxy_header + c.rejected_no_thread;
+    let rejected = |c: &Counters| c.rejected + c.rejected_proxy_header + c.rejected_failed;
     // With --framing, the frames over --max-frame since the previous line, after `rejected`.
     let too_large = match counted {
         Counted::Frames => format!(" too_large={}", after.frames_too_large - before.frames_too_large),
