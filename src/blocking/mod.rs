@@ -124,7 +124,7 @@ impl Context {
 /// whole life of a connection in both models.
 pub fn serve_connection(conn: Registered, peer: Peer, ctx: &Context) {
     ctx.stats.connection_opened();
-    debug!("{} opened peer={peer} (open: {})", conn.id, ctx.live.len());
+    debug!("conn={} opened peer={peer} (open: {})", conn.id, ctx.live.len());
     let mut buf = vec![0; ECHO_BUFFER];
     let mut echoed = echo_blocking(conn.stream(), conn.id, &mut buf, ctx.framer, &ctx.shutdown, &ctx.stats);
     match echoed.end {
@@ -150,7 +150,7 @@ pub fn serve_connection(conn: Registered, peer: Peer, ctx: &Context) {
         info!("{peer}: {when} in the middle of a frame: discarded its {} bytes", echoed.discarded);
     }
     debug!(
-        "{} closed ({}) peer={peer} read={} echoed={} unsent={}",
+        "conn={} closed ({}) peer={peer} read={} echoed={} unsent={}",
         conn.id,
         echoed.end,
         echoed.counts.bytes_in(),

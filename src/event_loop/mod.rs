@@ -22,6 +22,7 @@
 
 mod accept;
 mod connection;
+mod names;
 mod udp;
 
 pub use udp::UdpEcho;
@@ -37,11 +38,12 @@ use slab::Slab;
 
 use crate::config::ServerConfig;
 use crate::lifecycle::linger::LINGER_CHECK;
-use crate::lifecycle::{Admission, ConnId, IdleTimers, release_crowd};
+use crate::lifecycle::{Admission, ConnId, IdleTimers, release_crowd, wait_limit};
 use crate::net::{AcceptBackoff, Listener, StdListener, interrupted};
 use crate::shutdown::ShutdownHandle;
 use crate::stats::{IoTally, Stats};
 use connection::{Connection, Drain, ReadStop};
+use names::{readiness, token_name};
 
 /// The listening socket's token. Slab keys count up from 0, so the top of the range is free.
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -73,9 +75,11 @@ fn shutdown_waker(poll: &Poll, shutdown: &ShutdownHandle) -> io::Result<Arc<Wake
 /// no events, which the loop treats as it treats a timeout: nothing happened, go round.
 fn wait(poll: &mut Poll, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
     match poll.poll(events, timeout) {
-        Err(e) if interrupted(&e) => Ok(()), // mio cleared `events` before waiting
-        result => result,
+        Ok(()) => trace!("poll: events={} (timeout {})", events.iter().count(), wait_limit(timeout)),
+        Err(e) if interrupted(&e) => {} // mio cleared `events` before waiting
+        Err(e) => return Err(e),
     }
+    Ok(())
 }
 
 /// What an event says a connection may do. Flags are hints: a hang-up or an error is
@@ -202,14 +206,7 @@ impl EventLoop {
 
     /// One readiness event to the one place that handles it.
     fn dispatch(&mut self, event: &Event, now: Instant) {
-        trace!(
-            "event token={} readable={} writable={} read_closed={} error={}",
-            event.token().0,
-            event.is_readable(),
-            event.is_writable(),
-            event.is_read_closed(),
-            event.is_error()
-        );
+        trace!("event {}: {}", token_name(event.token()), readiness(event));
         match event.token() {
             LISTENER => self.accept_ready(now),
             WAKER => self.begin_shutdown(now),

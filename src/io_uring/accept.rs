@@ -45,6 +45,7 @@ impl UringLoop {
         if !self.accept_armed {
             return Ok(());
         }
+        trace!("queue cancel of the accept on LISTENER");
         self.ring.cancel(Op::Accept)
     }
 
@@ -59,9 +60,9 @@ impl UringLoop {
             return self.arm_accept();
         }
         let e = io::Error::from_raw_os_error(-result);
-        if would_block(&e) || -result == libc::ECANCELED {
-            trace!("accept: {e}"); // nothing to accept now, or our own cancel
-        } else if self.accept_backoff.failed(&e, now) == AfterAcceptError::Pause {
+        // Nothing to accept now, or our own cancel: no failure (the completion's trace names it).
+        let failed = !(would_block(&e) || -result == libc::ECANCELED);
+        if failed && self.accept_backoff.failed(&e, now) == AfterAcceptError::Pause {
             self.cancel_accept()?; // the connection is still queued; accepting would fail again
         }
         self.arm_accept()
@@ -92,7 +93,7 @@ impl UringLoop {
         }
         entry.insert(conn);
         self.stats.connection_opened();
-        debug!("key={key} opened peer={peer} (open: {})", self.connections.len());
+        debug!("fd={fd} opened peer={peer} (open: {})", self.connections.len());
         self.advance(key)
     }
 }
