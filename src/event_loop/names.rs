@@ -1,7 +1,8 @@
 //! How the trace names what the loop sees, so a student can follow one connection through
 //! `RUST_LOG=echoloop=trace`: a connection is always `token=N` (its token, which is its slab
-//! key), the reserved tokens go by their role (`LISTENER`, `WAKER`) rather than as
-//! 18446744073709551614, and an event lists the readiness it reports in words.
+//! key), the reserved tokens go by their role (`WAKER`, and `LISTENER` with the address it
+//! listens on) rather than as 18446744073709551614, and an event lists the readiness it
+//! reports in words.
 //!
 //! Each name is a small `Display` value built inside the `trace!` call, so a disabled
 //! trace formats nothing.
@@ -11,21 +12,25 @@ use std::fmt;
 use mio::Token;
 use mio::event::Event;
 
-use super::{LISTENER, WAKER};
+use super::listeners::{Endpoint, Source};
 
-/// `token` as the trace names it: `LISTENER`, `WAKER`, or `token=N` for a connection.
-pub(super) fn token_name(token: Token) -> impl fmt::Display {
-    TokenName(token)
+/// `token` as the trace names it, in a loop with these listeners: `WAKER`,
+/// `LISTENER 127.0.0.1:7878` (a listener by its address), or `token=N` for a connection.
+pub(super) fn token_name(token: Token, endpoints: &[Endpoint]) -> impl fmt::Display + '_ {
+    TokenName { token, endpoints }
 }
 
-struct TokenName(Token);
+struct TokenName<'a> {
+    token: Token,
+    endpoints: &'a [Endpoint],
+}
 
-impl fmt::Display for TokenName {
+impl fmt::Display for TokenName<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            LISTENER => f.write_str("LISTENER"),
-            WAKER => f.write_str("WAKER"),
-            Token(key) => write!(f, "token={key}"),
+        match Source::of(self.token, self.endpoints.len()) {
+            Source::Waker => f.write_str("WAKER"),
+            Source::Listener(i) => write!(f, "LISTENER {}", self.endpoints[i].addr),
+            Source::Connection(Token(key)) => write!(f, "token={key}"),
         }
     }
 }
@@ -63,12 +68,27 @@ impl fmt::Display for Readiness<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::addr::ListenAddr;
+    use crate::config::ServerConfig;
+    use crate::event_loop::listeners::{WAKER, listener_token};
+    use crate::listening::Listening;
+    use crate::net::{ListenSocket, StdListener};
 
     #[test]
     fn reserved_tokens_go_by_their_role_and_connections_by_their_token() {
-        assert_eq!(token_name(LISTENER).to_string(), "LISTENER");
-        assert_eq!(token_name(WAKER).to_string(), "WAKER");
-        assert_eq!(token_name(Token(7)).to_string(), "token=7");
+        let poll = mio::Poll::new().unwrap();
+        let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = socket.local_addr().unwrap();
+        let listening = Listening {
+            socket: ListenSocket::Stream(StdListener::Tcp(socket)),
+            addr: ListenAddr::Tcp(addr),
+            stats: Default::default(),
+        };
+        let config = ServerConfig::default();
+        let endpoints = [Endpoint::new(listening, 0, &config, poll.registry()).unwrap()];
+        assert_eq!(token_name(listener_token(0), &endpoints).to_string(), format!("LISTENER {addr}"));
+        assert_eq!(token_name(WAKER, &endpoints).to_string(), "WAKER");
+        assert_eq!(token_name(Token(7), &endpoints).to_string(), "token=7");
     }
 
     #[test]

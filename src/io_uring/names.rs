@@ -3,7 +3,8 @@
 //!
 //! - a connection is always `fd=N`, its descriptor: what every request about it names, and
 //!   what the accept completion that brought it returned;
-//! - the listener and the shutdown eventfd go by their roles, `LISTENER` and `WAKER`;
+//! - a listener goes by its role and its address, `LISTENER 127.0.0.1:7878`, and the
+//!   shutdown eventfd by its role, `WAKER`;
 //! - a completion says which request finished and how, `completion fd=9 recv n=6 (buffer 0)`,
 //!   with `(more)` when a multishot request stays armed; an error is named as the man pages
 //!   name it (`ECANCELED`), not as a negative number.
@@ -18,28 +19,40 @@ use std::os::fd::RawFd;
 use io_uring::cqueue;
 use slab::Slab;
 
+use super::Acceptor;
 use super::connection::Connection;
 use super::op::Op;
+use crate::addr::ListenAddr;
 
 /// `cqe` as the trace names it: the request it completes (looking the connection's
-/// descriptor up in `connections`) and its outcome.
-pub(super) fn completion(cqe: &cqueue::Entry, connections: &Slab<Connection>) -> impl fmt::Display {
+/// descriptor up in `connections`, a listener's address in `acceptors`) and its outcome.
+pub(super) fn completion<'a>(
+    cqe: &cqueue::Entry,
+    connections: &Slab<Connection>,
+    acceptors: &'a [Acceptor],
+) -> impl fmt::Display + 'a {
     let (user_data, flags) = (cqe.user_data(), cqe.flags());
     let op = Op::decode(user_data);
     let fd = match op {
         Some(Op::Recv(key) | Op::Send(key)) => connections.get(key).map(Connection::fd),
         _ => None,
     };
+    let listener = match op {
+        Some(Op::Accept(i)) => acceptors.get(i).map(|acceptor| &acceptor.addr),
+        _ => None,
+    };
     let (more, bid) = (cqueue::more(flags), cqueue::buffer_select(flags));
-    Completion { user_data, op, fd, result: cqe.result(), more, bid }
+    Completion { user_data, op, fd, listener, result: cqe.result(), more, bid }
 }
 
 /// One completion, with what the trace needs to name it.
-struct Completion {
+struct Completion<'a> {
     user_data: u64,
     op: Option<Op>,
     /// The connection's descriptor, for a recv or a send of a connection still in the slab.
     fd: Option<RawFd>,
+    /// The listener's address, for an accept.
+    listener: Option<&'a ListenAddr>,
     result: i32,
     /// A multishot request that stays armed.
     more: bool,
@@ -47,7 +60,7 @@ struct Completion {
     bid: Option<u16>,
 }
 
-impl Completion {
+impl Completion<'_> {
     /// The connection's name, or the slot's if it is free (never expected: the loop warns).
     fn conn(&self, key: usize) -> ConnName {
         ConnName { fd: self.fd, key }
@@ -69,11 +82,19 @@ impl fmt::Display for ConnName {
     }
 }
 
-impl fmt::Display for Completion {
+impl fmt::Display for Completion<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (self.op, self.result) {
-            (Some(Op::Accept), fd) if fd >= 0 => write!(f, "accept on LISTENER: fd={fd}")?,
-            (Some(Op::Accept), e) => write!(f, "accept on LISTENER: {}", errno(e))?,
+            (Some(Op::Accept(i)), result) => {
+                match self.listener {
+                    Some(addr) => write!(f, "accept on LISTENER {addr}: ")?,
+                    None => write!(f, "accept on listener {i} (unknown): ")?,
+                }
+                match result {
+                    fd if fd >= 0 => write!(f, "fd={fd}")?,
+                    e => write!(f, "{}", errno(e))?,
+                }
+            }
             (Some(Op::Wake), mask) if mask >= 0 => f.write_str("poll on WAKER: readable")?,
             (Some(Op::Wake), e) => write!(f, "poll on WAKER: {}", errno(e))?,
             (Some(Op::Cancel), n) if n >= 0 => write!(f, "cancel: result={n}")?,
@@ -130,12 +151,15 @@ mod tests {
 
     fn shown(op: Option<Op>, fd: Option<RawFd>, result: i32, more: bool, bid: Option<u16>) -> String {
         let user_data = op.map_or(0xdead_0000, Op::encode);
-        Completion { user_data, op, fd, result, more, bid }.to_string()
+        let listener = ListenAddr::Tcp("127.0.0.1:7878".parse().unwrap());
+        let listener = matches!(op, Some(Op::Accept(0))).then_some(&listener);
+        Completion { user_data, op, fd, listener, result, more, bid }.to_string()
     }
 
     #[test]
     fn a_completion_names_its_connection_by_descriptor_and_its_outcome_in_words() {
-        assert_eq!(shown(Some(Op::Accept), None, 9, true, None), "accept on LISTENER: fd=9 (more)");
+        let accepted = shown(Some(Op::Accept(0)), None, 9, true, None);
+        assert_eq!(accepted, "accept on LISTENER 127.0.0.1:7878: fd=9 (more)");
         assert_eq!(shown(Some(Op::Recv(0)), Some(9), 6, false, Some(3)), "fd=9 recv n=6 (buffer 3)");
         assert_eq!(shown(Some(Op::Recv(0)), Some(9), 0, false, None), "fd=9 recv n=0 (EOF)");
         assert_eq!(shown(Some(Op::Recv(0)), Some(9), -libc::ENOBUFS, false, None), "fd=9 recv ENOBUFS");

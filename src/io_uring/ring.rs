@@ -210,10 +210,9 @@ impl Ring {
     }
 
     /// Queue the multishot accept on `listener`: a completion per accepted connection.
-    pub(super) fn accept_multishot(&mut self, listener: RawFd) -> io::Result<()> {
-        log::trace!("queue accept on LISTENER (multishot: a completion per connection)");
+    pub(super) fn accept_multishot(&mut self, listener: RawFd, op: Op) -> io::Result<()> {
         let accept = opcode::AcceptMulti::new(Fd(listener)).flags(libc::SOCK_CLOEXEC);
-        self.push_pointerless(&accept.build().user_data(Op::Accept.encode()))
+        self.push_pointerless(&accept.build().user_data(op.encode()))
     }
 
     /// Queue a poll for `fd` becoming readable (the shutdown eventfd).

@@ -12,6 +12,10 @@
 //! - `linger.rs`: when a connection the server ends must linger before it closes, and when
 //!   it may close.
 //!
+//! A datagram has a life too, shorter: it is counted, then answered, unless it comes from a
+//! port never answered ([`admit_datagram`], for the event loop's UDP sockets and the blocking
+//! models' UDP thread alike).
+//!
 //! Nothing here knows how a model waits: no `mio`, no ring, no thread. A connection is
 //! named by a plain [`ConnId`].
 
@@ -20,9 +24,14 @@ mod idle;
 pub mod linger;
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::time::Duration;
 
+use log::debug;
 use slab::Slab;
+
+use crate::net::RESERVED_SOURCE_PORTS;
+use crate::stats::{Datagrams, IoTally};
 
 pub use admission::Admission;
 pub use idle::IdleTimers;
@@ -53,6 +62,21 @@ impl fmt::Display for WaitLimit {
             Some(timeout) => write!(f, "{}ms", timeout.as_micros().div_ceil(1000)),
         }
     }
+}
+
+/// A datagram of `n` bytes arrived from `from`: count it read, and say whether to answer it.
+/// One from a port never answered (0, or a small service's: two echo services must not be
+/// set answering each other) is dropped, and counted as dropped and its bytes as unsent.
+pub fn admit_datagram(n: usize, from: SocketAddr, tally: &mut IoTally, datagrams: &mut Datagrams) -> bool {
+    tally.reads += 1;
+    tally.bytes_read += n as u64;
+    if !RESERVED_SOURCE_PORTS.contains(&from.port()) {
+        return true;
+    }
+    debug!("udp: dropped a datagram from {from}: source port {} is never answered", from.port());
+    datagrams.dropped_reserved_port += 1;
+    tally.bytes_unsent += n as u64;
+    false
 }
 
 /// Slab slots a loop keeps when its last connection closes; a larger slab is shrunk.

@@ -158,9 +158,10 @@ fn record_session(session: &Session) -> String {
     trace
 }
 
-/// The descriptor the io-uring model's accept returned (`accept on LISTENER: fd=9`), if any.
+/// The descriptor the io-uring model's accept returned (`accept on LISTENER ADDR: fd=9`), if any.
 fn accepted_fd(log: &str) -> Option<u32> {
-    let after = log.split("accept on LISTENER: fd=").nth(1)?;
+    let line = log.lines().find(|line| line.contains("completion accept on LISTENER"))?;
+    let after = line.split(": fd=").nth(1)?;
     after.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
 }
 
@@ -217,7 +218,8 @@ fn normalise_drops_the_timestamp_the_ports_and_the_descriptor() {
         normalise("[INFO  x] serving 127.0.0.1:37019", 37019, 1, None),
         "[INFO  x] serving 127.0.0.1:<port>"
     );
-    let log = "[2026-11-30T06:02:54Z TRACE echoloop::io_uring] completion accept on LISTENER: fd=8 (more)";
+    let log = "[2026-11-30T06:02:54Z TRACE echoloop::io_uring] completion accept on LISTENER \
+               127.0.0.1:37019: fd=8 (more)";
     assert_eq!(accepted_fd(log), Some(8));
     assert_eq!(
         normalise("[TRACE x] queue send fd=8 n=6 from fd=80, fd=8", 1, 2, Some(8)),
