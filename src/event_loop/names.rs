@@ -99,6 +99,6 @@ mod tests {
         let mut events = mio::Events::with_capacity(4);
         poll.poll(&mut events, Some(std::time::Duration::from_secs(5))).unwrap();
         let event = events.iter().next().expect("the waker's event");
-        assert_eq!(format!("{} {}", token_name(event.token()), readiness(event)), "WAKER readable");
+        assert_eq!(format!("{} {}", token_name(event.token(), &[]), readiness(event)), "WAKER readable");
     }
 }

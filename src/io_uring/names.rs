@@ -165,10 +165,10 @@ mod tests {
         assert_eq!(shown(Some(Op::Recv(0)), Some(9), -libc::ENOBUFS, false, None), "fd=9 recv ENOBUFS");
         assert_eq!(shown(Some(Op::Send(4)), Some(9), 6, false, None), "fd=9 send n=6");
         assert_eq!(shown(Some(Op::Send(4)), None, 6, false, None), "slot 4 (free) send n=6");
-        assert_eq!(
-            shown(Some(Op::Accept), None, -libc::ECANCELED, false, None),
-            "accept on LISTENER: ECANCELED"
-        );
+        let cancelled = shown(Some(Op::Accept(0)), None, -libc::ECANCELED, false, None);
+        assert_eq!(cancelled, "accept on LISTENER 127.0.0.1:7878: ECANCELED");
+        let unknown = shown(Some(Op::Accept(3)), None, 9, false, None);
+        assert_eq!(unknown, "accept on listener 3 (unknown): fd=9");
         assert_eq!(shown(Some(Op::Wake), None, 1, false, None), "poll on WAKER: readable");
         assert_eq!(shown(None, None, 0, false, None), "of unknown user_data 0xdead0000: result=0");
     }
