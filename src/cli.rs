@@ -89,8 +89,8 @@ pub struct ServeArgs {
     /// SO_REUSEPORT (event-loop; TCP and UDP).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: u16,
-    /// Connections served at once, over every listener (per worker); more are accepted and
-    /// closed at once.
+    /// Connections served at once by the whole process (every listener, every worker); more
+    /// are accepted and closed at once.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_connections: u64,
     /// Close a connection after SECS without any bytes moving (decimals allowed; 0 = off).

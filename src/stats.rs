@@ -27,7 +27,7 @@ mod live;
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -75,6 +75,9 @@ pub struct Stats {
     dropped_reserved_port: AtomicU64,
     dropped_queue_full: AtomicU64,
     dropped_send_failed: AtomicU64,
+    /// Connections open in the whole process, on every worker and listener: what
+    /// `--max-connections` bounds. One counter shared by every [`Stats`] of a [`ServerStats`].
+    open_in_process: Arc<AtomicUsize>,
 }
 
 /// Reads and writes not yet added to a [`Stats`]: what one connection moved since it last
@@ -183,17 +186,36 @@ impl ConnCounts {
 }
 
 impl Stats {
-    /// A connection was accepted and will be served.
-    pub fn connection_opened(&self) {
+    /// Count a freshly accepted connection as open, if fewer than `max` are open in the
+    /// whole process (every worker, every listener); false, and nothing counted, if not.
+    /// The check and the count are one atomic step, so workers accepting at the same
+    /// moment cannot together pass the cap.
+    pub fn try_open(&self, max: usize) -> bool {
+        let reserved =
+            self.open_in_process.fetch_update(Relaxed, Relaxed, |open| (open < max).then_some(open + 1));
+        if reserved.is_err() {
+            return false;
+        }
         self.accepted.fetch_add(1, Relaxed);
         let active = self.active.fetch_add(1, Relaxed) + 1;
         self.peak.fetch_max(active, Relaxed);
+        true
     }
 
     /// A served connection closed. (Its bytes were counted as they moved, with
     /// [`Stats::publish`]; what it still held goes in as `bytes_unsent`.)
     pub fn connection_closed(&self) {
         self.active.fetch_sub(1, Relaxed);
+        self.open_in_process.fetch_sub(1, Relaxed);
+    }
+
+    /// A connection counted open by [`Stats::try_open`] could not be served after all (it
+    /// could not be registered, or no thread could be started for it): count it as
+    /// rejected instead.
+    pub fn open_failed(&self) {
+        self.accepted.fetch_sub(1, Relaxed);
+        self.connection_closed();
+        self.connection_rejected();
     }
 
     /// A connection over `--max-connections` was accepted and closed at once.
@@ -334,8 +356,13 @@ impl ServerStats {
             Some((_, stream)) => *stream,
             None => Counted::Datagrams,
         };
+        let open_in_process = Arc::default();
         ServerStats {
-            slots: (0..workers * listeners.len()).map(|_| Arc::default()).collect(),
+            slots: (0..workers * listeners.len())
+                .map(|_| {
+                    Arc::new(Stats { open_in_process: Arc::clone(&open_in_process), ..Stats::default() })
+                })
+                .collect(),
             listeners,
             counted,
             started: Instant::now(),
@@ -596,10 +623,10 @@ mod tests {
     #[test]
     fn peak_tracks_the_high_water_mark() {
         let stats = Stats::default();
-        stats.connection_opened();
-        stats.connection_opened();
+        assert!(stats.try_open(usize::MAX));
+        assert!(stats.try_open(usize::MAX));
         stats.connection_closed();
-        stats.connection_opened();
+        assert!(stats.try_open(usize::MAX));
         stats.connection_closed();
         stats.connection_rejected();
         stats.publish(&mut IoTally { reads: 2, bytes_read: 20, bytes_echoed: 15, ..IoTally::default() });
@@ -699,6 +726,21 @@ mod tests {
         assert_eq!((summary.reads, summary.frames), (6, Some(5)));
         assert!(summary.to_string().contains("echoed 0 bytes (5 frames)"), "{summary}");
     }
+
+    #[test]
+    fn the_connection_cap_is_shared_by_every_worker_and_listener() {
+        let stats =
+            ServerStats::with_listeners(2, vec![("a".into(), Counted::Reads), ("b".into(), Counted::Reads)]);
+        let (w0a, w1b) = (stats.slot(0, 0), stats.slot(1, 1));
+        assert!(w0a.try_open(2) && w1b.try_open(2));
+        assert!(!w0a.try_open(2) && !w1b.try_open(2), "a third connection anywhere is over the cap of 2");
+        w0a.connection_closed();
+        assert!(w1b.try_open(2), "a close on one worker frees a place for another");
+        w1b.open_failed(); // could not be served after all: counted rejected, place freed
+        assert!(w0a.try_open(2));
+        let summary = stats.summary();
+        assert_eq!((summary.connections, summary.rejected), (3, 1));
+    }
 }
 
 #[cfg(test)]
@@ -711,8 +753,8 @@ mod listener_tests {
         let listeners =
             vec![("127.0.0.1:7".to_string(), Counted::Reads), ("udp:127.0.0.1:7".into(), Counted::Datagrams)];
         let stats = ServerStats::with_listeners(2, listeners);
-        stats.slot(0, 0).connection_opened();
-        stats.slot(1, 0).connection_opened();
+        assert!(stats.slot(0, 0).try_open(usize::MAX));
+        assert!(stats.slot(1, 0).try_open(usize::MAX));
         stats.slot(1, 0).publish(&mut IoTally {
             reads: 1,
             bytes_read: 10,

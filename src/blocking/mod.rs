@@ -178,7 +178,7 @@ impl Context {
     /// Admit a fresh connection as every model does (the cap, the socket options, the
     /// timeouts) and register it; `None`, and the connection closed, if it may not be served.
     pub fn admit(&self, stream: BlockingStream, peer: Peer) -> Option<Registered> {
-        let admitted = self.admission.admit(self.live.len(), &stream.sock_ref(), stream.is_tcp(), || peer);
+        let admitted = self.admission.admit(&stream.sock_ref(), stream.is_tcp(), || peer);
         admitted.then(|| LiveConnections::register(&self.live, stream))
     }
 }
@@ -186,7 +186,6 @@ impl Context {
 /// Serve one registered connection to its end on the calling thread, then close it: the
 /// whole life of a connection in both models.
 pub fn serve_connection(conn: Registered, peer: Peer, ctx: &Context) {
-    ctx.stats.connection_opened();
     debug!("conn={} opened peer={peer} on {} (open: {})", conn.id, ctx.addr, ctx.live.len());
     let mut buf = vec![0; ECHO_BUFFER];
     let mut echoed = echo_blocking(conn.stream(), conn.id, &mut buf, ctx.framer, &ctx.shutdown, &ctx.stats);

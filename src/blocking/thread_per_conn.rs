@@ -59,7 +59,7 @@ fn admit(ctx: &Arc<Context>, stream: BlockingStream, peer: Peer) {
         // Out of threads or memory: the connection (dropped with the closure) is closed.
         // Like EMFILE on accept, the next spawn would fail too: pause instead of spinning.
         warn!("cannot start a thread for {peer}, closing it: {e}; pausing accepts for {ACCEPT_BACKOFF:?}");
-        ctx.stats.connection_rejected();
+        ctx.stats.open_failed();
         thread::sleep(ACCEPT_BACKOFF);
     }
 }

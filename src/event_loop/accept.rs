@@ -48,11 +48,11 @@ impl EventLoop {
     }
 
     /// Serve a connection freshly accepted on listener `i`, or close it at once if it may
-    /// not be served (dropping the stream closes it). `--max-connections` counts every
-    /// listener's connections: the slab holds them all.
+    /// not be served (dropping the stream closes it). `--max-connections` counts the
+    /// connections of the whole process (every listener, every worker): see `Admission`.
     fn admit(&mut self, i: usize, mut stream: Stream, peer: Peer, now: Instant) {
         let endpoint = &self.endpoints[i];
-        if !endpoint.admission.admit(self.connections.len(), &stream.sock_ref(), stream.is_tcp(), || peer) {
+        if !endpoint.admission.admit(&stream.sock_ref(), stream.is_tcp(), || peer) {
             return;
         }
         // Key first, register, then insert: if registering fails there is nothing to undo.
@@ -60,6 +60,7 @@ impl EventLoop {
         let token = Token(entry.key());
         if let Err(e) = self.poll.registry().register(&mut stream, token, READ) {
             warn!("accept: cannot register {peer}: {e}");
+            endpoint.stats.open_failed();
             return;
         }
         let (framer, cap) = (self.config.framer(), self.config.connection_cap());
@@ -67,7 +68,6 @@ impl EventLoop {
         if let Some(timers) = &mut self.idle {
             timers.start(ConnId(token.0), now);
         }
-        endpoint.stats.connection_opened();
         debug!(
             "token={} opened peer={peer} on {} (open: {})",
             token.0,

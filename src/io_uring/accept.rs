@@ -76,16 +76,15 @@ impl UringLoop {
     }
 
     /// Serve a descriptor freshly accepted on listener `i`, or close it at once if it may
-    /// not be served (dropping the stream closes it). `--max-connections` counts every
-    /// listener's connections: the slab holds them all.
+    /// not be served (dropping the stream closes it). `--max-connections` counts the
+    /// connections of the whole process (every listener, every worker): see `Admission`.
     fn admit(&mut self, i: usize, fd: RawFd, now: Instant) -> io::Result<()> {
         let acceptor = &self.acceptors[i];
         // SAFETY: `fd` was just accepted for us and nothing else owns it; the stream closes it.
         let stream = Stream::from_fd(unsafe { OwnedFd::from_raw_fd(fd) }, acceptor.is_tcp);
         // Multishot accept returns no address; it costs a `getpeername`, so we ask only when
         // a log line will show it: a refusal, or debug logging (here, and in `close`).
-        let open = self.connections.len();
-        if !acceptor.admission.admit(open, &stream.sock_ref(), stream.is_tcp(), || peer_of(&stream)) {
+        if !acceptor.admission.admit(&stream.sock_ref(), stream.is_tcp(), || peer_of(&stream)) {
             return Ok(());
         }
         let logged = log::log_enabled!(log::Level::Debug)
@@ -102,7 +101,6 @@ impl UringLoop {
         }
         entry.insert(conn);
         let acceptor = &self.acceptors[i];
-        acceptor.stats.connection_opened();
         debug!("fd={fd} opened peer={peer} on {} (open: {})", acceptor.addr, self.connections.len());
         self.advance(key)
     }
