@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use echoloop::{ClientOptions, Framing, ListenAddr, Model, ServerConfig, parse_secs, parse_size};
+use echoloop::{ClientOptions, Framing, ListenAddr, Model, ServerAddr, ServerConfig, parse_secs, parse_size};
 
 /// An echo server (RFC 862: TCP, Unix and UDP) built as a mio event loop, with the threaded
 /// and io_uring models beside it and a load generator to compare them.
@@ -36,7 +36,7 @@ pub enum Command {
     /// Load a server and measure it, verifying every echoed byte; or, with --compare,
     /// start each I/O model in turn and print a side-by-side table.
     #[cfg(feature = "bench")]
-    Bench(echoloop_bench::BenchArgs),
+    Bench(Box<echoloop_bench::BenchArgs>),
     /// Print the man page, echoloop(1), on stdout: every command with all of its options
     /// (`echoloop manpage | man -l -`).
     Manpage(ManpageArgs),
@@ -169,9 +169,10 @@ pub fn parse_frame_size(s: &str) -> Result<usize, String> {
 /// `echoloop client`.
 #[derive(Debug, Args)]
 pub struct ClientArgs {
-    /// The server: HOST:PORT, [V6]:PORT, PORT (= 127.0.0.1:PORT), unix:PATH, or udp:HOST:PORT
-    /// (each stdin line one datagram; each reply printed).
-    pub addr: ListenAddr,
+    /// The server, on this machine or another: HOST:PORT, [V6]:PORT, PORT (= 127.0.0.1:PORT),
+    /// NAME:PORT, unix:PATH, or udp:HOST:PORT (each stdin line one datagram; each reply
+    /// printed).
+    pub addr: ServerAddr,
     /// The server's framing: line (stdin's lines are the frames) or length (each stdin read
     /// cut into frames of at most --max-frame bytes). Only whole echoed frames are printed,
     /// payloads without their length.
@@ -183,6 +184,9 @@ pub struct ClientArgs {
     /// With udp: how long to wait for each reply before counting the datagram lost.
     #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_secs)]
     pub timeout: Duration,
+    /// How long a TCP connect may take before the client gives up.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
+    pub connect_timeout: Duration,
 }
 
 impl ClientArgs {
@@ -192,6 +196,7 @@ impl ClientArgs {
             .with_framing(self.framing)
             .with_max_frame(self.max_frame)
             .with_reply_timeout(self.timeout)
+            .with_connect_timeout(self.connect_timeout)
     }
 }
 

@@ -132,7 +132,7 @@ mod stats;
 mod units;
 
 pub use addr::{AddrParseError, DEFAULT_ADDR, ListenAddr};
-pub use client::{ClientOptions, run as run_client};
+pub use client::{ClientOptions, ServerAddr, run as run_client};
 pub use config::{Model, ServerConfig};
 pub use error::Error;
 pub use framing::{Framer, Framing, Rest, Split};

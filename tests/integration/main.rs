@@ -48,6 +48,11 @@ mod bench_compare;
 mod bench_frames;
 /// Open loop (`--rate`), `--mode churn`, `--connect-timeout`.
 mod bench_load;
+/// `--hdr-log` and `--csv` read back, `--find-max`, `--threads` with `--pin`.
+mod bench_logs;
+/// Any host: `bench` and `client` across a network of namespaces, by address and by name;
+/// connect failures in one line.
+mod bench_netns;
 /// The load generator and `--compare`: JSON, verification, corruption detection.
 mod bench_smoke;
 /// Chaos: well-behaved and hostile clients at once; no byte lost, no descriptor leaked.
