@@ -186,7 +186,7 @@ impl Context {
 /// Serve one registered connection to its end on the calling thread, then close it: the
 /// whole life of a connection in both models.
 pub fn serve_connection(conn: Registered, peer: Peer, ctx: &Context) {
-    debug!("{} opened peer={peer} on {} (open: {})", conn.id, ctx.addr, ctx.live.len());
+    debug!("conn={} opened peer={peer} on {} (open: {})", conn.id, ctx.addr, ctx.live.len());
     let mut buf = vec![0; ECHO_BUFFER];
     let mut echoed = echo_blocking(conn.stream(), conn.id, &mut buf, ctx.framer, &ctx.shutdown, &ctx.stats);
     match echoed.end {
@@ -212,9 +212,10 @@ pub fn serve_connection(conn: Registered, peer: Peer, ctx: &Context) {
         info!("{peer}: {when} in the middle of a frame: discarded its {} bytes", echoed.discarded);
     }
     debug!(
-        "{} closed ({}) peer={peer} read={} echoed={} unsent={}",
+        "conn={} closed ({}) peer={peer} on {} read={} echoed={} unsent={}",
         conn.id,
         echoed.end,
+        ctx.addr,
         echoed.counts.bytes_in(),
         echoed.counts.bytes_out(),
         echoed.counts.unsent() - echoed.discarded as u64

@@ -43,6 +43,7 @@
 mod accept;
 mod buffers;
 mod connection;
+mod names;
 mod op;
 mod ring;
 
@@ -219,7 +220,7 @@ impl UringLoop {
     /// One completion to the one place that handles it.
     fn dispatch(&mut self, cqe: &cqueue::Entry, now: Instant) -> io::Result<()> {
         let (result, flags) = (cqe.result(), cqe.flags());
-        trace!("completion {:?} result={result} more={}", Op::decode(cqe.user_data()), cqueue::more(flags));
+        trace!("completion {}", names::completion(cqe, &self.connections, &self.acceptors));
         match Op::decode(cqe.user_data()) {
             Some(Op::Accept(i)) if i < self.acceptors.len() => self.on_accept(i, result, flags, now),
             Some(Op::Wake) => self.on_wake(now),
@@ -297,11 +298,11 @@ impl UringLoop {
             (0, _) => conn.received_eof(),
             (e, _) => match -e {
                 libc::ENOBUFS => {
-                    trace!("key={key} recv: buffer ring empty, recv again");
+                    trace!("fd={} recv: the buffer ring was empty, recv again", conn.fd());
                     self.ring_empty += 1;
                 }
-                libc::EINTR | libc::EAGAIN => trace!("key={key} recv: nothing yet, recv again"),
-                libc::ECANCELED => trace!("key={key} recv cancelled ({:?})", conn.phase()),
+                libc::EINTR | libc::EAGAIN => trace!("fd={} recv: nothing yet, recv again", conn.fd()),
+                libc::ECANCELED => trace!("fd={} recv cancelled ({:?})", conn.fd(), conn.phase()),
                 errno => {
                     return Ok((bid, Some(format!("recv error: {}", io::Error::from_raw_os_error(errno)))));
                 }
@@ -367,7 +368,7 @@ impl UringLoop {
     /// holds and finish when the last completion is in (see [`UringLoop::advance`]).
     fn close(&mut self, key: usize, reason: &str) -> io::Result<()> {
         let conn = &mut self.connections[key];
-        debug!("key={key} closing ({reason}) peer={}", conn.peer());
+        debug!("fd={} closing ({reason}) peer={}", conn.fd(), conn.peer());
         if conn.begin_close() {
             self.ring.cancel_fd(conn.fd())?;
         }
@@ -385,7 +386,8 @@ impl UringLoop {
         acceptor.stats.connection_closed();
         let (bytes_in, bytes_out, owed) = conn.byte_counts();
         debug!(
-            "key={key} closed peer={} on {} read={bytes_in} echoed={bytes_out} unsent={owed}",
+            "fd={} closed peer={} on {} read={bytes_in} echoed={bytes_out} unsent={owed}",
+            conn.fd(),
             conn.peer(),
             acceptor.addr
         );
@@ -466,6 +468,7 @@ impl UringLoop {
             let conn = &mut self.connections[key];
             conn.stop_receiving();
             if conn.recv_armed() {
+                trace!("queue cancel of fd={} recv", conn.fd());
                 self.ring.cancel(Op::Recv(key))?;
             }
             self.advance(key)?;
