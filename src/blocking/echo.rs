@@ -109,13 +109,16 @@ pub fn echo_blocking(
                 echoed.discarded = held; // our SHUT_RD, not the client
                 break End::Shutdown;
             }
-            Ok(0) => break end_at_eof(stream, &buf[..held], framer, &mut echoed),
+            Ok(0) => {
+                trace!("conn={id} read EOF: client half-closed");
+                break end_at_eof(stream, &buf[..held], framer, &mut echoed);
+            }
             Ok(n) => n,
             Err(e) if timed_out(&e) => break End::IdleTimeout, // SO_RCVTIMEO expired
             Err(e) if interrupted(&e) => continue,             // a signal: retry
             Err(e) => break End::Error(e),
         };
-        trace!("{id} read n={n}");
+        trace!("conn={id} read n={n}");
         echoed.counts.read(n);
         let split = framer.split(&buf[..held], &buf[held..held + n]);
         echoed.counts.frames(split.frames);
@@ -126,7 +129,7 @@ pub fn echo_blocking(
         if let Err(end) = written {
             break end;
         }
-        trace!("{id} wrote n={whole}");
+        trace!("conn={id} wrote n={whole}");
         if let Rest::TooLarge(oversize) = split.rest {
             break End::TooLarge(oversize);
         }
@@ -209,12 +212,12 @@ pub fn linger_after_stop(stream: &BlockingStream, id: usize, buf: &mut [u8], unt
     // Ours already if the stop reached this socket; not yet if it came between the flag and
     // the registry's SHUT_RD. Either way reads stop blocking from here.
     if let Err(e) = stream.sock_ref().shutdown(Shutdown::Read) {
-        debug!("{id} linger: shutdown(Read): {e}"); // ENOTCONN: reset by the client
+        debug!("conn={id} linger: shutdown(SHUT_RD): {e}"); // ENOTCONN: reset by the client
         return;
     }
     while discard_queued(stream, id, buf) && !linger::done(&stream.sock_ref()) {
         if Instant::now() >= until {
-            debug!("{id} linger: grace period over");
+            debug!("conn={id} linger: grace period over");
             return;
         }
         thread::sleep(LINGER_CHECK);
@@ -228,10 +231,10 @@ fn discard_queued(stream: &BlockingStream, id: usize, buf: &mut [u8]) -> bool {
     loop {
         match reader.read(buf) {
             Ok(0) => return true, // nothing queued now
-            Ok(n) => trace!("{id} lingering: discarded n={n}"),
+            Ok(n) => trace!("conn={id} lingering: discarded n={n}"),
             Err(e) if interrupted(&e) => continue, // a signal: retry
             Err(e) => {
-                debug!("{id} linger: read: {e}");
+                debug!("conn={id} linger: read: {e}");
                 return false;
             }
         }

@@ -220,7 +220,7 @@ fn read_proxy_header(conn: &Registered, peer: Peer, ctx: &Context, buf: &mut [u8
 pub fn serve_connection(conn: Registered, peer: Peer, ctx: &Context) {
     let mut buf = vec![0; ECHO_BUFFER];
     let Some((peer, first)) = read_proxy_header(&conn, peer, ctx, &mut buf) else { return };
-    debug!("{} opened peer={peer} on {} (open: {})", conn.id, ctx.addr, ctx.live.len());
+    debug!("conn={} opened peer={peer} on {} (open: {})", conn.id, ctx.addr, ctx.live.len());
     let mut echoed =
         echo_blocking(conn.stream(), conn.id, &mut buf, first, ctx.framer, &ctx.shutdown, &ctx.stats);
     match echoed.end {
@@ -248,9 +248,10 @@ pub fn serve_connection(conn: Registered, peer: Peer, ctx: &Context) {
         info!("{peer}: {when} in the middle of a frame: discarded its {} bytes", echoed.discarded);
     }
     debug!(
-        "{} closed ({}) peer={peer} read={} echoed={} unsent={}",
+        "conn={} closed ({}) peer={peer} on {} read={} echoed={} unsent={}",
         conn.id,
         echoed.end,
+        ctx.addr,
         echoed.counts.bytes_in(),
         echoed.counts.bytes_out(),
         echoed.counts.unsent() - echoed.discarded as u64

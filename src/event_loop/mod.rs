@@ -29,6 +29,7 @@
 mod accept;
 mod connection;
 mod listeners;
+mod names;
 mod udp;
 
 use std::io;
@@ -43,7 +44,7 @@ use slab::Slab;
 use crate::config::ServerConfig;
 use crate::framing::Oversize;
 use crate::lifecycle::linger::LINGER_CHECK;
-use crate::lifecycle::{ConnId, IdleTimers, proxy_header, release_crowd};
+use crate::lifecycle::{ConnId, IdleTimers, proxy_header, release_crowd, wait_limit};
 use crate::listening::Listening;
 use crate::net::{AcceptBackoff, interrupted};
 use crate::notify::WatchdogTimer;
@@ -51,6 +52,7 @@ use crate::shutdown::ShutdownHandle;
 use crate::stats::ClientEvent;
 use connection::{Connection, Drain, ReadStop};
 use listeners::{Endpoint, Socket, Source, WAKER, listener_token};
+use names::{readiness, token_name};
 
 /// The shared read buffer: one per loop, not per connection. 64 KiB is what a loopback
 /// TCP segment burst typically delivers in one read, and what `peer-epoll` (crates/peers) uses.
@@ -77,9 +79,11 @@ fn shutdown_waker(poll: &Poll, shutdown: &ShutdownHandle) -> io::Result<Arc<Wake
 /// no events, which the loop treats as it treats a timeout: nothing happened, go round.
 fn wait(poll: &mut Poll, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
     match poll.poll(events, timeout) {
-        Err(e) if interrupted(&e) => Ok(()), // mio cleared `events` before waiting
-        result => result,
+        Ok(()) => trace!("poll: events={} (timeout {})", events.iter().count(), wait_limit(timeout)),
+        Err(e) if interrupted(&e) => {} // mio cleared `events` before waiting
+        Err(e) => return Err(e),
     }
+    Ok(())
 }
 
 /// What an event says a connection may do. Flags are hints: a hang-up or an error is
@@ -217,14 +221,7 @@ impl EventLoop {
 
     /// One readiness event to the one place that handles it.
     fn dispatch(&mut self, event: &Event, now: Instant) {
-        trace!(
-            "event token={} readable={} writable={} read_closed={} error={}",
-            event.token().0,
-            event.is_readable(),
-            event.is_writable(),
-            event.is_read_closed(),
-            event.is_error()
-        );
+        trace!("event {}: {}", token_name(event.token(), &self.endpoints), readiness(event));
         self.ready(event.token(), Ready::from_event(event), now);
     }
 

@@ -43,6 +43,7 @@
 mod accept;
 mod buffers;
 mod connection;
+mod names;
 mod op;
 mod ring;
 
@@ -227,7 +228,7 @@ impl UringLoop {
     /// One completion to the one place that handles it.
     fn dispatch(&mut self, cqe: &cqueue::Entry, now: Instant) -> io::Result<()> {
         let (result, flags) = (cqe.result(), cqe.flags());
-        trace!("completion {:?} result={result} more={}", Op::decode(cqe.user_data()), cqueue::more(flags));
+        trace!("completion {}", names::completion(cqe, &self.connections, &self.acceptors));
         match Op::decode(cqe.user_data()) {
             Some(Op::Accept(i)) if i < self.acceptors.len() => self.on_accept(i, result, flags, now),
             Some(Op::Wake) => self.on_wake(now),
@@ -315,11 +316,11 @@ impl UringLoop {
             (0, _) => conn.received_eof(),
             (e, _) => match -e {
                 libc::ENOBUFS => {
-                    trace!("key={key} recv: buffer ring empty, recv again");
+                    trace!("fd={} recv: the buffer ring was empty, recv again", conn.fd());
                     self.ring_empty += 1;
                 }
-                libc::EINTR | libc::EAGAIN => trace!("key={key} recv: nothing yet, recv again"),
-                libc::ECANCELED => trace!("key={key} recv cancelled ({:?})", conn.phase()),
+                libc::EINTR | libc::EAGAIN => trace!("fd={} recv: nothing yet, recv again", conn.fd()),
+                libc::ECANCELED => trace!("fd={} recv cancelled ({:?})", conn.fd(), conn.phase()),
                 errno => {
                     return Ok((bid, Some(format!("recv error: {}", io::Error::from_raw_os_error(errno)))));
                 }
@@ -390,14 +391,14 @@ impl UringLoop {
         let acceptor = &self.acceptors[conn.listener()];
         acceptor.stats.connection_opened();
         let open = self.connections.len();
-        debug!("key={key} opened peer={} on {} (open: {open})", conn.peer(), acceptor.addr);
+        debug!("fd={} opened peer={} on {} (open: {open})", conn.fd(), conn.peer(), acceptor.addr);
     }
 
     /// Close a connection: at once if the kernel holds nothing of it, else cancel what it
     /// holds and finish when the last completion is in (see [`UringLoop::advance`]).
     fn close(&mut self, key: usize, reason: &str) -> io::Result<()> {
         let conn = &mut self.connections[key];
-        debug!("key={key} closing ({reason}) peer={}", conn.peer());
+        debug!("fd={} closing ({reason}) peer={}", conn.fd(), conn.peer());
         if conn.awaiting_header() && conn.phase() != Phase::Closing {
             let stats = &self.acceptors[conn.listener()].stats;
             proxy_header::refused(stats, conn.peer(), reason, Instant::now()); // never served
@@ -424,7 +425,8 @@ impl UringLoop {
         }
         let (bytes_in, bytes_out, owed) = conn.byte_counts();
         debug!(
-            "key={key} closed peer={} on {} read={bytes_in} echoed={bytes_out} unsent={owed}",
+            "fd={} closed peer={} on {} read={bytes_in} echoed={bytes_out} unsent={owed}",
+            conn.fd(),
             conn.peer(),
             acceptor.addr
         );
@@ -525,6 +527,7 @@ impl UringLoop {
             }
             conn.stop_receiving();
             if conn.recv_armed() {
+                trace!("queue cancel of fd={} recv", conn.fd());
                 self.ring.cancel(Op::Recv(key))?;
             }
             self.advance(key)?;
