@@ -5,9 +5,10 @@
 //! crate a config starts from [`ServerConfig::new`] (or `default()`) and changes what it
 //! needs with the `with_*` methods, or by assigning a field.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::addr::ListenAddr;
+use crate::addr::{ListenAddr, first_repeated};
 use crate::framing::{Framer, Framing};
 
 /// Which I/O model serves the connections. (With the `cli` feature, `clap::ValueEnum` gives
@@ -55,13 +56,15 @@ impl Model {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ServerConfig {
-    /// Where to listen.
-    pub addr: ListenAddr,
+    /// Where to listen: one or more addresses of any kind (TCP, Unix, UDP), all served by
+    /// one process, in this order.
+    pub addrs: Vec<ListenAddr>,
     /// Which I/O model serves connections.
     pub model: Model,
     /// Independent event loops sharing the port through SO_REUSEPORT (event loop only).
     pub workers: usize,
-    /// Live connections per server (per worker); more are accepted and closed at once.
+    /// Live connections at once, over every listener (per worker with `workers > 1`); more
+    /// are accepted and closed at once.
     pub max_connections: usize,
     /// Close a connection after this long without any bytes moving; `None` = never.
     pub idle_timeout: Option<Duration>,
@@ -91,12 +94,26 @@ pub struct ServerConfig {
     /// in ring order, so in time every one is touched: `uring_buffers * uring_buffer_size`
     /// is a fixed cost (16 MiB by default), whatever the number of connections.
     pub uring_buffer_size: usize,
+    /// Every connection of a stream listener begins with a PROXY protocol header (v1 or
+    /// v2), as a load balancer sends it: consumed, never echoed, and the client it names is
+    /// the one logged.
+    pub proxy_protocol: bool,
+    /// With `proxy_protocol`: how long a connection has, from its accept, to send its whole
+    /// header; then it is closed and counted as refused.
+    pub proxy_timeout: Duration,
+    /// Serve Prometheus metrics (`/metrics`) and health checks (`/livez`, `/readyz`) over
+    /// HTTP at this address, from a thread of their own; `None` = off.
+    pub metrics: Option<SocketAddr>,
+    /// On SIGINT/SIGTERM, first a drain of up to this long: `/readyz` answers 503 while
+    /// everything else goes on, ended early when no connection is open; then the stop.
+    /// Zero: stop at once.
+    pub drain: Duration,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            addr: crate::addr::DEFAULT_ADDR.parse().expect("the default address parses"),
+            addrs: vec![crate::addr::DEFAULT_ADDR.parse().expect("the default address parses")],
             model: Model::EventLoop,
             workers: 1,
             max_connections: 10_000,
@@ -110,6 +127,10 @@ impl Default for ServerConfig {
             max_frame: 64 * 1024,
             uring_buffers: 256,
             uring_buffer_size: 64 * 1024,
+            proxy_protocol: false,
+            proxy_timeout: Duration::from_secs(5),
+            metrics: None,
+            drain: Duration::ZERO,
         }
     }
 }
@@ -131,11 +152,17 @@ pub(crate) use setters;
 impl ServerConfig {
     /// A default configuration listening on `addr`.
     pub fn new(addr: ListenAddr) -> Self {
-        ServerConfig { addr, ..ServerConfig::default() }
+        ServerConfig::default().with_addr(addr)
+    }
+
+    /// This, listening on `addr` alone.
+    #[must_use]
+    pub fn with_addr(self, addr: ListenAddr) -> Self {
+        self.with_addrs(vec![addr])
     }
 
     setters! {
-        with_addr => addr: ListenAddr,
+        with_addrs => addrs: Vec<ListenAddr>,
         with_model => model: Model,
         with_workers => workers: usize,
         with_max_connections => max_connections: usize,
@@ -149,6 +176,10 @@ impl ServerConfig {
         with_max_frame => max_frame: usize,
         with_uring_buffers => uring_buffers: usize,
         with_uring_buffer_size => uring_buffer_size: usize,
+        with_proxy_protocol => proxy_protocol: bool,
+        with_proxy_timeout => proxy_timeout: Duration,
+        with_metrics => metrics: Option<SocketAddr>,
+        with_drain => drain: Duration,
     }
 
     /// The framing with its limit, as a connection uses it.
@@ -186,15 +217,7 @@ impl ServerConfig {
                 self.framing.name()
             ));
         }
-        if self.workers > 1 && matches!(self.addr, ListenAddr::Unix(_)) {
-            return Err(format!(
-                "--workers {} needs a TCP address: SO_REUSEPORT does not apply to {}",
-                self.workers, self.addr
-            ));
-        }
-        if let ListenAddr::Udp(_) = self.addr {
-            self.validate_udp()?;
-        }
+        self.validate_addrs()?;
         self.validate_uring_buffers()?;
         if self.max_connections == 0 {
             return Err("--max-connections must be at least 1".into());
@@ -267,17 +290,53 @@ impl ServerConfig {
         Ok(())
     }
 
-    /// A `udp:` address: one event loop over one socket, and no stream to frame.
-    fn validate_udp(&self) -> Result<(), String> {
-        if self.model != Model::EventLoop {
+    /// At least one address, none twice; with `--workers`, none that SO_REUSEPORT cannot
+    /// share (a Unix path); UDP where the model serves it, without framing.
+    fn validate_addrs(&self) -> Result<(), String> {
+        if self.addrs.is_empty() {
+            return Err("no address to listen on".into());
+        }
+        if let Some(addr) = first_repeated(&self.addrs) {
+            return Err(format!("{addr} is given twice: each address is one listener"));
+        }
+        let unix = self.addrs.iter().find(|addr| matches!(addr, ListenAddr::Unix(_)));
+        if let Some(unix) = unix.filter(|_| self.workers > 1) {
             return Err(format!(
-                "a udp: address is served by the event loop only, not {} (a datagram needs no \
-                 thread of its own)",
-                self.model.name()
+                "--workers {} needs TCP or UDP addresses: SO_REUSEPORT does not apply to {unix}",
+                self.workers
             ));
         }
-        if self.workers > 1 {
-            return Err(format!("--workers {} needs a TCP address: a UDP echo is one socket", self.workers));
+        if let Some(udp) = self.addrs.iter().find(|addr| matches!(addr, ListenAddr::Udp(_))) {
+            self.validate_udp(udp)?;
+        }
+        self.validate_proxy_protocol()
+    }
+
+    /// `--proxy-protocol`: a stream listener to apply to (a datagram carries no header), and
+    /// a time limit.
+    fn validate_proxy_protocol(&self) -> Result<(), String> {
+        if !self.proxy_protocol {
+            return Ok(());
+        }
+        if self.addrs.iter().all(|addr| matches!(addr, ListenAddr::Udp(_))) {
+            return Err(format!(
+                "--proxy-protocol applies to stream listeners: {} carries no PROXY header",
+                self.addrs[0]
+            ));
+        }
+        if self.proxy_timeout.is_zero() {
+            return Err("--proxy-timeout must be more than 0 seconds".into());
+        }
+        Ok(())
+    }
+
+    /// A `udp:` address: a model that serves datagrams, and no stream to frame.
+    fn validate_udp(&self, udp: &ListenAddr) -> Result<(), String> {
+        if self.model == Model::IoUring {
+            return Err(format!(
+                "{udp}: the io-uring model serves TCP and Unix streams, not UDP; use event-loop, \
+                 thread-per-conn or blocking"
+            ));
         }
         if self.framing != Framing::Raw {
             return Err(format!(
@@ -325,6 +384,9 @@ mod tests {
         let mut config = ServerConfig::new("unix:/tmp/x.sock".parse().unwrap());
         config.workers = 2;
         assert!(config.validate().unwrap_err().contains("SO_REUSEPORT"));
+        let mut config = ServerConfig::default().with_addrs(addrs(&["1", "udp:1"]));
+        config.workers = 2;
+        assert_eq!(config.validate(), Ok(()), "every worker gets a TCP and a UDP socket");
         let mut config = ServerConfig { workers: 2, model: Model::Blocking, ..Default::default() };
         assert!(config.validate().unwrap_err().contains("blocking"));
         config.workers = 0;
@@ -366,15 +428,38 @@ mod tests {
     }
 
     #[test]
-    fn udp_takes_the_event_loop_one_worker_and_no_framing() {
+    fn udp_is_served_by_every_model_but_io_uring_and_without_framing() {
         let udp = ServerConfig::new("udp:0".parse().unwrap());
         assert_eq!(udp.validate(), Ok(()));
-        let config = ServerConfig { model: Model::ThreadPerConn, ..udp.clone() };
-        assert!(config.validate().unwrap_err().contains("not thread-per-conn"));
+        for model in [Model::ThreadPerConn, Model::Blocking] {
+            assert_eq!(ServerConfig { model, ..udp.clone() }.validate(), Ok(()));
+        }
+        let config = ServerConfig { model: Model::IoUring, ..udp.clone() }.with_addrs(addrs(&["1", "udp:2"]));
+        assert!(config.validate().unwrap_err().contains("udp:127.0.0.1:2: the io-uring model"));
         let config = ServerConfig { workers: 2, ..udp.clone() };
-        assert!(config.validate().unwrap_err().contains("one socket"));
-        let config = ServerConfig { framing: Framing::Line, ..udp };
+        assert_eq!(config.validate(), Ok(()));
+        let config = ServerConfig { framing: Framing::Line, ..udp.clone() };
         assert!(config.validate().unwrap_err().contains("--framing line"));
+        let config = ServerConfig { proxy_protocol: true, ..udp.clone() };
+        assert!(config.validate().unwrap_err().contains("--proxy-protocol applies to stream listeners"));
+        let config = ServerConfig { proxy_protocol: true, ..udp }.with_addrs(addrs(&["1", "udp:2"]));
+        assert_eq!(config.validate(), Ok(()), "the stream listener takes the header, the UDP one not");
+    }
+
+    fn addrs(list: &[&str]) -> Vec<ListenAddr> {
+        list.iter().map(|addr| addr.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn addresses_are_listed_once_each() {
+        let config = ServerConfig::default().with_addrs(addrs(&["7007", "udp:7007", "unix:/tmp/e.sock"]));
+        assert_eq!(config.validate(), Ok(()));
+        let config = ServerConfig::default().with_addrs(addrs(&["7007", "udp:7007", "127.0.0.1:7007"]));
+        assert_eq!(
+            config.validate().unwrap_err(),
+            "127.0.0.1:7007 is given twice: each address is one listener"
+        );
+        assert!(ServerConfig::default().with_addrs(Vec::new()).validate().is_err());
     }
 
     #[test]
@@ -414,6 +499,9 @@ mod tests {
 
     #[test]
     fn zero_limits_are_rejected() {
+        let config =
+            ServerConfig { proxy_protocol: true, proxy_timeout: Duration::ZERO, ..Default::default() };
+        assert!(config.validate().unwrap_err().contains("--proxy-timeout"));
         let config = ServerConfig { max_pending: 0, ..Default::default() };
         assert!(config.validate().is_err());
         let config = ServerConfig { max_connections: 0, ..Default::default() };

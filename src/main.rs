@@ -14,7 +14,8 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser};
 use cli::{Cli, Command, ServeArgs};
 use echoloop::{
-    ActivationEnv, Error, ExitReason, Server, ServerConfig, ShutdownHandle, StatsRequests, StopCause, Summary,
+    ActivationEnv, Error, ExitReason, Notifier, Server, ServerConfig, ShutdownHandle, StatsRequests,
+    StopCause, Summary,
 };
 use log::{info, warn};
 
@@ -72,16 +73,16 @@ fn serve(args: &ServeArgs) -> Result<(), Error> {
     finish(args, &summary, result.map(drop), &shutdown)
 }
 
-/// Serve the socket the service manager passed, if it passed one; else bind our own.
+/// Serve the sockets the service manager passed, if it passed any; else bind our own.
 fn start(args: &ServeArgs, shutdown: ShutdownHandle) -> Result<Server, Error> {
     // First, while this is the only thread and before anything opens a descriptor, take
-    // what the service manager passed: the variables, unset, and the socket, adopted.
+    // what the service manager passed: the variables, unset, and the sockets, adopted.
     let activation = take_activation_env();
     // SAFETY: nothing in this process has opened or adopted a descriptor yet (we only
     // parsed arguments and set up logging), so fd 3, if open, is what our parent left us.
     // (Were it taken later, the signal thread's own socket could be given fd 3 when the
     // parent left it closed, and we would adopt that.)
-    let inherited = unsafe { echoloop::take_inherited_socket(&activation) }?;
+    let inherited = unsafe { echoloop::take_inherited_sockets(&activation) }?;
     // Then handle signals before binding: a SIGTERM that arrives while we bind, or right
     // after whoever reads `listening on` sees it, must find the graceful handler, not the
     // default action (death). A stop requested before the server runs is carried out as
@@ -89,28 +90,34 @@ fn start(args: &ServeArgs, shutdown: ShutdownHandle) -> Result<Server, Error> {
     let stats_requests = StatsRequests::new();
     echoloop::handle_signals(&shutdown, &stats_requests)?;
     let config = args.to_config();
-    raise_descriptor_limit(&config);
-    let server = match inherited {
-        None => Server::bind_with(&config, shutdown)?,
-        Some(socket) => {
-            if let Some(addr) = &args.addr {
-                warn!("socket activation: ignoring {addr}, serving the socket the service manager passed");
-            }
-            Server::inherit(socket, &config, shutdown)?
+    // Every connection is a descriptor: raise the soft limit before anything is accepted,
+    // and say what we got once the server is bound (a refusal stays one line).
+    let limit = echoloop::raise_descriptor_limit();
+    let server = match (inherited.first(), args.addrs.first()) {
+        (None, _) => Server::bind_with(&config, shutdown)?,
+        (Some(passed), Some(given)) => {
+            return Err(Error::Usage(format!(
+                "socket activation: the service manager passed {} socket(s) ({} first) and the \
+                 command line names {given} too: serve one or the other (no ADDR in ExecStart=, \
+                 or no socket unit)",
+                inherited.len(),
+                passed.description()
+            )));
         }
+        (Some(_), None) => Server::inherit(inherited, &config, shutdown)?,
     };
-    Ok(server.with_stats_requests(stats_requests))
+    log_descriptor_limit(limit, &config);
+    Ok(server.with_stats_requests(stats_requests).with_notifier(Notifier::from_env()))
 }
 
-/// Raise the soft descriptor limit to the hard one (every connection is a descriptor, and a
-/// soft limit of 1024 is common), log what we got, and warn if `--max-connections` cannot
-/// fit under it. A failure is a warning: the server still runs, within the old limit.
-fn raise_descriptor_limit(config: &ServerConfig) {
-    match echoloop::raise_descriptor_limit() {
+/// Log the descriptor limit raised at start (the soft limit is often 1024; it is now the
+/// hard one), and warn if `--max-connections` (the whole process's) cannot fit under it. A
+/// failure to raise it is a warning: the server still runs, within the old limit.
+fn log_descriptor_limit(limit: io::Result<echoloop::DescriptorLimit>, config: &ServerConfig) {
+    match limit {
         Ok(limit) => {
             info!("{limit}");
-            let allowed = config.max_connections.saturating_mul(config.workers.max(1));
-            if let Some(shortfall) = limit.shortfall(allowed as u64) {
+            if let Some(shortfall) = limit.shortfall(config.max_connections as u64) {
                 warn!("{shortfall}");
             }
         }
@@ -118,10 +125,17 @@ fn raise_descriptor_limit(config: &ServerConfig) {
     }
 }
 
-/// The one line on stdout: where we listen, flushed at once for whoever waits for it.
+/// A `listening on` line per listener on stdout, in order (then, with `--metrics`, where
+/// the metrics are), flushed at once for whoever waits for them, all before any listener
+/// is served.
 fn announce(server: &Server) -> Result<(), Error> {
     let mut stdout = io::stdout().lock();
-    writeln!(stdout, "listening on {}", server.local_addr())?;
+    for addr in server.local_addrs() {
+        writeln!(stdout, "listening on {addr}")?;
+    }
+    if let Some(metrics) = server.metrics_addr() {
+        writeln!(stdout, "metrics on http://{metrics}/metrics")?;
+    }
     stdout.flush()?;
     Ok(())
 }

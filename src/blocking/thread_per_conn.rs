@@ -32,6 +32,7 @@ use super::accept::accept_until_shutdown;
 use super::registry::Registered;
 use super::{Context, serve_connection};
 use crate::net::{ACCEPT_BACKOFF, BlockingStream, Peer, StdListener};
+use crate::notify::WatchdogTimer;
 
 /// Stack size of a connection thread: 64 KiB instead of glibc's default 8 MiB.
 ///
@@ -44,13 +45,13 @@ use crate::net::{ACCEPT_BACKOFF, BlockingStream, Peer, StdListener};
 /// 640 MiB reserved, with room to spare for the frames above.
 pub const CONNECTION_STACK: usize = 64 * 1024;
 
-/// Serve with one thread per connection until a stop is requested and the connections
-/// have finished (or the grace period is over).
-pub fn serve(listener: Arc<StdListener>, ctx: &Arc<Context>) {
-    accept_until_shutdown(&listener, &ctx.shutdown, |stream, peer| admit(ctx, stream, peer));
+/// Accept on `listener`, giving each connection a thread of its own, until a stop is
+/// requested (the caller then waits for the connections, every listener's at once).
+pub fn serve(listener: Arc<StdListener>, ctx: &Arc<Context>, watchdog: Option<WatchdogTimer>) {
+    accept_until_shutdown(&listener, &ctx.shutdown, &ctx.stats, watchdog, |stream, peer| {
+        admit(ctx, stream, peer)
+    });
     drop(listener); // stop listening now: closes the socket (and removes a Unix socket file)
-    ctx.live.begin_shutdown(ctx.shutdown_grace); // done already if the waker got there first
-    ctx.live.drain(ctx.shutdown_grace);
 }
 
 /// Give a fresh connection its own thread, or close it at once if it may not be served.
@@ -64,7 +65,7 @@ fn admit(ctx: &Arc<Context>, stream: BlockingStream, peer: Peer) {
              (threads are limited by ulimit -u, kernel.threads-max, kernel.pid_max, and vm.max_map_count: \
              each thread maps a stack and a signal stack, with a guard page each)"
         );
-        ctx.stats.connection_rejected();
+        ctx.not_served();
         thread::sleep(ACCEPT_BACKOFF);
     }
 }

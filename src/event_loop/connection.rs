@@ -18,22 +18,25 @@
 //! **What a connection costs.** Most connections, most of the time, hold no byte: they wait
 //! for their client. So a [`Connection`] is only what every connection needs at every
 //! moment, 32 bytes: the socket, when bytes last moved, where it is in its life, the
-//! interest registered, and one pointer to the bytes it holds ([`Held`]: pending echoes, a
-//! frame's start), which is allocated when the first byte must wait and freed when the last
-//! one has gone. What is the same for every connection (the framing, the cap, the read
+//! interest registered, which listener accepted it, and one pointer to what it needs only
+//! now and then ([`Extras`]: pending echoes, a frame's start, a PROXY header being read, the
+//! client that header named), which is allocated when first needed and freed when it holds
+//! nothing any more. What is the same for every connection (the framing, the cap, the read
 //! buffer) and what is true only during one call (its token, the time, the turn's counts)
 //! the loop lends it as a [`Turn`]. The client's address is asked of the kernel for the rare
 //! log line that shows it. docs/design.md ("What a connection costs") has the byte count.
 
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, ErrorKind, IoSlice, Read, Write};
 
-use log::{info, trace, warn};
+use log::{info, trace};
 use mio::{Interest, Token};
 
 use crate::buffer::{PartialFrame, PendingBuf};
-use crate::framing::{AtEof, Framer, Rest};
+use crate::framing::{AtEof, Framer, Oversize, Rest};
+use crate::lifecycle::proxy_header::{self, HeaderStep};
 use crate::lifecycle::{Stamp, linger};
-use crate::net::{Stream, interrupted, would_block};
+use crate::net::{Peer, Stream, interrupted, would_block};
+use crate::proxy_protocol::ProxyDecoder;
 use crate::stats::IoTally;
 
 /// Reads one connection may do per readiness event before the loop moves on to others.
@@ -51,6 +54,9 @@ pub const READ: Interest = Interest::READABLE.add(Interest::PRIORITY);
 /// interest (see [`Connection::interest`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
+    /// `--proxy-protocol`: reading the PROXY header, echoing nothing yet
+    /// (`crate::lifecycle::proxy_header`).
+    Header,
     /// Reading and echoing.
     Open,
     /// The client half-closed (read returned 0): finish the echo, then close.
@@ -94,6 +100,9 @@ pub enum ReadStop {
     /// The per-event budget ran out with data possibly still waiting. Edge-triggered
     /// readiness will not report it again, so the loop must come back on its own.
     BudgetSpent,
+    /// A frame was over `--max-frame` (this one): reading stopped; the frames before it go
+    /// out, then the connection closes. (The loop counts it and logs it through the throttle.)
+    FrameTooLarge(Oversize),
 }
 
 /// What the loop lends the connection it is serving: what every connection shares (the
@@ -119,21 +128,25 @@ pub struct Turn<'a> {
 pub struct Connection {
     /// The non-blocking socket: its descriptor, and whether it is TCP or Unix.
     stream: Stream,
-    /// When bytes last moved in either direction (for the idle timeout).
+    /// When bytes last moved in either direction (for the idle timeout); in the
+    /// [`Phase::Header`] phase, the accept (for `--proxy-timeout`).
     last_active: Stamp,
-    /// The bytes it holds between events; `None` (no heap memory) while it holds none.
-    held: Option<Box<Held>>,
+    /// What it needs only now and then; `None` (no heap memory) while that is nothing.
+    extras: Option<Box<Extras>>,
+    /// Which of the loop's listeners accepted it (where its counts go).
+    listener: u16,
     /// Decides, with what is held, what to wait for.
     phase: Phase,
     /// The interest the registry holds for us now, so we reregister only on a change.
     registered: Interest,
 }
 
-/// The bytes a connection holds between events, out of line: allocated when the first byte
-/// must wait, freed when the last has gone ([`Connection::release_if_empty`]), so an idle
-/// connection has none.
+/// What a connection needs only now and then, out of line: allocated when first needed,
+/// freed when nothing in it is needed any more ([`Connection::release_if_empty`]), so an idle
+/// connection has none. (Behind a PROXY header that named another client, `client` keeps
+/// it for the connection's life: the kernel cannot be asked for that address.)
 #[derive(Debug)]
-struct Held {
+struct Extras {
     /// Bytes read and due back but not yet taken by the kernel. Non-empty iff WRITABLE is
     /// registered. Its cap is the connection's cap, which it shares with `partial`: see
     /// [`Connection::read_room`].
@@ -146,12 +159,43 @@ struct Held {
     ///   (backpressure counts both). The cap holds one whole frame, so with nothing pending
     ///   there is always room for the next byte of a partial frame: it cannot stall.
     partial: PartialFrame,
+    /// In the [`Phase::Header`] phase, the PROXY header so far.
+    header: Option<Box<ProxyDecoder>>,
+    /// The client a PROXY header named, when it is not the socket's peer.
+    client: Option<Peer>,
+}
+
+impl Extras {
+    fn new(cap: usize) -> Extras {
+        Extras { pending: PendingBuf::new(cap), partial: PartialFrame::default(), header: None, client: None }
+    }
+
+    /// Nothing in it is needed any more.
+    fn unneeded(&self) -> bool {
+        self.pending.is_empty() && self.partial.len() == 0 && self.header.is_none() && self.client.is_none()
+    }
 }
 
 impl Connection {
-    /// A connection just registered with [`READ`] interest (READABLE | PRIORITY), at `now`.
-    pub fn new(stream: Stream, now: Stamp) -> Self {
-        Connection { stream, last_active: now, held: None, phase: Phase::Open, registered: READ }
+    /// A connection accepted by the loop's listener `listener` and registered with [`READ`]
+    /// interest (READABLE | PRIORITY), at `now`. With `proxy_header`, it begins by reading a
+    /// PROXY header (its [`Extras`] hold the header so far; `cap` bounds what they may hold).
+    pub fn new(stream: Stream, listener: u16, proxy_header: bool, cap: usize, now: Stamp) -> Self {
+        let header = || Box::new(Extras { header: Some(Box::default()), ..Extras::new(cap) });
+        let phase = if proxy_header { Phase::Header } else { Phase::Open };
+        Connection {
+            stream,
+            last_active: now,
+            extras: proxy_header.then(header),
+            listener,
+            phase,
+            registered: READ,
+        }
+    }
+
+    /// Which of the loop's listeners accepted it.
+    pub fn listener(&self) -> usize {
+        usize::from(self.listener)
     }
 
     /// Read what the client sent and echo it, using the loop's shared `buf`.
@@ -165,13 +209,65 @@ impl Connection {
     /// says more than "new bytes" (a FIN, an error, an urgent byte), `drain` is
     /// [`Drain::ToWouldBlock`] and we read on.
     pub fn on_readable(&mut self, buf: &mut [u8], drain: Drain, turn: &mut Turn<'_>) -> io::Result<ReadStop> {
-        let result = if self.phase == Phase::Lingering {
-            self.discard_input(buf, turn.token)
-        } else {
-            self.read_and_echo(buf, drain, turn)
+        let result = match self.phase {
+            Phase::Lingering => self.discard_input(buf, turn.token),
+            Phase::Header => match self.read_header(buf, turn) {
+                Ok(None) => self.read_and_echo(buf, drain, turn), // whole: the client's bytes now
+                other => other.map(|stop| stop.unwrap_or(ReadStop::Done)),
+            },
+            _ => self.read_and_echo(buf, drain, turn),
         };
         self.release_if_empty();
         result
+    }
+
+    /// The [`Phase::Header`] phase: read until the PROXY header is whole (`Ok(None)`: the
+    /// connection is open now, the bytes that followed the header in its last read were
+    /// echoed, and reading goes on) or the socket is drained (`Ok(Some(Done))`). A frame over
+    /// the limit right after the header is `Ok(Some(FrameTooLarge))`. An invalid header or
+    /// an early EOF is an error: the loop closes the connection and counts it as refused.
+    fn read_header(&mut self, buf: &mut [u8], turn: &mut Turn<'_>) -> io::Result<Option<ReadStop>> {
+        let room = turn.cap.min(buf.len()); // nothing is held yet: the whole cap
+        loop {
+            let n = match self.stream.read(&mut buf[..room]) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        ErrorKind::UnexpectedEof,
+                        "closed before its header was whole",
+                    ));
+                }
+                Ok(n) => n,
+                Err(e) if would_block(&e) => return Ok(Some(ReadStop::Done)), // the next edge brings the rest
+                Err(e) if interrupted(&e) => continue,                        // a signal: retry
+                Err(e) => return Err(e),
+            };
+            trace!("token={} read n={n} (PROXY header)", turn.token.0);
+            let peer = self.stream.peer();
+            let Some(decoder) = self.extras.as_mut().and_then(|extras| extras.header.as_deref_mut()) else {
+                return Ok(None);
+            };
+            match proxy_header::feed(decoder, &buf[..n], peer) {
+                HeaderStep::NeedMore => {}
+                HeaderStep::Invalid(why) => return Err(io::Error::new(ErrorKind::InvalidData, why)),
+                HeaderStep::Done { client, payload } => {
+                    if let Some(extras) = &mut self.extras {
+                        extras.header = None;
+                        extras.client = (client != peer).then_some(client); // the kernel cannot say it later
+                    }
+                    (self.phase, self.last_active) = (Phase::Open, turn.now);
+                    if payload == n {
+                        return Ok(None);
+                    }
+                    turn.tally.read(n - payload); // the header's bytes are not the client's
+                    return Ok(self.echo_frames(&buf[payload..n], turn)?.map(ReadStop::FrameTooLarge));
+                }
+            }
+        }
+    }
+
+    /// Still in the [`Phase::Header`] phase: not served yet.
+    pub fn awaiting_header(&self) -> bool {
+        self.phase == Phase::Header
     }
 
     /// The drain loop of [`Connection::on_readable`].
@@ -204,7 +300,9 @@ impl Connection {
             trace!("token={} read n={n}", turn.token.0);
             turn.tally.read(n);
             self.last_active = turn.now;
-            self.echo_frames(&buf[..n], turn)?;
+            if let Some(oversize) = self.echo_frames(&buf[..n], turn)? {
+                return Ok(ReadStop::FrameTooLarge(oversize));
+            }
             if n < room && drain == Drain::ToShortRead {
                 return Ok(ReadStop::Done); // short read: drained, a new edge will come
             }
@@ -220,12 +318,12 @@ impl Connection {
     }
 
     /// Echo the frames that `data` (one read, in the shared buffer) makes whole, and keep
-    /// the start of a frame it leaves unfinished.
+    /// the start of a frame it leaves unfinished. `Some`: a frame over the limit, after them.
     ///
     /// The whole frames of this read go out in one write, straight from the shared buffer
     /// (no copy); a frame begun in an earlier read goes out in the same call (`writev`), its
     /// start from the partial frame. In raw mode all of `data` is whole: the plain echo.
-    fn echo_frames(&mut self, data: &[u8], turn: &mut Turn<'_>) -> io::Result<()> {
+    fn echo_frames(&mut self, data: &[u8], turn: &mut Turn<'_>) -> io::Result<Option<Oversize>> {
         let split = turn.framer.split(self.partial(), data);
         turn.tally.frames(split.frames);
         let whole = &data[..split.whole];
@@ -240,22 +338,24 @@ impl Connection {
         match split.rest {
             Rest::Partial if rest.is_empty() => {}
             Rest::Partial => {
-                let held = self.held_mut(turn.cap);
-                held.partial.extend(rest, turn.framer.frame_bound());
-                trace!("token={} partial frame: held={} (+{})", turn.token.0, held.partial.len(), rest.len());
+                let extras = self.extras_mut(turn.cap);
+                extras.partial.extend(rest, turn.framer.frame_bound());
+                trace!(
+                    "token={} partial frame: held={} (+{})",
+                    turn.token.0,
+                    extras.partial.len(),
+                    rest.len()
+                );
             }
             Rest::TooLarge(oversize) => {
-                warn!(
-                    "{}: {oversize}: closing the connection after echoing the frames before it",
-                    self.stream.peer()
-                );
                 self.phase = Phase::Refused;
                 let refused = self.take_partial().len() + rest.len();
                 turn.tally.bytes_unsent += refused as u64; // read, and never to be echoed
                 self.linger_once_flushed(turn.token)?; // at once if nothing is pending, else after the flush
+                return Ok(Some(oversize)); // the loop counts it and logs it
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     /// `read` returned 0: the client half-closed. Read no more; what is pending still goes
@@ -279,7 +379,7 @@ impl Connection {
                 self.echo(&line, turn)
             }
             AtEof::Discard(n) => {
-                info!("{}: EOF in the middle of a frame: discarded its {n} bytes", self.stream.peer());
+                info!("{}: EOF in the middle of a frame: discarded its {n} bytes", self.peer());
                 turn.tally.bytes_unsent += self.take_partial().len() as u64;
                 Ok(())
             }
@@ -320,7 +420,7 @@ impl Connection {
     fn echo(&mut self, data: &[u8], turn: &mut Turn<'_>) -> io::Result<()> {
         if self.pending_len() > 0 {
             trace!("token={} queued n={} behind pending={}", turn.token.0, data.len(), self.pending_len());
-            self.held_mut(turn.cap).pending.push(data);
+            self.extras_mut(turn.cap).pending.push(data);
             return Ok(());
         }
         let n = write_some(&mut self.stream, data)?;
@@ -334,7 +434,7 @@ impl Connection {
                 data.len(),
                 data.len() - n
             );
-            self.held_mut(turn.cap).pending.push(&data[n..]);
+            self.extras_mut(turn.cap).pending.push(&data[n..]);
         } else {
             trace!("token={} write n={n}", turn.token.0);
         }
@@ -360,11 +460,11 @@ impl Connection {
         let total = head.len() + tail.len();
         trace!("token={} write n={n} of {total} (held start + this read)", turn.token.0);
         if n < head.len() {
-            let pending = &mut self.held_mut(turn.cap).pending;
+            let pending = &mut self.extras_mut(turn.cap).pending;
             pending.push(&head[n..]); // what the kernel refused waits, in order
             pending.push(tail);
         } else if n < total {
-            self.held_mut(turn.cap).pending.push(&tail[n - head.len()..]);
+            self.extras_mut(turn.cap).pending.push(&tail[n - head.len()..]);
         }
         Ok(())
     }
@@ -378,8 +478,8 @@ impl Connection {
 
     /// The work of [`Connection::on_writable`].
     fn flush(&mut self, turn: &mut Turn<'_>) -> io::Result<()> {
-        if let Some(held) = &mut self.held {
-            let pending = &mut held.pending;
+        if let Some(extras) = &mut self.extras {
+            let pending = &mut extras.pending;
             while !pending.is_empty() {
                 let asked = pending.len();
                 let n = write_some(&mut self.stream, pending.front())?;
@@ -422,6 +522,7 @@ impl Connection {
     /// that is already readable at once, so bytes that waited in the kernel are not forgotten.
     pub fn interest(&self, cap: usize) -> Option<Interest> {
         let reading = match self.phase {
+            Phase::Header => true,
             Phase::Open => self.read_room(cap) > 0,
             Phase::Lingering => true, // to see the client's EOF (and discard what precedes it)
             Phase::PeerClosed | Phase::Refused | Phase::ShuttingDown => false,
@@ -461,10 +562,7 @@ impl Connection {
         if !self.partial().is_empty() {
             // Its end will never be read now, so it can never be echoed whole.
             let discarded = self.take_partial().len();
-            info!(
-                "{}: shutting down in the middle of a frame: discarded its {discarded} bytes",
-                self.stream.peer()
-            );
+            info!("{}: shutting down in the middle of a frame: discarded its {discarded} bytes", self.peer());
             turn.tally.bytes_unsent += discarded as u64;
         }
         let result = self.linger_once_flushed(turn.token);
@@ -477,7 +575,16 @@ impl Connection {
         &mut self.stream
     }
 
-    /// When bytes last moved.
+    /// The client's address: the one a PROXY header named, else the socket's peer, asked of
+    /// the kernel (for a log line; a TCP socket already reset has none any more).
+    pub fn peer(&self) -> Peer {
+        match self.extras.as_ref().and_then(|extras| extras.client) {
+            Some(client) => client,
+            None => self.stream.peer(),
+        }
+    }
+
+    /// When bytes last moved (in the [`Phase::Header`] phase: the accept).
     pub fn last_active(&self) -> Stamp {
         self.last_active
     }
@@ -485,36 +592,35 @@ impl Connection {
     /// The bytes it holds, read and not yet echoed (pending, and a partial frame): what it
     /// leaves unsent if it closes now.
     pub fn held(&self) -> usize {
-        self.held.as_ref().map_or(0, |held| held.pending.len() + held.partial.len())
+        self.extras.as_ref().map_or(0, |extras| extras.pending.len() + extras.partial.len())
     }
 
     /// Bytes waiting for the kernel to take them.
     fn pending_len(&self) -> usize {
-        self.held.as_ref().map_or(0, |held| held.pending.len())
+        self.extras.as_ref().map_or(0, |extras| extras.pending.len())
     }
 
     /// The start of an unfinished frame (empty if none).
     fn partial(&self) -> &[u8] {
-        self.held.as_ref().map_or(&[], |held| held.partial.as_slice())
+        self.extras.as_ref().map_or(&[], |extras| extras.partial.as_slice())
     }
 
     /// Hand the partial frame over (empty if none); the connection holds none after.
     fn take_partial(&mut self) -> Vec<u8> {
-        self.held.as_mut().map_or_else(Vec::new, |held| held.partial.take())
+        self.extras.as_mut().map_or_else(Vec::new, |extras| extras.partial.take())
     }
 
-    /// The held bytes, allocated now if this is the first byte to wait (`cap` bounds them).
-    fn held_mut(&mut self, cap: usize) -> &mut Held {
-        self.held.get_or_insert_with(|| {
-            Box::new(Held { pending: PendingBuf::new(cap), partial: PartialFrame::default() })
-        })
+    /// The extras, allocated now if this is the first time they are needed (`cap` bounds
+    /// the bytes they may hold).
+    fn extras_mut(&mut self, cap: usize) -> &mut Extras {
+        self.extras.get_or_insert_with(|| Box::new(Extras::new(cap)))
     }
 
-    /// Free the held bytes' memory once nothing is held: back to 32 bytes. Called at the
-    /// end of every method that may have emptied them.
+    /// Free the extras once nothing in them is needed: back to 32 bytes. Called at the end
+    /// of every method that may have emptied them.
     fn release_if_empty(&mut self) {
-        if self.held.is_some() && self.held() == 0 {
-            self.held = None;
+        if self.extras.as_ref().is_some_and(|extras| extras.unneeded()) {
+            self.extras = None;
         }
     }
 }
@@ -560,7 +666,7 @@ mod tests {
     impl Served {
         fn new(stream: Stream, framer: Framer, cap: usize) -> Served {
             let clock = Clock::new(Instant::now());
-            let conn = Connection::new(stream, clock.stamp(Instant::now()));
+            let conn = Connection::new(stream, 0, false, cap, clock.stamp(Instant::now()));
             Served { conn, framer, cap, clock, tally: IoTally::default() }
         }
 
@@ -792,26 +898,26 @@ mod tests {
     }
 
     /// Bytes held only while they wait: a partial write or a frame's start allocates the
-    /// connection's `Held`, and it is freed (back to 32 bytes, no heap) once they are gone.
+    /// connection's `Extras`, and it is freed (back to 32 bytes, no heap) once they are gone.
     #[test]
     fn held_bytes_live_out_of_line_only_while_they_wait() {
         let (mut conn, mut client) =
             unix_connection(Framer::new(Framing::Line, 64 * 1024), 1 << 20, Some(4096));
-        assert!(conn.held.is_none(), "a new connection holds nothing");
+        assert!(conn.extras.is_none(), "a new connection holds nothing");
         client.write_all(b"half a li").unwrap();
         serve_readable(&mut conn, Drain::ToShortRead, 1);
         assert_eq!(conn.partial(), b"half a li");
         client.write_all(b"ne\n").unwrap();
         serve_readable(&mut conn, Drain::ToShortRead, 1);
-        assert!(conn.held.is_none(), "the frame went out whole: nothing held, no memory");
+        assert!(conn.extras.is_none(), "the frame went out whole: nothing held, no memory");
         let sent = [b"x".repeat(48 * 1024), b"\n".to_vec()].concat();
         client.write_all(&sent).unwrap();
         serve_readable(&mut conn, Drain::ToShortRead, 4);
-        assert!(conn.held.is_some() && conn.pending_len() > 0, "a partial write is held");
+        assert!(conn.extras.is_some() && conn.pending_len() > 0, "a partial write is held");
         let mut got = Vec::new();
         client_takes_the_echo(&mut conn, &mut client, &mut got);
         assert_eq!(got.len(), b"half a line\n".len() + sent.len());
-        assert!(conn.held.is_none(), "all out: freed");
+        assert!(conn.extras.is_none(), "all out: freed");
         assert_eq!(conn.tally.frames, 2);
     }
 

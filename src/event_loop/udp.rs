@@ -2,21 +2,18 @@
 //! unchanged, empty ones included.
 //!
 //! ```text
-//!   loop {
-//!       poll(events, timeout = grace deadline)
-//!       SOCKET writable -> send queued replies until WouldBlock
-//!       SOCKET readable -> recv_from until WouldBlock (or the budget): send_to the sender,
-//!                          or queue the reply if the kernel refuses (WouldBlock)
-//!       WAKER           -> stop reading; flush the queue within the grace period
-//!       interest: READABLE, plus WRITABLE only while replies are queued
-//!   }
+//!   UDP token readable -> recv_from until WouldBlock (or the budget): send_to the sender,
+//!                         or queue the reply if the kernel refuses (WouldBlock)
+//!   UDP token writable -> send queued replies until WouldBlock
+//!   shutdown           -> stop reading; flush the queue within the grace period
+//!   interest: READABLE, plus WRITABLE only while replies are queued
 //! ```
 //!
-//! The same loop as TCP's, with the same rules (drain to `WouldBlock`, ask for WRITABLE
-//! only while something waits, stop through the waker), over one socket instead of a slab of
-//! connections: a datagram is a whole message, so there is no stream to reassemble, no
-//! per-client state and no EOF. It lives beside the TCP loop because it *is* that loop; it
-//! has a file and a type of its own because it shares none of its state.
+//! A UDP socket is one more source of events in the loop (`mod.rs`), beside the stream
+//! listeners and their connections, with the same rules (drain to `WouldBlock`, ask for
+//! WRITABLE only while something waits, stop through the waker): a datagram is a whole
+//! message, so there is no stream to reassemble, no per-client state and no EOF. It has a
+//! file and a type of its own because it shares none of a connection's state.
 //!
 //! Two things differ from TCP:
 //!
@@ -30,35 +27,22 @@
 //!   CA-1996-01, "UDP Port Denial-of-Service Attack"). So datagrams from source port 0 (not a
 //!   real sender) or from the ports of the small services that answer every datagram (7 echo,
 //!   13 daytime, 17 qotd, 19 chargen) are dropped and counted, never answered, as inetd's
-//!   built-in services learned to do.
+//!   built-in services learned to do (`lifecycle::admit_datagram`, which the blocking
+//!   models' UDP thread obeys too).
 
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use log::{debug, info, trace, warn};
-use mio::{Events, Interest, Poll, Token, Waker};
+use log::{debug, trace, warn};
+use mio::{Interest, Registry, Token};
 
-use super::{WAKER, shutdown_waker, wait};
+use crate::lifecycle::admit_datagram;
 use crate::net::{interrupted, would_block};
-use crate::shutdown::ShutdownHandle;
 use crate::stats::{Datagrams, IoTally, Stats};
 
-/// The UDP socket's token.
-const SOCKET: Token = Token(0);
-
-/// Source ports never answered: 0 (no real sender uses it) and the small services that
-/// answer every datagram, so that two of them cannot be set answering each other.
-const RESERVED_SOURCE_PORTS: [u16; 5] = [0, 7, 13, 17, 19];
-
-/// One datagram: larger than the largest UDP payload (65,507 bytes over IPv4, 65,527 over
-/// IPv6), so `recv_from` never truncates one.
-const DATAGRAM_BUFFER: usize = 64 * 1024;
-
-/// Datagrams received per readiness event before the loop polls again (for the waker's sake:
-/// a flood must not keep a shutdown request waiting).
+/// Datagrams received per readiness event before the loop polls again (for the waker's sake,
+/// and the other sockets': a flood must not keep them waiting).
 const DATAGRAMS_PER_EVENT: usize = 64;
 
 /// The reply queue's bounds: whichever is reached first. 1024 replies absorb a burst; the
@@ -66,111 +50,92 @@ const DATAGRAMS_PER_EVENT: usize = 64;
 const QUEUE_DATAGRAMS: usize = 1024;
 const QUEUE_BYTES: usize = 4 << 20;
 
-/// A UDP echo server: one socket, one poll, one queue.
-pub struct UdpEcho {
-    /// The readiness queue: the socket and the waker are registered here.
-    poll: Poll,
-    /// The one socket every datagram arrives on and every reply leaves from.
+/// One UDP socket of the loop and the replies it owes.
+#[derive(Debug)]
+pub struct UdpPort {
+    /// The socket every datagram of this listener arrives on and every reply leaves from.
     socket: mio::net::UdpSocket,
-    /// Where every datagram lands; replies sent at once go straight from here.
-    buf: Box<[u8]>,
     /// Replies the kernel refused, oldest first. Non-empty iff WRITABLE is registered.
     queue: ReplyQueue,
     /// The interest the registry holds now, so we reregister only on a change.
     registered: Interest,
+    /// False once shutting down: no more datagrams are taken.
+    reading: bool,
     /// The receive budget ran out with datagrams perhaps still queued in the kernel: an
     /// edge-triggered poll will not report them again, so come back without waiting.
     unfinished: bool,
-    /// Set when shutdown begins: queued replies may flush until then.
-    grace_deadline: Option<Instant>,
-    /// Keeps the waker alive; the shutdown handle holds a closure that fires it.
-    _waker: Arc<Waker>,
-    shutdown: ShutdownHandle,
-    grace: Duration,
-    /// The server's counters, as every model keeps them: each datagram is a read, then
-    /// echoed or dropped (unsent); the live line and the summary read them.
-    stats: Arc<Stats>,
-    /// This turn's reads and bytes, published to `stats` once per turn, as the TCP loop does.
-    tally: IoTally,
-    /// This turn's datagrams echoed and dropped (by cause), published with `tally`.
+    /// This turn's datagrams echoed and dropped (by cause), published with the tally.
     datagrams: Datagrams,
 }
 
-impl UdpEcho {
-    /// Take a bound UDP socket, make it non-blocking, and register it and a waker that
-    /// `shutdown` will fire. The loop counts its datagrams in `stats` as it goes.
-    pub fn new(
-        socket: std::net::UdpSocket,
-        grace: Duration,
-        shutdown: &ShutdownHandle,
-        stats: Arc<Stats>,
-    ) -> io::Result<Self> {
+impl UdpPort {
+    /// Take a bound UDP socket, make it non-blocking, and register it as `token`.
+    pub fn new(socket: std::net::UdpSocket, registry: &Registry, token: Token) -> io::Result<UdpPort> {
         socket.set_nonblocking(true)?;
         let mut socket = mio::net::UdpSocket::from_std(socket);
-        let poll = Poll::new()?;
-        poll.registry().register(&mut socket, SOCKET, Interest::READABLE)?;
-        let waker = shutdown_waker(&poll, shutdown)?;
-        Ok(UdpEcho {
-            poll,
+        registry.register(&mut socket, token, Interest::READABLE)?;
+        Ok(UdpPort {
             socket,
-            buf: vec![0; DATAGRAM_BUFFER].into_boxed_slice(),
             queue: ReplyQueue::new(QUEUE_DATAGRAMS, QUEUE_BYTES),
             registered: Interest::READABLE,
+            reading: true,
             unfinished: false,
-            grace_deadline: None,
-            _waker: waker,
-            shutdown: shutdown.clone(),
-            grace,
-            stats,
-            tally: IoTally::default(),
             datagrams: Datagrams::default(),
         })
     }
 
-    /// The real bound address.
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.socket.local_addr()
-    }
-
-    /// Echo until a shutdown request has been carried out (the counts are in `stats`).
-    pub fn run(mut self) -> io::Result<()> {
-        let mut events = Events::with_capacity(16);
-        debug!("UDP echo loop running");
-        loop {
-            self.publish_counts(); // before sleeping: a statistics line read meanwhile is current
-            let timeout = self.poll_timeout(Instant::now());
-            wait(&mut self.poll, &mut events, timeout)?;
-            let now = Instant::now();
-            let (mut readable, mut writable) = (std::mem::take(&mut self.unfinished), false);
-            for event in events.iter() {
-                match event.token() {
-                    SOCKET => {
-                        // Hints, as for TCP: an error flag just means "try", and the call says.
-                        readable |= event.is_readable() || event.is_error();
-                        writable |= event.is_writable() || event.is_error();
-                    }
-                    WAKER => self.begin_shutdown(now),
-                    _ => {}
-                }
-            }
-            if writable {
-                self.flush_queue();
-            }
-            if readable && self.grace_deadline.is_none() {
-                self.unfinished = self.receive();
-            }
-            if self.finished(now) {
-                self.publish_counts();
-                return Ok(());
-            }
-            self.update_interest()?;
+    /// The socket may be ready (an event, or the budget ran out last turn): send what is
+    /// queued, then receive and answer, using the loop's shared `buf`; count in `tally`.
+    /// Then ask for what it needs next.
+    pub fn serve(
+        &mut self,
+        writable: bool,
+        buf: &mut [u8],
+        tally: &mut IoTally,
+        registry: &Registry,
+        token: Token,
+    ) -> io::Result<()> {
+        if writable {
+            self.flush_queue(tally);
         }
+        self.unfinished = self.reading && self.receive(buf, tally);
+        self.update_interest(registry, token)
     }
 
-    /// Add this turn's counts to the shared statistics.
-    fn publish_counts(&mut self) {
-        self.stats.publish(&mut self.tally);
-        self.stats.publish_datagrams(&mut self.datagrams);
+    /// True if the last receive stopped at its budget: serve it again after the next poll.
+    pub fn unfinished(&self) -> bool {
+        self.unfinished
+    }
+
+    /// Replies still queued.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Add this turn's datagram counts to `stats`.
+    pub fn publish(&mut self, stats: &Stats) {
+        stats.publish_datagrams(&mut self.datagrams);
+    }
+
+    /// Shutting down: take no more datagrams; queued replies may still go.
+    pub fn stop_reading(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+        self.reading = false;
+        self.unfinished = false;
+        self.update_interest(registry, token)
+    }
+
+    /// Every queued reply has gone.
+    pub fn flushed(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// The grace period is over: what is still queued is never sent (counted as unsent, so
+    /// nothing shows as pending).
+    pub fn abandon(&mut self, tally: &mut IoTally) {
+        if !self.queue.is_empty() {
+            warn!("grace period over: {} queued replies not sent", self.queue.len());
+            tally.bytes_unsent += self.queue.bytes as u64;
+        }
     }
 
     /// Receive and answer datagrams until `WouldBlock`; true if the budget ran out first.
@@ -178,9 +143,9 @@ impl UdpEcho {
     /// Edge-triggered: read until `WouldBlock`, or no new event is promised (mio Poll docs,
     /// "Draining readiness"). Unlike a TCP stream, a short datagram says nothing about what
     /// else is queued, so only `WouldBlock` means drained.
-    fn receive(&mut self) -> bool {
+    fn receive(&mut self, buf: &mut [u8], tally: &mut IoTally) -> bool {
         for _ in 0..DATAGRAMS_PER_EVENT {
-            let (n, from) = match self.socket.recv_from(&mut self.buf) {
+            let (n, from) = match self.socket.recv_from(buf) {
                 Ok(received) => received,
                 Err(e) if would_block(&e) => {
                     trace!("udp recv WouldBlock: drained");
@@ -195,127 +160,92 @@ impl UdpEcho {
                 }
             };
             trace!("udp recv n={n} from={from}");
-            self.tally.reads += 1;
-            self.tally.bytes_read += n as u64;
-            if RESERVED_SOURCE_PORTS.contains(&from.port()) {
-                debug!("udp: dropped a datagram from {from}: source port {} is never answered", from.port());
-                self.datagrams.dropped_reserved_port += 1;
-                self.tally.bytes_unsent += n as u64;
-                continue;
+            if admit_datagram(n, from, tally, &mut self.datagrams) {
+                self.reply(&buf[..n], from, tally);
             }
-            self.reply(n, from);
         }
         trace!("udp receive budget spent: polling before reading on");
         true
     }
 
-    /// Send the datagram in `buf[..n]` back to `to`: at once if no reply is queued ahead of
-    /// it, else behind the queue, so replies leave in the order datagrams came.
-    fn reply(&mut self, n: usize, to: SocketAddr) {
+    /// Send `datagram` back to `to`: at once if no reply is queued ahead of it, else behind
+    /// the queue, so replies leave in the order datagrams came.
+    fn reply(&mut self, datagram: &[u8], to: SocketAddr, tally: &mut IoTally) {
         if !self.queue.is_empty() {
-            self.enqueue(to, n);
-            return;
+            return self.enqueue(to, datagram, tally);
         }
         loop {
-            match self.socket.send_to(&self.buf[..n], to) {
-                Ok(_) => return self.sent(n, to), // a datagram goes whole or not at all
-                Err(e) if would_block(&e) => return self.enqueue(to, n),
+            match self.socket.send_to(datagram, to) {
+                Ok(_) => return self.sent(datagram.len(), to, tally), // whole or not at all
+                Err(e) if would_block(&e) => return self.enqueue(to, datagram, tally),
                 Err(e) if interrupted(&e) => continue, // a signal: retry
-                Err(e) => return self.send_failed(to, n, &e),
+                Err(e) => return self.send_failed(to, datagram.len(), &e, tally),
             }
         }
     }
 
-    /// The kernel refused `buf[..n]` for now: copy it into the queue, pushing the oldest
+    /// The kernel refused `datagram` for now: copy it into the queue, pushing the oldest
     /// reply out if the queue is full.
-    fn enqueue(&mut self, to: SocketAddr, n: usize) {
+    fn enqueue(&mut self, to: SocketAddr, datagram: &[u8], tally: &mut IoTally) {
         let queued_before = self.queue.bytes;
-        let dropped = self.queue.push(to, &self.buf[..n]);
+        let dropped = self.queue.push(to, datagram);
         self.datagrams.dropped_queue_full += dropped as u64;
-        self.tally.bytes_unsent += (queued_before + n - self.queue.bytes) as u64; // the dropped
+        tally.bytes_unsent += (queued_before + datagram.len() - self.queue.bytes) as u64; // the dropped
         if dropped > 0 {
             debug!("udp reply queue full: dropped the {dropped} oldest replies");
         }
-        trace!("udp send WouldBlock: queued n={n} to={to} (queued: {})", self.queue.len());
+        trace!("udp send WouldBlock: queued n={} to={to} (queued: {})", datagram.len(), self.queue.len());
     }
 
     /// WRITABLE: send queued replies, oldest first, until the kernel refuses again.
-    fn flush_queue(&mut self) {
+    fn flush_queue(&mut self, tally: &mut IoTally) {
         while let Some((to, data)) = self.queue.front() {
             match self.socket.send_to(data, to) {
                 Ok(_) => {
                     let n = data.len();
                     self.queue.pop();
-                    self.sent(n, to);
+                    self.sent(n, to, tally);
                 }
                 Err(e) if would_block(&e) => break, // the next WRITABLE edge
                 Err(e) if interrupted(&e) => continue, // a signal: retry
                 Err(e) => {
                     let n = data.len();
                     self.queue.pop();
-                    self.send_failed(to, n, &e);
+                    self.send_failed(to, n, &e, tally);
                 }
             }
         }
     }
 
-    fn sent(&mut self, n: usize, to: SocketAddr) {
+    fn sent(&mut self, n: usize, to: SocketAddr, tally: &mut IoTally) {
         trace!("udp send n={n} to={to}");
         self.datagrams.echoed += 1;
-        self.tally.bytes_echoed += n as u64;
+        tally.bytes_echoed += n as u64;
     }
 
     /// `send_to` failed for good (no route, a message the kernel will not send): this one
     /// reply is lost, the echo goes on.
-    fn send_failed(&mut self, to: SocketAddr, n: usize, e: &io::Error) {
+    fn send_failed(&mut self, to: SocketAddr, n: usize, e: &io::Error, tally: &mut IoTally) {
         debug!("udp send_to {to}: {e}: reply dropped");
         self.datagrams.dropped_send_failed += 1;
-        self.tally.bytes_unsent += n as u64;
+        tally.bytes_unsent += n as u64;
     }
 
     /// READABLE unless shutting down; WRITABLE while replies are queued. The only place that
-    /// calls `reregister`.
-    fn update_interest(&mut self) -> io::Result<()> {
-        let reading = self.grace_deadline.is_none();
-        let interest = match (reading, !self.queue.is_empty()) {
+    /// calls `reregister` for this socket.
+    fn update_interest(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+        let interest = match (self.reading, !self.queue.is_empty()) {
             (true, true) => Interest::READABLE.add(Interest::WRITABLE),
             (true, false) => Interest::READABLE,
-            (false, _) => Interest::WRITABLE, // not finished, so replies are queued
+            (false, true) => Interest::WRITABLE,
+            (false, false) => return Ok(()), // done: nothing more to hear about
         };
         if interest != self.registered {
-            trace!("udp interest {:?} -> {interest:?}", self.registered);
-            self.poll.registry().reregister(&mut self.socket, SOCKET, interest)?;
+            trace!("udp interest {:?} -> {interest:?}", self.registered); // the event line before names the socket
+            registry.reregister(&mut self.socket, token, interest)?;
             self.registered = interest;
         }
         Ok(())
-    }
-
-    /// Until the grace deadline, or at once if something is left to read.
-    fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        if self.unfinished {
-            return Some(Duration::ZERO);
-        }
-        self.grace_deadline.map(|deadline| deadline.saturating_duration_since(now))
-    }
-
-    /// Stop reading; queued replies may flush until the grace deadline.
-    fn begin_shutdown(&mut self, now: Instant) {
-        if !self.shutdown.is_requested() || self.grace_deadline.is_some() {
-            return; // a stray wake-up, or shutdown already under way
-        }
-        self.grace_deadline = Some(now + self.grace);
-        info!("shutting down: {} replies queued, flushing them for up to {:?}", self.queue.len(), self.grace);
-    }
-
-    /// Shutting down, and the queue is empty or the grace period is over (what is still
-    /// queued then is never sent: counted as unsent, so nothing shows as pending).
-    fn finished(&mut self, now: Instant) -> bool {
-        let Some(deadline) = self.grace_deadline else { return false };
-        if !self.queue.is_empty() && now >= deadline {
-            warn!("grace period over: {} queued replies not sent", self.queue.len());
-            self.tally.bytes_unsent += self.queue.bytes as u64;
-        }
-        self.queue.is_empty() || now >= deadline
     }
 }
 

@@ -27,9 +27,10 @@
 //!
 //! **What a connection costs.** A connection waiting for its client (most of them, most of
 //! the time) has a recv armed and owes nothing: 40 bytes here, its socket, when bytes last
-//! moved, the send in flight, its phase and two flags, and one pointer to what it owes
-//! beyond a send straight from a provided buffer ([`Owed`]: the outbox and the pending
-//! bytes), allocated when the first byte must wait and freed when the last has gone. The
+//! moved, the send in flight, which listener accepted it, its phase and two flags, and one
+//! pointer to what it needs only now and then ([`Extras`]: the outbox and the pending bytes
+//! beyond a send straight from a provided buffer, a PROXY header being received, the client
+//! it named), allocated when first needed and freed when nothing in it is needed. The
 //! cap and the buffer size are the loop's, lent with each call; the counts go straight into
 //! the loop's tally for the turn; the client's address is asked of the kernel for a log
 //! line. docs/design.md ("What a connection costs") has the byte count.
@@ -40,13 +41,18 @@ use std::os::fd::RawFd;
 use log::trace;
 
 use crate::buffer::PendingBuf;
+use crate::lifecycle::proxy_header::{self, HeaderStep};
 use crate::lifecycle::{Stamp, linger};
 use crate::net::{Peer, Stream};
+use crate::proxy_protocol::ProxyDecoder;
 use crate::stats::IoTally;
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Phase {
+    /// `--proxy-protocol`: receiving the PROXY header, echoing nothing yet
+    /// (`crate::lifecycle::proxy_header`).
+    Header,
     /// Receiving and echoing.
     Open,
     /// The client half-closed (recv returned 0): finish the echo, then close.
@@ -101,13 +107,15 @@ pub(super) struct Connection {
     /// The socket (blocking mode is fine: io_uring never blocks the thread on it). Its
     /// descriptor names it in requests.
     stream: Stream,
-    /// When bytes last moved in either direction (for the idle timeout).
+    /// When bytes last moved in either direction (for the idle timeout); in the
+    /// [`Phase::Header`] phase, the accept (for `--proxy-timeout`).
     last_active: Stamp,
-    /// What it owes beyond a send straight from a provided buffer; `None` (no heap memory)
-    /// while that is nothing.
-    owed: Option<Box<Owed>>,
+    /// What it needs only now and then; `None` (no heap memory) while that is nothing.
+    extras: Option<Box<Extras>>,
     /// The send of ours in the kernel, if any.
     sending: Option<Sending>,
+    /// Which of the loop's listeners accepted it (where its counts go).
+    listener: u16,
     /// Decides, with the bytes owed, what to request next.
     phase: Phase,
     /// A recv of ours is in the kernel.
@@ -116,11 +124,12 @@ pub(super) struct Connection {
     cancel_queued: bool,
 }
 
-/// The bytes a connection owes beyond a send straight from a provided buffer, out of line:
-/// allocated when the first byte must wait, freed when the last has gone
-/// ([`Connection::release_if_empty`]).
+/// What a connection needs only now and then, out of line: allocated when first needed,
+/// freed when nothing in it is needed any more ([`Connection::release_if_empty`]). (Behind
+/// a PROXY header that named another client, `client` keeps it for the connection's life:
+/// the kernel cannot be asked for that address.)
 #[derive(Debug)]
-struct Owed {
+struct Extras {
     /// Bytes a waiting send points at (`outbox[outbox_start..]`); never changed while
     /// `sending == Some(Outbox)`, and never freed then: the `Box` keeps it in place, and
     /// it is released only with no send in flight.
@@ -129,26 +138,62 @@ struct Owed {
     /// Bytes received behind the send in flight. Capped with everything else owed at
     /// `--max-pending` (the recv asks for no more than the room left).
     pending: PendingBuf,
+    /// The PROXY header so far, from the accept until it is whole (`--proxy-protocol`);
+    /// still there if the connection closes before: it was never served.
+    header: Option<Box<ProxyDecoder>>,
+    /// The client a PROXY header named, when it is not the socket's peer.
+    client: Option<Peer>,
 }
 
-impl Owed {
-    fn len(&self) -> usize {
+impl Extras {
+    fn new(cap: usize) -> Extras {
+        Extras {
+            outbox: Vec::new(),
+            outbox_start: 0,
+            pending: PendingBuf::new(cap),
+            header: None,
+            client: None,
+        }
+    }
+
+    /// Bytes owed: the outbox's rest and the pending bytes.
+    fn owed(&self) -> usize {
         (self.outbox.len() - self.outbox_start) + self.pending.len()
+    }
+
+    /// Nothing in it is needed any more.
+    fn unneeded(&self) -> bool {
+        self.owed() == 0 && self.header.is_none() && self.client.is_none()
     }
 }
 
 impl Connection {
-    /// A connection just accepted at `now`, nothing requested yet.
-    pub(super) fn new(stream: Stream, now: Stamp) -> Connection {
+    /// A connection just accepted by the loop's listener `listener` at `now`, nothing
+    /// requested yet. With `proxy_header`, it begins by receiving a PROXY header (its
+    /// [`Extras`] hold the header so far; `max_pending` bounds what they may hold).
+    pub(super) fn new(
+        stream: Stream,
+        listener: u16,
+        proxy_header: bool,
+        max_pending: usize,
+        now: Stamp,
+    ) -> Connection {
+        let header = || Box::new(Extras { header: Some(Box::default()), ..Extras::new(max_pending) });
         Connection {
             stream,
             last_active: now,
-            owed: None,
+            extras: proxy_header.then(header),
             sending: None,
-            phase: Phase::Open,
+            listener,
+            phase: if proxy_header { Phase::Header } else { Phase::Open },
             recv_armed: false,
             cancel_queued: false,
         }
+    }
+
+    /// Which of the loop's listeners accepted it.
+    pub(super) fn listener(&self) -> usize {
+        usize::from(self.listener)
     }
 
     /// Bytes received and not yet taken by the kernel to send back.
@@ -157,7 +202,7 @@ impl Connection {
             Some(Sending::Provided { len, .. }) => len as usize,
             _ => 0,
         };
-        provided + self.owed.as_ref().map_or(0, |owed| owed.len())
+        provided + self.extras.as_ref().map_or(0, |extras| extras.owed())
     }
 
     /// How many bytes the next recv may ask for, if one should be armed now: while open,
@@ -175,6 +220,7 @@ impl Connection {
                 }
                 (room > 0).then(|| room.min(buffer_size))
             }
+            Phase::Header => Some(max_pending.min(buffer_size)),
             Phase::Lingering => Some(buffer_size),
             Phase::PeerClosed | Phase::ShuttingDown | Phase::Closing => None,
         }
@@ -205,7 +251,7 @@ impl Connection {
             return BufferUse::SendFromIt;
         }
         trace!("fd={} recv n={}: queued behind owed={}", self.fd(), data.len(), self.owed());
-        self.owed_mut(turn.max_pending).pending.push(data);
+        self.extras_mut(turn.max_pending).pending.push(data);
         BufferUse::GiveBack
     }
 
@@ -228,11 +274,11 @@ impl Connection {
         if n < data.len() {
             trace!("fd={} partial send n={n} of {}: rest to the outbox", self.fd(), data.len());
             // Nothing else is owed: a provided send goes only when nothing is (`received`).
-            let owed = self.owed_mut(turn.max_pending);
-            debug_assert!(owed.len() == 0, "a provided send with bytes owed behind it");
-            owed.outbox.clear();
-            owed.outbox_start = 0;
-            owed.outbox.extend_from_slice(&data[n..]);
+            let extras = self.extras_mut(turn.max_pending);
+            debug_assert!(extras.owed() == 0, "a provided send with bytes owed behind it");
+            extras.outbox.clear();
+            extras.outbox_start = 0;
+            extras.outbox.extend_from_slice(&data[n..]);
         }
         self.count_sent(n, turn);
     }
@@ -241,7 +287,7 @@ impl Connection {
     pub(super) fn sent_from_outbox(&mut self, n: usize, turn: &mut Turn<'_>) {
         debug_assert_eq!(self.sending, Some(Sending::Outbox));
         self.sending = None;
-        if let Some(owed) = &mut self.owed {
+        if let Some(owed) = &mut self.extras {
             owed.outbox_start += n;
             trace!(
                 "fd={} outbox send n={n} left={}",
@@ -267,7 +313,7 @@ impl Connection {
             return None;
         }
         self.release_if_empty(); // nothing owed: an idle connection holds no buffer
-        let owed = self.owed.as_mut()?;
+        let owed = self.extras.as_mut().filter(|extras| extras.owed() > 0)?;
         if owed.outbox_start == owed.outbox.len() {
             owed.outbox.clear();
             owed.outbox_start = 0;
@@ -278,18 +324,21 @@ impl Connection {
         Some(&owed.outbox[owed.outbox_start..])
     }
 
-    /// What is owed, allocated now if this is the first byte to wait (`cap` bounds it).
-    fn owed_mut(&mut self, cap: usize) -> &mut Owed {
-        self.owed.get_or_insert_with(|| {
-            Box::new(Owed { outbox: Vec::new(), outbox_start: 0, pending: PendingBuf::new(cap) })
-        })
+    /// The extras, allocated now if this is the first time they are needed (`cap` bounds
+    /// the bytes they may hold).
+    fn extras_mut(&mut self, cap: usize) -> &mut Extras {
+        self.extras.get_or_insert_with(|| Box::new(Extras::new(cap)))
     }
 
-    /// Free what is owed once it is nothing, and only with no send in flight (a send out
-    /// of the outbox points into it): back to 40 bytes.
+    /// Free the extras once nothing in them is needed, and only with no send in flight (a
+    /// send out of the outbox points into it): back to 40 bytes.
     fn release_if_empty(&mut self) {
-        if self.sending.is_none() && self.owed.as_ref().is_some_and(|owed| owed.len() == 0) {
-            self.owed = None;
+        let Some(extras) = self.extras.as_mut().filter(|_| self.sending.is_none()) else { return };
+        if extras.owed() == 0 {
+            (extras.outbox, extras.outbox_start) = (Vec::new(), 0); // no send points into it
+        }
+        if extras.unneeded() {
+            self.extras = None;
         }
     }
 
@@ -357,9 +406,43 @@ impl Connection {
         self.stream.raw_fd()
     }
 
-    /// The client's address, asked of the kernel (for a log line).
+    /// The client's address: the one a PROXY header named, else the socket's peer, asked of
+    /// the kernel (for a log line).
     pub(super) fn peer(&self) -> Peer {
-        self.stream.peer()
+        match self.extras.as_ref().and_then(|extras| extras.client) {
+            Some(client) => client,
+            None => self.stream.peer(),
+        }
+    }
+
+    /// A recv completed into `data` while the PROXY header is not whole. `Ok(true)`: it is
+    /// now, and the connection is open (the bytes after the header wait in `pending` for
+    /// the next send); `Ok(false)`: not yet; `Err`: not a valid header (why). The provided
+    /// buffer goes back to the ring in every case.
+    pub(super) fn received_header(&mut self, data: &[u8], turn: &mut Turn<'_>) -> Result<bool, String> {
+        let peer = self.stream.peer();
+        let Some(extras) = self.extras.as_mut() else { return Ok(true) };
+        let Some(decoder) = extras.header.as_deref_mut() else { return Ok(true) };
+        match proxy_header::feed(decoder, data, peer) {
+            HeaderStep::NeedMore => Ok(false),
+            HeaderStep::Invalid(why) => Err(why),
+            HeaderStep::Done { client, payload } => {
+                extras.header = None;
+                extras.client = (client != peer).then_some(client); // the kernel cannot say it later
+                if payload < data.len() {
+                    turn.tally.read(data.len() - payload); // the header's bytes are not the client's
+                    extras.pending.push(&data[payload..]);
+                }
+                (self.phase, self.last_active) = (Phase::Open, turn.now);
+                self.release_if_empty();
+                Ok(true)
+            }
+        }
+    }
+
+    /// Its PROXY header is not whole yet (even while closing): it was never served.
+    pub(super) fn awaiting_header(&self) -> bool {
+        self.extras.as_ref().is_some_and(|extras| extras.header.is_some())
     }
 
     /// When bytes last moved.
@@ -392,7 +475,7 @@ mod tests {
         fn new(max_pending: usize) -> Served {
             let (ours, theirs) = UnixStream::pair().unwrap();
             let stream = Stream::from_fd(ours.into(), false);
-            let conn = Connection::new(stream, Stamp::default());
+            let conn = Connection::new(stream, 0, false, max_pending, Stamp::default());
             Served { conn, max_pending, tally: IoTally::default(), _peer: theirs }
         }
 
@@ -428,7 +511,7 @@ mod tests {
         assert_eq!(s.recv_len(64), Some(64));
         assert_eq!(s.received(b"hello", 7), BufferUse::SendFromIt);
         assert_eq!(s.conn.sending(), Some(Sending::Provided { bid: 7, len: 5 }));
-        assert!(s.conn.owed.is_none(), "a send straight from the buffer holds nothing of ours");
+        assert!(s.conn.extras.is_none(), "a send straight from the buffer holds nothing of ours");
         assert_eq!(s.received(b" world", 8), BufferUse::GiveBack);
         assert_eq!(s.conn.next_send(), None, "one send at a time");
         s.sent_from_buffer(2, b"hello"); // short: "llo" must go before " world"
@@ -438,7 +521,7 @@ mod tests {
         s.sent_from_outbox(6);
         assert_eq!(s.conn.next_send(), None);
         assert_eq!((s.tally.bytes_read, s.tally.bytes_echoed, s.conn.unsent()), (11, 11, 0));
-        assert!(s.conn.owed.is_none(), "nothing owed: no heap memory");
+        assert!(s.conn.extras.is_none(), "nothing owed: no heap memory");
     }
 
     #[test]
@@ -488,10 +571,10 @@ mod tests {
         s.sent_from_buffer(1, b"abc");
         assert_eq!(s.conn.next_send(), Some(&b"bc"[..]));
         s.conn.release_if_empty();
-        assert!(s.conn.owed.is_some(), "a send points into the outbox");
+        assert!(s.conn.extras.is_some(), "a send points into the outbox");
         s.sent_from_outbox(2);
         assert_eq!(s.conn.next_send(), None);
-        assert!(s.conn.owed.is_none());
+        assert!(s.conn.extras.is_none());
     }
 
     /// A guard, not the measurement (that is `echoloop bench --mode idle` against the

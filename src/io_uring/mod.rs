@@ -43,6 +43,7 @@
 mod accept;
 mod buffers;
 mod connection;
+mod names;
 mod op;
 mod ring;
 
@@ -55,11 +56,14 @@ use io_uring::cqueue;
 use log::{debug, info, trace, warn};
 use slab::Slab;
 
+use crate::addr::ListenAddr;
 use crate::config::ServerConfig;
 use crate::error::Error;
 use crate::lifecycle::linger::LINGER_CHECK;
-use crate::lifecycle::{Admission, Clock, ConnId, IdleTimers, release_crowd};
-use crate::net::{AcceptBackoff, StdListener};
+use crate::lifecycle::{Admission, Clock, ConnId, IdleTimers, proxy_header, release_crowd};
+use crate::listening::Listening;
+use crate::net::{AcceptBackoff, ListenSocket, StdListener};
+use crate::notify::WatchdogTimer;
 use crate::shutdown::ShutdownHandle;
 use crate::stats::{IoTally, Stats};
 use buffers::BufRing;
@@ -70,6 +74,9 @@ use ring::Ring;
 /// After the grace period, how long cancelled requests may take to complete before we stop
 /// waiting (and leak their memory rather than free it under the kernel).
 const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+
+/// Listeners one loop serves: a connection keeps its listener's number in 16 bits.
+const MAX_LISTENERS: usize = 1 << 16;
 
 /// Can this kernel run the model? One line naming what is missing if not.
 pub(crate) fn probe() -> Result<(), Error> {
@@ -92,12 +99,8 @@ enum Stopping {
 pub(crate) struct UringLoop {
     /// The ring and the provided receive buffers.
     ring: Ring,
-    /// `None` once shutting down.
-    listener: Option<StdListener>,
-    /// TCP (or Unix): which socket type accepted descriptors are.
-    is_tcp: bool,
-    /// The multishot accept is in the kernel.
-    accept_armed: bool,
+    /// The stream listeners, each with its multishot accept (`Op::Accept(i)`).
+    acceptors: Vec<Acceptor>,
     /// After EMFILE and friends, accepting pauses; this says until when, and logs it.
     accept_backoff: AcceptBackoff,
     /// The eventfd a shutdown request writes to; the ring polls it.
@@ -108,6 +111,9 @@ pub(crate) struct UringLoop {
     idle: Option<IdleTimers>,
     /// Milliseconds since the loop began: the connections' `last_active` stamps.
     clock: Clock,
+    /// With `--proxy-protocol`: each connection's deadline for its whole PROXY header
+    /// (its `last_active` stays its accept time until the header is whole).
+    header_deadlines: Option<IdleTimers>,
     stopping: Stopping,
     /// Completions of this turn, reused between turns.
     completions: Vec<cqueue::Entry>,
@@ -115,24 +121,61 @@ pub(crate) struct UringLoop {
     ring_empty: u64,
     shutdown: ShutdownHandle,
     config: ServerConfig,
+    /// Pings the service manager's watchdog from this loop, if it asked.
+    watchdog: Option<WatchdogTimer>,
+}
+
+/// One stream listener of the loop, and what its connections did this turn.
+struct Acceptor {
+    /// `None` once shutting down (closed: no more connections are taken).
+    listener: Option<StdListener>,
+    /// Its address, for the logs.
+    addr: ListenAddr,
+    /// TCP (or Unix): which socket type accepted descriptors are.
+    is_tcp: bool,
+    /// Its multishot accept is in the kernel.
+    armed: bool,
     /// `--max-connections` and the socket options of an accepted connection.
     admission: Admission,
-    /// This server's counters (shared with the statistics reporter).
+    /// Its counters (shared with the statistics reporter).
     stats: Arc<Stats>,
-    /// This turn's reads and sends, added to `stats` once per turn.
+    /// This turn's reads and sends of its connections, added to `stats` once per turn.
     tally: IoTally,
 }
 
 impl UringLoop {
     /// Allocate everything the loop needs (the ring, the receive buffers, the eventfd) for
-    /// `listener`, so a refusal comes before the server announces itself; one line that
-    /// names the setting if the buffers cannot be had.
+    /// the stream `listeners`, so a refusal comes before the server announces itself; one
+    /// line that names the setting if the buffers cannot be had. (A UDP listener is refused
+    /// by the config's validation: this model serves streams.)
     pub(crate) fn new(
-        listener: StdListener,
+        listeners: Vec<Listening>,
         config: &ServerConfig,
         shutdown: &ShutdownHandle,
-        stats: Arc<Stats>,
     ) -> io::Result<UringLoop> {
+        if listeners.len() > MAX_LISTENERS {
+            let msg =
+                format!("{} listeners: one io_uring loop serves at most {MAX_LISTENERS}", listeners.len());
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, msg));
+        }
+        let acceptors = listeners
+            .into_iter()
+            .map(|listening| match listening.socket {
+                ListenSocket::Stream(listener) => Ok(Acceptor {
+                    is_tcp: matches!(listener, StdListener::Tcp(_)),
+                    listener: Some(listener),
+                    addr: listening.addr,
+                    armed: false,
+                    admission: Admission::new(config, Arc::clone(&listening.stats)),
+                    stats: listening.stats,
+                    tally: IoTally::default(),
+                }),
+                ListenSocket::Datagram(_) => Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!("{}: the io-uring model serves streams, not UDP", listening.addr),
+                )),
+            })
+            .collect::<io::Result<_>>()?;
         let ring = Ring::new(receive_buffers(config)?)?;
         let wake_fd = Arc::new(new_eventfd()?);
         let fd = Arc::clone(&wake_fd);
@@ -147,45 +190,48 @@ impl UringLoop {
         let clock = Clock::new(Instant::now());
         Ok(UringLoop {
             ring,
-            is_tcp: matches!(listener, StdListener::Tcp(_)),
-            listener: Some(listener),
-            accept_armed: false,
+            acceptors,
             accept_backoff: AcceptBackoff::default(),
             wake_fd,
             connections: Slab::new(),
             idle: config.idle_timeout.map(|timeout| IdleTimers::new(timeout, clock)),
             clock,
+            header_deadlines: config.proxy_protocol.then(|| IdleTimers::new(config.proxy_timeout, clock)),
             stopping: Stopping::No,
             completions: Vec::new(),
             ring_empty: 0,
             shutdown: shutdown.clone(),
             config: config.clone(),
-            admission: Admission::new(config, Arc::clone(&stats)),
-            stats,
-            tally: IoTally::default(),
+            watchdog: None,
         })
     }
 
-    /// Serve on this thread until a shutdown request has been carried out.
-    pub(crate) fn run(mut self) -> io::Result<()> {
+    /// Serve on this thread until a shutdown request has been carried out, sending
+    /// `watchdog`'s pings from this loop as it turns.
+    pub(crate) fn run(mut self, watchdog: Option<WatchdogTimer>) -> io::Result<()> {
+        self.watchdog = watchdog;
         self.ring.enable()?; // this thread is now the ring's one submitter
         self.arm_wake()?;
-        self.arm_accept()?;
+        self.arm_accepts()?;
         loop {
             let timeout = self.wait_timeout(Instant::now());
+            // For /livez: a loop asleep in the ring is not stuck (the first listener's
+            // counters carry the loop's turns).
+            self.acceptors[0].stats.loop_waiting();
             self.ring.enter(timeout)?; // the only place we wait: submit all, reap at least one
             let now = Instant::now();
+            self.acceptors[0].stats.loop_busy(now);
             let mut completions = std::mem::take(&mut self.completions);
             self.ring.reap(&mut completions);
             for cqe in &completions {
                 self.dispatch(cqe, now)?;
             }
             self.completions = completions;
-            self.stats.publish(&mut self.tally); // once per turn, not per message
+            self.publish_counts(); // once per turn, not per message
             self.run_timers(now)?;
             if self.shutdown_complete(now)? {
                 debug!("io_uring: {} recvs found the buffer ring empty", self.ring_empty);
-                self.stats.publish(&mut self.tally);
+                self.publish_counts();
                 return Ok(());
             }
         }
@@ -194,17 +240,24 @@ impl UringLoop {
     /// One completion to the one place that handles it.
     fn dispatch(&mut self, cqe: &cqueue::Entry, now: Instant) -> io::Result<()> {
         let (result, flags) = (cqe.result(), cqe.flags());
-        trace!("completion {:?} result={result} more={}", Op::decode(cqe.user_data()), cqueue::more(flags));
+        trace!("completion {}", names::completion(cqe, &self.connections, &self.acceptors));
         match Op::decode(cqe.user_data()) {
-            Some(Op::Accept) => self.on_accept(result, flags, now),
+            Some(Op::Accept(i)) if i < self.acceptors.len() => self.on_accept(i, result, flags, now),
             Some(Op::Wake) => self.on_wake(now),
             Some(Op::Cancel) => Ok(()), // its target reports for itself
             Some(Op::Recv(key)) => self.on_recv(key, result, flags, now),
             Some(Op::Send(key)) => self.on_send(key, result, now),
-            None => {
+            Some(Op::Accept(_)) | None => {
                 warn!("io_uring: completion with unknown user_data {:#x}", cqe.user_data());
                 Ok(())
             }
+        }
+    }
+
+    /// Add this turn's counts to each listener's counters.
+    fn publish_counts(&mut self) {
+        for acceptor in &mut self.acceptors {
+            acceptor.stats.publish(&mut acceptor.tally);
         }
     }
 
@@ -239,11 +292,21 @@ impl UringLoop {
         bid: Option<u16>,
         now: Instant,
     ) -> io::Result<(Option<u16>, Option<String>)> {
-        let mut turn =
-            Turn { now: self.clock.stamp(now), max_pending: self.config.max_pending, tally: &mut self.tally };
         let conn = &mut self.connections[key];
+        let tally = &mut self.acceptors[conn.listener()].tally; // counted where it was accepted
+        let mut turn = Turn { now: self.clock.stamp(now), max_pending: self.config.max_pending, tally };
         conn.set_recv_armed(false);
         match (result, bid) {
+            (n, Some(bid)) if n > 0 && conn.phase() == Phase::Header => {
+                let outcome = conn.received_header(self.ring.buffers.data(bid, n as usize), &mut turn);
+                if outcome == Ok(true) {
+                    self.header_done(key);
+                }
+                return Ok((Some(bid), outcome.err()));
+            }
+            (0, _) if conn.phase() == Phase::Header => {
+                return Ok((bid, Some("closed before its header was whole".into())));
+            }
             (n, Some(bid)) if n > 0 => {
                 let data = self.ring.buffers.data(bid, n as usize);
                 if conn.received(data, bid, &mut turn) == BufferUse::GiveBack {
@@ -259,11 +322,11 @@ impl UringLoop {
             (0, _) => conn.received_eof(),
             (e, _) => match -e {
                 libc::ENOBUFS => {
-                    trace!("key={key} recv: buffer ring empty, recv again");
+                    trace!("fd={} recv: the buffer ring was empty, recv again", conn.fd());
                     self.ring_empty += 1;
                 }
-                libc::EINTR | libc::EAGAIN => trace!("key={key} recv: nothing yet, recv again"),
-                libc::ECANCELED => trace!("key={key} recv cancelled ({:?})", conn.phase()),
+                libc::EINTR | libc::EAGAIN => trace!("fd={} recv: nothing yet, recv again", conn.fd()),
+                libc::ECANCELED => trace!("fd={} recv cancelled ({:?})", conn.fd(), conn.phase()),
                 errno => {
                     return Ok((bid, Some(format!("recv error: {}", io::Error::from_raw_os_error(errno)))));
                 }
@@ -284,8 +347,8 @@ impl UringLoop {
             e if matches!(-e, libc::EAGAIN | libc::EINTR | libc::ECANCELED) => (0, None),
             e => (0, Some(io::Error::from_raw_os_error(-e))),
         };
-        let mut turn =
-            Turn { now: self.clock.stamp(now), max_pending: self.config.max_pending, tally: &mut self.tally };
+        let tally = &mut self.acceptors[conn.listener()].tally; // counted where it was accepted
+        let mut turn = Turn { now: self.clock.stamp(now), max_pending: self.config.max_pending, tally };
         match conn.sending() {
             Some(Sending::Provided { bid, len }) => {
                 conn.sent_from_buffer(taken, self.ring.buffers.data(bid, len as usize), &mut turn);
@@ -327,11 +390,27 @@ impl UringLoop {
         Ok(())
     }
 
+    /// A connection's PROXY header is whole: it is served from now on, and counted.
+    fn header_done(&mut self, key: usize) {
+        if let Some(timers) = &mut self.header_deadlines {
+            timers.stop(ConnId(key));
+        }
+        let conn = &self.connections[key];
+        let acceptor = &self.acceptors[conn.listener()];
+        acceptor.stats.connection_opened();
+        let open = self.connections.len();
+        debug!("fd={} opened peer={} on {} (open: {open})", conn.fd(), conn.peer(), acceptor.addr);
+    }
+
     /// Close a connection: at once if the kernel holds nothing of it, else cancel what it
     /// holds and finish when the last completion is in (see [`UringLoop::advance`]).
     fn close(&mut self, key: usize, reason: &str) -> io::Result<()> {
         let conn = &mut self.connections[key];
-        debug!("key={key} closing ({reason}) peer={}", conn.peer());
+        debug!("fd={} closing ({reason}) peer={}", conn.fd(), conn.peer());
+        if conn.awaiting_header() && conn.phase() != Phase::Closing {
+            let stats = &self.acceptors[conn.listener()].stats;
+            proxy_header::refused(stats, conn.peer(), reason, Instant::now()); // never served
+        }
         if conn.begin_close() {
             self.ring.cancel_fd(conn.fd())?;
         }
@@ -344,10 +423,16 @@ impl UringLoop {
         if let Some(timers) = &mut self.idle {
             timers.stop(ConnId(key));
         }
+        if let Some(timers) = &mut self.header_deadlines {
+            timers.stop(ConnId(key));
+        }
+        let acceptor = &mut self.acceptors[conn.listener()];
         let unsent = conn.unsent();
-        self.tally.bytes_unsent += unsent as u64; // what it owed counts as never echoed
-        self.stats.connection_closed();
-        debug!("key={key} closed unsent={unsent}");
+        acceptor.tally.bytes_unsent += unsent as u64; // what it owed counts as never echoed
+        if !conn.awaiting_header() {
+            acceptor.stats.connection_closed(); // a refused header was counted in `close`
+        }
+        debug!("fd={} closed on {} unsent={unsent}", conn.fd(), acceptor.addr);
         release_crowd(&mut self.connections);
         Ok(())
     }
@@ -355,11 +440,13 @@ impl UringLoop {
     /// How long `io_uring_enter` may wait: until the earliest timer, or for a completion.
     fn wait_timeout(&self, now: Instant) -> Option<Duration> {
         let idle = self.idle.as_ref().and_then(IdleTimers::next_deadline);
+        let header = self.header_deadlines.as_ref().and_then(IdleTimers::next_deadline);
         let stop = match self.stopping {
             Stopping::No => None,
             Stopping::Grace { until } | Stopping::Draining { until } => Some(until.min(now + LINGER_CHECK)),
         };
-        [idle, stop, self.accept_backoff.paused_until()]
+        let watchdog = self.watchdog.as_ref().map(WatchdogTimer::deadline);
+        [idle, header, stop, self.accept_backoff.paused_until(), watchdog]
             .into_iter()
             .flatten()
             .min()
@@ -369,8 +456,12 @@ impl UringLoop {
     /// Everything that happens because time passed rather than because a request completed.
     fn run_timers(&mut self, now: Instant) -> io::Result<()> {
         self.expire_idle(now)?;
+        self.expire_headers(now)?;
         if self.accept_backoff.resume_due(now) {
-            self.arm_accept()?;
+            self.arm_accepts()?;
+        }
+        if let Some(watchdog) = &mut self.watchdog {
+            watchdog.tick(now); // this loop is turning: tell the service manager
         }
         Ok(())
     }
@@ -385,6 +476,20 @@ impl UringLoop {
         };
         let expired = timers.expired(now, last_active);
         expired.into_iter().try_for_each(|ConnId(key)| self.close(key, "idle timeout"))
+    }
+
+    /// Close the connections whose PROXY header is not whole `--proxy-timeout` after their
+    /// accept (one already closing just leaves the queue).
+    fn expire_headers(&mut self, now: Instant) -> io::Result<()> {
+        let Some(timers) = &mut self.header_deadlines else { return Ok(()) };
+        let connections = &self.connections;
+        let accepted_at = |ConnId(key)| {
+            let conn = connections.get(key).filter(|conn| conn.phase() == Phase::Header);
+            conn.map(Connection::last_active)
+        };
+        let late = timers.expired(now, accepted_at);
+        let reason = proxy_header::timed_out_reason(self.config.proxy_timeout);
+        late.into_iter().try_for_each(|ConnId(key)| self.close(key, &reason))
     }
 
     /// Queue the poll on the shutdown eventfd.
@@ -406,8 +511,10 @@ impl UringLoop {
         if self.stopping != Stopping::No {
             return Ok(());
         }
-        self.cancel_accept()?;
-        self.listener = None; // closes our descriptor (and removes a Unix socket file)
+        self.cancel_accepts()?;
+        for acceptor in &mut self.acceptors {
+            acceptor.listener = None; // closes our descriptor (and removes a Unix socket file)
+        }
         let grace = self.config.shutdown_grace;
         self.stopping = Stopping::Grace { until: now + grace };
         info!(
@@ -417,8 +524,13 @@ impl UringLoop {
         let keys: Vec<usize> = self.connections.iter().map(|(key, _)| key).collect();
         for key in keys {
             let conn = &mut self.connections[key];
+            if conn.phase() == Phase::Header {
+                self.close(key, "the server is stopping")?; // never served: nothing to flush
+                continue;
+            }
             conn.stop_receiving();
             if conn.recv_armed() {
+                trace!("queue cancel of fd={} recv", conn.fd());
                 self.ring.cancel(Op::Recv(key))?;
             }
             self.advance(key)?;

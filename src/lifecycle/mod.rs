@@ -11,6 +11,12 @@
 //!   blocking models.
 //! - `linger.rs`: when a connection the server ends must linger before it closes, and when
 //!   it may close.
+//! - `proxy_header.rs`: `--proxy-protocol`, a connection's first phase: its PROXY header,
+//!   read, checked and consumed before anything is echoed.
+//!
+//! A datagram has a life too, shorter: it is counted, then answered, unless it comes from a
+//! port never answered ([`admit_datagram`], for the event loop's UDP sockets and the blocking
+//! models' UDP thread alike).
 //!
 //! Nothing here knows how a model waits: no `mio`, no ring, no thread. A connection is
 //! named by a plain [`ConnId`].
@@ -18,10 +24,17 @@
 mod admission;
 mod idle;
 pub mod linger;
+pub mod proxy_header;
 
 use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
 
+use log::debug;
 use slab::Slab;
+
+use crate::net::RESERVED_SOURCE_PORTS;
+use crate::stats::{Datagrams, IoTally};
 
 pub use admission::Admission;
 pub use idle::{Clock, IdleTimers, Stamp};
@@ -37,6 +50,38 @@ impl fmt::Display for ConnId {
     }
 }
 
+/// How long a loop may wait in the kernel (until its earliest timer), as its trace says
+/// it: `20ms` (rounded up, as the kernel takes it), or `none`: until something happens.
+pub fn wait_limit(timeout: Option<Duration>) -> impl fmt::Display {
+    WaitLimit(timeout)
+}
+
+struct WaitLimit(Option<Duration>);
+
+impl fmt::Display for WaitLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            None => f.write_str("none"),
+            Some(timeout) => write!(f, "{}ms", timeout.as_micros().div_ceil(1000)),
+        }
+    }
+}
+
+/// A datagram of `n` bytes arrived from `from`: count it read, and say whether to answer it.
+/// One from a port never answered (0, or a small service's: two echo services must not be
+/// set answering each other) is dropped, and counted as dropped and its bytes as unsent.
+pub fn admit_datagram(n: usize, from: SocketAddr, tally: &mut IoTally, datagrams: &mut Datagrams) -> bool {
+    tally.reads += 1;
+    tally.bytes_read += n as u64;
+    if !RESERVED_SOURCE_PORTS.contains(&from.port()) {
+        return true;
+    }
+    debug!("udp: dropped a datagram from {from}: source port {} is never answered", from.port());
+    datagrams.dropped_reserved_port += 1;
+    tally.bytes_unsent += n as u64;
+    false
+}
+
 /// Slab slots a loop keeps when its last connection closes; a larger slab is shrunk.
 const SLAB_KEEP: usize = 1024;
 
@@ -47,5 +92,18 @@ const SLAB_KEEP: usize = 1024;
 pub fn release_crowd<T>(connections: &mut Slab<T>) {
     if connections.is_empty() && connections.capacity() > SLAB_KEEP {
         connections.shrink_to_fit();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wait_limit_reads_in_whole_milliseconds() {
+        assert_eq!(wait_limit(None).to_string(), "none");
+        assert_eq!(wait_limit(Some(Duration::ZERO)).to_string(), "0ms");
+        assert_eq!(wait_limit(Some(Duration::from_micros(19_001))).to_string(), "20ms");
+        assert_eq!(wait_limit(Some(Duration::from_secs(5))).to_string(), "5000ms");
     }
 }

@@ -107,12 +107,14 @@ fn echoes_over_ipv6() {
     assert_eq!(&reply[..n], b"over v6");
 }
 
-/// The models without a loop, several workers, and framing make no sense for UDP: exit 2.
+/// io-uring serves streams only, and framing makes no sense for datagrams: exit 2, one line.
 #[test]
-fn udp_with_another_model_workers_or_framing_is_a_usage_error() {
+fn udp_with_io_uring_or_framing_is_a_usage_error() {
     for (args, needle) in [
-        (&["serve", "udp:0", "--model", "blocking"][..], "served by the event loop only"),
-        (&["serve", "udp:0", "--workers", "2"][..], "a UDP echo is one socket"),
+        (
+            &["serve", "udp:0", "--model", "io-uring"][..],
+            "udp:127.0.0.1:0: the io-uring model serves TCP and Unix",
+        ),
         (&["serve", "udp:0", "--framing", "length"][..], "every datagram is already one message"),
     ] {
         let (code, _, stderr) = run_bin(args);

@@ -177,8 +177,12 @@ pub fn assert_same_bytes(got: &[u8], want: &[u8]) {
 /// The real `echoloop` binary as a child process; killed on drop.
 pub struct Bin {
     child: Child,
-    /// The address from its `listening on` line.
+    /// The address from its (first) `listening on` line.
     pub addr: String,
+    /// The addresses of every `listening on` line waited for, in order.
+    pub addrs: Vec<String>,
+    /// Every line it has written to stdout so far.
+    stdout: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<String>>,
     /// Copies the child's stderr into `stderr`; finishes when the child's stderr closes.
     stderr_reader: Option<JoinHandle<()>>,
@@ -206,7 +210,19 @@ impl Bin {
 
     /// Run a prepared `command` (its stdio is set here) and wait (bounded) for its
     /// `listening on` line.
-    pub fn spawn(mut command: Command) -> Bin {
+    pub fn spawn(command: Command) -> Bin {
+        Bin::spawn_listening(command, 1)
+    }
+
+    /// `echoloop serve ARGS...` with `count` listeners: wait (bounded) for all their lines.
+    pub fn serve_listening(args: &[&str], count: usize) -> Bin {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_echoloop"));
+        command.arg("serve").args(args);
+        Bin::spawn_listening(command, count)
+    }
+
+    /// [`Bin::spawn`], waiting for `count` `listening on` lines (one per listener).
+    pub fn spawn_listening(mut command: Command, count: usize) -> Bin {
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -224,19 +240,37 @@ impl Bin {
             }
         });
         let (tx, rx) = std::sync::mpsc::channel();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let out = BufReader::new(child.stdout.take().unwrap());
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let lines = Arc::clone(&stdout);
         thread::spawn(move || {
-            let mut line = String::new();
-            let _ = out.read_line(&mut line);
-            let _ = tx.send(line);
-            io::copy(&mut out, &mut io::sink()).ok(); // keep the pipe drained
+            // Every line is kept (which keeps the pipe drained); the first `count` are sent on.
+            for line in out.lines().map_while(Result::ok) {
+                let mut lines = lines.lock().unwrap();
+                if lines.len() < count {
+                    let _ = tx.send(line.clone());
+                }
+                lines.push(line);
+            }
         });
-        let line = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
-        let mut bin = Bin { child, addr: String::new(), stderr, stderr_reader: Some(stderr_reader) };
-        match line.trim_end().strip_prefix("listening on ") {
-            Some(addr) => bin.addr = addr.to_string(),
-            None => panic!("no 'listening on' line (got {line:?}); stderr:\n{}", bin.stderr()),
+        let mut bin = Bin {
+            child,
+            addr: String::new(),
+            addrs: Vec::new(),
+            stdout,
+            stderr,
+            stderr_reader: Some(stderr_reader),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for _ in 0..count {
+            let line =
+                rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).unwrap_or_default();
+            match line.trim_end().strip_prefix("listening on ") {
+                Some(addr) => bin.addrs.push(addr.to_string()),
+                None => panic!("no 'listening on' line (got {line:?}); stderr:\n{}", bin.stderr()),
+            }
         }
+        bin.addr = bin.addrs[0].clone();
         bin
     }
 
@@ -248,6 +282,26 @@ impl Bin {
     /// Everything it has written to stderr so far.
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
+    }
+
+    /// The lines it has written to stdout so far.
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// The address of its `metrics on http://ADDR/metrics` line (`--metrics`), waited for.
+    pub fn metrics(&self) -> SocketAddr {
+        let find = |lines: &[String]| {
+            lines
+                .iter()
+                .find_map(|l| l.strip_prefix("metrics on http://")?.strip_suffix("/metrics")?.parse().ok())
+        };
+        assert!(
+            wait_until(IO_TIMEOUT, || find(&self.stdout_lines()).is_some()),
+            "no metrics line: {:?}",
+            self.stdout_lines()
+        );
+        find(&self.stdout_lines()).expect("a metrics address")
     }
 
     /// Its process id.
@@ -558,4 +612,14 @@ pub fn open_fds(pid: u32) -> Vec<usize> {
         .expect("list /proc/PID/fd")
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
         .collect()
+}
+
+/// The program `name` if it is on PATH (a test that needs it prints one line and returns
+/// where it is not).
+pub fn installed(name: &str) -> Option<String> {
+    let paths = std::env::var_os("PATH")?;
+    std::env::split_paths(&paths)
+        .map(|dir| dir.join(name))
+        .find(|path| path.is_file())
+        .map(|path| path.display().to_string())
 }

@@ -189,7 +189,7 @@ fn open_in_slices(target: &Target, count: usize, load: &Load, progress: &Progres
         if n == 0 {
             continue;
         }
-        match run::open_idle(target, n, load.framing, load.connect_timeout, progress) {
+        match run::open_idle(target, n, load.framing, load.proxy, load.connect_timeout, progress) {
             Ok(set) => {
                 opened.slices_per_s.push(set.opened() as f64 / set.connect_time().as_secs_f64().max(1e-9));
                 let failed = set.failed() > 0;

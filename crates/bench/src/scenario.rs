@@ -24,10 +24,13 @@ pub enum Scenario {
     Churn,
     /// 10000 idle connections: server memory per connection.
     Idle,
+    /// 100 connections sending 128 B at 5000/s in all, alone and then beside one
+    /// connection streaming 64 KiB messages as fast as it can: does the stream starve them?
+    Fairness,
 }
 
 /// What a scenario asks of the load generator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Shape {
     /// Echo traffic.
     Echo {
@@ -52,11 +55,24 @@ pub enum Shape {
         /// Connections.
         connections: usize,
     },
+    /// Small messages on many connections at a fixed rate, alone and beside a stream.
+    Fairness {
+        /// The small connections.
+        connections: usize,
+        /// Bytes of each small message.
+        size: usize,
+        /// Small messages per second, over all the small connections.
+        rate: f64,
+        /// Bytes of each of the stream's messages.
+        stream_size: usize,
+        /// The stream's messages in flight.
+        stream_pipeline: usize,
+    },
 }
 
 impl Scenario {
     /// Every scenario, in table order.
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::Latency,
         Scenario::SmallMany,
         Scenario::Medium,
@@ -64,6 +80,7 @@ impl Scenario {
         Scenario::Many,
         Scenario::Churn,
         Scenario::Idle,
+        Scenario::Fairness,
     ];
 
     /// The name in `--scenarios` and JSON.
@@ -76,6 +93,7 @@ impl Scenario {
             Scenario::Many => "many",
             Scenario::Churn => "churn",
             Scenario::Idle => "idle",
+            Scenario::Fairness => "fairness",
         }
     }
 
@@ -90,6 +108,13 @@ impl Scenario {
             Scenario::Many => echo(2000, 128, 1),
             Scenario::Churn => Shape::Churn { connections: 8, size: 64 },
             Scenario::Idle => Shape::Idle { connections: 10_000 },
+            Scenario::Fairness => Shape::Fairness {
+                connections: 100,
+                size: 128,
+                rate: 5000.0,
+                stream_size: 65536,
+                stream_pipeline: 4,
+            },
         }
     }
 
@@ -99,10 +124,11 @@ impl Scenario {
             Shape::Echo { connections, .. }
             | Shape::Churn { connections, .. }
             | Shape::Idle { connections } => connections,
+            Shape::Fairness { connections, .. } => connections + 1,
         }
     }
 
-    /// Whether it measures echo traffic (not held, idle connections).
+    /// Whether it is one echo load (not churn, idle connections, or the fairness pair).
     pub fn is_echo(self) -> bool {
         matches!(self.shape(), Shape::Echo { .. })
     }
@@ -120,6 +146,12 @@ impl Scenario {
                 format!("churn: connect, echo {}, close ({connections} at once)", human::bytes(size as f64))
             }
             Shape::Idle { connections } => format!("{connections} idle conns: RSS per conn"),
+            Shape::Fairness { connections, size, rate, stream_size, .. } => format!(
+                "fairness: {connections} conns · {} at {}/s, beside one {} stream",
+                human::bytes(size as f64),
+                human::count(rate),
+                human::bytes(stream_size as f64)
+            ),
         }
     }
 }
@@ -146,5 +178,11 @@ mod tests {
         assert!(!Scenario::Idle.is_echo() && Scenario::Bulk.is_echo() && !Scenario::Churn.is_echo());
         assert_eq!(Scenario::Churn.title(), "churn: connect, echo 64 B, close (8 at once)");
         assert_eq!(Scenario::Churn.connections(), 8);
+        assert_eq!(
+            Scenario::Fairness.title(),
+            "fairness: 100 conns · 128 B at 5.00k/s, beside one 64 KiB stream"
+        );
+        assert_eq!(Scenario::Fairness.connections(), 101);
+        assert!(!Scenario::Fairness.is_echo());
     }
 }
