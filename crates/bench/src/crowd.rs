@@ -145,8 +145,8 @@ pub fn run(
         0 => None,
         n => {
             progress.warn(&format!(
-                "holding {held} idle connections; {n} more echo at {:?}/s",
-                load.rate.unwrap_or(0.0)
+                "holding {held} idle connections; {n} more echo at {} messages/s",
+                count(load.rate.unwrap_or(0.0))
             ));
             Some(run::run_echo(target, &Load { connections: n, ..load.clone() }, server_pid, progress)?)
         }
