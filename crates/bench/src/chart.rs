@@ -77,6 +77,7 @@ fn panel(report: &CompareReport, scenario: Scenario) -> Panel<'_> {
         Shape::Echo { .. } => "msgs/s (higher is better)",
         Shape::Churn { .. } => "connections/s (higher is better)",
         Shape::Idle { .. } => "bytes per connection (lower is better)",
+        Shape::Udp { .. } => "datagrams/s (higher is better)",
     };
     Panel { title: scenario.title(), unit, bars: bars.collect() }
 }

@@ -24,7 +24,8 @@
 //!   loop, idle, churn, UDP, chaos with its hostile clients: connections, the event loops,
 //!   verification, timing).
 //! - `scenario` (the comparison's loads) and `server` (starting and stopping a server from
-//!   a [`ServerSpec`]); `results`: what a comparison measured, as plain data.
+//!   a [`ServerSpec`], with `udp_probe` for UDP echoes); `results`: what a comparison
+//!   measured, as plain data.
 //! - `report` (text, JSON, the table) and `chart` (the SVG), each reading only the results.
 //! - `single` and `compare`: the orchestration of a run; `args`: the command line.
 
@@ -49,10 +50,12 @@ mod stream;
 mod sys;
 mod target;
 mod timer;
+mod udp_probe;
 
 pub use args::BenchArgs;
 pub use error::Error;
 pub use server::{ADDR_PLACEHOLDER, Catalog, ServerSpec};
+pub use target::Transport;
 
 use args::Task;
 

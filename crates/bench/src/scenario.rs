@@ -5,6 +5,7 @@ use clap::ValueEnum;
 use serde::Serialize;
 
 use crate::human;
+use crate::target::Transport;
 
 /// A load `--compare` puts on every server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ValueEnum)]
@@ -24,6 +25,10 @@ pub enum Scenario {
     Churn,
     /// 10000 idle connections: server memory per connection.
     Idle,
+    /// UDP: 64 sockets, 128 B datagrams, one in flight each.
+    UdpSmall,
+    /// UDP: 1 socket sending trains of 32 × 1200 B datagrams, two trains in flight.
+    UdpBurst,
 }
 
 /// What a scenario asks of the load generator.
@@ -52,11 +57,22 @@ pub enum Shape {
         /// Connections.
         connections: usize,
     },
+    /// Datagrams to a UDP echo service, closed loop.
+    Udp {
+        /// Sockets.
+        sockets: usize,
+        /// Bytes per datagram.
+        size: usize,
+        /// Datagrams in flight per socket.
+        pipeline: usize,
+        /// Datagrams sent together (one train, split by the kernel); 1 for none.
+        train: usize,
+    },
 }
 
 impl Scenario {
     /// Every scenario, in table order.
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::Latency,
         Scenario::SmallMany,
         Scenario::Medium,
@@ -64,6 +80,8 @@ impl Scenario {
         Scenario::Many,
         Scenario::Churn,
         Scenario::Idle,
+        Scenario::UdpSmall,
+        Scenario::UdpBurst,
     ];
 
     /// The name in `--scenarios` and JSON.
@@ -76,6 +94,8 @@ impl Scenario {
             Scenario::Many => "many",
             Scenario::Churn => "churn",
             Scenario::Idle => "idle",
+            Scenario::UdpSmall => "udp-small",
+            Scenario::UdpBurst => "udp-burst",
         }
     }
 
@@ -90,6 +110,16 @@ impl Scenario {
             Scenario::Many => echo(2000, 128, 1),
             Scenario::Churn => Shape::Churn { connections: 8, size: 64 },
             Scenario::Idle => Shape::Idle { connections: 10_000 },
+            Scenario::UdpSmall => Shape::Udp { sockets: 64, size: 128, pipeline: 1, train: 1 },
+            Scenario::UdpBurst => Shape::Udp { sockets: 1, size: 1200, pipeline: 64, train: 32 },
+        }
+    }
+
+    /// Streams (TCP) or datagrams (UDP): a server is started for the one it needs.
+    pub fn transport(self) -> Transport {
+        match self.shape() {
+            Shape::Udp { .. } => Transport::Datagram,
+            _ => Transport::Stream,
         }
     }
 
@@ -98,13 +128,14 @@ impl Scenario {
         match self.shape() {
             Shape::Echo { connections, .. }
             | Shape::Churn { connections, .. }
-            | Shape::Idle { connections } => connections,
+            | Shape::Idle { connections }
+            | Shape::Udp { sockets: connections, .. } => connections,
         }
     }
 
-    /// Whether it measures echo traffic (not held, idle connections).
+    /// Whether it measures echo traffic, over streams or datagrams (not held, idle connections).
     pub fn is_echo(self) -> bool {
-        matches!(self.shape(), Shape::Echo { .. })
+        matches!(self.shape(), Shape::Echo { .. } | Shape::Udp { .. })
     }
 
     /// The row label: "1 conn · 64 B".
@@ -120,6 +151,13 @@ impl Scenario {
                 format!("churn: connect, echo {}, close ({connections} at once)", human::bytes(size as f64))
             }
             Shape::Idle { connections } => format!("{connections} idle conns: RSS per conn"),
+            // Datagram sizes in bytes as written: 1200 B, a typical QUIC datagram.
+            Shape::Udp { sockets, size, train: 1, .. } => format!("udp: {sockets} sockets · {size} B"),
+            Shape::Udp { sockets, size, pipeline, train } => format!(
+                "udp: {sockets} socket{} · trains of {train} × {size} B · {} in flight",
+                if sockets == 1 { "" } else { "s" },
+                pipeline / train
+            ),
         }
     }
 }
@@ -144,7 +182,12 @@ mod tests {
         assert_eq!(Scenario::Idle.title(), "10000 idle conns: RSS per conn");
         assert_eq!(Scenario::Idle.connections(), 10_000);
         assert!(!Scenario::Idle.is_echo() && Scenario::Bulk.is_echo() && !Scenario::Churn.is_echo());
+        assert!(Scenario::UdpBurst.is_echo());
         assert_eq!(Scenario::Churn.title(), "churn: connect, echo 64 B, close (8 at once)");
         assert_eq!(Scenario::Churn.connections(), 8);
+        assert_eq!(Scenario::UdpSmall.title(), "udp: 64 sockets · 128 B");
+        assert_eq!(Scenario::UdpBurst.title(), "udp: 1 socket · trains of 32 × 1200 B · 2 in flight");
+        assert_eq!(Scenario::UdpSmall.transport(), Transport::Datagram);
+        assert_eq!(Scenario::Idle.transport(), Transport::Stream);
     }
 }

@@ -14,11 +14,12 @@ mod flow;
 mod hostile;
 mod idle;
 mod udp;
+mod udp_io;
 
 pub use chaos::{ChaosOptions, ChaosReport, run_chaos};
 pub use churn::{ChurnReport, run_churn};
 pub use idle::{IdleReport, open_idle};
-pub use udp::{UdpReport, run_udp};
+pub use udp::{UdpReport, run_udp, run_udp_trains};
 
 use std::io::{self, ErrorKind};
 use std::sync::atomic::{AtomicU64, Ordering};
