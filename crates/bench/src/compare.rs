@@ -239,7 +239,7 @@ fn measure(
         }
         Shape::Udp { sockets, size, pipeline, train } => {
             let load = scenario_load(options, sockets, size, pipeline);
-            run::run_udp_trains(server.addr(), &load, train, Some(server.pid()), &Progress::hidden())
+            run::run_udp(server.addr(), &load, train, Some(server.pid()), &Progress::hidden())
                 .map(|report| Outcome::Echo(report.as_echo()))
         }
     }

@@ -37,6 +37,8 @@ pub struct SingleOptions {
     pub chaos: ChaosOptions,
     /// Where JSON goes, if anywhere.
     pub json: JsonTarget,
+    /// UDP, closed loop: datagrams per train (`--train`; 1 when not given).
+    pub train: usize,
 }
 
 /// Check the request, run it, report; `Err` after a report means the run found problems.
@@ -114,7 +116,7 @@ fn chaos(options: &SingleOptions, progress: &Progress) -> Result<(), Error> {
 }
 
 fn udp(addr: std::net::SocketAddr, options: &SingleOptions, progress: &Progress) -> Result<(), Error> {
-    let report = run::run_udp(addr, &options.load, options.chaos.server_pid, progress)?;
+    let report = run::run_udp(addr, &options.load, options.train, options.chaos.server_pid, progress)?;
     warn_if(progress, report.cpu.client_bound, report::CLIENT_BOUND_WARNING);
     report::emit(&report, &options.json, report::udp_text(&report))?;
     outcome(report.is_clean(), || report::udp_problems(&report))

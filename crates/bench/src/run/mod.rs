@@ -19,7 +19,7 @@ mod udp_io;
 pub use chaos::{ChaosOptions, ChaosReport, run_chaos};
 pub use churn::{ChurnReport, run_churn};
 pub use idle::{IdleReport, open_idle};
-pub use udp::{UdpReport, run_udp, run_udp_trains};
+pub use udp::{UdpReport, run_udp};
 
 use std::io::{self, ErrorKind};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -10,7 +10,7 @@
 //!
 //! Measured: the datagrams sent inside the window. Each socket (`--connections`) keeps
 //! `--pipeline` datagrams in flight (closed loop), or sends on schedule (`--rate`). A closed
-//! loop may send in trains ([`run_udp_trains`]): a new train of that many datagrams once as
+//! loop may send in trains ([`run_udp`]): a new train of that many datagrams once as
 //! many have settled. Sending and receiving are batched (`udp_io`), so that the generator
 //! costs the kernel less per datagram than the server it measures.
 
@@ -141,20 +141,11 @@ fn validate(load: &Load) -> Result<(), String> {
     load.validate()
 }
 
-/// Send datagrams to the UDP echo service at `addr` as `load` says.
+/// Send datagrams to the UDP echo service at `addr` as `load` says. A closed loop sends in
+/// trains of `train` datagrams (1: each as it is due): each socket starts with `--pipeline`
+/// in flight, and sends the next train once `train` have settled; a train goes to the
+/// kernel as one message where it can split it (GSO).
 pub fn run_udp(
-    addr: SocketAddr,
-    load: &Load,
-    watch: Option<u32>,
-    progress: &Progress,
-) -> io::Result<UdpReport> {
-    run_udp_trains(addr, load, 1, watch, progress)
-}
-
-/// [`run_udp`], a closed loop sending in trains of `train` datagrams: each socket starts
-/// with `--pipeline` in flight, and sends the next train once `train` have settled. Each
-/// train goes to the kernel as one message where it can split it (GSO).
-pub fn run_udp_trains(
     addr: SocketAddr,
     load: &Load,
     train: usize,
