@@ -155,10 +155,10 @@ impl BenchArgs {
         if self.hostile.is_some() && self.mode != Mode::Chaos {
             return Err(Error::Usage("--hostile is for --mode chaos".into()));
         }
-        if let Some(train) = self.train {
-            if !matches!(self.addr, Target::Udp(_)) || train > self.pipeline {
-                return Err(Error::Usage("--train is for udp: targets, and at most --pipeline".into()));
-            }
+        if let Some(train) = self.train
+            && (!matches!(self.addr, Target::Udp(_)) || train > self.pipeline)
+        {
+            return Err(Error::Usage("--train is for udp: targets, and at most --pipeline".into()));
         }
         if self.rate.is_some() && self.mode == Mode::Idle {
             return Err(Error::Usage("--rate is for messages or connections; --mode idle sends none".into()));
