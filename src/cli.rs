@@ -37,13 +37,14 @@ pub enum Command {
     /// start each I/O model in turn and print a side-by-side table.
     #[cfg(feature = "bench")]
     Bench(echoloop_bench::BenchArgs),
-    /// Print the man page (roff) on stdout, or write a page per subcommand with --dir.
+    /// Print the man page, echoloop(1), on stdout: every command with all of its options
+    /// (`echoloop manpage | man -l -`).
     Manpage(ManpageArgs),
     /// Print a shell completion script on stdout.
     Completions(CompletionsArgs),
 }
 
-/// The end of `serve --help` and of echoloop-serve(1).
+/// The end of `serve --help` (the man page has sections of its own for these).
 const SERVE_NOTES: &str = "\
 Signals: SIGINT or SIGTERM stops gracefully (pending echoes flush for --shutdown-grace; a second \
 signal exits at once with status 130). SIGUSR1 logs a statistics line.
@@ -57,7 +58,7 @@ Exit status: 0 after a graceful stop, 1 on a runtime error (address in use, perm
 /// `echoloop manpage`.
 #[derive(Debug, Args)]
 pub struct ManpageArgs {
-    /// Write echoloop.1 and a page per subcommand (echoloop-serve.1, ...) into DIR instead.
+    /// Write the page to DIR/echoloop.1 instead (for example /usr/local/share/man/man1).
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
 }
@@ -117,25 +118,37 @@ pub struct ServeArgs {
     /// the connection after the frames before it are echoed (K/M suffixes).
     #[arg(long, value_name = "BYTES", default_value = "64K", value_parser = parse_frame_size)]
     pub max_frame: usize,
+    /// io-uring: receive buffers in the ring the kernel fills as bytes arrive, a power of
+    /// two up to 32768. They bound the recvs completing in one loop turn, not the connections.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub uring_buffers: usize,
+    /// io-uring: bytes per receive buffer, the most one recv brings (K/M suffixes). The
+    /// buffers are allocated at start: N x BYTES of memory, used as they fill.
+    #[arg(long, value_name = "BYTES", default_value = "64K", value_parser = parse_size)]
+    pub uring_buffer_size: usize,
 }
 
 impl ServeArgs {
     /// The library's config: no clap type goes past this point.
     pub fn to_config(&self) -> ServerConfig {
-        ServerConfig {
-            addr: self.addr.clone().unwrap_or_else(|| ServerConfig::default().addr),
-            model: self.model,
-            workers: usize::from(self.workers),
-            max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
-            idle_timeout: (!self.idle_timeout.is_zero()).then_some(self.idle_timeout),
-            max_pending: self.max_pending,
-            send_buffer: self.send_buffer,
-            recv_buffer: self.recv_buffer,
-            shutdown_grace: self.shutdown_grace,
-            stats_interval: (!self.stats_interval.is_zero()).then_some(self.stats_interval),
-            framing: self.framing,
-            max_frame: self.max_frame,
-        }
+        let config = match &self.addr {
+            Some(addr) => ServerConfig::new(addr.clone()),
+            None => ServerConfig::default(),
+        };
+        config
+            .with_model(self.model)
+            .with_workers(usize::from(self.workers))
+            .with_max_connections(usize::try_from(self.max_connections).unwrap_or(usize::MAX))
+            .with_idle_timeout((!self.idle_timeout.is_zero()).then_some(self.idle_timeout))
+            .with_max_pending(self.max_pending)
+            .with_send_buffer(self.send_buffer)
+            .with_recv_buffer(self.recv_buffer)
+            .with_shutdown_grace(self.shutdown_grace)
+            .with_stats_interval((!self.stats_interval.is_zero()).then_some(self.stats_interval))
+            .with_framing(self.framing)
+            .with_max_frame(self.max_frame)
+            .with_uring_buffers(self.uring_buffers)
+            .with_uring_buffer_size(self.uring_buffer_size)
     }
 }
 
@@ -170,7 +183,10 @@ pub struct ClientArgs {
 impl ClientArgs {
     /// The library's options: no clap type goes past this point.
     pub fn to_options(&self) -> ClientOptions {
-        ClientOptions { framing: self.framing, max_frame: self.max_frame, reply_timeout: self.timeout }
+        ClientOptions::default()
+            .with_framing(self.framing)
+            .with_max_frame(self.max_frame)
+            .with_reply_timeout(self.timeout)
     }
 }
 

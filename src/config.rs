@@ -1,14 +1,21 @@
 //! `ServerConfig`: the limits every model shares, so a comparison between models measures the
 //! I/O model and nothing else. The CLI converts into this type; no clap type leaks past it.
+//!
+//! The type is `#[non_exhaustive]`, so a new setting is not a breaking change: outside this
+//! crate a config starts from [`ServerConfig::new`] (or `default()`) and changes what it
+//! needs with the `with_*` methods, or by assigning a field.
 
 use std::time::Duration;
 
 use crate::addr::ListenAddr;
 use crate::framing::{Framer, Framing};
 
-/// Which I/O model serves the connections. (`clap::ValueEnum` gives the command line the
-/// kebab-case names, `event-loop`, `thread-per-conn`, `blocking`, and each doc line as help.)
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+/// Which I/O model serves the connections. (With the `cli` feature, `clap::ValueEnum` gives
+/// the command line the kebab-case names, `event-loop`, `thread-per-conn`, `blocking`,
+/// `io-uring`, and each doc line as help.) More models may come, so a `match` needs a `_` arm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[non_exhaustive]
 pub enum Model {
     /// One thread, one `mio::Poll`, every connection in a slab (per worker with `workers > 1`).
     #[default]
@@ -34,7 +41,19 @@ impl Model {
 }
 
 /// Everything a server needs to know before it binds.
+///
+/// ```
+/// use std::time::Duration;
+/// use echoloop::{Model, ServerConfig};
+///
+/// let config = ServerConfig::new("127.0.0.1:0".parse()?)
+///     .with_model(Model::ThreadPerConn)
+///     .with_idle_timeout(Some(Duration::from_secs(30)));
+/// assert_eq!(config.validate(), Ok(()));
+/// # Ok::<(), echoloop::AddrParseError>(())
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ServerConfig {
     /// Where to listen.
     pub addr: ListenAddr,
@@ -60,6 +79,18 @@ pub struct ServerConfig {
     pub framing: Framing,
     /// The largest frame: a line with its `\n`, or a length frame's payload.
     pub max_frame: usize,
+    /// io-uring only: receive buffers in the provided-buffer ring, a power of two up to
+    /// 32768 (the kernel's limit). A buffer is out of the ring for a loop turn at most, so
+    /// this bounds the recvs completing in one turn, not the connections: 2000 busy
+    /// connections never found 256 empty (docs/results/2026-11-30-io-uring.md), and a recv
+    /// that does is simply armed again.
+    pub uring_buffers: usize,
+    /// io-uring only: bytes per receive buffer, the most one recv brings. The default is
+    /// the event loop's 64 KiB read, so a bulk transfer takes as few recvs (16 KiB buffers
+    /// cost the bulk scenario about a third more CPU per message). The kernel takes buffers
+    /// in ring order, so in time every one is touched: `uring_buffers * uring_buffer_size`
+    /// is a fixed cost (16 MiB by default), whatever the number of connections.
+    pub uring_buffer_size: usize,
 }
 
 impl Default for ServerConfig {
@@ -77,14 +108,47 @@ impl Default for ServerConfig {
             stats_interval: None,
             framing: Framing::Raw,
             max_frame: 64 * 1024,
+            uring_buffers: 256,
+            uring_buffer_size: 64 * 1024,
         }
     }
 }
+
+/// `with_field(value)` methods that set one field each, so that a config outside this crate
+/// (where `#[non_exhaustive]` forbids struct literals) is still built in one expression.
+macro_rules! setters {
+    ($($setter:ident => $field:ident: $type:ty),* $(,)?) => {$(
+        #[doc = concat!("This, with [`", stringify!($field), "`](Self::", stringify!($field), ") set.")]
+        #[must_use]
+        pub fn $setter(mut self, $field: $type) -> Self {
+            self.$field = $field;
+            self
+        }
+    )*};
+}
+pub(crate) use setters;
 
 impl ServerConfig {
     /// A default configuration listening on `addr`.
     pub fn new(addr: ListenAddr) -> Self {
         ServerConfig { addr, ..ServerConfig::default() }
+    }
+
+    setters! {
+        with_addr => addr: ListenAddr,
+        with_model => model: Model,
+        with_workers => workers: usize,
+        with_max_connections => max_connections: usize,
+        with_idle_timeout => idle_timeout: Option<Duration>,
+        with_max_pending => max_pending: usize,
+        with_send_buffer => send_buffer: Option<usize>,
+        with_recv_buffer => recv_buffer: Option<usize>,
+        with_shutdown_grace => shutdown_grace: Duration,
+        with_stats_interval => stats_interval: Option<Duration>,
+        with_framing => framing: Framing,
+        with_max_frame => max_frame: usize,
+        with_uring_buffers => uring_buffers: usize,
+        with_uring_buffer_size => uring_buffer_size: usize,
     }
 
     /// The framing with its limit, as a connection uses it.
@@ -131,6 +195,7 @@ impl ServerConfig {
         if let ListenAddr::Udp(_) = self.addr {
             self.validate_udp()?;
         }
+        self.validate_uring_buffers()?;
         if self.max_connections == 0 {
             return Err("--max-connections must be at least 1".into());
         }
@@ -168,6 +233,40 @@ impl ServerConfig {
 }
 
 impl ServerConfig {
+    /// `--uring-buffers` and `--uring-buffer-size`: for the io-uring model only, a ring the
+    /// kernel accepts, and a pool this machine can hold (in time every buffer is touched).
+    fn validate_uring_buffers(&self) -> Result<(), String> {
+        let defaults = ServerConfig::default();
+        let (count, size) = (self.uring_buffers, self.uring_buffer_size);
+        if self.model != Model::IoUring
+            && (count, size) != (defaults.uring_buffers, defaults.uring_buffer_size)
+        {
+            return Err(format!(
+                "--uring-buffers and --uring-buffer-size apply to the io-uring model, not {}",
+                self.model.name()
+            ));
+        }
+        if !count.is_power_of_two() || count > MAX_URING_BUFFERS {
+            return Err(format!(
+                "--uring-buffers {count}: the kernel's buffer ring takes a power of two, 1 to {MAX_URING_BUFFERS}"
+            ));
+        }
+        if size == 0 || size as u64 > u64::from(u32::MAX) {
+            return Err(format!(
+                "--uring-buffer-size {size}: expected 1 byte to {} (a recv's length is 32 bits)",
+                u32::MAX
+            ));
+        }
+        let pool = (count as u64).saturating_mul(size as u64);
+        if let Some(memory) = physical_memory().filter(|&memory| pool > memory) {
+            return Err(format!(
+                "--uring-buffers {count} x --uring-buffer-size {size} is {pool} bytes, more than this \
+                 machine's memory ({memory} bytes)"
+            ));
+        }
+        Ok(())
+    }
+
     /// A `udp:` address: one event loop over one socket, and no stream to frame.
     fn validate_udp(&self) -> Result<(), String> {
         if self.model != Model::EventLoop {
@@ -192,6 +291,10 @@ impl ServerConfig {
 
 /// The shortest `--stats-interval` (other than 0, off): ten lines a second.
 const MIN_STATS_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The most buffers a provided-buffer ring may hold (the kernel refuses 65536 and more;
+/// rings are powers of two).
+const MAX_URING_BUFFERS: usize = 32768;
 
 /// The largest SO_SNDBUF / SO_RCVBUF value the kernel can store: it doubles the value (for
 /// its bookkeeping) into a C `int`. The kernel also caps it at net.core.wmem_max /
@@ -288,6 +391,25 @@ mod tests {
         assert!(config.validate().unwrap_err().contains("--framing line"));
         let config = ServerConfig { model: Model::IoUring, ..Default::default() };
         assert_eq!(config.validate(), Ok(()));
+    }
+
+    #[test]
+    fn uring_buffers_are_checked_and_only_for_io_uring() {
+        let uring = ServerConfig { model: Model::IoUring, ..Default::default() };
+        let config = ServerConfig { uring_buffers: 4, uring_buffer_size: 2048, ..uring.clone() };
+        assert_eq!(config.validate(), Ok(()));
+        for bad in [0, 3, 1000, 65536] {
+            let config = ServerConfig { uring_buffers: bad, ..uring.clone() };
+            assert!(config.validate().unwrap_err().contains(&format!("--uring-buffers {bad}:")), "{bad}");
+        }
+        let config = ServerConfig { uring_buffer_size: 1 << 32, ..uring.clone() };
+        assert!(config.validate().unwrap_err().contains("--uring-buffer-size 4294967296"));
+        let config = ServerConfig { uring_buffers: 32768, uring_buffer_size: u32::MAX as usize, ..uring };
+        if physical_memory().is_some() {
+            assert!(config.validate().unwrap_err().contains("more than this machine's memory"));
+        }
+        let config = ServerConfig { uring_buffers: 64, ..Default::default() };
+        assert!(config.validate().unwrap_err().contains("apply to the io-uring model, not event-loop"));
     }
 
     #[test]

@@ -29,9 +29,12 @@ use std::fmt;
 /// The bytes of a length frame's prefix: a big-endian `u32`.
 pub const PREFIX: usize = 4;
 
-/// How the byte stream of a connection is cut into messages. (`clap::ValueEnum` gives the
-/// command line the names `raw`, `line`, `length`, and each doc line as help.)
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+/// How the byte stream of a connection is cut into messages. (With the `cli` feature,
+/// `clap::ValueEnum` gives the command line the names `raw`, `line`, `length`, and each doc
+/// line as help.) More framings may come, so a `match` needs a `_` arm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[non_exhaustive]
 pub enum Framing {
     /// No framing: echo bytes as they come (the plain echo).
     #[default]
@@ -68,6 +71,8 @@ pub struct Split {
     /// The first `whole` bytes of the new data end whole frames (together with the partial
     /// frame before them, if `whole > 0`); they can be echoed as they are.
     pub whole: usize,
+    /// How many frames those bytes end (0 for `raw`, which has no frames), for the count.
+    pub frames: usize,
     /// What the bytes after `whole` are.
     pub rest: Rest,
 }
@@ -128,7 +133,7 @@ impl Framer {
     /// call left as [`Rest::Partial`] (never a whole frame); `data` is what was read since.
     pub fn split(&self, partial: &[u8], data: &[u8]) -> Split {
         match self.framing {
-            Framing::Raw => Split { whole: data.len(), rest: Rest::Partial },
+            Framing::Raw => Split { whole: data.len(), frames: 0, rest: Rest::Partial },
             Framing::Line => self.split_lines(partial.len(), data),
             Framing::Length => self.split_lengths(partial, data),
         }
@@ -137,21 +142,22 @@ impl Framer {
     /// Lines: find each `\n` in `data`; `partial` holds none, so only its length matters.
     fn split_lines(&self, partial_len: usize, data: &[u8]) -> Split {
         let mut carried = partial_len; // bytes of the current line before `data[whole..]`
-        let mut whole = 0;
+        let (mut whole, mut frames) = (0, 0);
         while let Some(i) = memchr::memchr(b'\n', &data[whole..]) {
             let line = carried + i + 1;
             if line > self.max_frame {
-                return Split { whole, rest: self.oversize(line as u64, true) };
+                return Split { whole, frames, rest: self.oversize(line as u64, true) };
             }
             whole += i + 1;
+            frames += 1;
             carried = 0;
         }
         let held = carried + (data.len() - whole);
         if held >= self.max_frame {
             // No `\n` yet and already `max_frame` bytes: with its `\n` it cannot fit.
-            return Split { whole, rest: self.oversize(held as u64 + 1, false) };
+            return Split { whole, frames, rest: self.oversize(held as u64 + 1, false) };
         }
-        Split { whole, rest: Rest::Partial }
+        Split { whole, frames, rest: Rest::Partial }
     }
 
     /// Length frames: read each prefix (the first may straddle `partial` and `data`), then
@@ -160,6 +166,7 @@ impl Framer {
         let total = partial.len() + data.len();
         let byte = |i: usize| if i < partial.len() { partial[i] } else { data[i - partial.len()] };
         let mut start = 0; // where the current frame starts, counted from the start of `partial`
+        let mut frames = 0;
         let rest = loop {
             if total - start < PREFIX {
                 break Rest::Partial;
@@ -174,10 +181,11 @@ impl Framer {
                 break Rest::Partial;
             }
             start = end;
+            frames += 1;
         };
         // A whole frame that began in `partial` ends past it, so `start > partial.len()`
         // once any frame is whole; `start == 0` means none is.
-        Split { whole: start.saturating_sub(partial.len()), rest }
+        Split { whole: start.saturating_sub(partial.len()), frames, rest }
     }
 
     fn oversize(&self, size: u64, exact: bool) -> Rest {
@@ -235,22 +243,22 @@ mod tests {
     #[test]
     fn raw_is_always_whole() {
         let raw = Framer::new(Framing::Raw, 1);
-        assert_eq!(raw.split(b"", b"abc\n\0\0\0\x09"), Split { whole: 8, rest: Rest::Partial });
+        assert_eq!(raw.split(b"", b"abc\n\0\0\0\x09"), Split { whole: 8, frames: 0, rest: Rest::Partial });
         assert_eq!(raw.frame_bound(), 0);
     }
 
     #[test]
     fn lines_end_after_their_newline() {
         let split = line(100).split(b"", b"one\ntwo\nthr");
-        assert_eq!(split, Split { whole: 8, rest: Rest::Partial });
+        assert_eq!(split, Split { whole: 8, frames: 2, rest: Rest::Partial });
         // The partial "thr" is completed by the next read.
-        assert_eq!(line(100).split(b"thr", b"ee\nfo"), Split { whole: 3, rest: Rest::Partial });
-        assert_eq!(line(100).split(b"", b"\n\n"), Split { whole: 2, rest: Rest::Partial });
+        assert_eq!(line(100).split(b"thr", b"ee\nfo"), Split { whole: 3, frames: 1, rest: Rest::Partial });
+        assert_eq!(line(100).split(b"", b"\n\n"), Split { whole: 2, frames: 2, rest: Rest::Partial });
     }
 
     #[test]
     fn the_line_limit_counts_the_newline() {
-        assert_eq!(line(4).split(b"", b"abc\n"), Split { whole: 4, rest: Rest::Partial });
+        assert_eq!(line(4).split(b"", b"abc\n"), Split { whole: 4, frames: 1, rest: Rest::Partial });
         let split = line(4).split(b"", b"ok\nabcd\n");
         assert_eq!(split.whole, 3);
         assert!(too_large(&split).contains("a line of 5 bytes"), "{}", too_large(&split));
@@ -260,7 +268,7 @@ mod tests {
 
     #[test]
     fn a_line_without_end_is_refused_at_the_limit() {
-        assert_eq!(line(4).split(b"", b"abc"), Split { whole: 0, rest: Rest::Partial });
+        assert_eq!(line(4).split(b"", b"abc"), Split { whole: 0, frames: 0, rest: Rest::Partial });
         let split = line(4).split(b"abc", b"d");
         assert_eq!(split.whole, 0);
         assert!(too_large(&split).contains("at least 5 bytes"));
@@ -271,7 +279,7 @@ mod tests {
         let mut stream = frame(b"hello");
         stream.extend(frame(b""));
         stream.extend(&frame(b"next")[..6]);
-        assert_eq!(length(10).split(b"", &stream), Split { whole: 9 + 4, rest: Rest::Partial });
+        assert_eq!(length(10).split(b"", &stream), Split { whole: 9 + 4, frames: 2, rest: Rest::Partial });
     }
 
     #[test]
@@ -279,8 +287,11 @@ mod tests {
         let bytes = frame(b"abc");
         for cut in 1..bytes.len() {
             let (partial, data) = bytes.split_at(cut);
-            assert_eq!(length(3).split(b"", partial), Split { whole: 0, rest: Rest::Partial });
-            assert_eq!(length(3).split(partial, data), Split { whole: data.len(), rest: Rest::Partial });
+            assert_eq!(length(3).split(b"", partial), Split { whole: 0, frames: 0, rest: Rest::Partial });
+            assert_eq!(
+                length(3).split(partial, data),
+                Split { whole: data.len(), frames: 1, rest: Rest::Partial }
+            );
         }
     }
 
@@ -312,15 +323,17 @@ mod tests {
 
     /// Feed `stream` to `framer` cut at `cuts`, as the event loop does (a partial frame
     /// carried between reads); return each echoed run of bytes, or the oversize.
-    fn reassemble(framer: Framer, stream: &[u8], cuts: &[usize]) -> (Vec<Vec<u8>>, Vec<u8>) {
+    fn reassemble(framer: Framer, stream: &[u8], cuts: &[usize]) -> (Vec<Vec<u8>>, Vec<u8>, usize) {
         let mut partial = Vec::new();
         let mut echoed = Vec::new();
+        let mut frames = 0;
         let mut start = 0;
         for end in cuts.iter().copied().chain([stream.len()]) {
             let data = &stream[start..end.max(start)];
             start = end.max(start);
             let split = framer.split(&partial, data);
             assert_eq!(split.rest, Rest::Partial, "well-formed frames under the limit");
+            frames += split.frames;
             if split.whole > 0 {
                 let mut run = std::mem::take(&mut partial);
                 run.extend_from_slice(&data[..split.whole]);
@@ -328,7 +341,7 @@ mod tests {
             }
             partial.extend_from_slice(&data[split.whole..]);
         }
-        (echoed, partial)
+        (echoed, partial, frames)
     }
 
     /// The ends of the frames of `frames` in their concatenation.
@@ -340,8 +353,9 @@ mod tests {
         let stream = frames.concat();
         cuts.iter_mut().for_each(|c| *c %= stream.len() + 1);
         cuts.sort_unstable();
-        let (echoed, partial) = reassemble(framer, &stream, &cuts);
+        let (echoed, partial, counted) = reassemble(framer, &stream, &cuts);
         assert!(partial.is_empty(), "a whole stream leaves nothing partial");
+        assert_eq!(counted, frames.len(), "every frame counted once");
         assert_eq!(echoed.concat(), stream, "every byte echoed once, in order");
         // Each echoed run ends exactly at a frame boundary: never half a frame.
         let ends = boundaries(&frames);

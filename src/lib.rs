@@ -1,11 +1,61 @@
-//! # echoloop: a TCP echo server built as a single-threaded event loop
+//! # echoloop: an echo server (RFC 862) over TCP, Unix sockets and UDP, in four I/O models
+//!
+//! The server of the `echoloop` binary, as a library: one [`Server`] for every model (a mio
+//! event loop, the default; thread-per-connection; one connection at a time; io_uring), with
+//! the same limits, shutdown and statistics in each, so that a program (or a test) can
+//! embed an echo peer and a student can compare the models line by line.
+//!
+//! ## Embedding the server
+//!
+//! Bind (port 0 lets the OS pick), read the real address, keep a [`ShutdownHandle`], and
+//! [`run`](Server::run) until the handle stops it, from any thread:
+//!
+//! ```
+//! use std::io::{Read, Write};
+//! use std::net::TcpStream;
+//! use std::thread;
+//!
+//! use echoloop::{ListenAddr, Server, ServerConfig};
+//!
+//! let server = Server::bind(&ServerConfig::new("127.0.0.1:0".parse()?))?;
+//! let ListenAddr::Tcp(addr) = server.local_addr().clone() else { unreachable!("bound to TCP") };
+//! let stop = server.shutdown_handle();
+//! let serving = thread::spawn(move || server.run());
+//!
+//! let mut client = TcpStream::connect(addr)?;
+//! client.write_all(b"hello")?;
+//! let mut echo = [0; 5];
+//! client.read_exact(&mut echo)?;
+//! assert_eq!(&echo, b"hello");
+//! drop(client);
+//!
+//! stop.shutdown(); // this thread is not the one that runs the server
+//! let summary = serving.join().expect("the server thread panicked")?;
+//! assert_eq!(summary.bytes_echoed, 5);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! [`ServerConfig`] holds every setting of `echoloop serve` (model, limits, framing, grace
+//! period); it is `#[non_exhaustive]`, so start from [`ServerConfig::new`] and change what
+//! you need with its `with_*` methods. [`Server::bind`] refuses a config that cannot work
+//! with an [`Error::Usage`] that names the setting. The binary adds what a process needs
+//! around this: signal handlers ([`handle_signals`]: SIGTERM stops through the
+//! [`ShutdownHandle`], SIGUSR1 asks for a statistics line through [`StatsRequests`]),
+//! socket activation ([`take_inherited_socket`], [`Server::inherit`]) and `--summary-json`
+//! ([`write_summary_json`]).
+//!
+//! ## Features
+//!
+//! - `cli` (default): the `echoloop` binary, with clap, clap_complete, clap_mangen and
+//!   env_logger. Without it (`default-features = false`) the crate is this library alone;
+//!   log lines go through the `log` facade to whatever logger the program installs.
+//! - `bench` (default, needs `cli`): `echoloop bench`, the load generator of `crates/bench`.
 //!
 //! ## How to read this crate
 //!
 //! 1. `examples/minimal.rs`: the smallest correct mio echo loop, without limits.
 //! 2. `src/event_loop/`: the real loop. `mod.rs` polls and dispatches; `connection.rs` is one
-//!    connection's read/echo/flush and the interest it needs next; `accept.rs` accepts;
-//!    `idle.rs` keeps idle deadlines.
+//!    connection's read/echo/flush and the interest it needs next; `accept.rs` accepts.
 //! 3. `src/buffer.rs`: where bytes wait when the kernel takes only part of a write, or
 //!    when a read ends in the middle of a frame; `src/framing.rs`: where frames end
 //!    (`--framing line|length`; "a read is not a message").
@@ -14,9 +64,11 @@
 //!    the completion model (Linux), the same contract as the event loop without readiness.
 //! 5. `src/net/`: sockets of every family, their options, the Unix socket file, and what an
 //!    `accept` error means (for every model).
-//! 6. [`Server`]: the one entry point for every model; [`ShutdownHandle`] stops it (and
-//!    carries SIGUSR1's request for a statistics line); `src/stats/` counts, reports live
-//!    and summarizes; `src/net/activation.rs` takes a socket from the service manager.
+//! 6. [`Server`]: the one entry point for every model; [`ShutdownHandle`] stops it, and
+//!    [`StatsRequests`] asks it for a statistics line ([`handle_signals`] turns SIGTERM and
+//!    SIGUSR1 into those); `src/lifecycle/` is a connection's life in every model (admission,
+//!    idle timeout, lingering); `src/stats/` counts, reports live and summarizes;
+//!    `src/net/activation.rs` takes a socket from the service manager.
 //! 7. `src/client/`, an `nc`-like client ([`run_client`]), framed or over UDP too.
 //! 8. `src/units.rs`: sizes and durations as typed on the command line ([`parse_size`],
 //!    [`parse_secs`]).
@@ -27,7 +79,7 @@
 //!
 //! - **event-loop**: one thread waits on `epoll` (through `mio::Poll`) for *readiness* of
 //!   every socket at once, and does only the I/O that will not block. Cost per connection:
-//!   a slab entry (about 150 bytes) and, only while a write is partial, a pending buffer.
+//!   a slab entry and, only while a write is partial, a pending buffer.
 //! - **thread-per-conn**: one OS thread per connection, blocking `read`/`write`. Simple;
 //!   cost per connection: a thread and its stack.
 //! - **blocking**: one connection at a time on the accepting thread; others wait.
@@ -35,6 +87,9 @@
 //!   io_uring and is told when each is *complete*: one `io_uring_enter` per loop turn
 //!   instead of a `read` and a `write` per message. Cost per connection: a slab entry;
 //!   receive buffers come from one ring shared by all connections.
+//!
+//! Every model serves TCP and Unix stream sockets. A `udp:` address has no connections: the
+//! event loop answers each datagram from one socket (RFC 862's UDP echo).
 //!
 //! ## Readiness glossary
 //!
@@ -60,9 +115,11 @@ mod event_loop;
 mod framing;
 #[cfg(target_os = "linux")]
 mod io_uring;
+mod lifecycle;
 mod net;
 mod server;
 mod shutdown;
+mod signals;
 mod stats;
 mod units;
 
@@ -74,5 +131,8 @@ pub use framing::{Framer, Framing, Rest, Split};
 pub use net::{ActivationEnv, InheritedSocket, LISTEN_VARS, take_inherited_socket};
 pub use server::Server;
 pub use shutdown::{ShutdownHandle, StopCause};
-pub use stats::{Datagrams, ExitReason, ServerStats, Summary, WorkerSummary, write_summary_json};
+pub use signals::handle_signals;
+pub use stats::{
+    Counted, Datagrams, ExitReason, ServerStats, StatsRequests, Summary, WorkerSummary, write_summary_json,
+};
 pub use units::{parse_secs, parse_size};

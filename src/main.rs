@@ -5,13 +5,15 @@
 #[cfg(feature = "bench")]
 mod bench_catalog;
 mod cli;
+mod manpage;
 
-use std::io::Write;
+use std::io::{self, Write};
+use std::path::Path;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 use cli::{Cli, Command, ServeArgs};
-use echoloop::{ActivationEnv, Error, ExitReason, Server, ShutdownHandle, StopCause, Summary};
+use echoloop::{ActivationEnv, Error, ExitReason, Server, ShutdownHandle, StatsRequests, StopCause, Summary};
 use log::warn;
 
 fn main() -> ExitCode {
@@ -24,7 +26,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench_catalog::run(&args),
         Command::Manpage(args) => manpage(args.dir.as_deref()).map_err(Error::Io),
         Command::Completions(args) => {
-            clap_complete::generate(args.shell, &mut Cli::command(), "echoloop", &mut std::io::stdout());
+            clap_complete::generate(args.shell, &mut Cli::command(), "echoloop", &mut io::stdout());
             Ok(())
         }
     };
@@ -82,20 +84,24 @@ fn start(args: &ServeArgs, shutdown: ShutdownHandle) -> Result<Server, Error> {
     // after whoever reads `listening on` sees it, must find the graceful handler, not the
     // default action (death). A stop requested before the server runs is carried out as
     // soon as it does. (SIGUSR1, too, would kill us without a handler.)
-    shutdown.handle_signals()?;
+    let stats_requests = StatsRequests::new();
+    echoloop::handle_signals(&shutdown, &stats_requests)?;
     let config = args.to_config();
-    let Some(socket) = inherited else {
-        return Server::bind_with(&config, shutdown);
+    let server = match inherited {
+        None => Server::bind_with(&config, shutdown)?,
+        Some(socket) => {
+            if let Some(addr) = &args.addr {
+                warn!("socket activation: ignoring {addr}, serving the socket the service manager passed");
+            }
+            Server::inherit(socket, &config, shutdown)?
+        }
     };
-    if let Some(addr) = &args.addr {
-        warn!("socket activation: ignoring {addr}, serving the socket the service manager passed");
-    }
-    Server::inherit(socket, &config, shutdown)
+    Ok(server.with_stats_requests(stats_requests))
 }
 
 /// The one line on stdout: where we listen, flushed at once for whoever waits for it.
 fn announce(server: &Server) -> Result<(), Error> {
-    let mut stdout = std::io::stdout().lock();
+    let mut stdout = io::stdout().lock();
     writeln!(stdout, "listening on {}", server.local_addr())?;
     stdout.flush()?;
     Ok(())
@@ -136,15 +142,18 @@ fn take_activation_env() -> ActivationEnv {
     env
 }
 
-/// `echoloop manpage`: the main page on stdout, or every page into `dir`.
-fn manpage(dir: Option<&std::path::Path>) -> std::io::Result<()> {
+/// `echoloop manpage`: the page on stdout, or into `dir/echoloop.1`.
+fn manpage(dir: Option<&Path>) -> io::Result<()> {
+    let page = manpage::render(Cli::command())?;
     match dir {
-        Some(dir) => clap_mangen::generate_to(Cli::command(), dir).map_err(|e| {
-            std::io::Error::new(e.kind(), format!("cannot write man pages to {}: {e}", dir.display()))
-        }),
-        None => match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout().lock()) {
+        Some(dir) => {
+            let path = dir.join("echoloop.1");
+            std::fs::write(&path, page)
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display())))
+        }
+        None => match io::stdout().lock().write_all(page.as_bytes()) {
             // `echoloop manpage | head`: the reader went away; not an error for a filter.
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
             other => other,
         },
     }

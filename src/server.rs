@@ -1,43 +1,54 @@
-//! `Server`: one entry point for every model, so the CLI, the tests and the benches start
-//! servers the same way: `Server::bind(&config)?`, read `local_addr()`, keep a
+//! `Server`: one entry point for every model, so the CLI, the tests and a program that embeds
+//! the library start servers the same way: `Server::bind(&config)?`, read `local_addr()`, keep a
 //! `shutdown_handle()`, then `run()` until the handle (or a signal) stops it. The binary
 //! uses `Server::bind_with` instead, with a handle whose signal handlers were installed
 //! before binding, so a SIGTERM at any moment after start is a graceful stop; or, when the
 //! service manager passed it a listening socket, `Server::inherit`, which serves that.
 //!
-//! While it runs, a reporter thread logs the statistics line (`--stats-interval`, SIGUSR1);
-//! [`Server::stats`] reads the same counters from anywhere, for the summary after a failure.
+//! While it runs, a reporter thread logs the statistics line (`--stats-interval`, and
+//! whenever its [`StatsRequests`] ask: SIGUSR1); [`Server::stats`] reads the same counters
+//! from anywhere, for the summary after a failure.
 
 use std::io;
 use std::thread;
+use std::time::Duration;
 
 use log::info;
 
 use crate::addr::ListenAddr;
-use crate::blocking;
+use crate::blocking::{self, Placement};
 use crate::config::{Model, ServerConfig};
 use crate::error::Error;
 use crate::event_loop::{EventLoop, UdpEcho};
+use crate::framing::Framing;
 use crate::net::{self, InheritedSocket, SocketOptions, StdListener};
 use crate::shutdown::ShutdownHandle;
-use crate::stats::{Reporter, ServerStats, Summary};
+use crate::stats::{Counted, Reporter, ServerStats, StatsRequests, Summary};
 
 /// A bound server of any model, ready to run.
 pub struct Server {
     addr: ListenAddr,
     shutdown: ShutdownHandle,
+    /// What asks the reporter for a statistics line now.
+    stats_requests: StatsRequests,
     runner: Runner,
     /// Every worker's counters.
     stats: ServerStats,
     /// `--stats-interval`.
-    stats_interval: Option<std::time::Duration>,
+    stats_interval: Option<Duration>,
 }
 
+/// What runs: one variant per model, each holding what it needs until `run`.
 enum Runner {
     /// One event loop per worker, each with its own listener on the shared port.
     EventLoops(Vec<EventLoop>),
-    /// A threaded model: it takes the listener and the config when it runs.
-    Threaded(Model, StdListener, ServerConfig),
+    /// Thread-per-connection: it takes the listener and the config when it runs.
+    ThreadPerConn(StdListener, ServerConfig),
+    /// One connection at a time on the accepting thread.
+    Blocking(StdListener, ServerConfig),
+    /// The completion model: its ring and buffers allocated at bind time.
+    #[cfg(target_os = "linux")]
+    IoUring(Box<crate::io_uring::UringLoop>),
     /// The UDP echo: one loop over one socket.
     Udp(UdpEcho),
 }
@@ -55,11 +66,10 @@ impl Server {
         check_before_binding(config)?;
         if let ListenAddr::Udp(addr) = config.addr {
             let socket = net::bind_udp(addr, config.send_buffer, config.recv_buffer)?;
-            let stats = ServerStats::new(1);
+            let stats = ServerStats::new(1, Counted::Datagrams);
             let udp = UdpEcho::new(socket, config.shutdown_grace, &shutdown, stats.worker(0))?;
             let addr = ListenAddr::Udp(udp.local_addr()?);
-            let runner = Runner::Udp(udp);
-            return Ok(Server { addr, shutdown, runner, stats, stats_interval: config.stats_interval });
+            return Ok(Server::new(addr, shutdown, Runner::Udp(udp), stats, config));
         }
         let reuse_port = config.workers > 1;
         let first = net::bind(&config.addr, reuse_port)?;
@@ -104,12 +114,45 @@ impl Server {
         shutdown: ShutdownHandle,
     ) -> Result<Server, Error> {
         let addr = first.local_addr()?;
-        let stats = ServerStats::new(config.workers);
+        let counted = if config.framing == Framing::Raw { Counted::Reads } else { Counted::Frames };
+        let stats = ServerStats::new(config.workers, counted);
         let runner = match config.model {
             Model::EventLoop => Runner::EventLoops(bind_workers(first, &addr, config, &shutdown, &stats)?),
-            model => Runner::Threaded(model, first, config.clone()),
+            Model::ThreadPerConn => Runner::ThreadPerConn(first, config.clone()),
+            Model::Blocking => Runner::Blocking(first, config.clone()),
+            #[cfg(target_os = "linux")]
+            Model::IoUring => {
+                let uring = crate::io_uring::UringLoop::new(first, config, &shutdown, stats.worker(0))?;
+                Runner::IoUring(Box::new(uring))
+            }
+            #[cfg(not(target_os = "linux"))]
+            Model::IoUring => unreachable!("check_before_binding refuses io-uring off Linux"),
         };
-        Ok(Server { addr, shutdown, runner, stats, stats_interval: config.stats_interval })
+        Ok(Server::new(addr, shutdown, runner, stats, config))
+    }
+
+    fn new(
+        addr: ListenAddr,
+        shutdown: ShutdownHandle,
+        runner: Runner,
+        stats: ServerStats,
+        config: &ServerConfig,
+    ) -> Server {
+        let stats_requests = StatsRequests::new();
+        Server { addr, shutdown, stats_requests, runner, stats, stats_interval: config.stats_interval }
+    }
+
+    /// Log a statistics line whenever `requests` asks, instead of through a handle of the
+    /// server's own: for a handle that exists before the server does (the binary's SIGUSR1
+    /// handler is installed before binding).
+    pub fn with_stats_requests(self, requests: StatsRequests) -> Server {
+        Server { stats_requests: requests, ..self }
+    }
+
+    /// A handle that asks this server for a statistics line now, from any thread (as
+    /// SIGUSR1 does for the binary).
+    pub fn stats_requests(&self) -> StatsRequests {
+        self.stats_requests.clone()
     }
 
     /// The real bound address (with the port the OS chose for port 0).
@@ -131,42 +174,36 @@ impl Server {
     /// Serve until shut down; log and return the summary.
     pub fn run(self) -> io::Result<Summary> {
         info!("serving {} with the {}", self.addr, self.model_description());
-        let reporter = Reporter::start(self.stats.clone(), self.stats_interval, &self.shutdown)?;
-        let worker = |i| self.stats.worker(i);
-        let mut datagrams = None; // the UDP echo keeps its own counts
+        let reporter = Reporter::start(self.stats.clone(), self.stats_interval, &self.stats_requests)?;
+        let (shutdown, stats) = (&self.shutdown, self.stats.worker(0));
         match self.runner {
-            Runner::EventLoops(loops) => run_workers(loops, &self.shutdown)?,
-            Runner::Threaded(Model::ThreadPerConn, listener, config) => {
-                blocking::serve_thread_per_conn(listener, &config, &self.shutdown, worker(0))?
+            Runner::EventLoops(loops) => run_workers(loops, shutdown)?,
+            Runner::ThreadPerConn(listener, config) => {
+                blocking::serve(Placement::OwnThread, listener, &config, shutdown, stats)
+            }
+            Runner::Blocking(listener, config) => {
+                blocking::serve(Placement::AcceptingThread, listener, &config, shutdown, stats)
             }
             #[cfg(target_os = "linux")]
-            Runner::Threaded(Model::IoUring, listener, config) => {
-                crate::io_uring::serve(listener, &config, &self.shutdown, worker(0))?
-            }
-            Runner::Threaded(_, listener, config) => {
-                blocking::serve_one_at_a_time(listener, &config, &self.shutdown, worker(0))?
-            }
-            Runner::Udp(udp) => datagrams = Some(udp.run()?),
+            Runner::IoUring(uring) => uring.run()?,
+            Runner::Udp(udp) => udp.run()?,
         };
         drop(reporter); // no statistics line after the summary
-        let mut summary = self.stats.summary();
-        if let Some(udp) = datagrams {
-            summary.bytes_echoed = udp.bytes_echoed;
-            summary.datagrams = udp.datagrams;
-        }
+        let summary = self.stats.summary();
         info!("{summary}");
         Ok(summary)
     }
-}
 
-impl Server {
     fn model_description(&self) -> String {
         match &self.runner {
             Runner::EventLoops(loops) if loops.len() > 1 => {
                 format!("event-loop model ({} workers)", loops.len())
             }
             Runner::EventLoops(_) => "event-loop model".to_string(),
-            Runner::Threaded(model, ..) => format!("{} model", model.name()),
+            Runner::ThreadPerConn(..) => "thread-per-conn model".to_string(),
+            Runner::Blocking(..) => "blocking model".to_string(),
+            #[cfg(target_os = "linux")]
+            Runner::IoUring(_) => "io-uring model".to_string(),
             Runner::Udp(_) => "UDP echo (event loop)".to_string(),
         }
     }

@@ -1,24 +1,16 @@
-//! Stop requests: one `ShutdownHandle` that signals, tests and benches all use; and the one
-//! place that handles signals (SIGINT, SIGTERM: stop; SIGUSR1: log a statistics line now).
+//! Stop requests: one `ShutdownHandle` that signals, tests and embedding programs all use.
 //!
 //! A stop request must reach a thread that is blocked somewhere: an event loop inside
 //! `Poll::poll`, an acceptor inside `accept(2)`. So the handle is a flag that anyone can read
 //! plus a list of *wakers*, one per blocked thread, each of which knows how to interrupt its
-//! own blocking call (a `mio::Waker` for a poll loop, for instance). Signals are turned into
-//! an ordinary call to [`ShutdownHandle::shutdown`] by a small thread from `signal-hook`, so no
-//! code runs inside a signal handler.
+//! own blocking call (a `mio::Waker` for a poll loop, for instance). SIGINT and SIGTERM
+//! become an ordinary call to [`ShutdownHandle::shutdown`] (see `signals.rs`).
 //!
-//! SIGUSR1 asks for a statistics line at once (as `dd` prints its progress). It travels
-//! through the same handle, because its handler must be installed as early as the others:
-//! SIGUSR1's default action kills the process, so one that arrives while the server binds
-//! must already find a handler. Whoever reports statistics registers with
-//! [`ShutdownHandle::on_report`].
+//! Asking for a statistics line (SIGUSR1) is not a stop: it has a handle of its own,
+//! `StatsRequests` (`stats/live.rs`).
 
-use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
-
-use log::{debug, info, warn};
 
 type Wake = Box<dyn Fn() + Send + Sync>;
 
@@ -34,8 +26,6 @@ struct Inner {
     /// Who asked first, for the summary's exit reason.
     cause: OnceLock<StopCause>,
     wakers: Mutex<Vec<Wake>>,
-    /// Called on SIGUSR1 (or [`ShutdownHandle::request_report`]).
-    report_hooks: Mutex<Vec<Wake>>,
 }
 
 /// Why a server stopped.
@@ -43,7 +33,8 @@ struct Inner {
 pub enum StopCause {
     /// SIGINT or SIGTERM (the signal number).
     Signal(i32),
-    /// [`ShutdownHandle::shutdown`] was called (by a test, a bench, or a failing worker).
+    /// [`ShutdownHandle::shutdown`] was called (by a test, an embedding program, or a failing
+    /// worker).
     Requested,
 }
 
@@ -77,7 +68,8 @@ impl ShutdownHandle {
         self.shutdown_because(StopCause::Requested);
     }
 
-    fn shutdown_because(&self, cause: StopCause) {
+    /// Ask the server to stop because of `cause` (the signal handler says which signal).
+    pub(crate) fn shutdown_because(&self, cause: StopCause) {
         let _ = self.inner.cause.set(cause); // the first cause wins
         if self.inner.requested.swap(true, Ordering::SeqCst) {
             return;
@@ -113,51 +105,6 @@ impl ShutdownHandle {
         // A panicking waker must not stop every later shutdown: ignore poisoning.
         self.inner.wakers.lock().unwrap_or_else(PoisonError::into_inner)
     }
-
-    /// Register what to do when a statistics line is asked for (SIGUSR1).
-    pub fn on_report(&self, report: impl Fn() + Send + Sync + 'static) {
-        self.report_hooks().push(Box::new(report));
-    }
-
-    /// Ask for a statistics line now, as SIGUSR1 does. Before a server runs, nobody has
-    /// statistics to report, and the request is only logged.
-    pub fn request_report(&self) {
-        let hooks = self.report_hooks();
-        if hooks.is_empty() {
-            debug!("statistics requested, but no server is running yet");
-        }
-        for report in hooks.iter() {
-            report();
-        }
-    }
-
-    fn report_hooks(&self) -> MutexGuard<'_, Vec<Wake>> {
-        self.inner.report_hooks.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Handle signals from a background thread: SIGINT and SIGTERM become
-    /// [`ShutdownHandle::shutdown`] (a second one while shutting down exits at once with
-    /// status 130), SIGUSR1 becomes [`ShutdownHandle::request_report`].
-    pub fn handle_signals(&self) -> io::Result<()> {
-        use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
-        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGUSR1])?;
-        let handle = self.clone();
-        std::thread::Builder::new().name("signals".into()).spawn(move || {
-            for signal in signals.forever() {
-                if signal == SIGUSR1 {
-                    handle.request_report();
-                    continue;
-                }
-                if handle.is_requested() {
-                    warn!("second signal {signal}: exiting without waiting for the grace period");
-                    std::process::exit(130);
-                }
-                info!("signal {signal}: shutting down");
-                handle.shutdown_because(StopCause::Signal(signal));
-            }
-        })?;
-        Ok(())
-    }
 }
 
 #[cfg(test)]
@@ -188,22 +135,6 @@ mod tests {
         handle.shutdown_because(StopCause::Signal(libc::SIGTERM));
         handle.shutdown();
         assert_eq!(handle.stop_cause().map(StopCause::name).as_deref(), Some("SIGTERM"));
-    }
-
-    #[test]
-    fn report_requests_reach_every_hook() {
-        let handle = ShutdownHandle::new();
-        handle.request_report(); // nobody listening yet: only logged
-        let count = Arc::new(AtomicUsize::new(0));
-        for _ in 0..2 {
-            let c = count.clone();
-            handle.on_report(move || {
-                c.fetch_add(1, Ordering::SeqCst);
-            });
-        }
-        handle.clone().request_report();
-        assert_eq!(count.load(Ordering::SeqCst), 2);
-        assert!(!handle.is_requested(), "a report is not a stop");
     }
 
     #[test]

@@ -3,23 +3,29 @@
 //! Each worker (one, unless `--workers`) owns one [`Stats`] of relaxed atomics. The models
 //! add to them; other threads only read them: the live reporter ([`live`], the
 //! `--stats-interval` / SIGUSR1 line) and whoever wants the [`Summary`] at the end
-//! ([`ServerStats`]). Reading costs the hot path nothing, and writing costs it little:
+//! ([`ServerStats`]). Reading costs the hot path nothing, and writing costs it little.
 //!
-//! - the threaded models add once per `read` and once per `write`, each a syscall anyway;
-//! - the event loop adds per *loop turn*: it tallies a turn's reads and writes in plain
-//!   integers ([`IoTally`]) and publishes the tally once, after the turn.
+//! Every model counts the same way. A connection keeps its own counts in plain integers
+//! ([`ConnCounts`]) and hands over what it moved since the last hand-over as an [`IoTally`]
+//! (its `take_io`); the model publishes tallies to the atomics with [`Stats::publish`]:
 //!
+//! - the loops (event loop, io-uring, UDP) add a turn's tallies up and publish once per
+//!   turn, so a turn costs a few atomic adds however many reads and writes it made;
+//! - the blocking models publish after each read and its echo, each a syscall anyway.
+//!
+//! What is counted is named for what it is. A read is not a message: without `--framing`
+//! the count is of *reads* that returned data; with `--framing line|length` the reports
+//! count *frames* instead (the echoed unit); a UDP echo counts *datagrams* ([`Counted`]).
 //! Bytes *pending* (read but not yet written back) are never counted directly: they are
-//! `read - echoed - unsent`, where `unsent` is what connections still held when they died.
+//! `read - echoed - unsent`, where `unsent` is what connections still held when they ended.
 //!
-//! - `live.rs`: the statistics line and the thread that logs it.
+//! - `live.rs`: the statistics line, the thread that logs it, and what asks for one now.
 //! - `json.rs`: the summary as JSON (`--summary-json`).
 
 mod json;
 mod live;
 
 use std::fmt;
-use std::ops::Sub;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -27,7 +33,31 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 pub use json::{ExitReason, write_summary_json};
-pub use live::Reporter;
+pub use live::{Reporter, StatsRequests};
+
+/// What a server's message count counts, and so what every report calls it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Counted {
+    /// A byte stream without `--framing`: reads that returned data. (Not messages: one
+    /// message may take several reads, and one read hold several messages.)
+    #[default]
+    Reads,
+    /// `--framing line|length`: whole frames echoed.
+    Frames,
+    /// A UDP echo: datagrams received, each one whole.
+    Datagrams,
+}
+
+impl Counted {
+    /// The name in the statistics line: `reads`, `frames` or `datagrams`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Counted::Reads => "reads",
+            Counted::Frames => "frames",
+            Counted::Datagrams => "datagrams",
+        }
+    }
+}
 
 /// Live counters of one server (one worker, with `--workers`).
 #[derive(Debug, Default)]
@@ -36,51 +66,119 @@ pub struct Stats {
     rejected: AtomicU64,
     active: AtomicU64,
     peak: AtomicU64,
-    messages: AtomicU64,
+    reads: AtomicU64,
+    frames: AtomicU64,
     bytes_read: AtomicU64,
     bytes_echoed: AtomicU64,
     bytes_unsent: AtomicU64,
+    datagrams_echoed: AtomicU64,
+    dropped_reserved_port: AtomicU64,
+    dropped_queue_full: AtomicU64,
+    dropped_send_failed: AtomicU64,
 }
 
-/// Reads and writes not yet added to a [`Stats`]: a loop turn's worth, or one connection's
-/// counts so far (the event loop tallies the difference of these before and after serving).
+/// Reads and writes not yet added to a [`Stats`]: what one connection moved since it last
+/// handed its counts over, or a loop turn's worth of those.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct IoTally {
-    /// Reads that returned data (each one's bytes are echoed or queued for echoing).
-    pub messages: u64,
+    /// Reads that returned data (for UDP: datagrams received).
+    pub reads: u64,
+    /// Whole frames echoed or queued for echoing (`--framing` only; 0 for a raw stream).
+    pub frames: u64,
     /// Bytes read from clients.
     pub bytes_read: u64,
     /// Bytes written back to clients.
     pub bytes_echoed: u64,
-    /// Bytes read but never written back, because their connection died first.
+    /// Bytes read but never written back: their connection ended first, or they were a
+    /// frame refused or cut short, or a datagram dropped.
     pub bytes_unsent: u64,
 }
 
 impl IoTally {
     /// Add `other` to this tally.
     pub fn add(&mut self, other: IoTally) {
-        self.messages += other.messages;
+        self.reads += other.reads;
+        self.frames += other.frames;
         self.bytes_read += other.bytes_read;
         self.bytes_echoed += other.bytes_echoed;
         self.bytes_unsent += other.bytes_unsent;
     }
-
-    /// Nothing to add.
-    pub fn is_empty(&self) -> bool {
-        *self == IoTally::default()
-    }
 }
 
-impl Sub for IoTally {
-    type Output = IoTally;
-    /// The counts between two readings of one connection (`after - before`).
-    fn sub(self, before: IoTally) -> IoTally {
-        IoTally {
-            messages: self.messages - before.messages,
-            bytes_read: self.bytes_read - before.bytes_read,
-            bytes_echoed: self.bytes_echoed - before.bytes_echoed,
-            bytes_unsent: self.bytes_unsent - before.bytes_unsent,
-        }
+/// One connection's counts, kept the same way in every model: running totals (for its
+/// closing log line, and what it leaves unsent) and the part not yet handed over to the
+/// server's [`Stats`], which the model takes as an [`IoTally`] with [`ConnCounts::take`].
+///
+/// Every connection carries one, so it is kept small (40 bytes): the reads and frames not yet
+/// handed over fit a `u32`, because hand-overs are at most one loop turn (at most
+/// `READS_PER_EVENT` reads of 64 KiB) or one blocking read apart.
+#[derive(Debug, Clone, Default)]
+pub struct ConnCounts {
+    /// Reads not yet handed over.
+    reads: u32,
+    /// Frames not yet handed over.
+    frames: u32,
+    /// Bytes read, not yet handed over.
+    bytes_read: u64,
+    /// Bytes written back, not yet handed over.
+    bytes_echoed: u64,
+    /// Bytes read from the client, in all.
+    bytes_in: u64,
+    /// Bytes written back to the client, in all.
+    bytes_out: u64,
+}
+
+impl ConnCounts {
+    /// A read returned `n` bytes.
+    pub fn read(&mut self, n: usize) {
+        self.reads += 1;
+        self.bytes_read += n as u64;
+        self.bytes_in += n as u64;
+    }
+
+    /// `n` whole frames were echoed (or queued for echoing).
+    pub fn frames(&mut self, n: usize) {
+        self.frames += n as u32; // at most one per byte read since the last hand-over
+    }
+
+    /// The kernel took `n` bytes to send back.
+    pub fn wrote(&mut self, n: usize) {
+        self.bytes_echoed += n as u64;
+        self.bytes_out += n as u64;
+    }
+
+    /// What was moved since the last call, to publish.
+    pub fn take(&mut self) -> IoTally {
+        let tally = IoTally {
+            reads: u64::from(self.reads),
+            frames: u64::from(self.frames),
+            bytes_read: self.bytes_read,
+            bytes_echoed: self.bytes_echoed,
+            bytes_unsent: 0,
+        };
+        (self.reads, self.frames, self.bytes_read, self.bytes_echoed) = (0, 0, 0, 0);
+        tally
+    }
+
+    /// The connection has ended: what is left to publish, with every byte it read and never
+    /// wrote back counted as unsent (pending echoes, a partial frame, a refused one).
+    pub fn take_at_close(&mut self) -> IoTally {
+        IoTally { bytes_unsent: self.unsent(), ..self.take() }
+    }
+
+    /// Bytes read from the client, in all.
+    pub fn bytes_in(&self) -> u64 {
+        self.bytes_in
+    }
+
+    /// Bytes written back to the client, in all.
+    pub fn bytes_out(&self) -> u64 {
+        self.bytes_out
+    }
+
+    /// Bytes read and not (yet) written back.
+    pub fn unsent(&self) -> u64 {
+        self.bytes_in - self.bytes_out
     }
 }
 
@@ -93,7 +191,7 @@ impl Stats {
     }
 
     /// A served connection closed. (Its bytes were counted as they moved, with
-    /// [`Stats::record`]; what it still held goes in as `bytes_unsent`.)
+    /// [`Stats::publish`]; what it still held goes in as `bytes_unsent`.)
     pub fn connection_closed(&self) {
         self.active.fetch_sub(1, Relaxed);
     }
@@ -103,21 +201,31 @@ impl Stats {
         self.rejected.fetch_add(1, Relaxed);
     }
 
-    /// Add reads and writes: per syscall (threaded models) or per loop turn (event loop).
-    pub fn record(&self, tally: IoTally) {
+    /// Add `tally` to the counters and empty it: per loop turn (the loops) or per read and
+    /// echo (the blocking models). An empty tally costs no atomic operation.
+    pub fn publish(&self, tally: &mut IoTally) {
+        let tally = std::mem::take(tally);
         // Order matters only to a reader that races us: bytes leave `pending` (echoed,
         // unsent) after they entered it (read), so a racing reader sees too much pending
         // for an instant rather than a negative amount.
-        for (counter, n) in [
-            (&self.messages, tally.messages),
+        add_all([
+            (&self.reads, tally.reads),
+            (&self.frames, tally.frames),
             (&self.bytes_read, tally.bytes_read),
             (&self.bytes_echoed, tally.bytes_echoed),
             (&self.bytes_unsent, tally.bytes_unsent),
-        ] {
-            if n > 0 {
-                counter.fetch_add(n, Relaxed);
-            }
-        }
+        ]);
+    }
+
+    /// Add what a UDP echo did with its datagrams, and empty `datagrams`.
+    pub fn publish_datagrams(&self, datagrams: &mut Datagrams) {
+        let d = std::mem::take(datagrams);
+        add_all([
+            (&self.datagrams_echoed, d.echoed),
+            (&self.dropped_reserved_port, d.dropped_reserved_port),
+            (&self.dropped_queue_full, d.dropped_queue_full),
+            (&self.dropped_send_failed, d.dropped_send_failed),
+        ]);
     }
 
     /// Connections open right now.
@@ -128,7 +236,7 @@ impl Stats {
 
     /// A consistent-enough copy of every counter.
     fn sample(&self) -> Counters {
-        // Loaded in the reverse order of `record`'s adds: what left `pending` is loaded
+        // Loaded in the reverse order of `publish`'s adds: what left `pending` is loaded
         // before what entered it, so `pending` cannot come out negative.
         let bytes_unsent = self.bytes_unsent.load(Relaxed);
         let bytes_echoed = self.bytes_echoed.load(Relaxed);
@@ -138,9 +246,25 @@ impl Stats {
             rejected: self.rejected.load(Relaxed),
             open: self.active.load(Relaxed),
             peak: self.peak.load(Relaxed),
-            messages: self.messages.load(Relaxed),
+            reads: self.reads.load(Relaxed),
+            frames: self.frames.load(Relaxed),
             bytes_echoed,
             pending: bytes_read.saturating_sub(bytes_echoed).saturating_sub(bytes_unsent),
+            datagrams: Datagrams {
+                echoed: self.datagrams_echoed.load(Relaxed),
+                dropped_reserved_port: self.dropped_reserved_port.load(Relaxed),
+                dropped_queue_full: self.dropped_queue_full.load(Relaxed),
+                dropped_send_failed: self.dropped_send_failed.load(Relaxed),
+            },
+        }
+    }
+}
+
+/// Add each amount to its counter, skipping zeros (an atomic add is not free).
+fn add_all<const N: usize>(amounts: [(&AtomicU64, u64); N]) {
+    for (counter, n) in amounts {
+        if n > 0 {
+            counter.fetch_add(n, Relaxed);
         }
     }
 }
@@ -152,9 +276,21 @@ struct Counters {
     rejected: u64,
     open: u64,
     peak: u64,
-    messages: u64,
+    reads: u64,
+    frames: u64,
     bytes_echoed: u64,
     pending: u64,
+    datagrams: Datagrams,
+}
+
+impl Counters {
+    /// The count [`Counted`] names: reads (and datagrams, one per read) or frames.
+    fn counted(&self, counted: Counted) -> u64 {
+        match counted {
+            Counted::Reads | Counted::Datagrams => self.reads,
+            Counted::Frames => self.frames,
+        }
+    }
 }
 
 /// Every worker's counters, readable from any thread while the server runs (for the live
@@ -162,13 +298,19 @@ struct Counters {
 #[derive(Debug, Clone)]
 pub struct ServerStats {
     workers: Vec<Arc<Stats>>,
+    /// What the message count counts here.
+    counted: Counted,
     started: Instant,
 }
 
 impl ServerStats {
-    /// Fresh counters for `workers` workers, from now.
-    pub fn new(workers: usize) -> ServerStats {
-        ServerStats { workers: (0..workers).map(|_| Arc::default()).collect(), started: Instant::now() }
+    /// Fresh counters for `workers` workers, from now, counting `counted`.
+    pub fn new(workers: usize, counted: Counted) -> ServerStats {
+        ServerStats {
+            workers: (0..workers).map(|_| Arc::default()).collect(),
+            counted,
+            started: Instant::now(),
+        }
     }
 
     /// Worker `i`'s counters, for the worker to add to.
@@ -178,9 +320,13 @@ impl ServerStats {
 
     /// What the server has done since it was bound.
     pub fn summary(&self) -> Summary {
-        let per_worker: Vec<WorkerSummary> =
-            self.workers.iter().map(|stats| WorkerSummary::from(stats.sample())).collect();
-        Summary::combine(per_worker, self.started.elapsed())
+        let samples = self.sample();
+        let framed = self.counted == Counted::Frames;
+        let per_worker = samples.iter().map(|counters| WorkerSummary::new(counters, framed)).collect();
+        let summary = Summary::combine(per_worker, self.started.elapsed());
+        let datagrams = (self.counted == Counted::Datagrams)
+            .then(|| samples.iter().fold(Datagrams::default(), |sum, w| sum.plus(&w.datagrams)));
+        Summary { datagrams, ..summary }
     }
 
     fn sample(&self) -> Vec<Counters> {
@@ -195,20 +341,24 @@ pub struct WorkerSummary {
     pub connections: u64,
     /// Connections accepted and closed at once because of `--max-connections`.
     pub rejected: u64,
-    /// Reads whose bytes were echoed.
-    pub messages: u64,
+    /// Reads that returned data.
+    pub reads: u64,
+    /// With `--framing`: whole frames echoed; `None` for a raw stream, which has no frames.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frames: Option<u64>,
     /// Bytes written back to clients.
     pub bytes_echoed: u64,
     /// The most connections open at once.
     pub peak_connections: u64,
 }
 
-impl From<Counters> for WorkerSummary {
-    fn from(c: Counters) -> Self {
+impl WorkerSummary {
+    fn new(c: &Counters, framed: bool) -> Self {
         WorkerSummary {
             connections: c.accepted,
             rejected: c.rejected,
-            messages: c.messages,
+            reads: c.reads,
+            frames: framed.then_some(c.frames),
             bytes_echoed: c.bytes_echoed,
             peak_connections: c.peak,
         }
@@ -222,8 +372,10 @@ pub struct Summary {
     pub connections: u64,
     /// Connections accepted and closed at once because of `--max-connections`.
     pub rejected: u64,
-    /// Reads whose bytes were echoed.
-    pub messages: u64,
+    /// Reads that returned data (for UDP: datagrams received).
+    pub reads: u64,
+    /// With `--framing`: whole frames echoed; `None` for a raw stream.
+    pub frames: Option<u64>,
     /// Bytes written back to clients.
     pub bytes_echoed: u64,
     /// The most connections open at once (summed over workers: each worker's own peak).
@@ -232,17 +384,17 @@ pub struct Summary {
     pub per_worker: Vec<WorkerSummary>,
     /// From binding to the end.
     pub duration: Duration,
-    /// What a UDP echo did with its datagrams (all zero for TCP and Unix servers).
-    pub datagrams: Datagrams,
+    /// What a UDP echo did with its datagrams; `None` for a stream server.
+    pub datagrams: Option<Datagrams>,
 }
 
 /// A UDP echo's datagram counts. Its echoed bytes are [`Summary::bytes_echoed`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub struct Datagrams {
     /// Datagrams sent back to their sender.
     pub echoed: u64,
-    /// Dropped unanswered: from source port 0 or a small service's port (7, 13, 17, 19).
-    pub dropped_source_port: u64,
+    /// Dropped unanswered: sent from source port 0 or a small service's port (7, 13, 17, 19).
+    pub dropped_reserved_port: u64,
     /// Dropped unanswered: the oldest reply, pushed out of a full reply queue.
     pub dropped_queue_full: u64,
     /// Dropped unanswered: `send_to` failed (not `WouldBlock`, which queues the reply).
@@ -252,47 +404,68 @@ pub struct Datagrams {
 impl Datagrams {
     /// Every datagram dropped, for whatever reason.
     pub fn dropped(&self) -> u64 {
-        self.dropped_source_port + self.dropped_queue_full + self.dropped_send_failed
+        self.dropped_reserved_port + self.dropped_queue_full + self.dropped_send_failed
+    }
+
+    fn plus(&self, other: &Datagrams) -> Datagrams {
+        Datagrams {
+            echoed: self.echoed + other.echoed,
+            dropped_reserved_port: self.dropped_reserved_port + other.dropped_reserved_port,
+            dropped_queue_full: self.dropped_queue_full + other.dropped_queue_full,
+            dropped_send_failed: self.dropped_send_failed + other.dropped_send_failed,
+        }
     }
 }
 
 impl Summary {
-    /// Add up the summaries of independent workers.
+    /// Add up the summaries of independent workers (of a stream server).
     pub fn combine(per_worker: Vec<WorkerSummary>, duration: Duration) -> Summary {
         let sum = |field: fn(&WorkerSummary) -> u64| per_worker.iter().map(field).sum();
+        let frames = per_worker.iter().map(|w| w.frames).reduce(|a, b| Some(a? + b?)).flatten();
         Summary {
             connections: sum(|w| w.connections),
             rejected: sum(|w| w.rejected),
-            messages: sum(|w| w.messages),
+            reads: sum(|w| w.reads),
+            frames,
             bytes_echoed: sum(|w| w.bytes_echoed),
             peak_connections: sum(|w| w.peak_connections),
             duration,
             per_worker,
-            datagrams: Datagrams::default(),
+            datagrams: None,
         }
     }
 }
 
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let datagrams = &self.datagrams;
-        if *datagrams != Datagrams::default() {
+        if let Some(datagrams) = &self.datagrams {
+            // Counts first, then what they count: "dropped 1: 1 sent from a reserved
+            // source port" cannot be read as "from port 1".
             return write!(
                 f,
-                "summary: echoed {} datagrams ({} bytes), dropped {} (source port {}, reply queue full {}, \
-                 send failed {})",
+                "summary: echoed {} datagrams ({} bytes), dropped {}: {} sent from a reserved source port \
+                 (0, 7, 13, 17, 19), {} pushed out of the full reply queue, {} failed to send",
                 datagrams.echoed,
                 self.bytes_echoed,
                 datagrams.dropped(),
-                datagrams.dropped_source_port,
+                datagrams.dropped_reserved_port,
                 datagrams.dropped_queue_full,
                 datagrams.dropped_send_failed
             );
         }
+        let (count, counted) = match self.frames {
+            Some(frames) => (frames, Counted::Frames),
+            None => (self.reads, Counted::Reads),
+        };
         write!(
             f,
-            "summary: served {} connections, echoed {} bytes, peak {} concurrent connections, rejected {}",
-            self.connections, self.bytes_echoed, self.peak_connections, self.rejected
+            "summary: served {} connections, echoed {} bytes ({count} {}), peak {} concurrent connections, \
+             rejected {}",
+            self.connections,
+            self.bytes_echoed,
+            counted.name(),
+            self.peak_connections,
+            self.rejected
         )?;
         if self.per_worker.len() > 1 {
             let counts: Vec<String> = self.per_worker.iter().map(|w| w.connections.to_string()).collect();
@@ -315,53 +488,101 @@ mod tests {
         stats.connection_opened();
         stats.connection_closed();
         stats.connection_rejected();
-        stats.record(IoTally { messages: 2, bytes_read: 20, bytes_echoed: 15, bytes_unsent: 0 });
-        let s = WorkerSummary::from(stats.sample());
+        stats.publish(&mut IoTally { reads: 2, bytes_read: 20, bytes_echoed: 15, ..IoTally::default() });
+        let s = WorkerSummary::new(&stats.sample(), false);
         assert_eq!((s.connections, s.peak_connections, s.bytes_echoed, s.rejected), (3, 2, 15, 1));
         assert_eq!(stats.active(), 1);
     }
 
     #[test]
-    fn a_udp_summary_counts_datagrams() {
+    fn a_udp_summary_says_what_each_drop_count_counts() {
         let datagrams =
-            Datagrams { echoed: 5, dropped_source_port: 2, dropped_queue_full: 3, dropped_send_failed: 0 };
-        let summary = Summary { bytes_echoed: 50, datagrams, ..Summary::default() };
+            Datagrams { echoed: 5, dropped_reserved_port: 2, dropped_queue_full: 3, dropped_send_failed: 0 };
+        let summary = Summary { bytes_echoed: 50, datagrams: Some(datagrams), ..Summary::default() };
         assert_eq!(
             summary.to_string(),
-            "summary: echoed 5 datagrams (50 bytes), dropped 5 (source port 2, reply queue full 3, send failed 0)"
+            "summary: echoed 5 datagrams (50 bytes), dropped 5: 2 sent from a reserved source port \
+             (0, 7, 13, 17, 19), 3 pushed out of the full reply queue, 0 failed to send"
         );
+    }
+
+    #[test]
+    fn a_udp_servers_datagram_counts_reach_its_summary() {
+        let stats = ServerStats::new(1, Counted::Datagrams);
+        let worker = stats.worker(0);
+        worker.publish(&mut IoTally {
+            reads: 3,
+            bytes_read: 30,
+            bytes_echoed: 20,
+            bytes_unsent: 10,
+            frames: 0,
+        });
+        let mut turn = Datagrams { echoed: 2, dropped_reserved_port: 1, ..Datagrams::default() };
+        worker.publish_datagrams(&mut turn);
+        assert_eq!(turn, Datagrams::default(), "published and emptied");
+        let summary = stats.summary();
+        assert_eq!(summary.datagrams.map(|d| (d.echoed, d.dropped())), Some((2, 1)));
+        assert_eq!((summary.reads, summary.bytes_echoed), (3, 20));
+        assert_eq!(ServerStats::new(1, Counted::Reads).summary().datagrams, None, "a stream server has none");
     }
 
     #[test]
     fn pending_is_read_minus_echoed_minus_unsent() {
         let stats = Stats::default();
-        stats.record(IoTally { messages: 3, bytes_read: 300, bytes_echoed: 100, bytes_unsent: 0 });
+        let mut tally = IoTally { reads: 3, bytes_read: 300, bytes_echoed: 100, ..IoTally::default() };
+        stats.publish(&mut tally);
+        assert_eq!(tally, IoTally::default(), "published and emptied");
         assert_eq!(stats.sample().pending, 200);
-        stats.record(IoTally { bytes_echoed: 150, bytes_unsent: 50, ..IoTally::default() });
+        stats.publish(&mut IoTally { bytes_echoed: 150, bytes_unsent: 50, ..IoTally::default() });
         assert_eq!(stats.sample().pending, 0);
     }
 
     #[test]
-    fn a_connections_tally_is_the_difference_of_two_readings() {
-        let before = IoTally { messages: 1, bytes_read: 10, bytes_echoed: 4, bytes_unsent: 0 };
-        let after = IoTally { messages: 3, bytes_read: 30, bytes_echoed: 30, bytes_unsent: 0 };
-        let mut turn = IoTally::default();
-        assert!(turn.is_empty());
-        turn.add(after - before);
-        turn.add(after - before);
-        assert_eq!(turn, IoTally { messages: 4, bytes_read: 40, bytes_echoed: 52, bytes_unsent: 0 });
+    fn a_connection_hands_over_what_moved_since_it_last_did() {
+        let mut counts = ConnCounts::default();
+        counts.read(10);
+        counts.wrote(4);
+        let first = counts.take();
+        assert_eq!(first, IoTally { reads: 1, bytes_read: 10, bytes_echoed: 4, ..IoTally::default() });
+        counts.read(20);
+        counts.frames(2);
+        counts.wrote(20);
+        let mut turn = first;
+        turn.add(counts.take());
+        assert_eq!(turn, IoTally { reads: 2, frames: 2, bytes_read: 30, bytes_echoed: 24, bytes_unsent: 0 });
+        assert_eq!(counts.take(), IoTally::default(), "nothing moved since");
+        let last = counts.take_at_close();
+        assert_eq!(last, IoTally { bytes_unsent: 6, ..IoTally::default() }, "read and never echoed");
+        assert_eq!((counts.bytes_in(), counts.bytes_out()), (30, 24));
     }
 
     #[test]
-    fn combined_summary_lists_workers() {
+    fn combined_summary_lists_workers_and_counts_reads() {
         let a = WorkerSummary { connections: 2, bytes_echoed: 7, peak_connections: 1, ..Default::default() };
-        let b =
-            WorkerSummary { connections: 3, bytes_echoed: 1, peak_connections: 2, rejected: 1, messages: 4 };
+        let b = WorkerSummary {
+            connections: 3,
+            bytes_echoed: 1,
+            peak_connections: 2,
+            rejected: 1,
+            reads: 4,
+            frames: None,
+        };
         let summary = Summary::combine(vec![a, b], Duration::from_secs(1));
-        assert_eq!(summary.messages, 4);
+        assert_eq!((summary.reads, summary.frames), (4, None));
         assert_eq!(
             summary.to_string(),
-            "summary: served 5 connections, echoed 8 bytes, peak 3 concurrent connections, rejected 1, per worker [2, 3]"
+            "summary: served 5 connections, echoed 8 bytes (4 reads), peak 3 concurrent connections, rejected 1, \
+             per worker [2, 3]"
         );
+    }
+
+    #[test]
+    fn with_framing_the_summary_counts_frames() {
+        let stats = ServerStats::new(2, Counted::Frames);
+        stats.worker(0).publish(&mut IoTally { reads: 5, frames: 2, ..IoTally::default() });
+        stats.worker(1).publish(&mut IoTally { reads: 1, frames: 3, ..IoTally::default() });
+        let summary = stats.summary();
+        assert_eq!((summary.reads, summary.frames), (6, Some(5)));
+        assert!(summary.to_string().contains("echoed 0 bytes (5 frames)"), "{summary}");
     }
 }

@@ -8,9 +8,7 @@ use std::time::{Duration, Instant};
 use log::debug;
 
 use super::registry::LiveConnections;
-use crate::net::{
-    ACCEPT_BACKOFF, AcceptError, BackoffLog, BlockingStream, Peer, StdListener, classify_accept_error,
-};
+use crate::net::{ACCEPT_BACKOFF, AcceptBackoff, AfterAcceptError, BlockingStream, Peer, StdListener};
 use crate::shutdown::ShutdownHandle;
 
 /// Accept connections until a stop is requested, handing each to `on_accept`.
@@ -24,7 +22,7 @@ pub fn accept_until_shutdown(
     shutdown: &ShutdownHandle,
     mut on_accept: impl FnMut(BlockingStream, Peer),
 ) {
-    let mut backoff = BackoffLog::default();
+    let mut backoff = AcceptBackoff::default();
     loop {
         let error = match listener.accept_blocking() {
             Ok(_) if shutdown.is_requested() => return, // too late to serve: dropping it closes it
@@ -33,17 +31,16 @@ pub fn accept_until_shutdown(
                 on_accept(stream, peer);
                 continue;
             }
-            Err(e) if shutdown.is_requested() => return debug!("accept woken for shutdown: {e}"),
+            Err(e) if shutdown.is_requested() => {
+                debug!("accept woken for shutdown: {e}");
+                return;
+            }
             Err(e) => e,
         };
-        match classify_accept_error(&error) {
-            AcceptError::Interrupted => continue, // a signal: retry
-            AcceptError::ConnectionGone => debug!("accept: skipped a connection: {error}"),
-            AcceptError::OutOfResources | AcceptError::Unexpected => {
-                // The connection is still queued; retrying now would fail again at once.
-                backoff.pausing(&error, Instant::now());
-                thread::sleep(ACCEPT_BACKOFF);
-            }
+        if backoff.failed(&error, Instant::now()) == AfterAcceptError::Pause {
+            // The connection is still queued; retrying now would fail again at once.
+            thread::sleep(ACCEPT_BACKOFF);
+            backoff.resume_due(Instant::now());
         }
     }
 }

@@ -5,14 +5,15 @@
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::Shutdown;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use log::{debug, trace};
 
 use crate::framing::{AtEof, Framer, Oversize, Rest};
-use crate::net::BlockingStream;
+use crate::lifecycle::linger::{self, LINGER_CHECK};
+use crate::net::{BlockingStream, interrupted, timed_out};
 use crate::shutdown::ShutdownHandle;
-use crate::stats::{IoTally, Stats};
+use crate::stats::{ConnCounts, Stats};
 
 /// Each connection's read buffer: 16 KiB, on the heap, allocated when the connection starts.
 /// A blocking model needs one buffer per connection (the event loop shares one 64 KiB buffer
@@ -53,10 +54,9 @@ impl std::fmt::Display for End {
 /// What [`echo_blocking`] did.
 #[derive(Debug)]
 pub struct Echoed {
-    /// Bytes read from the client.
-    pub bytes_in: u64,
-    /// Bytes written back; less than `bytes_in` only if a write failed or a frame was dropped.
-    pub bytes_out: u64,
+    /// Reads, frames and bytes (bytes out fall short of bytes in only if a write failed or a
+    /// frame was dropped). All but the unsent bytes are in `stats` already.
+    pub counts: ConnCounts,
     /// Bytes of a partial frame dropped at the end: cut short by the client's EOF (length
     /// framing) or by the shutdown.
     pub discarded: usize,
@@ -65,9 +65,9 @@ pub struct Echoed {
 }
 
 /// Echo until the client closes, goes idle, fails, sends a frame over the limit, or the
-/// server stops. `id` is for logs; every read and every write-all is added to `stats` as it
-/// happens (one relaxed atomic add beside a syscall), so the live statistics line sees a
-/// long connection's traffic.
+/// server stops. `id` is for logs. The connection's counts go to `stats` after every read
+/// and every write-all (a few relaxed atomic adds beside a syscall), so the live statistics
+/// line sees a long connection's traffic, and the bytes of a write that blocks as pending.
 ///
 /// Blocking I/O needs no readiness bookkeeping: `read` sleeps until bytes (or EOF) arrive,
 /// and the whole frames are written back in full before the next read, so nothing is ever
@@ -85,10 +85,9 @@ pub fn echo_blocking(
     stats: &Stats,
 ) -> Echoed {
     let mut reader = stream;
-    let mut echoed = Echoed { bytes_in: 0, bytes_out: 0, discarded: 0, end: End::ClientClosed };
+    let mut echoed = Echoed { counts: ConnCounts::default(), discarded: 0, end: End::ClientClosed };
     let initial = buf.len();
     let mut held = 0;
-    let mut recorded_out = 0; // of `echoed.bytes_out`, what `stats` already has
     echoed.end = loop {
         // Checked before every read: after a stop request, SHUT_RD makes a blocked read
         // return 0, but TCP may still hand over bytes that were already queued.
@@ -105,16 +104,17 @@ pub fn echo_blocking(
             Ok(0) => break end_at_eof(stream, &buf[..held], framer, &mut echoed),
             Ok(n) => n,
             Err(e) if timed_out(&e) => break End::IdleTimeout, // SO_RCVTIMEO expired
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue, // a signal: retry
+            Err(e) if interrupted(&e) => continue,             // a signal: retry
             Err(e) => break End::Error(e),
         };
         trace!("{id} read n={n}");
-        echoed.bytes_in += n as u64;
-        stats.record(IoTally { messages: 1, bytes_read: n as u64, ..IoTally::default() });
+        echoed.counts.read(n);
         let split = framer.split(&buf[..held], &buf[held..held + n]);
+        echoed.counts.frames(split.frames);
+        stats.publish(&mut echoed.counts.take());
         let whole = if split.whole > 0 { held + split.whole } else { 0 }; // the held start goes too
-        let written = write_all_counted(stream, &buf[..whole], &mut echoed.bytes_out);
-        record_echoed(stats, &mut recorded_out, echoed.bytes_out);
+        let written = write_all_counted(stream, &buf[..whole], &mut echoed.counts);
+        stats.publish(&mut echoed.counts.take());
         if let Err(end) = written {
             break end;
         }
@@ -125,16 +125,8 @@ pub fn echo_blocking(
         buf.copy_within(whole..held + n, 0); // the partial frame moves to the front
         held = held + n - whole;
     };
-    record_echoed(stats, &mut recorded_out, echoed.bytes_out); // a final line echoed at EOF
+    stats.publish(&mut echoed.counts.take()); // a final line echoed at EOF
     echoed
-}
-
-/// Add the bytes written back since the last call to `stats`.
-fn record_echoed(stats: &Stats, recorded: &mut u64, bytes_out: u64) {
-    if bytes_out > *recorded {
-        stats.record(IoTally { bytes_echoed: bytes_out - *recorded, ..IoTally::default() });
-        *recorded = bytes_out;
-    }
 }
 
 /// Before a read: if a partial frame fills the buffer, grow it (doubling, up to one whole
@@ -155,10 +147,13 @@ fn make_room(buf: &mut Vec<u8>, held: usize, initial: usize, bound: usize) {
 fn end_at_eof(stream: &BlockingStream, held: &[u8], framer: Framer, echoed: &mut Echoed) -> End {
     match framer.at_eof(held) {
         AtEof::Nothing => End::ClientClosed,
-        AtEof::Echo => match write_all_counted(stream, held, &mut echoed.bytes_out) {
-            Ok(()) => End::ClientClosed,
-            Err(end) => end,
-        },
+        AtEof::Echo => {
+            echoed.counts.frames(1);
+            match write_all_counted(stream, held, &mut echoed.counts) {
+                Ok(()) => End::ClientClosed,
+                Err(end) => end,
+            }
+        }
         AtEof::Discard(n) => {
             echoed.discarded = n;
             End::ClientClosed
@@ -171,73 +166,66 @@ fn end_at_eof(stream: &BlockingStream, held: &[u8], framer: Framer, echoed: &mut
 pub(super) fn write_all_counted(
     stream: &BlockingStream,
     mut data: &[u8],
-    written: &mut u64,
+    counts: &mut ConnCounts,
 ) -> Result<(), End> {
     let mut writer = stream;
     while !data.is_empty() {
         match writer.write(data) {
             Ok(0) => return Err(End::Error(ErrorKind::WriteZero.into())),
             Ok(n) => {
-                *written += n as u64;
+                counts.wrote(n);
                 data = &data[n..];
             }
             Err(e) if timed_out(&e) => return Err(End::IdleTimeout), // SO_SNDTIMEO: client not reading
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) if interrupted(&e) => continue,
             Err(e) => return Err(End::Error(e)),
         }
     }
     Ok(())
 }
 
-/// While lingering, how often the kernel's queues are checked for "the client has every
-/// echo and our FIN" (nothing wakes a blocked thread for an ACK).
-const LINGER_CHECK: Duration = Duration::from_millis(20);
-
-/// After a stop ended the echo ([`End::Shutdown`]): every byte read was written back, but
-/// the kernel may still hold some of it unsent, and the client may still be sending.
-/// Closing now would be wrong: `close(2)` on a socket whose receive queue holds unread bytes
-/// makes the kernel send a reset and throw away the echoes still in the send queue (RFC
-/// 2525, "Failure to RST on close with data pending"; the event loop's `Phase::Lingering`).
-/// So read and discard what the client still sends until the client has acknowledged every
-/// echo, or until `until` (the end of the grace period); then a close loses nothing, even if
-/// it is a reset.
+/// After a stop ended the echo ([`End::Shutdown`]), or a frame over the limit did: every
+/// byte read was written back, but the kernel may still hold some of it unsent, and the
+/// client may still be sending; closing now could reset the connection and destroy those
+/// echoes (`crate::lifecycle::linger` says why). So read and discard what the client still
+/// sends until it has acknowledged every echo ([`linger::done`]), checking every
+/// [`LINGER_CHECK`], or until `until` (the end of the grace period); then a close loses
+/// nothing, even if it is a reset.
 ///
-/// Unlike the event loop, no FIN goes out first: the stop request reached this socket as
+/// Unlike the loops, no FIN goes out first: the stop request reached this socket as
 /// `shutdown(SHUT_RD)`, and Linux answers data that arrives on a socket shut for reading
 /// *after* its FIN with a reset (RFC 1122 4.2.2.13), which would destroy the very echoes
 /// this waits for. After `SHUT_RD` a read does not block: it returns what is queued, or 0
 /// at once; that is why this polls the kernel's queues instead of waiting for an EOF.
 pub fn linger_after_stop(stream: &BlockingStream, id: usize, buf: &mut [u8], until: Instant) {
-    let mut reader = stream;
     // Ours already if the stop reached this socket; not yet if it came between the flag and
     // the registry's SHUT_RD. Either way reads stop blocking from here.
     if let Err(e) = stream.sock_ref().shutdown(Shutdown::Read) {
-        return debug!("{id} linger: shutdown(Read): {e}"); // ENOTCONN: reset by the client
+        debug!("{id} linger: shutdown(Read): {e}"); // ENOTCONN: reset by the client
+        return;
     }
-    loop {
-        loop {
-            match reader.read(buf) {
-                Ok(0) => break, // nothing queued now
-                Ok(n) => trace!("{id} lingering: discarded n={n}"),
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue, // a signal: retry
-                Err(e) => return debug!("{id} linger: read: {e}"),
-            }
-        }
-        match stream.kernel_queues() {
-            Ok((_, 0)) => return, // the client has every echo: a close now loses nothing
-            Ok((unread, unacknowledged)) => {
-                trace!("{id} lingering: unread={unread} unacked={unacknowledged}")
-            }
-            Err(e) => return debug!("{id} linger: {e}"),
-        }
+    while discard_queued(stream, id, buf) && !linger::done(&stream.sock_ref()) {
         if Instant::now() >= until {
-            return debug!("{id} linger: grace period over");
+            debug!("{id} linger: grace period over");
+            return;
         }
         thread::sleep(LINGER_CHECK);
     }
 }
 
-/// A socket timeout (SO_RCVTIMEO / SO_SNDTIMEO) expired: EAGAIN on Linux.
-fn timed_out(e: &io::Error) -> bool {
-    matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
+/// Read and drop whatever is queued (after `SHUT_RD` a read never blocks); false if the
+/// socket failed, and lingering is over.
+fn discard_queued(stream: &BlockingStream, id: usize, buf: &mut [u8]) -> bool {
+    let mut reader = stream;
+    loop {
+        match reader.read(buf) {
+            Ok(0) => return true, // nothing queued now
+            Ok(n) => trace!("{id} lingering: discarded n={n}"),
+            Err(e) if interrupted(&e) => continue, // a signal: retry
+            Err(e) => {
+                debug!("{id} linger: read: {e}");
+                return false;
+            }
+        }
+    }
 }

@@ -12,14 +12,15 @@
 //!   every open socket within reach for that; [`wake_on_shutdown`] wires it to the
 //!   [`ShutdownHandle`].
 //! - **Idle timeout.** SO_RCVTIMEO and SO_SNDTIMEO: a `read` or `write` that moves no byte
-//!   for that long fails with `WouldBlock`, and the connection is closed.
+//!   for that long fails with `WouldBlock`, and the connection is closed (set on admission,
+//!   `crate::lifecycle`, which admits a connection here as in every model).
 //! - **Grace.** A thread blocked in `write` to a client that never reads only wakes when the
 //!   write can proceed. When the grace period is over, `shutdown(SHUT_RDWR)` makes that write
 //!   fail, so a stop always completes ([`LiveConnections::drain`]).
 //! - **Linger.** A connection that the stop ended does not close while the client is still
 //!   sending and has not yet acknowledged every echo: that close would be a reset that
 //!   destroys the echoes in flight. It reads and discards until the client has them all, or
-//!   the grace period ends ([`echo::linger_after_stop`]).
+//!   the grace period ends ([`echo::linger_after_stop`], by `crate::lifecycle::linger`'s rule).
 //!
 //! Echo semantics are the event loop's: every byte read is written back, in order, before the
 //! next read; on EOF everything read has already been written, so the connection just closes.
@@ -28,7 +29,7 @@
 //! - `registry.rs`: the open connections, within reach of the stop request.
 //! - `echo.rs`: read, write all of it, repeat.
 //! - `thread_per_conn.rs`, `one_at_a_time.rs`: the two models; each only decides *where*
-//!   a connection runs.
+//!   a connection runs ([`Placement`]).
 
 mod accept;
 mod echo;
@@ -43,14 +44,42 @@ use log::{debug, info, warn};
 
 use crate::config::ServerConfig;
 use crate::framing::Framer;
-use crate::net::{BlockingStream, Peer, SocketOptions};
+use crate::lifecycle::Admission;
+use crate::net::{BlockingStream, Peer, StdListener};
 use crate::shutdown::ShutdownHandle;
-use crate::stats::{IoTally, Stats};
+use crate::stats::Stats;
 use echo::{ECHO_BUFFER, End, echo_blocking, linger_after_stop};
 use registry::{LiveConnections, Registered};
 
-pub use one_at_a_time::serve as serve_one_at_a_time;
-pub use thread_per_conn::serve as serve_thread_per_conn;
+use accept::wake_on_shutdown;
+
+/// Where a blocking server runs each connection: the one thing its two models decide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// On a thread of its own: the thread-per-conn model (`thread_per_conn.rs`).
+    OwnThread,
+    /// On the accepting thread, one at a time: the blocking model (`one_at_a_time.rs`).
+    AcceptingThread,
+}
+
+/// Serve `listener` until `shutdown` is requested and the connections have finished (or
+/// the grace period is over), running each connection where `placement` says. The counts
+/// are in `stats`.
+pub fn serve(
+    placement: Placement,
+    listener: StdListener,
+    config: &ServerConfig,
+    shutdown: &ShutdownHandle,
+    stats: Arc<Stats>,
+) {
+    let listener = Arc::new(listener);
+    let ctx = Arc::new(Context::new(config, shutdown, stats));
+    wake_on_shutdown(shutdown, &listener, &ctx.live, config.shutdown_grace);
+    match placement {
+        Placement::OwnThread => thread_per_conn::serve(listener, &ctx),
+        Placement::AcceptingThread => one_at_a_time::serve(listener, &ctx),
+    }
+}
 
 /// What both models need to serve one connection: the config's limits, the counters, the
 /// registry of open sockets and the stop request.
@@ -62,10 +91,8 @@ pub struct Context {
     pub live: Arc<LiveConnections>,
     /// Stop requests; connections check it before every read.
     pub shutdown: ShutdownHandle,
-    /// SO_SNDBUF / SO_RCVBUF / TCP_NODELAY, as the event loop sets them.
-    socket_options: SocketOptions,
-    /// SO_RCVTIMEO and SO_SNDTIMEO, when `--idle-timeout` is on.
-    idle_timeout: Option<Duration>,
+    /// `--max-connections`, the socket options, and `--idle-timeout` as socket timeouts.
+    admission: Admission,
     /// Where frames end (`--framing`, `--max-frame`).
     framer: Framer,
     /// `--shutdown-grace`, for a connection that sees the stop before the registry does.
@@ -76,32 +103,20 @@ impl Context {
     /// The shared state of one server, counting in `stats`.
     pub fn new(config: &ServerConfig, shutdown: &ShutdownHandle, stats: Arc<Stats>) -> Self {
         Context {
+            admission: Admission::blocking(config, Arc::clone(&stats)),
             stats,
             live: Arc::new(LiveConnections::default()),
             shutdown: shutdown.clone(),
-            socket_options: SocketOptions::from_config(config),
-            idle_timeout: config.idle_timeout,
             framer: config.framer(),
             shutdown_grace: config.shutdown_grace,
         }
     }
 
-    /// Set the socket options and timeouts of a fresh connection and register it; `None`
-    /// (and the connection closed) if the socket refuses its options.
+    /// Admit a fresh connection as every model does (the cap, the socket options, the
+    /// timeouts) and register it; `None`, and the connection closed, if it may not be served.
     pub fn admit(&self, stream: BlockingStream, peer: Peer) -> Option<Registered> {
-        let prepared = self.socket_options.apply(stream.sock_ref(), stream.is_tcp()).and_then(|()| {
-            // A read or write that moves nothing for this long fails with WouldBlock. (The
-            // kernel reads a zero timeout as "none"; the CLI turns `--idle-timeout 0` into None.)
-            stream.sock_ref().set_read_timeout(self.idle_timeout)?;
-            stream.sock_ref().set_write_timeout(self.idle_timeout)
-        });
-        match prepared {
-            Ok(()) => Some(LiveConnections::register(&self.live, stream)),
-            Err(e) => {
-                debug!("accept: socket options for {peer} failed, closing: {e}");
-                None
-            }
-        }
+        let admitted = self.admission.admit(self.live.len(), &stream.sock_ref(), stream.is_tcp(), || peer);
+        admitted.then(|| LiveConnections::register(&self.live, stream))
     }
 }
 
@@ -111,7 +126,7 @@ pub fn serve_connection(conn: Registered, peer: Peer, ctx: &Context) {
     ctx.stats.connection_opened();
     debug!("{} opened peer={peer} (open: {})", conn.id, ctx.live.len());
     let mut buf = vec![0; ECHO_BUFFER];
-    let echoed = echo_blocking(conn.stream(), conn.id, &mut buf, ctx.framer, &ctx.shutdown, &ctx.stats);
+    let mut echoed = echo_blocking(conn.stream(), conn.id, &mut buf, ctx.framer, &ctx.shutdown, &ctx.stats);
     match echoed.end {
         End::Shutdown => {
             let until = ctx.live.grace_ends().unwrap_or_else(|| Instant::now() + ctx.shutdown_grace);
@@ -125,7 +140,7 @@ pub fn serve_connection(conn: Registered, peer: Peer, ctx: &Context) {
         }
         _ => {}
     }
-    ctx.stats.record(IoTally { bytes_unsent: echoed.bytes_in - echoed.bytes_out, ..IoTally::default() });
+    ctx.stats.publish(&mut echoed.counts.take_at_close());
     ctx.stats.connection_closed();
     if let End::TooLarge(oversize) = &echoed.end {
         warn!("{peer}: {oversize}: closing the connection after echoing the frames before it");
@@ -138,9 +153,9 @@ pub fn serve_connection(conn: Registered, peer: Peer, ctx: &Context) {
         "{} closed ({}) peer={peer} read={} echoed={} unsent={}",
         conn.id,
         echoed.end,
-        echoed.bytes_in,
-        echoed.bytes_out,
-        echoed.bytes_in - echoed.bytes_out - echoed.discarded as u64
+        echoed.counts.bytes_in(),
+        echoed.counts.bytes_out(),
+        echoed.counts.unsent() - echoed.discarded as u64
     );
     // `conn` drops here: the socket closes and its registry slot is freed.
 }
@@ -149,6 +164,7 @@ pub fn serve_connection(conn: Registered, peer: Peer, ctx: &Context) {
 mod tests {
     use super::*;
     use crate::framing::Framing;
+    use crate::stats::ConnCounts;
     use echo::write_all_counted;
     use std::io::{Read, Write};
     use std::net::Shutdown;
@@ -180,7 +196,7 @@ mod tests {
             &Stats::default(),
         );
         assert!(matches!(echoed.end, End::ClientClosed), "{}", echoed.end);
-        assert_eq!((echoed.bytes_in, echoed.bytes_out), (11, 11));
+        assert_eq!((echoed.counts.bytes_in(), echoed.counts.bytes_out()), (11, 11));
         drop(conn);
         let mut back = Vec::new();
         client.read_to_end(&mut back).unwrap();
@@ -201,7 +217,7 @@ mod tests {
                 &ShutdownHandle::new(),
                 &Stats::default(),
             );
-            (echoed.bytes_in, echoed.end) // `conn` drops here and leaves the registry
+            (echoed.counts.bytes_in(), echoed.end) // `conn` drops here and leaves the registry
         });
         thread::sleep(Duration::from_millis(50)); // most likely asleep in `read` by now
         assert_eq!(live.len(), 1);
@@ -217,10 +233,10 @@ mod tests {
         let live = Arc::new(LiveConnections::default());
         let (conn, _client) = pair(&live);
         let writer = thread::spawn(move || {
-            let mut written = 0;
+            let mut counts = ConnCounts::default();
             // Far more than a socketpair buffers: this blocks once the buffers are full.
-            let result = write_all_counted(conn.stream(), &vec![7; 64 << 20], &mut written);
-            (written, result.err())
+            let result = write_all_counted(conn.stream(), &vec![7; 64 << 20], &mut counts);
+            (counts.bytes_out(), result.err())
         });
         live.drain(Duration::from_millis(100));
         assert_eq!(live.len(), 0, "the writer is still registered");
@@ -239,6 +255,6 @@ mod tests {
         client.write_all(b"late").unwrap();
         let echoed = echo_blocking(conn.stream(), conn.id, &mut vec![0; 16], RAW, &stop, &Stats::default());
         assert!(matches!(echoed.end, End::Shutdown));
-        assert_eq!(echoed.bytes_in, 0);
+        assert_eq!(echoed.counts.bytes_in(), 0);
     }
 }

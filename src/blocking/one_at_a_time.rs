@@ -18,7 +18,6 @@
 //! model ([`super`]). One difference in shutdown: the only thread is busy with its
 //! client, so a separate, short-lived thread enforces `--shutdown-grace`.
 
-use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -26,34 +25,23 @@ use std::time::Duration;
 
 use log::warn;
 
-use super::accept::{accept_until_shutdown, wake_on_shutdown};
+use super::accept::accept_until_shutdown;
 use super::registry::LiveConnections;
 use super::{Context, serve_connection};
-use crate::config::ServerConfig;
 use crate::net::StdListener;
 use crate::shutdown::ShutdownHandle;
-use crate::stats::Stats;
 
-/// Serve one connection at a time until `shutdown` is requested and the current connection
+/// Serve one connection at a time until a stop is requested and the current connection
 /// has finished (or the grace period is over).
-/// The counts are in `stats`.
-pub fn serve(
-    listener: StdListener,
-    config: &ServerConfig,
-    shutdown: &ShutdownHandle,
-    stats: Arc<Stats>,
-) -> io::Result<()> {
-    let listener = Arc::new(listener);
-    let ctx = Context::new(config, shutdown, stats);
-    wake_on_shutdown(shutdown, &listener, &ctx.live, config.shutdown_grace);
-    enforce_grace_on_shutdown(shutdown, &ctx.live, config.shutdown_grace);
-    accept_until_shutdown(&listener, shutdown, |stream, peer| {
-        // At most one connection is ever open, so `--max-connections` (at least 1) never bites.
+pub fn serve(listener: Arc<StdListener>, ctx: &Context) {
+    enforce_grace_on_shutdown(&ctx.shutdown, &ctx.live, ctx.shutdown_grace);
+    accept_until_shutdown(&listener, &ctx.shutdown, |stream, peer| {
+        // At most one connection is ever open, so `--max-connections` (at least 1) never bites;
+        // the socket options and the idle timeout are set as in every model.
         if let Some(conn) = ctx.admit(stream, peer) {
-            serve_connection(conn, peer, &ctx);
+            serve_connection(conn, peer, ctx);
         }
     });
-    Ok(())
 }
 
 /// When a stop is requested, start a thread that gives the current connection `grace` to

@@ -28,13 +28,10 @@ use std::thread;
 
 use log::warn;
 
-use super::accept::{accept_until_shutdown, wake_on_shutdown};
+use super::accept::accept_until_shutdown;
 use super::registry::Registered;
 use super::{Context, serve_connection};
-use crate::config::ServerConfig;
 use crate::net::{ACCEPT_BACKOFF, BlockingStream, Peer, StdListener};
-use crate::shutdown::ShutdownHandle;
-use crate::stats::Stats;
 
 /// Stack size of a connection thread: 64 KiB instead of glibc's default 8 MiB.
 ///
@@ -47,34 +44,17 @@ use crate::stats::Stats;
 /// 640 MiB reserved, with room to spare for the frames above.
 pub const CONNECTION_STACK: usize = 64 * 1024;
 
-/// Serve with one thread per connection until `shutdown` is requested and the connections
+/// Serve with one thread per connection until a stop is requested and the connections
 /// have finished (or the grace period is over).
-/// The counts are in `stats`.
-pub fn serve(
-    listener: StdListener,
-    config: &ServerConfig,
-    shutdown: &ShutdownHandle,
-    stats: Arc<Stats>,
-) -> io::Result<()> {
-    let listener = Arc::new(listener);
-    let ctx = Arc::new(Context::new(config, shutdown, stats));
-    wake_on_shutdown(shutdown, &listener, &ctx.live, config.shutdown_grace);
-    accept_until_shutdown(&listener, shutdown, |stream, peer| {
-        admit(&ctx, stream, peer, config.max_connections)
-    });
+pub fn serve(listener: Arc<StdListener>, ctx: &Arc<Context>) {
+    accept_until_shutdown(&listener, &ctx.shutdown, |stream, peer| admit(ctx, stream, peer));
     drop(listener); // stop listening now: closes the socket (and removes a Unix socket file)
-    ctx.live.begin_shutdown(config.shutdown_grace); // done already if the waker got there first
-    ctx.live.drain(config.shutdown_grace);
-    Ok(())
+    ctx.live.begin_shutdown(ctx.shutdown_grace); // done already if the waker got there first
+    ctx.live.drain(ctx.shutdown_grace);
 }
 
-/// Give a fresh connection its own thread, or close it at once if we are at the cap.
-fn admit(ctx: &Arc<Context>, stream: BlockingStream, peer: Peer, max_connections: usize) {
-    if ctx.live.len() >= max_connections {
-        warn!("max-connections {max_connections} reached: closing connection from {peer}");
-        ctx.stats.connection_rejected();
-        return; // dropping the stream closes it
-    }
+/// Give a fresh connection its own thread, or close it at once if it may not be served.
+fn admit(ctx: &Arc<Context>, stream: BlockingStream, peer: Peer) {
     let Some(conn) = ctx.admit(stream, peer) else { return };
     if let Err(e) = spawn_connection(ctx, conn, peer) {
         // Out of threads or memory: the connection (dropped with the closure) is closed.

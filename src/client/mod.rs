@@ -30,10 +30,12 @@ use std::time::Duration;
 
 use crate::addr::ListenAddr;
 use crate::framing::{AtEof, Framer, Framing, PREFIX, Rest};
-use crate::net::{self, BlockingStream};
+use crate::net::{self, BlockingStream, interrupted};
 
-/// What `echoloop client` was asked for besides the address.
+/// What `echoloop client` was asked for besides the address. `#[non_exhaustive]`: start from
+/// `default()` and change what you need with the `with_*` methods.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct ClientOptions {
     /// The server's framing: how to cut stdin into frames and the echo back into output.
     pub framing: Framing,
@@ -46,6 +48,14 @@ pub struct ClientOptions {
 impl Default for ClientOptions {
     fn default() -> Self {
         ClientOptions { framing: Framing::Raw, max_frame: 64 * 1024, reply_timeout: Duration::from_secs(1) }
+    }
+}
+
+impl ClientOptions {
+    crate::config::setters! {
+        with_framing => framing: Framing,
+        with_max_frame => max_frame: usize,
+        with_reply_timeout => reply_timeout: Duration,
     }
 }
 
@@ -113,7 +123,7 @@ fn send_stdin(mut socket: BlockingStream, framer: Framer, sent: &Sent) -> io::Re
         let n = match stdin.read(&mut buf) {
             Ok(0) => break, // EOF: a closed pipe, or Ctrl-D on a terminal
             Ok(n) => n,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue, // a signal; retry
+            Err(e) if interrupted(&e) => continue, // a signal; retry
             Err(e) => return Err(io::Error::new(e.kind(), format!("reading stdin: {e}"))),
         };
         match framer.framing() {
@@ -216,7 +226,7 @@ fn copy_to_stdout(mut socket: BlockingStream, framer: Framer) -> Result<u64, Sto
                 unframer.push(&buf[..n], &mut out).map_err(Stop::Socket)?;
                 false
             }
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) if interrupted(&e) => continue,
             Err(e) => return Err(Stop::Socket(e)),
         };
         if closed {

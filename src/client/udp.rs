@@ -12,6 +12,8 @@ use std::io::{self, BufRead, ErrorKind, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
+use crate::net::{interrupted, timed_out};
+
 /// The largest UDP payload over IPv4.
 pub const MAX_DATAGRAM: usize = 65_507;
 
@@ -72,8 +74,8 @@ fn await_reply(
     loop {
         let n = match socket.recv(buf) {
             Ok(n) => n,
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => return Ok(None),
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue, // a signal: wait again
+            Err(e) if timed_out(&e) => return Ok(None),
+            Err(e) if interrupted(&e) => continue, // a signal: wait again
             Err(e) => return Err(e),
         };
         if &buf[..n] == datagram {

@@ -1,4 +1,5 @@
-//! Accepting connections: until `WouldBlock`, within `--max-connections`, and backing off
+//! Accepting connections: until `WouldBlock`, admitted as every model admits them
+//! (`crate::lifecycle::Admission`: `--max-connections`, socket options), and backing off
 //! when the process runs out of file descriptors.
 //!
 //! The listener is registered edge-triggered like everything else in mio, so one READABLE
@@ -8,7 +9,6 @@
 //! pause accepting for `ACCEPT_BACKOFF` and let the timer in the loop call us again
 //! (`crate::net` sorts the errors and keeps the back-off log, for every model).
 
-use std::io::ErrorKind;
 use std::time::Instant;
 
 use log::{debug, warn};
@@ -16,12 +16,13 @@ use mio::Token;
 
 use super::EventLoop;
 use super::connection::{Connection, READ};
-use crate::net::{ACCEPT_BACKOFF, AcceptError, Peer, Stream, classify_accept_error};
+use crate::lifecycle::ConnId;
+use crate::net::{AfterAcceptError, Peer, Stream, would_block};
 
 impl EventLoop {
     /// The listener is readable: accept every queued connection.
     pub(super) fn accept_ready(&mut self, now: Instant) {
-        if self.accept_paused_until.is_some() {
+        if self.accept_backoff.is_paused() {
             return; // backing off; the timer resumes us
         }
         loop {
@@ -32,43 +33,35 @@ impl EventLoop {
                     self.admit(stream, peer, now);
                     continue;
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return, // queue empty: drained
+                Err(e) if would_block(&e) => return, // queue empty: drained
                 Err(e) => e,
             };
-            match classify_accept_error(&error) {
-                AcceptError::Interrupted => continue, // a signal: retry
-                AcceptError::ConnectionGone => debug!("accept: skipped a connection: {error}"),
-                AcceptError::OutOfResources | AcceptError::Unexpected => {
-                    // The connection is still queued, so the listener stays readable; the
-                    // timer in the loop calls us again after the pause.
-                    self.accept_backoff.pausing(&error, now);
-                    self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
-                    return;
-                }
+            if self.accept_backoff.failed(&error, now) == AfterAcceptError::Pause {
+                // The connection is still queued, so the listener stays readable; the timer
+                // in the loop calls us again after the pause.
+                return;
             }
+            // A signal, or a connection that died in the queue: accept the next one.
         }
     }
 
-    /// Serve a freshly accepted connection, or close it at once if we are full.
+    /// Serve a freshly accepted connection, or close it at once if it may not be served
+    /// (dropping the stream closes it).
     fn admit(&mut self, mut stream: Stream, peer: Peer, now: Instant) {
-        if self.connections.len() >= self.config.max_connections {
-            warn!("max-connections {} reached: closing connection from {peer}", self.config.max_connections);
-            self.stats.connection_rejected();
-            return; // dropping the stream closes it
-        }
-        if let Err(e) = self.socket_options.apply(stream.sock_ref(), stream.is_tcp()) {
-            return debug!("accept: socket options for {peer} failed, closing: {e}");
+        if !self.admission.admit(self.connections.len(), &stream.sock_ref(), stream.is_tcp(), || peer) {
+            return;
         }
         // Key first, register, then insert: if registering fails there is nothing to undo.
         let entry = self.connections.vacant_entry();
         let token = Token(entry.key());
         if let Err(e) = self.poll.registry().register(&mut stream, token, READ) {
-            return warn!("accept: cannot register {peer}: {e}");
+            warn!("accept: cannot register {peer}: {e}");
+            return;
         }
         let (framer, cap) = (self.config.framer(), self.config.connection_cap());
         entry.insert(Connection::new(stream, token, peer, framer, cap, now));
         if let Some(timers) = &mut self.idle {
-            timers.start(token, now);
+            timers.start(ConnId(token.0), now);
         }
         self.stats.connection_opened();
         debug!("token={} opened peer={peer} (open: {})", token.0, self.connections.len());

@@ -15,7 +15,7 @@
 //! mode; only the start of a frame cut off by the end of the read is copied, into this
 //! connection's [`PartialFrame`], until the read that completes it.
 
-use std::io::{self, ErrorKind, IoSlice, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::time::Instant;
 
 use log::{info, trace, warn};
@@ -23,8 +23,9 @@ use mio::{Interest, Token};
 
 use crate::buffer::{PartialFrame, PendingBuf};
 use crate::framing::{AtEof, Framer, Rest};
-use crate::net::{Peer, Stream};
-use crate::stats::IoTally;
+use crate::lifecycle::linger;
+use crate::net::{Peer, Stream, interrupted, would_block};
+use crate::stats::{ConnCounts, IoTally};
 
 /// Reads one connection may do per readiness event before the loop moves on to others.
 /// Without a budget, one client that sends without pause could keep the loop reading its
@@ -53,15 +54,26 @@ pub enum Phase {
     Refused,
     /// The server is shutting down: read nothing more, flush what is pending, then linger.
     ShuttingDown,
-    /// Shutting down with nothing left to echo, but the client is still sending or has not
-    /// yet received all our echoes: our FIN went out behind the last echoed byte, and we
-    /// read and discard until the client closes, or until the kernel holds nothing for us
-    /// either way (checked by the loop, see [`Connection::done_lingering`]). Closing at
-    /// once would be wrong: `close(2)` on a socket whose receive queue holds unread bytes
-    /// (or gets some later) makes the kernel send a reset and throw away the echoes still
-    /// in our send queue (RFC 2525, "Failure to RST on close with data pending"; Linux
-    /// `tcp_close`). The grace period bounds how long we linger.
+    /// Ended by the server (shutting down, or refused) with nothing left to echo, but the
+    /// client is still sending or has not yet received all our echoes: our FIN went out
+    /// behind the last echoed byte, and we read and discard until the client closes, or
+    /// until it has acknowledged everything (checked by the loop too, see
+    /// [`Connection::done_lingering`]). Why closing at once would destroy echoes:
+    /// `crate::lifecycle::linger`. The grace period bounds how long we linger.
     Lingering,
+}
+
+/// How far [`Connection::on_readable`] reads when the socket is readable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drain {
+    /// Until a *short read* (fewer bytes than asked), which means the receive queue was
+    /// empty at that moment: any byte that arrives later raises a new edge, so the `read`
+    /// that would only say `WouldBlock` is saved. The common case.
+    ToShortRead,
+    /// Until `WouldBlock`, past short reads: when no new edge will report what may be left.
+    /// The client's FIN may be queued behind the data (a hang-up), an error may wait, an
+    /// urgent byte stops a read short of the bytes behind it, or the read budget ran out.
+    ToWouldBlock,
 }
 
 /// Why [`Connection::on_readable`] stopped reading.
@@ -105,12 +117,8 @@ pub struct Connection {
     registered: Interest,
     /// When bytes last moved in either direction (for the idle timeout).
     last_active: Instant,
-    /// Reads that returned data (the statistics' "messages").
-    reads: u64,
-    /// Bytes read from the client.
-    bytes_in: u64,
-    /// Bytes written back to the client.
-    bytes_out: u64,
+    /// Reads, frames and bytes: in all, and not yet handed to the loop ([`Connection::take_io`]).
+    counts: ConnCounts,
 }
 
 impl Connection {
@@ -129,9 +137,7 @@ impl Connection {
             partial: PartialFrame::default(),
             registered: READ,
             last_active: now,
-            reads: 0,
-            bytes_in: 0,
-            bytes_out: 0,
+            counts: ConnCounts::default(),
         }
     }
 
@@ -140,13 +146,12 @@ impl Connection {
     /// Edge-triggered: read until `WouldBlock`, or until no new event is promised and none
     /// is needed (mio `Poll` docs, "Draining readiness"). A *short read* (fewer bytes than
     /// asked) means the receive queue was empty at that moment; any byte that arrives later
-    /// raises a new edge, so we stop there and save the `read` that would only say
-    /// `WouldBlock`. That holds for TCP and Unix stream sockets on Linux, whose `read`
-    /// copies everything queued up to the length asked. One exception: the client's FIN
-    /// may already be queued behind the data (the event said `read_closed`); it raises no
-    /// further edge, so then we read on until we see the 0 that means EOF. `maybe_eof`
-    /// passes that hint in.
-    pub fn on_readable(&mut self, buf: &mut [u8], maybe_eof: bool, now: Instant) -> io::Result<ReadStop> {
+    /// raises a new edge, so with [`Drain::ToShortRead`] we stop there and save the `read`
+    /// that would only say `WouldBlock`. That holds for TCP and Unix stream sockets on
+    /// Linux, whose `read` copies everything queued up to the length asked. When the event
+    /// says more than "new bytes" (a FIN, an error, an urgent byte), `drain` is
+    /// [`Drain::ToWouldBlock`] and we read on.
+    pub fn on_readable(&mut self, buf: &mut [u8], drain: Drain, now: Instant) -> io::Result<ReadStop> {
         if self.phase == Phase::Lingering {
             return self.discard_input(buf);
         }
@@ -166,30 +171,20 @@ impl Connection {
                 return Ok(ReadStop::Done);
             }
             let n = match self.stream.read(&mut buf[..room]) {
-                Ok(0) => {
-                    trace!(
-                        "token={} read EOF: client half-closed, pending={}",
-                        self.token.0,
-                        self.pending.len()
-                    );
-                    self.phase = Phase::PeerClosed;
-                    self.end_partial_frame_at_eof()?;
-                    return Ok(ReadStop::Done);
-                }
+                Ok(0) => return self.peer_closed(),
                 Ok(n) => n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                Err(e) if would_block(&e) => {
                     trace!("token={} read WouldBlock: drained", self.token.0);
                     return Ok(ReadStop::Done);
                 }
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue, // a signal: retry
+                Err(e) if interrupted(&e) => continue, // a signal: retry
                 Err(e) => return Err(e),
             };
             trace!("token={} read n={n}", self.token.0);
-            self.reads += 1;
-            self.bytes_in += n as u64;
+            self.counts.read(n);
             self.last_active = now;
             self.echo_frames(&buf[..n])?;
-            if n < room && !maybe_eof {
+            if n < room && drain == Drain::ToShortRead {
                 return Ok(ReadStop::Done); // short read: drained, a new edge will come
             }
         }
@@ -212,6 +207,7 @@ impl Connection {
     /// start from `partial`. In raw mode all of `data` is whole: the plain echo.
     fn echo_frames(&mut self, data: &[u8]) -> io::Result<()> {
         let split = self.framer.split(self.partial.as_slice(), data);
+        self.counts.frames(split.frames);
         let whole = &data[..split.whole];
         if !whole.is_empty() && self.partial.is_empty() {
             self.echo(whole)?;
@@ -237,6 +233,15 @@ impl Connection {
         Ok(())
     }
 
+    /// `read` returned 0: the client half-closed. Read no more; what is pending still goes
+    /// out, then the loop closes us (see [`Connection::interest`]).
+    fn peer_closed(&mut self) -> io::Result<ReadStop> {
+        trace!("token={} read EOF: client half-closed, pending={}", self.token.0, self.pending.len());
+        self.phase = Phase::PeerClosed;
+        self.end_partial_frame_at_eof()?;
+        Ok(ReadStop::Done)
+    }
+
     /// The client's EOF arrived: a last line without `\n` is whole now, so echo it; a
     /// length frame cut short can never be whole, so drop it, and say so.
     fn end_partial_frame_at_eof(&mut self) -> io::Result<()> {
@@ -245,6 +250,7 @@ impl Connection {
             AtEof::Echo => {
                 let line = self.partial.take();
                 trace!("token={} EOF ends the last line: n={}", self.token.0, line.len());
+                self.counts.frames(1);
                 self.echo(&line)
             }
             AtEof::Discard(n) => {
@@ -257,9 +263,7 @@ impl Connection {
 
     /// Lingering: read what the client still sends and drop it, until its EOF (then the
     /// phase says "closed by the peer", and with nothing pending the loop closes us), or
-    /// until the client has acknowledged every byte we sent: then a close can lose nothing
-    /// of ours, even if it resets a client that is still sending (one that never stops, as a
-    /// line that never ends, must not keep us reading forever).
+    /// until the client has acknowledged every byte we sent ([`linger::done`]).
     fn discard_input(&mut self, buf: &mut [u8]) -> io::Result<ReadStop> {
         let mut stop = ReadStop::BudgetSpent;
         for _ in 0..READS_PER_EVENT {
@@ -270,16 +274,15 @@ impl Connection {
                     return Ok(ReadStop::Done);
                 }
                 Ok(n) => trace!("token={} lingering: discarded n={n}", self.token.0),
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                Err(e) if would_block(&e) => {
                     stop = ReadStop::Done;
                     break;
                 }
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue, // a signal: retry
+                Err(e) if interrupted(&e) => continue, // a signal: retry
                 Err(e) => return Err(e),
             }
         }
-        let (_, unacknowledged) = self.stream.kernel_queues()?;
-        if unacknowledged == 0 {
+        if linger::done(&self.stream.sock_ref()) {
             trace!("token={} lingering: the client has every echo: closing", self.token.0);
             self.phase = Phase::PeerClosed; // nothing pending: the loop closes us
             return Ok(ReadStop::Done);
@@ -296,7 +299,7 @@ impl Connection {
             return Ok(());
         }
         let n = write_some(&mut self.stream, data)?;
-        self.bytes_out += n as u64;
+        self.counts.wrote(n);
         if n < data.len() {
             // The kernel's send buffer is full: keep the rest; WRITABLE will tell us when
             // there is room again.
@@ -323,12 +326,12 @@ impl Connection {
         let n = loop {
             match self.stream.write_vectored(&[IoSlice::new(head), IoSlice::new(tail)]) {
                 Ok(n) => break n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break 0, // the send buffer is full
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue, // a signal: retry
+                Err(e) if would_block(&e) => break 0, // the send buffer is full
+                Err(e) if interrupted(&e) => continue, // a signal: retry
                 Err(e) => return Err(e),
             }
         };
-        self.bytes_out += n as u64;
+        self.counts.wrote(n);
         let total = head.len() + tail.len();
         trace!("token={} write n={n} of {total} (held start + this read)", self.token.0);
         if n < head.len() {
@@ -346,7 +349,7 @@ impl Connection {
             let asked = self.pending.len();
             let n = write_some(&mut self.stream, self.pending.front())?;
             self.pending.consume(n);
-            self.bytes_out += n as u64;
+            self.counts.wrote(n);
             if n > 0 {
                 self.last_active = now;
             }
@@ -360,22 +363,16 @@ impl Connection {
         self.linger_once_flushed()
     }
 
-    /// Shutting down and everything is handed to the kernel. If the kernel holds nothing
-    /// for this socket either way, stay in `ShuttingDown`: with nothing pending the loop
-    /// closes us at once (an idle client need not delay the shutdown). Otherwise send our
-    /// FIN behind the echoes (`shutdown(Write)`) and linger (see [`Phase::Lingering`]).
+    /// Ended by the server (shutting down, refused) and everything is handed to the kernel:
+    /// linger, or stay as we are if the kernel holds nothing for this socket either way
+    /// (with nothing pending the loop closes us at once: an idle client need not delay the
+    /// shutdown). The rule is `crate::lifecycle::linger`'s, as in every model.
     fn linger_once_flushed(&mut self) -> io::Result<()> {
-        if !matches!(self.phase, Phase::ShuttingDown | Phase::Refused) || !self.pending.is_empty() {
-            return Ok(());
-        }
-        let (unread, unacknowledged) = self.stream.kernel_queues()?;
-        if (unread, unacknowledged) != (0, 0) {
-            trace!(
-                "token={} all echoed; kernel holds unread={unread} unacked={unacknowledged}: \
-                 FIN sent, lingering until the client closes",
-                self.token.0
-            );
-            self.stream.shutdown_write()?;
+        let ended_by_us = matches!(self.phase, Phase::ShuttingDown | Phase::Refused);
+        if ended_by_us
+            && self.pending.is_empty()
+            && linger::begin(&self.stream.sock_ref(), format_args!("token={}", self.token.0))?
+        {
             self.phase = Phase::Lingering;
         }
         Ok(())
@@ -413,10 +410,9 @@ impl Connection {
     }
 
     /// Lingering, and the client has everything: every echoed byte and our FIN are
-    /// acknowledged, and nothing it sent waits unread, so closing cannot reset the
-    /// connection or lose a byte. (A socket that cannot even say so is done too.)
+    /// acknowledged ([`linger::done`]).
     pub fn done_lingering(&self) -> bool {
-        self.phase == Phase::Lingering && self.stream.kernel_queues().map_or(true, |queues| queues == (0, 0))
+        self.phase == Phase::Lingering && linger::done(&self.stream.sock_ref())
     }
 
     /// The server is shutting down: stop reading; what is pending still goes out, then
@@ -455,17 +451,18 @@ impl Connection {
 
     /// Bytes (read, written back, still pending).
     pub fn byte_counts(&self) -> (u64, u64, usize) {
-        (self.bytes_in, self.bytes_out, self.pending.len())
+        (self.counts.bytes_in(), self.counts.bytes_out(), self.pending.len())
     }
 
-    /// Reads and bytes so far, for the loop's statistics (which adds up differences).
-    pub fn io_counts(&self) -> IoTally {
-        IoTally {
-            messages: self.reads,
-            bytes_read: self.bytes_in,
-            bytes_echoed: self.bytes_out,
-            bytes_unsent: 0,
-        }
+    /// The reads, frames and bytes moved since the last call, for the loop's statistics.
+    pub fn take_io(&mut self) -> IoTally {
+        self.counts.take()
+    }
+
+    /// The connection is closing: the last of its counts, with every byte read and never
+    /// echoed (pending, a partial frame, a refused one) counted as unsent.
+    pub fn take_io_at_close(&mut self) -> IoTally {
+        self.counts.take_at_close()
     }
 }
 
@@ -475,9 +472,218 @@ fn write_some(stream: &mut Stream, data: &[u8]) -> io::Result<usize> {
     loop {
         match stream.write(data) {
             Ok(n) => return Ok(n),
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(0),
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) if would_block(&e) => return Ok(0),
+            Err(e) if interrupted(&e) => continue,
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// The connection's state machine over real sockets, without a `Poll`: each test plays the
+/// loop (calls `on_readable` / `on_writable` as events would) and the client (the other end
+/// of a socket pair), and checks what the kernel and the client really got.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::framing::Framing;
+    use crate::net::{SocketOptions, kernel_queues};
+    use socket2::SockRef;
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    use std::os::unix::net::UnixStream;
+    use std::time::Duration;
+
+    const RAW: Framer = Framer::new(Framing::Raw, 1);
+    /// A bound on every wait below: these tests never sleep for a result, they poll for it.
+    const PATIENCE: Duration = Duration::from_secs(10);
+
+    /// Our end of a Unix socket pair as a connection (non-blocking, with a send buffer of
+    /// `send_buffer` bytes if given), and the client's end.
+    fn unix_connection(framer: Framer, cap: usize, send_buffer: Option<usize>) -> (Connection, UnixStream) {
+        let (ours, client) = UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        if let Some(size) = send_buffer {
+            SockRef::from(&ours).set_send_buffer_size(size).unwrap();
+        }
+        client.set_nonblocking(true).unwrap();
+        let stream = Stream::from_fd(ours.into(), false);
+        (Connection::new(stream, Token(0), Peer(None), framer, cap, Instant::now()), client)
+    }
+
+    /// Bytes that say where they are: a lost or reordered byte cannot go unnoticed.
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 % 251) as u8).collect()
+    }
+
+    /// The client reads (non-blocking) and the connection writes what it owes, as WRITABLE
+    /// events would, until nothing is pending and the client has every byte echoed so far:
+    /// `got`, everything the client has read.
+    fn client_takes_the_echo(conn: &mut Connection, client: &mut UnixStream, got: &mut Vec<u8>) {
+        let deadline = Instant::now() + PATIENCE;
+        let mut buf = vec![0; 64 * 1024];
+        while conn.byte_counts().2 > 0 || got.len() as u64 != conn.byte_counts().1 {
+            assert!(
+                Instant::now() < deadline,
+                "stuck: client has {} bytes, conn {:?}",
+                got.len(),
+                conn.phase
+            );
+            match client.read(&mut buf) {
+                Ok(0) => break, // our FIN
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if would_block(&e) => {}
+                Err(e) => panic!("client read: {e}"),
+            }
+            conn.on_writable(Instant::now()).unwrap();
+        }
+    }
+
+    /// Readable events, as the loop handles them with `drain`: read and echo until the
+    /// connection stops reading (not the budget), or `max_events`.
+    fn serve_readable(conn: &mut Connection, drain: Drain, max_events: usize) {
+        let mut buf = vec![0; 64 * 1024];
+        for _ in 0..max_events {
+            if conn.on_readable(&mut buf, drain, Instant::now()).unwrap() == ReadStop::Done {
+                return;
+            }
+        }
+    }
+
+    /// A write the kernel takes only in part leaves the rest pending, and the connection
+    /// asks for WRITABLE (and only then); once the client reads, the rest goes out, in
+    /// order, and WRITABLE is dropped again.
+    #[test]
+    fn a_partial_write_asks_for_writable_until_the_rest_is_out() {
+        let (mut conn, mut client) = unix_connection(RAW, 1 << 20, Some(4096));
+        assert_eq!(conn.interest(), Some(READ), "nothing pending: no WRITABLE");
+        let sent = pattern(48 * 1024); // far more than a 4 KiB send buffer takes
+        client.write_all(&sent).unwrap();
+        serve_readable(&mut conn, Drain::ToShortRead, 1);
+        let (read, echoed, pending) = conn.byte_counts();
+        assert_eq!(read, sent.len() as u64, "all of it read in one event");
+        assert!(
+            pending > 0 && echoed + pending as u64 == read,
+            "read={read} echoed={echoed} pending={pending}"
+        );
+        assert_eq!(conn.interest(), Some(READ.add(Interest::WRITABLE)));
+        let mut got = Vec::new();
+        client_takes_the_echo(&mut conn, &mut client, &mut got);
+        assert!(got == sent, "the echo differs from what was sent");
+        assert_eq!(conn.byte_counts().2, 0);
+        assert_eq!(conn.interest(), Some(READ), "all out: WRITABLE dropped");
+    }
+
+    /// At the cap (`--max-pending`) the connection stops reading: its interest has no
+    /// READABLE, and the client's further bytes wait in the kernel, not in our memory.
+    /// Once the client reads its echo, reading resumes and every byte comes back.
+    #[test]
+    fn at_the_cap_it_stops_reading_and_the_bytes_wait_in_the_kernel() {
+        const CAP: usize = 1000;
+        let (mut conn, mut client) = unix_connection(RAW, CAP, Some(4096));
+        let sent = pattern(64 * 1024);
+        client.write_all(&sent).unwrap(); // fits the client's send buffer: no blocking
+        serve_readable(&mut conn, Drain::ToShortRead, 64);
+        assert_eq!(conn.byte_counts().2, CAP, "pending filled to the cap");
+        assert_eq!(conn.interest(), Some(Interest::WRITABLE), "at the cap: WRITABLE only, no READABLE");
+        let stream_socket = conn.stream.sock_ref();
+        let held = kernel_queues(&stream_socket).unwrap().unread;
+        assert!(held > 0, "the rest waits unread in the kernel");
+        assert_eq!(conn.byte_counts().0 + held as u64, sent.len() as u64);
+        // The client reads; each time the connection may read again, it does (as the
+        // reregistration with READABLE would make it), until everything came back.
+        let mut got = Vec::new();
+        let deadline = Instant::now() + PATIENCE;
+        while got.len() < sent.len() {
+            assert!(Instant::now() < deadline, "stuck at {} of {} bytes", got.len(), sent.len());
+            client_takes_the_echo(&mut conn, &mut client, &mut got);
+            assert!(
+                conn.interest().is_some_and(|interest| interest.is_readable()),
+                "nothing pending: reading"
+            );
+            serve_readable(&mut conn, Drain::ToShortRead, 64);
+        }
+        assert!(got == sent, "the echo differs from what was sent");
+        assert!(conn.byte_counts().2 <= CAP);
+    }
+
+    /// The client's EOF while echoes are still pending does not close the connection: it
+    /// stops reading and asks for WRITABLE only; once the echo is out it is finished
+    /// (interest `None`), and the client got every byte.
+    #[test]
+    fn eof_with_bytes_pending_finishes_the_echo_before_closing() {
+        let (mut conn, mut client) = unix_connection(RAW, 1 << 20, Some(4096));
+        let sent = pattern(32 * 1024);
+        client.write_all(&sent).unwrap();
+        client.shutdown(Shutdown::Write).unwrap();
+        // The event says read_closed: the FIN is queued behind the data, so read past the
+        // short read to see it.
+        serve_readable(&mut conn, Drain::ToWouldBlock, 4);
+        assert_eq!(conn.phase, Phase::PeerClosed, "EOF seen");
+        assert!(conn.byte_counts().2 > 0, "still pending");
+        assert_eq!(conn.interest(), Some(Interest::WRITABLE), "no more reading, not finished");
+        let mut got = Vec::new();
+        client_takes_the_echo(&mut conn, &mut client, &mut got);
+        assert!(got == sent, "the echo differs from what was sent");
+        assert_eq!(conn.interest(), None, "echo complete: the loop closes it");
+    }
+
+    /// An urgent (MSG_OOB) byte stops a TCP read short at its mark, with data behind it: a
+    /// short read then proves nothing. Trusting it (`ToShortRead`, the common case) leaves
+    /// the rest unread with no new edge to come; the PRIORITY event makes the loop read to
+    /// `WouldBlock`, and everything comes back, the urgent byte in its place (inline).
+    #[test]
+    fn an_urgent_byte_stops_a_read_short_and_draining_to_would_block_gets_the_rest() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (ours, _) = listener.accept().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        SocketOptions::default().apply(SockRef::from(&ours), true).unwrap(); // urgent data inline
+        client.write_all(b"abc").unwrap();
+        SockRef::from(&client).send_out_of_band(b"!").unwrap();
+        client.write_all(b"def").unwrap();
+        let deadline = Instant::now() + PATIENCE;
+        while kernel_queues(&SockRef::from(&ours)).unwrap().unread < 7 {
+            assert!(Instant::now() < deadline, "the 7 bytes never arrived");
+            std::thread::yield_now();
+        }
+        let stream = Stream::from_fd(ours.into(), true);
+        let mut conn = Connection::new(stream, Token(0), Peer(None), RAW, 1 << 20, Instant::now());
+        let mut buf = vec![0; 64 * 1024];
+        conn.on_readable(&mut buf, Drain::ToShortRead, Instant::now()).unwrap();
+        assert_eq!(conn.byte_counts().0, 3, "the read stopped at the urgent mark, 4 bytes behind it");
+        conn.on_readable(&mut buf, Drain::ToWouldBlock, Instant::now()).unwrap();
+        assert_eq!(conn.byte_counts(), (7, 7, 0));
+        client.set_read_timeout(Some(PATIENCE)).unwrap();
+        let mut echo = [0; 7];
+        client.read_exact(&mut echo).unwrap();
+        assert_eq!(&echo, b"abc!def");
+    }
+
+    /// A frame over `--max-frame` refuses the connection, but it does not close at once:
+    /// the frames before it are echoed, our FIN follows them, and it lingers (reading and
+    /// discarding) while the client has not acknowledged everything; once it has, the
+    /// connection is finished. The client gets exactly the echoes, then EOF.
+    #[test]
+    fn a_refused_frame_lingers_until_the_client_has_every_echo() {
+        let (mut conn, mut client) = unix_connection(Framer::new(Framing::Line, 8), 64, None);
+        client.write_all(b"ok\nthis line is over the limit").unwrap();
+        serve_readable(&mut conn, Drain::ToShortRead, 4);
+        assert_eq!(conn.phase, Phase::Lingering, "the client has not read its echo yet");
+        assert_eq!(conn.interest(), Some(READ), "lingering reads (and discards) to see the end");
+        assert!(!conn.done_lingering());
+        client.write_all(b"more of the refused line").unwrap(); // discarded, never echoed
+        serve_readable(&mut conn, Drain::ToShortRead, 4);
+        let mut got = Vec::new();
+        client.set_nonblocking(false).unwrap();
+        client.set_read_timeout(Some(PATIENCE)).unwrap();
+        client.read_to_end(&mut got).unwrap(); // the echo, then our FIN
+        assert_eq!(got, b"ok\n");
+        assert!(conn.done_lingering(), "the client has everything: lingering may end");
+        // The next readable event (the client's EOF, or more bytes) ends it for good.
+        client.shutdown(Shutdown::Write).unwrap();
+        serve_readable(&mut conn, Drain::ToWouldBlock, 4);
+        assert_eq!(conn.interest(), None, "finished: the loop closes it");
+        let (read, echoed, _) = conn.byte_counts();
+        assert_eq!(echoed, 3);
+        assert_eq!(conn.take_io_at_close().bytes_unsent, read - 3, "the refused bytes count as unsent");
     }
 }

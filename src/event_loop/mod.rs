@@ -15,19 +15,18 @@
 //!
 //! Nothing here blocks: every socket is non-blocking, and "not now" (`WouldBlock`) is an
 //! ordinary answer, handled where it occurs. The slab key of a connection *is* its
-//! `mio::Token`, so an event leads to its connection in one index, and a slot freed on
-//! close is reused by the next accepted connection.
+//! `mio::Token` (and its [`ConnId`] for the idle timers), so an event leads to its
+//! connection in one index, and a slot freed on close is reused by the next accepted
+//! connection. What a connection's life is made of (admission, idle timeout, lingering
+//! before a close) is the same in every model: `crate::lifecycle`.
 
 mod accept;
 mod connection;
-mod idle;
 mod udp;
 
 pub use udp::UdpEcho;
 
-pub(crate) use idle::IdleTimers; // the io_uring model keeps its idle deadlines the same way
-
-use std::io::{self, ErrorKind};
+use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,10 +36,12 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 use crate::config::ServerConfig;
-use crate::net::{BackoffLog, Listener, SocketOptions, StdListener};
+use crate::lifecycle::linger::LINGER_CHECK;
+use crate::lifecycle::{Admission, ConnId, IdleTimers, release_crowd};
+use crate::net::{AcceptBackoff, Listener, StdListener, interrupted};
 use crate::shutdown::ShutdownHandle;
 use crate::stats::{IoTally, Stats};
-use connection::{Connection, ReadStop};
+use connection::{Connection, Drain, ReadStop};
 
 /// The listening socket's token. Slab keys count up from 0, so the top of the range is free.
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -50,14 +51,6 @@ const WAKER: Token = Token(usize::MAX);
 /// The shared read buffer: one per loop, not per connection. 64 KiB is what a loopback
 /// TCP segment burst typically delivers in one read, and what `peer-epoll` (crates/peers) uses.
 const READ_BUFFER: usize = 64 * 1024;
-
-/// Slab slots kept when the last connection closes; a larger slab is shrunk to give the
-/// memory of a past crowd of connections back.
-const SLAB_KEEP: usize = 1024;
-
-/// While shutting down, how often lingering connections are checked for "the client has
-/// acknowledged every byte and our FIN" (no readiness event announces an ACK).
-const LINGER_CHECK: Duration = Duration::from_millis(20);
 
 /// Events taken from the kernel per `poll`. Large enough that 2000 busy connections need
 /// only a few polls per round; each slot is 12-16 bytes.
@@ -76,27 +69,39 @@ fn shutdown_waker(poll: &Poll, shutdown: &ShutdownHandle) -> io::Result<Arc<Wake
     Ok(waker)
 }
 
+/// Wait in `poll` for events, or until `timeout`. A signal (EINTR) ends the wait early with
+/// no events, which the loop treats as it treats a timeout: nothing happened, go round.
+fn wait(poll: &mut Poll, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
+    match poll.poll(events, timeout) {
+        Err(e) if interrupted(&e) => Ok(()), // mio cleared `events` before waiting
+        result => result,
+    }
+}
+
 /// What an event says a connection may do. Flags are hints: a hang-up or an error is
 /// learned for certain from a `read` or `write` result, so they just mean "try".
 #[derive(Debug, Clone, Copy)]
 struct Ready {
     readable: bool,
     writable: bool,
-    /// The peer may have sent FIN: read past a short read, to see the EOF.
-    maybe_eof: bool,
+    /// How far to read: past a short read too, when the event says more than "new bytes".
+    drain: Drain,
 }
 
 impl Ready {
-    /// A connection whose read budget ran out: read again, to `WouldBlock` if need be.
-    const AGAIN: Ready = Ready { readable: true, writable: false, maybe_eof: true };
+    /// A connection whose read budget ran out: nothing new announces what is left, so read
+    /// again, to `WouldBlock`.
+    const AGAIN: Ready = Ready { readable: true, writable: false, drain: Drain::ToWouldBlock };
 
     fn from_event(event: &Event) -> Ready {
-        // A hang-up, an error or urgent data: read past a short read, to `WouldBlock`.
-        let hang_up = event.is_read_closed() || event.is_error() || event.is_priority();
+        // A hang-up (the client's FIN may be queued behind the data), an error, or urgent
+        // data (which stops a read short of the bytes behind it): a short read proves
+        // nothing then, and no further edge will come for what is left.
+        let short_read_proves_nothing = event.is_read_closed() || event.is_error() || event.is_priority();
         Ready {
-            readable: event.is_readable() || hang_up,
+            readable: event.is_readable() || short_read_proves_nothing,
             writable: event.is_writable() || event.is_write_closed(),
-            maybe_eof: hang_up,
+            drain: if short_read_proves_nothing { Drain::ToWouldBlock } else { Drain::ToShortRead },
         }
     }
 }
@@ -114,19 +119,18 @@ pub struct EventLoop {
     /// Connections that stopped reading because their budget ran out, to revisit after
     /// the next (non-blocking) poll. Reused between passes, so it does not allocate.
     unfinished: Vec<Token>,
-    /// Idle deadlines, when `--idle-timeout` is on; their only owner.
+    /// Idle deadlines, when `--idle-timeout` is on; their only owner. Slab key = `ConnId`.
     idle: Option<IdleTimers>,
-    /// After EMFILE and friends, accepting pauses until this instant.
-    accept_paused_until: Option<Instant>,
-    /// Logs the first accept failure of an episode, reminders, and the recovery.
-    accept_backoff: BackoffLog,
+    /// After EMFILE and friends, accepting pauses; this says until when, and logs it.
+    accept_backoff: AcceptBackoff,
     /// Set when shutdown begins: pending echoes may flush until then.
     grace_deadline: Option<Instant>,
     /// Keeps the waker alive; the shutdown handle holds a closure that fires it.
     _waker: Arc<Waker>,
     shutdown: ShutdownHandle,
     config: ServerConfig,
-    socket_options: SocketOptions,
+    /// `--max-connections` and the socket options of an accepted connection.
+    admission: Admission,
     /// The counters other threads read (the live statistics line, the summary).
     stats: Arc<Stats>,
     /// This turn's reads and writes, in plain integers: published to `stats` once per
@@ -157,13 +161,12 @@ impl EventLoop {
             read_buf: vec![0; READ_BUFFER].into_boxed_slice(),
             unfinished: Vec::new(),
             idle: config.idle_timeout.map(IdleTimers::new),
-            accept_paused_until: None,
-            accept_backoff: BackoffLog::default(),
+            accept_backoff: AcceptBackoff::default(),
             grace_deadline: None,
             _waker: waker,
             shutdown: shutdown.clone(),
             config: config.clone(),
-            socket_options: SocketOptions::from_config(config),
+            admission: Admission::new(config, Arc::clone(&stats)),
             stats,
             tally: IoTally::default(),
             worker,
@@ -176,13 +179,11 @@ impl EventLoop {
         let mut revisit = Vec::new();
         debug!("worker {}: event loop running", self.worker);
         loop {
-            self.publish_counts(); // before sleeping: a stats line read meanwhile is current
+            // Before sleeping: a statistics line read meanwhile is current. A few relaxed
+            // atomic adds per turn, however many reads and writes the turn made.
+            self.stats.publish(&mut self.tally);
             let timeout = self.poll_timeout(Instant::now());
-            match self.poll.poll(&mut events, timeout) {
-                Ok(()) => {}
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue, // a signal: poll again
-                Err(e) => return Err(e),
-            }
+            wait(&mut self.poll, &mut events, timeout)?;
             let now = Instant::now();
             std::mem::swap(&mut revisit, &mut self.unfinished);
             for event in events.iter() {
@@ -193,17 +194,9 @@ impl EventLoop {
             }
             self.run_timers(now);
             if self.close_delivered_or_overdue(now) {
-                self.publish_counts();
+                self.stats.publish(&mut self.tally);
                 return Ok(());
             }
-        }
-    }
-
-    /// Add this turn's reads and writes to the shared counters: a few relaxed atomic adds
-    /// per turn, however many reads and writes the turn made.
-    fn publish_counts(&mut self) {
-        if !self.tally.is_empty() {
-            self.stats.record(std::mem::take(&mut self.tally));
         }
     }
 
@@ -229,20 +222,20 @@ impl EventLoop {
     fn serve(&mut self, token: Token, ready: Ready, now: Instant) {
         let Some(conn) = self.connections.get_mut(token.0) else {
             // Its connection closed earlier in this batch; the slot is empty.
-            return trace!("token={} event for a closed connection: ignored", token.0);
+            trace!("token={} event for a closed connection: ignored", token.0);
+            return;
         };
-        let before = conn.io_counts();
         let mut io = || -> io::Result<ReadStop> {
             if ready.writable {
                 conn.on_writable(now)?;
             }
             if ready.readable {
-                return conn.on_readable(&mut self.read_buf, ready.maybe_eof, now);
+                return conn.on_readable(&mut self.read_buf, ready.drain, now);
             }
             Ok(ReadStop::Done)
         };
         let result = io();
-        self.tally.add(conn.io_counts() - before);
+        self.tally.add(conn.take_io());
         match result {
             Ok(ReadStop::BudgetSpent) => self.unfinished.push(token),
             Ok(ReadStop::Done) => {}
@@ -275,25 +268,19 @@ impl EventLoop {
             debug!("token={} deregister: {e}", token.0); // the close below removes it anyway
         }
         if let Some(timers) = &mut self.idle {
-            timers.stop(token);
+            timers.stop(ConnId(token.0));
         }
-        let (bytes_in, bytes_out, pending) = conn.byte_counts();
         self.stats.connection_closed();
         // Read, and now never echoed: what was pending, and also the bytes of a partial
-        // frame or of a refused one, which were read but never became pending. (The turn's
-        // tally already holds this connection's reads and writes.)
-        self.tally.bytes_unsent += bytes_in.saturating_sub(bytes_out);
+        // frame or of a refused one, which were read but never became pending.
+        self.tally.add(conn.take_io_at_close());
+        let (bytes_in, bytes_out, pending) = conn.byte_counts();
         debug!(
             "token={} closed ({reason}) peer={} read={bytes_in} echoed={bytes_out} unsent={pending}",
             token.0,
             conn.peer()
         );
-        if self.connections.is_empty() && self.connections.capacity() > SLAB_KEEP {
-            // The last connection of a crowd is gone: give the slab's memory back, so RSS
-            // returns to its baseline (10,000 slots are about 1.5 MiB). Only when empty, so
-            // this O(capacity) step runs once per crowd, never per close.
-            self.connections.shrink_to_fit();
-        }
+        release_crowd(&mut self.connections);
     }
 
     /// How long `poll` may sleep: until the earliest timer, at once if connections are
@@ -304,7 +291,7 @@ impl EventLoop {
         }
         let idle = self.idle.as_ref().and_then(IdleTimers::next_deadline);
         let linger_check = self.grace_deadline.map(|_| now + LINGER_CHECK);
-        [idle, self.grace_deadline, self.accept_paused_until, linger_check]
+        [idle, self.grace_deadline, self.accept_backoff.paused_until(), linger_check]
             .into_iter()
             .flatten()
             .min()
@@ -314,11 +301,7 @@ impl EventLoop {
     /// Everything that happens because time passed rather than because a socket moved.
     fn run_timers(&mut self, now: Instant) {
         self.expire_idle(now);
-        if self.accept_paused_until.is_some_and(|until| until <= now) {
-            self.accept_paused_until = None;
-            // Debug, not info: while descriptors stay short this runs every pause, and
-            // `BackoffLog` already tells the operator when the episode starts and ends.
-            debug!("accept: pause over, trying again");
+        if self.accept_backoff.resume_due(now) {
             self.accept_ready(now);
         }
     }
@@ -327,9 +310,9 @@ impl EventLoop {
     fn expire_idle(&mut self, now: Instant) {
         let Some(timers) = &mut self.idle else { return };
         let connections = &self.connections;
-        let expired = timers.expired(now, |token| connections.get(token.0).map(Connection::last_active));
-        for token in expired {
-            self.close(token, "idle timeout");
+        let expired = timers.expired(now, |ConnId(key)| connections.get(key).map(Connection::last_active));
+        for ConnId(key) in expired {
+            self.close(Token(key), "idle timeout");
         }
     }
 

@@ -33,7 +33,7 @@
 //!   built-in services learned to do.
 
 use std::collections::VecDeque;
-use std::io::{self, ErrorKind};
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,9 +41,10 @@ use std::time::{Duration, Instant};
 use log::{debug, info, trace, warn};
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use super::{WAKER, shutdown_waker};
+use super::{WAKER, shutdown_waker, wait};
+use crate::net::{interrupted, would_block};
 use crate::shutdown::ShutdownHandle;
-use crate::stats::{Datagrams, IoTally, Stats, Summary};
+use crate::stats::{Datagrams, IoTally, Stats};
 
 /// The UDP socket's token.
 const SOCKET: Token = Token(0);
@@ -86,14 +87,13 @@ pub struct UdpEcho {
     _waker: Arc<Waker>,
     shutdown: ShutdownHandle,
     grace: Duration,
-    /// Counts for the summary line.
-    counts: Datagrams,
-    bytes_echoed: u64,
-    /// The counters the live statistics line reads (`--stats-interval`, SIGUSR1): each
-    /// answered datagram is a message, read, then echoed or dropped (unsent).
+    /// The server's counters, as every model keeps them: each datagram is a read, then
+    /// echoed or dropped (unsent); the live line and the summary read them.
     stats: Arc<Stats>,
-    /// This turn's counts, published to `stats` once per turn, as the TCP loop does.
+    /// This turn's reads and bytes, published to `stats` once per turn, as the TCP loop does.
     tally: IoTally,
+    /// This turn's datagrams echoed and dropped (by cause), published with `tally`.
+    datagrams: Datagrams,
 }
 
 impl UdpEcho {
@@ -121,10 +121,9 @@ impl UdpEcho {
             _waker: waker,
             shutdown: shutdown.clone(),
             grace,
-            counts: Datagrams::default(),
-            bytes_echoed: 0,
             stats,
             tally: IoTally::default(),
+            datagrams: Datagrams::default(),
         })
     }
 
@@ -133,18 +132,14 @@ impl UdpEcho {
         self.socket.local_addr()
     }
 
-    /// Echo until a shutdown request has been carried out; return what was done.
-    pub fn run(mut self) -> io::Result<Summary> {
+    /// Echo until a shutdown request has been carried out (the counts are in `stats`).
+    pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(16);
         debug!("UDP echo loop running");
         loop {
             self.publish_counts(); // before sleeping: a statistics line read meanwhile is current
             let timeout = self.poll_timeout(Instant::now());
-            match self.poll.poll(&mut events, timeout) {
-                Ok(()) => {}
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue, // a signal: poll again
-                Err(e) => return Err(e),
-            }
+            wait(&mut self.poll, &mut events, timeout)?;
             let now = Instant::now();
             let (mut readable, mut writable) = (std::mem::take(&mut self.unfinished), false);
             for event in events.iter() {
@@ -166,7 +161,7 @@ impl UdpEcho {
             }
             if self.finished(now) {
                 self.publish_counts();
-                return Ok(self.summary());
+                return Ok(());
             }
             self.update_interest()?;
         }
@@ -174,9 +169,8 @@ impl UdpEcho {
 
     /// Add this turn's counts to the shared statistics.
     fn publish_counts(&mut self) {
-        if !self.tally.is_empty() {
-            self.stats.record(std::mem::take(&mut self.tally));
-        }
+        self.stats.publish(&mut self.tally);
+        self.stats.publish_datagrams(&mut self.datagrams);
     }
 
     /// Receive and answer datagrams until `WouldBlock`; true if the budget ran out first.
@@ -188,11 +182,11 @@ impl UdpEcho {
         for _ in 0..DATAGRAMS_PER_EVENT {
             let (n, from) = match self.socket.recv_from(&mut self.buf) {
                 Ok(received) => received,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                Err(e) if would_block(&e) => {
                     trace!("udp recv WouldBlock: drained");
                     return false;
                 }
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue, // a signal: retry
+                Err(e) if interrupted(&e) => continue, // a signal: retry
                 Err(e) => {
                     // An error queued on the socket (an ICMP report, say): reading it
                     // cleared it, and datagrams may wait behind it.
@@ -201,9 +195,12 @@ impl UdpEcho {
                 }
             };
             trace!("udp recv n={n} from={from}");
+            self.tally.reads += 1;
+            self.tally.bytes_read += n as u64;
             if RESERVED_SOURCE_PORTS.contains(&from.port()) {
                 debug!("udp: dropped a datagram from {from}: source port {} is never answered", from.port());
-                self.counts.dropped_source_port += 1;
+                self.datagrams.dropped_reserved_port += 1;
+                self.tally.bytes_unsent += n as u64;
                 continue;
             }
             self.reply(n, from);
@@ -215,8 +212,6 @@ impl UdpEcho {
     /// Send the datagram in `buf[..n]` back to `to`: at once if no reply is queued ahead of
     /// it, else behind the queue, so replies leave in the order datagrams came.
     fn reply(&mut self, n: usize, to: SocketAddr) {
-        self.tally.messages += 1;
-        self.tally.bytes_read += n as u64;
         if !self.queue.is_empty() {
             self.enqueue(to, n);
             return;
@@ -224,8 +219,8 @@ impl UdpEcho {
         loop {
             match self.socket.send_to(&self.buf[..n], to) {
                 Ok(_) => return self.sent(n, to), // a datagram goes whole or not at all
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return self.enqueue(to, n),
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue, // a signal: retry
+                Err(e) if would_block(&e) => return self.enqueue(to, n),
+                Err(e) if interrupted(&e) => continue, // a signal: retry
                 Err(e) => return self.send_failed(to, n, &e),
             }
         }
@@ -236,7 +231,7 @@ impl UdpEcho {
     fn enqueue(&mut self, to: SocketAddr, n: usize) {
         let queued_before = self.queue.bytes;
         let dropped = self.queue.push(to, &self.buf[..n]);
-        self.counts.dropped_queue_full += dropped as u64;
+        self.datagrams.dropped_queue_full += dropped as u64;
         self.tally.bytes_unsent += (queued_before + n - self.queue.bytes) as u64; // the dropped
         if dropped > 0 {
             debug!("udp reply queue full: dropped the {dropped} oldest replies");
@@ -253,8 +248,8 @@ impl UdpEcho {
                     self.queue.pop();
                     self.sent(n, to);
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break, // the next WRITABLE edge
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue, // a signal: retry
+                Err(e) if would_block(&e) => break, // the next WRITABLE edge
+                Err(e) if interrupted(&e) => continue, // a signal: retry
                 Err(e) => {
                     let n = data.len();
                     self.queue.pop();
@@ -266,8 +261,7 @@ impl UdpEcho {
 
     fn sent(&mut self, n: usize, to: SocketAddr) {
         trace!("udp send n={n} to={to}");
-        self.counts.echoed += 1;
-        self.bytes_echoed += n as u64;
+        self.datagrams.echoed += 1;
         self.tally.bytes_echoed += n as u64;
     }
 
@@ -275,7 +269,7 @@ impl UdpEcho {
     /// reply is lost, the echo goes on.
     fn send_failed(&mut self, to: SocketAddr, n: usize, e: &io::Error) {
         debug!("udp send_to {to}: {e}: reply dropped");
-        self.counts.dropped_send_failed += 1;
+        self.datagrams.dropped_send_failed += 1;
         self.tally.bytes_unsent += n as u64;
     }
 
@@ -313,17 +307,15 @@ impl UdpEcho {
         info!("shutting down: {} replies queued, flushing them for up to {:?}", self.queue.len(), self.grace);
     }
 
-    /// Shutting down, and the queue is empty or the grace period is over.
-    fn finished(&self, now: Instant) -> bool {
+    /// Shutting down, and the queue is empty or the grace period is over (what is still
+    /// queued then is never sent: counted as unsent, so nothing shows as pending).
+    fn finished(&mut self, now: Instant) -> bool {
         let Some(deadline) = self.grace_deadline else { return false };
         if !self.queue.is_empty() && now >= deadline {
             warn!("grace period over: {} queued replies not sent", self.queue.len());
+            self.tally.bytes_unsent += self.queue.bytes as u64;
         }
         self.queue.is_empty() || now >= deadline
-    }
-
-    fn summary(&self) -> Summary {
-        Summary { bytes_echoed: self.bytes_echoed, datagrams: self.counts, ..Summary::default() }
     }
 }
 

@@ -1,5 +1,6 @@
-//! Accepting: one multishot accept for the listener's whole life, within
-//! `--max-connections`, pausing when the process runs out of descriptors.
+//! Accepting: one multishot accept for the listener's whole life, admitted as every model
+//! admits them (`crate::lifecycle::Admission`), pausing when the process runs out of
+//! descriptors.
 //!
 //! The readiness loop learns "a connection is queued" and calls `accept` until
 //! `WouldBlock`. Here one request (`IORING_OP_ACCEPT` with `IORING_ACCEPT_MULTISHOT`, Linux
@@ -10,25 +11,23 @@
 //! and accepting again at once would fail again at once, so we wait [`ACCEPT_BACKOFF`]
 //! (the loop's wait timeout wakes us), cancelling the request if it is still armed.
 
-use std::io::{self, ErrorKind};
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Instant;
 
 use io_uring::cqueue;
-use io_uring::opcode;
-use io_uring::types::Fd;
-use log::{debug, trace, warn};
-use mio::Token;
+use log::{debug, trace};
 
 use super::UringLoop;
 use super::connection::Connection;
 use super::op::Op;
-use crate::net::{ACCEPT_BACKOFF, AcceptError, Peer, StdListener, Stream, classify_accept_error};
+use crate::lifecycle::ConnId;
+use crate::net::{AfterAcceptError, Peer, StdListener, Stream, would_block};
 
 impl UringLoop {
     /// Queue the multishot accept, unless it is armed, paused, or the listener is closed.
     pub(super) fn arm_accept(&mut self) -> io::Result<()> {
-        if self.accept_armed || self.accept_paused_until.is_some() {
+        if self.accept_armed || self.accept_backoff.is_paused() {
             return Ok(());
         }
         let Some(listener) = &self.listener else { return Ok(()) };
@@ -36,9 +35,7 @@ impl UringLoop {
             StdListener::Tcp(l) => l.as_raw_fd(),
             StdListener::Unix(l, _) => l.as_raw_fd(),
         };
-        let accept = opcode::AcceptMulti::new(Fd(fd)).flags(libc::SOCK_CLOEXEC);
-        // SAFETY: no pointer; the listener's file is held by the kernel while armed.
-        unsafe { self.ring.push(&accept.build().user_data(Op::Accept.encode()))? };
+        self.ring.accept_multishot(fd)?;
         self.accept_armed = true;
         Ok(())
     }
@@ -48,9 +45,7 @@ impl UringLoop {
         if !self.accept_armed {
             return Ok(());
         }
-        let cancel = opcode::AsyncCancel::new(Op::Accept.encode());
-        // SAFETY: no pointer.
-        unsafe { self.ring.push(&cancel.build().user_data(Op::Cancel.encode())) }
+        self.ring.cancel(Op::Accept)
     }
 
     /// One accept completion: a new connection, or an error that skips it or pauses us.
@@ -64,55 +59,33 @@ impl UringLoop {
             return self.arm_accept();
         }
         let e = io::Error::from_raw_os_error(-result);
-        match (e.kind(), classify_accept_error(&e)) {
-            (ErrorKind::WouldBlock, _) => trace!("accept: {e}: again"),
-            _ if -result == libc::ECANCELED => trace!("accept cancelled"),
-            (_, AcceptError::Interrupted) => trace!("accept: {e}: again"),
-            (_, AcceptError::ConnectionGone) => debug!("accept: skipped a connection: {e}"),
-            (_, AcceptError::OutOfResources | AcceptError::Unexpected) => {
-                // The connection is still queued; accepting again at once would fail again.
-                self.accept_backoff.pausing(&e, now);
-                self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
-                self.cancel_accept()?;
-            }
+        if would_block(&e) || -result == libc::ECANCELED {
+            trace!("accept: {e}"); // nothing to accept now, or our own cancel
+        } else if self.accept_backoff.failed(&e, now) == AfterAcceptError::Pause {
+            self.cancel_accept()?; // the connection is still queued; accepting would fail again
         }
         self.arm_accept()
     }
 
-    /// Serve a freshly accepted descriptor, or close it at once if we are full.
+    /// Serve a freshly accepted descriptor, or close it at once if it may not be served
+    /// (dropping the stream closes it).
     fn admit(&mut self, fd: RawFd, now: Instant) -> io::Result<()> {
         // SAFETY: `fd` was just accepted for us and nothing else owns it; the stream closes it.
-        let stream = unsafe {
-            if self.is_tcp {
-                Stream::Tcp(mio::net::TcpStream::from_raw_fd(fd))
-            } else {
-                Stream::Unix(mio::net::UnixStream::from_raw_fd(fd))
-            }
-        };
+        let stream = Stream::from_fd(unsafe { OwnedFd::from_raw_fd(fd) }, self.is_tcp);
         // Multishot accept returns no address; it costs a `getpeername`, so we ask only when
-        // a log line will show it (TCP only: Unix clients are unnamed).
-        let full = self.connections.len() >= self.config.max_connections;
-        let logged = log::log_enabled!(log::Level::Debug) // here, and in `close` (mod.rs)
-            || log::log_enabled!(target: "echoloop::io_uring", log::Level::Debug);
-        let peer = if stream.is_tcp() && (full || logged) {
-            Peer(stream.sock_ref().peer_addr().ok().and_then(|addr| addr.as_socket()))
-        } else {
-            Peer(None)
-        };
-        if full {
-            warn!("max-connections {} reached: closing connection from {peer}", self.config.max_connections);
-            self.stats.connection_rejected();
-            return Ok(()); // dropping the stream closes it
-        }
-        if let Err(e) = self.socket_options.apply(stream.sock_ref(), stream.is_tcp()) {
-            debug!("accept: socket options for {peer} failed, closing: {e}");
+        // a log line will show it: a refusal, or debug logging (here, and in `close`).
+        let open = self.connections.len();
+        if !self.admission.admit(open, &stream.sock_ref(), stream.is_tcp(), || peer_of(&stream)) {
             return Ok(());
         }
+        let logged = log::log_enabled!(log::Level::Debug)
+            || log::log_enabled!(target: "echoloop::io_uring", log::Level::Debug);
+        let peer = if logged { peer_of(&stream) } else { Peer(None) };
         let entry = self.connections.vacant_entry();
         let key = entry.key();
         let mut conn = Connection::new(stream, peer, self.config.max_pending, now);
         if let Some(timers) = &mut self.idle {
-            timers.start(Token(key), now);
+            timers.start(ConnId(key), now);
         }
         if self.stopping != super::Stopping::No {
             conn.stop_receiving(); // accepted in the moment before the cancel took effect
@@ -122,4 +95,10 @@ impl UringLoop {
         debug!("key={key} opened peer={peer} (open: {})", self.connections.len());
         self.advance(key)
     }
+}
+
+/// The client's address, for a log line (TCP only: Unix clients are unnamed).
+fn peer_of(stream: &Stream) -> Peer {
+    let addr = stream.is_tcp().then(|| stream.sock_ref().peer_addr().ok()?.as_socket()).flatten();
+    Peer(addr)
 }

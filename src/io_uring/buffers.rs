@@ -28,71 +28,6 @@ use io_uring::types::BufRingEntry;
 /// The buffer group id our recvs name; we have one group.
 const GROUP: u16 = 0;
 
-/// Buffers in the ring, unless `ECHOLOOP_IO_URING_BUFFERS` says otherwise. A buffer is out
-/// of the ring for a turn at most, so this bounds the recvs completing in one turn, not the
-/// connections: 2000 busy connections never found 256 empty (docs/results/2026-11-30-io-uring.md),
-/// and a recv that does is simply armed again.
-pub(super) const DEFAULT_COUNT: u16 = 256;
-
-/// Bytes per buffer, unless `ECHOLOOP_IO_URING_BUFFER_SIZE` says otherwise: the event loop's
-/// 64 KiB read, so a bulk transfer takes as few recvs (16 KiB buffers cost the bulk scenario
-/// about a third more CPU per message). The kernel takes buffers in ring order, so in time
-/// every one is touched: 256 pages (1 MiB) for small messages, 16 MiB for bulk ones; a
-/// fixed cost, whatever the number of connections.
-pub(super) const DEFAULT_SIZE: usize = 64 * 1024;
-
-/// How many buffers of what size: from the defaults or the environment (a tuning knob for
-/// measurements, and how the tests make the ring small enough to run dry).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct BufferConfig {
-    /// A power of two, at most 32768 (the kernel's limit).
-    pub count: u16,
-    /// Bytes per buffer.
-    pub size: usize,
-}
-
-impl BufferConfig {
-    /// The defaults, overridden by `ECHOLOOP_IO_URING_BUFFERS` and
-    /// `ECHOLOOP_IO_URING_BUFFER_SIZE`; a bad value is an `InvalidInput` error naming it.
-    pub(crate) fn from_env() -> io::Result<BufferConfig> {
-        let var = |name: &str| std::env::var(name).ok();
-        BufferConfig::parse(var("ECHOLOOP_IO_URING_BUFFERS"), var("ECHOLOOP_IO_URING_BUFFER_SIZE"))
-    }
-
-    fn parse(count: Option<String>, size: Option<String>) -> io::Result<BufferConfig> {
-        let invalid = |name: &str, value: &str, why: &str| {
-            io::Error::new(io::ErrorKind::InvalidInput, format!("{name}={value:?}: {why}"))
-        };
-        let count = match count {
-            None => DEFAULT_COUNT,
-            Some(text) => match text.parse::<u16>() {
-                Ok(n) if n.is_power_of_two() && n <= 32768 => n,
-                _ => {
-                    return Err(invalid(
-                        "ECHOLOOP_IO_URING_BUFFERS",
-                        &text,
-                        "expected a power of two, 1 to 32768",
-                    ));
-                }
-            },
-        };
-        let size = match size {
-            None => DEFAULT_SIZE,
-            Some(text) => match text.parse::<u32>() {
-                Ok(n) if n > 0 => n as usize,
-                _ => {
-                    return Err(invalid(
-                        "ECHOLOOP_IO_URING_BUFFER_SIZE",
-                        &text,
-                        "expected a byte count, at least 1",
-                    ));
-                }
-            },
-        };
-        Ok(BufferConfig { count, size })
-    }
-}
-
 /// The entries shared with the kernel, and the buffers they point at.
 pub(crate) struct BufRing {
     /// `count` entries of 16 bytes; entry 0's last field doubles as the tail.
@@ -126,6 +61,11 @@ impl BufRing {
         unsafe {
             ring.submitter().register_buf_ring_with_flags(self.entries.addr() as u64, self.count, GROUP, 0)
         }
+    }
+
+    /// How many buffers the ring holds.
+    pub(crate) fn count(&self) -> u16 {
+        self.count
     }
 
     /// The group id recvs name.
@@ -211,6 +151,11 @@ impl Mapping {
     }
 }
 
+// SAFETY: a `Mapping` is plain memory owned by this value alone, with no tie to the thread
+// that made it: moving it to another thread (a server bound on one thread, run on another)
+// is like moving a `Vec`. Who may touch the bytes when is `BufRing`'s business, not a thread's.
+unsafe impl Send for Mapping {}
+
 impl Drop for Mapping {
     fn drop(&mut self) {
         if !self.leaked {
@@ -223,20 +168,6 @@ impl Drop for Mapping {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn environment_overrides_are_checked() {
-        let parse =
-            |c: Option<&str>, s: Option<&str>| BufferConfig::parse(c.map(Into::into), s.map(Into::into));
-        assert_eq!(parse(None, None).unwrap(), BufferConfig { count: DEFAULT_COUNT, size: DEFAULT_SIZE });
-        assert_eq!(parse(Some("4"), Some("512")).unwrap(), BufferConfig { count: 4, size: 512 });
-        for bad in ["3", "0", "65536", "many"] {
-            let e = parse(Some(bad), None).unwrap_err();
-            assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
-            assert!(e.to_string().contains("ECHOLOOP_IO_URING_BUFFERS"), "{e}");
-        }
-        assert!(parse(None, Some("0")).is_err());
-    }
 
     #[test]
     fn provided_entries_point_at_their_buffers_and_publish_the_tail() {

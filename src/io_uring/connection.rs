@@ -26,14 +26,15 @@
 //! socket held; the cap would be a wish, not a bound.
 
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::time::Instant;
 
 use log::trace;
 
 use crate::buffer::PendingBuf;
+use crate::lifecycle::linger;
 use crate::net::{Peer, Stream};
-use crate::stats::IoTally;
+use crate::stats::{ConnCounts, IoTally};
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,9 +47,9 @@ pub(super) enum Phase {
     ShuttingDown,
     /// Shutting down with nothing left to send, but the kernel still holds bytes either way:
     /// our FIN went out behind the echoes, and we receive and discard until the client
-    /// closes or the kernel queues are empty. Closing at once would make the kernel answer
-    /// unread bytes with a reset that destroys echoes not yet delivered (the event loop's
-    /// `Phase::Lingering` explains it in full).
+    /// closes or has acknowledged everything. Closing at once would make the kernel answer
+    /// unread bytes with a reset that destroys echoes not yet delivered
+    /// (`crate::lifecycle::linger` explains it in full).
     Lingering,
     /// Being closed: its requests are being cancelled; the slot is freed when the last one
     /// has completed, because until then the kernel may still point into its memory.
@@ -100,18 +101,14 @@ pub(super) struct Connection {
     cancel_queued: bool,
     /// When bytes last moved in either direction (for the idle timeout).
     last_active: Instant,
-    /// Receives and bytes not yet added to the server's statistics (taken by the loop).
-    unreported: IoTally,
-    /// Bytes received from the client.
-    bytes_in: u64,
-    /// Bytes the kernel took to send back.
-    bytes_out: u64,
+    /// Receives and bytes: in all, and not yet handed to the loop ([`Connection::take_io`]).
+    counts: ConnCounts,
 }
 
 impl Connection {
     /// A connection just accepted, nothing requested yet.
     pub(super) fn new(stream: Stream, peer: Peer, max_pending: usize, now: Instant) -> Connection {
-        let fd = stream.sock_ref().as_raw_fd();
+        let fd = stream.raw_fd();
         Connection {
             stream,
             fd,
@@ -125,9 +122,7 @@ impl Connection {
             max_pending,
             cancel_queued: false,
             last_active: now,
-            unreported: IoTally::default(),
-            bytes_in: 0,
-            bytes_out: 0,
+            counts: ConnCounts::default(),
         }
     }
 
@@ -177,9 +172,7 @@ impl Connection {
             trace!("fd={} discarded n={} ({:?})", self.fd, data.len(), self.phase);
             return BufferUse::GiveBack;
         }
-        self.bytes_in += data.len() as u64;
-        self.unreported.messages += 1;
-        self.unreported.bytes_read += data.len() as u64;
+        self.counts.read(data.len());
         self.last_active = now;
         if self.sending.is_none() && self.owed() == 0 {
             trace!("fd={} recv n={}: send from buffer {bid}", self.fd, data.len());
@@ -225,8 +218,7 @@ impl Connection {
     }
 
     fn count_sent(&mut self, n: usize, now: Instant) {
-        self.bytes_out += n as u64;
-        self.unreported.bytes_echoed += n as u64;
+        self.counts.wrote(n);
         if n > 0 {
             self.last_active = now;
         }
@@ -269,28 +261,23 @@ impl Connection {
         }
     }
 
-    /// Shutting down and nothing left to send: if the kernel still holds bytes either way,
-    /// send our FIN (`shutdown(Write)`) and linger (see [`Phase::Lingering`]); if not, stay,
-    /// and [`Connection::finished`] says close.
+    /// Shutting down and nothing left to send: linger if the kernel still holds bytes either
+    /// way (see [`Phase::Lingering`]); if not, stay, and [`Connection::finished`] says close.
+    /// The rule is `crate::lifecycle::linger`'s, as in every model.
     pub(super) fn linger_once_flushed(&mut self) -> io::Result<()> {
-        if self.phase != Phase::ShuttingDown || self.sending.is_some() || self.owed() > 0 {
-            return Ok(());
-        }
-        let (unread, unacknowledged) = self.stream.kernel_queues()?;
-        if (unread, unacknowledged) != (0, 0) {
-            trace!(
-                "fd={} all sent; kernel holds unread={unread} unacked={unacknowledged}: FIN, lingering",
-                self.fd
-            );
-            self.stream.shutdown_write()?;
+        let flushed = self.sending.is_none() && self.owed() == 0;
+        if self.phase == Phase::ShuttingDown
+            && flushed
+            && linger::begin(&self.stream.sock_ref(), format_args!("fd={}", self.fd))?
+        {
             self.phase = Phase::Lingering;
         }
         Ok(())
     }
 
-    /// Lingering, and the kernel holds nothing either way: closing cannot lose a byte.
+    /// Lingering, and the client has acknowledged everything: closing cannot lose a byte.
     pub(super) fn done_lingering(&self) -> bool {
-        self.phase == Phase::Lingering && self.stream.kernel_queues().map_or(true, |queues| queues == (0, 0))
+        self.phase == Phase::Lingering && linger::done(&self.stream.sock_ref())
     }
 
     /// Start closing. True if requests of ours are in the kernel and no cancel is queued
@@ -334,12 +321,18 @@ impl Connection {
 
     /// The receives and bytes moved since the last call, for the server's statistics.
     pub(super) fn take_io(&mut self) -> IoTally {
-        std::mem::take(&mut self.unreported)
+        self.counts.take()
+    }
+
+    /// The connection is closing: the last of its counts, with every byte received and never
+    /// sent back (what it owed) counted as unsent.
+    pub(super) fn take_io_at_close(&mut self) -> IoTally {
+        self.counts.take_at_close()
     }
 
     /// Bytes (received, sent back, still owed).
     pub(super) fn byte_counts(&self) -> (u64, u64, usize) {
-        (self.bytes_in, self.bytes_out, self.owed())
+        (self.counts.bytes_in(), self.counts.bytes_out(), self.owed())
     }
 }
 
@@ -351,7 +344,7 @@ mod tests {
     /// A connection over one end of a socket pair (the other end is returned to keep it open).
     fn connection(max_pending: usize) -> (Connection, UnixStream) {
         let (ours, theirs) = UnixStream::pair().unwrap();
-        let stream = Stream::Unix(mio::net::UnixStream::from_std(ours));
+        let stream = Stream::from_fd(ours.into(), false);
         (Connection::new(stream, Peer(None), max_pending, Instant::now()), theirs)
     }
 

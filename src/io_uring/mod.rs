@@ -51,53 +51,29 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use io_uring::types::{CancelBuilder, Fd};
-use io_uring::{cqueue, opcode, squeue};
+use io_uring::cqueue;
 use log::{debug, info, trace, warn};
-use mio::Token;
 use slab::Slab;
 
 use crate::config::ServerConfig;
-use crate::event_loop::IdleTimers;
-use crate::net::{BackoffLog, SocketOptions, StdListener};
+use crate::error::Error;
+use crate::lifecycle::linger::LINGER_CHECK;
+use crate::lifecycle::{Admission, ConnId, IdleTimers, release_crowd};
+use crate::net::{AcceptBackoff, StdListener};
 use crate::shutdown::ShutdownHandle;
 use crate::stats::{IoTally, Stats};
-use buffers::{BufRing, BufferConfig};
+use buffers::BufRing;
 use connection::{BufferUse, Connection, Phase, Sending};
 use op::Op;
 use ring::Ring;
-
-/// `IORING_RECVSEND_POLL_FIRST`: a recv waits for data before it takes a buffer, instead of
-/// trying at once; so a recv armed on a quiet socket never fails for want of a buffer.
-const RECV_POLL_FIRST: u16 = 1;
-
-/// Slab slots kept when the last connection closes (as in the event loop).
-const SLAB_KEEP: usize = 1024;
-
-/// While shutting down, how often lingering connections are checked for "the client has
-/// everything" (no completion announces an ACK).
-const LINGER_CHECK: Duration = Duration::from_millis(20);
 
 /// After the grace period, how long cancelled requests may take to complete before we stop
 /// waiting (and leak their memory rather than free it under the kernel).
 const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 
-/// Can this kernel run the model? One line naming what is missing if not (and a bad
-/// buffer-ring setting in the environment is reported here too, before the server binds).
-pub(crate) fn probe() -> Result<(), crate::Error> {
-    // A bad setting in the environment is the user's to fix (exit 2); a refusing kernel is not.
-    BufferConfig::from_env().map_err(|e| crate::Error::Usage(e.to_string()))?;
-    ring::probe().map_err(crate::Error::Io)
-}
-
-/// Serve `listener` on this thread until `shutdown` has been carried out.
-pub(crate) fn serve(
-    listener: StdListener,
-    config: &ServerConfig,
-    shutdown: &ShutdownHandle,
-    stats: Arc<Stats>,
-) -> io::Result<()> {
-    UringLoop::new(listener, config, shutdown, stats)?.run()
+/// Can this kernel run the model? One line naming what is missing if not.
+pub(crate) fn probe() -> Result<(), Error> {
+    ring::probe().map_err(Error::Io)
 }
 
 /// Where the server is in stopping.
@@ -111,8 +87,9 @@ enum Stopping {
     Draining { until: Instant },
 }
 
-/// One single-threaded io_uring echo server.
-struct UringLoop {
+/// One single-threaded io_uring echo server: made (ring and buffers allocated) when the
+/// server binds, run on whichever thread calls [`UringLoop::run`].
+pub(crate) struct UringLoop {
     /// The ring and the provided receive buffers.
     ring: Ring,
     /// `None` once shutting down.
@@ -121,15 +98,13 @@ struct UringLoop {
     is_tcp: bool,
     /// The multishot accept is in the kernel.
     accept_armed: bool,
-    /// After EMFILE and friends, accepting pauses until this instant.
-    accept_paused_until: Option<Instant>,
-    /// Logs the first accept failure of an episode, reminders, and the recovery.
-    accept_backoff: BackoffLog,
+    /// After EMFILE and friends, accepting pauses; this says until when, and logs it.
+    accept_backoff: AcceptBackoff,
     /// The eventfd a shutdown request writes to; the ring polls it.
     wake_fd: Arc<OwnedFd>,
     /// Live connections (and closing ones whose requests are still in flight).
     connections: Slab<Connection>,
-    /// Idle deadlines, when `--idle-timeout` is on (slab key as the token); their only owner.
+    /// Idle deadlines, when `--idle-timeout` is on (slab key = `ConnId`); their only owner.
     idle: Option<IdleTimers>,
     stopping: Stopping,
     /// Completions of this turn, reused between turns.
@@ -138,7 +113,8 @@ struct UringLoop {
     ring_empty: u64,
     shutdown: ShutdownHandle,
     config: ServerConfig,
-    socket_options: SocketOptions,
+    /// `--max-connections` and the socket options of an accepted connection.
+    admission: Admission,
     /// This server's counters (shared with the statistics reporter).
     stats: Arc<Stats>,
     /// This turn's reads and sends, added to `stats` once per turn.
@@ -146,14 +122,16 @@ struct UringLoop {
 }
 
 impl UringLoop {
-    fn new(
+    /// Allocate everything the loop needs (the ring, the receive buffers, the eventfd) for
+    /// `listener`, so a refusal comes before the server announces itself; one line that
+    /// names the setting if the buffers cannot be had.
+    pub(crate) fn new(
         listener: StdListener,
         config: &ServerConfig,
         shutdown: &ShutdownHandle,
         stats: Arc<Stats>,
     ) -> io::Result<UringLoop> {
-        let buffers = BufferConfig::from_env()?;
-        let ring = Ring::new(BufRing::new(buffers.count, buffers.size)?)?;
+        let ring = Ring::new(receive_buffers(config)?)?;
         let wake_fd = Arc::new(new_eventfd()?);
         let fd = Arc::clone(&wake_fd);
         shutdown.add_waker(move || {
@@ -163,14 +141,13 @@ impl UringLoop {
                 warn!("could not wake the io_uring loop: {}", io::Error::last_os_error());
             }
         });
-        debug!("io_uring: {} provided buffers of {} bytes", buffers.count, buffers.size);
+        debug!("io_uring: {} provided buffers of {} bytes", config.uring_buffers, config.uring_buffer_size);
         Ok(UringLoop {
             ring,
             is_tcp: matches!(listener, StdListener::Tcp(_)),
             listener: Some(listener),
             accept_armed: false,
-            accept_paused_until: None,
-            accept_backoff: BackoffLog::default(),
+            accept_backoff: AcceptBackoff::default(),
             wake_fd,
             connections: Slab::new(),
             idle: config.idle_timeout.map(IdleTimers::new),
@@ -179,14 +156,15 @@ impl UringLoop {
             ring_empty: 0,
             shutdown: shutdown.clone(),
             config: config.clone(),
-            socket_options: SocketOptions::from_config(config),
+            admission: Admission::new(config, Arc::clone(&stats)),
             stats,
             tally: IoTally::default(),
         })
     }
 
-    /// Serve until a shutdown request has been carried out; return what was done.
-    fn run(mut self) -> io::Result<()> {
+    /// Serve on this thread until a shutdown request has been carried out.
+    pub(crate) fn run(mut self) -> io::Result<()> {
+        self.ring.enable()?; // this thread is now the ring's one submitter
         self.arm_wake()?;
         self.arm_accept()?;
         loop {
@@ -199,13 +177,11 @@ impl UringLoop {
                 self.dispatch(cqe, now)?;
             }
             self.completions = completions;
-            if !self.tally.is_empty() {
-                self.stats.record(std::mem::take(&mut self.tally)); // once per turn, not per message
-            }
+            self.stats.publish(&mut self.tally); // once per turn, not per message
             self.run_timers(now)?;
             if self.shutdown_complete(now)? {
                 debug!("io_uring: {} recvs found the buffer ring empty", self.ring_empty);
-                self.stats.record(std::mem::take(&mut self.tally));
+                self.stats.publish(&mut self.tally);
                 return Ok(());
             }
         }
@@ -275,12 +251,8 @@ impl UringLoop {
                 if conn.received(data, bid, now) == BufferUse::GiveBack {
                     return Ok((Some(bid), None));
                 }
-                let entry = opcode::Send::new(Fd(conn.fd()), data.as_ptr(), n as u32)
-                    .flags(libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
-                    .build()
-                    .user_data(Op::Send(key).encode());
-                // SAFETY: the buffer is out of the ring until this send completes.
-                unsafe { self.ring.push(&entry)? };
+                // The buffer stays out of the ring until this send completes (`on_send`).
+                self.ring.send_provided(conn.fd(), bid, n as usize, Op::Send(key))?;
                 return Ok((None, None));
             }
             (n, None) if n > 0 => {
@@ -340,25 +312,16 @@ impl UringLoop {
         if conn.finished() {
             return self.close(key, "done");
         }
-        let fd = Fd(conn.fd());
+        let fd = conn.fd();
         if let Some(data) = conn.next_send() {
-            let len = u32::try_from(data.len()).unwrap_or(u32::MAX); // a short send does the rest
-            let entry = opcode::Send::new(fd, data.as_ptr(), len)
-                .flags(libc::MSG_NOSIGNAL)
-                .build()
-                .user_data(Op::Send(key).encode());
-            // SAFETY: the outbox is not touched until this send completes (`sent_from_outbox`).
-            unsafe { self.ring.push(&entry)? };
+            // SAFETY: `data` is the connection's outbox, which stays put until this send's
+            // completion: `Connection` touches it again only in `sent_from_outbox`, and the
+            // slab slot is freed only once no request of the connection is in flight (`close`),
+            // or leaked if the loop ends with requests in flight (`Drop for UringLoop`).
+            unsafe { self.ring.send(fd, data, Op::Send(key))? };
         }
         if let Some(len) = conn.recv_len(self.ring.buffers.buffer_size()) {
-            let entry = opcode::Recv::new(fd, std::ptr::null_mut(), len as u32)
-                .buf_group(self.ring.buffers.group())
-                .ioprio(RECV_POLL_FIRST)
-                .build()
-                .flags(squeue::Flags::BUFFER_SELECT)
-                .user_data(Op::Recv(key).encode());
-            // SAFETY: no pointer: the kernel picks a provided buffer.
-            unsafe { self.ring.push(&entry)? };
+            self.ring.recv_provided(fd, len, Op::Recv(key))?;
             conn.set_recv_armed(true);
         }
         Ok(())
@@ -370,9 +333,7 @@ impl UringLoop {
         let conn = &mut self.connections[key];
         debug!("key={key} closing ({reason}) peer={}", conn.peer());
         if conn.begin_close() {
-            let cancel = opcode::AsyncCancel2::new(CancelBuilder::fd(Fd(conn.fd())).all());
-            // SAFETY: no pointer.
-            unsafe { self.ring.push(&cancel.build().user_data(Op::Cancel.encode()))? };
+            self.ring.cancel_fd(conn.fd())?;
         }
         if conn.in_flight() { Ok(()) } else { self.finish_close(key) }
     }
@@ -381,17 +342,13 @@ impl UringLoop {
     fn finish_close(&mut self, key: usize) -> io::Result<()> {
         let mut conn = self.connections.remove(key);
         if let Some(timers) = &mut self.idle {
-            timers.stop(Token(key));
+            timers.stop(ConnId(key));
         }
-        let (bytes_in, bytes_out, owed) = conn.byte_counts();
-        let mut io = conn.take_io();
-        io.bytes_unsent += owed as u64; // received, and now never echoed
-        self.tally.add(io);
+        self.tally.add(conn.take_io_at_close()); // what it owed counts as never echoed
         self.stats.connection_closed();
+        let (bytes_in, bytes_out, owed) = conn.byte_counts();
         debug!("key={key} closed peer={} read={bytes_in} echoed={bytes_out} unsent={owed}", conn.peer());
-        if self.connections.is_empty() && self.connections.capacity() > SLAB_KEEP {
-            self.connections.shrink_to_fit(); // a crowd has gone: give its memory back
-        }
+        release_crowd(&mut self.connections);
         Ok(())
     }
 
@@ -402,7 +359,7 @@ impl UringLoop {
             Stopping::No => None,
             Stopping::Grace { until } | Stopping::Draining { until } => Some(until.min(now + LINGER_CHECK)),
         };
-        [idle, stop, self.accept_paused_until]
+        [idle, stop, self.accept_backoff.paused_until()]
             .into_iter()
             .flatten()
             .min()
@@ -412,11 +369,7 @@ impl UringLoop {
     /// Everything that happens because time passed rather than because a request completed.
     fn run_timers(&mut self, now: Instant) -> io::Result<()> {
         self.expire_idle(now)?;
-        if self.accept_paused_until.is_some_and(|until| until <= now) {
-            self.accept_paused_until = None;
-            // Debug, not info: while descriptors stay short this runs every pause, and
-            // `BackoffLog` already tells the operator when the episode starts and ends.
-            debug!("accept: pause over, trying again");
+        if self.accept_backoff.resume_due(now) {
             self.arm_accept()?;
         }
         Ok(())
@@ -427,18 +380,16 @@ impl UringLoop {
     fn expire_idle(&mut self, now: Instant) -> io::Result<()> {
         let Some(timers) = &mut self.idle else { return Ok(()) };
         let connections = &self.connections;
-        let last_active = |Token(key)| {
+        let last_active = |ConnId(key)| {
             connections.get(key).filter(|conn| conn.phase() != Phase::Closing).map(Connection::last_active)
         };
         let expired = timers.expired(now, last_active);
-        expired.into_iter().try_for_each(|Token(key)| self.close(key, "idle timeout"))
+        expired.into_iter().try_for_each(|ConnId(key)| self.close(key, "idle timeout"))
     }
 
     /// Queue the poll on the shutdown eventfd.
     fn arm_wake(&mut self) -> io::Result<()> {
-        let poll = opcode::PollAdd::new(Fd(self.wake_fd.as_raw_fd()), libc::POLLIN as u32);
-        // SAFETY: no pointer; the eventfd lives as long as `self`.
-        unsafe { self.ring.push(&poll.build().user_data(Op::Wake.encode())) }
+        self.ring.poll_readable(self.wake_fd.as_raw_fd(), Op::Wake)
     }
 
     /// The eventfd was written: a shutdown was requested (nothing else writes to it).
@@ -468,9 +419,7 @@ impl UringLoop {
             let conn = &mut self.connections[key];
             conn.stop_receiving();
             if conn.recv_armed() {
-                let cancel = opcode::AsyncCancel::new(Op::Recv(key).encode());
-                // SAFETY: no pointer.
-                unsafe { self.ring.push(&cancel.build().user_data(Op::Cancel.encode()))? };
+                self.ring.cancel(Op::Recv(key))?;
             }
             self.advance(key)?;
         }
@@ -532,6 +481,24 @@ impl Drop for UringLoop {
             std::mem::forget(std::mem::take(&mut self.connections));
         }
     }
+}
+
+/// The provided-buffer pool `--uring-buffers` and `--uring-buffer-size` ask for, or one line
+/// naming them and what the system said.
+fn receive_buffers(config: &ServerConfig) -> io::Result<BufRing> {
+    let (count, size) = (config.uring_buffers, config.uring_buffer_size);
+    let named = |e: io::Error| {
+        let total = count.saturating_mul(size);
+        io::Error::new(
+            e.kind(),
+            format!(
+                "io_uring: cannot allocate --uring-buffers {count} x --uring-buffer-size {size} \
+                 ({total} bytes): {e}"
+            ),
+        )
+    };
+    let count = u16::try_from(count).map_err(|_| named(io::ErrorKind::InvalidInput.into()))?;
+    BufRing::new(count, size).map_err(named)
 }
 
 /// A non-blocking eventfd: the shutdown handle writes to it, the ring polls it.

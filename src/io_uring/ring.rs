@@ -12,12 +12,15 @@
 //! way, so the loop knows when the kernel holds no pointer into our memory any more.
 
 use std::io;
+use std::os::fd::RawFd;
 use std::time::Duration;
 
-use io_uring::types::{SubmitArgs, Timespec};
+use io_uring::types::{CancelBuilder, Fd, SubmitArgs, Timespec};
 use io_uring::{IoUring, Probe, cqueue, opcode, squeue};
 
 use super::buffers::BufRing;
+use super::op::Op;
+use crate::net::interrupted;
 
 /// Submission queue slots. A full queue is flushed with an extra `io_uring_enter` (see
 /// [`Ring::push`]), so this bounds the batch, not the number of connections.
@@ -148,8 +151,18 @@ fn can_register_buffer_ring(ring: &IoUring) -> bool {
     true
 }
 
+/// `IORING_RECVSEND_POLL_FIRST`: a recv waits for data before it takes a buffer, instead of
+/// trying at once; so a recv armed on a quiet socket never fails for want of a buffer.
+const RECV_POLL_FIRST: u16 = 1;
+
 /// The ring and the provided buffers registered with it, which must not be freed while the
 /// kernel may still write into them; the count of requests the kernel still holds says when.
+///
+/// Requests go in through one method each. All but [`Ring::send`] are safe: they point at no
+/// memory of ours (a descriptor, a buffer group, another request's `user_data`), or only at
+/// the provided buffers, which the ring itself owns and never frees under the kernel (see
+/// `Drop`). A send out of a connection's own memory is the one request whose pointer the
+/// caller must keep alive, so it is the one `unsafe fn`.
 pub(super) struct Ring {
     uring: IoUring,
     /// Receive buffers the kernel picks from.
@@ -160,22 +173,109 @@ pub(super) struct Ring {
 
 impl Ring {
     /// A ring with deferred task work when the kernel has it (completions are then produced
-    /// only inside our `io_uring_enter`, never by interrupting the thread), and the buffers.
+    /// only inside our `io_uring_enter`, never by interrupting the thread), and the buffers
+    /// registered with it.
+    ///
+    /// The ring starts disabled (`IORING_SETUP_R_DISABLED`): a single-issuer ring belongs to
+    /// the thread that enables it, and the server is built on one thread (before `listening
+    /// on`) but may run on another. [`Ring::enable`] hands it to the thread that runs it.
     pub(super) fn new(buffers: BufRing) -> io::Result<Ring> {
         let uring = IoUring::builder()
             .setup_cqsize(CQ_ENTRIES)
+            .setup_r_disabled()
             .setup_submit_all()
             .setup_single_issuer()
             .setup_defer_taskrun()
             .build(SQ_ENTRIES)
             .or_else(|e| {
                 log::debug!("io_uring with deferred task work refused ({e}); using a plain ring");
-                IoUring::builder().setup_cqsize(CQ_ENTRIES).build(SQ_ENTRIES)
+                IoUring::builder().setup_cqsize(CQ_ENTRIES).setup_r_disabled().build(SQ_ENTRIES)
             })
             .map_err(setup_refused)?;
         let mut ring = Ring { uring, buffers, in_flight: 0 };
-        ring.buffers.register(&ring.uring)?;
+        ring.buffers.register(&ring.uring).map_err(|e| {
+            let count = ring.buffers.count();
+            io::Error::new(
+                e.kind(),
+                format!("io_uring: cannot register {count} receive buffers (--uring-buffers {count}): {e}"),
+            )
+        })?;
         Ok(ring)
+    }
+
+    /// Make the calling thread the ring's only submitter and let requests in.
+    pub(super) fn enable(&mut self) -> io::Result<()> {
+        self.uring.submitter().register_enable_rings()
+    }
+
+    /// Queue the multishot accept on `listener`: a completion per accepted connection.
+    pub(super) fn accept_multishot(&mut self, listener: RawFd) -> io::Result<()> {
+        let accept = opcode::AcceptMulti::new(Fd(listener)).flags(libc::SOCK_CLOEXEC);
+        self.push_pointerless(&accept.build().user_data(Op::Accept.encode()))
+    }
+
+    /// Queue a poll for `fd` becoming readable (the shutdown eventfd).
+    pub(super) fn poll_readable(&mut self, fd: RawFd, op: Op) -> io::Result<()> {
+        let poll = opcode::PollAdd::new(Fd(fd), libc::POLLIN as u32);
+        self.push_pointerless(&poll.build().user_data(op.encode()))
+    }
+
+    /// Queue a recv of at most `len` bytes into whichever provided buffer is free when
+    /// bytes arrive (none is taken while the socket is quiet).
+    pub(super) fn recv_provided(&mut self, fd: RawFd, len: usize, op: Op) -> io::Result<()> {
+        let len = len.min(self.buffers.buffer_size()) as u32; // a buffer's size fits in 32 bits
+        let recv = opcode::Recv::new(Fd(fd), std::ptr::null_mut(), len)
+            .buf_group(self.buffers.group())
+            .ioprio(RECV_POLL_FIRST)
+            .build()
+            .flags(squeue::Flags::BUFFER_SELECT);
+        self.push_pointerless(&recv.user_data(op.encode()))
+    }
+
+    /// Queue a send of the first `len` bytes of provided buffer `bid`, which a recv just
+    /// handed to us, with `MSG_DONTWAIT` (so it completes at once, whatever the client does).
+    /// The caller gives `bid` back to the ring only after this send's completion.
+    pub(super) fn send_provided(&mut self, fd: RawFd, bid: u16, len: usize, op: Op) -> io::Result<()> {
+        let data = self.buffers.data(bid, len); // checks that the bytes lie inside the pool
+        let send = opcode::Send::new(Fd(fd), data.as_ptr(), len as u32)
+            .flags(libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+            .build()
+            .user_data(op.encode());
+        // SAFETY: the bytes are in the pool, which `self` owns and never unmaps while a
+        // request is in flight (`Drop` leaks it instead). Were `bid` given back too soon, a
+        // recv could overwrite the bytes before they leave: wrong bytes, never freed memory.
+        unsafe { self.push(&send) }
+    }
+
+    /// Queue a send of `data`, waiting for room in the socket if need be.
+    ///
+    /// # Safety
+    /// `data` must stay where it is, allocated and unchanged, until this send's completion
+    /// has been reaped: the kernel reads it meanwhile, on its own time.
+    pub(super) unsafe fn send(&mut self, fd: RawFd, data: &[u8], op: Op) -> io::Result<()> {
+        let len = u32::try_from(data.len()).unwrap_or(u32::MAX); // a short send does the rest
+        let send = opcode::Send::new(Fd(fd), data.as_ptr(), len).flags(libc::MSG_NOSIGNAL).build();
+        // SAFETY: the caller keeps `data` in place until the completion (this fn's contract).
+        unsafe { self.push(&send.user_data(op.encode())) }
+    }
+
+    /// Cancel the request `target` names (its own completion reports the outcome).
+    pub(super) fn cancel(&mut self, target: Op) -> io::Result<()> {
+        let cancel = opcode::AsyncCancel::new(target.encode());
+        self.push_pointerless(&cancel.build().user_data(Op::Cancel.encode()))
+    }
+
+    /// Cancel every request on descriptor `fd`.
+    pub(super) fn cancel_fd(&mut self, fd: RawFd) -> io::Result<()> {
+        let cancel = opcode::AsyncCancel2::new(CancelBuilder::fd(Fd(fd)).all());
+        self.push_pointerless(&cancel.build().user_data(Op::Cancel.encode()))
+    }
+
+    /// [`Ring::push`] for an entry that points at no memory: nothing to keep alive.
+    fn push_pointerless(&mut self, entry: &squeue::Entry) -> io::Result<()> {
+        // SAFETY: the entries built above carry a descriptor, a buffer group or a
+        // `user_data`, and no address; the kernel holds its own reference to the file.
+        unsafe { self.push(entry) }
     }
 
     /// Queue a request; it goes to the kernel with the next [`Ring::enter`]. A full
@@ -183,7 +283,7 @@ impl Ring {
     ///
     /// # Safety
     /// Every pointer in `entry` must stay valid until its final completion is taken.
-    pub(super) unsafe fn push(&mut self, entry: &squeue::Entry) -> io::Result<()> {
+    unsafe fn push(&mut self, entry: &squeue::Entry) -> io::Result<()> {
         // SAFETY: the caller keeps what `entry` points to alive until its completion.
         while unsafe { self.uring.submission().push(entry) }.is_err() {
             match self.uring.submit() {
@@ -193,7 +293,7 @@ impl Ring {
                     // reap. Nothing was lost; the caller's next turn reaps.
                     return Err(e);
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {} // a signal: again
+                Err(e) if interrupted(&e) => {} // a signal: again
                 Err(e) => return Err(e),
             }
         }
@@ -216,7 +316,7 @@ impl Ring {
         match result {
             Ok(_) => Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::ETIME) => Ok(()), // a timer is due
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()), // a signal
+            Err(e) if interrupted(&e) => Ok(()),                       // a signal
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Ok(()), // reap first
             Err(e) => Err(e),
         }

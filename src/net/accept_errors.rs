@@ -9,6 +9,9 @@
 //! [`BackoffLog`] logs its first pause, then one reminder with a count every
 //! [`REMINDER_EVERY`], and one line when accepting works again, instead of a warning for
 //! every 100 ms pause.
+//!
+//! [`AcceptBackoff`] is that whole decision for one accept loop, as every model uses it:
+//! it says what to do after an error, and keeps the pause and its log.
 
 use std::io::{self, ErrorKind};
 use std::time::{Duration, Instant};
@@ -44,6 +47,74 @@ pub fn classify_accept_error(e: &io::Error) -> AcceptError {
         (_, Some(libc::EPROTO)) => AcceptError::ConnectionGone,
         (_, Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)) => AcceptError::OutOfResources,
         _ => AcceptError::Unexpected,
+    }
+}
+
+/// What an accept loop does after an error (other than `WouldBlock`, "queue empty").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterAcceptError {
+    /// Nothing happened (a signal): accept again.
+    Retry,
+    /// That connection is gone (logged): accept the next one.
+    Skip,
+    /// Out of resources, or an error we do not know: stop accepting until the pause is over
+    /// ([`AcceptBackoff::resume_due`]); the connection stays queued meanwhile.
+    Pause,
+}
+
+/// One accept loop's back-off, the same in every model: what an error means, when a pause
+/// ends, and the log of an episode of failures. Time is an argument.
+#[derive(Debug, Default)]
+pub struct AcceptBackoff {
+    /// Set while paused: accepting resumes at this instant.
+    paused_until: Option<Instant>,
+    /// The episode's log lines.
+    log: BackoffLog,
+}
+
+impl AcceptBackoff {
+    /// A connection was accepted: if accepting had been failing, say that it works again.
+    pub fn accepted(&mut self, now: Instant) {
+        self.log.accepted(now);
+    }
+
+    /// Accepting failed with `e` at `now`: what to do next. A pause is logged and lasts
+    /// [`ACCEPT_BACKOFF`]; retrying at once would fail again at once and spin the CPU.
+    pub fn failed(&mut self, e: &io::Error, now: Instant) -> AfterAcceptError {
+        match classify_accept_error(e) {
+            AcceptError::Interrupted => AfterAcceptError::Retry,
+            AcceptError::ConnectionGone => {
+                debug!("accept: skipped a connection: {e}");
+                AfterAcceptError::Skip
+            }
+            AcceptError::OutOfResources | AcceptError::Unexpected => {
+                self.log.pausing(e, now);
+                self.paused_until = Some(now + ACCEPT_BACKOFF);
+                AfterAcceptError::Pause
+            }
+        }
+    }
+
+    /// Paused: do not accept now.
+    pub fn is_paused(&self) -> bool {
+        self.paused_until.is_some()
+    }
+
+    /// When the pause ends, for the loop's wait timeout.
+    pub fn paused_until(&self) -> Option<Instant> {
+        self.paused_until
+    }
+
+    /// True once, when the pause is over at `now` (due at `now` = over): accept again.
+    pub fn resume_due(&mut self, now: Instant) -> bool {
+        if self.paused_until.is_none_or(|until| until > now) {
+            return false;
+        }
+        self.paused_until = None;
+        // Debug, not info: while descriptors stay short this runs every pause, and the
+        // back-off log already tells the operator when the episode starts and ends.
+        debug!("accept: pause over, trying again");
+        true
     }
 }
 
@@ -127,6 +198,21 @@ mod tests {
             assert_eq!(classify_accept_error(&os(code)), AcceptError::OutOfResources, "{code}");
         }
         assert_eq!(classify_accept_error(&os(libc::EINVAL)), AcceptError::Unexpected);
+    }
+
+    #[test]
+    fn a_pause_ends_once_and_only_when_due() {
+        let t0 = Instant::now();
+        let mut backoff = AcceptBackoff::default();
+        assert_eq!(backoff.failed(&os(libc::EINTR), t0), AfterAcceptError::Retry);
+        assert_eq!(backoff.failed(&os(libc::ECONNABORTED), t0), AfterAcceptError::Skip);
+        assert!(!backoff.is_paused());
+        assert_eq!(backoff.failed(&os(libc::EMFILE), t0), AfterAcceptError::Pause);
+        assert_eq!(backoff.paused_until(), Some(t0 + ACCEPT_BACKOFF));
+        assert!(!backoff.resume_due(t0 + ACCEPT_BACKOFF / 2));
+        assert!(backoff.resume_due(t0 + ACCEPT_BACKOFF), "due at the deadline");
+        assert!(!backoff.resume_due(t0 + ACCEPT_BACKOFF), "once");
+        assert!(!backoff.is_paused());
     }
 
     #[test]

@@ -12,12 +12,14 @@
 //! - `options.rs`: per-connection socket options.
 //! - `unix_file.rs`: the socket file of a `unix:` address.
 //! - `accept_errors.rs`: which accept errors are whose problem, and the back-off.
+//! - `errors.rs`: the errors that are not failures (`would_block`, `interrupted`, `timed_out`).
 //! - `activation.rs`: a listening socket passed in by the service manager.
 //! - `privileged.rs`: ports below 1024, without and with root.
 //! - `udp_batch.rs`: many datagrams per system call, and trains the kernel splits or joins.
 
 mod accept_errors;
 mod activation;
+mod errors;
 mod listener;
 mod options;
 mod privileged;
@@ -35,12 +37,13 @@ use std::time::Duration;
 use socket2::{Domain, Socket, Type};
 
 use crate::addr::ListenAddr;
-pub use accept_errors::{ACCEPT_BACKOFF, AcceptError, BackoffLog, classify_accept_error};
+pub use accept_errors::{ACCEPT_BACKOFF, AcceptBackoff, AfterAcceptError};
 pub use activation::{ActivationEnv, InheritedSocket, LISTEN_VARS, take_inherited_socket};
+pub use errors::{interrupted, timed_out, would_block};
 pub use listener::{Listener, StdListener};
 pub use options::SocketOptions;
 pub use privileged::note_if_root;
-pub use stream::{BlockingStream, Peer, Stream};
+pub use stream::{BlockingStream, Peer, Stream, kernel_queues};
 #[cfg(target_os = "linux")]
 #[allow(unused_imports)] // wired into the UDP echo after the event loop's restructuring (issue 16)
 pub use udp_batch::{BATCH, Message, Offload, Receiver, Sender, Sent};
@@ -116,7 +119,7 @@ fn bind_unix(path: &Path) -> io::Result<StdListener> {
     Ok(StdListener::Unix(listener, file))
 }
 
-/// Connect to a server, as the client and the load generator do. `timeout` bounds a TCP
+/// Connect to a server, as `echoloop client` does (`client/`). `timeout` bounds a TCP
 /// connect (a Unix connect does not wait on a network). Errors name the address.
 pub fn connect(addr: &ListenAddr, timeout: Duration) -> io::Result<BlockingStream> {
     match addr {

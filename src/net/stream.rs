@@ -3,6 +3,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net as unix;
 
 use mio::event::Source;
@@ -23,6 +24,8 @@ impl std::fmt::Display for Peer {
     }
 }
 
+/// A connected, non-blocking socket, as the event loop registers it with `mio` (the io-uring
+/// model keeps its sockets in the same type, and never registers them).
 #[derive(Debug)]
 pub enum Stream {
     /// TCP.
@@ -32,6 +35,18 @@ pub enum Stream {
 }
 
 impl Stream {
+    /// Take ownership of a socket accepted by other means than [`Listener::accept`] (the
+    /// io-uring model's accept returns a bare descriptor): TCP if `tcp`, else Unix.
+    ///
+    /// [`Listener::accept`]: super::Listener::accept
+    pub fn from_fd(fd: OwnedFd, tcp: bool) -> Stream {
+        if tcp {
+            Stream::Tcp(mio::net::TcpStream::from_std(fd.into()))
+        } else {
+            Stream::Unix(mio::net::UnixStream::from_std(fd.into()))
+        }
+    }
+
     /// The socket, for options.
     pub fn sock_ref(&self) -> SockRef<'_> {
         match self {
@@ -45,32 +60,36 @@ impl Stream {
         matches!(self, Stream::Tcp(_))
     }
 
-    /// Half-close: send EOF (a FIN, behind every byte already written), keep reading.
-    pub fn shutdown_write(&self) -> io::Result<()> {
+    /// Its descriptor, for requests that name it (io_uring).
+    pub fn raw_fd(&self) -> RawFd {
         match self {
-            Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
-            Stream::Unix(s) => s.shutdown(std::net::Shutdown::Write),
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
         }
-    }
-
-    /// Bytes the kernel still holds for this socket: (received but unread, sent but not yet
-    /// acknowledged by the peer). `(0, 0)` means a `close` now is a clean end: nothing
-    /// unread to provoke a reset, and nothing of ours left that a reset could destroy.
-    pub fn kernel_queues(&self) -> io::Result<(usize, usize)> {
-        kernel_queues(&self.sock_ref())
     }
 }
 
-/// (received but unread, sent but not yet acknowledged) for `socket`: see
-/// [`Stream::kernel_queues`].
-fn kernel_queues(socket: &SockRef<'_>) -> io::Result<(usize, usize)> {
-    use std::os::fd::AsRawFd;
+/// What the kernel still holds for one connected socket: what lingering before a close
+/// decides on (see `crate::lifecycle::linger`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelQueues {
+    /// Bytes received and not yet read (FIONREAD).
+    pub unread: usize,
+    /// Bytes sent and not yet acknowledged by the peer, our FIN included (TIOCOUTQ).
+    pub unacknowledged: usize,
+}
+
+/// Ask the kernel what it holds for `socket`.
+pub fn kernel_queues(socket: &socket2::Socket) -> io::Result<KernelQueues> {
     let fd = socket.as_raw_fd();
-    Ok((ioctl_count(fd, libc::FIONREAD)?, ioctl_count(fd, libc::TIOCOUTQ)?))
+    Ok(KernelQueues {
+        unread: ioctl_count(fd, libc::FIONREAD)?,
+        unacknowledged: ioctl_count(fd, libc::TIOCOUTQ)?,
+    })
 }
 
 /// An `ioctl` that reports a byte count (FIONREAD alias SIOCINQ, TIOCOUTQ alias SIOCOUTQ).
-fn ioctl_count(fd: std::os::fd::RawFd, request: libc::Ioctl) -> io::Result<usize> {
+fn ioctl_count(fd: RawFd, request: libc::Ioctl) -> io::Result<usize> {
     let mut count: libc::c_int = 0;
     // SAFETY: `fd` is an open socket borrowed for this call, and both requests write one
     // `c_int` through the pointer, which points at a live `c_int`.
@@ -158,11 +177,6 @@ impl BlockingStream {
     /// Is this a TCP stream (for TCP-only options)?
     pub fn is_tcp(&self) -> bool {
         matches!(self, BlockingStream::Tcp(_))
-    }
-
-    /// Bytes the kernel still holds for this socket, as [`Stream::kernel_queues`] says.
-    pub fn kernel_queues(&self) -> io::Result<(usize, usize)> {
-        kernel_queues(&self.sock_ref())
     }
 }
 

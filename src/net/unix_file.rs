@@ -40,7 +40,7 @@ fn remove_stale_socket(path: &Path) -> io::Result<()> {
     }
     match probe(path) {
         Ok(()) => Err(in_use("another server is listening on it")),
-        Err(e) if e.kind() == ErrorKind::WouldBlock => {
+        Err(e) if super::would_block(&e) => {
             Err(in_use("another server is listening on it, with a full accept queue"))
         }
         Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
@@ -90,7 +90,8 @@ impl SocketFile {
 impl Drop for SocketFile {
     fn drop(&mut self) {
         let Some(identity) = self.identity else {
-            return debug!("not removing {}: the service manager owns it", self.path.display());
+            debug!("not removing {}: the service manager owns it", self.path.display());
+            return;
         };
         match std::fs::symlink_metadata(&self.path) {
             Ok(meta) if (meta.dev(), meta.ino()) == identity => {

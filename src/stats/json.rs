@@ -2,16 +2,20 @@
 //!
 //! ```json
 //! {"exit_reason":"signal","signal":"SIGTERM","error":null,"duration_secs":12.5,
-//!  "connections":3,"rejected":0,"messages":40,"bytes_echoed":5120,"peak_connections":2,
-//!  "per_worker":[{"connections":3,"rejected":0,"messages":40,"bytes_echoed":5120,"peak_connections":2}]}
+//!  "connections":3,"rejected":0,"reads":40,"bytes_echoed":5120,"peak_connections":2,
+//!  "per_worker":[{"connections":3,"rejected":0,"reads":40,"bytes_echoed":5120,"peak_connections":2}]}
 //! ```
+//!
+//! With `--framing`, `"frames"` (whole frames echoed) follows `"reads"`, in total and per
+//! worker. A UDP echo adds what became of its datagrams:
+//! `"datagrams":{"echoed":5,"dropped_reserved_port":1,"dropped_queue_full":0,"dropped_send_failed":0}`.
 
 use std::io;
 use std::path::Path;
 
 use serde::Serialize;
 
-use super::{Summary, WorkerSummary};
+use super::{Datagrams, Summary, WorkerSummary};
 
 /// Why the server ended, as the JSON summary says it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,10 +36,14 @@ struct Document<'a> {
     duration_secs: f64,
     connections: u64,
     rejected: u64,
-    messages: u64,
+    reads: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    frames: Option<u64>,
     bytes_echoed: u64,
     peak_connections: u64,
     per_worker: &'a [WorkerSummary],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    datagrams: Option<Datagrams>,
 }
 
 /// Write `summary` and why the server ended to `path` as one JSON object (and a newline).
@@ -53,10 +61,12 @@ pub fn write_summary_json(path: &Path, summary: &Summary, reason: &ExitReason) -
         duration_secs: summary.duration.as_secs_f64(),
         connections: summary.connections,
         rejected: summary.rejected,
-        messages: summary.messages,
+        reads: summary.reads,
+        frames: summary.frames,
         bytes_echoed: summary.bytes_echoed,
         peak_connections: summary.peak_connections,
         per_worker: &summary.per_worker,
+        datagrams: summary.datagrams,
     };
     let mut text = serde_json::to_string(&document).map_err(io::Error::other)?;
     text.push('\n');
@@ -74,8 +84,14 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("echoloop-json-unit-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("summary.json");
-        let worker =
-            WorkerSummary { connections: 2, rejected: 1, messages: 3, bytes_echoed: 40, peak_connections: 2 };
+        let worker = WorkerSummary {
+            connections: 2,
+            rejected: 1,
+            reads: 3,
+            frames: Some(2),
+            bytes_echoed: 40,
+            peak_connections: 2,
+        };
         let summary = Summary::combine(vec![worker, worker], Duration::from_millis(1500));
         write_summary_json(&path, &summary, &ExitReason::Error("boom".into())).unwrap();
         let value: serde_json::Value =
@@ -86,8 +102,31 @@ mod tests {
         assert!(value["signal"].is_null());
         assert_eq!(value["duration_secs"], 1.5);
         assert_eq!((value["connections"].as_u64(), value["bytes_echoed"].as_u64()), (Some(4), Some(80)));
-        assert_eq!(value["per_worker"][1]["messages"], 3);
+        assert_eq!((value["reads"].as_u64(), value["frames"].as_u64()), (Some(6), Some(4)));
+        assert_eq!(value["per_worker"][1]["reads"], 3);
+        assert_eq!(value["per_worker"][1]["frames"], 2);
         assert_eq!(value["per_worker"].as_array().map(Vec::len), Some(2));
+        assert!(value.get("datagrams").is_none(), "a stream server has no datagrams: {value}");
+    }
+
+    #[test]
+    fn a_udp_summary_carries_its_drop_counts_and_no_frames() {
+        let path = std::env::temp_dir().join(format!("echoloop-json-udp-{}.json", std::process::id()));
+        let datagrams =
+            Datagrams { echoed: 5, dropped_reserved_port: 1, dropped_queue_full: 2, dropped_send_failed: 3 };
+        let summary = Summary { reads: 11, datagrams: Some(datagrams), ..Summary::default() };
+        write_summary_json(&path, &summary, &ExitReason::Shutdown).unwrap();
+        let value: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let d = &value["datagrams"];
+        assert_eq!(
+            (d["echoed"].as_u64(), d["dropped_reserved_port"].as_u64()),
+            (Some(5), Some(1)),
+            "{value}"
+        );
+        assert_eq!((d["dropped_queue_full"].as_u64(), d["dropped_send_failed"].as_u64()), (Some(2), Some(3)));
+        assert!(value.get("frames").is_none(), "{value}");
     }
 
     #[test]

@@ -1,27 +1,74 @@
-//! The live statistics line: every `--stats-interval`, and at once on SIGUSR1.
+//! The live statistics line: every `--stats-interval`, and at once when asked (SIGUSR1).
 //!
 //! ```text
-//! stats: open=3 accepted=2 rejected=0 messages/s=10 bytes/s=12800 pending=0 peak=5 (messages=10 bytes=12800 in 1.000s)
+//! stats: open=3 accepted=2 rejected=0 reads/s=10 bytes/s=12800 pending=0 peak=5 (reads=10 bytes=12800 in 1.000s)
 //! ```
 //!
 //! `open`, `pending` (bytes read and not yet echoed) and `peak` are levels now; `accepted`,
-//! `rejected`, `messages` and `bytes` count what happened since the previous line (or since
+//! `rejected`, `reads` and `bytes` count what happened since the previous line (or since
 //! the start), over the time in parentheses, from which the two rates are computed. With
-//! more than one worker, the line ends with each worker's share:
-//! ` per-worker open=[1,2] accepted=[1,1] bytes/s=[6400,6400]`.
+//! `--framing` the line counts `frames` instead of `reads`, and a UDP echo `datagrams`
+//! (see [`super::Counted`]). With more than one worker, the line ends with each worker's
+//! share: ` per-worker open=[1,2] accepted=[1,1] bytes/s=[6400,6400]`.
 //!
 //! A thread of its own builds and logs the line, reading the workers' atomics, so the
-//! serving threads never format anything or wait for the logger.
+//! serving threads never format anything or wait for the logger. A line on demand is asked
+//! through [`StatsRequests`], a handle of its own: asking for statistics is not stopping.
 
 use std::io;
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use log::{debug, info};
 
-use super::{Counters, ServerStats};
-use crate::shutdown::ShutdownHandle;
+use super::{Counted, Counters, ServerStats};
+
+type Hook = Box<dyn Fn() + Send + Sync>;
+
+/// A cloneable handle that asks a running server for a statistics line now, from any
+/// thread: what SIGUSR1 does (see `crate::signals`), as `dd` prints its progress.
+#[derive(Clone, Default)]
+pub struct StatsRequests {
+    /// What to do on a request: one hook per running reporter.
+    hooks: Arc<Mutex<Vec<Hook>>>,
+}
+
+impl std::fmt::Debug for StatsRequests {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatsRequests").field("hooks", &self.hooks().len()).finish()
+    }
+}
+
+impl StatsRequests {
+    /// A handle no server listens to yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Ask for a statistics line now. Before a server runs, nobody has statistics to
+    /// report, and the request is only logged.
+    pub fn request(&self) {
+        let hooks = self.hooks();
+        if hooks.is_empty() {
+            debug!("statistics requested, but no server is running yet");
+        }
+        for hook in hooks.iter() {
+            hook();
+        }
+    }
+
+    /// Register what to do on a request (the reporter thread's wake-up).
+    fn on_request(&self, hook: impl Fn() + Send + Sync + 'static) {
+        self.hooks().push(Box::new(hook));
+    }
+
+    fn hooks(&self) -> MutexGuard<'_, Vec<Hook>> {
+        // A panicking hook must not stop every later request: ignore poisoning.
+        self.hooks.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
 
 /// What the reporter thread is asked to do.
 enum Request {
@@ -39,12 +86,11 @@ pub struct Reporter {
 }
 
 impl Reporter {
-    /// Start logging a line every `interval` (if any) and whenever `shutdown` receives a
-    /// report request (SIGUSR1).
+    /// Start logging a line every `interval` (if any) and whenever `on_demand` asks for one.
     pub fn start(
         stats: ServerStats,
         interval: Option<Duration>,
-        shutdown: &ShutdownHandle,
+        on_demand: &StatsRequests,
     ) -> io::Result<Reporter> {
         let (requests, inbox) = mpsc::channel();
         // The first line counts from here, before any connection is served (not from
@@ -66,12 +112,12 @@ impl Reporter {
                     Ok(Request::Stop) | Err(RecvTimeoutError::Disconnected) => return,
                 }
                 let now = Sample::take(&stats);
-                info!("{}", line(&last, &now));
+                info!("{}", line(stats.counted, &last, &now));
                 last = now;
             }
         })?;
         let to_thread = requests.clone();
-        shutdown.on_report(move || {
+        on_demand.on_request(move || {
             if to_thread.send(Request::Line).is_err() {
                 debug!("statistics requested after the server stopped");
             }
@@ -101,8 +147,8 @@ impl Sample {
     }
 }
 
-/// The statistics line for the time between two samples.
-fn line(last: &Sample, now: &Sample) -> String {
+/// The statistics line for the time between two samples, counting `counted`.
+fn line(counted: Counted, last: &Sample, now: &Sample) -> String {
     let elapsed = now.at.duration_since(last.at);
     let total = |s: &Sample| {
         s.workers.iter().fold(Counters::default(), |sum, w| Counters {
@@ -110,21 +156,24 @@ fn line(last: &Sample, now: &Sample) -> String {
             rejected: sum.rejected + w.rejected,
             open: sum.open + w.open,
             peak: sum.peak + w.peak,
-            messages: sum.messages + w.messages,
+            reads: sum.reads + w.reads,
+            frames: sum.frames + w.frames,
             bytes_echoed: sum.bytes_echoed + w.bytes_echoed,
             pending: sum.pending + w.pending,
+            datagrams: sum.datagrams, // not in the line: the summary says what became of them
         })
     };
     let (before, after) = (total(last), total(now));
-    let messages = after.messages - before.messages;
+    let count = after.counted(counted) - before.counted(counted);
     let bytes = after.bytes_echoed - before.bytes_echoed;
+    let name = counted.name();
     let mut line = format!(
-        "stats: open={} accepted={} rejected={} messages/s={} bytes/s={} pending={} peak={} \
-         (messages={messages} bytes={bytes} in {:.3}s)",
+        "stats: open={} accepted={} rejected={} {name}/s={} bytes/s={} pending={} peak={} \
+         ({name}={count} bytes={bytes} in {:.3}s)",
         after.open,
         after.accepted - before.accepted,
         after.rejected - before.rejected,
-        per_second(messages, elapsed),
+        per_second(count, elapsed),
         per_second(bytes, elapsed),
         after.pending,
         after.peak,
@@ -163,23 +212,28 @@ mod tests {
     #[test]
     fn one_worker_line_counts_the_interval() {
         let t0 = Instant::now();
-        let before =
-            Counters { accepted: 5, messages: 100, bytes_echoed: 1000, peak: 4, ..Default::default() };
+        let before = Counters { accepted: 5, reads: 100, bytes_echoed: 1000, peak: 4, ..Default::default() };
         let after = Counters {
             accepted: 7,
             rejected: 1,
             open: 3,
             peak: 5,
-            messages: 110,
+            reads: 110,
+            frames: 7,
             bytes_echoed: 13_800,
             pending: 64,
+            ..Default::default()
         };
-        let text = line(&sample(t0, vec![before]), &sample(t0 + Duration::from_secs(2), vec![after]));
+        let (last, now) = (sample(t0, vec![before]), sample(t0 + Duration::from_secs(2), vec![after]));
         assert_eq!(
-            text,
-            "stats: open=3 accepted=2 rejected=1 messages/s=5 bytes/s=6400 pending=64 peak=5 \
-             (messages=10 bytes=12800 in 2.000s)"
+            line(Counted::Reads, &last, &now),
+            "stats: open=3 accepted=2 rejected=1 reads/s=5 bytes/s=6400 pending=64 peak=5 \
+             (reads=10 bytes=12800 in 2.000s)"
         );
+        let framed = line(Counted::Frames, &last, &now);
+        assert!(framed.contains(" frames/s=4 ") && framed.contains("(frames=7 bytes=12800 "), "{framed}");
+        let udp = line(Counted::Datagrams, &last, &now);
+        assert!(udp.contains(" datagrams/s=5 ") && udp.contains("(datagrams=10 bytes=12800 "), "{udp}");
     }
 
     #[test]
@@ -188,11 +242,28 @@ mod tests {
         let w =
             |accepted, open, bytes_echoed| Counters { accepted, open, bytes_echoed, ..Default::default() };
         let text = line(
+            Counted::Reads,
             &sample(t0, vec![w(0, 0, 0), w(0, 0, 0)]),
             &sample(t0 + Duration::from_millis(500), vec![w(1, 1, 100), w(3, 2, 300)]),
         );
-        assert!(text.starts_with("stats: open=3 accepted=4 rejected=0 messages/s=0 bytes/s=800 "), "{text}");
+        assert!(text.starts_with("stats: open=3 accepted=4 rejected=0 reads/s=0 bytes/s=800 "), "{text}");
         assert!(text.ends_with(" per-worker open=[1,2] accepted=[1,3] bytes/s=[200,600]"), "{text}");
+    }
+
+    #[test]
+    fn a_request_reaches_every_hook() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let requests = StatsRequests::new();
+        requests.request(); // nobody listening yet: only logged
+        let count = Arc::new(AtomicUsize::new(0));
+        for _ in 0..2 {
+            let c = Arc::clone(&count);
+            requests.on_request(move || {
+                c.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+        requests.clone().request();
+        assert_eq!(count.load(Ordering::SeqCst), 2);
     }
 
     #[test]

@@ -20,6 +20,7 @@ use std::process::{Command, Output, Stdio};
 use super::util::{
     Bin, IO_TIMEOUT, assert_same_bytes, connect, echo_chunked, random_bytes, run_to_end, temp_socket_path,
 };
+use super::variants::Variant;
 
 /// Exec echoloop with `LISTEN_PID` set to its own pid (see the module docs).
 const EXEC_WITH_OWN_PID: &str = r#"export LISTEN_PID=$$; exec "$0" "$@""#;
@@ -55,7 +56,7 @@ fn activated_command(listener: RawFd, own_pid: bool, env: &[(&str, &str)], args:
 }
 
 /// Run an activated echoloop that is expected to exit at once; its output (bounded).
-fn run_activated(listener: RawFd, args: &[&str]) -> Output {
+pub(crate) fn run_activated(listener: RawFd, args: &[&str]) -> Output {
     run_to_end(activated_command(listener, true, &[], args))
 }
 
@@ -66,10 +67,10 @@ fn tcp_listener() -> TcpListener {
 
 /// Every byte of 256 KiB comes back through a TCP socket the server inherited, and the
 /// `listening on` line names the inherited socket's address.
-fn serves_inherited_tcp(model: &str) {
+fn serves_inherited_tcp(variant: Variant) {
     let listener = tcp_listener();
     let addr = listener.local_addr().unwrap();
-    let server = Bin::spawn(activated_command(listener.as_raw_fd(), true, &[], &["serve", "--model", model]));
+    let server = Bin::spawn(activated_command(listener.as_raw_fd(), true, &[], &variant.serve_args(&[])));
     drop(listener); // the server has its own copy now; ours closing changes nothing
     assert_eq!(server.tcp(), addr, "the listening line names the passed socket");
     let data = random_bytes(256 * 1024, 12);
@@ -82,15 +83,15 @@ fn serves_inherited_tcp(model: &str) {
 
 /// The same through an inherited Unix socket, although an `ADDR` was given (it is ignored,
 /// with a warning); the file is the service manager's, so the server leaves it in place.
-fn serves_inherited_unix(model: &str) {
-    let path = temp_socket_path(&format!("activated-{model}"));
+fn serves_inherited_unix(variant: Variant) {
+    let path = temp_socket_path(&format!("activated-{variant:?}"));
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path).expect("bind the Unix socket to pass");
     let server = Bin::spawn(activated_command(
         listener.as_raw_fd(),
         true,
         &[("LISTEN_FDNAMES", "echo")],
-        &["serve", "127.0.0.1:0", "--model", model], // an ADDR, which the passed socket overrides
+        &variant.serve_args(&["127.0.0.1:0"]), // an ADDR, which the passed socket overrides
     ));
     drop(listener);
     assert_eq!(server.addr, format!("unix:{}", path.display()));
@@ -111,20 +112,8 @@ fn serves_inherited_unix(model: &str) {
     std::fs::remove_file(&path).unwrap();
 }
 
-for_models!(serves_inherited_tcp);
-for_models!(serves_inherited_unix);
-
-/// `--workers 2` cannot share a passed socket (SO_REUSEPORT needs sockets echoloop binds):
-/// a usage error, exit 2, that says why.
-#[test]
-fn workers_are_refused_with_an_inherited_socket() {
-    let listener = tcp_listener();
-    let out = run_activated(listener.as_raw_fd(), &["serve", "--workers", "2"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "stderr:\n{stderr}");
-    assert!(stderr.contains("--workers 2 cannot share the socket the service manager passed"), "{stderr}");
-    assert!(out.stdout.is_empty(), "no listening line: {:?}", String::from_utf8_lossy(&out.stdout));
-}
+for_variants!(serves_inherited_tcp, needs: [Activation]);
+for_variants!(serves_inherited_unix, needs: [Activation]);
 
 /// Sockets passed for another process (`LISTEN_PID` is not ours) are not taken: the server
 /// binds the address it was given, and the passed socket is left alone.

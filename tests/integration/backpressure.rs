@@ -82,13 +82,10 @@ fn writer_that_never_reads_is_held_at_the_cap() {
 /// A pending cap of a few bytes (even one) still echoes exactly: the cap bounds memory only.
 #[test]
 fn tiny_pending_caps_still_echo_exactly() {
-    use echoloop::{Model, ServerConfig};
+    use echoloop::Model;
     for cap in [1, 7, 4099] {
-        let server = TestServer::start(ServerConfig {
-            max_pending: cap,
-            send_buffer: Some(4096),
-            ..config(Model::EventLoop)
-        });
+        let server =
+            TestServer::start(config(Model::EventLoop).with_max_pending(cap).with_send_buffer(Some(4096)));
         let data = random_bytes(96 * 1024, 34 + cap as u64);
         let got = echo_chunked(server.connect(), data.clone(), 35);
         assert_same_bytes(&got, &data);

@@ -9,7 +9,7 @@ use std::net::{TcpListener, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use echoloop::{ListenAddr, Model, ServerConfig};
+use echoloop::{ListenAddr, Model};
 use serde_json::Value;
 
 use crate::util::{Finished, TestServer, config, join_bounded, run_bin_with};
@@ -73,7 +73,7 @@ fn measures_an_in_process_server() {
 #[test]
 fn measures_large_messages_over_a_unix_socket() {
     let path = std::env::temp_dir().join(format!("echoloop-bench-{}.sock", std::process::id()));
-    let server = TestServer::start(ServerConfig { addr: ListenAddr::Unix(path), ..config(Model::EventLoop) });
+    let server = TestServer::start(config(Model::EventLoop).with_addr(ListenAddr::Unix(path)));
     let addr = server.addr().to_string();
     let run = bench(&[
         &addr,

@@ -1,4 +1,4 @@
-//! Chaos, kept in the suite (issue 13): for a few seconds, well-behaved clients (random data,
+//! Chaos, kept in the suite: for a few seconds, well-behaved clients (random data,
 //! checked byte for byte) and hostile ones (resets mid-stream, half-close then read,
 //! connect-and-close, slowloris, writers that never read, senders that close without
 //! reading) hit the real binary of each model at once. Not one byte of a well-behaved client
@@ -11,6 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::util::*;
+use crate::variants::Variant;
 
 /// One kind of client, with how often it is picked (out of 100).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -221,31 +222,14 @@ fn chaos(args: &[&str], threads: usize, run_for: Duration) {
     );
 }
 
-/// How long each concurrent model is attacked, and by how many client threads.
-const RUN_FOR: Duration = Duration::from_secs(6);
-const THREADS: usize = 12;
-
-/// The event loop under concurrent chaos: no byte lost, every descriptor given back.
-#[test]
-fn chaos_event_loop() {
-    chaos(&["--model", "event-loop"], THREADS, RUN_FOR);
+/// Chaos against `variant`: 12 client threads for 6 s; the blocking model serves one client
+/// at a time, so its clients come one after another (concurrent ones would only wait in the
+/// accept queue), for 4 s.
+fn chaos_on(variant: Variant) {
+    let (threads, run_for) = match variant.serves_one_at_a_time() {
+        true => (1, Duration::from_secs(4)),
+        false => (12, Duration::from_secs(6)),
+    };
+    chaos(variant.args(), threads, run_for);
 }
-
-/// Two event-loop workers sharing the port: the same.
-#[test]
-fn chaos_event_loop_workers2() {
-    chaos(&["--model", "event-loop", "--workers", "2"], THREADS, RUN_FOR);
-}
-
-/// Thread-per-connection: the same, and every connection thread ends.
-#[test]
-fn chaos_thread_per_conn() {
-    chaos(&["--model", "thread-per-conn"], THREADS, RUN_FOR);
-}
-
-/// The blocking model serves one client at a time, so its clients come one after another
-/// (concurrent ones would only wait in the accept queue): the same checks.
-#[test]
-fn chaos_blocking_in_sequence() {
-    chaos(&["--model", "blocking"], 1, Duration::from_secs(4));
-}
+for_variants!(chaos_on);

@@ -15,7 +15,7 @@ use crate::util::*;
 
 /// A config for the event loop on `addr`.
 fn config_on(addr: &str) -> ServerConfig {
-    ServerConfig { addr: addr.parse().unwrap(), ..config(Model::EventLoop) }
+    config(Model::EventLoop).with_addr(addr.parse().unwrap())
 }
 
 /// 8 MiB of random bytes, sent in random chunks while being read back, return byte for byte.
@@ -78,7 +78,7 @@ fn hundreds_of_concurrent_clients_with_random_chunking() {
 /// Two workers share one port (SO_REUSEPORT); every client is echoed exactly; summaries add up.
 #[test]
 fn two_workers_share_the_port() {
-    let server = TestServer::start(ServerConfig { workers: 2, ..config(Model::EventLoop) });
+    let server = TestServer::start(config(Model::EventLoop).with_workers(2));
     let clients: Vec<_> = (0..40)
         .map(|i| {
             let stream = server.connect();

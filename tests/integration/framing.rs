@@ -1,6 +1,6 @@
 //! `--framing line|length`: a read is not a message. One body per behaviour, run against
-//! every model (event-loop, two workers, thread-per-conn, blocking) and, where both apply,
-//! both framings: `cargo test framing::one_byte_writes::length` compares the models.
+//! every model and, where both apply, both framings: `cargo test
+//! framing::one_byte_writes::length` compares the models.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -9,57 +9,34 @@ use std::time::Duration;
 
 use echoloop::{Framing, ServerConfig};
 
-use super::models::Variant;
 use super::util::{
     Bin, IO_TIMEOUT, TestServer, assert_same_bytes, connect, join_bounded, proc_status_kib, random_bytes,
 };
+use super::variants::Variant;
 
 /// An in-process config for `variant` with `framing` and frames of up to `max_frame`.
 fn framed(variant: Variant, framing: Framing, max_frame: usize) -> ServerConfig {
-    ServerConfig { framing, max_frame, ..variant.config() }
+    variant.config().with_framing(framing).with_max_frame(max_frame)
 }
 
 /// The real binary for `variant` with `framing` and `--max-frame max_frame`.
 fn serve(variant: Variant, framing: Framing, max_frame: usize) -> Bin {
     let max_frame = max_frame.to_string();
-    let mut args = vec!["127.0.0.1:0", "--framing", framing_name(framing), "--max-frame", &max_frame];
+    let mut args = vec!["127.0.0.1:0", "--framing", framing.name(), "--max-frame", &max_frame];
     args.extend_from_slice(variant.args());
     Bin::serve(&args)
 }
 
-fn framing_name(framing: Framing) -> &'static str {
-    match framing {
-        Framing::Raw => "raw",
-        Framing::Line => "line",
-        Framing::Length => "length",
-    }
-}
-
-/// `for_all_variants!(body: line => Framing::Line, ...)` makes
-/// `mod body { mod line { #[test] fn event_loop() ... } ... }`.
-macro_rules! for_all_variants {
+/// `for_framings!(body: line => Framing::Line, ...)` makes `mod body { mod line { ... } }`
+/// with `for_variants!`'s tests in each, calling `body(variant, framing)`. (io-uring echoes
+/// the raw stream only: its tests check that it refuses `--framing`.)
+macro_rules! for_framings {
     ($body:ident: $($framing:ident => $value:expr),+ $(,)?) => {
         mod $body {
             $(
                 mod $framing {
-                    use super::super::Variant;
                     use echoloop::Framing;
-                    #[test]
-                    fn event_loop() {
-                        super::super::$body(Variant::EventLoop, $value)
-                    }
-                    #[test]
-                    fn event_loop_workers2() {
-                        super::super::$body(Variant::Workers2, $value)
-                    }
-                    #[test]
-                    fn thread_per_conn() {
-                        super::super::$body(Variant::ThreadPerConn, $value)
-                    }
-                    #[test]
-                    fn blocking() {
-                        super::super::$body(Variant::Blocking, $value)
-                    }
+                    for_variants!(@tests |variant| super::super::$body(variant, $value), [Framing]);
                 }
             )+
         }
@@ -157,7 +134,7 @@ fn one_byte_writes(variant: Variant, framing: Framing) {
     let summary = server.stop();
     assert_eq!(summary.bytes_echoed, (sent.len() + frame.len()) as u64);
 }
-for_all_variants!(one_byte_writes: line => Framing::Line, length => Framing::Length);
+for_framings!(one_byte_writes: line => Framing::Line, length => Framing::Length);
 
 /// Thousands of frames in one write (many frames per read, frames cut at the end of the
 /// read buffer) come back exactly, while the client reads concurrently.
@@ -175,7 +152,7 @@ fn many_frames_in_one_write(variant: Variant, framing: Framing) {
     join_bounded(sender, IO_TIMEOUT);
     assert_eq!(server.stop().bytes_echoed, sent.len() as u64);
 }
-for_all_variants!(many_frames_in_one_write: line => Framing::Line, length => Framing::Length);
+for_framings!(many_frames_in_one_write: line => Framing::Line, length => Framing::Length);
 
 /// A frame exactly at `--max-frame` is echoed; one byte over, the frames before it are echoed,
 /// the connection is closed, the log names the peer, the size and the limit, and the server
@@ -201,7 +178,7 @@ fn at_the_limit_and_one_over(variant: Variant, framing: Framing) {
     other.shutdown(std::net::Shutdown::Write).unwrap();
     assert_same_bytes(&read_until_closed(&other), &frame);
 }
-for_all_variants!(at_the_limit_and_one_over: line => Framing::Line, length => Framing::Length);
+for_framings!(at_the_limit_and_one_over: line => Framing::Line, length => Framing::Length);
 
 /// Thousands of good frames, then one over the limit with half a megabyte behind it, from a
 /// client that reads its echoes late: every echo of the good frames still arrives. (Closing
@@ -224,7 +201,7 @@ fn echoes_before_an_oversized_frame_survive_a_late_reader(variant: Variant, fram
     assert_same_bytes(&read_until_closed(&stream), &good);
     join_bounded(sender, IO_TIMEOUT);
 }
-for_all_variants!(echoes_before_an_oversized_frame_survive_a_late_reader: line => Framing::Line, length => Framing::Length);
+for_framings!(echoes_before_an_oversized_frame_survive_a_late_reader: line => Framing::Line, length => Framing::Length);
 
 /// The log line that names `stream`'s end as the peer and contains `needle` (waited for).
 fn oversize_log_line(server: &Bin, stream: &TcpStream, needle: &str) -> String {
@@ -259,7 +236,7 @@ fn absurd_declared_length(variant: Variant, framing: Framing) {
     assert!(peak_after - peak_before < 256 * 1024, "VmPeak grew from {peak_before} to {peak_after} KiB");
     assert!(hwm_after - hwm_before < 16 * 1024, "VmHWM grew from {hwm_before} to {hwm_after} KiB");
 }
-for_all_variants!(absurd_declared_length: length => Framing::Length);
+for_framings!(absurd_declared_length: length => Framing::Length);
 
 /// A line that never ends is cut at `--max-frame`: the server closes the connection (the
 /// client's writes fail) and holds no more than about one frame for it meanwhile.
@@ -292,7 +269,7 @@ fn a_line_that_never_ends(variant: Variant, framing: Framing) {
     other.shutdown(std::net::Shutdown::Write).unwrap();
     assert_eq!(read_until_closed(&other), b"still here\n");
 }
-for_all_variants!(a_line_that_never_ends: line => Framing::Line);
+for_framings!(a_line_that_never_ends: line => Framing::Line);
 
 /// EOF in the middle of a frame: a last line without `\n` is echoed (the end of the stream
 /// ends it); a length frame cut short is discarded, with a log line saying how many bytes.
@@ -316,7 +293,7 @@ fn eof_mid_frame(variant: Variant, framing: Framing) {
         assert!(server.wait_for_stderr(&expected, IO_TIMEOUT), "no '{expected}' in:\n{}", server.stderr());
     }
 }
-for_all_variants!(eof_mid_frame: line => Framing::Line, length => Framing::Length);
+for_framings!(eof_mid_frame: line => Framing::Line, length => Framing::Length);
 
 /// A client that sends line frames and does not read is held by backpressure (its writes
 /// stall) while the server holds at most about one connection cap; once it reads, every
@@ -345,13 +322,12 @@ fn backpressure_counts_the_partial_frame() {
 /// (a held start plus the end just read, in one `writev`) are often taken only in part, and
 /// the rest waits in the pending buffer, in order.
 fn partial_writes_of_completed_frames(variant: Variant, framing: Framing) {
-    let server =
-        TestServer::start(ServerConfig { send_buffer: Some(4096), ..framed(variant, framing, 60_000) });
+    let server = TestServer::start(framed(variant, framing, 60_000).with_send_buffer(Some(4096)));
     let sent = frames(framing, 300, 60_000, 31).concat(); // about 9 MB
     let echoed = super::util::echo_chunked(server.connect(), sent.clone(), 32);
     assert_same_bytes(&echoed, &sent);
 }
-for_all_variants!(partial_writes_of_completed_frames: line => Framing::Line, length => Framing::Length);
+for_framings!(partial_writes_of_completed_frames: line => Framing::Line, length => Framing::Length);
 
 /// The trace in docs/framing.md: one 15-byte length frame arriving in three reads (2, 7 and
 /// 6 bytes). The first two leave a partial frame; the third completes it, and the held start

@@ -14,7 +14,7 @@ const IDLE: Duration = Duration::from_millis(300);
 const PERIOD: Duration = Duration::from_millis(100);
 
 fn idle_config() -> ServerConfig {
-    ServerConfig { idle_timeout: Some(IDLE), ..config(Model::EventLoop) }
+    config(Model::EventLoop).with_idle_timeout(Some(IDLE))
 }
 
 /// A silent connection is closed (clean EOF) once the idle timeout has passed, not before.
@@ -83,10 +83,8 @@ fn active_connection_outlives_many_timeouts() {
 #[test]
 fn churn_under_a_short_idle_timeout() {
     use std::io::Read;
-    let server = TestServer::start(ServerConfig {
-        idle_timeout: Some(Duration::from_millis(50)),
-        ..config(Model::EventLoop)
-    });
+    let server =
+        TestServer::start(config(Model::EventLoop).with_idle_timeout(Some(Duration::from_millis(50))));
     let addr = server.tcp();
     let threads: Vec<_> = (0..20u64)
         .map(|t| {

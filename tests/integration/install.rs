@@ -6,34 +6,104 @@ use std::process::{Command, Stdio};
 
 use super::util::{Bin, IO_TIMEOUT, run_bin, wait_until};
 
-/// `echoloop manpage` prints a roff page that documents the subcommands.
-#[test]
-fn manpage_on_stdout() {
-    let (code, page, stderr) = run_bin(&["manpage"]);
+/// The commands `echoloop --help` lists (but `help`).
+fn commands() -> Vec<String> {
+    let (code, help, stderr) = run_bin(&["--help"]);
     assert_eq!(code, 0, "{stderr}");
-    assert!(page.starts_with(".ie") || page.contains(".TH echoloop 1"), "{page}");
-    assert!(page.contains(".TH echoloop 1"), "{page}");
-    assert!(page.contains("echoloop\\-serve(1)"), "the serve page is referenced:\n{page}");
+    let listed = help.split("Commands:").nth(1).expect("a Commands: list").split("\n\n").next().unwrap_or("");
+    let names = listed.lines().filter_map(|line| line.split_whitespace().next());
+    names.filter(|name| *name != "help").map(String::from).collect()
 }
 
-/// `echoloop manpage --dir DIR` writes one page per subcommand, with every serve flag.
+/// The long flags `echoloop COMMAND --help` documents, as `--name`.
+fn flags_of(command: &str) -> Vec<String> {
+    let (code, help, stderr) = run_bin(&[command, "--help"]);
+    assert_eq!(code, 0, "{command}: {stderr}");
+    let definitions = help.lines().map(str::trim_start).filter(|line| line.starts_with('-'));
+    let flags =
+        definitions.filter_map(|line| line.split([',', ' ', '.']).find(|word| word.starts_with("--")));
+    flags.map(String::from).collect()
+}
+
+/// A flag as roff writes it in bold: `--max-pending` is `\fB\-\-max\-pending\fR`.
+fn roff_bold(flag: &str) -> String {
+    format!("\\fB{}\\fR", flag.replace('-', "\\-"))
+}
+
+/// `echoloop manpage` prints one page, echoloop(1), that documents every command with every
+/// flag its `--help` has, in the sections man(7) names (none called "EXTRA"), and refers to
+/// no page that it did not write.
 #[test]
-fn manpages_into_a_directory() {
+fn manpage_documents_every_command_and_flag() {
+    let (code, page, stderr) = run_bin(&["manpage"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(page.contains(".TH echoloop 1"), "{page}");
+    let commands = commands();
+    assert!(commands.len() >= 4 && commands.iter().any(|c| c == "serve"), "commands: {commands:?}");
+    for command in &commands {
+        assert!(page.contains(&format!(".SS \"echoloop {command} ")), "no section for {command}:\n{page}");
+        let flags = flags_of(command);
+        assert!(flags.iter().any(|flag| flag == "--help"), "{command}: flags not found in --help");
+        for flag in flags {
+            assert!(page.contains(&roff_bold(&flag)), "{flag} of {command} is not on the page");
+        }
+    }
+    let headings: Vec<&str> = page.lines().filter(|line| line.starts_with(".SH ")).collect();
+    let expected = ["NAME", "SYNOPSIS", "DESCRIPTION", "OPTIONS", "COMMANDS", "SIGNALS", "ENVIRONMENT"];
+    let expected = expected.iter().map(|h| format!(".SH {h}")).chain([
+        ".SH \"EXIT STATUS\"".to_string(),
+        ".SH EXAMPLES".to_string(),
+        ".SH \"SEE ALSO\"".to_string(),
+    ]);
+    assert_eq!(headings, expected.collect::<Vec<_>>());
+    for variable in ["RUST_LOG", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "SIGUSR1", "130"] {
+        assert!(page.contains(variable), "{variable} is not on the page");
+    }
+    // A page such as echoloop-serve(1), which `echoloop manpage` does not write.
+    let pages = page.split("echoloop\\-").skip(1);
+    let references =
+        pages.filter(|rest| rest.trim_start_matches(|c: char| c.is_ascii_lowercase()).starts_with('('));
+    assert_eq!(references.count(), 0, "refers to pages not written:\n{page}");
+}
+
+/// The page renders through man(1) without a warning (where man is installed).
+#[test]
+fn manpage_renders_without_warnings() {
+    let (_, page, _) = run_bin(&["manpage"]);
+    let path = std::env::temp_dir().join(format!("echoloop-{}.1", std::process::id()));
+    std::fs::write(&path, page).unwrap();
+    let rendered = Command::new("man")
+        .args(["--warnings", "-l"])
+        .arg(&path)
+        .env("MANPAGER", "cat")
+        .env("MANWIDTH", "100")
+        .output();
+    std::fs::remove_file(&path).unwrap();
+    let Ok(rendered) = rendered else { return eprintln!("skipped: man is not installed") };
+    let (text, warnings) =
+        (String::from_utf8_lossy(&rendered.stdout), String::from_utf8_lossy(&rendered.stderr));
+    assert!(rendered.status.success() && warnings.is_empty(), "man: {warnings}");
+    for words in ["EXIT STATUS", "echoloop serve [OPTIONS] [ADDR]", "--max-pending <BYTES>"] {
+        assert!(text.contains(words), "{words} is not in the rendered page:\n{text}");
+    }
+}
+
+/// `echoloop manpage --dir DIR` writes that same page as DIR/echoloop.1; a directory that
+/// does not exist is one line naming the file, and exit 1.
+#[test]
+fn manpage_into_a_directory() {
     let dir = std::env::temp_dir().join(format!("echoloop-man-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (code, _, stderr) = run_bin(&["manpage", "--dir", dir.to_str().unwrap()]);
-    assert_eq!(code, 0, "{stderr}");
-    let serve = std::fs::read_to_string(dir.join("echoloop-serve.1"));
-    let pages: Vec<String> =
-        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let written = std::fs::read_to_string(dir.join("echoloop.1"));
+    let files = std::fs::read_dir(&dir).unwrap().count();
     std::fs::remove_dir_all(&dir).unwrap();
-    for page in ["echoloop.1", "echoloop-serve.1", "echoloop-client.1", "echoloop-completions.1"] {
-        assert!(pages.iter().any(|p| p == page), "{page} missing from {pages:?}");
-    }
-    let serve = serve.expect("echoloop-serve.1");
-    for flag in ["stats\\-interval", "summary\\-json", "max\\-pending", "workers"] {
-        assert!(serve.contains(flag), "--{flag} missing from echoloop-serve.1");
-    }
+    assert_eq!((code, files), (0, 1), "{stderr}");
+    assert_eq!(written.expect("echoloop.1"), run_bin(&["manpage"]).1);
+    let missing = dir.join("missing");
+    let (code, _, stderr) = run_bin(&["manpage", "--dir", missing.to_str().unwrap()]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("cannot write") && stderr.contains("missing/echoloop.1"), "{stderr}");
 }
 
 /// A completion script for every shell clap_complete knows, naming the subcommands and

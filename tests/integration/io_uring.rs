@@ -13,7 +13,7 @@ use std::sync::{Arc, Barrier, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use echoloop::{Model, Server, ServerConfig};
+use echoloop::{Model, Server};
 
 use crate::util::*;
 
@@ -68,12 +68,8 @@ fn ring_empty_count(log: &str) -> u64 {
 #[test]
 fn a_buffer_ring_that_runs_dry_still_echoes_exactly() {
     skip_if_kernel_refuses!();
-    let env = [
-        ("ECHOLOOP_IO_URING_BUFFERS", "4"),
-        ("ECHOLOOP_IO_URING_BUFFER_SIZE", "2048"),
-        ("RUST_LOG", "echoloop=debug"),
-    ];
-    let bin = serve_io_uring(&env, &["127.0.0.1:0"]);
+    let env = [("RUST_LOG", "echoloop=debug")];
+    let bin = serve_io_uring(&env, &["--uring-buffers", "4", "--uring-buffer-size", "2048", "127.0.0.1:0"]);
     let addr = bin.tcp();
     let clients = 48;
     let start = Arc::new(Barrier::new(clients));
@@ -100,10 +96,15 @@ fn a_buffer_ring_that_runs_dry_still_echoes_exactly() {
 #[test]
 fn a_client_that_does_not_read_is_held_at_the_cap_then_echoed_exactly() {
     skip_if_kernel_refuses!();
-    let env = [("ECHOLOOP_IO_URING_BUFFERS", "64")]; // 1 MiB of buffers, warmed up below
     let bin = serve_io_uring(
-        &env,
-        &["--max-pending", "64K", "--send-buffer", "64K", "--recv-buffer", "64K", "127.0.0.1:0"],
+        &[],
+        &[
+            "--uring-buffers=64", // 4 MiB of buffers, warmed up below
+            "--max-pending=64K",
+            "--send-buffer=64K",
+            "--recv-buffer=64K",
+            "127.0.0.1:0",
+        ],
     );
     let addr = bin.tcp();
     let warm = random_bytes(4 << 20, 41); // cycles through every provided buffer
@@ -138,7 +139,7 @@ fn a_client_that_does_not_read_is_held_at_the_cap_then_echoed_exactly() {
 fn tiny_pending_caps_still_echo_exactly() {
     skip_if_kernel_refuses!();
     for cap in [1, 7, 4099] {
-        let config = ServerConfig { max_pending: cap, send_buffer: Some(4096), ..config(Model::IoUring) };
+        let config = config(Model::IoUring).with_max_pending(cap).with_send_buffer(Some(4096));
         let server = TestServer::start(config);
         let data = random_bytes(96 * 1024, 44 + cap as u64);
         assert_same_bytes(&echo_chunked(server.connect(), data.clone(), 45), &data);
@@ -151,7 +152,7 @@ fn tiny_pending_caps_still_echo_exactly() {
 #[test]
 fn partial_sends_echo_several_mib_exactly() {
     skip_if_kernel_refuses!();
-    let config = ServerConfig { send_buffer: Some(4096), ..config(Model::IoUring) };
+    let config = config(Model::IoUring).with_send_buffer(Some(4096));
     let server = TestServer::start(config);
     let addr = server.tcp();
     let size = 4 << 20;
@@ -174,7 +175,7 @@ fn a_thousand_idle_connections_then_shutdown() {
     skip_if_kernel_refuses!();
     // Buffers are taken in ring order, so every one gets touched in time: a small ring,
     // gone round before the baseline, keeps that fixed cost out of the per-connection figure.
-    let bin = serve_io_uring(&[("ECHOLOOP_IO_URING_BUFFERS", "64")], &["127.0.0.1:0"]);
+    let bin = serve_io_uring(&[], &["--uring-buffers", "64", "127.0.0.1:0"]);
     let addr = bin.tcp();
     let mut first = connect(addr);
     for _ in 0..128 {
@@ -242,9 +243,10 @@ fn shutdown_echoes_an_exact_prefix_of_what_was_sent() {
 /// io_uring's accept reads RLIMIT_NOFILE when the request is armed, and a multishot accept
 /// stays armed, so lowering the limit of a running server (as `limits.rs` does for the event
 /// loop) would not be seen. The limit is set before the server starts instead, and clients
-/// use up the descriptors.
-#[test]
-fn out_of_descriptors_backs_off_then_serves_the_queue() {
+/// use up the descriptors. (This is io-uring's form of
+/// `reliability::descriptor_exhaustion_logs_a_few_lines_then_recovers`, and runs as its
+/// `io_uring` test: see `variants::Need::LimitLoweredWhileRunning`.)
+pub(crate) fn out_of_descriptors_backs_off_then_serves_the_queue() {
     skip_if_kernel_refuses!();
     const LIMIT: usize = 64;
     let script = format!("ulimit -n {LIMIT} && exec \"$0\" serve --model io-uring 127.0.0.1:0");
@@ -288,7 +290,7 @@ fn out_of_descriptors_backs_off_then_serves_the_queue() {
     let warnings = log.matches("pausing accepts").count();
     let paced = (start.elapsed().as_millis() / 100) as usize + 5;
     assert!(warnings <= paced, "{warnings} accept warnings in {:?}: not backing off", start.elapsed());
-    // Regression (issue 13.4 in this model): every pause ended with an INFO line
+    // Regression (the noisy back-off, in this model): every pause ended with an INFO line
     // ("resuming accepting connections"), ten a second for as long as descriptors were
     // short. The back-off log says when the episode starts and ends; a pause's end is debug.
     let infos = log.lines().filter(|line| line.contains(" INFO ") && line.contains("accept")).count();
@@ -312,21 +314,38 @@ fn refusal_is_one_line_and_exit_1() {
     }
 }
 
-/// A bad buffer-ring setting is named, before the server binds.
+/// A bad buffer-ring setting is a usage error naming the flag, before the server binds.
 #[test]
 fn a_bad_buffer_setting_is_named() {
+    let (code, stdout, stderr) =
+        run_bin(&["serve", "--model", "io-uring", "--uring-buffers", "1000", "127.0.0.1:0"]);
+    assert_eq!(code, 2, "stderr: {stderr}");
+    assert!(stdout.is_empty(), "bound before checking: {stdout}");
+    assert!(
+        stderr.contains("--uring-buffers 1000: the kernel's buffer ring takes a power of two"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+}
+
+/// Buffers the system will not give (here: more than the address space the process may
+/// have, `ulimit -v`) are refused while the server binds, before `listening on`: one line
+/// naming the settings and the cause, exit 1. (They were allocated once the server ran, after
+/// it had announced itself, and the error was a bare "Cannot allocate memory".)
+#[test]
+fn buffers_the_system_refuses_are_named_before_listening() {
     skip_if_kernel_refuses!();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_echoloop"))
-        .args(["serve", "--model", "io-uring", "127.0.0.1:0"])
-        .env("ECHOLOOP_IO_URING_BUFFERS", "1000")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    assert!(wait_until(IO_TIMEOUT, || child.try_wait().unwrap().is_some()), "did not exit");
-    let out = child.wait_with_output().unwrap();
+    // 1 GiB of address space: room for the program, not for 32768 buffers of 64 KiB (2 GiB).
+    let script = "ulimit -v 1048576 && exec \"$0\" serve --model io-uring --uring-buffers 32768 127.0.0.1:0";
+    let mut command = std::process::Command::new("/bin/sh");
+    command.args(["-c", script, env!("CARGO_BIN_EXE_echoloop")]);
+    let out = run_to_end(command);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(out.stdout.is_empty(), "bound before checking: {}", String::from_utf8_lossy(&out.stdout));
-    assert!(stderr.contains("ECHOLOOP_IO_URING_BUFFERS=\"1000\""), "stderr: {stderr}");
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert!(out.stdout.is_empty(), "announced before allocating: {}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        stderr.trim(),
+        "echoloop: io_uring: cannot allocate --uring-buffers 32768 x --uring-buffer-size 65536 \
+         (2147483648 bytes): Cannot allocate memory (os error 12)"
+    );
 }

@@ -4,7 +4,7 @@
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 
-use echoloop::{Model, ServerConfig};
+use echoloop::Model;
 
 use crate::util::*;
 
@@ -17,7 +17,7 @@ fn assert_echoes(stream: &mut TcpStream, message: &[u8]) {
 /// Over `max_connections` a client is closed at once; the others still echo; a freed slot is reused.
 #[test]
 fn fourth_client_is_rejected_and_a_freed_slot_is_reused() {
-    let server = TestServer::start(ServerConfig { max_connections: 3, ..config(Model::EventLoop) });
+    let server = TestServer::start(config(Model::EventLoop).with_max_connections(3));
     let mut clients: Vec<TcpStream> = (0..3).map(|_| server.connect()).collect();
     for (i, client) in clients.iter_mut().enumerate() {
         assert_echoes(client, format!("hello {i}").as_bytes()); // served: it is in the slab

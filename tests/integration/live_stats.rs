@@ -7,9 +7,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::util::{Bin, IO_TIMEOUT, connect, random_bytes, run_bin, wait_until, write_until_blocked};
+use super::variants::Variant;
 
 /// Messages of this size, one at a time, each echoed before the next is sent: each is one
-/// `read` on the server, so the line's `messages` count is exact.
+/// `read` on the server, so the line's `reads` count is exact.
 const MESSAGE: usize = 128;
 const MESSAGES: usize = 10;
 
@@ -60,8 +61,8 @@ fn total(server: &Bin, key: &str) -> u64 {
 /// The client may see its last echo a moment before the server has counted it (the event
 /// loop publishes its counts once per turn, after the turn's writes), so the test signals
 /// until the lines account for every byte; over all lines, every count must then be exact.
-fn sigusr1_line_counts_a_known_load(model: &str) {
-    let server = Bin::serve(&["127.0.0.1:0", "--model", model]);
+fn sigusr1_line_counts_a_known_load(variant: Variant) {
+    let server = Bin::serve(&[variant.args(), &["127.0.0.1:0"]].concat());
     let mut client = connect(server.tcp());
     round_trips(&mut client);
     let bytes = (MESSAGES * MESSAGE) as u64;
@@ -72,7 +73,7 @@ fn sigusr1_line_counts_a_known_load(model: &str) {
     assert!(wait_until(IO_TIMEOUT, counted_all), "lines never counted every byte:\n{}", server.stderr());
     let lines = stats_lines(&server);
     let last = lines.last().unwrap();
-    for (key, want) in [("accepted", 1), ("rejected", 0), ("messages", MESSAGES as u64)] {
+    for (key, want) in [("accepted", 1), ("rejected", 0), ("reads", MESSAGES as u64)] {
         assert_eq!(total(&server, key), want, "{key} over the lines:\n{}", lines.join("\n"));
     }
     for (key, want) in [("open", 1), ("pending", 0), ("peak", 1)] {
@@ -92,7 +93,7 @@ fn sigusr1_line_counts_a_known_load(model: &str) {
     round_trips(&mut connect(server.tcp()));
 }
 
-for_models!(sigusr1_line_counts_a_known_load);
+for_variants!(sigusr1_line_counts_a_known_load);
 
 /// `--stats-interval`: lines come on their own, and over all of them the counts add up to
 /// the load exactly. A connection over `--max-connections` shows as rejected.
@@ -109,12 +110,12 @@ fn interval_lines_add_up_to_the_load() {
     let done =
         || total("accepted") == 1 && total("rejected") == 1 && total("bytes") == (MESSAGES * MESSAGE) as u64;
     assert!(wait_until(IO_TIMEOUT, done), "lines never added up; stderr:\n{}", server.stderr());
-    assert_eq!(total("messages"), MESSAGES as u64);
+    assert_eq!(total("reads"), MESSAGES as u64);
     // Lines keep coming with nothing to report, and say the client has gone.
     let count = stats_lines(&server).len();
     assert!(wait_until(IO_TIMEOUT, || stats_lines(&server).len() >= count + 2), "lines stopped coming");
     let last = stats_lines(&server).pop().unwrap();
-    assert!(last.contains("open=0 accepted=0 rejected=0 messages/s=0 bytes/s=0 pending=0"), "{last}");
+    assert!(last.contains("open=0 accepted=0 rejected=0 reads/s=0 bytes/s=0 pending=0"), "{last}");
 }
 
 /// With `--workers 2`, one line sums the workers and shows each one's share.
@@ -125,9 +126,16 @@ fn workers_line_sums_and_splits() {
     for client in &mut clients {
         round_trips(client);
     }
-    let line = line_on_sigusr1(&server);
+    // As in `sigusr1_line_counts_a_known_load`: a worker may count its last echo a moment
+    // after the client read it, so signal until the lines account for every byte.
+    let bytes = (8 * MESSAGES * MESSAGE) as u64;
+    let counted_all = || {
+        line_on_sigusr1(&server);
+        total(&server, "bytes") == bytes
+    };
+    assert!(wait_until(IO_TIMEOUT, counted_all), "lines never counted every byte:\n{}", server.stderr());
+    let line = stats_lines(&server).pop().unwrap();
     assert_eq!(field(&line, "open"), 8, "{line}");
-    assert_eq!(field(&line, "bytes"), (8 * MESSAGES * MESSAGE) as u64, "{line}");
     let split =
         line.split(" per-worker open=[").nth(1).unwrap_or_else(|| panic!("no per-worker split: {line}"));
     let open: u64 = split.split(']').next().unwrap().split(',').map(|n| n.parse::<u64>().unwrap()).sum();
@@ -153,8 +161,9 @@ fn pending_shows_what_a_slow_client_holds() {
 /// but not the bytes of a partial frame dropped at EOF or of a frame over `--max-frame`,
 /// which were read and never became pending: `pending` stayed up (57 here) with nobody
 /// connected, for good. Every model now shows `pending=0` once both clients are gone.
-fn discarded_frames_leave_nothing_pending(model: &str) {
-    let server = Bin::serve(&["127.0.0.1:0", "--model", model, "--framing", "length", "--max-frame", "100"]);
+fn discarded_frames_leave_nothing_pending(variant: Variant) {
+    let flags = ["127.0.0.1:0", "--framing", "length", "--max-frame", "100"];
+    let server = Bin::serve(&[variant.args(), &flags].concat());
     let frame = |payload: &[u8]| [&(payload.len() as u32).to_be_bytes()[..], payload].concat();
     // A whole frame, then 3 bytes of a prefix, then EOF: the 3 bytes are discarded.
     let mut cut_short = connect(server.tcp());
@@ -175,7 +184,7 @@ fn discarded_frames_leave_nothing_pending(model: &str) {
     assert_eq!(field(&last, "pending"), 0, "{last}");
 }
 
-for_models!(discarded_frames_leave_nothing_pending);
+for_variants!(discarded_frames_leave_nothing_pending, needs: [Framing]);
 
 /// A path for a summary, unique per test.
 fn summary_path(name: &str) -> PathBuf {
@@ -207,7 +216,8 @@ fn summary_json_after_sigterm() {
     assert!(json["error"].is_null());
     assert_eq!(json["connections"], 3);
     assert_eq!(json["bytes_echoed"], 3 * MESSAGES * MESSAGE);
-    assert_eq!(json["messages"], 3 * MESSAGES);
+    assert_eq!(json["reads"], 3 * MESSAGES);
+    assert!(json.get("frames").is_none() && json.get("datagrams").is_none(), "{json}");
     assert_eq!(json["rejected"], 0);
     assert!(json["duration_secs"].as_f64().is_some_and(|d| d > 0.0), "{json}");
     let workers = json["per_worker"].as_array().expect("per_worker is a list");
@@ -215,6 +225,42 @@ fn summary_json_after_sigterm() {
     let served: u64 = workers.iter().map(|w| w["connections"].as_u64().unwrap()).sum();
     assert_eq!(served, 3);
 }
+
+/// With `--framing line` the reports count frames, not reads: the statistics line says
+/// `frames`, and the JSON summary has `frames` beside `reads`. Six lines, one of them cut
+/// in two by the client's writes, are six frames however many reads they took.
+fn framed_servers_count_frames(variant: Variant) {
+    let path = summary_path(&format!("frames-{variant:?}"));
+    let flags = ["127.0.0.1:0", "--framing", "line", "--summary-json", path.to_str().unwrap()];
+    let server = Bin::serve(&[variant.args(), &flags].concat());
+    let mut client = connect(server.tcp());
+    let lines = b"one\ntwo\nthree\nfour\nfive\nsix\n";
+    let (first, rest) = lines.split_at(9); // "one\ntwo\nt": the third line is cut
+    for (part, echoed) in [(first, &lines[..8]), (rest, &lines[8..])] {
+        client.write_all(part).unwrap();
+        let mut back = vec![0; echoed.len()];
+        client.read_exact(&mut back).unwrap();
+        assert_eq!(back, echoed);
+    }
+    let counted_all = || {
+        line_on_sigusr1(&server);
+        total(&server, "frames") == 6
+    };
+    assert!(wait_until(IO_TIMEOUT, counted_all), "lines never counted 6 frames:\n{}", server.stderr());
+    assert!(stats_lines(&server).iter().all(|line| !line.contains("reads")), "{}", server.stderr());
+    drop(client);
+    server.signal(libc::SIGTERM);
+    let (status, log) = server.wait(IO_TIMEOUT);
+    assert!(status.success(), "{status}; log:\n{log}");
+    assert!(log.contains("bytes (6 frames)"), "summary line:\n{log}");
+    let json = read_json(&path);
+    assert_eq!(json["frames"], 6, "{json}");
+    assert!(json["reads"].as_u64().is_some_and(|reads| reads >= 2), "{json}");
+    let per_worker = json["per_worker"].as_array().expect("per_worker is a list");
+    assert_eq!(per_worker.iter().map(|w| w["frames"].as_u64().unwrap()).sum::<u64>(), 6, "{json}");
+}
+
+for_variants!(framed_servers_count_frames, needs: [Framing]);
 
 /// A server that cannot even bind still writes its summary: exit reason "error", and the
 /// error it printed.

@@ -1,29 +1,40 @@
 //! Integration tests over real sockets on loopback. One test binary; one module per
 //! behaviour. Servers bind port 0; every wait is bounded; every process is cleaned up.
 
-/// `for_models!(body)` makes `mod body` with one `#[test]` per model, each calling
-/// `body(MODEL)` with the model's `--model` name (for tests that run the binary).
-macro_rules! for_models {
-    ($body:ident) => {
+/// `for_variants!(body)` makes `mod body` with one `#[test]` per server variant (every model,
+/// and the event loop with two workers: `variants::Variant`), each running `body(variant)`.
+/// `for_variants!(body, needs: [Framing])`: on a variant that lacks what the behaviour needs,
+/// the test checks what that variant does instead (`variants::Need`), never skips in silence.
+macro_rules! for_variants {
+    // The tests themselves, each calling `$call` (a closure taking the variant) through
+    // `variants::run`; used directly by macros that pass more than the variant.
+    (@tests $call:expr, [$($need:ident),*]) => {
+        for_variants!(@each $call, [$(crate::variants::Need::$need),*],
+            event_loop: EventLoop,
+            event_loop_workers2: Workers2,
+            thread_per_conn: ThreadPerConn,
+            blocking: Blocking,
+            io_uring: IoUring,
+        );
+    };
+    (@each $call:expr, $needs:expr, $($test:ident: $variant:ident),+ $(,)?) => {
+        $(
+            #[test]
+            fn $test() {
+                crate::variants::run(crate::variants::Variant::$variant, &$needs, $call)
+            }
+        )+
+    };
+    ($body:ident $(, needs: [$($need:ident),* $(,)?])?) => {
         mod $body {
-            #[test]
-            fn event_loop() {
-                super::$body("event-loop")
-            }
-            #[test]
-            fn thread_per_conn() {
-                super::$body("thread-per-conn")
-            }
-            #[test]
-            fn blocking() {
-                super::$body("blocking")
-            }
+            for_variants!(@tests |variant| super::$body(variant), [$($($need),*)?]);
         }
     };
 }
 
 mod models; // every model side by side: echo, half-close, idle, limits, shutdown, workers
 mod util;
+mod variants; // the server set-ups `for_variants!` runs each behaviour against
 
 /// Socket activation: a listening socket passed in as systemd does, for every model.
 mod activation;
@@ -69,7 +80,7 @@ mod netns;
 mod partial_writes;
 /// Regressions and hostile clients.
 mod regression;
-/// Issue 13's regressions: Unix socket files, the start-up signal window, the back-off log, limits.
+/// Faults found by attacking the server: Unix socket files, the start-up signal window, the back-off log, limits.
 mod reliability;
 /// Graceful shutdown on SIGTERM / SIGINT, and the grace period.
 mod shutdown;

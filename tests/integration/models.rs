@@ -1,7 +1,6 @@
-//! The models side by side: one body per behaviour, then thin `#[test]` wrappers that run it
-//! against each model (event-loop, event-loop with two workers, thread-per-conn, blocking,
-//! io-uring), so `cargo test models::half_close` compares them all at once. The io-uring
-//! variant is skipped, with the reason printed, only where the kernel refuses io_uring.
+//! The models side by side: one body per behaviour, run by `for_variants!` against each
+//! model (event-loop, event-loop with two workers, thread-per-conn, blocking, io-uring), so
+//! `cargo test models::half_close` compares them all at once.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -12,90 +11,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use echoloop::{ListenAddr, Model, ServerConfig};
+use echoloop::ListenAddr;
 
 use super::util::{
-    Bin, IO_TIMEOUT, TestServer, assert_same_bytes, config, connect, echo_chunked, join_bounded,
-    random_bytes, run_bin,
+    Bin, IO_TIMEOUT, TestServer, assert_same_bytes, connect, echo_chunked, join_bounded, random_bytes,
 };
-
-/// A server set-up under test (also used by `framing.rs`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Variant {
-    EventLoop,
-    Workers2,
-    ThreadPerConn,
-    Blocking,
-    IoUring,
-}
-
-impl Variant {
-    /// A config on 127.0.0.1:0 (short grace) for this variant.
-    pub(crate) fn config(self) -> ServerConfig {
-        match self {
-            Variant::EventLoop => config(Model::EventLoop),
-            Variant::Workers2 => ServerConfig { workers: 2, ..config(Model::EventLoop) },
-            Variant::ThreadPerConn => config(Model::ThreadPerConn),
-            Variant::Blocking => config(Model::Blocking),
-            Variant::IoUring => config(Model::IoUring),
-        }
-    }
-
-    /// The `serve` flags that select this variant on the command line.
-    pub(crate) fn args(self) -> &'static [&'static str] {
-        match self {
-            Variant::EventLoop => &["--model", "event-loop"],
-            Variant::Workers2 => &["--model", "event-loop", "--workers", "2"],
-            Variant::ThreadPerConn => &["--model", "thread-per-conn"],
-            Variant::Blocking => &["--model", "blocking"],
-            Variant::IoUring => &["--model", "io-uring"],
-        }
-    }
-
-    /// Why this variant cannot run here, if it cannot: only a kernel that refuses io_uring.
-    fn unavailable(self) -> Option<String> {
-        match self {
-            Variant::IoUring => super::io_uring::kernel_refuses(),
-            _ => None,
-        }
-    }
-
-    /// Only the blocking model serves clients one after another.
-    fn serves_one_at_a_time(self) -> bool {
-        self == Variant::Blocking
-    }
-}
-
-/// `for_variants!(body: a => Variant::A, ...)` makes `mod body { #[test] fn a() ... }`.
-macro_rules! for_variants {
-    ($body:ident: $($name:ident => $variant:expr),+ $(,)?) => {
-        mod $body {
-            use super::Variant;
-            $(
-                #[test]
-                fn $name() {
-                    if let Some(reason) = $variant.unavailable() {
-                        return eprintln!("skipped: {reason}");
-                    }
-                    super::$body($variant)
-                }
-            )+
-        }
-    };
-}
-
-/// Every model and the two-worker event loop.
-macro_rules! for_all_variants {
-    ($body:ident) => {
-        for_variants!($body:
-            event_loop => Variant::EventLoop,
-            event_loop_workers2 => Variant::Workers2,
-            thread_per_conn => Variant::ThreadPerConn,
-            blocking => Variant::Blocking,
-            io_uring => Variant::IoUring,
-        );
-    };
-}
+use super::variants::Variant;
 
 /// Many clients send random data in random chunks and get back exactly what they sent; the
 /// summary counts every connection and byte. (The blocking model: one client after another.)
@@ -119,7 +40,7 @@ fn many_clients_echo_exactly(variant: Variant) {
     assert_eq!(summary.bytes_echoed, clients * size as u64);
     assert_eq!(summary.rejected, 0);
 }
-for_all_variants!(many_clients_echo_exactly);
+for_variants!(many_clients_echo_exactly);
 
 /// A client that half-closes before reading anything still gets its whole echo, then EOF:
 /// the server finishes echoing, then closes its side.
@@ -136,13 +57,13 @@ fn half_close(variant: Variant) {
     let summary = server.stop();
     assert_eq!((summary.connections, summary.bytes_echoed), (1, data.len() as u64));
 }
-for_all_variants!(half_close);
+for_variants!(half_close);
 
 /// A client that goes quiet is closed once `--idle-timeout` has passed (and not before); a
 /// second client is served meanwhile, or, in the blocking model, right after.
 fn idle_timeout_closes_quiet_clients(variant: Variant) {
     let timeout = Duration::from_millis(500);
-    let server = TestServer::start(ServerConfig { idle_timeout: Some(timeout), ..variant.config() });
+    let server = TestServer::start(variant.config().with_idle_timeout(Some(timeout)));
     let mut quiet = server.connect();
     let last_activity = Instant::now(); // the server's last activity comes after this
     expect_echo(&mut quiet, b"ping");
@@ -162,17 +83,16 @@ fn idle_timeout_closes_quiet_clients(variant: Variant) {
     drop(second);
     assert_eq!(server.stop().connections, 2);
 }
-for_all_variants!(idle_timeout_closes_quiet_clients);
+for_variants!(idle_timeout_closes_quiet_clients);
 
 /// A client that sends but never reads moves no bytes once the buffers are full, so the idle
 /// timeout closes it too (the threaded models learn it from SO_SNDTIMEO).
 fn idle_timeout_closes_clients_that_never_read(variant: Variant) {
-    let config = ServerConfig {
-        idle_timeout: Some(Duration::from_millis(500)),
-        send_buffer: Some(16 * 1024),
-        recv_buffer: Some(16 * 1024),
-        ..variant.config()
-    };
+    let config = variant
+        .config()
+        .with_idle_timeout(Some(Duration::from_millis(500)))
+        .with_send_buffer(Some(16 * 1024))
+        .with_recv_buffer(Some(16 * 1024));
     let server = TestServer::start(config);
     let stream = connect_small_buffers(server.tcp());
     let (sent, writer) = write_without_reading(stream.try_clone().unwrap());
@@ -185,7 +105,7 @@ fn idle_timeout_closes_clients_that_never_read(variant: Variant) {
     assert_eq!(summary.connections, 1);
     assert!(summary.bytes_echoed < sent.load(Ordering::SeqCst), "echoed more than was sent");
 }
-for_all_variants!(idle_timeout_closes_clients_that_never_read);
+for_variants!(idle_timeout_closes_clients_that_never_read);
 
 /// SIGTERM to the real binary, with one client connected and idle: the blocked reads and
 /// accepts wake up, the client sees the server close, and the process exits 0 after logging
@@ -209,7 +129,7 @@ fn sigterm_exits_zero_with_summary(variant: Variant) {
         Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset),
     }
 }
-for_all_variants!(sigterm_exits_zero_with_summary);
+for_variants!(sigterm_exits_zero_with_summary);
 
 /// Regression: main.rs installed the signal handlers only after printing `listening on`, so
 /// a SIGTERM sent as soon as that line was read killed the process (status 143) about one
@@ -225,19 +145,18 @@ fn sigterm_right_after_the_listening_line(variant: Variant) {
         assert!(stderr.contains("summary: served 0 connections"), "stderr:\n{stderr}");
     }
 }
-for_all_variants!(sigterm_right_after_the_listening_line);
+for_variants!(sigterm_right_after_the_listening_line);
 
 /// A stop with a client that keeps sending and never reads: reading stops at once, the
 /// stuck echo gets `--shutdown-grace`, and the server returns soon after, whatever the
 /// client does. What the client finally reads is a prefix of what it sent.
 fn shutdown_is_bounded_by_grace(variant: Variant) {
     let grace = Duration::from_millis(500);
-    let config = ServerConfig {
-        shutdown_grace: grace,
-        send_buffer: Some(16 * 1024),
-        recv_buffer: Some(16 * 1024),
-        ..variant.config()
-    };
+    let config = variant
+        .config()
+        .with_shutdown_grace(grace)
+        .with_send_buffer(Some(16 * 1024))
+        .with_recv_buffer(Some(16 * 1024));
     let server = TestServer::start(config);
     let mut stream = connect_small_buffers(server.tcp());
     expect_echo(&mut stream, b"x"); // the connection is being served (not queued)
@@ -255,7 +174,7 @@ fn shutdown_is_bounded_by_grace(variant: Variant) {
     assert_eq!(summary.connections, 1);
     assert!(summary.bytes_echoed >= echoed.len() as u64, "the client read more than the summary says");
 }
-for_all_variants!(shutdown_is_bounded_by_grace);
+for_variants!(shutdown_is_bounded_by_grace);
 
 /// Regression: on a stop, the threaded models closed a connection as soon as they had
 /// written back what they had read. The client was still sending, so the close found unread
@@ -313,36 +232,55 @@ fn a_stop_while_the_client_sends_delivers_every_echo(variant: Variant) {
     );
     assert_eq!(got.len() as u64 + 1, summary.bytes_echoed, "the summary counts bytes the client never got");
 }
-for_all_variants!(a_stop_while_the_client_sends_delivers_every_echo);
+for_variants!(a_stop_while_the_client_sends_delivers_every_echo);
 
-/// Over `--max-connections`, a client is accepted and closed at once; the others stay served.
+/// Over `--max-connections` (2 here), a client is accepted and closed at once; the others
+/// stay served. The cap is per worker, and the kernel picks the worker: with two, of five
+/// clients one at least is closed, and the summary counts each as served or rejected.
 fn max_connections_rejects_the_extra_client(variant: Variant) {
-    let server = TestServer::start(ServerConfig { max_connections: 2, ..variant.config() });
-    let mut first = server.connect();
-    let mut second = server.connect();
-    expect_echo(&mut first, b"one");
-    expect_echo(&mut second, b"two");
-    let mut third = server.connect();
-    let mut buf = [0; 1];
-    match third.read(&mut buf) {
-        Ok(n) => assert_eq!(n, 0, "the third client was served"),
-        Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset),
+    let config = variant.config().with_max_connections(2);
+    let capacity = 2 * config.workers;
+    let server = TestServer::start(config);
+    let (mut served, mut rejected) = (Vec::new(), 0);
+    for i in 0..=capacity {
+        let mut client = server.connect();
+        match served_or_closed(&mut client, format!("client {i}").as_bytes()) {
+            true => served.push(client),
+            false => rejected += 1,
+        }
     }
-    expect_echo(&mut first, b"still here");
-    drop((first, second, third));
+    assert!(served.len() <= capacity && rejected >= 1, "{} served, {rejected} rejected", served.len());
+    if variant.config().workers == 1 {
+        assert_eq!(served.len(), capacity, "a client under the cap was rejected");
+    }
+    for client in &mut served {
+        expect_echo(client, b"still here");
+    }
+    let count = served.len() as u64;
+    drop(served);
     let summary = server.stop();
-    assert_eq!((summary.connections, summary.rejected), (2, 1));
+    assert_eq!((summary.connections, summary.rejected), (count, rejected));
 }
-for_variants!(max_connections_rejects_the_extra_client:
-    event_loop => Variant::EventLoop,
-    thread_per_conn => Variant::ThreadPerConn,
-    io_uring => Variant::IoUring,
-);
+for_variants!(max_connections_rejects_the_extra_client, needs: [Concurrency]);
+
+/// Send `data`: true if it comes back, false if the server closes the connection instead.
+fn served_or_closed(client: &mut TcpStream, data: &[u8]) -> bool {
+    client.write_all(data).expect("send"); // a closed peer takes it; it answers with a reset
+    let mut echo = vec![0; data.len()];
+    match client.read_exact(&mut echo) {
+        Ok(()) => {
+            assert_same_bytes(&echo, data);
+            true
+        }
+        Err(e) if matches!(e.kind(), ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset) => false,
+        Err(e) => panic!("neither an echo nor a close: {e}"),
+    }
+}
 
 /// Every model serves a Unix domain socket, and removes the socket file when it stops.
 fn unix_socket_echo(variant: Variant) {
     let path = socket_path(&format!("{variant:?}"));
-    let server = TestServer::start(ServerConfig { addr: ListenAddr::Unix(path.clone()), ..variant.config() });
+    let server = TestServer::start(variant.config().with_addr(ListenAddr::Unix(path.clone())));
     let clients = if variant.serves_one_at_a_time() { 1 } else { 4 };
     let threads: Vec<_> = (0..clients)
         .map(|i| {
@@ -360,38 +298,7 @@ fn unix_socket_echo(variant: Variant) {
     assert_eq!(server.stop().bytes_echoed, clients * 300_000);
     assert!(!path.exists(), "{} was not removed", path.display());
 }
-for_variants!(unix_socket_echo:
-    event_loop => Variant::EventLoop,
-    thread_per_conn => Variant::ThreadPerConn,
-    blocking => Variant::Blocking,
-    io_uring => Variant::IoUring,
-);
-
-/// The blocking model in one picture: while client A is connected, client B's bytes get no
-/// echo (B waits in the kernel's accept queue); once A leaves, B is served.
-#[test]
-fn blocking_second_client_waits_for_the_first() {
-    let server = TestServer::start(Variant::Blocking.config());
-    let mut a = server.connect();
-    expect_echo(&mut a, b"A is being served");
-    let mut b = server.connect(); // the handshake completes: the kernel queues B
-    b.write_all(b"B waits").unwrap();
-    b.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
-    let mut buf = [0; 7];
-    let waiting = b.read(&mut buf);
-    assert!(
-        matches!(&waiting, Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)),
-        "B got {waiting:?} while A was connected"
-    );
-    expect_echo(&mut a, b"A is still served");
-    drop(a);
-    b.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    b.read_exact(&mut buf).expect("B is served once A has left");
-    assert_eq!(&buf, b"B waits");
-    drop(b);
-    let summary = server.stop();
-    assert_eq!((summary.connections, summary.peak_connections), (2, 1));
-}
+for_variants!(unix_socket_echo, needs: [UnixSocket]);
 
 /// `--workers 2`: the kernel spreads connections over both loops (SO_REUSEPORT hashes the
 /// 4-tuple, so 128 clients all landing on one worker has odds of 2^-127), and every client,
@@ -424,18 +331,6 @@ fn workers_spread_connections_and_echo_exactly() {
     );
     let expected: u64 = (0..64).map(|i| 1000 + i).sum::<u64>() + 64 * 20_000;
     assert_eq!(summary.bytes_echoed, expected);
-}
-
-/// `--workers 2` needs SO_REUSEPORT, which Unix sockets do not have: a clear error, exit 2.
-#[test]
-fn workers_with_a_unix_address_are_rejected() {
-    let path = socket_path("workers");
-    let addr = format!("unix:{}", path.display());
-    let (code, stdout, stderr) = run_bin(&["serve", "--workers", "2", &addr]);
-    assert_eq!(code, 2, "stdout: {stdout}\nstderr: {stderr}");
-    assert!(stderr.contains("--workers 2 needs a TCP address"), "stderr: {stderr}");
-    assert_eq!(stderr.lines().count(), 1, "one line expected: {stderr}");
-    assert!(!path.exists());
 }
 
 /// Send `data`, read the same bytes back.

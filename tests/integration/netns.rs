@@ -1,4 +1,4 @@
-//! A real network between client and server (issue 13): each test makes two network
+//! A real network between client and server: each test makes two network
 //! namespaces joined by a veth pair, shapes the link (`tbf`: a low rate delays, a small
 //! queue drops packets so TCP retransmits; MTU changes), runs the real server in one
 //! namespace and its clients in the other, and checks exact echo (large transfers,
@@ -24,6 +24,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::util::*;
+use crate::variants::Variant;
 
 /// How the link is shaped, the same in both directions.
 #[derive(Debug, Clone, Copy)]
@@ -191,30 +192,26 @@ fn large_transfer_over_a_lossy_link_is_exact() {
 /// 40 clients at once over a 100 Mbit/s link whose ends disagree on the MTU (9000 at the
 /// server, 1400 at the client): each sends random data in random chunks, half-closes, and
 /// gets exactly its bytes back; a few send everything before reading anything.
-#[test]
-fn many_clients_and_half_close_over_mismatched_mtus() {
+fn many_clients_and_half_close_over_mismatched_mtus(variant: Variant) {
     let shape = Shape { rate: "100mbit", limit: 64_000, mtu: (9000, 1400) };
     let Some(link) = Link::new("many_clients_and_half_close_over_mismatched_mtus", shape) else { return };
-    for (model, flags) in
-        [("event-loop", &["--model", "event-loop"][..]), ("thread-per-conn", &["--model", "thread-per-conn"])]
-    {
-        let server = link.serve(flags);
-        let addr = server.tcp();
-        let start = Instant::now();
-        let verified = link.in_client_ns(move || {
-            let clients: Vec<_> = (0..40u64).map(|i| thread::spawn(move || one_client(addr, i))).collect();
-            clients.into_iter().map(|c| join_bounded(c, Duration::from_secs(60))).sum::<usize>()
-        });
-        eprintln!(
-            "netns {model}: 40 clients, {verified} bytes echoed exactly in {:.2?} over {shape:?}",
-            start.elapsed()
-        );
-        server.signal(libc::SIGTERM);
-        let (status, log) = server.wait(IO_TIMEOUT);
-        assert!(status.success(), "{status:?}\n{log}");
-        assert_eq!(summary_echoed_bytes(&log), verified as u64, "{log}");
-    }
+    let server = link.serve(variant.args());
+    let addr = server.tcp();
+    let start = Instant::now();
+    let verified = link.in_client_ns(move || {
+        let clients: Vec<_> = (0..40u64).map(|i| thread::spawn(move || one_client(addr, i))).collect();
+        clients.into_iter().map(|c| join_bounded(c, Duration::from_secs(60))).sum::<usize>()
+    });
+    eprintln!(
+        "netns {variant:?}: 40 clients, {verified} bytes echoed exactly in {:.2?} over {shape:?}",
+        start.elapsed()
+    );
+    server.signal(libc::SIGTERM);
+    let (status, log) = server.wait(IO_TIMEOUT);
+    assert!(status.success(), "{status:?}\n{log}");
+    assert_eq!(summary_echoed_bytes(&log), verified as u64, "{log}");
 }
+for_variants!(many_clients_and_half_close_over_mismatched_mtus, needs: [Concurrency]);
 
 /// Client `i`: random data with a half-close, checked byte for byte; the bytes echoed.
 fn one_client(addr: SocketAddr, i: u64) -> usize {

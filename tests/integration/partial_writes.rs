@@ -53,12 +53,9 @@ fn tiny_send_buffer_forces_partial_writes_and_echo_stays_exact() {
 /// 50 clients at once through 4 KiB send buffers and a 5000-byte pending cap: all exact.
 #[test]
 fn many_clients_with_partial_writes_and_a_small_cap() {
-    use echoloop::{Model, ServerConfig};
-    let server = TestServer::start(ServerConfig {
-        send_buffer: Some(4096),
-        max_pending: 5000,
-        ..config(Model::EventLoop)
-    });
+    use echoloop::Model;
+    let server =
+        TestServer::start(config(Model::EventLoop).with_send_buffer(Some(4096)).with_max_pending(5000));
     let clients: Vec<_> = (0..50u64)
         .map(|i| {
             let stream = server.connect();

@@ -6,14 +6,15 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use echoloop::{Model, ServerConfig};
+use echoloop::Model;
 
 use crate::util::*;
+use crate::variants::Variant;
 
 /// A client reset (SO_LINGER 0) with echoes pending disturbs no other client; the server goes on.
 #[test]
 fn client_reset_with_pending_echoes_disturbs_nobody() {
-    let server = TestServer::start(ServerConfig { send_buffer: Some(4096), ..config(Model::EventLoop) });
+    let server = TestServer::start(config(Model::EventLoop).with_send_buffer(Some(4096)));
     let addr = server.tcp();
     // A bystander doing round trips until told to stop, checking each echo.
     let (stop, trips) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
@@ -50,8 +51,8 @@ fn client_reset_with_pending_echoes_disturbs_nobody() {
 /// Regression (found in review): an urgent (MSG_OOB) byte stops a TCP read short of the data
 /// behind it, so the short-read rule left "efg" unread with no edge to come, and without
 /// SO_OOBINLINE the urgent byte itself was never echoed. Every byte comes back, in order.
-fn urgent_byte_is_echoed_in_place(model: Model) {
-    let server = TestServer::start(config(model));
+fn urgent_byte_is_echoed_in_place(variant: Variant) {
+    let server = TestServer::start(variant.config());
     let stream = server.connect();
     let socket = socket2::SockRef::from(&stream);
     socket.send(b"abc").unwrap();
@@ -63,20 +64,4 @@ fn urgent_byte_is_echoed_in_place(model: Model) {
     assert_eq!(got, b"abcdefg");
 }
 
-#[test]
-fn urgent_byte_is_echoed_in_place_event_loop() {
-    urgent_byte_is_echoed_in_place(Model::EventLoop);
-}
-
-#[test]
-fn urgent_byte_is_echoed_in_place_thread_per_conn() {
-    urgent_byte_is_echoed_in_place(Model::ThreadPerConn);
-}
-
-#[test]
-fn urgent_byte_is_echoed_in_place_io_uring() {
-    if let Some(reason) = crate::io_uring::kernel_refuses() {
-        return eprintln!("skipped: {reason}");
-    }
-    urgent_byte_is_echoed_in_place(Model::IoUring);
-}
+for_variants!(urgent_byte_is_echoed_in_place);

@@ -82,10 +82,10 @@ fn grace_period_ends_a_shutdown_that_cannot_finish() {
 /// Idle clients do not hold a shutdown up: they get a clean EOF at once, not after the grace.
 #[test]
 fn idle_clients_are_closed_at_once_on_shutdown() {
-    use echoloop::{Model, ServerConfig};
+    use echoloop::Model;
     use std::io::Write;
     let grace = Duration::from_secs(20);
-    let server = TestServer::start(ServerConfig { shutdown_grace: grace, ..config(Model::EventLoop) });
+    let server = TestServer::start(config(Model::EventLoop).with_shutdown_grace(grace));
     let silent = server.connect();
     let mut talked = server.connect();
     talked.write_all(b"hello").unwrap();

@@ -65,7 +65,7 @@ fn live_statistics_count_datagrams() {
         "lines never counted every byte:\n{}",
         server.stderr()
     );
-    assert_eq!(total("messages"), sizes.len() as u64, "{}", lines().join("\n"));
+    assert_eq!(total("datagrams"), sizes.len() as u64, "{}", lines().join("\n"));
     let last = lines().pop().unwrap();
     assert_eq!(field(&last, "pending"), 0, "{last}");
 }
@@ -89,9 +89,10 @@ fn echoes_every_size_unchanged() {
         assert_same_bytes(&reply[..n], &datagram);
     }
     let summary = server.stop();
-    assert_eq!(summary.datagrams.echoed, sizes.len() as u64);
+    let datagrams = summary.datagrams.expect("a UDP server counts datagrams");
+    assert_eq!(datagrams.echoed, sizes.len() as u64);
     assert_eq!(summary.bytes_echoed, sizes.iter().sum::<usize>() as u64);
-    assert_eq!(summary.datagrams.dropped(), 0);
+    assert_eq!(datagrams.dropped(), 0);
 }
 
 /// `udp:[::1]:0` serves IPv6, and the address says so.
@@ -208,7 +209,9 @@ fn reserved_source_ports_are_never_answered() {
     if let Some(why) = no_namespaces() {
         return eprintln!("reserved_source_ports_are_never_answered: skipped: {why}");
     }
-    let server = serve_in_namespace(&["udp:127.0.0.1:0", "-v"]);
+    let json_path = std::env::temp_dir().join(format!("echoloop-udp-reserved-{}.json", std::process::id()));
+    let server =
+        serve_in_namespace(&["udp:127.0.0.1:0", "-v", "--summary-json", json_path.to_str().unwrap()]);
     let addr: SocketAddr = server.addr.strip_prefix("udp:").unwrap().parse().unwrap();
     let (reserved, ordinary, _raw) = in_namespace_of(server.pid(), move || {
         let reserved: Vec<UdpSocket> =
@@ -236,9 +239,23 @@ fn reserved_source_ports_are_never_answered() {
     }
     let summary = summary_line(server);
     assert!(
-        summary.ends_with("summary: echoed 1 datagrams (5 bytes), dropped 5 (source port 5, reply queue full 0, send failed 0)"),
+        summary.ends_with(
+            "summary: echoed 1 datagrams (5 bytes), dropped 5: 5 sent from a reserved source port \
+             (0, 7, 13, 17, 19), 0 pushed out of the full reply queue, 0 failed to send"
+        ),
         "{summary}"
     );
+    // The drops reach the JSON summary too, by cause.
+    let text = std::fs::read_to_string(&json_path).expect("the JSON summary");
+    std::fs::remove_file(&json_path).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let datagrams = &json["datagrams"];
+    assert_eq!(
+        (datagrams["echoed"].as_u64(), datagrams["dropped_reserved_port"].as_u64()),
+        (Some(1), Some(5))
+    );
+    assert_eq!(datagrams["dropped_queue_full"], 0, "{json}");
+    assert_eq!(json["reads"], 6, "every datagram received is a read: {json}");
 }
 
 /// When the kernel refuses replies for a while (`send_to` says `WouldBlock`), they queue up
@@ -318,12 +335,11 @@ fn a_full_reply_queue_drops_the_oldest() {
     let counts = format!("echoed {} datagrams ({} bytes), dropped ", seen.len(), seen.len() * 1000);
     assert!(summary.contains(&counts), "{summary}\nexpected: {counts}");
     let queue_full: usize = summary
-        .split("reply queue full ")
-        .nth(1)
-        .and_then(|rest| rest.split(',').next())
+        .split(", ")
+        .find_map(|part| part.strip_suffix(" pushed out of the full reply queue"))
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no queue count in {summary}"));
     let missing = SENT as usize - seen.len();
     assert!(queue_full > 0 && queue_full <= missing, "{queue_full} dropped by the queue, {missing} missing");
-    assert!(summary.ends_with("send failed 0)"), "{summary}");
+    assert!(summary.ends_with(", 0 failed to send"), "{summary}");
 }

@@ -18,12 +18,9 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A config on 127.0.0.1:0 for `model`, with a short shutdown grace.
 pub fn config(model: Model) -> ServerConfig {
-    ServerConfig {
-        addr: "127.0.0.1:0".parse().unwrap(),
-        model,
-        shutdown_grace: Duration::from_secs(2),
-        ..ServerConfig::default()
-    }
+    ServerConfig::new("127.0.0.1:0".parse().unwrap())
+        .with_model(model)
+        .with_shutdown_grace(Duration::from_secs(2))
 }
 
 /// A server running in this process on its own thread.
@@ -265,6 +262,8 @@ impl Bin {
 
     /// Send it a signal.
     pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) takes no pointer; the pid is our own child's, not yet reaped (the
+        // `Child` is still held), so it cannot name another process.
         let rc = unsafe { libc::kill(self.child.id() as i32, signal) };
         assert_eq!(rc, 0, "kill failed");
     }
@@ -429,7 +428,7 @@ impl SocketPath {
 
     /// A config for `model` listening here.
     pub fn config(&self, model: Model) -> ServerConfig {
-        ServerConfig { addr: ListenAddr::Unix(self.0.clone()), ..config(model) }
+        config(model).with_addr(ListenAddr::Unix(self.0.clone()))
     }
 }
 

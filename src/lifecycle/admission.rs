@@ -1,0 +1,69 @@
+//! Admission: what happens to a connection the moment it is accepted, in every model.
+//!
+//! At `--max-connections` the connection is accepted and closed at once, with a warning,
+//! rather than left in the kernel's accept queue: there its client would wait for a server
+//! that never comes, and a readiness loop would be told "the listener is readable" again and
+//! again. Every other connection gets the per-connection socket options (`net::options`),
+//! and, in a blocking model, the idle timeout as socket timeouts (see `idle.rs`); a socket
+//! that refuses them (most often: the client has reset it already) is closed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use log::{debug, warn};
+use socket2::{SockRef, Socket};
+
+use super::idle::set_socket_timeouts;
+use crate::config::ServerConfig;
+use crate::net::{Peer, SocketOptions};
+use crate::stats::Stats;
+
+/// The rules a freshly accepted connection passes before it is served.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    /// `--max-connections`: live connections per server (per worker).
+    max_connections: usize,
+    /// SO_SNDBUF, SO_RCVBUF, TCP_NODELAY, inline urgent data.
+    options: SocketOptions,
+    /// The blocking models' idle timeout (SO_RCVTIMEO / SO_SNDTIMEO); `None` for the loops,
+    /// which keep idle deadlines themselves.
+    socket_timeout: Option<Duration>,
+    /// Where a refused connection is counted.
+    stats: Arc<Stats>,
+}
+
+impl Admission {
+    /// The rules of `config`, for a loop (event loop, io-uring), counting refusals in `stats`.
+    pub fn new(config: &ServerConfig, stats: Arc<Stats>) -> Admission {
+        let options = SocketOptions::from_config(config);
+        Admission { max_connections: config.max_connections, options, socket_timeout: None, stats }
+    }
+
+    /// The rules of `config` for a blocking model: the same, and the idle timeout becomes
+    /// the socket's timeouts, because a thread asleep in `read` cannot look at a timer.
+    pub fn blocking(config: &ServerConfig, stats: Arc<Stats>) -> Admission {
+        Admission { socket_timeout: config.idle_timeout, ..Admission::new(config, stats) }
+    }
+
+    /// May the connection on `socket`, accepted while `open` others are served, be served
+    /// too? If not, it has been logged (and counted if over the cap); the caller drops the
+    /// socket, which closes it. `peer` is asked only for a log line (the io-uring model's
+    /// accept does not return the peer's address, and looking it up costs a system call).
+    pub fn admit(&self, open: usize, socket: &Socket, tcp: bool, peer: impl FnOnce() -> Peer) -> bool {
+        if open >= self.max_connections {
+            warn!("max-connections {} reached: closing connection from {}", self.max_connections, peer());
+            self.stats.connection_rejected();
+            return false;
+        }
+        let prepared =
+            self.options.apply(SockRef::from(socket), tcp).and_then(|()| match self.socket_timeout {
+                Some(timeout) => set_socket_timeouts(socket, timeout),
+                None => Ok(()),
+            });
+        if let Err(e) = prepared {
+            debug!("accept: socket options for {} failed, closing: {e}", peer());
+            return false;
+        }
+        true
+    }
+}
