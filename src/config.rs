@@ -91,6 +91,12 @@ pub struct ServerConfig {
     /// in ring order, so in time every one is touched: `uring_buffers * uring_buffer_size`
     /// is a fixed cost (16 MiB by default), whatever the number of connections.
     pub uring_buffer_size: usize,
+    /// UDP only: datagrams received or sent per system call (`recvmmsg`/`sendmmsg`), 1 to
+    /// 64. Each of the batch's receive slots is 64 KiB, touched only as datagrams fill it.
+    pub udp_batch: usize,
+    /// UDP only: let the kernel join a train of equal-sized datagrams from one sender into
+    /// one receive (GRO) and split the echoed train again (GSO), where it can.
+    pub udp_offload: bool,
 }
 
 impl Default for ServerConfig {
@@ -110,6 +116,8 @@ impl Default for ServerConfig {
             max_frame: 64 * 1024,
             uring_buffers: 256,
             uring_buffer_size: 64 * 1024,
+            udp_batch: 64,
+            udp_offload: true,
         }
     }
 }
@@ -149,6 +157,8 @@ impl ServerConfig {
         with_max_frame => max_frame: usize,
         with_uring_buffers => uring_buffers: usize,
         with_uring_buffer_size => uring_buffer_size: usize,
+        with_udp_batch => udp_batch: usize,
+        with_udp_offload => udp_offload: bool,
     }
 
     /// The framing with its limit, as a connection uses it.
@@ -285,6 +295,9 @@ impl ServerConfig {
                 self.framing.name()
             ));
         }
+        if !(1..=64).contains(&self.udp_batch) {
+            return Err(format!("--udp-batch {} must be between 1 and 64", self.udp_batch));
+        }
         Ok(())
     }
 }
@@ -373,8 +386,13 @@ mod tests {
         assert!(config.validate().unwrap_err().contains("not thread-per-conn"));
         let config = ServerConfig { workers: 2, ..udp.clone() };
         assert!(config.validate().unwrap_err().contains("one socket"));
-        let config = ServerConfig { framing: Framing::Line, ..udp };
+        let config = ServerConfig { framing: Framing::Line, ..udp.clone() };
         assert!(config.validate().unwrap_err().contains("--framing line"));
+        for batch in [0, 65] {
+            let config = ServerConfig { udp_batch: batch, ..udp.clone() };
+            assert!(config.validate().unwrap_err().contains("--udp-batch"), "{batch}");
+        }
+        assert_eq!(ServerConfig { udp_batch: 1, udp_offload: false, ..udp }.validate(), Ok(()));
     }
 
     #[test]

@@ -67,7 +67,7 @@ impl Server {
         if let ListenAddr::Udp(addr) = config.addr {
             let socket = net::bind_udp(addr, config.send_buffer, config.recv_buffer)?;
             let stats = ServerStats::new(1, Counted::Datagrams);
-            let udp = UdpEcho::new(socket, config.shutdown_grace, &shutdown, stats.worker(0))?;
+            let udp = UdpEcho::new(socket, config, &shutdown, stats.worker(0))?;
             let addr = ListenAddr::Udp(udp.local_addr()?);
             return Ok(Server::new(addr, shutdown, Runner::Udp(udp), stats, config));
         }

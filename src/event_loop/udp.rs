@@ -4,13 +4,23 @@
 //! ```text
 //!   loop {
 //!       poll(events, timeout = grace deadline)
-//!       SOCKET writable -> send queued replies until WouldBlock
-//!       SOCKET readable -> recv_from until WouldBlock (or the budget): send_to the sender,
-//!                          or queue the reply if the kernel refuses (WouldBlock)
+//!       SOCKET writable -> send queued replies, a batch per sendmmsg, until WouldBlock
+//!       SOCKET readable -> recvmmsg until WouldBlock (or the budget): each batch's replies
+//!                          go back in one sendmmsg, or into the queue if the kernel
+//!                          refuses (WouldBlock)
 //!       WAKER           -> stop reading; flush the queue within the grace period
 //!       interest: READABLE, plus WRITABLE only while replies are queued
 //!   }
 //! ```
+//!
+//! A batch is up to `--udp-batch` messages (64 by default) per system call, each with its
+//! own sender ([`crate::net::Receiver`], [`crate::net::Sender`]): with many clients, one
+//! `recvmmsg` and one `sendmmsg` answer them all, where `recv_from` and `send_to` would
+//! cost two calls per datagram. And with `--udp-offload on` (the default) a message may be
+//! a *train*: datagrams of one size from one sender that the kernel kept together (GRO);
+//! its reply is the same train, sent as one message that the kernel splits again (GSO).
+//! Every datagram of a train is still a datagram here: counted, guarded and queued one by
+//! one, and its reply is its own bytes, to its own sender.
 //!
 //! The same loop as TCP's, with the same rules (drain to `WouldBlock`, ask for WRITABLE
 //! only while something waits, stop through the waker), over one socket instead of a slab of
@@ -40,9 +50,11 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info, trace, warn};
 use mio::{Events, Interest, Poll, Token, Waker};
+use socket2::SockAddr;
 
 use super::{WAKER, shutdown_waker, wait};
-use crate::net::{interrupted, would_block};
+use crate::config::ServerConfig;
+use crate::net::{BATCH, Message, Offload, Receiver, Sender, Sent, interrupted, would_block};
 use crate::shutdown::ShutdownHandle;
 use crate::stats::{Datagrams, IoTally, Stats};
 
@@ -53,13 +65,9 @@ const SOCKET: Token = Token(0);
 /// answer every datagram, so that two of them cannot be set answering each other.
 const RESERVED_SOURCE_PORTS: [u16; 5] = [0, 7, 13, 17, 19];
 
-/// One datagram: larger than the largest UDP payload (65,507 bytes over IPv4, 65,527 over
-/// IPv6), so `recv_from` never truncates one.
-const DATAGRAM_BUFFER: usize = 64 * 1024;
-
-/// Datagrams received per readiness event before the loop polls again (for the waker's sake:
-/// a flood must not keep a shutdown request waiting).
-const DATAGRAMS_PER_EVENT: usize = 64;
+/// Receive calls (each up to a batch) per readiness event before the loop polls again (for
+/// the waker's sake: a flood must not keep a shutdown request waiting).
+const RECEIVES_PER_EVENT: usize = 4;
 
 /// The reply queue's bounds: whichever is reached first. 1024 replies absorb a burst; the
 /// byte bound keeps 1024 large datagrams from holding 64 MiB.
@@ -72,10 +80,12 @@ pub struct UdpEcho {
     poll: Poll,
     /// The one socket every datagram arrives on and every reply leaves from.
     socket: mio::net::UdpSocket,
-    /// Where every datagram lands; replies sent at once go straight from here.
-    buf: Box<[u8]>,
-    /// Replies the kernel refused, oldest first. Non-empty iff WRITABLE is registered.
-    queue: ReplyQueue,
+    /// Where each batch lands; replies sent at once go straight from its slots.
+    rx: Receiver,
+    /// Sends replies, a batch per call, trains whole where the kernel splits them.
+    tx: Sender,
+    /// Replies the kernel refused, and this turn's counts.
+    out: Outbox,
     /// The interest the registry holds now, so we reregister only on a change.
     registered: Interest,
     /// The receive budget ran out with datagrams perhaps still queued in the kernel: an
@@ -90,22 +100,34 @@ pub struct UdpEcho {
     /// The server's counters, as every model keeps them: each datagram is a read, then
     /// echoed or dropped (unsent); the live line and the summary read them.
     stats: Arc<Stats>,
-    /// This turn's reads and bytes, published to `stats` once per turn, as the TCP loop does.
+}
+
+/// What becomes of replies: the queue of those the kernel refused, and this turn's counts
+/// (published to the shared statistics once per turn, as the TCP loop does). A type of its
+/// own so that a batch's outcomes can be counted while the batch is still borrowed.
+#[derive(Debug)]
+struct Outbox {
+    /// Replies the kernel refused, oldest first. Non-empty iff WRITABLE is registered.
+    queue: ReplyQueue,
+    /// This turn's reads and bytes: each datagram is a read, then echoed or unsent.
     tally: IoTally,
-    /// This turn's datagrams echoed and dropped (by cause), published with `tally`.
+    /// This turn's datagrams echoed and dropped (by cause).
     datagrams: Datagrams,
 }
 
 impl UdpEcho {
-    /// Take a bound UDP socket, make it non-blocking, and register it and a waker that
+    /// Take a bound UDP socket, make it non-blocking, turn on the kernel's help with trains
+    /// if `config` asks (and the kernel has it), and register the socket and a waker that
     /// `shutdown` will fire. The loop counts its datagrams in `stats` as it goes.
     pub fn new(
         socket: std::net::UdpSocket,
-        grace: Duration,
+        config: &ServerConfig,
         shutdown: &ShutdownHandle,
         stats: Arc<Stats>,
     ) -> io::Result<Self> {
         socket.set_nonblocking(true)?;
+        let wanted = if config.udp_offload { Offload::BOTH } else { Offload::NONE };
+        let offload = Offload::enable(&socket, wanted);
         let mut socket = mio::net::UdpSocket::from_std(socket);
         let poll = Poll::new()?;
         poll.registry().register(&mut socket, SOCKET, Interest::READABLE)?;
@@ -113,17 +135,20 @@ impl UdpEcho {
         Ok(UdpEcho {
             poll,
             socket,
-            buf: vec![0; DATAGRAM_BUFFER].into_boxed_slice(),
-            queue: ReplyQueue::new(QUEUE_DATAGRAMS, QUEUE_BYTES),
+            rx: Receiver::new(config.udp_batch),
+            tx: Sender::new(offload),
+            out: Outbox {
+                queue: ReplyQueue::new(QUEUE_DATAGRAMS, QUEUE_BYTES),
+                tally: IoTally::default(),
+                datagrams: Datagrams::default(),
+            },
             registered: Interest::READABLE,
             unfinished: false,
             grace_deadline: None,
             _waker: waker,
             shutdown: shutdown.clone(),
-            grace,
+            grace: config.shutdown_grace,
             stats,
-            tally: IoTally::default(),
-            datagrams: Datagrams::default(),
         })
     }
 
@@ -169,19 +194,20 @@ impl UdpEcho {
 
     /// Add this turn's counts to the shared statistics.
     fn publish_counts(&mut self) {
-        self.stats.publish(&mut self.tally);
-        self.stats.publish_datagrams(&mut self.datagrams);
+        self.stats.publish(&mut self.out.tally);
+        self.stats.publish_datagrams(&mut self.out.datagrams);
     }
 
-    /// Receive and answer datagrams until `WouldBlock`; true if the budget ran out first.
+    /// Receive and answer datagrams, a batch at a time, until `WouldBlock`; true if the
+    /// budget ran out first.
     ///
     /// Edge-triggered: read until `WouldBlock`, or no new event is promised (mio Poll docs,
-    /// "Draining readiness"). Unlike a TCP stream, a short datagram says nothing about what
+    /// "Draining readiness"). Unlike a TCP stream, a short batch says nothing about what
     /// else is queued, so only `WouldBlock` means drained.
     fn receive(&mut self) -> bool {
-        for _ in 0..DATAGRAMS_PER_EVENT {
-            let (n, from) = match self.socket.recv_from(&mut self.buf) {
-                Ok(received) => received,
+        for _ in 0..RECEIVES_PER_EVENT {
+            match self.rx.recv(&self.socket) {
+                Ok(_) => self.answer_batch(),
                 Err(e) if would_block(&e) => {
                     trace!("udp recv WouldBlock: drained");
                     return false;
@@ -190,94 +216,62 @@ impl UdpEcho {
                 Err(e) => {
                     // An error queued on the socket (an ICMP report, say): reading it
                     // cleared it, and datagrams may wait behind it.
-                    debug!("udp recv_from: {e}");
+                    debug!("udp recvmmsg: {e}");
                     continue;
                 }
-            };
-            trace!("udp recv n={n} from={from}");
-            self.tally.reads += 1;
-            self.tally.bytes_read += n as u64;
-            if RESERVED_SOURCE_PORTS.contains(&from.port()) {
-                debug!("udp: dropped a datagram from {from}: source port {} is never answered", from.port());
-                self.datagrams.dropped_reserved_port += 1;
-                self.tally.bytes_unsent += n as u64;
-                continue;
             }
-            self.reply(n, from);
         }
         trace!("udp receive budget spent: polling before reading on");
         true
     }
 
-    /// Send the datagram in `buf[..n]` back to `to`: at once if no reply is queued ahead of
-    /// it, else behind the queue, so replies leave in the order datagrams came.
-    fn reply(&mut self, n: usize, to: SocketAddr) {
-        if !self.queue.is_empty() {
-            self.enqueue(to, n);
-            return;
-        }
-        loop {
-            match self.socket.send_to(&self.buf[..n], to) {
-                Ok(_) => return self.sent(n, to), // a datagram goes whole or not at all
-                Err(e) if would_block(&e) => return self.enqueue(to, n),
-                Err(e) if interrupted(&e) => continue, // a signal: retry
-                Err(e) => return self.send_failed(to, n, &e),
+    /// Answer the batch just received: drop what comes from a reserved port, queue the
+    /// replies behind those already queued (so they leave in the order datagrams came), and
+    /// send the others at once, straight from the receive slots, in one call.
+    fn answer_batch(&mut self) {
+        let mut replies: Vec<Message<'_>> = Vec::with_capacity(BATCH);
+        for message in self.rx.messages() {
+            self.out.received(&message);
+            if reserved_source(&message) {
+                self.out.drop_reserved(&message);
+            } else if !self.out.queue.is_empty() {
+                self.out.refused(message);
+            } else {
+                replies.push(message);
             }
         }
+        let out = &mut self.out;
+        self.tx.send(&self.socket, &replies, |reply, sent| out.settle(reply, sent));
     }
 
-    /// The kernel refused `buf[..n]` for now: copy it into the queue, pushing the oldest
-    /// reply out if the queue is full.
-    fn enqueue(&mut self, to: SocketAddr, n: usize) {
-        let queued_before = self.queue.bytes;
-        let dropped = self.queue.push(to, &self.buf[..n]);
-        self.datagrams.dropped_queue_full += dropped as u64;
-        self.tally.bytes_unsent += (queued_before + n - self.queue.bytes) as u64; // the dropped
-        if dropped > 0 {
-            debug!("udp reply queue full: dropped the {dropped} oldest replies");
-        }
-        trace!("udp send WouldBlock: queued n={n} to={to} (queued: {})", self.queue.len());
-    }
-
-    /// WRITABLE: send queued replies, oldest first, until the kernel refuses again.
+    /// WRITABLE: send queued replies, oldest first, a batch per call, until the kernel
+    /// refuses again.
     fn flush_queue(&mut self) {
-        while let Some((to, data)) = self.queue.front() {
-            match self.socket.send_to(data, to) {
-                Ok(_) => {
-                    let n = data.len();
-                    self.queue.pop();
-                    self.sent(n, to);
+        while !self.out.queue.is_empty() {
+            // The outcomes are noted, then applied: the batch borrows the queue meanwhile.
+            let mut outcomes: Vec<(usize, Sent)> = Vec::with_capacity(BATCH);
+            let batch: Vec<Message<'_>> = self.out.queue.oldest(BATCH).collect();
+            self.tx.send(&self.socket, &batch, |reply, sent| outcomes.push((reply.data.len(), sent)));
+            let refused = outcomes.iter().any(|(_, sent)| matches!(sent, Sent::WouldBlock));
+            for (len, sent) in outcomes {
+                match sent {
+                    Sent::WouldBlock => break, // the rest stays queued, for the next WRITABLE edge
+                    Sent::Done => self.out.echoed(1, len),
+                    Sent::Failed(e) => self.out.send_failed(1, len, &e),
                 }
-                Err(e) if would_block(&e) => break, // the next WRITABLE edge
-                Err(e) if interrupted(&e) => continue, // a signal: retry
-                Err(e) => {
-                    let n = data.len();
-                    self.queue.pop();
-                    self.send_failed(to, n, &e);
-                }
+                self.out.queue.pop();
+            }
+            if refused {
+                return;
             }
         }
-    }
-
-    fn sent(&mut self, n: usize, to: SocketAddr) {
-        trace!("udp send n={n} to={to}");
-        self.datagrams.echoed += 1;
-        self.tally.bytes_echoed += n as u64;
-    }
-
-    /// `send_to` failed for good (no route, a message the kernel will not send): this one
-    /// reply is lost, the echo goes on.
-    fn send_failed(&mut self, to: SocketAddr, n: usize, e: &io::Error) {
-        debug!("udp send_to {to}: {e}: reply dropped");
-        self.datagrams.dropped_send_failed += 1;
-        self.tally.bytes_unsent += n as u64;
     }
 
     /// READABLE unless shutting down; WRITABLE while replies are queued. The only place that
     /// calls `reregister`.
     fn update_interest(&mut self) -> io::Result<()> {
         let reading = self.grace_deadline.is_none();
-        let interest = match (reading, !self.queue.is_empty()) {
+        let interest = match (reading, !self.out.queue.is_empty()) {
             (true, true) => Interest::READABLE.add(Interest::WRITABLE),
             (true, false) => Interest::READABLE,
             (false, _) => Interest::WRITABLE, // not finished, so replies are queued
@@ -304,18 +298,91 @@ impl UdpEcho {
             return; // a stray wake-up, or shutdown already under way
         }
         self.grace_deadline = Some(now + self.grace);
-        info!("shutting down: {} replies queued, flushing them for up to {:?}", self.queue.len(), self.grace);
+        info!(
+            "shutting down: {} replies queued, flushing them for up to {:?}",
+            self.out.queue.len(),
+            self.grace
+        );
     }
 
     /// Shutting down, and the queue is empty or the grace period is over (what is still
     /// queued then is never sent: counted as unsent, so nothing shows as pending).
     fn finished(&mut self, now: Instant) -> bool {
         let Some(deadline) = self.grace_deadline else { return false };
-        if !self.queue.is_empty() && now >= deadline {
-            warn!("grace period over: {} queued replies not sent", self.queue.len());
-            self.tally.bytes_unsent += self.queue.bytes as u64;
+        let queue = &self.out.queue;
+        if !queue.is_empty() && now >= deadline {
+            warn!("grace period over: {} queued replies not sent", queue.len());
+            self.out.tally.bytes_unsent += queue.bytes as u64;
         }
-        self.queue.is_empty() || now >= deadline
+        queue.is_empty() || now >= deadline
+    }
+}
+
+/// From source port 0 or a small service's port (see the module docs).
+fn reserved_source(message: &Message<'_>) -> bool {
+    message.peer_addr().is_none_or(|from| RESERVED_SOURCE_PORTS.contains(&from.port()))
+}
+
+impl Outbox {
+    /// A message came in: each of its datagrams is a read.
+    fn received(&mut self, message: &Message<'_>) {
+        trace!(
+            "udp recv n={} datagrams={} from={:?}",
+            message.data.len(),
+            message.count(),
+            message.peer_addr()
+        );
+        self.tally.reads += message.count() as u64;
+        self.tally.bytes_read += message.data.len() as u64;
+    }
+
+    /// From a reserved port: never answered; each of its datagrams counted as dropped.
+    fn drop_reserved(&mut self, message: &Message<'_>) {
+        if let Some(from) = message.peer_addr() {
+            let (port, count) = (from.port(), message.count());
+            let what = if count == 1 { "a datagram".to_string() } else { format!("{count} datagrams") };
+            debug!("udp: dropped {what} from {from}: source port {port} is never answered");
+        }
+        self.datagrams.dropped_reserved_port += message.count() as u64;
+        self.tally.bytes_unsent += message.data.len() as u64;
+    }
+
+    /// What became of a reply handed to the kernel.
+    fn settle(&mut self, reply: Message<'_>, sent: Sent) {
+        match sent {
+            Sent::Done => self.echoed(reply.count(), reply.data.len()),
+            Sent::WouldBlock => self.refused(reply),
+            Sent::Failed(e) => self.send_failed(reply.count(), reply.data.len(), &e),
+        }
+    }
+
+    fn echoed(&mut self, count: usize, bytes: usize) {
+        trace!("udp send n={bytes} datagrams={count}");
+        self.datagrams.echoed += count as u64;
+        self.tally.bytes_echoed += bytes as u64;
+    }
+
+    /// The kernel refused this reply for now (or replies wait ahead of it): copy each of its
+    /// datagrams into the queue, pushing the oldest replies out if the queue is full.
+    fn refused(&mut self, reply: Message<'_>) {
+        for datagram in reply.datagrams() {
+            let queued_before = self.queue.bytes;
+            let dropped = self.queue.push(reply.peer, datagram);
+            self.datagrams.dropped_queue_full += dropped as u64;
+            self.tally.bytes_unsent += (queued_before + datagram.len() - self.queue.bytes) as u64; // the dropped
+            if dropped > 0 {
+                debug!("udp reply queue full: dropped the {dropped} oldest replies");
+            }
+        }
+        trace!("udp send WouldBlock: queued {} datagrams (queued: {})", reply.count(), self.queue.len());
+    }
+
+    /// The send failed for good (no route, a message the kernel will not send): these
+    /// replies are lost, the echo goes on.
+    fn send_failed(&mut self, count: usize, bytes: usize, e: &io::Error) {
+        debug!("udp send: {e}: {count} replies dropped");
+        self.datagrams.dropped_send_failed += count as u64;
+        self.tally.bytes_unsent += bytes as u64;
     }
 }
 
@@ -324,7 +391,7 @@ impl UdpEcho {
 /// sized, and freed when sent.
 #[derive(Debug)]
 struct ReplyQueue {
-    replies: VecDeque<(SocketAddr, Box<[u8]>)>,
+    replies: VecDeque<(SockAddr, Box<[u8]>)>,
     bytes: usize,
     max_datagrams: usize,
     max_bytes: usize,
@@ -345,7 +412,7 @@ impl ReplyQueue {
 
     /// Queue a reply; drop the oldest ones until it fits, and return how many were dropped.
     /// (One datagram always fits in an empty queue: `max_bytes` exceeds any datagram.)
-    fn push(&mut self, to: SocketAddr, data: &[u8]) -> usize {
+    fn push(&mut self, to: &SockAddr, data: &[u8]) -> usize {
         let mut dropped = 0;
         while !self.replies.is_empty()
             && (self.replies.len() >= self.max_datagrams || self.bytes + data.len() > self.max_bytes)
@@ -354,13 +421,13 @@ impl ReplyQueue {
             dropped += 1;
         }
         self.bytes += data.len();
-        self.replies.push_back((to, data.into()));
+        self.replies.push_back((to.clone(), data.into()));
         dropped
     }
 
-    /// The oldest reply.
-    fn front(&self) -> Option<(SocketAddr, &[u8])> {
-        self.replies.front().map(|(to, data)| (*to, &data[..]))
+    /// The `max` oldest replies, oldest first.
+    fn oldest(&self, max: usize) -> impl Iterator<Item = Message<'_>> {
+        self.replies.iter().take(max).map(|(to, data)| Message::single(to, data))
     }
 
     /// Forget the oldest reply (sent, or dropped).
@@ -378,28 +445,34 @@ impl ReplyQueue {
 mod tests {
     use super::*;
 
-    fn addr(port: u16) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], port))
+    fn addr(port: u16) -> SockAddr {
+        SockAddr::from(SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+
+    /// The oldest reply: its port and bytes.
+    fn front(queue: &ReplyQueue) -> Option<(u16, Vec<u8>)> {
+        queue.oldest(1).next().map(|m| (m.peer_addr().unwrap().port(), m.data.to_vec()))
     }
 
     #[test]
     fn a_full_queue_drops_the_oldest() {
         let mut queue = ReplyQueue::new(3, 1000);
         for port in 1..=3 {
-            assert_eq!(queue.push(addr(port), &[port as u8; 10]), 0);
+            assert_eq!(queue.push(&addr(port), &[port as u8; 10]), 0);
         }
-        assert_eq!(queue.push(addr(4), b"newest"), 1);
+        assert_eq!(queue.push(&addr(4), b"newest"), 1);
         assert_eq!(queue.len(), 3);
-        assert_eq!(queue.front(), Some((addr(2), &[2u8; 10][..])));
+        assert_eq!(front(&queue), Some((2, vec![2u8; 10])));
+        assert_eq!(queue.oldest(10).count(), 3);
     }
 
     #[test]
     fn the_byte_bound_drops_as_many_as_needed() {
         let mut queue = ReplyQueue::new(100, 100);
         for port in 1..=4 {
-            queue.push(addr(port), &[0; 25]);
+            queue.push(&addr(port), &[0; 25]);
         }
-        assert_eq!(queue.push(addr(5), &[1; 60]), 3, "75 + 60 > 100: three must go");
+        assert_eq!(queue.push(&addr(5), &[1; 60]), 3, "75 + 60 > 100: three must go");
         assert_eq!(queue.len(), 2);
         assert_eq!(queue.bytes, 85);
         queue.pop();
@@ -411,7 +484,7 @@ mod tests {
     #[test]
     fn an_empty_datagram_is_a_reply_too() {
         let mut queue = ReplyQueue::new(2, 10);
-        queue.push(addr(9), b"");
-        assert_eq!(queue.front(), Some((addr(9), &b""[..])));
+        queue.push(&addr(9), b"");
+        assert_eq!(front(&queue), Some((9, vec![])));
     }
 }

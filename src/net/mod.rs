@@ -24,7 +24,6 @@ mod listener;
 mod options;
 mod privileged;
 mod stream;
-#[cfg(target_os = "linux")]
 mod udp_batch;
 mod unix_file;
 
@@ -44,8 +43,6 @@ pub use listener::{Listener, StdListener};
 pub use options::SocketOptions;
 pub use privileged::note_if_root;
 pub use stream::{BlockingStream, Peer, Stream, kernel_queues};
-#[cfg(target_os = "linux")]
-#[allow(unused_imports)] // wired into the UDP echo after the event loop's restructuring (issue 16)
 pub use udp_batch::{BATCH, Message, Offload, Receiver, Sender, Sent};
 
 /// The kernel's accept queue length we ask for (it is capped by net.core.somaxconn).

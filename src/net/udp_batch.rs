@@ -19,19 +19,19 @@
 //! out as its datagrams, one `sendmmsg` entry each; a send that the kernel refuses with
 //! `EIO` (a device that cannot checksum segments) turns GSO off for the socket and retries
 //! the train that way. Nothing else changes: same bytes, same destinations, same order.
+//! Elsewhere than Linux (no `recvmmsg`, no GRO/GSO) the same types move one datagram per
+//! call (`recv_from`, `send_to`), so the echo above them reads the same on every system.
 //!
 //! Why not `quinn-udp`, which does GRO and GSO well: it sends one transmit per call (no
 //! `sendmmsg`), and one call answering many senders is the point here; it also asks for ECN
 //! and packet-information control messages on every receive, which an echo has no use for.
-#![allow(dead_code)] // wired into the UDP echo after the event loop's restructuring (issue 16)
 
 use std::io::{self, ErrorKind};
-use std::mem;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::AsFd;
 
 use log::{debug, info};
-use socket2::{SockAddr, SockAddrStorage};
+use socket2::SockAddr;
 
 /// The most messages one `recvmmsg` or `sendmmsg` moves.
 pub const BATCH: usize = 64;
@@ -40,17 +40,6 @@ pub const BATCH: usize = 64;
 /// IPv6) and for the largest train GRO builds (its total stays under 64 KiB), so no message
 /// is ever truncated.
 const SLOT: usize = 64 * 1024;
-
-/// `UDP_SEGMENT` and `UDP_GRO` from `<linux/udp.h>` (the `libc` crate has them only for
-/// some C libraries).
-const UDP_SEGMENT: libc::c_int = 103;
-const UDP_GRO: libc::c_int = 104;
-
-/// Room for one control message carrying an `int` (`UDP_GRO`) or a `u16` (`UDP_SEGMENT`),
-/// aligned as `cmsghdr` must be.
-#[derive(Clone, Copy)]
-#[repr(C, align(8))]
-struct Cmsg([u8; 32]);
 
 /// What the kernel does for this socket: coalesce received trains (GRO), split sent ones
 /// (GSO).
@@ -65,28 +54,19 @@ pub struct Offload {
 impl Offload {
     /// Neither: one datagram per message both ways.
     pub const NONE: Offload = Offload { gro: false, gso: false };
+    /// Both, where the kernel has them.
+    pub const BOTH: Offload = Offload { gro: true, gso: true };
 
     /// Turn on what `wanted` asks for and the kernel has, and say what that was.
     pub fn enable(socket: impl AsFd, wanted: Offload) -> Offload {
-        let fd = socket.as_fd();
-        let gso = wanted.gso && set_udp_option(fd, UDP_SEGMENT, 0).is_ok(); // 0: no default size
-        let gro = wanted.gro && set_udp_option(fd, UDP_GRO, 1).is_ok();
-        debug!("udp offload: GRO {}, GSO {}", on_off(gro), on_off(gso));
-        Offload { gro, gso }
+        let granted = sys::enable(socket.as_fd(), wanted);
+        debug!("udp offload: GRO {}, GSO {}", on_off(granted.gro), on_off(granted.gso));
+        granted
     }
 }
 
 fn on_off(on: bool) -> &'static str {
     if on { "on" } else { "off" }
-}
-
-/// `setsockopt(fd, SOL_UDP, option, value)`; an old kernel says `ENOPROTOOPT`.
-fn set_udp_option(fd: BorrowedFd<'_>, option: libc::c_int, value: libc::c_int) -> io::Result<()> {
-    let len = mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: a valid descriptor, and a pointer to an `int` that outlives the call.
-    let ret =
-        unsafe { libc::setsockopt(fd.as_raw_fd(), libc::SOL_UDP, option, (&raw const value).cast(), len) };
-    if ret == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
 /// One message of a batch, as received or to be sent: a datagram, or a train of datagrams
@@ -137,10 +117,8 @@ pub struct Receiver {
     batch: usize,
     /// `batch` slots of [`SLOT`] bytes. Allocated zeroed, so untouched pages cost no memory.
     slots: Box<[u8]>,
-    /// Where the kernel writes each sender's address.
-    names: Vec<libc::sockaddr_storage>,
-    /// Where the kernel writes each message's control messages (the GRO segment size).
-    controls: Vec<Cmsg>,
+    /// Where the kernel writes each message's sender and control messages.
+    scratch: sys::RecvScratch,
     /// The last call's messages.
     received: Vec<Received>,
 }
@@ -160,9 +138,7 @@ impl Receiver {
         Receiver {
             batch,
             slots: vec![0; batch * SLOT].into_boxed_slice(),
-            // SAFETY: `sockaddr_storage` is plain data; all zeroes is a valid value.
-            names: vec![unsafe { mem::zeroed() }; batch],
-            controls: vec![Cmsg([0; 32]); batch],
+            scratch: sys::RecvScratch::new(batch),
             received: Vec::with_capacity(batch),
         }
     }
@@ -171,43 +147,7 @@ impl Receiver {
     /// n messages now in [`Receiver::messages`]; `WouldBlock` when none was queued.
     pub fn recv(&mut self, socket: impl AsFd) -> io::Result<usize> {
         self.received.clear();
-        let mut iovs = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; BATCH];
-        // SAFETY: `mmsghdr` is plain data; all zeroes is a valid (empty) value.
-        let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { mem::zeroed() };
-        let slots = self.slots.chunks_exact_mut(SLOT);
-        let per_message = slots.zip(&mut self.names).zip(&mut self.controls);
-        for (i, ((slot, name), control)) in per_message.enumerate() {
-            iovs[i] = libc::iovec { iov_base: slot.as_mut_ptr().cast(), iov_len: SLOT };
-            let hdr = &mut hdrs[i].msg_hdr;
-            hdr.msg_name = (name as *mut libc::sockaddr_storage).cast();
-            hdr.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            hdr.msg_iov = &raw mut iovs[i];
-            hdr.msg_iovlen = 1;
-            hdr.msg_control = control.0.as_mut_ptr().cast();
-            hdr.msg_controllen = control.0.len();
-        }
-        let fd = socket.as_fd().as_raw_fd();
-        let flags = libc::MSG_DONTWAIT;
-        // SAFETY: the first `batch` headers point at buffers this struct owns (slots, names,
-        // controls) and at `iovs`, all valid for writes of the lengths given and alive for
-        // the call; the kernel writes at most `batch` headers.
-        let ret = unsafe {
-            libc::recvmmsg(fd, hdrs.as_mut_ptr(), self.batch as libc::c_uint, flags, std::ptr::null_mut())
-        };
-        if ret < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        for (i, hdr) in hdrs.iter().take(ret as usize).enumerate() {
-            let len = hdr.msg_len as usize;
-            if hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
-                // Cannot happen (a slot holds the largest datagram or train); never echo a part.
-                debug!("udp: dropped a truncated message of {len} bytes");
-                continue;
-            }
-            let segment = gro_segment(&hdr.msg_hdr).unwrap_or(len);
-            let from = sock_addr(&self.names[i], hdr.msg_hdr.msg_namelen);
-            self.received.push(Received { slot: i, len, segment, from });
-        }
+        sys::recv(socket.as_fd(), self)?;
         Ok(self.received.len())
     }
 
@@ -228,34 +168,6 @@ impl std::fmt::Debug for Receiver {
             .field("received", &self.received.len())
             .finish()
     }
-}
-
-/// A sender's address as the kernel wrote it (`len` bytes of `name`).
-fn sock_addr(name: &libc::sockaddr_storage, len: libc::socklen_t) -> SockAddr {
-    let mut storage = SockAddrStorage::zeroed();
-    // SAFETY: `SockAddrStorage` wraps a `sockaddr_storage`; the kernel filled `name` with
-    // an address of its family and `len`, which is what `SockAddr::new` asks for.
-    unsafe {
-        *storage.view_as::<libc::sockaddr_storage>() = *name;
-        SockAddr::new(storage, len)
-    }
-}
-
-/// The segment size in a received message's `UDP_GRO` control message, if it has one.
-fn gro_segment(hdr: &libc::msghdr) -> Option<usize> {
-    // SAFETY: `hdr` is a header the kernel just filled; its control buffer and length are
-    // the ones it wrote, and the CMSG_* functions stay within them.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(hdr);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_UDP && (*cmsg).cmsg_type == UDP_GRO {
-                let size = libc::CMSG_DATA(cmsg).cast::<libc::c_int>().read_unaligned();
-                return usize::try_from(size).ok().filter(|&s| s > 0);
-            }
-            cmsg = libc::CMSG_NXTHDR(hdr, cmsg);
-        }
-    }
-    None
 }
 
 /// What became of one message handed to [`Sender::send`].
@@ -290,11 +202,6 @@ impl Sender {
         Sender { gso: offload.gso }
     }
 
-    /// Whether trains still go out as one message.
-    pub fn gso(&self) -> bool {
-        self.gso
-    }
-
     /// Send `messages` in order, up to [`BATCH`] per `sendmmsg`, and report what became of
     /// each through `on`: a train is reported whole when it went as one message, and datagram
     /// by datagram when GSO is off. After a `WouldBlock`, everything left is reported
@@ -313,7 +220,7 @@ impl Sender {
         let mut next = 0;
         while next < entries.len() {
             let end = entries.len().min(next + BATCH);
-            match send_entries(fd, &entries[next..end]) {
+            match sys::send(fd, &entries[next..end]) {
                 Ok(n) => {
                     entries[next..next + n].iter().for_each(|e| on(e.message, Sent::Done));
                     next += n;
@@ -323,21 +230,7 @@ impl Sender {
                     entries[next..].iter().for_each(|e| on(e.message, Sent::WouldBlock));
                     return;
                 }
-                Err(e) if entries[next].as_train => {
-                    // The kernel would not split this train: send its datagrams one by one.
-                    if e.raw_os_error() == Some(libc::EIO) {
-                        info!("udp: the kernel cannot segment on this path ({e}): GSO off for this socket");
-                        self.gso = false;
-                    } else {
-                        debug!(
-                            "udp: a train of {} was refused ({e}): sending its datagrams",
-                            entries[next].message.count()
-                        );
-                    }
-                    let train = entries[next].message;
-                    let singles = split(train).map(|message| Entry { message, as_train: false });
-                    entries.splice(next..=next, singles.collect::<Vec<_>>());
-                }
+                Err(e) if entries[next].as_train => self.unsplittable(&mut entries, next, &e),
                 Err(e) => {
                     on(entries[next].message, Sent::Failed(e));
                     next += 1;
@@ -357,6 +250,21 @@ impl Sender {
             entries.extend(split(message).map(|message| Entry { message, as_train: false }));
         }
     }
+
+    /// The kernel would not split the train at `at` (error `e`): put its datagrams in its
+    /// place, to go one by one. `EIO` (a path that cannot checksum segments) turns GSO off.
+    fn unsplittable(&mut self, entries: &mut Vec<Entry<'_>>, at: usize, e: &io::Error) {
+        let train = entries[at].message;
+        if e.raw_os_error() == Some(libc::EIO) {
+            info!("udp: the kernel cannot segment on this path ({e}): GSO off for this socket");
+            self.gso = false;
+        } else {
+            debug!("udp: a train of {} was refused ({e}): sending its datagrams", train.count());
+        }
+        let singles: Vec<Entry<'_>> =
+            split(train).map(|message| Entry { message, as_train: false }).collect();
+        entries.splice(at..=at, singles);
+    }
 }
 
 /// A train's datagrams as messages of their own.
@@ -364,49 +272,214 @@ fn split(train: Message<'_>) -> impl Iterator<Item = Message<'_>> {
     train.datagrams().map(move |data| Message::single(train.peer, data))
 }
 
-/// One `sendmmsg` over `entries` (at most [`BATCH`]): how many the kernel took, or the
-/// error that stopped the first one.
-fn send_entries(fd: BorrowedFd<'_>, entries: &[Entry<'_>]) -> io::Result<usize> {
-    let mut iovs = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; BATCH];
-    let mut controls = [Cmsg([0; 32]); BATCH];
-    // SAFETY: `mmsghdr` is plain data; all zeroes is a valid (empty) value.
-    let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { mem::zeroed() };
-    for (i, entry) in entries.iter().take(BATCH).enumerate() {
-        let Message { peer, data, segment } = entry.message;
-        // The kernel only reads through these pointers (msg_name, iov_base).
-        iovs[i] = libc::iovec { iov_base: data.as_ptr().cast_mut().cast(), iov_len: data.len() };
-        let hdr = &mut hdrs[i].msg_hdr;
-        hdr.msg_name = peer.as_ptr().cast_mut().cast();
-        hdr.msg_namelen = peer.len();
-        hdr.msg_iov = &raw mut iovs[i];
-        hdr.msg_iovlen = 1;
-        if entry.as_train {
-            // Segment sizes come from GRO or a caller's train; a u16 is what the kernel takes.
-            let segment = u16::try_from(segment).map_err(|_| io::Error::from(ErrorKind::InvalidInput))?;
-            write_segment_cmsg(hdr, &mut controls[i], segment);
+/// The system calls: `recvmmsg`, `sendmmsg` and the UDP options, on Linux.
+#[cfg(target_os = "linux")]
+mod sys {
+    use std::io;
+    use std::mem;
+    use std::os::fd::{AsRawFd, BorrowedFd};
+
+    use log::debug;
+    use socket2::{SockAddr, SockAddrStorage};
+
+    use super::{BATCH, Entry, Message, Offload, Received, Receiver, SLOT};
+
+    /// `UDP_SEGMENT` and `UDP_GRO` from `<linux/udp.h>` (the `libc` crate has them only for
+    /// some C libraries).
+    const UDP_SEGMENT: libc::c_int = 103;
+    const UDP_GRO: libc::c_int = 104;
+
+    /// Room for one control message carrying an `int` (`UDP_GRO`) or a `u16`
+    /// (`UDP_SEGMENT`), aligned as `cmsghdr` must be.
+    #[derive(Clone, Copy)]
+    #[repr(C, align(8))]
+    struct Cmsg([u8; 32]);
+
+    pub fn enable(fd: BorrowedFd<'_>, wanted: Offload) -> Offload {
+        let gso = wanted.gso && set_udp_option(fd, UDP_SEGMENT, 0).is_ok(); // 0: no default size
+        let gro = wanted.gro && set_udp_option(fd, UDP_GRO, 1).is_ok();
+        Offload { gro, gso }
+    }
+
+    /// `setsockopt(fd, SOL_UDP, option, value)`; an old kernel says `ENOPROTOOPT`.
+    fn set_udp_option(fd: BorrowedFd<'_>, option: libc::c_int, value: libc::c_int) -> io::Result<()> {
+        let len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: a valid descriptor, and a pointer to an `int` that outlives the call.
+        let ret = unsafe {
+            libc::setsockopt(fd.as_raw_fd(), libc::SOL_UDP, option, (&raw const value).cast(), len)
+        };
+        if ret == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    }
+
+    /// Where the kernel writes each message's sender and control messages.
+    pub struct RecvScratch {
+        names: Vec<libc::sockaddr_storage>,
+        controls: Vec<Cmsg>,
+    }
+
+    impl RecvScratch {
+        pub fn new(batch: usize) -> RecvScratch {
+            // SAFETY: `sockaddr_storage` is plain data; all zeroes is a valid value.
+            let zeroed: libc::sockaddr_storage = unsafe { mem::zeroed() };
+            RecvScratch { names: vec![zeroed; batch], controls: vec![Cmsg([0; 32]); batch] }
         }
     }
-    let count = entries.len().min(BATCH) as libc::c_uint;
-    // SAFETY: the first `count` headers point at `iovs`, `controls` (alive for the call) and
-    // at the entries' addresses and bytes, which `entries` borrows for the call.
-    let ret = unsafe { libc::sendmmsg(fd.as_raw_fd(), hdrs.as_mut_ptr(), count, 0) };
-    if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret as usize) }
+
+    /// One `recvmmsg` into `rx`'s slots; the messages go to `rx.received`.
+    pub fn recv(fd: BorrowedFd<'_>, rx: &mut Receiver) -> io::Result<()> {
+        let mut iovs = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; BATCH];
+        // SAFETY: `mmsghdr` is plain data; all zeroes is a valid (empty) value.
+        let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { mem::zeroed() };
+        let scratch = &mut rx.scratch;
+        let per_message = rx.slots.chunks_exact_mut(SLOT).zip(&mut scratch.names).zip(&mut scratch.controls);
+        for (i, ((slot, name), control)) in per_message.enumerate() {
+            iovs[i] = libc::iovec { iov_base: slot.as_mut_ptr().cast(), iov_len: SLOT };
+            let hdr = &mut hdrs[i].msg_hdr;
+            hdr.msg_name = (name as *mut libc::sockaddr_storage).cast();
+            hdr.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            hdr.msg_iov = &raw mut iovs[i];
+            hdr.msg_iovlen = 1;
+            hdr.msg_control = control.0.as_mut_ptr().cast();
+            hdr.msg_controllen = control.0.len();
+        }
+        let (batch, flags) = (rx.batch as libc::c_uint, libc::MSG_DONTWAIT);
+        // SAFETY: the first `batch` headers point at buffers `rx` owns (slots, names,
+        // controls) and at `iovs`, all valid for writes of the lengths given and alive for
+        // the call; the kernel writes at most `batch` headers.
+        let ret =
+            unsafe { libc::recvmmsg(fd.as_raw_fd(), hdrs.as_mut_ptr(), batch, flags, std::ptr::null_mut()) };
+        if ret < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        for (i, hdr) in hdrs.iter().take(ret as usize).enumerate() {
+            let len = hdr.msg_len as usize;
+            if hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+                // Cannot happen (a slot holds the largest datagram or train); never echo a part.
+                debug!("udp: dropped a truncated message of {len} bytes");
+                continue;
+            }
+            let segment = gro_segment(&hdr.msg_hdr).unwrap_or(len);
+            let from = sock_addr(&scratch.names[i], hdr.msg_hdr.msg_namelen);
+            rx.received.push(Received { slot: i, len, segment, from });
+        }
+        Ok(())
+    }
+
+    /// A sender's address as the kernel wrote it (`len` bytes of `name`).
+    fn sock_addr(name: &libc::sockaddr_storage, len: libc::socklen_t) -> SockAddr {
+        let mut storage = SockAddrStorage::zeroed();
+        // SAFETY: `SockAddrStorage` wraps a `sockaddr_storage`; the kernel filled `name` with
+        // an address of its family and `len`, which is what `SockAddr::new` asks for.
+        unsafe {
+            *storage.view_as::<libc::sockaddr_storage>() = *name;
+            SockAddr::new(storage, len)
+        }
+    }
+
+    /// The segment size in a received message's `UDP_GRO` control message, if it has one.
+    fn gro_segment(hdr: &libc::msghdr) -> Option<usize> {
+        // SAFETY: `hdr` is a header the kernel just filled; its control buffer and length are
+        // the ones it wrote, and the CMSG_* functions stay within them.
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(hdr);
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == libc::SOL_UDP && (*cmsg).cmsg_type == UDP_GRO {
+                    let size = libc::CMSG_DATA(cmsg).cast::<libc::c_int>().read_unaligned();
+                    return usize::try_from(size).ok().filter(|&s| s > 0);
+                }
+                cmsg = libc::CMSG_NXTHDR(hdr, cmsg);
+            }
+        }
+        None
+    }
+
+    /// One `sendmmsg` over `entries` (at most [`BATCH`]): how many the kernel took, or the
+    /// error that stopped the first one.
+    pub fn send(fd: BorrowedFd<'_>, entries: &[Entry<'_>]) -> io::Result<usize> {
+        let mut iovs = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; BATCH];
+        let mut controls = [Cmsg([0; 32]); BATCH];
+        // SAFETY: `mmsghdr` is plain data; all zeroes is a valid (empty) value.
+        let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { mem::zeroed() };
+        for (i, entry) in entries.iter().take(BATCH).enumerate() {
+            let Message { peer, data, segment } = entry.message;
+            // The kernel only reads through these pointers (msg_name, iov_base).
+            iovs[i] = libc::iovec { iov_base: data.as_ptr().cast_mut().cast(), iov_len: data.len() };
+            let hdr = &mut hdrs[i].msg_hdr;
+            hdr.msg_name = peer.as_ptr().cast_mut().cast();
+            hdr.msg_namelen = peer.len();
+            hdr.msg_iov = &raw mut iovs[i];
+            hdr.msg_iovlen = 1;
+            if entry.as_train {
+                // Segment sizes come from GRO or a caller's train; the kernel takes a u16.
+                let segment =
+                    u16::try_from(segment).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+                write_segment_cmsg(hdr, &mut controls[i], segment);
+            }
+        }
+        let count = entries.len().min(BATCH) as libc::c_uint;
+        // SAFETY: the first `count` headers point at `iovs`, `controls` (alive for the call)
+        // and at the entries' addresses and bytes, which `entries` borrows for the call.
+        let ret = unsafe { libc::sendmmsg(fd.as_raw_fd(), hdrs.as_mut_ptr(), count, 0) };
+        if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret as usize) }
+    }
+
+    /// Attach a `UDP_SEGMENT` control message (the segment size, a `u16`) to `hdr`, in
+    /// `control`.
+    fn write_segment_cmsg(hdr: &mut libc::msghdr, control: &mut Cmsg, segment: u16) {
+        let payload = mem::size_of::<u16>() as libc::c_uint;
+        hdr.msg_control = control.0.as_mut_ptr().cast();
+        // SAFETY: CMSG_SPACE is a pure size computation.
+        hdr.msg_controllen = unsafe { libc::CMSG_SPACE(payload) } as usize;
+        // SAFETY: `control` is 8-byte aligned and 32 bytes, more than CMSG_SPACE(2) = 24, so
+        // the first header and its data lie inside it.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(hdr);
+            (*cmsg).cmsg_level = libc::SOL_UDP;
+            (*cmsg).cmsg_type = UDP_SEGMENT;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(payload) as usize;
+            libc::CMSG_DATA(cmsg).cast::<u16>().write_unaligned(segment);
+        }
+    }
 }
 
-/// Attach a `UDP_SEGMENT` control message (the segment size, a `u16`) to `hdr`, in `control`.
-fn write_segment_cmsg(hdr: &mut libc::msghdr, control: &mut Cmsg, segment: u16) {
-    let payload = mem::size_of::<u16>() as libc::c_uint;
-    hdr.msg_control = control.0.as_mut_ptr().cast();
-    // SAFETY: CMSG_SPACE is a pure size computation.
-    hdr.msg_controllen = unsafe { libc::CMSG_SPACE(payload) } as usize;
-    // SAFETY: `control` is 8-byte aligned and 32 bytes, more than CMSG_SPACE(2) = 24, so the
-    // first header and its data lie inside it.
-    unsafe {
-        let cmsg = libc::CMSG_FIRSTHDR(hdr);
-        (*cmsg).cmsg_level = libc::SOL_UDP;
-        (*cmsg).cmsg_type = UDP_SEGMENT;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(payload) as usize;
-        libc::CMSG_DATA(cmsg).cast::<u16>().write_unaligned(segment);
+/// Elsewhere: one datagram per call, no offload (see the module docs).
+#[cfg(not(target_os = "linux"))]
+mod sys {
+    use std::io;
+    use std::mem::MaybeUninit;
+    use std::os::fd::BorrowedFd;
+
+    use socket2::SockRef;
+
+    use super::{Entry, Offload, Received, Receiver, SLOT};
+
+    pub fn enable(_fd: BorrowedFd<'_>, _wanted: Offload) -> Offload {
+        Offload::NONE
+    }
+
+    pub struct RecvScratch;
+
+    impl RecvScratch {
+        pub fn new(_batch: usize) -> RecvScratch {
+            RecvScratch
+        }
+    }
+
+    /// One `recv_from` into the first slot.
+    pub fn recv(fd: BorrowedFd<'_>, rx: &mut Receiver) -> io::Result<()> {
+        let slot = &mut rx.slots[..SLOT];
+        // SAFETY: `[u8]` and `[MaybeUninit<u8>]` have the same layout, and every byte of the
+        // slot is initialised already; `recv_from` only writes bytes into it.
+        let slot = unsafe { &mut *(slot as *mut [u8] as *mut [MaybeUninit<u8>]) };
+        let (len, from) = SockRef::from(&fd).recv_from(slot)?;
+        rx.received.push(Received { slot: 0, len, segment: len, from });
+        Ok(())
+    }
+
+    /// The first entry with `send_to` (never a train: there is no GSO here).
+    pub fn send(fd: BorrowedFd<'_>, entries: &[Entry<'_>]) -> io::Result<usize> {
+        let Some(entry) = entries.first() else { return Ok(0) };
+        SockRef::from(&fd).send_to(entry.message.data, entry.message.peer).map(|_| 1)
     }
 }
 
