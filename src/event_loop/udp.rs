@@ -202,12 +202,18 @@ impl UdpEcho {
     /// budget ran out first.
     ///
     /// Edge-triggered: read until `WouldBlock`, or no new event is promised (mio Poll docs,
-    /// "Draining readiness"). Unlike a TCP stream, a short batch says nothing about what
-    /// else is queued, so only `WouldBlock` means drained.
+    /// "Draining readiness"). A short batch is such a promise: it emptied the socket's queue,
+    /// and the next datagram to arrive raises a new event.
     fn receive(&mut self) -> bool {
         for _ in 0..RECEIVES_PER_EVENT {
             match self.rx.recv(&self.socket) {
-                Ok(_) => self.answer_batch(),
+                Ok(_) => {
+                    self.answer_batch();
+                    if self.rx.drained() {
+                        trace!("udp short batch: drained");
+                        return false;
+                    }
+                }
                 Err(e) if would_block(&e) => {
                     trace!("udp recv WouldBlock: drained");
                     return false;

@@ -121,6 +121,8 @@ pub struct Receiver {
     scratch: sys::RecvScratch,
     /// The last call's messages.
     received: Vec<Received>,
+    /// How many messages the last call took (a truncated one, never echoed, included).
+    taken: usize,
 }
 
 /// Where one received message is: its slot, its length, its sender and segment size.
@@ -140,6 +142,7 @@ impl Receiver {
             slots: vec![0; batch * SLOT].into_boxed_slice(),
             scratch: sys::RecvScratch::new(batch),
             received: Vec::with_capacity(batch),
+            taken: 0,
         }
     }
 
@@ -147,8 +150,16 @@ impl Receiver {
     /// n messages now in [`Receiver::messages`]; `WouldBlock` when none was queued.
     pub fn recv(&mut self, socket: impl AsFd) -> io::Result<usize> {
         self.received.clear();
-        sys::recv(socket.as_fd(), self)?;
+        self.taken = 0;
+        self.taken = sys::recv(socket.as_fd(), self)?;
         Ok(self.received.len())
+    }
+
+    /// The last call took less than a batch: it emptied the kernel's queue, and a datagram
+    /// arriving after it raises a new readiness event (each arrival wakes the socket's
+    /// waiters), so an edge-triggered loop need not call again to see `WouldBlock`.
+    pub fn drained(&self) -> bool {
+        self.taken < self.batch
     }
 
     /// The messages the last [`Receiver::recv`] took, in the order they came.
@@ -325,8 +336,8 @@ mod sys {
         }
     }
 
-    /// One `recvmmsg` into `rx`'s slots; the messages go to `rx.received`.
-    pub fn recv(fd: BorrowedFd<'_>, rx: &mut Receiver) -> io::Result<()> {
+    /// One `recvmmsg` into `rx`'s slots; the messages go to `rx.received`. How many it took.
+    pub fn recv(fd: BorrowedFd<'_>, rx: &mut Receiver) -> io::Result<usize> {
         let mut iovs = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; BATCH];
         // SAFETY: `mmsghdr` is plain data; all zeroes is a valid (empty) value.
         let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { mem::zeroed() };
@@ -362,7 +373,7 @@ mod sys {
             let from = sock_addr(&scratch.names[i], hdr.msg_hdr.msg_namelen);
             rx.received.push(Received { slot: i, len, segment, from });
         }
-        Ok(())
+        Ok(ret as usize)
     }
 
     /// A sender's address as the kernel wrote it (`len` bytes of `name`).
@@ -466,14 +477,14 @@ mod sys {
     }
 
     /// One `recv_from` into the first slot.
-    pub fn recv(fd: BorrowedFd<'_>, rx: &mut Receiver) -> io::Result<()> {
+    pub fn recv(fd: BorrowedFd<'_>, rx: &mut Receiver) -> io::Result<usize> {
         let slot = &mut rx.slots[..SLOT];
         // SAFETY: `[u8]` and `[MaybeUninit<u8>]` have the same layout, and every byte of the
         // slot is initialised already; `recv_from` only writes bytes into it.
         let slot = unsafe { &mut *(slot as *mut [u8] as *mut [MaybeUninit<u8>]) };
         let (len, from) = SockRef::from(&fd).recv_from(slot)?;
         rx.received.push(Received { slot: 0, len, segment: len, from });
-        Ok(())
+        Ok(1)
     }
 
     /// The first entry with `send_to` (never a train: there is no GSO here).
@@ -608,9 +619,11 @@ mod tests {
             client.send_to(&datagram(i, 100), server_addr).unwrap();
         }
         assert_eq!(rx.recv(&server).unwrap(), BATCH);
+        assert!(!rx.drained(), "a full batch may have left more behind");
         let first: Vec<Vec<u8>> = rx.messages().map(|m| m.data.to_vec()).collect();
         assert_eq!(first, (0..BATCH).map(|i| datagram(i, 100)).collect::<Vec<_>>());
         assert_eq!(rx.recv(&server).unwrap(), 10);
+        assert!(rx.drained(), "a short batch took everything queued");
         assert_eq!(rx.recv(&server).unwrap_err().kind(), ErrorKind::WouldBlock);
         let mut small = Receiver::new(4);
         for i in 0..6 {

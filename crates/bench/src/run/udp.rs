@@ -436,9 +436,12 @@ impl<'a> Sender<'a> {
         let Some(mut rx) = self.rx.take() else { return };
         loop {
             match rx.recv(self.peers[peer].socket.as_fd()) {
-                Ok(_) => {
+                Ok(taken) => {
                     let now = Instant::now();
                     rx.datagrams().for_each(|reply| self.settle(peer, reply, now));
+                    if taken < BATCH {
+                        break; // it emptied the queue: the next reply raises a new event
+                    }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break, // drained
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}    // a signal; retry
