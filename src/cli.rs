@@ -82,7 +82,7 @@ pub struct ServeArgs {
     /// The I/O model.
     #[arg(long, value_enum, default_value_t = Model::EventLoop)]
     pub model: Model,
-    /// Independent event loops sharing the port via SO_REUSEPORT (event-loop, TCP only).
+    /// Independent loops sharing the port via SO_REUSEPORT (event-loop and io-uring, TCP only).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: u16,
     /// Connections served at once (per worker); more are accepted and closed at once.

@@ -59,7 +59,8 @@ pub struct ServerConfig {
     pub addr: ListenAddr,
     /// Which I/O model serves connections.
     pub model: Model,
-    /// Independent event loops sharing the port through SO_REUSEPORT (event loop only).
+    /// Independent loops sharing the port through SO_REUSEPORT (event loop and io-uring: one
+    /// ring, and its own receive buffers, per worker).
     pub workers: usize,
     /// Live connections per server (per worker); more are accepted and closed at once.
     pub max_connections: usize,
@@ -179,8 +180,11 @@ impl ServerConfig {
         if self.workers == 0 {
             return Err("--workers must be at least 1".into());
         }
-        if self.workers > 1 && self.model != Model::EventLoop {
-            return Err(format!("--workers applies to the event-loop model, not {}", self.model.name()));
+        if self.workers > 1 && !matches!(self.model, Model::EventLoop | Model::IoUring) {
+            return Err(format!(
+                "--workers applies to the event-loop and io-uring models, not {}",
+                self.model.name()
+            ));
         }
         if self.stats_interval.is_some_and(|interval| interval < MIN_STATS_INTERVAL) {
             return Err(format!(
@@ -334,10 +338,12 @@ mod tests {
     }
 
     #[test]
-    fn workers_need_tcp_and_the_event_loop() {
+    fn workers_need_tcp_and_a_loop_model() {
         let mut config = ServerConfig::new("unix:/tmp/x.sock".parse().unwrap());
         config.workers = 2;
         assert!(config.validate().unwrap_err().contains("SO_REUSEPORT"));
+        let uring = ServerConfig { workers: 2, model: Model::IoUring, ..Default::default() };
+        assert_eq!(uring.validate(), Ok(()));
         let mut config = ServerConfig { workers: 2, model: Model::Blocking, ..Default::default() };
         assert!(config.validate().unwrap_err().contains("blocking"));
         config.workers = 0;

@@ -46,9 +46,9 @@ enum Runner {
     ThreadPerConn(StdListener, ServerConfig),
     /// One connection at a time on the accepting thread.
     Blocking(StdListener, ServerConfig),
-    /// The completion model: its ring and buffers allocated at bind time.
+    /// The completion model, one loop per worker: rings and buffers allocated at bind time.
     #[cfg(target_os = "linux")]
-    IoUring(Box<crate::io_uring::UringLoop>),
+    IoUring(Vec<crate::io_uring::UringLoop>),
     /// The UDP echo: one loop over one socket.
     Udp(UdpEcho),
 }
@@ -117,14 +117,17 @@ impl Server {
         let counted = if config.framing == Framing::Raw { Counted::Reads } else { Counted::Frames };
         let stats = ServerStats::new(config.workers, counted);
         let runner = match config.model {
-            Model::EventLoop => Runner::EventLoops(bind_workers(first, &addr, config, &shutdown, &stats)?),
+            Model::EventLoop => {
+                Runner::EventLoops(bind_workers(first, &addr, config, |listener, worker| {
+                    EventLoop::new(listener, config, &shutdown, stats.worker(worker), worker)
+                })?)
+            }
             Model::ThreadPerConn => Runner::ThreadPerConn(first, config.clone()),
             Model::Blocking => Runner::Blocking(first, config.clone()),
             #[cfg(target_os = "linux")]
-            Model::IoUring => {
-                let uring = crate::io_uring::UringLoop::new(first, config, &shutdown, stats.worker(0))?;
-                Runner::IoUring(Box::new(uring))
-            }
+            Model::IoUring => Runner::IoUring(bind_workers(first, &addr, config, |listener, worker| {
+                crate::io_uring::UringLoop::new(listener, config, &shutdown, stats.worker(worker))
+            })?),
             #[cfg(not(target_os = "linux"))]
             Model::IoUring => unreachable!("check_before_binding refuses io-uring off Linux"),
         };
@@ -177,7 +180,7 @@ impl Server {
         let reporter = Reporter::start(self.stats.clone(), self.stats_interval, &self.stats_requests)?;
         let (shutdown, stats) = (&self.shutdown, self.stats.worker(0));
         match self.runner {
-            Runner::EventLoops(loops) => run_workers(loops, shutdown)?,
+            Runner::EventLoops(loops) => run_workers(loops, shutdown, EventLoop::run)?,
             Runner::ThreadPerConn(listener, config) => {
                 blocking::serve(Placement::OwnThread, listener, &config, shutdown, stats)
             }
@@ -185,7 +188,7 @@ impl Server {
                 blocking::serve(Placement::AcceptingThread, listener, &config, shutdown, stats)
             }
             #[cfg(target_os = "linux")]
-            Runner::IoUring(uring) => uring.run()?,
+            Runner::IoUring(rings) => run_workers(rings, shutdown, crate::io_uring::UringLoop::run)?,
             Runner::Udp(udp) => udp.run()?,
         };
         drop(reporter); // no statistics line after the summary
@@ -202,6 +205,8 @@ impl Server {
             Runner::EventLoops(_) => "event-loop model".to_string(),
             Runner::ThreadPerConn(..) => "thread-per-conn model".to_string(),
             Runner::Blocking(..) => "blocking model".to_string(),
+            #[cfg(target_os = "linux")]
+            Runner::IoUring(rings) if rings.len() > 1 => format!("io-uring model ({} workers)", rings.len()),
             #[cfg(target_os = "linux")]
             Runner::IoUring(_) => "io-uring model".to_string(),
             Runner::Udp(_) => "UDP echo (event loop)".to_string(),
@@ -223,26 +228,29 @@ fn check_before_binding(config: &ServerConfig) -> Result<(), Error> {
     Ok(())
 }
 
-/// The first listener is already bound (to port 0, perhaps); the others bind the port it
-/// got, with SO_REUSEPORT, so the kernel spreads new connections over all of them.
-fn bind_workers(
+/// One loop per worker (`make(listener, worker)`): the first listener is already bound (to
+/// port 0, perhaps); the others bind the port it got, with SO_REUSEPORT, so the kernel
+/// spreads new connections over all of them.
+fn bind_workers<W>(
     first: StdListener,
     addr: &ListenAddr,
     config: &ServerConfig,
-    shutdown: &ShutdownHandle,
-    stats: &ServerStats,
-) -> io::Result<Vec<EventLoop>> {
-    let mut loops = vec![EventLoop::new(first, config, shutdown, stats.worker(0), 0)?];
+    make: impl Fn(StdListener, usize) -> io::Result<W>,
+) -> io::Result<Vec<W>> {
+    let mut loops = vec![make(first, 0)?];
     for worker in 1..config.workers {
-        let listener = net::bind(addr, true)?;
-        loops.push(EventLoop::new(listener, config, shutdown, stats.worker(worker), worker)?);
+        loops.push(make(net::bind(addr, true)?, worker)?);
     }
     Ok(loops)
 }
 
-/// Worker 0 runs on this thread, the others on their own. If any worker fails, the others
-/// are stopped and joined too, so none outlives `run`.
-fn run_workers(mut loops: Vec<EventLoop>, shutdown: &ShutdownHandle) -> io::Result<()> {
+/// Worker 0 runs on this thread, the others on their own, each `run`. If any worker fails,
+/// the others are stopped and joined too, so none outlives `run`.
+fn run_workers<W: Send + 'static>(
+    mut loops: Vec<W>,
+    shutdown: &ShutdownHandle,
+    run: fn(W) -> io::Result<()>,
+) -> io::Result<()> {
     let first = loops.remove(0);
     let others: Vec<_> = loops
         .into_iter()
@@ -251,7 +259,7 @@ fn run_workers(mut loops: Vec<EventLoop>, shutdown: &ShutdownHandle) -> io::Resu
             thread::Builder::new().name(format!("worker-{}", i + 1)).spawn({
                 let shutdown = shutdown.clone();
                 move || {
-                    let result = el.run();
+                    let result = run(el);
                     if result.is_err() {
                         shutdown.shutdown(); // one worker failed: stop the others too
                     }
@@ -260,7 +268,7 @@ fn run_workers(mut loops: Vec<EventLoop>, shutdown: &ShutdownHandle) -> io::Resu
             })
         })
         .collect::<io::Result<_>>()?;
-    let results = std::iter::once(first.run())
+    let results = std::iter::once(run(first))
         .inspect(|result| {
             if result.is_err() {
                 shutdown.shutdown();

@@ -3,6 +3,8 @@
 
 Usage (from the repository root, after `cargo build --release --workspace`):
     python3 docs/results/fairness.py [ROUNDS] [MODEL ...]     # default 5 rounds, event-loop io-uring
+A MODEL is a `--model` name, or LABEL=PATH:MODEL to run another build of echoloop (say, one
+built before a change) under its own label.
 
 Each round, for each model in turn (a fresh server each time, pinned to CPU 0):
   1. alone: 100 clients at 10,000 messages/s in all, 128 B, open loop, on CPU 1:
@@ -31,13 +33,23 @@ SMALL = ["-c", "100", "--size", "128", "--rate", "10K", "--warmup", "1", "--dura
 STREAM = ["-c", "1", "--size", "64K", "--pipeline", "4", "--warmup", "0.5", "--duration", "5", "--json"]
 
 
-def start_server(model):
-    argv = [BIN, "serve", "--model", model, "-q", "127.0.0.1:0"]
+def start_server(spec):
+    _, binary, model = parse_spec(spec)
+    argv = [binary, "serve", "--model", model, "-q", "127.0.0.1:0"]
     proc = subprocess.Popen(["taskset", "-c", "0", *argv], stdout=subprocess.PIPE, text=True)
     match = re.match(r"listening on (\S+)", proc.stdout.readline())
     if not match:
-        raise SystemExit(f"{model}: no listening line")
+        raise SystemExit(f"{spec}: no listening line")
     return proc, match.group(1)
+
+
+def parse_spec(spec):
+    """`event-loop` or `old=/tmp/echoloop:event-loop`: (label, binary, model)."""
+    if "=" not in spec:
+        return spec, BIN, spec
+    label, rest = spec.split("=", 1)
+    binary, model = rest.rsplit(":", 1)
+    return label, binary, model
 
 
 def bench(addr, args, nice=False):
@@ -81,21 +93,22 @@ def main():
     models = sys.argv[2:] or ["event-loop", "io-uring"]
     results = {m: [] for m in models}
     for r in range(rounds):
-        for model in models if r % 2 == 0 else reversed(models):
+        for model in models if r % 2 == 0 else list(reversed(models)):
             results[model].append(one(model))
             print(f"round {r + 1} {model}: {results[model][-1]}", file=sys.stderr)
     print("| model | p99 alone µs | p99 beside the stream µs | p99.9 beside µs | stream MiB/s |")
     print("|---|---:|---:|---:|---:|")
     for model, runs in results.items():
         col = lambda key: spread([run[key] for run in runs])
-        print(f"| {model} | {col('alone_p99_us')} | {col('beside_p99_us')} | {col('beside_p999_us')} "
+        print(f"| {parse_spec(model)[0]} | {col('alone_p99_us')} | {col('beside_p99_us')} | {col('beside_p999_us')} "
               f"| {col('stream_mib_s')} |")
     base = models[0]
     for model in models[1:]:
-        ratios = [a["beside_p99_us"] / b["beside_p99_us"] for a, b in zip(results[base], results[model])]
-        listed = ", ".join(f"{x:.2f}" for x in ratios)
-        print(f"\n{base} ÷ {model}, p99 beside the stream, per round: {listed}; "
-              f"median {statistics.median(ratios):.2f}")
+        for key, what in [("beside_p99_us", "p99 beside the stream"), ("stream_mib_s", "stream MiB/s")]:
+            ratios = [a[key] / b[key] for a, b in zip(results[base], results[model])]
+            listed = ", ".join(f"{x:.2f}" for x in ratios)
+            print(f"\n{parse_spec(base)[0]} ÷ {parse_spec(model)[0]}, {what}, per round: {listed}; "
+                  f"median {statistics.median(ratios):.2f}")
 
 
 if __name__ == "__main__":
