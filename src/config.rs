@@ -193,13 +193,6 @@ impl ServerConfig {
                 self.stats_interval.unwrap_or_default()
             ));
         }
-        if self.framing != Framing::Raw && self.model == Model::IoUring {
-            return Err(format!(
-                "--framing {} is not built into the io-uring model (it echoes the raw byte stream); \
-                 use event-loop, thread-per-conn or blocking",
-                self.framing.name()
-            ));
-        }
         if self.workers > 1 && matches!(self.addr, ListenAddr::Unix(_)) {
             return Err(format!(
                 "--workers {} needs a TCP address: SO_REUSEPORT does not apply to {}",
@@ -410,11 +403,11 @@ mod tests {
     }
 
     #[test]
-    fn io_uring_echoes_raw_bytes_only() {
-        let config = ServerConfig { model: Model::IoUring, framing: Framing::Line, ..Default::default() };
-        assert!(config.validate().unwrap_err().contains("--framing line"));
-        let config = ServerConfig { model: Model::IoUring, ..Default::default() };
-        assert_eq!(config.validate(), Ok(()));
+    fn io_uring_frames_as_the_other_models_do() {
+        for framing in [Framing::Raw, Framing::Line, Framing::Length] {
+            let config = ServerConfig { model: Model::IoUring, framing, ..Default::default() };
+            assert_eq!(config.validate(), Ok(()), "{framing:?}");
+        }
     }
 
     #[test]

@@ -19,7 +19,7 @@ use io_uring::cqueue;
 use log::{debug, trace};
 
 use super::UringLoop;
-use super::connection::Connection;
+use super::connection::{Connection, peer_of};
 use super::op::Op;
 use crate::lifecycle::ConnId;
 use crate::net::{AfterAcceptError, Peer, StdListener, Stream, would_block};
@@ -83,7 +83,7 @@ impl UringLoop {
         let peer = if logged { peer_of(&stream) } else { Peer(None) };
         let entry = self.connections.vacant_entry();
         let key = entry.key();
-        let mut conn = Connection::new(stream, peer, self.config.max_pending, now);
+        let mut conn = Connection::new(stream, peer, self.config.framer(), self.config.connection_cap(), now);
         if let Some(timers) = &mut self.idle {
             timers.start(ConnId(key), now);
         }
@@ -95,10 +95,4 @@ impl UringLoop {
         debug!("key={key} opened peer={peer} (open: {})", self.connections.len());
         self.advance(key)
     }
-}
-
-/// The client's address, for a log line (TCP only: Unix clients are unnamed).
-fn peer_of(stream: &Stream) -> Peer {
-    let addr = stream.is_tcp().then(|| stream.sock_ref().peer_addr().ok()?.as_socket()).flatten();
-    Peer(addr)
 }

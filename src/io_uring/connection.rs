@@ -17,6 +17,13 @@
 //!   send completes, then refilled from the `PendingBuf`. Memory the kernel reads must not
 //!   move, and a `PendingBuf` slides and grows as it pleases, so it is never sent from.
 //!
+//! With `--framing line|length` a recv is not a message: the same [`Framer`] as the event
+//! loop's says how much of it ends whole frames. Those are what goes straight out of the
+//! buffer; the start of a frame cut off by the end of the recv is copied into a
+//! [`PartialFrame`] until the recv that completes it (then the frame goes out through the
+//! outbox, its start first). A frame over `--max-frame` ends the connection as in the event
+//! loop: the frames before it are echoed, then it lingers and closes.
+//!
 //! One send at a time per connection: a second send could run while the first was short,
 //! and bytes would leave out of order. One recv at a time, asking at most the room left
 //! under `--max-pending`, so what is owed never exceeds the cap (backpressure: at the cap no
@@ -29,9 +36,10 @@ use std::io;
 use std::os::fd::RawFd;
 use std::time::Instant;
 
-use log::trace;
+use log::{info, trace, warn};
 
-use crate::buffer::PendingBuf;
+use crate::buffer::{PartialFrame, PendingBuf};
+use crate::framing::{AtEof, Framer, Rest};
 use crate::lifecycle::linger;
 use crate::net::{Peer, Stream};
 use crate::stats::{ConnCounts, IoTally};
@@ -43,6 +51,9 @@ pub(super) enum Phase {
     Open,
     /// The client half-closed (recv returned 0): finish the echo, then close.
     PeerClosed,
+    /// A frame was over `--max-frame`: receive nothing more, finish echoing the frames
+    /// before it, then linger (as when shutting down) and close.
+    Refused,
     /// The server is shutting down: receive nothing more, send what is owed, then close.
     ShuttingDown,
     /// Shutting down with nothing left to send, but the kernel still holds bytes either way:
@@ -68,8 +79,9 @@ pub(super) enum Sending {
 /// What the loop does with the provided buffer a recv completed into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum BufferUse {
-    /// Send straight out of it; it goes back to the ring when that send completes.
-    SendFromIt,
+    /// Send its first `len` bytes straight out of it (whole frames: all it holds, unframed);
+    /// it goes back to the ring when that send completes.
+    SendFromIt { len: usize },
     /// The bytes were copied (or discarded): give it back to the ring now.
     GiveBack,
 }
@@ -93,10 +105,16 @@ pub(super) struct Connection {
     /// `sending == Some(Outbox)`. Empty = no heap memory.
     outbox: Vec<u8>,
     outbox_start: usize,
-    /// Bytes received behind the send in flight. Capped with everything else owed at
-    /// `max_pending` (the recv asks for no more than the room left).
+    /// Bytes received behind the send in flight. Capped with everything else owed, and the
+    /// partial frame, at `cap` (the recv asks for no more than the room left).
     pending: PendingBuf,
-    max_pending: usize,
+    /// `--max-pending`, raised to hold one whole frame (`ServerConfig::connection_cap`).
+    cap: usize,
+    /// Where frames end (`raw`: every recv is whole, and `partial` stays empty).
+    framer: Framer,
+    /// The start of a frame whose end has not arrived yet; never a whole frame, empty (no
+    /// heap memory) between frames.
+    partial: PartialFrame,
     /// A cancel for this connection's requests has been queued (once is enough).
     cancel_queued: bool,
     /// When bytes last moved in either direction (for the idle timeout).
@@ -106,8 +124,9 @@ pub(super) struct Connection {
 }
 
 impl Connection {
-    /// A connection just accepted, nothing requested yet.
-    pub(super) fn new(stream: Stream, peer: Peer, max_pending: usize, now: Instant) -> Connection {
+    /// A connection just accepted, nothing requested yet. `cap` bounds the bytes held (owed
+    /// and partial frame together); it is at least `framer.frame_bound()`.
+    pub(super) fn new(stream: Stream, peer: Peer, framer: Framer, cap: usize, now: Instant) -> Connection {
         let fd = stream.raw_fd();
         Connection {
             stream,
@@ -118,8 +137,10 @@ impl Connection {
             sending: None,
             outbox: Vec::new(),
             outbox_start: 0,
-            pending: PendingBuf::new(max_pending),
-            max_pending,
+            pending: PendingBuf::new(cap),
+            cap,
+            framer,
+            partial: PartialFrame::default(),
             cancel_queued: false,
             last_active: now,
             counts: ConnCounts::default(),
@@ -144,14 +165,14 @@ impl Connection {
         }
         match self.phase {
             Phase::Open => {
-                let room = self.max_pending - self.owed();
+                let room = self.cap.saturating_sub(self.owed() + self.partial.len());
                 if room == 0 {
                     trace!("fd={} owed={} at cap: no recv (backpressure)", self.fd, self.owed());
                 }
                 (room > 0).then(|| room.min(buffer_size))
             }
             Phase::Lingering => Some(buffer_size),
-            Phase::PeerClosed | Phase::ShuttingDown | Phase::Closing => None,
+            Phase::PeerClosed | Phase::Refused | Phase::ShuttingDown | Phase::Closing => None,
         }
     }
 
@@ -165,30 +186,69 @@ impl Connection {
         self.recv_armed = armed;
     }
 
-    /// A recv brought `data` in provided buffer `bid`: send straight out of the buffer if
-    /// nothing is owed, else queue the bytes behind what is.
+    /// A recv brought `data` in provided buffer `bid`: the whole frames in it (all of it,
+    /// unframed) go straight out of the buffer if nothing is owed and no frame was begun,
+    /// else behind what is; the start of an unfinished frame is kept.
     pub(super) fn received(&mut self, data: &[u8], bid: u16, now: Instant) -> BufferUse {
         if matches!(self.phase, Phase::Lingering | Phase::Closing) {
             trace!("fd={} discarded n={} ({:?})", self.fd, data.len(), self.phase);
+            if self.phase == Phase::Lingering && linger::done(&self.stream.sock_ref()) {
+                trace!("fd={} lingering: the client has every echo: closing", self.fd);
+                self.phase = Phase::PeerClosed; // nothing owed: the loop closes us
+            }
             return BufferUse::GiveBack;
         }
         self.counts.read(data.len());
         self.last_active = now;
-        if self.sending.is_none() && self.owed() == 0 {
-            trace!("fd={} recv n={}: send from buffer {bid}", self.fd, data.len());
-            self.sending = Some(Sending::Provided { bid, len: data.len() });
-            return BufferUse::SendFromIt;
+        let split = self.framer.split(self.partial.as_slice(), data);
+        self.counts.frames(split.frames);
+        let (whole, rest) = data.split_at(split.whole);
+        let mut used = BufferUse::GiveBack;
+        if !whole.is_empty() && self.partial.is_empty() && self.sending.is_none() && self.owed() == 0 {
+            trace!("fd={} recv n={}: send {} from buffer {bid}", self.fd, data.len(), whole.len());
+            self.sending = Some(Sending::Provided { bid, len: whole.len() });
+            used = BufferUse::SendFromIt { len: whole.len() };
+        } else if !whole.is_empty() {
+            trace!(
+                "fd={} recv n={}: {} queued behind owed={}",
+                self.fd,
+                data.len(),
+                whole.len(),
+                self.owed()
+            );
+            self.pending.push(&self.partial.take()); // a frame's start goes before its end
+            self.pending.push(whole);
         }
-        trace!("fd={} recv n={}: queued behind owed={}", self.fd, data.len(), self.owed());
-        self.pending.push(data);
-        BufferUse::GiveBack
+        match split.rest {
+            Rest::Partial => self.partial.extend(rest, self.framer.frame_bound()),
+            Rest::TooLarge(oversize) => {
+                let peer = self.named_peer();
+                warn!("{peer}: {oversize}: closing the connection after echoing the frames before it");
+                self.phase = Phase::Refused;
+                self.partial.take();
+            }
+        }
+        used
     }
 
-    /// The recv saw EOF: the client sends no more.
+    /// The recv saw EOF: the client sends no more. A last line without its `\n` is whole
+    /// now, and is echoed; a length frame cut short never can be, and is dropped.
     pub(super) fn received_eof(&mut self) {
         trace!("fd={} recv EOF ({:?}), owed={}", self.fd, self.phase, self.owed());
-        if self.phase != Phase::Closing {
-            self.phase = Phase::PeerClosed;
+        if self.phase == Phase::Closing {
+            return;
+        }
+        self.phase = Phase::PeerClosed;
+        match self.framer.at_eof(self.partial.as_slice()) {
+            AtEof::Nothing => {}
+            AtEof::Echo => {
+                self.counts.frames(1);
+                self.pending.push(&self.partial.take());
+            }
+            AtEof::Discard(n) => {
+                info!("{}: EOF in the middle of a frame: discarded its {n} bytes", self.named_peer());
+                self.partial.take();
+            }
         }
     }
 
@@ -248,7 +308,7 @@ impl Connection {
     /// Everything received was sent and the client is done, or the server is shutting
     /// down and the connection need not linger: close it.
     pub(super) fn finished(&self) -> bool {
-        matches!(self.phase, Phase::PeerClosed | Phase::ShuttingDown)
+        matches!(self.phase, Phase::PeerClosed | Phase::Refused | Phase::ShuttingDown)
             && self.sending.is_none()
             && self.owed() == 0
     }
@@ -261,12 +321,13 @@ impl Connection {
         }
     }
 
-    /// Shutting down and nothing left to send: linger if the kernel still holds bytes either
-    /// way (see [`Phase::Lingering`]); if not, stay, and [`Connection::finished`] says close.
-    /// The rule is `crate::lifecycle::linger`'s, as in every model.
+    /// Ended by the server (shutting down, or a refused frame) and nothing left to send:
+    /// linger if the kernel still holds bytes either way (see [`Phase::Lingering`]); if not,
+    /// stay, and [`Connection::finished`] says close. The rule is
+    /// `crate::lifecycle::linger`'s, as in every model.
     pub(super) fn linger_once_flushed(&mut self) -> io::Result<()> {
         let flushed = self.sending.is_none() && self.owed() == 0;
-        if self.phase == Phase::ShuttingDown
+        if matches!(self.phase, Phase::ShuttingDown | Phase::Refused)
             && flushed
             && linger::begin(&self.stream.sock_ref(), format_args!("fd={}", self.fd))?
         {
@@ -314,6 +375,15 @@ impl Connection {
         self.peer
     }
 
+    /// The client's address for a line that must name it: the one known, or asked of the
+    /// kernel now (accepting asks only when debug lines will show it).
+    fn named_peer(&self) -> Peer {
+        match self.peer {
+            Peer(None) => peer_of(&self.stream),
+            known => known,
+        }
+    }
+
     /// When bytes last moved.
     pub(super) fn last_active(&self) -> Instant {
         self.last_active
@@ -336,16 +406,79 @@ impl Connection {
     }
 }
 
+/// The client's address, for a log line (TCP only: Unix clients are unnamed).
+pub(super) fn peer_of(stream: &Stream) -> Peer {
+    let addr = stream.is_tcp().then(|| stream.sock_ref().peer_addr().ok()?.as_socket()).flatten();
+    Peer(addr)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::framing::Framing;
     use std::os::unix::net::UnixStream;
 
     /// A connection over one end of a socket pair (the other end is returned to keep it open).
     fn connection(max_pending: usize) -> (Connection, UnixStream) {
+        framed(Framer::new(Framing::Raw, 0), max_pending)
+    }
+
+    fn framed(framer: Framer, cap: usize) -> (Connection, UnixStream) {
         let (ours, theirs) = UnixStream::pair().unwrap();
         let stream = Stream::from_fd(ours.into(), false);
-        (Connection::new(stream, Peer(None), max_pending, Instant::now()), theirs)
+        (Connection::new(stream, Peer(None), framer, cap, Instant::now()), theirs)
+    }
+
+    /// Lines: the whole ones go out of the buffer; a line cut by the end of a recv waits,
+    /// and goes out (start first) when the recv with its end arrives, behind what is owed.
+    #[test]
+    fn whole_lines_go_out_of_the_buffer_and_a_cut_line_waits_for_its_end() {
+        let (mut conn, _peer) = framed(Framer::new(Framing::Line, 100), 100);
+        let now = Instant::now();
+        assert_eq!(conn.received(b"one\ntwo\nthr", 0, now), BufferUse::SendFromIt { len: 8 });
+        assert_eq!(conn.recv_len(1000), Some(100 - 8 - 3), "the cut line counts against the cap");
+        assert_eq!(conn.received(b"ee\nfo", 1, now), BufferUse::GiveBack, "a send is in flight");
+        conn.sent_from_buffer(8, b"one\ntwo\n", now);
+        assert_eq!(conn.next_send(), Some(&b"three\n"[..]));
+        conn.sent_from_outbox(6, now);
+        assert_eq!(conn.received(b"ur", 2, now), BufferUse::GiveBack, "no whole line");
+        assert_eq!(conn.next_send(), None);
+        conn.received_eof(); // the last line ends with the stream
+        assert_eq!(conn.next_send(), Some(&b"four"[..]));
+        conn.sent_from_outbox(4, now);
+        assert!(conn.finished());
+        assert_eq!(conn.take_io().frames, 4);
+    }
+
+    /// A frame over the limit: the frames before it are echoed, nothing more is received,
+    /// and once they are out the connection is finished (nothing to linger for here: the
+    /// other end read nothing, but sent nothing more either).
+    #[test]
+    fn a_frame_over_the_limit_refuses_the_connection_after_the_frames_before_it() {
+        let (mut conn, _peer) = framed(Framer::new(Framing::Line, 8), 64);
+        let now = Instant::now();
+        assert_eq!(conn.received(b"ok\nthis line is too long", 0, now), BufferUse::SendFromIt { len: 3 });
+        assert_eq!(conn.phase(), Phase::Refused);
+        assert_eq!(conn.recv_len(64), None, "refused: no more recvs");
+        assert!(!conn.finished(), "the echo of the frame before it is still out");
+        conn.sent_from_buffer(3, b"ok\n", now);
+        assert!(conn.finished());
+    }
+
+    /// A length frame cut short by EOF can never be whole: dropped, not echoed.
+    #[test]
+    fn a_length_frame_cut_by_eof_is_dropped() {
+        let (mut conn, _peer) = framed(Framer::new(Framing::Length, 100), 200);
+        let now = Instant::now();
+        assert_eq!(
+            conn.received(&[0, 0, 0, 2, b'h', b'i', 0, 0, 0, 9, b'x'], 0, now),
+            BufferUse::SendFromIt { len: 6 }
+        );
+        conn.sent_from_buffer(6, &[0, 0, 0, 2, b'h', b'i'], now);
+        conn.received_eof();
+        assert_eq!(conn.next_send(), None);
+        assert!(conn.finished());
+        assert_eq!(conn.take_io_at_close().bytes_unsent, 5, "the cut frame counts as unsent");
     }
 
     #[test]
@@ -353,7 +486,7 @@ mod tests {
         let (mut conn, _peer) = connection(100);
         let now = Instant::now();
         assert_eq!(conn.recv_len(64), Some(64));
-        assert_eq!(conn.received(b"hello", 7, now), BufferUse::SendFromIt);
+        assert_eq!(conn.received(b"hello", 7, now), BufferUse::SendFromIt { len: 5 });
         assert_eq!(conn.sending(), Some(Sending::Provided { bid: 7, len: 5 }));
         assert_eq!(conn.received(b" world", 8, now), BufferUse::GiveBack);
         assert_eq!(conn.next_send(), None, "one send at a time");

@@ -248,11 +248,11 @@ impl UringLoop {
         match (result, bid) {
             (n, Some(bid)) if n > 0 => {
                 let data = self.ring.buffers.data(bid, n as usize);
-                if conn.received(data, bid, now) == BufferUse::GiveBack {
+                let BufferUse::SendFromIt { len } = conn.received(data, bid, now) else {
                     return Ok((Some(bid), None));
-                }
+                };
                 // The buffer stays out of the ring until this send completes (`on_send`).
-                self.ring.send_provided(conn.fd(), bid, n as usize, Op::Send(key))?;
+                self.ring.send_provided(conn.fd(), bid, len, Op::Send(key))?;
                 return Ok((None, None));
             }
             (n, None) if n > 0 => {
