@@ -276,10 +276,10 @@ impl ServerConfig {
 
     /// A `udp:` address: one event loop over one socket, and no stream to frame.
     fn validate_udp(&self) -> Result<(), String> {
-        if self.model != Model::EventLoop {
+        if !matches!(self.model, Model::EventLoop | Model::IoUring) {
             return Err(format!(
-                "a udp: address is served by the event loop only, not {} (a datagram needs no \
-                 thread of its own)",
+                "a udp: address is served by the event loop and io-uring models, not {} (a \
+                 datagram needs no thread of its own)",
                 self.model.name()
             ));
         }

@@ -51,6 +51,9 @@ enum Runner {
     IoUring(Vec<crate::io_uring::UringLoop>),
     /// The UDP echo: one loop over one socket.
     Udp(UdpEcho),
+    /// The UDP echo on io_uring.
+    #[cfg(target_os = "linux")]
+    UringUdp(crate::io_uring::UringUdp),
 }
 
 impl Server {
@@ -67,9 +70,20 @@ impl Server {
         if let ListenAddr::Udp(addr) = config.addr {
             let socket = net::bind_udp(addr, config.send_buffer, config.recv_buffer)?;
             let stats = ServerStats::new(1, Counted::Datagrams);
-            let udp = UdpEcho::new(socket, config, &shutdown, stats.worker(0))?;
-            let addr = ListenAddr::Udp(udp.local_addr()?);
-            return Ok(Server::new(addr, shutdown, Runner::Udp(udp), stats, config));
+            let (runner, addr) = match config.model {
+                #[cfg(target_os = "linux")]
+                Model::IoUring => {
+                    let udp = crate::io_uring::UringUdp::new(socket, config, &shutdown, stats.worker(0))?;
+                    let addr = udp.local_addr()?;
+                    (Runner::UringUdp(udp), addr)
+                }
+                _ => {
+                    let udp = UdpEcho::new(socket, config, &shutdown, stats.worker(0))?;
+                    let addr = udp.local_addr()?;
+                    (Runner::Udp(udp), addr)
+                }
+            };
+            return Ok(Server::new(ListenAddr::Udp(addr), shutdown, runner, stats, config));
         }
         let reuse_port = config.workers > 1;
         let first = net::bind(&config.addr, reuse_port)?;
@@ -190,6 +204,8 @@ impl Server {
             #[cfg(target_os = "linux")]
             Runner::IoUring(rings) => run_workers(rings, shutdown, crate::io_uring::UringLoop::run)?,
             Runner::Udp(udp) => udp.run()?,
+            #[cfg(target_os = "linux")]
+            Runner::UringUdp(udp) => udp.run()?,
         };
         drop(reporter); // no statistics line after the summary
         let summary = self.stats.summary();
@@ -210,6 +226,8 @@ impl Server {
             #[cfg(target_os = "linux")]
             Runner::IoUring(_) => "io-uring model".to_string(),
             Runner::Udp(_) => "UDP echo (event loop)".to_string(),
+            #[cfg(target_os = "linux")]
+            Runner::UringUdp(_) => "UDP echo (io-uring)".to_string(),
         }
     }
 }

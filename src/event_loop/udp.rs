@@ -61,10 +61,6 @@ use crate::stats::{Datagrams, IoTally, Stats};
 /// The UDP socket's token.
 const SOCKET: Token = Token(0);
 
-/// Source ports never answered: 0 (no real sender uses it) and the small services that
-/// answer every datagram, so that two of them cannot be set answering each other.
-const RESERVED_SOURCE_PORTS: [u16; 5] = [0, 7, 13, 17, 19];
-
 /// Receive calls (each up to a batch) per readiness event before the loop polls again (for
 /// the waker's sake: a flood must not keep a shutdown request waiting).
 const RECEIVES_PER_EVENT: usize = 4;
@@ -238,7 +234,7 @@ impl UdpEcho {
         let mut replies: Vec<Message<'_>> = Vec::with_capacity(BATCH);
         for message in self.rx.messages() {
             self.out.received(&message);
-            if reserved_source(&message) {
+            if message.from_reserved_port() {
                 self.out.drop_reserved(&message);
             } else if !self.out.queue.is_empty() {
                 self.out.refused(message);
@@ -322,11 +318,6 @@ impl UdpEcho {
         }
         queue.is_empty() || now >= deadline
     }
-}
-
-/// From source port 0 or a small service's port (see the module docs).
-fn reserved_source(message: &Message<'_>) -> bool {
-    message.peer_addr().is_none_or(|from| RESERVED_SOURCE_PORTS.contains(&from.port()))
 }
 
 impl Outbox {

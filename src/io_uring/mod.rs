@@ -45,6 +45,9 @@ mod buffers;
 mod connection;
 mod op;
 mod ring;
+mod udp;
+
+pub(crate) use udp::UringUdp;
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -101,7 +104,7 @@ pub(crate) struct UringLoop {
     /// After EMFILE and friends, accepting pauses; this says until when, and logs it.
     accept_backoff: AcceptBackoff,
     /// The eventfd a shutdown request writes to; the ring polls it.
-    wake_fd: Arc<OwnedFd>,
+    wake: WakeFd,
     /// Live connections (and closing ones whose requests are still in flight).
     connections: Slab<Connection>,
     /// Idle deadlines, when `--idle-timeout` is on (slab key = `ConnId`); their only owner.
@@ -132,15 +135,7 @@ impl UringLoop {
         stats: Arc<Stats>,
     ) -> io::Result<UringLoop> {
         let ring = Ring::new(receive_buffers(config)?)?;
-        let wake_fd = Arc::new(new_eventfd()?);
-        let fd = Arc::clone(&wake_fd);
-        shutdown.add_waker(move || {
-            let one = 1u64.to_ne_bytes();
-            // SAFETY: writes 8 bytes from a live array to an open eventfd.
-            if unsafe { libc::write(fd.as_raw_fd(), one.as_ptr().cast(), one.len()) } < 0 {
-                warn!("could not wake the io_uring loop: {}", io::Error::last_os_error());
-            }
-        });
+        let wake = WakeFd::new(shutdown)?;
         debug!("io_uring: {} provided buffers of {} bytes", config.uring_buffers, config.uring_buffer_size);
         Ok(UringLoop {
             ring,
@@ -148,7 +143,7 @@ impl UringLoop {
             listener: Some(listener),
             accept_armed: false,
             accept_backoff: AcceptBackoff::default(),
-            wake_fd,
+            wake,
             connections: Slab::new(),
             idle: config.idle_timeout.map(IdleTimers::new),
             stopping: Stopping::No,
@@ -389,7 +384,7 @@ impl UringLoop {
 
     /// Queue the poll on the shutdown eventfd.
     fn arm_wake(&mut self) -> io::Result<()> {
-        self.ring.poll_readable(self.wake_fd.as_raw_fd(), Op::Wake)
+        self.ring.poll_readable(self.wake.raw_fd(), Op::Wake)
     }
 
     /// The eventfd was written: a shutdown was requested (nothing else writes to it).
@@ -501,13 +496,33 @@ fn receive_buffers(config: &ServerConfig) -> io::Result<BufRing> {
     BufRing::new(count, size).map_err(named)
 }
 
-/// A non-blocking eventfd: the shutdown handle writes to it, the ring polls it.
-fn new_eventfd() -> io::Result<OwnedFd> {
-    // SAFETY: plain system call; the descriptor it returns is owned by nobody else.
-    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
+/// How a shutdown request reaches a loop asleep in `io_uring_enter`: a non-blocking eventfd
+/// the shutdown handle writes to, and the ring polls.
+struct WakeFd(Arc<OwnedFd>);
+
+impl WakeFd {
+    /// A new eventfd, and a waker on `shutdown` that writes to it.
+    fn new(shutdown: &ShutdownHandle) -> io::Result<WakeFd> {
+        // SAFETY: plain system call; the descriptor it returns is owned by nobody else.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh, open descriptor.
+        let fd = Arc::new(unsafe { OwnedFd::from_raw_fd(fd) });
+        let written = Arc::clone(&fd);
+        shutdown.add_waker(move || {
+            let one = 1u64.to_ne_bytes();
+            // SAFETY: writes 8 bytes from a live array to an open eventfd.
+            if unsafe { libc::write(written.as_raw_fd(), one.as_ptr().cast(), one.len()) } < 0 {
+                warn!("could not wake the io_uring loop: {}", io::Error::last_os_error());
+            }
+        });
+        Ok(WakeFd(fd))
     }
-    // SAFETY: `fd` is a fresh, open descriptor.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+
+    /// The descriptor, for the ring's poll.
+    fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.0.as_raw_fd()
+    }
 }

@@ -44,6 +44,8 @@ pub use options::SocketOptions;
 pub use privileged::note_if_root;
 pub use stream::{BlockingStream, Peer, Stream, kernel_queues};
 pub use udp_batch::{BATCH, Message, Offload, Receiver, Sender, Sent};
+#[cfg(target_os = "linux")]
+pub use udp_batch::{Cmsg, gro_segment_of, write_segment_cmsg};
 
 /// The kernel's accept queue length we ask for (it is capped by net.core.somaxconn).
 const BACKLOG: i32 = 1024;

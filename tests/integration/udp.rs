@@ -16,7 +16,7 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use echoloop::{ListenAddr, ServerConfig};
+use echoloop::{ListenAddr, Model, ServerConfig};
 
 use super::live_stats::field;
 use super::util::{
@@ -71,11 +71,29 @@ fn live_statistics_count_datagrams() {
     assert_eq!(field(&last, "pending"), 0, "{last}");
 }
 
+/// The models that serve `udp:` addresses: the event loop, and io-uring where the kernel lets
+/// it run (printing why not, if not).
+fn udp_models() -> Vec<Model> {
+    match super::io_uring::kernel_refuses() {
+        None => vec![Model::EventLoop, Model::IoUring],
+        Some(reason) => {
+            eprintln!("io-uring skipped: {reason}");
+            vec![Model::EventLoop]
+        }
+    }
+}
+
 /// Datagrams of every size class, 0 to 65,507 bytes (the IPv4 maximum), come back unchanged,
-/// one reply each; the summary counts them and their bytes.
+/// one reply each; the summary counts them and their bytes. Each UDP model.
 #[test]
 fn echoes_every_size_unchanged() {
-    let server = TestServer::start(ServerConfig::new("udp:127.0.0.1:0".parse().unwrap()));
+    for model in udp_models() {
+        every_size_unchanged(model);
+    }
+}
+
+fn every_size_unchanged(model: Model) {
+    let server = TestServer::start(ServerConfig::new("udp:127.0.0.1:0".parse().unwrap()).with_model(model));
     let addr = udp_addr(&server);
     let socket = client("127.0.0.1:0");
     let mut sizes: Vec<usize> = (0..=65_507).step_by(997).collect();
@@ -130,8 +148,15 @@ fn send_train(socket: &UdpSocket, to: SocketAddr, data: &[u8], segment: u16) {
 }
 
 /// The server set-ups the batching tests run on: the defaults (batches of 64, GRO/GSO on),
-/// no kernel help with trains, and one datagram per system call.
-const UDP_SETUPS: [&[&str]; 3] = [&[], &["--udp-offload", "off"], &["--udp-batch", "1"]];
+/// no kernel help with trains, one datagram per system call; and io-uring, with and without
+/// GRO/GSO.
+fn udp_setups() -> Vec<&'static [&'static str]> {
+    let mut setups: Vec<&[&str]> = vec![&[], &["--udp-offload", "off"], &["--udp-batch", "1"]];
+    if udp_models().contains(&Model::IoUring) {
+        setups.extend([&["--model", "io-uring"][..], &["--model", "io-uring", "--udp-offload", "off"]]);
+    }
+    setups
+}
 
 /// A client's train of 20 × 1000 bytes and a last datagram of 300 comes back as 21
 /// datagrams, each exactly as sent, in order, from the server's address; the summary counts
@@ -141,7 +166,7 @@ const UDP_SETUPS: [&[&str]; 3] = [&[], &["--udp-offload", "off"], &["--udp-batch
 fn a_train_comes_back_as_its_datagrams() {
     let sizes: Vec<usize> = [1000; 20].into_iter().chain([300]).collect();
     let want: Vec<Vec<u8>> = sizes.iter().enumerate().map(|(i, &n)| random_bytes(n, i as u64)).collect();
-    for setup in UDP_SETUPS {
+    for setup in udp_setups() {
         let server =
             Bin::serve_env(&[("RUST_LOG", "echoloop=trace")], &[&["udp:127.0.0.1:0"], setup].concat());
         let addr: SocketAddr = server.addr.strip_prefix("udp:").unwrap().parse().unwrap();
@@ -171,7 +196,7 @@ fn a_train_comes_back_as_its_datagrams() {
 /// server's batches mix senders: each socket gets its own datagrams back, once each.
 #[test]
 fn many_senders_in_one_batch_each_get_their_own() {
-    for setup in UDP_SETUPS {
+    for setup in udp_setups() {
         let server = Bin::serve(&[&["udp:127.0.0.1:0"], setup].concat());
         let addr: SocketAddr = server.addr.strip_prefix("udp:").unwrap().parse().unwrap();
         let clients: Vec<_> = (0..16u64)
@@ -225,7 +250,7 @@ fn echoes_over_ipv6() {
 #[test]
 fn udp_with_another_model_workers_or_framing_is_a_usage_error() {
     for (args, needle) in [
-        (&["serve", "udp:0", "--model", "blocking"][..], "served by the event loop only"),
+        (&["serve", "udp:0", "--model", "blocking"][..], "served by the event loop and io-uring models"),
         (&["serve", "udp:0", "--workers", "2"][..], "a UDP echo is one socket"),
         (&["serve", "udp:0", "--framing", "length"][..], "every datagram is already one message"),
     ] {
@@ -323,9 +348,16 @@ fn reserved_source_ports_are_never_answered() {
     if let Some(why) = no_namespaces() {
         return eprintln!("reserved_source_ports_are_never_answered: skipped: {why}");
     }
+    for model in udp_models() {
+        reserved_ports_dropped(model);
+    }
+}
+
+fn reserved_ports_dropped(model: Model) {
     let json_path = std::env::temp_dir().join(format!("echoloop-udp-reserved-{}.json", std::process::id()));
+    let json = json_path.to_str().unwrap();
     let server =
-        serve_in_namespace(&["udp:127.0.0.1:0", "-v", "--summary-json", json_path.to_str().unwrap()]);
+        serve_in_namespace(&["udp:127.0.0.1:0", "-v", "--summary-json", json, "--model", model.name()]);
     let addr: SocketAddr = server.addr.strip_prefix("udp:").unwrap().parse().unwrap();
     let (reserved, ordinary, _raw) = in_namespace_of(server.pid(), move || {
         let reserved: Vec<UdpSocket> =
