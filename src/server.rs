@@ -51,9 +51,9 @@ enum Runner {
     IoUring(Vec<crate::io_uring::UringLoop>),
     /// The UDP echo: one loop over one socket.
     Udp(UdpEcho),
-    /// The UDP echo on io_uring.
+    /// The UDP echo on io_uring (boxed: the others are pointers and vectors).
     #[cfg(target_os = "linux")]
-    UringUdp(crate::io_uring::UringUdp),
+    UringUdp(Box<crate::io_uring::UringUdp>),
 }
 
 impl Server {
@@ -75,7 +75,7 @@ impl Server {
                 Model::IoUring => {
                     let udp = crate::io_uring::UringUdp::new(socket, config, &shutdown, stats.worker(0))?;
                     let addr = udp.local_addr()?;
-                    (Runner::UringUdp(udp), addr)
+                    (Runner::UringUdp(Box::new(udp)), addr)
                 }
                 _ => {
                     let udp = UdpEcho::new(socket, config, &shutdown, stats.worker(0))?;

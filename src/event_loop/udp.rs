@@ -234,7 +234,7 @@ impl UdpEcho {
         let mut replies: Vec<Message<'_>> = Vec::with_capacity(BATCH);
         for message in self.rx.messages() {
             self.out.received(&message);
-            if message.from_reserved_port() {
+            if message.sent_from_reserved_port() {
                 self.out.drop_reserved(&message);
             } else if !self.out.queue.is_empty() {
                 self.out.refused(message);

@@ -249,7 +249,7 @@ impl UringUdp {
         trace!("udp recv n={bytes} datagrams={datagrams} from={:?}", message.peer_addr());
         self.tally.reads += datagrams as u64;
         self.tally.bytes_read += bytes as u64;
-        if message.from_reserved_port() {
+        if message.sent_from_reserved_port() {
             if let Some(addr) = message.peer_addr() {
                 let port = addr.port();
                 let what =

@@ -116,7 +116,7 @@ impl<'a> Message<'a> {
     }
 
     /// From source port 0 or a small service's port: never to be answered.
-    pub fn from_reserved_port(&self) -> bool {
+    pub fn sent_from_reserved_port(&self) -> bool {
         self.peer_addr().is_none_or(|from| RESERVED_SOURCE_PORTS.contains(&from.port()))
     }
 }
