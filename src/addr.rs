@@ -86,6 +86,28 @@ fn parse_named_host(s: &str) -> Result<SocketAddr, &'static str> {
     Err("host must be an IP address or localhost")
 }
 
+impl ListenAddr {
+    /// Port 0: the OS picks a free port, a different one at each bind.
+    fn is_any_port(&self) -> bool {
+        match self {
+            ListenAddr::Tcp(addr) | ListenAddr::Udp(addr) => addr.port() == 0,
+            ListenAddr::Unix(_) => false,
+        }
+    }
+}
+
+/// The first address in `addrs` that an earlier one already names: the same socket asked
+/// for twice, which the second bind would refuse (or, for a Unix path, take over). Port 0
+/// asks for a fresh port each time, so `127.0.0.1:0` twice is two listeners; and TCP and
+/// UDP on one port are two services (`7` and `udp:7`), as inetd's echo was.
+pub fn first_repeated(addrs: &[ListenAddr]) -> Option<&ListenAddr> {
+    addrs
+        .iter()
+        .enumerate()
+        .find(|&(i, addr)| !addr.is_any_port() && addrs[..i].contains(addr))
+        .map(|(_, a)| a)
+}
+
 impl fmt::Display for ListenAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -172,6 +194,17 @@ mod tests {
         for s in ["127.0.0.1:1", "[::1]:2", "unix:rel/path.sock", "udp:127.0.0.1:3", "udp:[::1]:4"] {
             assert_eq!(s.parse::<ListenAddr>().unwrap().to_string(), s);
         }
+    }
+
+    #[test]
+    fn the_same_address_twice_is_found() {
+        let addrs = |list: &[&str]| list.iter().map(|s| s.parse().unwrap()).collect::<Vec<ListenAddr>>();
+        let repeated = |list: &[&str]| first_repeated(&addrs(list)).map(ToString::to_string);
+        assert_eq!(repeated(&["7007", "udp:7007", "unix:/tmp/e.sock", "[::1]:7007"]), None);
+        assert_eq!(repeated(&["127.0.0.1:0", "127.0.0.1:0", "udp:0", "udp:0"]), None, "port 0: fresh ports");
+        assert_eq!(repeated(&["7007", "udp:7", "127.0.0.1:7007"]).as_deref(), Some("127.0.0.1:7007"));
+        assert_eq!(repeated(&["udp:localhost:9", "udp:127.0.0.1:9"]).as_deref(), Some("udp:127.0.0.1:9"));
+        assert_eq!(repeated(&["unix:a.sock", "1", "unix:a.sock"]).as_deref(), Some("unix:a.sock"));
     }
 
     #[test]

@@ -49,8 +49,10 @@ const SERVE_NOTES: &str = "\
 Signals: SIGINT or SIGTERM stops gracefully (pending echoes flush for --shutdown-grace; a second \
 signal exits at once with status 130). SIGUSR1 logs a statistics line.
 
-Socket activation: started by systemd (or any manager speaking sd_listen_fds) with one listening \
-stream socket, it serves that socket instead of binding ADDR. See contrib/systemd.
+Socket activation: started by systemd (or any manager speaking sd_listen_fds), it serves every \
+socket passed (listening TCP and Unix stream sockets, bound UDP sockets) instead of binding ADDRs. \
+With NOTIFY_SOCKET it tells the manager READY=1, STOPPING=1, each statistics line as STATUS=, and \
+WATCHDOG=1 every half of WATCHDOG_USEC. See contrib/systemd.
 
 Exit status: 0 after a graceful stop, 1 on a runtime error (address in use, permission denied), \
 2 on a usage error.";
@@ -74,18 +76,21 @@ pub struct CompletionsArgs {
 /// `echoloop serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// HOST:PORT, [V6]:PORT, PORT (= 127.0.0.1:PORT), unix:PATH, or udp:HOST:PORT (the UDP
-    /// echo; also udp:[V6]:PORT and udp:PORT). Port 0 lets the OS pick.
-    /// [default: 127.0.0.1:7878; with socket activation, the socket passed in]
+    /// Where to listen, any number of them, served by one process: HOST:PORT, [V6]:PORT,
+    /// PORT (= 127.0.0.1:PORT), unix:PATH, or udp:HOST:PORT (the UDP echo; also
+    /// udp:[V6]:PORT and udp:PORT). Port 0 lets the OS pick.
+    /// [default: 127.0.0.1:7878; with socket activation, the sockets passed in]
     #[arg(value_name = "ADDR")]
-    pub addr: Option<ListenAddr>,
+    pub addrs: Vec<ListenAddr>,
     /// The I/O model.
     #[arg(long, value_enum, default_value_t = Model::EventLoop)]
     pub model: Model,
-    /// Independent loops sharing the port via SO_REUSEPORT (event-loop and io-uring, TCP only).
+    /// Independent event loops, each serving every listener, sharing the ports via
+    /// SO_REUSEPORT (event-loop; TCP and UDP).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: u16,
-    /// Connections served at once (per worker); more are accepted and closed at once.
+    /// Connections served at once by the whole process (every listener, every worker); more
+    /// are accepted and closed at once.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_connections: u64,
     /// Close a connection after SECS without any bytes moving (decimals allowed; 0 = off).
@@ -139,9 +144,9 @@ pub struct ServeArgs {
 impl ServeArgs {
     /// The library's config: no clap type goes past this point.
     pub fn to_config(&self) -> ServerConfig {
-        let config = match &self.addr {
-            Some(addr) => ServerConfig::new(addr.clone()),
-            None => ServerConfig::default(),
+        let config = match self.addrs.is_empty() {
+            true => ServerConfig::default(),
+            false => ServerConfig::default().with_addrs(self.addrs.clone()),
         };
         config
             .with_model(self.model)

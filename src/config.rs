@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use crate::addr::ListenAddr;
+use crate::addr::{ListenAddr, first_repeated};
 use crate::framing::{Framer, Framing};
 
 /// Which I/O model serves the connections. (With the `cli` feature, `clap::ValueEnum` gives
@@ -55,14 +55,16 @@ impl Model {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ServerConfig {
-    /// Where to listen.
-    pub addr: ListenAddr,
+    /// Where to listen: one or more addresses of any kind (TCP, Unix, UDP), all served by
+    /// one process, in this order.
+    pub addrs: Vec<ListenAddr>,
     /// Which I/O model serves connections.
     pub model: Model,
     /// Independent loops sharing the port through SO_REUSEPORT (event loop and io-uring: one
     /// ring, and its own receive buffers, per worker).
     pub workers: usize,
-    /// Live connections per server (per worker); more are accepted and closed at once.
+    /// Live connections at once, over every listener (per worker with `workers > 1`); more
+    /// are accepted and closed at once.
     pub max_connections: usize,
     /// Close a connection after this long without any bytes moving; `None` = never.
     pub idle_timeout: Option<Duration>,
@@ -103,7 +105,7 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            addr: crate::addr::DEFAULT_ADDR.parse().expect("the default address parses"),
+            addrs: vec![crate::addr::DEFAULT_ADDR.parse().expect("the default address parses")],
             model: Model::EventLoop,
             workers: 1,
             max_connections: 10_000,
@@ -140,11 +142,17 @@ pub(crate) use setters;
 impl ServerConfig {
     /// A default configuration listening on `addr`.
     pub fn new(addr: ListenAddr) -> Self {
-        ServerConfig { addr, ..ServerConfig::default() }
+        ServerConfig::default().with_addr(addr)
+    }
+
+    /// This, listening on `addr` alone.
+    #[must_use]
+    pub fn with_addr(self, addr: ListenAddr) -> Self {
+        self.with_addrs(vec![addr])
     }
 
     setters! {
-        with_addr => addr: ListenAddr,
+        with_addrs => addrs: Vec<ListenAddr>,
         with_model => model: Model,
         with_workers => workers: usize,
         with_max_connections => max_connections: usize,
@@ -193,15 +201,7 @@ impl ServerConfig {
                 self.stats_interval.unwrap_or_default()
             ));
         }
-        if self.workers > 1 && matches!(self.addr, ListenAddr::Unix(_)) {
-            return Err(format!(
-                "--workers {} needs a TCP address: SO_REUSEPORT does not apply to {}",
-                self.workers, self.addr
-            ));
-        }
-        if let ListenAddr::Udp(_) = self.addr {
-            self.validate_udp()?;
-        }
+        self.validate_addrs()?;
         self.validate_uring_buffers()?;
         if self.max_connections == 0 {
             return Err("--max-connections must be at least 1".into());
@@ -274,17 +274,35 @@ impl ServerConfig {
         Ok(())
     }
 
-    /// A `udp:` address: one event loop over one socket, and no stream to frame.
-    fn validate_udp(&self) -> Result<(), String> {
-        if !matches!(self.model, Model::EventLoop | Model::IoUring) {
+    /// At least one address, none twice; with `--workers`, none that SO_REUSEPORT cannot
+    /// share (a Unix path); UDP where the model serves it, without framing.
+    fn validate_addrs(&self) -> Result<(), String> {
+        if self.addrs.is_empty() {
+            return Err("no address to listen on".into());
+        }
+        if let Some(addr) = first_repeated(&self.addrs) {
+            return Err(format!("{addr} is given twice: each address is one listener"));
+        }
+        let unix = self.addrs.iter().find(|addr| matches!(addr, ListenAddr::Unix(_)));
+        if let Some(unix) = unix.filter(|_| self.workers > 1) {
             return Err(format!(
-                "a udp: address is served by the event loop and io-uring models, not {} (a \
-                 datagram needs no thread of its own)",
-                self.model.name()
+                "--workers {} needs TCP or UDP addresses: SO_REUSEPORT does not apply to {unix}",
+                self.workers
             ));
         }
-        if self.workers > 1 {
-            return Err(format!("--workers {} needs a TCP address: a UDP echo is one socket", self.workers));
+        if let Some(udp) = self.addrs.iter().find(|addr| matches!(addr, ListenAddr::Udp(_))) {
+            self.validate_udp(udp)?;
+        }
+        Ok(())
+    }
+
+    /// A `udp:` address: a model that serves datagrams, and no stream to frame.
+    fn validate_udp(&self, udp: &ListenAddr) -> Result<(), String> {
+        if self.model == Model::IoUring {
+            return Err(format!(
+                "{udp}: the io-uring model serves TCP and Unix streams, not UDP; use event-loop, \
+                 thread-per-conn or blocking"
+            ));
         }
         if self.framing != Framing::Raw {
             return Err(format!(
@@ -335,8 +353,9 @@ mod tests {
         let mut config = ServerConfig::new("unix:/tmp/x.sock".parse().unwrap());
         config.workers = 2;
         assert!(config.validate().unwrap_err().contains("SO_REUSEPORT"));
-        let uring = ServerConfig { workers: 2, model: Model::IoUring, ..Default::default() };
-        assert_eq!(uring.validate(), Ok(()));
+        let mut config = ServerConfig::default().with_addrs(addrs(&["1", "udp:1"]));
+        config.workers = 2;
+        assert_eq!(config.validate(), Ok(()), "every worker gets a TCP and a UDP socket");
         let mut config = ServerConfig { workers: 2, model: Model::Blocking, ..Default::default() };
         assert!(config.validate().unwrap_err().contains("blocking"));
         config.workers = 0;
@@ -378,13 +397,16 @@ mod tests {
     }
 
     #[test]
-    fn udp_takes_the_event_loop_one_worker_and_no_framing() {
+    fn udp_is_served_by_every_model_but_io_uring_and_without_framing() {
         let udp = ServerConfig::new("udp:0".parse().unwrap());
         assert_eq!(udp.validate(), Ok(()));
-        let config = ServerConfig { model: Model::ThreadPerConn, ..udp.clone() };
-        assert!(config.validate().unwrap_err().contains("not thread-per-conn"));
+        for model in [Model::ThreadPerConn, Model::Blocking] {
+            assert_eq!(ServerConfig { model, ..udp.clone() }.validate(), Ok(()));
+        }
+        let config = ServerConfig { model: Model::IoUring, ..udp.clone() }.with_addrs(addrs(&["1", "udp:2"]));
+        assert!(config.validate().unwrap_err().contains("udp:127.0.0.1:2: the io-uring model"));
         let config = ServerConfig { workers: 2, ..udp.clone() };
-        assert!(config.validate().unwrap_err().contains("one socket"));
+        assert_eq!(config.validate(), Ok(()));
         let config = ServerConfig { framing: Framing::Line, ..udp.clone() };
         assert!(config.validate().unwrap_err().contains("--framing line"));
         for batch in [0, 65] {
@@ -392,6 +414,22 @@ mod tests {
             assert!(config.validate().unwrap_err().contains("--udp-batch"), "{batch}");
         }
         assert_eq!(ServerConfig { udp_batch: 1, udp_offload: false, ..udp }.validate(), Ok(()));
+    }
+
+    fn addrs(list: &[&str]) -> Vec<ListenAddr> {
+        list.iter().map(|addr| addr.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn addresses_are_listed_once_each() {
+        let config = ServerConfig::default().with_addrs(addrs(&["7007", "udp:7007", "unix:/tmp/e.sock"]));
+        assert_eq!(config.validate(), Ok(()));
+        let config = ServerConfig::default().with_addrs(addrs(&["7007", "udp:7007", "127.0.0.1:7007"]));
+        assert_eq!(
+            config.validate().unwrap_err(),
+            "127.0.0.1:7007 is given twice: each address is one listener"
+        );
+        assert!(ServerConfig::default().with_addrs(Vec::new()).validate().is_err());
     }
 
     #[test]

@@ -35,14 +35,16 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! [`ServerConfig`] holds every setting of `echoloop serve` (model, limits, framing, grace
-//! period); it is `#[non_exhaustive]`, so start from [`ServerConfig::new`] and change what
+//! [`ServerConfig`] holds every setting of `echoloop serve` (its addresses, any number of
+//! them and of any kind, all served by one process; model, limits, framing, grace period);
+//! it is `#[non_exhaustive]`, so start from [`ServerConfig::new`] and change what
 //! you need with its `with_*` methods. [`Server::bind`] refuses a config that cannot work
 //! with an [`Error::Usage`] that names the setting. The binary adds what a process needs
 //! around this: signal handlers ([`handle_signals`]: SIGTERM stops through the
 //! [`ShutdownHandle`], SIGUSR1 asks for a statistics line through [`StatsRequests`]),
-//! socket activation ([`take_inherited_socket`], [`Server::inherit`]) and `--summary-json`
-//! ([`write_summary_json`]).
+//! socket activation ([`take_inherited_sockets`], [`Server::inherit`]), readiness and
+//! liveness for a service manager ([`Notifier`], [`Server::with_notifier`]) and
+//! `--summary-json` ([`write_summary_json`]).
 //!
 //! ## Features
 //!
@@ -53,9 +55,11 @@
 //!
 //! ## How to read this crate
 //!
-//! 1. `examples/minimal.rs`: the smallest correct mio echo loop, without limits.
+//! 1. `examples/ladder/3_event_loop.rs`: the smallest correct mio echo loop, without limits
+//!    (rung 3 of the ladder in `docs/learn.md`, which climbs to it from a blocking server).
 //! 2. `src/event_loop/`: the real loop. `mod.rs` polls and dispatches; `connection.rs` is one
-//!    connection's read/echo/flush and the interest it needs next; `accept.rs` accepts.
+//!    connection's read/echo/flush and the interest it needs next; `accept.rs` accepts;
+//!    `listeners.rs` gives every listener its token; `udp.rs` answers datagrams.
 //! 3. `src/buffer.rs`: where bytes wait when the kernel takes only part of a write, or
 //!    when a read ends in the middle of a frame; `src/framing.rs`: where frames end
 //!    (`--framing line|length`; "a read is not a message").
@@ -68,7 +72,8 @@
 //!    [`StatsRequests`] asks it for a statistics line ([`handle_signals`] turns SIGTERM and
 //!    SIGUSR1 into those); `src/lifecycle/` is a connection's life in every model (admission,
 //!    idle timeout, lingering); `src/stats/` counts, reports live and summarizes;
-//!    `src/net/activation.rs` takes a socket from the service manager.
+//!    `src/net/activation.rs` takes the sockets the service manager passes, and
+//!    `src/notify.rs` tells it how the server is doing (sd_notify).
 //! 7. `src/client/`, an `nc`-like client ([`run_client`]), framed or over UDP too.
 //! 8. `src/units.rs`: sizes and durations as typed on the command line ([`parse_size`],
 //!    [`parse_secs`]).
@@ -88,8 +93,9 @@
 //!   instead of a `read` and a `write` per message. Cost per connection: a slab entry;
 //!   receive buffers come from one ring shared by all connections.
 //!
-//! Every model serves TCP and Unix stream sockets. A `udp:` address has no connections: the
-//! event loop answers each datagram from one socket (RFC 862's UDP echo).
+//! Every model serves TCP and Unix stream sockets, several at once. A `udp:` address has no
+//! connections: the event loop answers its datagrams as one more socket in its poll, the
+//! threaded models with a thread of its own (RFC 862's UDP echo); io-uring serves streams.
 //!
 //! ## Readiness glossary
 //!
@@ -116,7 +122,9 @@ mod framing;
 #[cfg(target_os = "linux")]
 mod io_uring;
 mod lifecycle;
+mod listening;
 mod net;
+mod notify;
 mod server;
 mod shutdown;
 mod signals;
@@ -128,11 +136,13 @@ pub use client::{ClientOptions, run as run_client};
 pub use config::{Model, ServerConfig};
 pub use error::Error;
 pub use framing::{Framer, Framing, Rest, Split};
-pub use net::{ActivationEnv, InheritedSocket, LISTEN_VARS, take_inherited_socket};
+pub use net::{ActivationEnv, InheritedSocket, LISTEN_VARS, take_inherited_sockets};
+pub use notify::{Notifier, WatchdogTimer};
 pub use server::Server;
 pub use shutdown::{ShutdownHandle, StopCause};
 pub use signals::handle_signals;
 pub use stats::{
-    Counted, Datagrams, ExitReason, ServerStats, StatsRequests, Summary, WorkerSummary, write_summary_json,
+    Counted, Datagrams, ExitReason, ListenerSummary, ServerStats, StatsRequests, Summary, WorkerSummary,
+    write_summary_json,
 };
 pub use units::{parse_secs, parse_size};

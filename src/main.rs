@@ -13,7 +13,9 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 use cli::{Cli, Command, ServeArgs};
-use echoloop::{ActivationEnv, Error, ExitReason, Server, ShutdownHandle, StatsRequests, StopCause, Summary};
+use echoloop::{
+    ActivationEnv, Error, ExitReason, Notifier, Server, ShutdownHandle, StatsRequests, StopCause, Summary,
+};
 use log::warn;
 
 fn main() -> ExitCode {
@@ -70,16 +72,16 @@ fn serve(args: &ServeArgs) -> Result<(), Error> {
     finish(args, &summary, result.map(drop), &shutdown)
 }
 
-/// Serve the socket the service manager passed, if it passed one; else bind our own.
+/// Serve the sockets the service manager passed, if it passed any; else bind our own.
 fn start(args: &ServeArgs, shutdown: ShutdownHandle) -> Result<Server, Error> {
     // First, while this is the only thread and before anything opens a descriptor, take
-    // what the service manager passed: the variables, unset, and the socket, adopted.
+    // what the service manager passed: the variables, unset, and the sockets, adopted.
     let activation = take_activation_env();
     // SAFETY: nothing in this process has opened or adopted a descriptor yet (we only
     // parsed arguments and set up logging), so fd 3, if open, is what our parent left us.
     // (Were it taken later, the signal thread's own socket could be given fd 3 when the
     // parent left it closed, and we would adopt that.)
-    let inherited = unsafe { echoloop::take_inherited_socket(&activation) }?;
+    let inherited = unsafe { echoloop::take_inherited_sockets(&activation) }?;
     // Then handle signals before binding: a SIGTERM that arrives while we bind, or right
     // after whoever reads `listening on` sees it, must find the graceful handler, not the
     // default action (death). A stop requested before the server runs is carried out as
@@ -87,22 +89,29 @@ fn start(args: &ServeArgs, shutdown: ShutdownHandle) -> Result<Server, Error> {
     let stats_requests = StatsRequests::new();
     echoloop::handle_signals(&shutdown, &stats_requests)?;
     let config = args.to_config();
-    let server = match inherited {
-        None => Server::bind_with(&config, shutdown)?,
-        Some(socket) => {
-            if let Some(addr) = &args.addr {
-                warn!("socket activation: ignoring {addr}, serving the socket the service manager passed");
-            }
-            Server::inherit(socket, &config, shutdown)?
+    let server = match (inherited.first(), args.addrs.first()) {
+        (None, _) => Server::bind_with(&config, shutdown)?,
+        (Some(passed), Some(given)) => {
+            return Err(Error::Usage(format!(
+                "socket activation: the service manager passed {} socket(s) ({} first) and the \
+                 command line names {given} too: serve one or the other (no ADDR in ExecStart=, \
+                 or no socket unit)",
+                inherited.len(),
+                passed.description()
+            )));
         }
+        (Some(_), None) => Server::inherit(inherited, &config, shutdown)?,
     };
-    Ok(server.with_stats_requests(stats_requests))
+    Ok(server.with_stats_requests(stats_requests).with_notifier(Notifier::from_env()))
 }
 
-/// The one line on stdout: where we listen, flushed at once for whoever waits for it.
+/// A `listening on` line per listener on stdout, in order, flushed at once for whoever
+/// waits for them, all before any listener is served.
 fn announce(server: &Server) -> Result<(), Error> {
     let mut stdout = io::stdout().lock();
-    writeln!(stdout, "listening on {}", server.local_addr())?;
+    for addr in server.local_addrs() {
+        writeln!(stdout, "listening on {addr}")?;
+    }
     stdout.flush()?;
     Ok(())
 }

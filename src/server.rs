@@ -11,7 +11,7 @@
 
 use std::io;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use log::info;
 
@@ -19,20 +19,25 @@ use crate::addr::ListenAddr;
 use crate::blocking::{self, Placement};
 use crate::config::{Model, ServerConfig};
 use crate::error::Error;
-use crate::event_loop::{EventLoop, UdpEcho};
+use crate::event_loop::EventLoop;
 use crate::framing::Framing;
-use crate::net::{self, InheritedSocket, SocketOptions, StdListener};
+use crate::listening::Listening;
+use crate::net::{self, InheritedSocket, ListenSocket, SocketOptions, UdpBuffers};
+use crate::notify::{Notifier, WatchdogTimer};
 use crate::shutdown::ShutdownHandle;
 use crate::stats::{Counted, Reporter, ServerStats, StatsRequests, Summary};
 
 /// A bound server of any model, ready to run.
 pub struct Server {
-    addr: ListenAddr,
+    /// Every listener's real bound address, in the order given.
+    addrs: Vec<ListenAddr>,
     shutdown: ShutdownHandle,
     /// What asks the reporter for a statistics line now.
     stats_requests: StatsRequests,
+    /// Tells a service manager (`NOTIFY_SOCKET`) we are ready, stopping, alive.
+    notifier: Notifier,
     runner: Runner,
-    /// Every worker's counters.
+    /// Every worker's counters, per listener.
     stats: ServerStats,
     /// `--stats-interval`.
     stats_interval: Option<Duration>,
@@ -40,20 +45,16 @@ pub struct Server {
 
 /// What runs: one variant per model, each holding what it needs until `run`.
 enum Runner {
-    /// One event loop per worker, each with its own listener on the shared port.
+    /// One event loop per worker, each with its own socket for every listener (the
+    /// workers' sockets share each port).
     EventLoops(Vec<EventLoop>),
-    /// Thread-per-connection: it takes the listener and the config when it runs.
-    ThreadPerConn(StdListener, ServerConfig),
-    /// One connection at a time on the accepting thread.
-    Blocking(StdListener, ServerConfig),
+    /// Thread-per-connection: it takes the listeners and the config when it runs.
+    ThreadPerConn(Vec<Listening>, ServerConfig),
+    /// One connection at a time on each accepting thread.
+    Blocking(Vec<Listening>, ServerConfig),
     /// The completion model, one loop per worker: rings and buffers allocated at bind time.
     #[cfg(target_os = "linux")]
     IoUring(Vec<crate::io_uring::UringLoop>),
-    /// The UDP echo: one loop over one socket.
-    Udp(UdpEcho),
-    /// The UDP echo on io_uring (boxed: the others are pointers and vectors).
-    #[cfg(target_os = "linux")]
-    UringUdp(Box<crate::io_uring::UringUdp>),
 }
 
 impl Server {
@@ -64,99 +65,104 @@ impl Server {
     }
 
     /// [`Server::bind`], stopped through `shutdown`, a handle made (and perhaps already
-    /// triggered, by an early signal) before binding.
+    /// triggered, by an early signal) before binding. Every address is bound, in order,
+    /// or none: if one cannot be, those bound before it are closed again (a Unix socket
+    /// file removed) and the error names it.
     pub fn bind_with(config: &ServerConfig, shutdown: ShutdownHandle) -> Result<Server, Error> {
         check_before_binding(config)?;
-        if let ListenAddr::Udp(addr) = config.addr {
-            let socket = net::bind_udp(addr, config.send_buffer, config.recv_buffer)?;
-            let stats = ServerStats::new(1, Counted::Datagrams);
-            let (runner, addr) = match config.model {
-                #[cfg(target_os = "linux")]
-                Model::IoUring => {
-                    let udp = crate::io_uring::UringUdp::new(socket, config, &shutdown, stats.worker(0))?;
-                    let addr = udp.local_addr()?;
-                    (Runner::UringUdp(Box::new(udp)), addr)
-                }
-                _ => {
-                    let udp = UdpEcho::new(socket, config, &shutdown, stats.worker(0))?;
-                    let addr = udp.local_addr()?;
-                    (Runner::Udp(udp), addr)
-                }
-            };
-            return Ok(Server::new(ListenAddr::Udp(addr), shutdown, runner, stats, config));
+        let sockets = net::bind_all(&config.addrs, config.workers > 1, udp_buffers(config))?;
+        for addr in &config.addrs {
+            if let ListenAddr::Tcp(addr) | ListenAddr::Udp(addr) = addr {
+                net::note_if_root(*addr);
+            }
         }
-        let reuse_port = config.workers > 1;
-        let first = net::bind(&config.addr, reuse_port)?;
-        if let ListenAddr::Tcp(addr) = config.addr {
-            net::note_if_root(addr);
-        }
-        Server::with_listener(first, config, shutdown)
+        Server::with_sockets(sockets, config, shutdown)
     }
 
-    /// Serve a listening socket the service manager passed in (socket activation) instead
-    /// of binding `config.addr`. One worker only: `--workers` shares a port through
-    /// SO_REUSEPORT, which needs sockets we bind ourselves.
+    /// Serve the sockets the service manager passed in (socket activation), in the order
+    /// passed, instead of binding `config.addrs`. One worker only: `--workers` shares a port
+    /// through SO_REUSEPORT, which needs sockets we bind ourselves.
     pub fn inherit(
-        socket: InheritedSocket,
+        sockets: Vec<InheritedSocket>,
         config: &ServerConfig,
         shutdown: ShutdownHandle,
     ) -> Result<Server, Error> {
-        let addr = socket.local_addr()?;
+        let addrs = sockets.iter().map(InheritedSocket::local_addr).collect::<io::Result<Vec<_>>>()?;
         if config.workers > 1 {
             return Err(Error::Usage(format!(
-                "--workers {} cannot share the socket the service manager passed ({}, {addr}): \
+                "--workers {} cannot share the socket the service manager passed ({}, {}): \
                  workers share a port through SO_REUSEPORT, on sockets echoloop binds itself; \
                  use one worker, or start echoloop without socket activation",
                 config.workers,
-                socket.description()
+                sockets.first().map_or("", InheritedSocket::description),
+                addrs.first().map(ToString::to_string).unwrap_or_default(),
             )));
         }
-        let config = ServerConfig { addr, ..config.clone() };
+        let config = config.clone().with_addrs(addrs);
         check_before_binding(&config)?;
-        info!(
-            "socket activation: serving {} ({}) passed by the service manager",
-            config.addr,
-            socket.description()
-        );
-        Server::with_listener(socket.into_listener(), &config, shutdown)
+        for (socket, addr) in sockets.iter().zip(&config.addrs) {
+            info!(
+                "socket activation: serving {addr} ({}) passed by the service manager",
+                socket.description()
+            );
+        }
+        Server::with_sockets(
+            sockets.into_iter().map(InheritedSocket::into_inner).collect(),
+            &config,
+            shutdown,
+        )
     }
 
-    /// The rest of binding, once the first (or only) listener exists.
-    fn with_listener(
-        first: StdListener,
+    /// The rest of binding, once every listener of the first worker exists.
+    fn with_sockets(
+        sockets: Vec<ListenSocket>,
         config: &ServerConfig,
         shutdown: ShutdownHandle,
     ) -> Result<Server, Error> {
-        let addr = first.local_addr()?;
-        let counted = if config.framing == Framing::Raw { Counted::Reads } else { Counted::Frames };
-        let stats = ServerStats::new(config.workers, counted);
+        let addrs = sockets.iter().map(ListenSocket::local_addr).collect::<io::Result<Vec<_>>>()?;
+        let stream_counts = if config.framing == Framing::Raw { Counted::Reads } else { Counted::Frames };
+        let counted = |addr: &ListenAddr| match addr {
+            ListenAddr::Udp(_) => Counted::Datagrams,
+            _ => stream_counts,
+        };
+        let stats = ServerStats::with_listeners(
+            config.workers,
+            addrs.iter().map(|addr| (addr.to_string(), counted(addr))).collect(),
+        );
+        let listening = |sockets: Vec<ListenSocket>, worker| -> Vec<Listening> {
+            sockets
+                .into_iter()
+                .zip(&addrs)
+                .enumerate()
+                .map(|(i, (socket, addr))| Listening {
+                    socket,
+                    addr: addr.clone(),
+                    stats: stats.slot(worker, i),
+                })
+                .collect()
+        };
         let runner = match config.model {
-            Model::EventLoop => {
-                Runner::EventLoops(bind_workers(first, &addr, config, |listener, worker| {
-                    EventLoop::new(listener, config, &shutdown, stats.worker(worker), worker)
-                })?)
-            }
-            Model::ThreadPerConn => Runner::ThreadPerConn(first, config.clone()),
-            Model::Blocking => Runner::Blocking(first, config.clone()),
+            Model::EventLoop => Runner::EventLoops(bind_workers(sockets, &addrs, config, |socks, worker| {
+                EventLoop::new(listening(socks, worker), config, &shutdown, worker)
+            })?),
+            Model::ThreadPerConn => Runner::ThreadPerConn(listening(sockets, 0), config.clone()),
+            Model::Blocking => Runner::Blocking(listening(sockets, 0), config.clone()),
             #[cfg(target_os = "linux")]
-            Model::IoUring => Runner::IoUring(bind_workers(first, &addr, config, |listener, worker| {
-                crate::io_uring::UringLoop::new(listener, config, &shutdown, stats.worker(worker))
+            Model::IoUring => Runner::IoUring(bind_workers(sockets, &addrs, config, |socks, worker| {
+                crate::io_uring::UringLoop::new(listening(socks, worker), config, &shutdown)
             })?),
             #[cfg(not(target_os = "linux"))]
             Model::IoUring => unreachable!("check_before_binding refuses io-uring off Linux"),
         };
-        Ok(Server::new(addr, shutdown, runner, stats, config))
-    }
-
-    fn new(
-        addr: ListenAddr,
-        shutdown: ShutdownHandle,
-        runner: Runner,
-        stats: ServerStats,
-        config: &ServerConfig,
-    ) -> Server {
-        let stats_requests = StatsRequests::new();
-        Server { addr, shutdown, stats_requests, runner, stats, stats_interval: config.stats_interval }
+        Ok(Server {
+            addrs,
+            shutdown,
+            stats_requests: StatsRequests::new(),
+            notifier: Notifier::disabled(),
+            runner,
+            stats,
+            stats_interval: config.stats_interval,
+        })
     }
 
     /// Log a statistics line whenever `requests` asks, instead of through a handle of the
@@ -166,15 +172,28 @@ impl Server {
         Server { stats_requests: requests, ..self }
     }
 
+    /// Tell a service manager how the server is doing through `notifier` (the binary's is
+    /// [`Notifier::from_env`]): `READY=1` when every listener is served, `STOPPING=1` when
+    /// a stop begins, each statistics line as `STATUS=`, and `WATCHDOG=1` from the serving
+    /// loop if the manager asked for it.
+    pub fn with_notifier(self, notifier: Notifier) -> Server {
+        Server { notifier, ..self }
+    }
+
     /// A handle that asks this server for a statistics line now, from any thread (as
     /// SIGUSR1 does for the binary).
     pub fn stats_requests(&self) -> StatsRequests {
         self.stats_requests.clone()
     }
 
-    /// The real bound address (with the port the OS chose for port 0).
+    /// The real bound address of the first listener (with the port the OS chose for port 0).
     pub fn local_addr(&self) -> &ListenAddr {
-        &self.addr
+        &self.addrs[0]
+    }
+
+    /// Every listener's real bound address, in the order given (or passed).
+    pub fn local_addrs(&self) -> &[ListenAddr] {
+        &self.addrs
     }
 
     /// A handle that stops this server from any thread.
@@ -190,22 +209,31 @@ impl Server {
 
     /// Serve until shut down; log and return the summary.
     pub fn run(self) -> io::Result<Summary> {
-        info!("serving {} with the {}", self.addr, self.model_description());
-        let reporter = Reporter::start(self.stats.clone(), self.stats_interval, &self.stats_requests)?;
-        let (shutdown, stats) = (&self.shutdown, self.stats.worker(0));
+        let addrs: Vec<String> = self.addrs.iter().map(ToString::to_string).collect();
+        info!("serving {} with the {}", addrs.join(", "), self.model_description());
+        let reporter = Reporter::start(
+            self.stats.clone(),
+            self.stats_interval,
+            &self.stats_requests,
+            self.notifier.clone(),
+        )?;
+        let stopping = self.notifier.clone();
+        self.shutdown.add_waker(move || stopping.stopping());
+        // Every listener is bound and listening (clients queue in the kernel): from here on
+        // the loops serve them.
+        let watchdog = WatchdogTimer::new(&self.notifier, Instant::now());
+        self.notifier.ready();
+        let shutdown = &self.shutdown;
         match self.runner {
-            Runner::EventLoops(loops) => run_workers(loops, shutdown, EventLoop::run)?,
-            Runner::ThreadPerConn(listener, config) => {
-                blocking::serve(Placement::OwnThread, listener, &config, shutdown, stats)
+            Runner::EventLoops(loops) => run_workers(loops, shutdown, watchdog)?,
+            Runner::ThreadPerConn(listeners, config) => {
+                blocking::serve(Placement::OwnThread, listeners, &config, shutdown, watchdog)?
             }
-            Runner::Blocking(listener, config) => {
-                blocking::serve(Placement::AcceptingThread, listener, &config, shutdown, stats)
+            Runner::Blocking(listeners, config) => {
+                blocking::serve(Placement::AcceptingThread, listeners, &config, shutdown, watchdog)?
             }
             #[cfg(target_os = "linux")]
-            Runner::IoUring(rings) => run_workers(rings, shutdown, crate::io_uring::UringLoop::run)?,
-            Runner::Udp(udp) => udp.run()?,
-            #[cfg(target_os = "linux")]
-            Runner::UringUdp(udp) => udp.run()?,
+            Runner::IoUring(rings) => run_workers(rings, shutdown, watchdog)?,
         };
         drop(reporter); // no statistics line after the summary
         let summary = self.stats.summary();
@@ -225,11 +253,13 @@ impl Server {
             Runner::IoUring(rings) if rings.len() > 1 => format!("io-uring model ({} workers)", rings.len()),
             #[cfg(target_os = "linux")]
             Runner::IoUring(_) => "io-uring model".to_string(),
-            Runner::Udp(_) => "UDP echo (event loop)".to_string(),
-            #[cfg(target_os = "linux")]
-            Runner::UringUdp(_) => "UDP echo (io-uring)".to_string(),
         }
     }
+}
+
+/// The kernel buffer sizes of a UDP listener's socket (`--send-buffer`, `--recv-buffer`).
+fn udp_buffers(config: &ServerConfig) -> UdpBuffers {
+    UdpBuffers { send: config.send_buffer, recv: config.recv_buffer }
 }
 
 /// What can be refused before a socket is bound or served: the config itself, and a kernel
@@ -246,28 +276,47 @@ fn check_before_binding(config: &ServerConfig) -> Result<(), Error> {
     Ok(())
 }
 
-/// One loop per worker (`make(listener, worker)`): the first listener is already bound (to
-/// port 0, perhaps); the others bind the port it got, with SO_REUSEPORT, so the kernel
-/// spreads new connections over all of them.
+/// Worker 0 runs on this thread, the others on their own. If any worker fails, the others
+/// are stopped and joined too, so none outlives `run`. Worker 0's loop sends the watchdog's
+/// pings (one loop proves it turns; the others share its code and its fate).
+/// One loop per worker, made by `make(sockets, worker)`: the first takes `sockets`; the
+/// others bind the ports the first got, with SO_REUSEPORT, so the kernel spreads connections
+/// and datagrams over all of them.
 fn bind_workers<W>(
-    first: StdListener,
-    addr: &ListenAddr,
+    sockets: Vec<ListenSocket>,
+    addrs: &[ListenAddr],
     config: &ServerConfig,
-    make: impl Fn(StdListener, usize) -> io::Result<W>,
+    make: impl Fn(Vec<ListenSocket>, usize) -> io::Result<W>,
 ) -> io::Result<Vec<W>> {
-    let mut loops = vec![make(first, 0)?];
+    let mut loops = vec![make(sockets, 0)?];
     for worker in 1..config.workers {
-        loops.push(make(net::bind(addr, true)?, worker)?);
+        loops.push(make(net::bind_all(addrs, true, udp_buffers(config))?, worker)?);
     }
     Ok(loops)
 }
 
-/// Worker 0 runs on this thread, the others on their own, each `run`. If any worker fails,
-/// the others are stopped and joined too, so none outlives `run`.
-fn run_workers<W: Send + 'static>(
+/// A loop a worker thread runs: the event loop, or the io-uring loop.
+trait Worker: Send + 'static {
+    fn run(self, watchdog: Option<WatchdogTimer>) -> io::Result<()>;
+}
+
+impl Worker for EventLoop {
+    fn run(self, watchdog: Option<WatchdogTimer>) -> io::Result<()> {
+        EventLoop::run(self, watchdog)
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Worker for crate::io_uring::UringLoop {
+    fn run(self, watchdog: Option<WatchdogTimer>) -> io::Result<()> {
+        crate::io_uring::UringLoop::run(self, watchdog)
+    }
+}
+
+fn run_workers<W: Worker>(
     mut loops: Vec<W>,
     shutdown: &ShutdownHandle,
-    run: fn(W) -> io::Result<()>,
+    watchdog: Option<WatchdogTimer>,
 ) -> io::Result<()> {
     let first = loops.remove(0);
     let others: Vec<_> = loops
@@ -277,7 +326,7 @@ fn run_workers<W: Send + 'static>(
             thread::Builder::new().name(format!("worker-{}", i + 1)).spawn({
                 let shutdown = shutdown.clone();
                 move || {
-                    let result = run(el);
+                    let result = el.run(None);
                     if result.is_err() {
                         shutdown.shutdown(); // one worker failed: stop the others too
                     }
@@ -286,7 +335,7 @@ fn run_workers<W: Send + 'static>(
             })
         })
         .collect::<io::Result<_>>()?;
-    let results = std::iter::once(run(first))
+    let results = std::iter::once(first.run(watchdog))
         .inspect(|result| {
             if result.is_err() {
                 shutdown.shutdown();

@@ -27,7 +27,7 @@ mod live;
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -75,6 +75,9 @@ pub struct Stats {
     dropped_reserved_port: AtomicU64,
     dropped_queue_full: AtomicU64,
     dropped_send_failed: AtomicU64,
+    /// Connections open in the whole process, on every worker and listener: what
+    /// `--max-connections` bounds. One counter shared by every [`Stats`] of a [`ServerStats`].
+    open_in_process: Arc<AtomicUsize>,
 }
 
 /// Reads and writes not yet added to a [`Stats`]: what one connection moved since it last
@@ -183,17 +186,36 @@ impl ConnCounts {
 }
 
 impl Stats {
-    /// A connection was accepted and will be served.
-    pub fn connection_opened(&self) {
+    /// Count a freshly accepted connection as open, if fewer than `max` are open in the
+    /// whole process (every worker, every listener); false, and nothing counted, if not.
+    /// The check and the count are one atomic step, so workers accepting at the same
+    /// moment cannot together pass the cap.
+    pub fn try_open(&self, max: usize) -> bool {
+        let reserved =
+            self.open_in_process.fetch_update(Relaxed, Relaxed, |open| (open < max).then_some(open + 1));
+        if reserved.is_err() {
+            return false;
+        }
         self.accepted.fetch_add(1, Relaxed);
         let active = self.active.fetch_add(1, Relaxed) + 1;
         self.peak.fetch_max(active, Relaxed);
+        true
     }
 
     /// A served connection closed. (Its bytes were counted as they moved, with
     /// [`Stats::publish`]; what it still held goes in as `bytes_unsent`.)
     pub fn connection_closed(&self) {
         self.active.fetch_sub(1, Relaxed);
+        self.open_in_process.fetch_sub(1, Relaxed);
+    }
+
+    /// A connection counted open by [`Stats::try_open`] could not be served after all (it
+    /// could not be registered, or no thread could be started for it): count it as
+    /// rejected instead.
+    pub fn open_failed(&self) {
+        self.accepted.fetch_sub(1, Relaxed);
+        self.connection_closed();
+        self.connection_rejected();
     }
 
     /// A connection over `--max-connections` was accepted and closed at once.
@@ -284,6 +306,21 @@ struct Counters {
 }
 
 impl Counters {
+    /// Both added up (the levels too: the open connections of two workers add up).
+    fn plus(&self, other: &Counters) -> Counters {
+        Counters {
+            accepted: self.accepted + other.accepted,
+            rejected: self.rejected + other.rejected,
+            open: self.open + other.open,
+            peak: self.peak + other.peak,
+            reads: self.reads + other.reads,
+            frames: self.frames + other.frames,
+            bytes_echoed: self.bytes_echoed + other.bytes_echoed,
+            pending: self.pending + other.pending,
+            datagrams: self.datagrams.plus(&other.datagrams),
+        }
+    }
+
     /// The count [`Counted`] names: reads (and datagrams, one per read) or frames.
     fn counted(&self, counted: Counted) -> u64 {
         match counted {
@@ -293,44 +330,125 @@ impl Counters {
     }
 }
 
-/// Every worker's counters, readable from any thread while the server runs (for the live
-/// line) and after it ends (for the summary, even when `run` failed).
+/// Every worker's counters for every listener, readable from any thread while the server
+/// runs (for the live line) and after it ends (for the summary, even when `run` failed).
 #[derive(Debug, Clone)]
 pub struct ServerStats {
-    workers: Vec<Arc<Stats>>,
-    /// What the message count counts here.
+    /// One [`Stats`] per worker and listener: `slots[worker * listeners + listener]`.
+    slots: Vec<Arc<Stats>>,
+    /// Each listener's address (for the reports) and what its count counts.
+    listeners: Vec<(String, Counted)>,
+    /// What the total count counts: datagrams when every listener is UDP.
     counted: Counted,
     started: Instant,
 }
 
 impl ServerStats {
-    /// Fresh counters for `workers` workers, from now, counting `counted`.
+    /// Fresh counters for `workers` workers of a server with one listener, counting `counted`.
     pub fn new(workers: usize, counted: Counted) -> ServerStats {
+        ServerStats::with_listeners(workers, vec![(String::new(), counted)])
+    }
+
+    /// Fresh counters for `workers` workers, each serving every listener of `listeners`
+    /// (its address, and what its count counts), from now.
+    pub fn with_listeners(workers: usize, listeners: Vec<(String, Counted)>) -> ServerStats {
+        let counted = match listeners.iter().find(|(_, counted)| *counted != Counted::Datagrams) {
+            Some((_, stream)) => *stream,
+            None => Counted::Datagrams,
+        };
+        let open_in_process = Arc::default();
         ServerStats {
-            workers: (0..workers).map(|_| Arc::default()).collect(),
+            slots: (0..workers * listeners.len())
+                .map(|_| {
+                    Arc::new(Stats { open_in_process: Arc::clone(&open_in_process), ..Stats::default() })
+                })
+                .collect(),
+            listeners,
             counted,
             started: Instant::now(),
         }
     }
 
-    /// Worker `i`'s counters, for the worker to add to.
-    pub fn worker(&self, i: usize) -> Arc<Stats> {
-        Arc::clone(&self.workers[i])
+    /// The counters of `worker` for `listener`, for the worker to add to.
+    pub fn slot(&self, worker: usize, listener: usize) -> Arc<Stats> {
+        Arc::clone(&self.slots[worker * self.listeners.len() + listener])
     }
 
     /// What the server has done since it was bound.
     pub fn summary(&self) -> Summary {
-        let samples = self.sample();
+        let sample = self.sample();
         let framed = self.counted == Counted::Frames;
-        let per_worker = samples.iter().map(|counters| WorkerSummary::new(counters, framed)).collect();
+        let per_worker = sample.workers.iter().map(|counters| WorkerSummary::new(counters, framed)).collect();
         let summary = Summary::combine(per_worker, self.started.elapsed());
-        let datagrams = (self.counted == Counted::Datagrams)
-            .then(|| samples.iter().fold(Datagrams::default(), |sum, w| sum.plus(&w.datagrams)));
-        Summary { datagrams, ..summary }
+        let udp = |i: &usize| self.listeners[*i].1 == Counted::Datagrams;
+        let datagrams = (0..self.listeners.len())
+            .filter(udp)
+            .map(|i| sample.listeners[i].datagrams)
+            .reduce(|sum, d| sum.plus(&d));
+        let listeners = self
+            .listeners
+            .iter()
+            .zip(&sample.listeners)
+            .map(|((addr, counted), counters)| ListenerSummary {
+                addr: addr.clone(),
+                counts: WorkerSummary::new(counters, *counted == Counted::Frames),
+                datagrams: (*counted == Counted::Datagrams).then_some(counters.datagrams),
+            })
+            .collect();
+        Summary { datagrams, listeners, ..summary }
     }
 
-    fn sample(&self) -> Vec<Counters> {
-        self.workers.iter().map(|stats| stats.sample()).collect()
+    /// Every counter now, added up per worker and per listener.
+    fn sample(&self) -> Sample {
+        let slots: Vec<Counters> = self.slots.iter().map(|stats| stats.sample()).collect();
+        let n = self.listeners.len();
+        let sum = |counters: &mut dyn Iterator<Item = &Counters>| {
+            counters.fold(Counters::default(), |sum, c| sum.plus(c))
+        };
+        Sample {
+            at: Instant::now(),
+            workers: slots.chunks(n).map(|worker| sum(&mut worker.iter())).collect(),
+            listeners: (0..n).map(|i| sum(&mut slots.iter().skip(i).step_by(n))).collect(),
+        }
+    }
+}
+
+/// Every counter at one moment: each worker's (over its listeners) and each listener's
+/// (over the workers).
+#[derive(Debug, Clone)]
+struct Sample {
+    at: Instant,
+    workers: Vec<Counters>,
+    listeners: Vec<Counters>,
+}
+
+/// What one listener did (over every worker), for the summary and `--summary-json`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct ListenerSummary {
+    /// The address it listened on, as `listening on` printed it.
+    pub addr: String,
+    /// Its connections, reads (datagrams for UDP), frames and bytes.
+    #[serde(flatten)]
+    pub counts: WorkerSummary,
+    /// What a UDP listener did with its datagrams; `None` for a stream listener.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub datagrams: Option<Datagrams>,
+}
+
+impl fmt::Display for ListenerSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.counts;
+        match &self.datagrams {
+            Some(d) => write!(
+                f,
+                "{} {} datagrams ({} bytes), dropped {}",
+                self.addr,
+                d.echoed,
+                c.bytes_echoed,
+                d.dropped()
+            ),
+            None => write!(f, "{} {} connections, {} bytes", self.addr, c.connections, c.bytes_echoed),
+        }
     }
 }
 
@@ -384,8 +502,10 @@ pub struct Summary {
     pub per_worker: Vec<WorkerSummary>,
     /// From binding to the end.
     pub duration: Duration,
-    /// What a UDP echo did with its datagrams; `None` for a stream server.
+    /// What the UDP listeners did with their datagrams; `None` without one.
     pub datagrams: Option<Datagrams>,
+    /// Each listener's share, in the order they were given.
+    pub listeners: Vec<ListenerSummary>,
 }
 
 /// A UDP echo's datagram counts. Its echoed bytes are [`Summary::bytes_echoed`].
@@ -432,12 +552,16 @@ impl Summary {
             duration,
             per_worker,
             datagrams: None,
+            listeners: Vec::new(),
         }
     }
 }
 
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.listeners.len() > 1 {
+            return self.fmt_listeners(f);
+        }
         if let Some(datagrams) = &self.datagrams {
             // Counts first, then what they count: "dropped 1: 1 sent from a reserved
             // source port" cannot be read as "from port 1".
@@ -453,6 +577,18 @@ impl fmt::Display for Summary {
                 datagrams.dropped_send_failed
             );
         }
+        self.fmt_totals(f)?;
+        if self.per_worker.len() > 1 {
+            let counts: Vec<String> = self.per_worker.iter().map(|w| w.connections.to_string()).collect();
+            write!(f, ", per worker [{}]", counts.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+impl Summary {
+    /// `summary: served ... rejected N`: what every server's summary line starts with.
+    fn fmt_totals(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (count, counted) = match self.frames {
             Some(frames) => (frames, Counted::Frames),
             None => (self.reads, Counted::Reads),
@@ -466,12 +602,17 @@ impl fmt::Display for Summary {
             counted.name(),
             self.peak_connections,
             self.rejected
-        )?;
-        if self.per_worker.len() > 1 {
-            let counts: Vec<String> = self.per_worker.iter().map(|w| w.connections.to_string()).collect();
-            write!(f, ", per worker [{}]", counts.join(", "))?;
+        )
+    }
+
+    /// Several listeners: the totals, then each listener's share.
+    fn fmt_listeners(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.fmt_totals(f)?;
+        if let Some(d) = &self.datagrams {
+            write!(f, ", {} datagrams echoed and {} dropped", d.echoed, d.dropped())?;
         }
-        Ok(())
+        let each: Vec<String> = self.listeners.iter().map(ToString::to_string).collect();
+        write!(f, "; per listener: {}", each.join(", "))
     }
 }
 
@@ -482,10 +623,10 @@ mod tests {
     #[test]
     fn peak_tracks_the_high_water_mark() {
         let stats = Stats::default();
-        stats.connection_opened();
-        stats.connection_opened();
+        assert!(stats.try_open(usize::MAX));
+        assert!(stats.try_open(usize::MAX));
         stats.connection_closed();
-        stats.connection_opened();
+        assert!(stats.try_open(usize::MAX));
         stats.connection_closed();
         stats.connection_rejected();
         stats.publish(&mut IoTally { reads: 2, bytes_read: 20, bytes_echoed: 15, ..IoTally::default() });
@@ -509,7 +650,7 @@ mod tests {
     #[test]
     fn a_udp_servers_datagram_counts_reach_its_summary() {
         let stats = ServerStats::new(1, Counted::Datagrams);
-        let worker = stats.worker(0);
+        let worker = stats.slot(0, 0);
         worker.publish(&mut IoTally {
             reads: 3,
             bytes_read: 30,
@@ -579,10 +720,68 @@ mod tests {
     #[test]
     fn with_framing_the_summary_counts_frames() {
         let stats = ServerStats::new(2, Counted::Frames);
-        stats.worker(0).publish(&mut IoTally { reads: 5, frames: 2, ..IoTally::default() });
-        stats.worker(1).publish(&mut IoTally { reads: 1, frames: 3, ..IoTally::default() });
+        stats.slot(0, 0).publish(&mut IoTally { reads: 5, frames: 2, ..IoTally::default() });
+        stats.slot(1, 0).publish(&mut IoTally { reads: 1, frames: 3, ..IoTally::default() });
         let summary = stats.summary();
         assert_eq!((summary.reads, summary.frames), (6, Some(5)));
         assert!(summary.to_string().contains("echoed 0 bytes (5 frames)"), "{summary}");
+    }
+
+    #[test]
+    fn the_connection_cap_is_shared_by_every_worker_and_listener() {
+        let stats =
+            ServerStats::with_listeners(2, vec![("a".into(), Counted::Reads), ("b".into(), Counted::Reads)]);
+        let (w0a, w1b) = (stats.slot(0, 0), stats.slot(1, 1));
+        assert!(w0a.try_open(2) && w1b.try_open(2));
+        assert!(!w0a.try_open(2) && !w1b.try_open(2), "a third connection anywhere is over the cap of 2");
+        w0a.connection_closed();
+        assert!(w1b.try_open(2), "a close on one worker frees a place for another");
+        w1b.open_failed(); // could not be served after all: counted rejected, place freed
+        assert!(w0a.try_open(2));
+        let summary = stats.summary();
+        assert_eq!((summary.connections, summary.rejected), (3, 1));
+    }
+}
+
+#[cfg(test)]
+mod listener_tests {
+    use super::*;
+
+    /// Each listener's counts are its own, over every worker; the totals add them all up.
+    #[test]
+    fn listeners_are_counted_apart_and_together() {
+        let listeners =
+            vec![("127.0.0.1:7".to_string(), Counted::Reads), ("udp:127.0.0.1:7".into(), Counted::Datagrams)];
+        let stats = ServerStats::with_listeners(2, listeners);
+        assert!(stats.slot(0, 0).try_open(usize::MAX));
+        assert!(stats.slot(1, 0).try_open(usize::MAX));
+        stats.slot(1, 0).publish(&mut IoTally {
+            reads: 1,
+            bytes_read: 10,
+            bytes_echoed: 10,
+            ..IoTally::default()
+        });
+        stats.slot(0, 1).publish(&mut IoTally {
+            reads: 3,
+            bytes_read: 6,
+            bytes_echoed: 6,
+            ..IoTally::default()
+        });
+        stats.slot(0, 1).publish_datagrams(&mut Datagrams { echoed: 3, ..Datagrams::default() });
+        let summary = stats.summary();
+        assert_eq!((summary.connections, summary.bytes_echoed, summary.reads), (2, 16, 4));
+        assert_eq!(summary.listeners.len(), 2);
+        assert_eq!(
+            (summary.listeners[0].counts.connections, summary.listeners[0].counts.bytes_echoed),
+            (2, 10)
+        );
+        assert_eq!(summary.listeners[1].datagrams.map(|d| d.echoed), Some(3));
+        assert_eq!(summary.per_worker.len(), 2);
+        assert_eq!(
+            summary.to_string(),
+            "summary: served 2 connections, echoed 16 bytes (4 reads), peak 2 concurrent connections, rejected 0, \
+             3 datagrams echoed and 0 dropped; per listener: 127.0.0.1:7 2 connections, 10 bytes, \
+             udp:127.0.0.1:7 3 datagrams (6 bytes), dropped 0"
+        );
     }
 }

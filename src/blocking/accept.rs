@@ -5,10 +5,14 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use log::debug;
+use log::{debug, warn};
 
 use super::registry::LiveConnections;
-use crate::net::{ACCEPT_BACKOFF, AcceptBackoff, AfterAcceptError, BlockingStream, Peer, StdListener};
+use crate::net::{
+    ACCEPT_BACKOFF, AcceptBackoff, AfterAcceptError, BlockingStream, Peer, StdListener, timed_out,
+    would_block,
+};
+use crate::notify::WatchdogTimer;
 use crate::shutdown::ShutdownHandle;
 
 /// Accept connections until a stop is requested, handing each to `on_accept`.
@@ -17,13 +21,26 @@ use crate::shutdown::ShutdownHandle;
 /// the end only once a stop was requested; before that it is handled as the event loop does:
 /// a connection that died in the queue is skipped, and running out of descriptors or memory
 /// (the connection stays queued) pauses accepting for `ACCEPT_BACKOFF` instead of spinning.
+///
+/// With a `watchdog`, `accept` gives up every ping interval (SO_RCVTIMEO) and the loop pings
+/// before it waits again: each ping says this thread still turns.
 pub fn accept_until_shutdown(
     listener: &StdListener,
     shutdown: &ShutdownHandle,
+    mut watchdog: Option<WatchdogTimer>,
     mut on_accept: impl FnMut(BlockingStream, Peer),
 ) {
     let mut backoff = AcceptBackoff::default();
+    if let Some(interval) = watchdog.as_ref().map(WatchdogTimer::interval)
+        && let Err(e) = listener.set_accept_timeout(Some(interval))
+    {
+        warn!("watchdog: cannot make accept wake up every {interval:?}: {e}; no pings");
+        watchdog = None;
+    }
     loop {
+        if let Some(watchdog) = &mut watchdog {
+            watchdog.tick(Instant::now());
+        }
         let error = match listener.accept_blocking() {
             Ok(_) if shutdown.is_requested() => return, // too late to serve: dropping it closes it
             Ok((stream, peer)) => {
@@ -35,6 +52,7 @@ pub fn accept_until_shutdown(
                 debug!("accept woken for shutdown: {e}");
                 return;
             }
+            Err(e) if would_block(&e) || timed_out(&e) => continue, // the watchdog's wake-up
             Err(e) => e,
         };
         if backoff.failed(&error, Instant::now()) == AfterAcceptError::Pause {

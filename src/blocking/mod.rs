@@ -30,22 +30,34 @@
 //! - `echo.rs`: read, write all of it, repeat.
 //! - `thread_per_conn.rs`, `one_at_a_time.rs`: the two models; each only decides *where*
 //!   a connection runs ([`Placement`]).
+//! - `udp.rs`: a `udp:` listener: one thread that receives each datagram and sends it back.
+//!
+//! Several listeners (`serve ADDR...`) each get a thread of their own: an accept loop per
+//! stream listener, a receive loop per UDP socket. They share one registry of open
+//! connections, so `--max-connections` counts every listener's, and one stop request.
 
 mod accept;
 mod echo;
 mod one_at_a_time;
 mod registry;
 mod thread_per_conn;
+mod udp;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 
+use std::io;
+use std::thread;
+
+use crate::addr::ListenAddr;
 use crate::config::ServerConfig;
 use crate::framing::Framer;
 use crate::lifecycle::Admission;
-use crate::net::{BlockingStream, Peer, StdListener};
+use crate::listening::Listening;
+use crate::net::{BlockingStream, ListenSocket, Peer};
+use crate::notify::WatchdogTimer;
 use crate::shutdown::ShutdownHandle;
 use crate::stats::Stats;
 use echo::{ECHO_BUFFER, End, echo_blocking, linger_after_stop};
@@ -62,32 +74,76 @@ pub enum Placement {
     AcceptingThread,
 }
 
-/// Serve `listener` until `shutdown` is requested and the connections have finished (or
-/// the grace period is over), running each connection where `placement` says. The counts
-/// are in `stats`.
+/// Serve every listener, each on a thread of its own, until `shutdown` is requested and
+/// the connections have finished (or the grace period is over), running each connection
+/// where `placement` says. Each listener counts in its own counters. The first listener's
+/// thread sends `watchdog`'s pings, between accepts (or datagrams).
 pub fn serve(
     placement: Placement,
-    listener: StdListener,
+    listeners: Vec<Listening>,
     config: &ServerConfig,
     shutdown: &ShutdownHandle,
-    stats: Arc<Stats>,
-) {
-    let listener = Arc::new(listener);
-    let ctx = Arc::new(Context::new(config, shutdown, stats));
-    wake_on_shutdown(shutdown, &listener, &ctx.live, config.shutdown_grace);
-    match placement {
-        Placement::OwnThread => thread_per_conn::serve(listener, &ctx),
-        Placement::AcceptingThread => one_at_a_time::serve(listener, &ctx),
+    mut watchdog: Option<WatchdogTimer>,
+) -> io::Result<()> {
+    let live = Arc::new(LiveConnections::default());
+    if placement == Placement::AcceptingThread {
+        one_at_a_time::enforce_grace_on_shutdown(shutdown, &live, config.shutdown_grace);
+    }
+    let mut threads = Vec::new();
+    for (i, listening) in listeners.into_iter().enumerate() {
+        let ctx = Arc::new(Context::new(config, shutdown, &listening, Arc::clone(&live)));
+        let watchdog = watchdog.take();
+        let spawned = match listening.socket {
+            ListenSocket::Stream(listener) => {
+                let listener = Arc::new(listener);
+                wake_on_shutdown(shutdown, &listener, &ctx.live, config.shutdown_grace);
+                thread::Builder::new().name(format!("accept-{i}")).spawn(move || match placement {
+                    Placement::OwnThread => thread_per_conn::serve(listener, &ctx, watchdog),
+                    Placement::AcceptingThread => one_at_a_time::serve(listener, &ctx, watchdog),
+                })
+            }
+            ListenSocket::Datagram(socket) => thread::Builder::new()
+                .name(format!("udp-{i}"))
+                .spawn(move || udp::serve(socket, &ctx, watchdog)),
+        };
+        match spawned {
+            Ok(thread) => threads.push(thread),
+            Err(e) => {
+                shutdown.shutdown(); // the others must not outlive us
+                join(threads);
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("cannot start a thread for {}: {e}", listening.addr),
+                ));
+            }
+        }
+    }
+    let panicked = join(threads);
+    if placement == Placement::OwnThread {
+        // Every acceptor has stopped; the connections' own threads may still be echoing.
+        live.begin_shutdown(config.shutdown_grace); // done already if the waker got there first
+        live.drain(config.shutdown_grace);
+    }
+    match panicked {
+        0 => Ok(()),
+        n => Err(io::Error::other(format!("{n} serving threads panicked"))),
     }
 }
 
-/// What both models need to serve one connection: the config's limits, the counters, the
-/// registry of open sockets and the stop request.
+/// Wait for every listener's thread; how many panicked.
+fn join(threads: Vec<thread::JoinHandle<()>>) -> usize {
+    threads.into_iter().map(thread::JoinHandle::join).filter(Result::is_err).count()
+}
+
+/// What both models need to serve one listener's connections: the config's limits, the
+/// listener's counters, the registry of open sockets and the stop request.
 #[derive(Debug)]
 pub struct Context {
-    /// Counters for the statistics line and the summary.
+    /// The listener's counters, for the statistics line and the summary.
     pub stats: Arc<Stats>,
-    /// Every open connection, so shutdown can reach its socket.
+    /// The listener's address, for the logs.
+    pub addr: ListenAddr,
+    /// Every open connection (of every listener), so shutdown can reach its socket.
     pub live: Arc<LiveConnections>,
     /// Stop requests; connections check it before every read.
     pub shutdown: ShutdownHandle,
@@ -100,12 +156,19 @@ pub struct Context {
 }
 
 impl Context {
-    /// The shared state of one server, counting in `stats`.
-    pub fn new(config: &ServerConfig, shutdown: &ShutdownHandle, stats: Arc<Stats>) -> Self {
+    /// The state of `listening`'s connections, registered in `live` with every other
+    /// listener's.
+    pub fn new(
+        config: &ServerConfig,
+        shutdown: &ShutdownHandle,
+        listening: &Listening,
+        live: Arc<LiveConnections>,
+    ) -> Self {
         Context {
-            admission: Admission::blocking(config, Arc::clone(&stats)),
-            stats,
-            live: Arc::new(LiveConnections::default()),
+            admission: Admission::blocking(config, Arc::clone(&listening.stats)),
+            stats: Arc::clone(&listening.stats),
+            addr: listening.addr.clone(),
+            live,
             shutdown: shutdown.clone(),
             framer: config.framer(),
             shutdown_grace: config.shutdown_grace,
@@ -115,7 +178,7 @@ impl Context {
     /// Admit a fresh connection as every model does (the cap, the socket options, the
     /// timeouts) and register it; `None`, and the connection closed, if it may not be served.
     pub fn admit(&self, stream: BlockingStream, peer: Peer) -> Option<Registered> {
-        let admitted = self.admission.admit(self.live.len(), &stream.sock_ref(), stream.is_tcp(), || peer);
+        let admitted = self.admission.admit(&stream.sock_ref(), stream.is_tcp(), || peer);
         admitted.then(|| LiveConnections::register(&self.live, stream))
     }
 }
@@ -123,8 +186,7 @@ impl Context {
 /// Serve one registered connection to its end on the calling thread, then close it: the
 /// whole life of a connection in both models.
 pub fn serve_connection(conn: Registered, peer: Peer, ctx: &Context) {
-    ctx.stats.connection_opened();
-    debug!("{} opened peer={peer} (open: {})", conn.id, ctx.live.len());
+    debug!("{} opened peer={peer} on {} (open: {})", conn.id, ctx.addr, ctx.live.len());
     let mut buf = vec![0; ECHO_BUFFER];
     let mut echoed = echo_blocking(conn.stream(), conn.id, &mut buf, ctx.framer, &ctx.shutdown, &ctx.stats);
     match echoed.end {

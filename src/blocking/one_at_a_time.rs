@@ -29,13 +29,14 @@ use super::accept::accept_until_shutdown;
 use super::registry::LiveConnections;
 use super::{Context, serve_connection};
 use crate::net::StdListener;
+use crate::notify::WatchdogTimer;
 use crate::shutdown::ShutdownHandle;
 
 /// Serve one connection at a time until a stop is requested and the current connection
-/// has finished (or the grace period is over).
-pub fn serve(listener: Arc<StdListener>, ctx: &Context) {
-    enforce_grace_on_shutdown(&ctx.shutdown, &ctx.live, ctx.shutdown_grace);
-    accept_until_shutdown(&listener, &ctx.shutdown, |stream, peer| {
+/// has finished (or the grace period is over). (The watchdog is pinged between clients
+/// only: a client held longer than the watchdog interval stops the pings.)
+pub fn serve(listener: Arc<StdListener>, ctx: &Context, watchdog: Option<WatchdogTimer>) {
+    accept_until_shutdown(&listener, &ctx.shutdown, watchdog, |stream, peer| {
         // At most one connection is ever open, so `--max-connections` (at least 1) never bites;
         // the socket options and the idle timeout are set as in every model.
         if let Some(conn) = ctx.admit(stream, peer) {
@@ -47,7 +48,7 @@ pub fn serve(listener: Arc<StdListener>, ctx: &Context) {
 /// When a stop is requested, start a thread that gives the current connection `grace` to
 /// finish its echo and then shuts its socket down, which ends a `write` blocked on a client
 /// that never reads; the serving thread itself cannot, since it is the one blocked.
-fn enforce_grace_on_shutdown(shutdown: &ShutdownHandle, live: &Arc<LiveConnections>, grace: Duration) {
+pub fn enforce_grace_on_shutdown(shutdown: &ShutdownHandle, live: &Arc<LiveConnections>, grace: Duration) {
     let live = Arc::downgrade(live);
     let started = AtomicBool::new(false);
     shutdown.add_waker(move || {

@@ -32,6 +32,7 @@ use super::accept::accept_until_shutdown;
 use super::registry::Registered;
 use super::{Context, serve_connection};
 use crate::net::{ACCEPT_BACKOFF, BlockingStream, Peer, StdListener};
+use crate::notify::WatchdogTimer;
 
 /// Stack size of a connection thread: 64 KiB instead of glibc's default 8 MiB.
 ///
@@ -44,13 +45,11 @@ use crate::net::{ACCEPT_BACKOFF, BlockingStream, Peer, StdListener};
 /// 640 MiB reserved, with room to spare for the frames above.
 pub const CONNECTION_STACK: usize = 64 * 1024;
 
-/// Serve with one thread per connection until a stop is requested and the connections
-/// have finished (or the grace period is over).
-pub fn serve(listener: Arc<StdListener>, ctx: &Arc<Context>) {
-    accept_until_shutdown(&listener, &ctx.shutdown, |stream, peer| admit(ctx, stream, peer));
+/// Accept on `listener`, giving each connection a thread of its own, until a stop is
+/// requested (the caller then waits for the connections, every listener's at once).
+pub fn serve(listener: Arc<StdListener>, ctx: &Arc<Context>, watchdog: Option<WatchdogTimer>) {
+    accept_until_shutdown(&listener, &ctx.shutdown, watchdog, |stream, peer| admit(ctx, stream, peer));
     drop(listener); // stop listening now: closes the socket (and removes a Unix socket file)
-    ctx.live.begin_shutdown(ctx.shutdown_grace); // done already if the waker got there first
-    ctx.live.drain(ctx.shutdown_grace);
 }
 
 /// Give a fresh connection its own thread, or close it at once if it may not be served.
@@ -60,7 +59,7 @@ fn admit(ctx: &Arc<Context>, stream: BlockingStream, peer: Peer) {
         // Out of threads or memory: the connection (dropped with the closure) is closed.
         // Like EMFILE on accept, the next spawn would fail too: pause instead of spinning.
         warn!("cannot start a thread for {peer}, closing it: {e}; pausing accepts for {ACCEPT_BACKOFF:?}");
-        ctx.stats.connection_rejected();
+        ctx.stats.open_failed();
         thread::sleep(ACCEPT_BACKOFF);
     }
 }

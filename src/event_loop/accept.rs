@@ -16,21 +16,23 @@ use mio::Token;
 
 use super::EventLoop;
 use super::connection::{Connection, READ};
+use super::listeners::Socket;
 use crate::lifecycle::ConnId;
 use crate::net::{AfterAcceptError, Peer, Stream, would_block};
 
 impl EventLoop {
-    /// The listener is readable: accept every queued connection.
-    pub(super) fn accept_ready(&mut self, now: Instant) {
+    /// Listener `i` is readable: accept every queued connection. (Out of descriptors, every
+    /// listener pauses: the limit is the process's, not a listener's.)
+    pub(super) fn accept_ready(&mut self, i: usize, now: Instant) {
         if self.accept_backoff.is_paused() {
             return; // backing off; the timer resumes us
         }
         loop {
-            let Some(listener) = &self.listener else { return };
+            let Socket::Stream(Some(listener)) = &self.endpoints[i].socket else { return };
             let error = match listener.accept() {
                 Ok((stream, peer)) => {
                     self.accept_backoff.accepted(now);
-                    self.admit(stream, peer, now);
+                    self.admit(i, stream, peer, now);
                     continue;
                 }
                 Err(e) if would_block(&e) => return, // queue empty: drained
@@ -45,10 +47,12 @@ impl EventLoop {
         }
     }
 
-    /// Serve a freshly accepted connection, or close it at once if it may not be served
-    /// (dropping the stream closes it).
-    fn admit(&mut self, mut stream: Stream, peer: Peer, now: Instant) {
-        if !self.admission.admit(self.connections.len(), &stream.sock_ref(), stream.is_tcp(), || peer) {
+    /// Serve a connection freshly accepted on listener `i`, or close it at once if it may
+    /// not be served (dropping the stream closes it). `--max-connections` counts the
+    /// connections of the whole process (every listener, every worker): see `Admission`.
+    fn admit(&mut self, i: usize, mut stream: Stream, peer: Peer, now: Instant) {
+        let endpoint = &self.endpoints[i];
+        if !endpoint.admission.admit(&stream.sock_ref(), stream.is_tcp(), || peer) {
             return;
         }
         // Key first, register, then insert: if registering fails there is nothing to undo.
@@ -56,14 +60,19 @@ impl EventLoop {
         let token = Token(entry.key());
         if let Err(e) = self.poll.registry().register(&mut stream, token, READ) {
             warn!("accept: cannot register {peer}: {e}");
+            endpoint.stats.open_failed();
             return;
         }
         let (framer, cap) = (self.config.framer(), self.config.connection_cap());
-        entry.insert(Connection::new(stream, token, peer, framer, cap, now));
+        entry.insert(Connection::new(stream, token, peer, framer, cap, now).on_listener(i));
         if let Some(timers) = &mut self.idle {
             timers.start(ConnId(token.0), now);
         }
-        self.stats.connection_opened();
-        debug!("token={} opened peer={peer} (open: {})", token.0, self.connections.len());
+        debug!(
+            "token={} opened peer={peer} on {} (open: {})",
+            token.0,
+            endpoint.addr,
+            self.connections.len()
+        );
     }
 }

@@ -123,6 +123,8 @@ pub struct Connection {
     last_active: Instant,
     /// Reads, frames and bytes: in all, and not yet handed to the loop ([`Connection::take_io`]).
     counts: ConnCounts,
+    /// Which of the loop's listeners accepted it (where its counts go).
+    listener: usize,
 }
 
 impl Connection {
@@ -142,7 +144,18 @@ impl Connection {
             registered: READ,
             last_active: now,
             counts: ConnCounts::default(),
+            listener: 0,
         }
+    }
+
+    /// This connection, as accepted by the loop's listener `i`.
+    pub fn on_listener(self, i: usize) -> Self {
+        Connection { listener: i, ..self }
+    }
+
+    /// Which of the loop's listeners accepted it.
+    pub fn listener(&self) -> usize {
+        self.listener
     }
 
     /// Read what the client sent and echo it, using the loop's shared `buf`.

@@ -1,17 +1,23 @@
-//! The event loop: one thread, one `mio::Poll`, every connection in a `Slab`.
+//! The event loop: one thread, one `mio::Poll`, every listener and every connection.
 //!
 //! ```text
 //!   loop {
 //!       poll(events, timeout = earliest timer)        // the only place we wait
-//!       for each event:
-//!           LISTENER -> accept until WouldBlock         (accept.rs)
-//!           WAKER    -> begin shutdown                  (shutdown.rs sets it off)
-//!           token    -> write pending, read + echo, reregister if the interest changed
-//!       revisit connections whose read budget ran out
-//!       expire idle connections, resume accepting after EMFILE, end shutdown when done
+//!       for each event, by what its token stands for (listeners.rs):
+//!           stream listener -> accept until WouldBlock     (accept.rs)
+//!           UDP socket      -> send queued replies, answer datagrams (udp.rs)
+//!           WAKER           -> begin shutdown              (shutdown.rs sets it off)
+//!           connection      -> write pending, read + echo, reregister if the interest changed
+//!       revisit connections and UDP sockets whose read budget ran out
+//!       expire idle connections, resume accepting after EMFILE, ping the watchdog,
+//!       end shutdown when done
 //!       publish the turn's counts to the shared statistics
 //!   }
 //! ```
+//!
+//! Every listener given (`serve ADDR...`: TCP, Unix and UDP side by side) is a socket in the
+//! same poll, with a token of its own; a connection remembers which listener accepted it, so
+//! its counts and log lines say so.
 //!
 //! Nothing here blocks: every socket is non-blocking, and "not now" (`WouldBlock`) is an
 //! ordinary answer, handled where it occurs. The slab key of a connection *is* its
@@ -22,9 +28,8 @@
 
 mod accept;
 mod connection;
+mod listeners;
 mod udp;
-
-pub use udp::UdpEcho;
 
 use std::io;
 use std::sync::Arc;
@@ -32,21 +37,18 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info, trace, warn};
 use mio::event::Event;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Poll, Token, Waker};
 use slab::Slab;
 
 use crate::config::ServerConfig;
 use crate::lifecycle::linger::LINGER_CHECK;
-use crate::lifecycle::{Admission, ConnId, IdleTimers, release_crowd};
-use crate::net::{AcceptBackoff, Listener, StdListener, interrupted};
+use crate::lifecycle::{ConnId, IdleTimers, release_crowd};
+use crate::listening::Listening;
+use crate::net::{AcceptBackoff, interrupted};
+use crate::notify::WatchdogTimer;
 use crate::shutdown::ShutdownHandle;
-use crate::stats::{IoTally, Stats};
 use connection::{Connection, Drain, ReadStop};
-
-/// The listening socket's token. Slab keys count up from 0, so the top of the range is free.
-const LISTENER: Token = Token(usize::MAX - 1);
-/// The token of the `mio::Waker` that a shutdown request fires.
-const WAKER: Token = Token(usize::MAX);
+use listeners::{Endpoint, Socket, Source, WAKER, listener_token};
 
 /// The shared read buffer: one per loop, not per connection. 64 KiB is what a loopback
 /// TCP segment burst typically delivers in one read, and what `peer-epoll` (crates/peers) uses.
@@ -110,14 +112,14 @@ impl Ready {
 pub struct EventLoop {
     /// The readiness queue: every socket and the waker are registered here.
     poll: Poll,
-    /// `None` once shutting down: we stop accepting first.
-    listener: Option<Listener>,
+    /// The listeners, in the order given: listener `i` has token `listener_token(i)`.
+    endpoints: Vec<Endpoint>,
     /// Live connections; a connection's key is its token.
     connections: Slab<Connection>,
     /// Every read lands here first; only leftovers of partial writes are copied out.
     read_buf: Box<[u8]>,
-    /// Connections that stopped reading because their budget ran out, to revisit after
-    /// the next (non-blocking) poll. Reused between passes, so it does not allocate.
+    /// Connections and UDP sockets that stopped reading because their budget ran out, to
+    /// revisit after the next (non-blocking) poll. Reused between passes: no allocation.
     unfinished: Vec<Token>,
     /// Idle deadlines, when `--idle-timeout` is on; their only owner. Slab key = `ConnId`.
     idle: Option<IdleTimers>,
@@ -129,34 +131,31 @@ pub struct EventLoop {
     _waker: Arc<Waker>,
     shutdown: ShutdownHandle,
     config: ServerConfig,
-    /// `--max-connections` and the socket options of an accepted connection.
-    admission: Admission,
-    /// The counters other threads read (the live statistics line, the summary).
-    stats: Arc<Stats>,
-    /// This turn's reads and writes, in plain integers: published to `stats` once per
-    /// turn, so the hot path pays no atomic operation per read or write.
-    tally: IoTally,
+    /// Pings the service manager's watchdog from this loop (worker 0), if it asked.
+    watchdog: Option<WatchdogTimer>,
     /// Which worker this is, for logs.
     worker: usize,
 }
 
 impl EventLoop {
-    /// Take a bound listener, make it non-blocking, and register it and a waker that
-    /// `shutdown` will fire. The loop counts what it does in `stats`.
+    /// Take the bound listeners, make them non-blocking, and register them and a waker that
+    /// `shutdown` will fire. Each listener counts what it serves in its own counters.
     pub fn new(
-        listener: StdListener,
+        listeners: Vec<Listening>,
         config: &ServerConfig,
         shutdown: &ShutdownHandle,
-        stats: Arc<Stats>,
         worker: usize,
     ) -> io::Result<Self> {
         let poll = Poll::new()?;
-        let mut listener = listener.into_mio()?;
-        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        let endpoints = listeners
+            .into_iter()
+            .enumerate()
+            .map(|(i, listening)| Endpoint::new(listening, i, config, poll.registry()))
+            .collect::<io::Result<_>>()?;
         let waker = shutdown_waker(&poll, shutdown)?;
         Ok(EventLoop {
             poll,
-            listener: Some(listener),
+            endpoints,
             connections: Slab::new(),
             read_buf: vec![0; READ_BUFFER].into_boxed_slice(),
             unfinished: Vec::new(),
@@ -166,22 +165,20 @@ impl EventLoop {
             _waker: waker,
             shutdown: shutdown.clone(),
             config: config.clone(),
-            admission: Admission::new(config, Arc::clone(&stats)),
-            stats,
-            tally: IoTally::default(),
+            watchdog: None,
             worker,
         })
     }
 
-    /// Serve until a shutdown request has been carried out (the counts are in `stats`).
-    pub fn run(mut self) -> io::Result<()> {
+    /// Serve until a shutdown request has been carried out (the counts are in each
+    /// listener's counters), sending `watchdog`'s pings from this loop as it turns.
+    pub fn run(mut self, watchdog: Option<WatchdogTimer>) -> io::Result<()> {
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
         let mut revisit = Vec::new();
+        self.watchdog = watchdog;
         debug!("worker {}: event loop running", self.worker);
         loop {
-            // Before sleeping: a statistics line read meanwhile is current. A few relaxed
-            // atomic adds per turn, however many reads and writes the turn made.
-            self.stats.publish(&mut self.tally);
+            self.publish_counts(); // before sleeping: a statistics line read meanwhile is current
             let timeout = self.poll_timeout(Instant::now());
             wait(&mut self.poll, &mut events, timeout)?;
             let now = Instant::now();
@@ -190,13 +187,20 @@ impl EventLoop {
                 self.dispatch(event, now);
             }
             for token in revisit.drain(..) {
-                self.serve(token, Ready::AGAIN, now);
+                self.ready(token, Ready::AGAIN, now);
             }
             self.run_timers(now);
             if self.close_delivered_or_overdue(now) {
-                self.stats.publish(&mut self.tally);
+                self.publish_counts();
                 return Ok(());
             }
+        }
+    }
+
+    /// Add this turn's counts to each listener's counters.
+    fn publish_counts(&mut self) {
+        for endpoint in &mut self.endpoints {
+            endpoint.publish();
         }
     }
 
@@ -210,10 +214,33 @@ impl EventLoop {
             event.is_read_closed(),
             event.is_error()
         );
-        match event.token() {
-            LISTENER => self.accept_ready(now),
-            WAKER => self.begin_shutdown(now),
-            token => self.serve(token, Ready::from_event(event), now),
+        self.ready(event.token(), Ready::from_event(event), now);
+    }
+
+    /// `token`'s socket may be ready: hand it to the one place that handles its kind.
+    fn ready(&mut self, token: Token, ready: Ready, now: Instant) {
+        match Source::of(token, self.endpoints.len()) {
+            Source::Waker => self.begin_shutdown(now),
+            Source::Listener(i) if matches!(self.endpoints[i].socket, Socket::Stream(_)) => {
+                self.accept_ready(i, now)
+            }
+            Source::Listener(i) => self.answer_datagrams(i, ready),
+            Source::Connection(token) => self.serve(token, ready, now),
+        }
+    }
+
+    /// UDP socket `i` may be ready: send what it owes, answer what arrived.
+    fn answer_datagrams(&mut self, i: usize, ready: Ready) {
+        let token = listener_token(i);
+        let endpoint = &mut self.endpoints[i];
+        let Socket::Datagram(port) = &mut endpoint.socket else { return };
+        let registry = self.poll.registry();
+        if let Err(e) = port.serve(ready.writable, &mut endpoint.tally, registry, token) {
+            warn!("udp {}: {e}", endpoint.addr); // a reregister failed: the socket keeps its interest
+        }
+        // Once in the list is enough, though an event and a revisit may both come this turn.
+        if port.unfinished() && !self.unfinished.contains(&token) {
+            self.unfinished.push(token);
         }
     }
 
@@ -235,7 +262,7 @@ impl EventLoop {
             Ok(ReadStop::Done)
         };
         let result = io();
-        self.tally.add(conn.take_io());
+        self.endpoints[conn.listener()].tally.add(conn.take_io());
         match result {
             Ok(ReadStop::BudgetSpent) => self.unfinished.push(token),
             Ok(ReadStop::Done) => {}
@@ -270,15 +297,17 @@ impl EventLoop {
         if let Some(timers) = &mut self.idle {
             timers.stop(ConnId(token.0));
         }
-        self.stats.connection_closed();
+        let endpoint = &mut self.endpoints[conn.listener()];
+        endpoint.stats.connection_closed();
         // Read, and now never echoed: what was pending, and also the bytes of a partial
         // frame or of a refused one, which were read but never became pending.
-        self.tally.add(conn.take_io_at_close());
+        endpoint.tally.add(conn.take_io_at_close());
         let (bytes_in, bytes_out, pending) = conn.byte_counts();
         debug!(
-            "token={} closed ({reason}) peer={} read={bytes_in} echoed={bytes_out} unsent={pending}",
+            "token={} closed ({reason}) peer={} on {} read={bytes_in} echoed={bytes_out} unsent={pending}",
             token.0,
-            conn.peer()
+            conn.peer(),
+            endpoint.addr
         );
         release_crowd(&mut self.connections);
     }
@@ -291,7 +320,8 @@ impl EventLoop {
         }
         let idle = self.idle.as_ref().and_then(IdleTimers::next_deadline);
         let linger_check = self.grace_deadline.map(|_| now + LINGER_CHECK);
-        [idle, self.grace_deadline, self.accept_backoff.paused_until(), linger_check]
+        let watchdog = self.watchdog.as_ref().map(WatchdogTimer::deadline);
+        [idle, self.grace_deadline, self.accept_backoff.paused_until(), linger_check, watchdog]
             .into_iter()
             .flatten()
             .min()
@@ -302,7 +332,12 @@ impl EventLoop {
     fn run_timers(&mut self, now: Instant) {
         self.expire_idle(now);
         if self.accept_backoff.resume_due(now) {
-            self.accept_ready(now);
+            for i in 0..self.endpoints.len() {
+                self.accept_ready(i, now); // a UDP socket has nothing to accept: no-op
+            }
+        }
+        if let Some(watchdog) = &mut self.watchdog {
+            watchdog.tick(now); // this loop is turning: tell the service manager
         }
     }
 
@@ -321,14 +356,28 @@ impl EventLoop {
         if !self.shutdown.is_requested() || self.grace_deadline.is_some() {
             return; // a stray wake-up, or shutdown already under way
         }
-        if let Some(mut listener) = self.listener.take() {
-            // Dropping it closes the socket (and removes a Unix socket file).
-            let _ = self.poll.registry().deregister(&mut listener);
+        let mut replies = None; // queued UDP replies, if the loop has a UDP socket
+        for (i, endpoint) in self.endpoints.iter_mut().enumerate() {
+            match &mut endpoint.socket {
+                Socket::Stream(listener) => {
+                    if let Some(mut listener) = listener.take() {
+                        // Dropping it closes the socket (and removes a Unix socket file).
+                        let _ = self.poll.registry().deregister(&mut listener);
+                    }
+                }
+                Socket::Datagram(port) => {
+                    replies = Some(replies.unwrap_or(0) + port.queued());
+                    if let Err(e) = port.stop_reading(self.poll.registry(), listener_token(i)) {
+                        debug!("udp {}: {e}", endpoint.addr);
+                    }
+                }
+            }
         }
         let grace = self.config.shutdown_grace;
         self.grace_deadline = Some(now + grace);
+        let replies = replies.map(|n| format!(", {n} UDP replies queued")).unwrap_or_default();
         info!(
-            "shutting down: {} connections open, flushing pending echoes for up to {grace:?}",
+            "shutting down: {} connections open{replies}, flushing pending echoes for up to {grace:?}",
             self.connections.len()
         );
         for token in self.tokens_where(|_| true) {
@@ -346,16 +395,24 @@ impl EventLoop {
         for token in self.tokens_where(Connection::done_lingering) {
             self.close(token, "echoes delivered");
         }
-        if self.connections.is_empty() {
+        let flushed = |e: &Endpoint| !matches!(&e.socket, Socket::Datagram(port) if !port.flushed());
+        if self.connections.is_empty() && self.endpoints.iter().all(flushed) {
             return true;
         }
         if now < deadline {
             return false;
         }
-        warn!(
-            "grace period over: closing {} connections whose client did not take its echo or close",
-            self.connections.len()
-        );
+        for endpoint in &mut self.endpoints {
+            if let Socket::Datagram(port) = &mut endpoint.socket {
+                port.abandon(&mut endpoint.tally);
+            }
+        }
+        if !self.connections.is_empty() {
+            warn!(
+                "grace period over: closing {} connections whose client did not take its echo or close",
+                self.connections.len()
+            );
+        }
         for token in self.tokens_where(|_| true) {
             self.close(token, "shutdown");
         }

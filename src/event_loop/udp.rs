@@ -2,15 +2,12 @@
 //! unchanged, empty ones included.
 //!
 //! ```text
-//!   loop {
-//!       poll(events, timeout = grace deadline)
-//!       SOCKET writable -> send queued replies, a batch per sendmmsg, until WouldBlock
-//!       SOCKET readable -> recvmmsg until WouldBlock (or the budget): each batch's replies
-//!                          go back in one sendmmsg, or into the queue if the kernel
-//!                          refuses (WouldBlock)
-//!       WAKER           -> stop reading; flush the queue within the grace period
-//!       interest: READABLE, plus WRITABLE only while replies are queued
-//!   }
+//!   UDP token readable -> recvmmsg until WouldBlock, a short batch, or the budget: each
+//!                         batch's replies go back in one sendmmsg, or into the queue if
+//!                         the kernel refuses (WouldBlock)
+//!   UDP token writable -> send queued replies, a batch per sendmmsg, until WouldBlock
+//!   shutdown           -> stop reading; flush the queue within the grace period
+//!   interest: READABLE, plus WRITABLE only while replies are queued
 //! ```
 //!
 //! A batch is up to `--udp-batch` messages (64 by default) per system call, each with its
@@ -22,11 +19,11 @@
 //! Every datagram of a train is still a datagram here: counted, guarded and queued one by
 //! one, and its reply is its own bytes, to its own sender.
 //!
-//! The same loop as TCP's, with the same rules (drain to `WouldBlock`, ask for WRITABLE
-//! only while something waits, stop through the waker), over one socket instead of a slab of
-//! connections: a datagram is a whole message, so there is no stream to reassemble, no
-//! per-client state and no EOF. It lives beside the TCP loop because it *is* that loop; it
-//! has a file and a type of its own because it shares none of its state.
+//! A UDP socket is one more source of events in the loop (`mod.rs`), beside the stream
+//! listeners and their connections, with the same rules (drain to `WouldBlock`, ask for
+//! WRITABLE only while something waits, stop through the waker): a datagram is a whole
+//! message, so there is no stream to reassemble, no per-client state and no EOF. It has a
+//! file and a type of its own because it shares none of a connection's state.
 //!
 //! Two things differ from TCP:
 //!
@@ -40,29 +37,23 @@
 //!   CA-1996-01, "UDP Port Denial-of-Service Attack"). So datagrams from source port 0 (not a
 //!   real sender) or from the ports of the small services that answer every datagram (7 echo,
 //!   13 daytime, 17 qotd, 19 chargen) are dropped and counted, never answered, as inetd's
-//!   built-in services learned to do.
+//!   built-in services learned to do (`lifecycle::admit_datagram`, which the blocking
+//!   models' UDP thread obeys too).
 
 use std::collections::VecDeque;
 use std::io;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use log::{debug, info, trace, warn};
-use mio::{Events, Interest, Poll, Token, Waker};
+use log::{debug, trace, warn};
+use mio::{Interest, Registry, Token};
 use socket2::SockAddr;
 
-use super::{WAKER, shutdown_waker, wait};
 use crate::config::ServerConfig;
+use crate::lifecycle::admit_datagrams;
 use crate::net::{BATCH, Message, Offload, Receiver, Sender, Sent, interrupted, would_block};
-use crate::shutdown::ShutdownHandle;
 use crate::stats::{Datagrams, IoTally, Stats};
 
-/// The UDP socket's token.
-const SOCKET: Token = Token(0);
-
-/// Receive calls (each up to a batch) per readiness event before the loop polls again (for
-/// the waker's sake: a flood must not keep a shutdown request waiting).
+/// Receive calls (each up to a batch) per readiness event before the loop moves on (for the
+/// waker's sake, and the other sockets': a flood must not keep them waiting).
 const RECEIVES_PER_EVENT: usize = 4;
 
 /// The reply queue's bounds: whichever is reached first. 1024 replies absorb a burst; the
@@ -70,128 +61,99 @@ const RECEIVES_PER_EVENT: usize = 4;
 const QUEUE_DATAGRAMS: usize = 1024;
 const QUEUE_BYTES: usize = 4 << 20;
 
-/// A UDP echo server: one socket, one poll, one queue.
-pub struct UdpEcho {
-    /// The readiness queue: the socket and the waker are registered here.
-    poll: Poll,
-    /// The one socket every datagram arrives on and every reply leaves from.
+/// One UDP socket of the loop and the replies it owes.
+#[derive(Debug)]
+pub struct UdpPort {
+    /// The socket every datagram of this listener arrives on and every reply leaves from.
     socket: mio::net::UdpSocket,
     /// Where each batch lands; replies sent at once go straight from its slots.
     rx: Receiver,
     /// Sends replies, a batch per call, trains whole where the kernel splits them.
     tx: Sender,
-    /// Replies the kernel refused, and this turn's counts.
-    out: Outbox,
+    /// Replies the kernel refused, oldest first. Non-empty iff WRITABLE is registered.
+    queue: ReplyQueue,
     /// The interest the registry holds now, so we reregister only on a change.
     registered: Interest,
+    /// False once shutting down: no more datagrams are taken.
+    reading: bool,
     /// The receive budget ran out with datagrams perhaps still queued in the kernel: an
     /// edge-triggered poll will not report them again, so come back without waiting.
     unfinished: bool,
-    /// Set when shutdown begins: queued replies may flush until then.
-    grace_deadline: Option<Instant>,
-    /// Keeps the waker alive; the shutdown handle holds a closure that fires it.
-    _waker: Arc<Waker>,
-    shutdown: ShutdownHandle,
-    grace: Duration,
-    /// The server's counters, as every model keeps them: each datagram is a read, then
-    /// echoed or dropped (unsent); the live line and the summary read them.
-    stats: Arc<Stats>,
-}
-
-/// What becomes of replies: the queue of those the kernel refused, and this turn's counts
-/// (published to the shared statistics once per turn, as the TCP loop does). A type of its
-/// own so that a batch's outcomes can be counted while the batch is still borrowed.
-#[derive(Debug)]
-struct Outbox {
-    /// Replies the kernel refused, oldest first. Non-empty iff WRITABLE is registered.
-    queue: ReplyQueue,
-    /// This turn's reads and bytes: each datagram is a read, then echoed or unsent.
-    tally: IoTally,
-    /// This turn's datagrams echoed and dropped (by cause).
+    /// This turn's datagrams echoed and dropped (by cause), published with the tally.
     datagrams: Datagrams,
 }
 
-impl UdpEcho {
+impl UdpPort {
     /// Take a bound UDP socket, make it non-blocking, turn on the kernel's help with trains
-    /// if `config` asks (and the kernel has it), and register the socket and a waker that
-    /// `shutdown` will fire. The loop counts its datagrams in `stats` as it goes.
+    /// if `config` asks (and the kernel has it), and register it as `token`.
     pub fn new(
         socket: std::net::UdpSocket,
         config: &ServerConfig,
-        shutdown: &ShutdownHandle,
-        stats: Arc<Stats>,
-    ) -> io::Result<Self> {
+        registry: &Registry,
+        token: Token,
+    ) -> io::Result<UdpPort> {
         socket.set_nonblocking(true)?;
         let wanted = if config.udp_offload { Offload::BOTH } else { Offload::NONE };
         let offload = Offload::enable(&socket, wanted);
         let mut socket = mio::net::UdpSocket::from_std(socket);
-        let poll = Poll::new()?;
-        poll.registry().register(&mut socket, SOCKET, Interest::READABLE)?;
-        let waker = shutdown_waker(&poll, shutdown)?;
-        Ok(UdpEcho {
-            poll,
+        registry.register(&mut socket, token, Interest::READABLE)?;
+        Ok(UdpPort {
             socket,
             rx: Receiver::new(config.udp_batch),
             tx: Sender::new(offload),
-            out: Outbox {
-                queue: ReplyQueue::new(QUEUE_DATAGRAMS, QUEUE_BYTES),
-                tally: IoTally::default(),
-                datagrams: Datagrams::default(),
-            },
+            queue: ReplyQueue::new(QUEUE_DATAGRAMS, QUEUE_BYTES),
             registered: Interest::READABLE,
+            reading: true,
             unfinished: false,
-            grace_deadline: None,
-            _waker: waker,
-            shutdown: shutdown.clone(),
-            grace: config.shutdown_grace,
-            stats,
+            datagrams: Datagrams::default(),
         })
     }
 
-    /// The real bound address.
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.socket.local_addr()
-    }
-
-    /// Echo until a shutdown request has been carried out (the counts are in `stats`).
-    pub fn run(mut self) -> io::Result<()> {
-        let mut events = Events::with_capacity(16);
-        debug!("UDP echo loop running");
-        loop {
-            self.publish_counts(); // before sleeping: a statistics line read meanwhile is current
-            let timeout = self.poll_timeout(Instant::now());
-            wait(&mut self.poll, &mut events, timeout)?;
-            let now = Instant::now();
-            let (mut readable, mut writable) = (std::mem::take(&mut self.unfinished), false);
-            for event in events.iter() {
-                match event.token() {
-                    SOCKET => {
-                        // Hints, as for TCP: an error flag just means "try", and the call says.
-                        readable |= event.is_readable() || event.is_error();
-                        writable |= event.is_writable() || event.is_error();
-                    }
-                    WAKER => self.begin_shutdown(now),
-                    _ => {}
-                }
-            }
-            if writable {
-                self.flush_queue();
-            }
-            if readable && self.grace_deadline.is_none() {
-                self.unfinished = self.receive();
-            }
-            if self.finished(now) {
-                self.publish_counts();
-                return Ok(());
-            }
-            self.update_interest()?;
+    /// The socket may be ready (an event, or the budget ran out last turn): send what is
+    /// queued, then receive and answer, a batch at a time; count in `tally`. Then ask for
+    /// what it needs next.
+    pub fn serve(&mut self, writable: bool, tally: &mut IoTally, registry: &Registry, token: Token) -> io::Result<()> {
+        if writable {
+            self.flush_queue(tally);
         }
+        self.unfinished = self.reading && self.receive(tally);
+        self.update_interest(registry, token)
     }
 
-    /// Add this turn's counts to the shared statistics.
-    fn publish_counts(&mut self) {
-        self.stats.publish(&mut self.out.tally);
-        self.stats.publish_datagrams(&mut self.out.datagrams);
+    /// True if the last receive stopped at its budget: serve it again after the next poll.
+    pub fn unfinished(&self) -> bool {
+        self.unfinished
+    }
+
+    /// Replies still queued.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Add this turn's datagram counts to `stats`.
+    pub fn publish(&mut self, stats: &Stats) {
+        stats.publish_datagrams(&mut self.datagrams);
+    }
+
+    /// Shutting down: take no more datagrams; queued replies may still go.
+    pub fn stop_reading(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+        self.reading = false;
+        self.unfinished = false;
+        self.update_interest(registry, token)
+    }
+
+    /// Every queued reply has gone.
+    pub fn flushed(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// The grace period is over: what is still queued is never sent (counted as unsent, so
+    /// nothing shows as pending).
+    pub fn abandon(&mut self, tally: &mut IoTally) {
+        if !self.queue.is_empty() {
+            warn!("grace period over: {} queued replies not sent", self.queue.len());
+            tally.bytes_unsent += self.queue.bytes as u64;
+        }
     }
 
     /// Receive and answer datagrams, a batch at a time, until `WouldBlock`; true if the
@@ -200,11 +162,11 @@ impl UdpEcho {
     /// Edge-triggered: read until `WouldBlock`, or no new event is promised (mio Poll docs,
     /// "Draining readiness"). A short batch is such a promise: it emptied the socket's queue,
     /// and the next datagram to arrive raises a new event.
-    fn receive(&mut self) -> bool {
+    fn receive(&mut self, tally: &mut IoTally) -> bool {
         for _ in 0..RECEIVES_PER_EVENT {
             match self.rx.recv(&self.socket) {
                 Ok(_) => {
-                    self.answer_batch();
+                    self.answer_batch(tally);
                     if self.rx.drained() {
                         trace!("udp short batch: drained");
                         return false;
@@ -227,41 +189,44 @@ impl UdpEcho {
         true
     }
 
-    /// Answer the batch just received: drop what comes from a reserved port, queue the
+    /// Answer the batch just received: drop what comes from a port never answered, queue the
     /// replies behind those already queued (so they leave in the order datagrams came), and
     /// send the others at once, straight from the receive slots, in one call.
-    fn answer_batch(&mut self) {
+    fn answer_batch(&mut self, tally: &mut IoTally) {
+        let mut out = Outcomes { queue: &mut self.queue, datagrams: &mut self.datagrams, tally };
         let mut replies: Vec<Message<'_>> = Vec::with_capacity(BATCH);
         for message in self.rx.messages() {
-            self.out.received(&message);
-            if message.sent_from_reserved_port() {
-                self.out.drop_reserved(&message);
-            } else if !self.out.queue.is_empty() {
-                self.out.refused(message);
-            } else {
+            trace!("udp recv n={} datagrams={} from={:?}", message.data.len(), message.count(), message.peer_addr());
+            let Some(from) = message.peer_addr() else { continue }; // not IP: cannot happen
+            if !admit_datagrams(message.count(), message.data.len(), from, out.tally, out.datagrams) {
+                continue;
+            }
+            if out.queue.is_empty() {
                 replies.push(message);
+            } else {
+                out.refused(message);
             }
         }
-        let out = &mut self.out;
         self.tx.send(&self.socket, &replies, |reply, sent| out.settle(reply, sent));
     }
 
     /// WRITABLE: send queued replies, oldest first, a batch per call, until the kernel
     /// refuses again.
-    fn flush_queue(&mut self) {
-        while !self.out.queue.is_empty() {
+    fn flush_queue(&mut self, tally: &mut IoTally) {
+        while !self.queue.is_empty() {
             // The outcomes are noted, then applied: the batch borrows the queue meanwhile.
             let mut outcomes: Vec<(usize, Sent)> = Vec::with_capacity(BATCH);
-            let batch: Vec<Message<'_>> = self.out.queue.oldest(BATCH).collect();
+            let batch: Vec<Message<'_>> = self.queue.oldest(BATCH).collect();
             self.tx.send(&self.socket, &batch, |reply, sent| outcomes.push((reply.data.len(), sent)));
             let refused = outcomes.iter().any(|(_, sent)| matches!(sent, Sent::WouldBlock));
+            let mut out = Outcomes { queue: &mut self.queue, datagrams: &mut self.datagrams, tally };
             for (len, sent) in outcomes {
                 match sent {
                     Sent::WouldBlock => break, // the rest stays queued, for the next WRITABLE edge
-                    Sent::Done => self.out.echoed(1, len),
-                    Sent::Failed(e) => self.out.send_failed(1, len, &e),
+                    Sent::Done => out.echoed(1, len),
+                    Sent::Failed(e) => out.send_failed(1, len, &e),
                 }
-                self.out.queue.pop();
+                out.queue.pop();
             }
             if refused {
                 return;
@@ -270,80 +235,33 @@ impl UdpEcho {
     }
 
     /// READABLE unless shutting down; WRITABLE while replies are queued. The only place that
-    /// calls `reregister`.
-    fn update_interest(&mut self) -> io::Result<()> {
-        let reading = self.grace_deadline.is_none();
-        let interest = match (reading, !self.out.queue.is_empty()) {
+    /// calls `reregister` for this socket.
+    fn update_interest(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+        let interest = match (self.reading, !self.queue.is_empty()) {
             (true, true) => Interest::READABLE.add(Interest::WRITABLE),
             (true, false) => Interest::READABLE,
-            (false, _) => Interest::WRITABLE, // not finished, so replies are queued
+            (false, true) => Interest::WRITABLE,
+            (false, false) => return Ok(()), // done: nothing more to hear about
         };
         if interest != self.registered {
-            trace!("udp interest {:?} -> {interest:?}", self.registered);
-            self.poll.registry().reregister(&mut self.socket, SOCKET, interest)?;
+            trace!("token={} udp interest {:?} -> {interest:?}", token.0, self.registered);
+            registry.reregister(&mut self.socket, token, interest)?;
             self.registered = interest;
         }
         Ok(())
     }
-
-    /// Until the grace deadline, or at once if something is left to read.
-    fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        if self.unfinished {
-            return Some(Duration::ZERO);
-        }
-        self.grace_deadline.map(|deadline| deadline.saturating_duration_since(now))
-    }
-
-    /// Stop reading; queued replies may flush until the grace deadline.
-    fn begin_shutdown(&mut self, now: Instant) {
-        if !self.shutdown.is_requested() || self.grace_deadline.is_some() {
-            return; // a stray wake-up, or shutdown already under way
-        }
-        self.grace_deadline = Some(now + self.grace);
-        info!(
-            "shutting down: {} replies queued, flushing them for up to {:?}",
-            self.out.queue.len(),
-            self.grace
-        );
-    }
-
-    /// Shutting down, and the queue is empty or the grace period is over (what is still
-    /// queued then is never sent: counted as unsent, so nothing shows as pending).
-    fn finished(&mut self, now: Instant) -> bool {
-        let Some(deadline) = self.grace_deadline else { return false };
-        let queue = &self.out.queue;
-        if !queue.is_empty() && now >= deadline {
-            warn!("grace period over: {} queued replies not sent", queue.len());
-            self.out.tally.bytes_unsent += queue.bytes as u64;
-        }
-        queue.is_empty() || now >= deadline
-    }
 }
 
-impl Outbox {
-    /// A message came in: each of its datagrams is a read.
-    fn received(&mut self, message: &Message<'_>) {
-        trace!(
-            "udp recv n={} datagrams={} from={:?}",
-            message.data.len(),
-            message.count(),
-            message.peer_addr()
-        );
-        self.tally.reads += message.count() as u64;
-        self.tally.bytes_read += message.data.len() as u64;
-    }
+/// What becomes of replies, counted as it happens: the queue for those the kernel refused,
+/// and the counts. (Borrowed apart from the socket and the receive slots, so a batch's
+/// outcomes can be counted while the batch is still borrowed.)
+struct Outcomes<'a> {
+    queue: &'a mut ReplyQueue,
+    datagrams: &'a mut Datagrams,
+    tally: &'a mut IoTally,
+}
 
-    /// From a reserved port: never answered; each of its datagrams counted as dropped.
-    fn drop_reserved(&mut self, message: &Message<'_>) {
-        if let Some(from) = message.peer_addr() {
-            let (port, count) = (from.port(), message.count());
-            let what = if count == 1 { "a datagram".to_string() } else { format!("{count} datagrams") };
-            debug!("udp: dropped {what} from {from}: source port {port} is never answered");
-        }
-        self.datagrams.dropped_reserved_port += message.count() as u64;
-        self.tally.bytes_unsent += message.data.len() as u64;
-    }
-
+impl Outcomes<'_> {
     /// What became of a reply handed to the kernel.
     fn settle(&mut self, reply: Message<'_>, sent: Sent) {
         match sent {
@@ -441,6 +359,8 @@ impl ReplyQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::net::SocketAddr;
 
     fn addr(port: u16) -> SockAddr {
         SockAddr::from(SocketAddr::from(([127, 0, 0, 1], port)))

@@ -25,57 +25,64 @@ use crate::lifecycle::ConnId;
 use crate::net::{AfterAcceptError, Peer, StdListener, Stream, would_block};
 
 impl UringLoop {
-    /// Queue the multishot accept, unless it is armed, paused, or the listener is closed.
-    pub(super) fn arm_accept(&mut self) -> io::Result<()> {
-        if self.accept_armed || self.accept_backoff.is_paused() {
+    /// Queue every listener's multishot accept that is not armed, unless paused; a closed
+    /// listener (shutting down) is skipped.
+    pub(super) fn arm_accepts(&mut self) -> io::Result<()> {
+        if self.accept_backoff.is_paused() {
             return Ok(());
         }
-        let Some(listener) = &self.listener else { return Ok(()) };
-        let fd = match listener {
-            StdListener::Tcp(l) => l.as_raw_fd(),
-            StdListener::Unix(l, _) => l.as_raw_fd(),
-        };
-        self.ring.accept_multishot(fd)?;
-        self.accept_armed = true;
+        for (i, acceptor) in self.acceptors.iter_mut().enumerate() {
+            let Some(listener) = acceptor.listener.as_ref().filter(|_| !acceptor.armed) else { continue };
+            let fd = match listener {
+                StdListener::Tcp(l) => l.as_raw_fd(),
+                StdListener::Unix(l, _) => l.as_raw_fd(),
+            };
+            self.ring.accept_multishot(fd, Op::Accept(i))?;
+            acceptor.armed = true;
+        }
         Ok(())
     }
 
-    /// Cancel the multishot accept if it is armed (its last completion says when it is gone).
-    pub(super) fn cancel_accept(&mut self) -> io::Result<()> {
-        if !self.accept_armed {
-            return Ok(());
+    /// Cancel every armed multishot accept (its last completion says when it is gone).
+    pub(super) fn cancel_accepts(&mut self) -> io::Result<()> {
+        for (i, acceptor) in self.acceptors.iter().enumerate() {
+            if acceptor.armed {
+                self.ring.cancel(Op::Accept(i))?;
+            }
         }
-        self.ring.cancel(Op::Accept)
+        Ok(())
     }
 
-    /// One accept completion: a new connection, or an error that skips it or pauses us.
-    pub(super) fn on_accept(&mut self, result: i32, flags: u32, now: Instant) -> io::Result<()> {
+    /// One accept completion of listener `i`: a new connection, or an error that skips it
+    /// or pauses us (out of descriptors, every listener pauses: the limit is the process's).
+    pub(super) fn on_accept(&mut self, i: usize, result: i32, flags: u32, now: Instant) -> io::Result<()> {
         if !cqueue::more(flags) {
-            self.accept_armed = false; // its last completion: arm again below if we may
+            self.acceptors[i].armed = false; // its last completion: arm again below if we may
         }
         if result >= 0 {
             self.accept_backoff.accepted(now);
-            self.admit(result, now)?;
-            return self.arm_accept();
+            self.admit(i, result, now)?;
+            return self.arm_accepts();
         }
         let e = io::Error::from_raw_os_error(-result);
         if would_block(&e) || -result == libc::ECANCELED {
             trace!("accept: {e}"); // nothing to accept now, or our own cancel
         } else if self.accept_backoff.failed(&e, now) == AfterAcceptError::Pause {
-            self.cancel_accept()?; // the connection is still queued; accepting would fail again
+            self.cancel_accepts()?; // the connection is still queued; accepting would fail again
         }
-        self.arm_accept()
+        self.arm_accepts()
     }
 
-    /// Serve a freshly accepted descriptor, or close it at once if it may not be served
-    /// (dropping the stream closes it).
-    fn admit(&mut self, fd: RawFd, now: Instant) -> io::Result<()> {
+    /// Serve a descriptor freshly accepted on listener `i`, or close it at once if it may
+    /// not be served (dropping the stream closes it). `--max-connections` counts the
+    /// connections of the whole process (every listener, every worker): see `Admission`.
+    fn admit(&mut self, i: usize, fd: RawFd, now: Instant) -> io::Result<()> {
+        let acceptor = &self.acceptors[i];
         // SAFETY: `fd` was just accepted for us and nothing else owns it; the stream closes it.
-        let stream = Stream::from_fd(unsafe { OwnedFd::from_raw_fd(fd) }, self.is_tcp);
+        let stream = Stream::from_fd(unsafe { OwnedFd::from_raw_fd(fd) }, acceptor.is_tcp);
         // Multishot accept returns no address; it costs a `getpeername`, so we ask only when
         // a log line will show it: a refusal, or debug logging (here, and in `close`).
-        let open = self.connections.len();
-        if !self.admission.admit(open, &stream.sock_ref(), stream.is_tcp(), || peer_of(&stream)) {
+        if !acceptor.admission.admit(&stream.sock_ref(), stream.is_tcp(), || peer_of(&stream)) {
             return Ok(());
         }
         let logged = log::log_enabled!(log::Level::Debug)
@@ -83,7 +90,8 @@ impl UringLoop {
         let peer = if logged { peer_of(&stream) } else { Peer(None) };
         let entry = self.connections.vacant_entry();
         let key = entry.key();
-        let mut conn = Connection::new(stream, peer, self.config.framer(), self.config.connection_cap(), now);
+        let (framer, cap) = (self.config.framer(), self.config.connection_cap());
+        let mut conn = Connection::new(stream, peer, framer, cap, now).on_listener(i);
         if let Some(timers) = &mut self.idle {
             timers.start(ConnId(key), now);
         }
@@ -91,8 +99,8 @@ impl UringLoop {
             conn.stop_receiving(); // accepted in the moment before the cancel took effect
         }
         entry.insert(conn);
-        self.stats.connection_opened();
-        debug!("key={key} opened peer={peer} (open: {})", self.connections.len());
+        let acceptor = &self.acceptors[i];
+        debug!("key={key} opened peer={peer} on {} (open: {})", acceptor.addr, self.connections.len());
         self.advance(key)
     }
 }

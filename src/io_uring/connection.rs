@@ -121,6 +121,8 @@ pub(super) struct Connection {
     last_active: Instant,
     /// Receives and bytes: in all, and not yet handed to the loop ([`Connection::take_io`]).
     counts: ConnCounts,
+    /// Which of the loop's listeners accepted it (where its counts go).
+    listener: usize,
 }
 
 impl Connection {
@@ -144,7 +146,18 @@ impl Connection {
             cancel_queued: false,
             last_active: now,
             counts: ConnCounts::default(),
+            listener: 0,
         }
+    }
+
+    /// This connection, as accepted by the loop's listener `i`.
+    pub(super) fn on_listener(self, i: usize) -> Connection {
+        Connection { listener: i, ..self }
+    }
+
+    /// Which of the loop's listeners accepted it.
+    pub(super) fn listener(&self) -> usize {
+        self.listener
     }
 
     /// Bytes received and not yet taken by the kernel to send back.

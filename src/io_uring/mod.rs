@@ -45,9 +45,6 @@ mod buffers;
 mod connection;
 mod op;
 mod ring;
-mod udp;
-
-pub(crate) use udp::UringUdp;
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -58,11 +55,14 @@ use io_uring::cqueue;
 use log::{debug, info, trace, warn};
 use slab::Slab;
 
+use crate::addr::ListenAddr;
 use crate::config::ServerConfig;
 use crate::error::Error;
 use crate::lifecycle::linger::LINGER_CHECK;
 use crate::lifecycle::{Admission, ConnId, IdleTimers, release_crowd};
-use crate::net::{AcceptBackoff, StdListener};
+use crate::listening::Listening;
+use crate::net::{AcceptBackoff, ListenSocket, StdListener};
+use crate::notify::WatchdogTimer;
 use crate::shutdown::ShutdownHandle;
 use crate::stats::{IoTally, Stats};
 use buffers::BufRing;
@@ -95,12 +95,8 @@ enum Stopping {
 pub(crate) struct UringLoop {
     /// The ring and the provided receive buffers.
     ring: Ring,
-    /// `None` once shutting down.
-    listener: Option<StdListener>,
-    /// TCP (or Unix): which socket type accepted descriptors are.
-    is_tcp: bool,
-    /// The multishot accept is in the kernel.
-    accept_armed: bool,
+    /// The stream listeners, each with its multishot accept (`Op::Accept(i)`).
+    acceptors: Vec<Acceptor>,
     /// After EMFILE and friends, accepting pauses; this says until when, and logs it.
     accept_backoff: AcceptBackoff,
     /// The eventfd a shutdown request writes to; the ring polls it.
@@ -116,32 +112,62 @@ pub(crate) struct UringLoop {
     ring_empty: u64,
     shutdown: ShutdownHandle,
     config: ServerConfig,
+    /// Pings the service manager's watchdog from this loop, if it asked.
+    watchdog: Option<WatchdogTimer>,
+}
+
+/// One stream listener of the loop, and what its connections did this turn.
+struct Acceptor {
+    /// `None` once shutting down (closed: no more connections are taken).
+    listener: Option<StdListener>,
+    /// Its address, for the logs.
+    addr: ListenAddr,
+    /// TCP (or Unix): which socket type accepted descriptors are.
+    is_tcp: bool,
+    /// Its multishot accept is in the kernel.
+    armed: bool,
     /// `--max-connections` and the socket options of an accepted connection.
     admission: Admission,
-    /// This server's counters (shared with the statistics reporter).
+    /// Its counters (shared with the statistics reporter).
     stats: Arc<Stats>,
-    /// This turn's reads and sends, added to `stats` once per turn.
+    /// This turn's reads and sends of its connections, added to `stats` once per turn.
     tally: IoTally,
 }
 
 impl UringLoop {
     /// Allocate everything the loop needs (the ring, the receive buffers, the eventfd) for
-    /// `listener`, so a refusal comes before the server announces itself; one line that
-    /// names the setting if the buffers cannot be had.
+    /// the stream `listeners`, so a refusal comes before the server announces itself; one
+    /// line that names the setting if the buffers cannot be had. (A UDP listener is refused
+    /// by the config's validation: this model serves streams.)
     pub(crate) fn new(
-        listener: StdListener,
+        listeners: Vec<Listening>,
         config: &ServerConfig,
         shutdown: &ShutdownHandle,
-        stats: Arc<Stats>,
     ) -> io::Result<UringLoop> {
+        let acceptors = listeners
+            .into_iter()
+            .map(|listening| match listening.socket {
+                ListenSocket::Stream(listener) => Ok(Acceptor {
+                    is_tcp: matches!(listener, StdListener::Tcp(_)),
+                    listener: Some(listener),
+                    addr: listening.addr,
+                    armed: false,
+                    admission: Admission::new(config, Arc::clone(&listening.stats)),
+                    stats: listening.stats,
+                    tally: IoTally::default(),
+                }),
+                ListenSocket::Datagram(_) => Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!("{}: the io-uring model serves streams, not UDP", listening.addr),
+                )),
+            })
+            .collect::<io::Result<_>>()?;
         let ring = Ring::new(receive_buffers(config)?)?;
         let wake = WakeFd::new(shutdown)?;
         debug!("io_uring: {} provided buffers of {} bytes", config.uring_buffers, config.uring_buffer_size);
         Ok(UringLoop {
             ring,
-            is_tcp: matches!(listener, StdListener::Tcp(_)),
-            listener: Some(listener),
-            accept_armed: false,
+            acceptors,
             accept_backoff: AcceptBackoff::default(),
             wake,
             connections: Slab::new(),
@@ -151,17 +177,17 @@ impl UringLoop {
             ring_empty: 0,
             shutdown: shutdown.clone(),
             config: config.clone(),
-            admission: Admission::new(config, Arc::clone(&stats)),
-            stats,
-            tally: IoTally::default(),
+            watchdog: None,
         })
     }
 
-    /// Serve on this thread until a shutdown request has been carried out.
-    pub(crate) fn run(mut self) -> io::Result<()> {
+    /// Serve on this thread until a shutdown request has been carried out, sending
+    /// `watchdog`'s pings from this loop as it turns.
+    pub(crate) fn run(mut self, watchdog: Option<WatchdogTimer>) -> io::Result<()> {
+        self.watchdog = watchdog;
         self.ring.enable()?; // this thread is now the ring's one submitter
         self.arm_wake()?;
-        self.arm_accept()?;
+        self.arm_accepts()?;
         loop {
             let timeout = self.wait_timeout(Instant::now());
             self.ring.enter(timeout)?; // the only place we wait: submit all, reap at least one
@@ -172,11 +198,11 @@ impl UringLoop {
                 self.dispatch(cqe, now)?;
             }
             self.completions = completions;
-            self.stats.publish(&mut self.tally); // once per turn, not per message
+            self.publish_counts(); // once per turn, not per message
             self.run_timers(now)?;
             if self.shutdown_complete(now)? {
                 debug!("io_uring: {} recvs found the buffer ring empty", self.ring_empty);
-                self.stats.publish(&mut self.tally);
+                self.publish_counts();
                 return Ok(());
             }
         }
@@ -187,23 +213,30 @@ impl UringLoop {
         let (result, flags) = (cqe.result(), cqe.flags());
         trace!("completion {:?} result={result} more={}", Op::decode(cqe.user_data()), cqueue::more(flags));
         match Op::decode(cqe.user_data()) {
-            Some(Op::Accept) => self.on_accept(result, flags, now),
+            Some(Op::Accept(i)) if i < self.acceptors.len() => self.on_accept(i, result, flags, now),
             Some(Op::Wake) => self.on_wake(now),
             Some(Op::Cancel) => Ok(()), // its target reports for itself
             Some(Op::Recv(key)) => self.on_recv(key, result, flags, now).map(|()| self.count_io(key)),
             Some(Op::Send(key)) => self.on_send(key, result, now).map(|()| self.count_io(key)),
-            None => {
+            Some(Op::Accept(_)) | None => {
                 warn!("io_uring: completion with unknown user_data {:#x}", cqe.user_data());
                 Ok(())
             }
         }
     }
 
-    /// Add what a connection's last completion moved to this turn's tally. (A connection
+    /// Add what a connection's last completion moved to its listener's tally. (A connection
     /// closed meanwhile had its counts taken in `finish_close`.)
     fn count_io(&mut self, key: usize) {
         if let Some(conn) = self.connections.get_mut(key) {
-            self.tally.add(conn.take_io());
+            self.acceptors[conn.listener()].tally.add(conn.take_io());
+        }
+    }
+
+    /// Add this turn's counts to each listener's counters.
+    fn publish_counts(&mut self) {
+        for acceptor in &mut self.acceptors {
+            acceptor.stats.publish(&mut acceptor.tally);
         }
     }
 
@@ -339,10 +372,15 @@ impl UringLoop {
         if let Some(timers) = &mut self.idle {
             timers.stop(ConnId(key));
         }
-        self.tally.add(conn.take_io_at_close()); // what it owed counts as never echoed
-        self.stats.connection_closed();
+        let acceptor = &mut self.acceptors[conn.listener()];
+        acceptor.tally.add(conn.take_io_at_close()); // what it owed counts as never echoed
+        acceptor.stats.connection_closed();
         let (bytes_in, bytes_out, owed) = conn.byte_counts();
-        debug!("key={key} closed peer={} read={bytes_in} echoed={bytes_out} unsent={owed}", conn.peer());
+        debug!(
+            "key={key} closed peer={} on {} read={bytes_in} echoed={bytes_out} unsent={owed}",
+            conn.peer(),
+            acceptor.addr
+        );
         release_crowd(&mut self.connections);
         Ok(())
     }
@@ -354,7 +392,8 @@ impl UringLoop {
             Stopping::No => None,
             Stopping::Grace { until } | Stopping::Draining { until } => Some(until.min(now + LINGER_CHECK)),
         };
-        [idle, stop, self.accept_backoff.paused_until()]
+        let watchdog = self.watchdog.as_ref().map(WatchdogTimer::deadline);
+        [idle, stop, self.accept_backoff.paused_until(), watchdog]
             .into_iter()
             .flatten()
             .min()
@@ -365,7 +404,10 @@ impl UringLoop {
     fn run_timers(&mut self, now: Instant) -> io::Result<()> {
         self.expire_idle(now)?;
         if self.accept_backoff.resume_due(now) {
-            self.arm_accept()?;
+            self.arm_accepts()?;
+        }
+        if let Some(watchdog) = &mut self.watchdog {
+            watchdog.tick(now); // this loop is turning: tell the service manager
         }
         Ok(())
     }
@@ -401,8 +443,10 @@ impl UringLoop {
         if self.stopping != Stopping::No {
             return Ok(());
         }
-        self.cancel_accept()?;
-        self.listener = None; // closes our descriptor (and removes a Unix socket file)
+        self.cancel_accepts()?;
+        for acceptor in &mut self.acceptors {
+            acceptor.listener = None; // closes our descriptor (and removes a Unix socket file)
+        }
         let grace = self.config.shutdown_grace;
         self.stopping = Stopping::Grace { until: now + grace };
         info!(

@@ -9,8 +9,8 @@
 /// One kind of request in flight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Op {
-    /// The multishot accept on the listener.
-    Accept,
+    /// The multishot accept on listener `i`.
+    Accept(usize),
     /// The poll on the shutdown eventfd.
     Wake,
     /// A cancel request's own completion (its target completes separately).
@@ -31,7 +31,7 @@ impl Op {
     /// The `user_data` for this operation.
     pub(super) fn encode(self) -> u64 {
         match self {
-            Op::Accept => ACCEPT,
+            Op::Accept(i) => ((i as u64) << 8) | ACCEPT,
             Op::Wake => WAKE,
             Op::Cancel => CANCEL,
             Op::Recv(key) => ((key as u64) << 8) | RECV,
@@ -43,7 +43,7 @@ impl Op {
     pub(super) fn decode(user_data: u64) -> Option<Op> {
         let key = (user_data >> 8) as usize;
         match user_data & 0xff {
-            ACCEPT => Some(Op::Accept),
+            ACCEPT => Some(Op::Accept(key)),
             WAKE => Some(Op::Wake),
             CANCEL => Some(Op::Cancel),
             RECV => Some(Op::Recv(key)),
@@ -59,9 +59,16 @@ mod tests {
 
     #[test]
     fn every_op_survives_the_round_trip() {
-        for op in
-            [Op::Accept, Op::Wake, Op::Cancel, Op::Recv(0), Op::Send(0), Op::Recv(123_456), Op::Send(1 << 40)]
-        {
+        for op in [
+            Op::Accept(0),
+            Op::Accept(3),
+            Op::Wake,
+            Op::Cancel,
+            Op::Recv(0),
+            Op::Send(0),
+            Op::Recv(123_456),
+            Op::Send(1 << 40),
+        ] {
             assert_eq!(Op::decode(op.encode()), Some(op));
         }
         assert_eq!(Op::decode(0), None);

@@ -209,9 +209,9 @@ impl Ring {
     }
 
     /// Queue the multishot accept on `listener`: a completion per accepted connection.
-    pub(super) fn accept_multishot(&mut self, listener: RawFd) -> io::Result<()> {
+    pub(super) fn accept_multishot(&mut self, listener: RawFd, op: Op) -> io::Result<()> {
         let accept = opcode::AcceptMulti::new(Fd(listener)).flags(libc::SOCK_CLOEXEC);
-        self.push_pointerless(&accept.build().user_data(Op::Accept.encode()))
+        self.push_pointerless(&accept.build().user_data(op.encode()))
     }
 
     /// Queue a poll for `fd` becoming readable (the shutdown eventfd).
@@ -256,35 +256,6 @@ impl Ring {
         let len = u32::try_from(data.len()).unwrap_or(u32::MAX); // a short send does the rest
         let send = opcode::Send::new(Fd(fd), data.as_ptr(), len).flags(libc::MSG_NOSIGNAL).build();
         // SAFETY: the caller keeps `data` in place until the completion (this fn's contract).
-        unsafe { self.push(&send.user_data(op.encode())) }
-    }
-
-    /// Queue a multishot `recvmsg` on `fd`: a completion per datagram, each into a provided
-    /// buffer laid out as `msg` says (room for the sender and the control messages, then the
-    /// payload; `io_uring::types::RecvMsgOut` reads it).
-    ///
-    /// # Safety
-    /// `msg` must stay where it is, unchanged, until the request's final completion (the
-    /// kernel reads it again for every datagram).
-    pub(super) unsafe fn recvmsg_multishot(
-        &mut self,
-        fd: RawFd,
-        msg: &libc::msghdr,
-        op: Op,
-    ) -> io::Result<()> {
-        let recv = opcode::RecvMsgMulti::new(Fd(fd), msg, self.buffers.group()).build();
-        // SAFETY: the caller keeps `msg` in place until the final completion (this fn's contract).
-        unsafe { self.push(&recv.user_data(op.encode())) }
-    }
-
-    /// Queue a `sendmsg` of `msg` on `fd`.
-    ///
-    /// # Safety
-    /// `msg` and everything it points at (address, iovec, bytes, control messages) must stay
-    /// where they are, unchanged, until this send's completion has been reaped.
-    pub(super) unsafe fn sendmsg(&mut self, fd: RawFd, msg: &libc::msghdr, op: Op) -> io::Result<()> {
-        let send = opcode::SendMsg::new(Fd(fd), msg).build();
-        // SAFETY: the caller keeps `msg` and its targets in place until the completion.
         unsafe { self.push(&send.user_data(op.encode())) }
     }
 

@@ -21,14 +21,15 @@ use crate::stats::Stats;
 /// The rules a freshly accepted connection passes before it is served.
 #[derive(Debug, Clone)]
 pub struct Admission {
-    /// `--max-connections`: live connections per server (per worker).
+    /// `--max-connections`: live connections in the whole process, across every worker and
+    /// listener (counted by [`Stats::try_open`]).
     max_connections: usize,
     /// SO_SNDBUF, SO_RCVBUF, TCP_NODELAY, inline urgent data.
     options: SocketOptions,
     /// The blocking models' idle timeout (SO_RCVTIMEO / SO_SNDTIMEO); `None` for the loops,
     /// which keep idle deadlines themselves.
     socket_timeout: Option<Duration>,
-    /// Where a refused connection is counted.
+    /// Where an admitted connection is counted open, and a refused one rejected.
     stats: Arc<Stats>,
 }
 
@@ -45,16 +46,13 @@ impl Admission {
         Admission { socket_timeout: config.idle_timeout, ..Admission::new(config, stats) }
     }
 
-    /// May the connection on `socket`, accepted while `open` others are served, be served
-    /// too? If not, it has been logged (and counted if over the cap); the caller drops the
-    /// socket, which closes it. `peer` is asked only for a log line (the io-uring model's
-    /// accept does not return the peer's address, and looking it up costs a system call).
-    pub fn admit(&self, open: usize, socket: &Socket, tcp: bool, peer: impl FnOnce() -> Peer) -> bool {
-        if open >= self.max_connections {
-            warn!("max-connections {} reached: closing connection from {}", self.max_connections, peer());
-            self.stats.connection_rejected();
-            return false;
-        }
+    /// May the connection on `socket` be served? If so, it is counted open (the caller
+    /// reports its close with [`Stats::connection_closed`], or [`Stats::open_failed`] if it
+    /// cannot be served after all). If not, it has been logged (and counted if over the
+    /// cap); the caller drops the socket, which closes it. `peer` is asked only for a log
+    /// line (the io-uring model's accept does not return the peer's address, and looking it
+    /// up costs a system call).
+    pub fn admit(&self, socket: &Socket, tcp: bool, peer: impl FnOnce() -> Peer) -> bool {
         let prepared =
             self.options.apply(SockRef::from(socket), tcp).and_then(|()| match self.socket_timeout {
                 Some(timeout) => set_socket_timeouts(socket, timeout),
@@ -62,6 +60,11 @@ impl Admission {
             });
         if let Err(e) = prepared {
             debug!("accept: socket options for {} failed, closing: {e}", peer());
+            return false;
+        }
+        if !self.stats.try_open(self.max_connections) {
+            warn!("max-connections {} reached: closing connection from {}", self.max_connections, peer());
+            self.stats.connection_rejected();
             return false;
         }
         true

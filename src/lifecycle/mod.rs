@@ -12,6 +12,10 @@
 //! - `linger.rs`: when a connection the server ends must linger before it closes, and when
 //!   it may close.
 //!
+//! A datagram has a life too, shorter: it is counted, then answered, unless it comes from a
+//! port never answered ([`admit_datagram`], for the event loop's UDP sockets and the blocking
+//! models' UDP thread alike).
+//!
 //! Nothing here knows how a model waits: no `mio`, no ring, no thread. A connection is
 //! named by a plain [`ConnId`].
 
@@ -21,7 +25,13 @@ pub mod linger;
 
 use std::fmt;
 
+use std::net::SocketAddr;
+
+use log::debug;
 use slab::Slab;
+
+use crate::net::RESERVED_SOURCE_PORTS;
+use crate::stats::{Datagrams, IoTally};
 
 pub use admission::Admission;
 pub use idle::IdleTimers;
@@ -35,6 +45,36 @@ impl fmt::Display for ConnId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
     }
+}
+
+/// A datagram of `n` bytes arrived from `from`: count it read, and say whether to answer it.
+/// One from a port never answered (0, or a small service's: two echo services must not be
+/// set answering each other) is dropped, and counted as dropped and its bytes as unsent.
+pub fn admit_datagram(n: usize, from: SocketAddr, tally: &mut IoTally, datagrams: &mut Datagrams) -> bool {
+    admit_datagrams(1, n, from, tally, datagrams)
+}
+
+/// [`admit_datagram`] for `count` datagrams of `bytes` in all from one sender, which the
+/// kernel handed over at once (a train, with UDP GRO): each is a read, and each is dropped
+/// and counted if its port is never answered.
+pub fn admit_datagrams(
+    count: usize,
+    bytes: usize,
+    from: SocketAddr,
+    tally: &mut IoTally,
+    datagrams: &mut Datagrams,
+) -> bool {
+    tally.reads += count as u64;
+    tally.bytes_read += bytes as u64;
+    if !RESERVED_SOURCE_PORTS.contains(&from.port()) {
+        return true;
+    }
+    let port = from.port();
+    let what = if count == 1 { "a datagram".to_string() } else { format!("{count} datagrams") };
+    debug!("udp: dropped {what} from {from}: source port {port} is never answered");
+    datagrams.dropped_reserved_port += count as u64;
+    tally.bytes_unsent += bytes as u64;
+    false
 }
 
 /// Slab slots a loop keeps when its last connection closes; a larger slab is shrunk.

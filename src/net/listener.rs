@@ -1,5 +1,6 @@
 //! The listening socket, blocking ([`StdListener`], the threaded models) or registered with
-//! a `mio::Poll` ([`Listener`], the event loop).
+//! a `mio::Poll` ([`Listener`], the event loop); and [`ListenSocket`], a bound socket of
+//! either kind a server serves (a stream listener, or a UDP socket).
 
 use std::io;
 use std::os::unix::net as unix;
@@ -11,6 +12,26 @@ use socket2::SockRef;
 use super::stream::{BlockingStream, Peer, Stream};
 use super::unix_file::SocketFile;
 use crate::addr::ListenAddr;
+
+/// A bound socket that a server serves: a stream listener (TCP, Unix) or a UDP socket,
+/// each in blocking mode (the event loop makes its own non-blocking).
+#[derive(Debug)]
+pub enum ListenSocket {
+    /// A listening TCP or Unix stream socket.
+    Stream(StdListener),
+    /// A bound UDP socket: datagrams, each answered to its sender.
+    Datagram(std::net::UdpSocket),
+}
+
+impl ListenSocket {
+    /// The real bound address (the port the OS chose for port 0).
+    pub fn local_addr(&self) -> io::Result<ListenAddr> {
+        match self {
+            ListenSocket::Stream(listener) => listener.local_addr(),
+            ListenSocket::Datagram(socket) => socket.local_addr().map(ListenAddr::Udp),
+        }
+    }
+}
 
 /// A bound, listening, *blocking* socket, as the threaded models use it. The event loop
 /// turns it into a non-blocking [`Listener`] with [`StdListener::into_mio`].
@@ -57,6 +78,13 @@ impl StdListener {
     /// (Linux: `shutdown(2)` on a listening socket wakes `accept(2)` with EINVAL).
     pub fn wake_acceptor(&self) -> io::Result<()> {
         self.sock_ref().shutdown(std::net::Shutdown::Both)
+    }
+
+    /// Make [`StdListener::accept_blocking`] give up after `timeout` with `WouldBlock`
+    /// (SO_RCVTIMEO, which `accept(2)` honours), so an accepting thread can do something
+    /// else now and then (ping a watchdog); `None` waits for ever.
+    pub fn set_accept_timeout(&self, timeout: Option<std::time::Duration>) -> io::Result<()> {
+        self.sock_ref().set_read_timeout(timeout)
     }
 
     fn sock_ref(&self) -> SockRef<'_> {

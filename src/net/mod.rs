@@ -13,7 +13,7 @@
 //! - `unix_file.rs`: the socket file of a `unix:` address.
 //! - `accept_errors.rs`: which accept errors are whose problem, and the back-off.
 //! - `errors.rs`: the errors that are not failures (`would_block`, `interrupted`, `timed_out`).
-//! - `activation.rs`: a listening socket passed in by the service manager.
+//! - `activation.rs`: the sockets passed in by the service manager.
 //! - `privileged.rs`: ports below 1024, without and with root.
 //! - `udp_batch.rs`: many datagrams per system call, and trains the kernel splits or joins.
 
@@ -37,15 +37,18 @@ use socket2::{Domain, Socket, Type};
 
 use crate::addr::ListenAddr;
 pub use accept_errors::{ACCEPT_BACKOFF, AcceptBackoff, AfterAcceptError};
-pub use activation::{ActivationEnv, InheritedSocket, LISTEN_VARS, take_inherited_socket};
+pub use activation::{ActivationEnv, InheritedSocket, LISTEN_VARS, take_inherited_sockets};
 pub use errors::{interrupted, timed_out, would_block};
-pub use listener::{Listener, StdListener};
+pub use listener::{ListenSocket, Listener, StdListener};
 pub use options::SocketOptions;
 pub use privileged::note_if_root;
 pub use stream::{BlockingStream, Peer, Stream, kernel_queues};
 pub use udp_batch::{BATCH, Message, Offload, Receiver, Sender, Sent};
-#[cfg(target_os = "linux")]
-pub use udp_batch::{Cmsg, gro_segment_of, write_segment_cmsg};
+
+/// UDP source ports never answered, in every model: 0 (no real sender uses it) and the
+/// small services that answer every datagram (7 echo, 13 daytime, 17 qotd, 19 chargen), so
+/// that two of them cannot be set answering each other (CERT CA-1996-01).
+pub const RESERVED_SOURCE_PORTS: [u16; 5] = [0, 7, 13, 17, 19];
 
 /// The kernel's accept queue length we ask for (it is capped by net.core.somaxconn).
 const BACKLOG: i32 = 1024;
@@ -53,6 +56,34 @@ const BACKLOG: i32 = 1024;
 /// Add the address to an error, so the user sees which address failed and why.
 pub fn with_addr(addr: &ListenAddr, e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
+}
+
+/// The kernel buffer sizes a UDP socket is bound with (`--send-buffer`, `--recv-buffer`):
+/// its socket is the one that sends and receives, as an accepted stream's is.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UdpBuffers {
+    /// SO_SNDBUF; `None` leaves the kernel default.
+    pub send: Option<usize>,
+    /// SO_RCVBUF; `None` leaves the kernel default.
+    pub recv: Option<usize>,
+}
+
+/// Bind every address, in order, as one set: if one cannot be bound, the sockets bound
+/// before it are closed again (and their Unix socket files removed), so nothing is left
+/// behind, and the error names the address. `reuse_port` as for [`bind_any`].
+pub fn bind_all(addrs: &[ListenAddr], reuse_port: bool, udp: UdpBuffers) -> io::Result<Vec<ListenSocket>> {
+    addrs.iter().map(|addr| bind_any(addr, reuse_port, udp)).collect()
+    // On an error, `collect` drops the sockets bound so far: that closes them.
+}
+
+/// Bind `addr`, whatever its kind: a listening stream socket, or a UDP socket. With
+/// `reuse_port`, several sockets share one port and the kernel spreads connections (or
+/// datagrams, by sender) over them (`--workers`). Errors name the address.
+pub fn bind_any(addr: &ListenAddr, reuse_port: bool, udp: UdpBuffers) -> io::Result<ListenSocket> {
+    match addr {
+        ListenAddr::Udp(sa) => bind_udp(*sa, reuse_port, udp).map(ListenSocket::Datagram),
+        _ => bind(addr, reuse_port).map(ListenSocket::Stream),
+    }
 }
 
 /// Bind and listen on `addr`. `reuse_port` lets several listeners share one TCP port, so the
@@ -73,22 +104,21 @@ fn not_a_stream() -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, "a udp: address carries datagrams, not a stream")
 }
 
-/// Bind a UDP socket on `addr` for the UDP echo, with the kernel buffer sizes asked for
-/// (`--send-buffer`, `--recv-buffer`). Errors name the address.
-pub fn bind_udp(
-    addr: SocketAddr,
-    send_buffer: Option<usize>,
-    recv_buffer: Option<usize>,
-) -> io::Result<std::net::UdpSocket> {
+/// Bind a UDP socket on `addr` for the UDP echo, with the kernel buffer sizes asked for.
+/// Errors name the address.
+pub fn bind_udp(addr: SocketAddr, reuse_port: bool, buffers: UdpBuffers) -> io::Result<std::net::UdpSocket> {
     let bind = || -> io::Result<std::net::UdpSocket> {
         let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, None)?;
+        if reuse_port {
+            socket.set_reuse_port(true)?;
+        }
         if addr.is_ipv6() {
             socket.set_only_v6(true)?; // as for TCP: `[::]` means IPv6 only
         }
-        if let Some(size) = send_buffer {
+        if let Some(size) = buffers.send {
             socket.set_send_buffer_size(size)?;
         }
-        if let Some(size) = recv_buffer {
+        if let Some(size) = buffers.recv {
             socket.set_recv_buffer_size(size)?;
         }
         socket.bind(&addr.into())?;

@@ -41,11 +41,6 @@ pub const BATCH: usize = 64;
 /// is ever truncated.
 const SLOT: usize = 64 * 1024;
 
-/// Source ports a UDP echo never answers: 0 (no real sender uses it) and the small services
-/// that answer every datagram (7 echo, 13 daytime, 17 qotd, 19 chargen), so that two of them
-/// cannot be set answering each other forever (the echo/chargen loop, CERT CA-1996-01).
-const RESERVED_SOURCE_PORTS: [u16; 5] = [0, 7, 13, 17, 19];
-
 /// What the kernel does for this socket: coalesce received trains (GRO), split sent ones
 /// (GSO).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,10 +110,6 @@ impl<'a> Message<'a> {
         self.peer.as_socket()
     }
 
-    /// From source port 0 or a small service's port: never to be answered.
-    pub fn sent_from_reserved_port(&self) -> bool {
-        self.peer_addr().is_none_or(|from| RESERVED_SOURCE_PORTS.contains(&from.port()))
-    }
 }
 
 /// Receives up to a batch of messages per call, into slots it owns.
@@ -293,11 +284,6 @@ fn split(train: Message<'_>) -> impl Iterator<Item = Message<'_>> {
     train.datagrams().map(move |data| Message::single(train.peer, data))
 }
 
-/// The control-message helpers the io-uring UDP echo shares (its `recvmsg` and `sendmsg` go
-/// through the ring, but carry the same `UDP_GRO` and `UDP_SEGMENT` messages).
-#[cfg(target_os = "linux")]
-pub use sys::{Cmsg, gro_segment_of, write_segment_cmsg};
-
 /// The system calls: `recvmmsg`, `sendmmsg` and the UDP options, on Linux.
 #[cfg(target_os = "linux")]
 mod sys {
@@ -317,9 +303,9 @@ mod sys {
 
     /// Room for one control message carrying an `int` (`UDP_GRO`) or a `u16`
     /// (`UDP_SEGMENT`), aligned as `cmsghdr` must be.
-    #[derive(Debug, Clone, Copy)]
+    #[derive(Clone, Copy)]
     #[repr(C, align(8))]
-    pub struct Cmsg(pub [u8; 32]);
+    struct Cmsg([u8; 32]);
 
     pub fn enable(fd: BorrowedFd<'_>, wanted: Offload) -> Offload {
         let gso = wanted.gso && set_udp_option(fd, UDP_SEGMENT, 0).is_ok(); // 0: no default size
@@ -402,16 +388,6 @@ mod sys {
         }
     }
 
-    /// The segment size in `control`, a received message's control messages as the kernel
-    /// wrote them, if they hold `UDP_GRO`.
-    pub fn gro_segment_of(control: &[u8]) -> Option<usize> {
-        // SAFETY: `msghdr` is plain data; all zeroes is a valid (empty) value.
-        let mut hdr: libc::msghdr = unsafe { mem::zeroed() };
-        hdr.msg_control = control.as_ptr().cast_mut().cast(); // only read, by gro_segment
-        hdr.msg_controllen = control.len();
-        gro_segment(&hdr)
-    }
-
     /// The segment size in a received message's `UDP_GRO` control message, if it has one.
     fn gro_segment(hdr: &libc::msghdr) -> Option<usize> {
         // SAFETY: `hdr` is a header the kernel just filled; its control buffer and length are
@@ -461,7 +437,7 @@ mod sys {
 
     /// Attach a `UDP_SEGMENT` control message (the segment size, a `u16`) to `hdr`, in
     /// `control`.
-    pub fn write_segment_cmsg(hdr: &mut libc::msghdr, control: &mut Cmsg, segment: u16) {
+    fn write_segment_cmsg(hdr: &mut libc::msghdr, control: &mut Cmsg, segment: u16) {
         let payload = mem::size_of::<u16>() as libc::c_uint;
         hdr.msg_control = control.0.as_mut_ptr().cast();
         // SAFETY: CMSG_SPACE is a pure size computation.

@@ -9,13 +9,15 @@
 //! With `--framing`, `"frames"` (whole frames echoed) follows `"reads"`, in total and per
 //! worker. A UDP echo adds what became of its datagrams:
 //! `"datagrams":{"echoed":5,"dropped_reserved_port":1,"dropped_queue_full":0,"dropped_send_failed":0}`.
+//! Each listener's share ends the document, in the order given, named by its address:
+//! `"listeners":[{"addr":"127.0.0.1:7","connections":3,...},{"addr":"udp:127.0.0.1:7",...,"datagrams":{...}}]`.
 
 use std::io;
 use std::path::Path;
 
 use serde::Serialize;
 
-use super::{Datagrams, Summary, WorkerSummary};
+use super::{Datagrams, ListenerSummary, Summary, WorkerSummary};
 
 /// Why the server ended, as the JSON summary says it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +46,7 @@ struct Document<'a> {
     per_worker: &'a [WorkerSummary],
     #[serde(skip_serializing_if = "Option::is_none")]
     datagrams: Option<Datagrams>,
+    listeners: &'a [ListenerSummary],
 }
 
 /// Write `summary` and why the server ended to `path` as one JSON object (and a newline).
@@ -67,6 +70,7 @@ pub fn write_summary_json(path: &Path, summary: &Summary, reason: &ExitReason) -
         peak_connections: summary.peak_connections,
         per_worker: &summary.per_worker,
         datagrams: summary.datagrams,
+        listeners: &summary.listeners,
     };
     let mut text = serde_json::to_string(&document).map_err(io::Error::other)?;
     text.push('\n');

@@ -9,7 +9,10 @@
 //! the start), over the time in parentheses, from which the two rates are computed. With
 //! `--framing` the line counts `frames` instead of `reads`, and a UDP echo `datagrams`
 //! (see [`super::Counted`]). With more than one worker, the line ends with each worker's
-//! share: ` per-worker open=[1,2] accepted=[1,1] bytes/s=[6400,6400]`.
+//! share: ` per-worker open=[1,2] accepted=[1,1] bytes/s=[6400,6400]`; with more than one
+//! listener, with each listener's: ` per-listener 127.0.0.1:7 open=1 bytes/s=6400, udp:127.0.0.1:7
+//! open=0 bytes/s=6400`. Under a service manager, each line is also the service's status
+//! (`STATUS=`, shown by `systemctl status`).
 //!
 //! A thread of its own builds and logs the line, reading the workers' atomics, so the
 //! serving threads never format anything or wait for the logger. A line on demand is asked
@@ -23,7 +26,8 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info};
 
-use super::{Counted, Counters, ServerStats};
+use super::{Counted, Counters, Sample, ServerStats};
+use crate::notify::Notifier;
 
 type Hook = Box<dyn Fn() + Send + Sync>;
 
@@ -86,16 +90,18 @@ pub struct Reporter {
 }
 
 impl Reporter {
-    /// Start logging a line every `interval` (if any) and whenever `on_demand` asks for one.
+    /// Start logging a line every `interval` (if any) and whenever `on_demand` asks for one;
+    /// each line is also sent to the service manager as the status, through `notifier`.
     pub fn start(
         stats: ServerStats,
         interval: Option<Duration>,
         on_demand: &StatsRequests,
+        notifier: Notifier,
     ) -> io::Result<Reporter> {
         let (requests, inbox) = mpsc::channel();
         // The first line counts from here, before any connection is served (not from
         // whenever the new thread gets to run).
-        let mut last = Sample::take(&stats);
+        let mut last = stats.sample();
         let thread = thread::Builder::new().name("stats".into()).spawn(move || {
             let mut next_tick = interval.map(|interval| last.at + interval);
             loop {
@@ -111,8 +117,10 @@ impl Reporter {
                     }
                     Ok(Request::Stop) | Err(RecvTimeoutError::Disconnected) => return,
                 }
-                let now = Sample::take(&stats);
-                info!("{}", line(stats.counted, &last, &now));
+                let now = stats.sample();
+                let line = line(&stats, &last, &now);
+                info!("{line}");
+                notifier.status(&line);
                 last = now;
             }
         })?;
@@ -135,34 +143,17 @@ impl Drop for Reporter {
     }
 }
 
-/// Every worker's counters, and when they were read.
-struct Sample {
-    at: Instant,
-    workers: Vec<Counters>,
+/// The statistics line of `stats` for the time between two samples.
+fn line(stats: &ServerStats, last: &Sample, now: &Sample) -> String {
+    let names: Vec<&str> = stats.listeners.iter().map(|(addr, _)| addr.as_str()).collect();
+    line_of(stats.counted, &names, last, now)
 }
 
-impl Sample {
-    fn take(stats: &ServerStats) -> Sample {
-        Sample { at: Instant::now(), workers: stats.sample() }
-    }
-}
-
-/// The statistics line for the time between two samples, counting `counted`.
-fn line(counted: Counted, last: &Sample, now: &Sample) -> String {
+/// The statistics line for the time between two samples, counting `counted`, naming each
+/// listener by `names` (when there are several).
+fn line_of(counted: Counted, names: &[&str], last: &Sample, now: &Sample) -> String {
     let elapsed = now.at.duration_since(last.at);
-    let total = |s: &Sample| {
-        s.workers.iter().fold(Counters::default(), |sum, w| Counters {
-            accepted: sum.accepted + w.accepted,
-            rejected: sum.rejected + w.rejected,
-            open: sum.open + w.open,
-            peak: sum.peak + w.peak,
-            reads: sum.reads + w.reads,
-            frames: sum.frames + w.frames,
-            bytes_echoed: sum.bytes_echoed + w.bytes_echoed,
-            pending: sum.pending + w.pending,
-            datagrams: sum.datagrams, // not in the line: the summary says what became of them
-        })
-    };
+    let total = |s: &Sample| s.workers.iter().fold(Counters::default(), |sum, w| sum.plus(w));
     let (before, after) = (total(last), total(now));
     let count = after.counted(counted) - before.counted(counted);
     let bytes = after.bytes_echoed - before.bytes_echoed;
@@ -192,6 +183,20 @@ fn line(counted: Counted, last: &Sample, now: &Sample) -> String {
             each(&|b, a| per_second(a.bytes_echoed - b.bytes_echoed, elapsed)),
         );
     }
+    if names.len() > 1 {
+        let each: Vec<String> = names
+            .iter()
+            .zip(last.listeners.iter().zip(&now.listeners))
+            .map(|(name, (b, a))| {
+                format!(
+                    "{name} open={} bytes/s={}",
+                    a.open,
+                    per_second(a.bytes_echoed - b.bytes_echoed, elapsed)
+                )
+            })
+            .collect();
+        line += &format!(" per-listener {}", each.join(", "));
+    }
     line
 }
 
@@ -206,7 +211,29 @@ mod tests {
     use super::*;
 
     fn sample(at: Instant, workers: Vec<Counters>) -> Sample {
-        Sample { at, workers }
+        let listeners = vec![workers.iter().fold(Counters::default(), |sum, w| sum.plus(w))];
+        Sample { at, workers, listeners }
+    }
+
+    fn line(counted: Counted, last: &Sample, now: &Sample) -> String {
+        line_of(counted, &[""], last, now)
+    }
+
+    #[test]
+    fn several_listeners_each_have_their_share() {
+        let t0 = Instant::now();
+        let c = |open, bytes_echoed| Counters { open, bytes_echoed, ..Default::default() };
+        let last = Sample { at: t0, workers: vec![c(0, 0)], listeners: vec![c(0, 0), c(0, 0)] };
+        let now = Sample {
+            at: t0 + Duration::from_secs(1),
+            workers: vec![c(1, 30)],
+            listeners: vec![c(1, 10), c(0, 20)],
+        };
+        let text = line_of(Counted::Reads, &["127.0.0.1:7", "udp:127.0.0.1:7"], &last, &now);
+        assert!(
+            text.ends_with(" per-listener 127.0.0.1:7 open=1 bytes/s=10, udp:127.0.0.1:7 open=0 bytes/s=20"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The echo itself: byte-exact over TCP (v4 and v6) and Unix sockets, for one large
 //! transfer and for hundreds of clients at once; and the Unix socket file's lifecycle.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
 use std::net::TcpListener;
 use std::os::unix::net::UnixListener;
 use std::sync::Arc;
@@ -153,27 +153,6 @@ fn live_unix_socket_is_address_in_use() {
     let data = random_bytes(10_000, 9);
     assert_same_bytes(&echo_chunked(server.connect_unix(), data.clone(), 10), &data);
     server.stop();
-}
-
-/// `examples/minimal.rs`, the teaching loop, echoes exactly too.
-#[test]
-fn minimal_example_echoes() {
-    // `cargo test` builds the examples next to the test binary; when only this test target
-    // was built (`cargo test --test integration`), there is nothing to run.
-    let exe = std::env::current_exe().unwrap();
-    let example = exe.parent().and_then(|deps| deps.parent()).map(|dir| dir.join("examples/minimal"));
-    let Some(example) = example.filter(|path| path.exists()) else {
-        eprintln!("note: skipping minimal_example_echoes: examples/minimal was not built (run `cargo test`)");
-        return;
-    };
-    let bin = Bin::start(&example, &[], &["127.0.0.1:0"]);
-    let data = random_bytes(4 << 20, 11);
-    assert_same_bytes(&echo_chunked(connect(bin.tcp()), data.clone(), 12), &data);
-    // A client that sends nothing and closes is dropped cleanly; the loop goes on.
-    let mut idle = connect(bin.tcp());
-    idle.shutdown(std::net::Shutdown::Write).unwrap();
-    assert_eq!(idle.read(&mut [0; 16]).unwrap(), 0);
-    assert_same_bytes(&echo_chunked(connect(bin.tcp()), b"again".to_vec(), 13), b"again");
 }
 
 /// 5000 connections open at once on one event loop, each echoed exactly.

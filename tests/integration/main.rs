@@ -70,12 +70,18 @@ mod idle;
 mod install;
 /// The io-uring model: buffer-ring exhaustion, backpressure, partial sends, many idle clients.
 mod io_uring;
+/// The ladder (examples/ladder/): each rung echoes exactly; each classic mistake fails.
+mod ladder;
 /// `--max-connections` and running out of descriptors: accept and close, or back off.
 mod limits;
+/// Several listeners in one process: every kind side by side, all bound or none.
+mod listeners;
 /// The live statistics line (`--stats-interval`, SIGUSR1) and `--summary-json`.
 mod live_stats;
 /// A real network: namespaces, a shaped veth link, exact echo, idle timeout and grace.
 mod netns;
+/// sd_notify: READY after the listening lines, STOPPING, STATUS, watchdog pings.
+mod notify;
 /// Partial writes: tiny socket buffers, pending bytes, WRITABLE interest.
 mod partial_writes;
 /// Regressions and hostile clients.

@@ -71,23 +71,14 @@ fn live_statistics_count_datagrams() {
     assert_eq!(field(&last, "pending"), 0, "{last}");
 }
 
-/// The models that serve `udp:` addresses: the event loop, and io-uring where the kernel lets
-/// it run (printing why not, if not).
-fn udp_models() -> Vec<Model> {
-    match super::io_uring::kernel_refuses() {
-        None => vec![Model::EventLoop, Model::IoUring],
-        Some(reason) => {
-            eprintln!("io-uring skipped: {reason}");
-            vec![Model::EventLoop]
-        }
-    }
-}
+/// The models that serve `udp:` addresses: every one but io-uring.
+const UDP_MODELS: [Model; 3] = [Model::EventLoop, Model::ThreadPerConn, Model::Blocking];
 
 /// Datagrams of every size class, 0 to 65,507 bytes (the IPv4 maximum), come back unchanged,
 /// one reply each; the summary counts them and their bytes. Each UDP model.
 #[test]
 fn echoes_every_size_unchanged() {
-    for model in udp_models() {
+    for model in UDP_MODELS {
         every_size_unchanged(model);
     }
 }
@@ -147,26 +138,26 @@ fn send_train(socket: &UdpSocket, to: SocketAddr, data: &[u8], segment: u16) {
     assert_eq!(sent, data.len() as isize, "sendmsg with UDP_SEGMENT: {}", std::io::Error::last_os_error());
 }
 
-/// The server set-ups the batching tests run on: the defaults (batches of 64, GRO/GSO on),
-/// no kernel help with trains, one datagram per system call; and io-uring, with and without
-/// GRO/GSO.
-fn udp_setups() -> Vec<&'static [&'static str]> {
-    let mut setups: Vec<&[&str]> = vec![&[], &["--udp-offload", "off"], &["--udp-batch", "1"]];
-    if udp_models().contains(&Model::IoUring) {
-        setups.extend([&["--model", "io-uring"][..], &["--model", "io-uring", "--udp-offload", "off"]]);
-    }
-    setups
-}
+/// The server set-ups the batching tests run on: the event loop with its defaults (batches of
+/// 64, GRO/GSO on), with no kernel help with trains, and with one datagram per system call;
+/// and the threaded models' receive loop.
+const UDP_SETUPS: [&[&str]; 5] = [
+    &[],
+    &["--udp-offload", "off"],
+    &["--udp-batch", "1"],
+    &["--model", "thread-per-conn"],
+    &["--model", "blocking"],
+];
 
 /// A client's train of 20 × 1000 bytes and a last datagram of 300 comes back as 21
 /// datagrams, each exactly as sent, in order, from the server's address; the summary counts
-/// 21 reads and 21 echoes. With GRO on (the default) the server took the train in one
-/// receive (its trace says so) and sent it back in one.
+/// 21 reads and 21 echoes. With GRO on (the event loop's default) the server took the train
+/// in one receive (its trace says so) and sent it back in one.
 #[test]
 fn a_train_comes_back_as_its_datagrams() {
     let sizes: Vec<usize> = [1000; 20].into_iter().chain([300]).collect();
     let want: Vec<Vec<u8>> = sizes.iter().enumerate().map(|(i, &n)| random_bytes(n, i as u64)).collect();
-    for setup in udp_setups() {
+    for setup in UDP_SETUPS {
         let server =
             Bin::serve_env(&[("RUST_LOG", "echoloop=trace")], &[&["udp:127.0.0.1:0"], setup].concat());
         let addr: SocketAddr = server.addr.strip_prefix("udp:").unwrap().parse().unwrap();
@@ -182,8 +173,8 @@ fn a_train_comes_back_as_its_datagrams() {
         socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
         assert!(socket.recv_from(&mut reply).is_err(), "{setup:?}: a reply too many");
         let whole = server.stderr().contains("udp recv n=20300 datagrams=21");
-        let gro = !setup.contains(&"off");
-        assert_eq!(whole, gro, "{setup:?}: one receive for the train iff GRO is on");
+        let gro = !setup.contains(&"off") && !setup.contains(&"--model");
+        assert_eq!(whole, gro, "{setup:?}: one receive for the train iff the event loop's GRO is on");
         let summary = summary_line(server);
         assert!(
             summary.contains("summary: echoed 21 datagrams (20300 bytes), dropped 0"),
@@ -196,7 +187,7 @@ fn a_train_comes_back_as_its_datagrams() {
 /// server's batches mix senders: each socket gets its own datagrams back, once each.
 #[test]
 fn many_senders_in_one_batch_each_get_their_own() {
-    for setup in udp_setups() {
+    for setup in UDP_SETUPS {
         let server = Bin::serve(&[&["udp:127.0.0.1:0"], setup].concat());
         let addr: SocketAddr = server.addr.strip_prefix("udp:").unwrap().parse().unwrap();
         let clients: Vec<_> = (0..16u64)
@@ -246,12 +237,14 @@ fn echoes_over_ipv6() {
     assert_eq!(&reply[..n], b"over v6");
 }
 
-/// The models without a loop, several workers, and framing make no sense for UDP: exit 2.
+/// io-uring serves streams only, and framing makes no sense for datagrams: exit 2, one line.
 #[test]
-fn udp_with_another_model_workers_or_framing_is_a_usage_error() {
+fn udp_with_io_uring_or_framing_is_a_usage_error() {
     for (args, needle) in [
-        (&["serve", "udp:0", "--model", "blocking"][..], "served by the event loop and io-uring models"),
-        (&["serve", "udp:0", "--workers", "2"][..], "a UDP echo is one socket"),
+        (
+            &["serve", "udp:0", "--model", "io-uring"][..],
+            "udp:127.0.0.1:0: the io-uring model serves TCP and Unix",
+        ),
         (&["serve", "udp:0", "--framing", "length"][..], "every datagram is already one message"),
     ] {
         let (code, _, stderr) = run_bin(args);
@@ -348,16 +341,9 @@ fn reserved_source_ports_are_never_answered() {
     if let Some(why) = no_namespaces() {
         return eprintln!("reserved_source_ports_are_never_answered: skipped: {why}");
     }
-    for model in udp_models() {
-        reserved_ports_dropped(model);
-    }
-}
-
-fn reserved_ports_dropped(model: Model) {
     let json_path = std::env::temp_dir().join(format!("echoloop-udp-reserved-{}.json", std::process::id()));
-    let json = json_path.to_str().unwrap();
     let server =
-        serve_in_namespace(&["udp:127.0.0.1:0", "-v", "--summary-json", json, "--model", model.name()]);
+        serve_in_namespace(&["udp:127.0.0.1:0", "-v", "--summary-json", json_path.to_str().unwrap()]);
     let addr: SocketAddr = server.addr.strip_prefix("udp:").unwrap().parse().unwrap();
     let (reserved, ordinary, _raw) = in_namespace_of(server.pid(), move || {
         let reserved: Vec<UdpSocket> =

@@ -177,8 +177,10 @@ pub fn assert_same_bytes(got: &[u8], want: &[u8]) {
 /// The real `echoloop` binary as a child process; killed on drop.
 pub struct Bin {
     child: Child,
-    /// The address from its `listening on` line.
+    /// The address from its (first) `listening on` line.
     pub addr: String,
+    /// The addresses of every `listening on` line waited for, in order.
+    pub addrs: Vec<String>,
     stderr: Arc<Mutex<String>>,
     /// Copies the child's stderr into `stderr`; finishes when the child's stderr closes.
     stderr_reader: Option<JoinHandle<()>>,
@@ -206,7 +208,19 @@ impl Bin {
 
     /// Run a prepared `command` (its stdio is set here) and wait (bounded) for its
     /// `listening on` line.
-    pub fn spawn(mut command: Command) -> Bin {
+    pub fn spawn(command: Command) -> Bin {
+        Bin::spawn_listening(command, 1)
+    }
+
+    /// `echoloop serve ARGS...` with `count` listeners: wait (bounded) for all their lines.
+    pub fn serve_listening(args: &[&str], count: usize) -> Bin {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_echoloop"));
+        command.arg("serve").args(args);
+        Bin::spawn_listening(command, count)
+    }
+
+    /// [`Bin::spawn`], waiting for `count` `listening on` lines (one per listener).
+    pub fn spawn_listening(mut command: Command, count: usize) -> Bin {
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -226,17 +240,25 @@ impl Bin {
         let (tx, rx) = std::sync::mpsc::channel();
         let mut out = BufReader::new(child.stdout.take().unwrap());
         thread::spawn(move || {
-            let mut line = String::new();
-            let _ = out.read_line(&mut line);
-            let _ = tx.send(line);
+            for _ in 0..count {
+                let mut line = String::new();
+                let _ = out.read_line(&mut line);
+                let _ = tx.send(line);
+            }
             io::copy(&mut out, &mut io::sink()).ok(); // keep the pipe drained
         });
-        let line = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
-        let mut bin = Bin { child, addr: String::new(), stderr, stderr_reader: Some(stderr_reader) };
-        match line.trim_end().strip_prefix("listening on ") {
-            Some(addr) => bin.addr = addr.to_string(),
-            None => panic!("no 'listening on' line (got {line:?}); stderr:\n{}", bin.stderr()),
+        let mut bin =
+            Bin { child, addr: String::new(), addrs: Vec::new(), stderr, stderr_reader: Some(stderr_reader) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for _ in 0..count {
+            let line =
+                rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).unwrap_or_default();
+            match line.trim_end().strip_prefix("listening on ") {
+                Some(addr) => bin.addrs.push(addr.to_string()),
+                None => panic!("no 'listening on' line (got {line:?}); stderr:\n{}", bin.stderr()),
+            }
         }
+        bin.addr = bin.addrs[0].clone();
         bin
     }
 

@@ -78,6 +78,8 @@ pub(crate) enum Need {
     UnixSocket,
     /// A listening socket passed in by a service manager (socket activation).
     Activation,
+    /// A `udp:` listener (datagrams).
+    Datagrams,
     /// Several clients served at once.
     Concurrency,
     /// A lower RLIMIT_NOFILE honoured while the server runs (`prlimit` on a running server).
@@ -89,12 +91,20 @@ impl Need {
     /// The one table of what each variant lacks.
     fn check_instead(self, variant: Variant) -> bool {
         match (self, variant) {
-            // SO_REUSEPORT, which the workers share a port through, is TCP's.
+            // SO_REUSEPORT, which the workers share a port through, is for TCP and UDP, not a Unix path.
             (Need::UnixSocket, Variant::Workers2) => {
                 let path = SocketPath::new("workers2-unix");
-                assert_refused(&serve_once(variant, &[&path.addr()]), "--workers 2 needs a TCP address");
+                assert_refused(
+                    &serve_once(variant, &[&path.addr()]),
+                    "--workers 2 needs TCP or UDP addresses",
+                );
                 assert!(!path.0.exists(), "the refused server left {}", path.0.display());
             }
+            // io-uring serves streams: a UDP listener among others is refused by name.
+            (Need::Datagrams, Variant::IoUring) => assert_refused(
+                &serve_once(variant, &["127.0.0.1:0", "udp:127.0.0.1:0"]),
+                "udp:127.0.0.1:0: the io-uring model serves TCP and Unix streams",
+            ),
             // The same: workers share a port through sockets echoloop binds itself.
             (Need::Activation, Variant::Workers2) => {
                 let listener = TcpListener::bind("127.0.0.1:0").expect("bind the socket to pass");

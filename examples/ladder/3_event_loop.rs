@@ -1,20 +1,30 @@
-//! The smallest correct mio echo server: read this before `src/event_loop/`.
+//! Rung 3 of the ladder (docs/learn.md): one thread, many connections, readiness from mio.
+//! The smallest correct event loop: read this before `src/event_loop/`.
 //!
-//! `cargo run --example minimal [ADDR]` (default 127.0.0.1:7878), then, in another shell,
-//! `echoloop client ADDR < some-file | cmp - some-file`, or `nc ADDR`.
+//! Adds, over rung 2: every client on one thread, without a thread each. Every socket is
+//! non-blocking and registered with one `mio::Poll` (epoll on Linux); the loop waits in
+//! `poll` until some socket may be ready, then does only what will not block. What it gets
+//! right, and the real loop keeps: accept until `WouldBlock`, read until `WouldBlock`, keep
+//! what a partial write left over, ask for WRITABLE only while something is left, finish the
+//! echo after the client's EOF. An idle connection costs a slab entry, not a thread.
 //!
-//! What it gets right, and the real loop keeps: accept until `WouldBlock`, read until
-//! `WouldBlock`, keep what a partial write left over, ask for WRITABLE only while something
-//! is left, finish the echo after the client's EOF. What it leaves out, and the real loop
-//! adds: a cap on the bytes held per connection (a client that never reads makes this one
-//! grow without bound), connection limits, idle timeouts, backing off when out of file
-//! descriptors, graceful shutdown, and writing straight from the read buffer.
+//! Still lacks, and the real loop adds: a cap on the bytes held per connection (a client
+//! that never reads makes this one grow without bound: the `unbounded` mistake), connection
+//! limits, idle timeouts, backing off when out of file descriptors, lingering before a
+//! close, graceful shutdown, and writing straight from the read buffer. It also calls
+//! `reregister` (one `epoll_ctl`) after every event; rung 4 shows how to avoid that.
+//!
+//! `cargo run --release --example ladder-3-event-loop 127.0.0.1:7878` (port 0 works), then,
+//! in another shell, `echoloop client ADDR < some-file | cmp - some-file`, or `nc ADDR`.
 
 use std::io::{self, ErrorKind, Read, Write};
+use std::net::SocketAddr;
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
+
+mod cli; // the address argument and the `listening on` line, shared by every rung
 
 /// Connections get tokens 0, 1, 2, ... (their slab keys); the listener takes one far away.
 const LISTENER: Token = Token(usize::MAX);
@@ -76,11 +86,13 @@ impl Conn {
     }
 }
 
-fn main() -> io::Result<()> {
-    let arg = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:7878".to_string());
-    let addr = arg.parse().map_err(|e| io::Error::new(ErrorKind::InvalidInput, format!("{arg}: {e}")))?;
+fn main() {
+    cli::run("ladder-3-event-loop", echo_server);
+}
+
+fn echo_server(addr: SocketAddr) -> io::Result<()> {
     let mut listener = TcpListener::bind(addr)?; // non-blocking, as everything mio hands out
-    println!("listening on {}", listener.local_addr()?);
+    cli::announce(listener.local_addr()?)?;
 
     let mut poll = Poll::new()?;
     poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
