@@ -71,14 +71,20 @@ fn compare_has_a_churn_row() {
     );
 }
 
-/// The UDP scenarios run on the models that serve UDP, started with a `udp:` address and
-/// ready once they echo a datagram; every datagram is verified, none lost.
+/// The UDP scenarios run on the models that serve UDP (not io-uring), started with a `udp:`
+/// address and ready once they echo a datagram; every datagram is verified, none lost.
 #[test]
 fn compare_has_udp_rows() {
-    let runs = clean_runs(&compare("event-loop,thread-per-conn", "udp-small,udp-burst", &[]));
+    let runs = clean_runs(&compare("event-loop,thread-per-conn,io-uring", "udp-small,udp-burst", &[]));
     let cells: Vec<(&str, &str)> =
         runs.iter().map(|r| (r["model"].as_str().unwrap(), r["scenario"].as_str().unwrap())).collect();
-    assert_eq!(cells, [("event-loop", "udp-small"), ("event-loop", "udp-burst")], "UDP needs a UDP server");
+    let want = [
+        ("event-loop", "udp-small"),
+        ("thread-per-conn", "udp-small"),
+        ("event-loop", "udp-burst"),
+        ("thread-per-conn", "udp-burst"),
+    ];
+    assert_eq!(cells, want, "UDP needs a UDP server");
     for r in &runs {
         let outcome = &r["outcome"];
         assert!(outcome["msgs"].as_u64().unwrap() > 0, "{outcome}");
