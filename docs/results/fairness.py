@@ -9,12 +9,12 @@ built before a change) under its own label.
 Each round, for each model in turn (a fresh server each time, pinned to CPU 0):
   1. alone: 100 clients at 10,000 messages/s in all, 128 B, open loop, on CPU 1:
        taskset -c 1 target/release/echoloop bench ADDR -c 100 --size 128 --rate 10K \
-           --warmup 1 --duration 3 --json
+           --warmup 0.5 --duration 2 --json
   2. beside a stream: the same, while one client streams 64 KiB messages, 4 in flight, from
      a second load generator at nice 19 on CPU 1 (so it cannot delay the measuring one):
        taskset -c 1 nice -n 19 target/release/echoloop bench ADDR -c 1 --size 64K \
-           --pipeline 4 --warmup 0.5 --duration 5 --json
-     started 1 s before the small clients.
+           --pipeline 4 --warmup 0.3 --duration 3 --json
+     started 0.5 s before the small clients.
 Printed: per model, the small clients' p99 alone and beside the stream (median and range over
 the rounds), the stream's throughput beside them; and per round, the ratio of each model's
 p99 beside the stream to the first model's, with the median of those ratios.
@@ -29,8 +29,8 @@ import sys
 import time
 
 BIN = "target/release/echoloop"
-SMALL = ["-c", "100", "--size", "128", "--rate", "10K", "--warmup", "1", "--duration", "3", "--json"]
-STREAM = ["-c", "1", "--size", "64K", "--pipeline", "4", "--warmup", "0.5", "--duration", "5", "--json"]
+SMALL = ["-c", "100", "--size", "128", "--rate", "10K", "--warmup", "0.5", "--duration", "2", "--json"]
+STREAM = ["-c", "1", "--size", "64K", "--pipeline", "4", "--warmup", "0.3", "--duration", "3", "--json"]
 
 
 def start_server(spec):
@@ -67,7 +67,7 @@ def one(model):
     try:
         alone = report(bench(addr, SMALL))
         stream = bench(addr, STREAM, nice=True)
-        time.sleep(1)
+        time.sleep(0.5)
         beside = report(bench(addr, SMALL))
         streamed = report(stream)
     finally:
