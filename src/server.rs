@@ -142,9 +142,11 @@ impl Server {
                 .collect()
         };
         let runner = match config.model {
-            Model::EventLoop => Runner::EventLoops(bind_workers(sockets, &addrs, config, |socks, worker| {
-                EventLoop::new(listening(socks, worker), config, &shutdown, worker)
-            })?),
+            Model::EventLoop => {
+                Runner::EventLoops(bind_workers(sockets, &addrs, config, |socks, worker| {
+                    EventLoop::new(listening(socks, worker), config, &shutdown, worker)
+                })?)
+            }
             Model::ThreadPerConn => Runner::ThreadPerConn(listening(sockets, 0), config.clone()),
             Model::Blocking => Runner::Blocking(listening(sockets, 0), config.clone()),
             #[cfg(target_os = "linux")]

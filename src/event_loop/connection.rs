@@ -37,6 +37,14 @@ use crate::stats::{ConnCounts, IoTally};
 /// share of a turn is what one small client's is: one read and its echo.
 pub const READ_BUDGET: usize = 64 * 1024;
 
+/// Bytes a *lingering* connection may read and discard per turn: sixteen buffers. Discarding
+/// costs a `read` and no echo, so a larger share is cheap; and it matters: lingering ends
+/// when the client has every echo, and a close then with the client's bytes still unread
+/// resets the client instead of giving it EOF, so draining what it sent first (1 MiB covers
+/// a full socket buffer) keeps that end clean. A client that never stops sending is still
+/// bounded: the check comes after each turn's share.
+const DISCARD_BUDGET: usize = 16 * 64 * 1024;
+
 /// The interest of a connection that reads: READABLE, plus PRIORITY (EPOLLPRI) so that an
 /// urgent (MSG_OOB) byte, which stops a TCP `read` short of the data behind it, is reported
 /// and the short-read rule in `on_readable` is not trusted for that event.
@@ -285,7 +293,7 @@ impl Connection {
     /// phase says "closed by the peer", and with nothing pending the loop closes us), or
     /// until the client has acknowledged every byte we sent ([`linger::done`]).
     fn discard_input(&mut self, buf: &mut [u8]) -> io::Result<ReadStop> {
-        let (mut stop, mut budget) = (ReadStop::BudgetSpent, READ_BUDGET);
+        let (mut stop, mut budget) = (ReadStop::BudgetSpent, DISCARD_BUDGET);
         while budget > 0 {
             let room = buf.len().min(budget);
             match self.stream.read(&mut buf[..room]) {

@@ -112,7 +112,13 @@ impl UdpPort {
     /// The socket may be ready (an event, or the budget ran out last turn): send what is
     /// queued, then receive and answer, a batch at a time; count in `tally`. Then ask for
     /// what it needs next.
-    pub fn serve(&mut self, writable: bool, tally: &mut IoTally, registry: &Registry, token: Token) -> io::Result<()> {
+    pub fn serve(
+        &mut self,
+        writable: bool,
+        tally: &mut IoTally,
+        registry: &Registry,
+        token: Token,
+    ) -> io::Result<()> {
         if writable {
             self.flush_queue(tally);
         }
@@ -196,7 +202,12 @@ impl UdpPort {
         let mut out = Outcomes { queue: &mut self.queue, datagrams: &mut self.datagrams, tally };
         let mut replies: Vec<Message<'_>> = Vec::with_capacity(BATCH);
         for message in self.rx.messages() {
-            trace!("udp recv n={} datagrams={} from={:?}", message.data.len(), message.count(), message.peer_addr());
+            trace!(
+                "udp recv n={} datagrams={} from={:?}",
+                message.data.len(),
+                message.count(),
+                message.peer_addr()
+            );
             let Some(from) = message.peer_addr() else { continue }; // not IP: cannot happen
             if !admit_datagrams(message.count(), message.data.len(), from, out.tally, out.datagrams) {
                 continue;

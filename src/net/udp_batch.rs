@@ -109,7 +109,6 @@ impl<'a> Message<'a> {
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         self.peer.as_socket()
     }
-
 }
 
 /// Receives up to a batch of messages per call, into slots it owns.
