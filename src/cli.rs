@@ -1,12 +1,13 @@
 //! Command-line definitions (clap derive) and their conversion into the library's types,
 //! and nothing else: each `///` is the `--help` text. Part of the binary, not the library.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use echoloop::{ClientOptions, Framing, ListenAddr, Model, ServerConfig, parse_secs, parse_size};
+use echoloop::{ClientOptions, Framing, ListenAddr, Model, ServerAddr, ServerConfig, parse_secs, parse_size};
 
 /// An echo server (RFC 862: TCP, Unix and UDP) built as a mio event loop, with the threaded
 /// and io_uring models beside it and a load generator to compare them.
@@ -36,7 +37,7 @@ pub enum Command {
     /// Load a server and measure it, verifying every echoed byte; or, with --compare,
     /// start each I/O model in turn and print a side-by-side table.
     #[cfg(feature = "bench")]
-    Bench(echoloop_bench::BenchArgs),
+    Bench(Box<echoloop_bench::BenchArgs>),
     /// Print the man page, echoloop(1), on stdout: every command with all of its options
     /// (`echoloop manpage | man -l -`).
     Manpage(ManpageArgs),
@@ -46,8 +47,9 @@ pub enum Command {
 
 /// The end of `serve --help` (the man page has sections of its own for these).
 const SERVE_NOTES: &str = "\
-Signals: SIGINT or SIGTERM stops gracefully (pending echoes flush for --shutdown-grace; a second \
-signal exits at once with status 130). SIGUSR1 logs a statistics line.
+Signals: SIGINT or SIGTERM stops gracefully (after --drain, if set; pending echoes flush for \
+--shutdown-grace; a second signal ends a drain, or, while stopping, exits at once with status 130). \
+SIGUSR1 logs a statistics line.
 
 Socket activation: started by systemd (or any manager speaking sd_listen_fds), it serves every \
 socket passed (listening TCP and Unix stream sockets, bound UDP sockets) instead of binding ADDRs. \
@@ -139,6 +141,25 @@ pub struct ServeArgs {
     #[arg(long, value_name = "on|off", default_value = "on", action = clap::ArgAction::Set,
           value_parser = clap::builder::BoolishValueParser::new())]
     pub udp_offload: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics, and health checks at /livez (the
+    /// serving loops turn) and /readyz (503 once a stop begins), from a thread of their own.
+    /// HOST:PORT or [V6]:PORT; port 0 lets the OS pick (the `metrics on` line says which).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+    /// On SIGINT/SIGTERM, drain first for up to SECS: /readyz answers 503 (a load balancer
+    /// stops sending new connections) while everything goes on as before, ended early when no
+    /// connection is open; then stop as usual. A second signal ends the drain.
+    #[arg(long, value_name = "SECS", default_value = "0", value_parser = parse_secs)]
+    pub drain: Duration,
+    /// Every connection begins with a PROXY protocol header (v1 or v2, as HAProxy's send-proxy
+    /// and send-proxy-v2 write it): consumed, never echoed, and the client it names is the one
+    /// logged. A connection without a valid header is closed, nothing echoed. Stream listeners.
+    #[arg(long)]
+    pub proxy_protocol: bool,
+    /// With --proxy-protocol: a connection's whole header must arrive within SECS of its
+    /// accept (decimals allowed).
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs, requires = "proxy_protocol")]
+    pub proxy_timeout: Duration,
 }
 
 impl ServeArgs {
@@ -164,6 +185,10 @@ impl ServeArgs {
             .with_uring_buffer_size(self.uring_buffer_size)
             .with_udp_batch(usize::from(self.udp_batch))
             .with_udp_offload(self.udp_offload)
+            .with_metrics(self.metrics)
+            .with_drain(self.drain)
+            .with_proxy_protocol(self.proxy_protocol)
+            .with_proxy_timeout(self.proxy_timeout)
     }
 }
 
@@ -179,9 +204,10 @@ pub fn parse_frame_size(s: &str) -> Result<usize, String> {
 /// `echoloop client`.
 #[derive(Debug, Args)]
 pub struct ClientArgs {
-    /// The server: HOST:PORT, [V6]:PORT, PORT (= 127.0.0.1:PORT), unix:PATH, or udp:HOST:PORT
-    /// (each stdin line one datagram; each reply printed).
-    pub addr: ListenAddr,
+    /// The server, on this machine or another: HOST:PORT, [V6]:PORT, PORT (= 127.0.0.1:PORT),
+    /// NAME:PORT, unix:PATH, or udp:HOST:PORT (each stdin line one datagram; each reply
+    /// printed).
+    pub addr: ServerAddr,
     /// The server's framing: line (stdin's lines are the frames) or length (each stdin read
     /// cut into frames of at most --max-frame bytes). Only whole echoed frames are printed,
     /// payloads without their length.
@@ -193,6 +219,9 @@ pub struct ClientArgs {
     /// With udp: how long to wait for each reply before counting the datagram lost.
     #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_secs)]
     pub timeout: Duration,
+    /// How long a TCP connect may take before the client gives up.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
+    pub connect_timeout: Duration,
 }
 
 impl ClientArgs {
@@ -202,6 +231,7 @@ impl ClientArgs {
             .with_framing(self.framing)
             .with_max_frame(self.max_frame)
             .with_reply_timeout(self.timeout)
+            .with_connect_timeout(self.connect_timeout)
     }
 }
 

@@ -5,6 +5,7 @@
 //! crate a config starts from [`ServerConfig::new`] (or `default()`) and changes what it
 //! needs with the `with_*` methods, or by assigning a field.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::addr::{ListenAddr, first_repeated};
@@ -100,6 +101,20 @@ pub struct ServerConfig {
     /// UDP only: let the kernel join a train of equal-sized datagrams from one sender into
     /// one receive (GRO) and split the echoed train again (GSO), where it can.
     pub udp_offload: bool,
+    /// Every connection of a stream listener begins with a PROXY protocol header (v1 or
+    /// v2), as a load balancer sends it: consumed, never echoed, and the client it names is
+    /// the one logged.
+    pub proxy_protocol: bool,
+    /// With `proxy_protocol`: how long a connection has, from its accept, to send its whole
+    /// header; then it is closed and counted as refused.
+    pub proxy_timeout: Duration,
+    /// Serve Prometheus metrics (`/metrics`) and health checks (`/livez`, `/readyz`) over
+    /// HTTP at this address, from a thread of their own; `None` = off.
+    pub metrics: Option<SocketAddr>,
+    /// On SIGINT/SIGTERM, first a drain of up to this long: `/readyz` answers 503 while
+    /// everything else goes on, ended early when no connection is open; then the stop.
+    /// Zero: stop at once.
+    pub drain: Duration,
 }
 
 impl Default for ServerConfig {
@@ -121,6 +136,10 @@ impl Default for ServerConfig {
             uring_buffer_size: 64 * 1024,
             udp_batch: 64,
             udp_offload: true,
+            proxy_protocol: false,
+            proxy_timeout: Duration::from_secs(5),
+            metrics: None,
+            drain: Duration::ZERO,
         }
     }
 }
@@ -168,6 +187,10 @@ impl ServerConfig {
         with_uring_buffer_size => uring_buffer_size: usize,
         with_udp_batch => udp_batch: usize,
         with_udp_offload => udp_offload: bool,
+        with_proxy_protocol => proxy_protocol: bool,
+        with_proxy_timeout => proxy_timeout: Duration,
+        with_metrics => metrics: Option<SocketAddr>,
+        with_drain => drain: Duration,
     }
 
     /// The framing with its limit, as a connection uses it.
@@ -293,6 +316,24 @@ impl ServerConfig {
         if let Some(udp) = self.addrs.iter().find(|addr| matches!(addr, ListenAddr::Udp(_))) {
             self.validate_udp(udp)?;
         }
+        self.validate_proxy_protocol()
+    }
+
+    /// `--proxy-protocol`: a stream listener to apply to (a datagram carries no header), and
+    /// a time limit.
+    fn validate_proxy_protocol(&self) -> Result<(), String> {
+        if !self.proxy_protocol {
+            return Ok(());
+        }
+        if self.addrs.iter().all(|addr| matches!(addr, ListenAddr::Udp(_))) {
+            return Err(format!(
+                "--proxy-protocol applies to stream listeners: {} carries no PROXY header",
+                self.addrs[0]
+            ));
+        }
+        if self.proxy_timeout.is_zero() {
+            return Err("--proxy-timeout must be more than 0 seconds".into());
+        }
         Ok(())
     }
 
@@ -413,7 +454,11 @@ mod tests {
             let config = ServerConfig { udp_batch: batch, ..udp.clone() };
             assert!(config.validate().unwrap_err().contains("--udp-batch"), "{batch}");
         }
-        assert_eq!(ServerConfig { udp_batch: 1, udp_offload: false, ..udp }.validate(), Ok(()));
+        assert_eq!(ServerConfig { udp_batch: 1, udp_offload: false, ..udp.clone() }.validate(), Ok(()));
+        let config = ServerConfig { proxy_protocol: true, ..udp.clone() };
+        assert!(config.validate().unwrap_err().contains("--proxy-protocol applies to stream listeners"));
+        let config = ServerConfig { proxy_protocol: true, ..udp }.with_addrs(addrs(&["1", "udp:2"]));
+        assert_eq!(config.validate(), Ok(()), "the stream listener takes the header, the UDP one not");
     }
 
     fn addrs(list: &[&str]) -> Vec<ListenAddr> {
@@ -469,6 +514,9 @@ mod tests {
 
     #[test]
     fn zero_limits_are_rejected() {
+        let config =
+            ServerConfig { proxy_protocol: true, proxy_timeout: Duration::ZERO, ..Default::default() };
+        assert!(config.validate().unwrap_err().contains("--proxy-timeout"));
         let config = ServerConfig { max_pending: 0, ..Default::default() };
         assert!(config.validate().is_err());
         let config = ServerConfig { max_connections: 0, ..Default::default() };

@@ -75,11 +75,14 @@ pub struct Echoed {
 /// else meanwhile, and a client that stops reading holds it in `write`.
 ///
 /// `buf[..held]` is the start of a frame not yet whole (never in raw mode); each read lands
-/// right after it, so a frame completed by a read is one contiguous slice to write.
+/// right after it, so a frame completed by a read is one contiguous slice to write. The
+/// first `already` bytes of `buf` were read before the echo began (the client's bytes after
+/// its PROXY header): they are echoed first, as if just read.
 pub fn echo_blocking(
     stream: &BlockingStream,
     id: usize,
     buf: &mut Vec<u8>,
+    already: usize,
     framer: Framer,
     shutdown: &ShutdownHandle,
     stats: &Stats,
@@ -88,6 +91,7 @@ pub fn echo_blocking(
     let mut echoed = Echoed { counts: ConnCounts::default(), discarded: 0, end: End::ClientClosed };
     let initial = buf.len();
     let mut held = 0;
+    let mut already = already;
     echoed.end = loop {
         // Checked before every read: after a stop request, SHUT_RD makes a blocked read
         // return 0, but TCP may still hand over bytes that were already queued.
@@ -96,18 +100,25 @@ pub fn echo_blocking(
             break End::Shutdown;
         }
         make_room(buf, held, initial, framer.frame_bound());
-        let n = match reader.read(&mut buf[held..]) {
+        let read = match std::mem::take(&mut already) {
+            0 => reader.read(&mut buf[held..]),
+            first => Ok(first), // nothing is held yet: they are at the front
+        };
+        let n = match read {
             Ok(0) if shutdown.is_requested() => {
                 echoed.discarded = held; // our SHUT_RD, not the client
                 break End::Shutdown;
             }
-            Ok(0) => break end_at_eof(stream, &buf[..held], framer, &mut echoed),
+            Ok(0) => {
+                trace!("conn={id} read EOF: client half-closed");
+                break end_at_eof(stream, &buf[..held], framer, &mut echoed);
+            }
             Ok(n) => n,
             Err(e) if timed_out(&e) => break End::IdleTimeout, // SO_RCVTIMEO expired
             Err(e) if interrupted(&e) => continue,             // a signal: retry
             Err(e) => break End::Error(e),
         };
-        trace!("{id} read n={n}");
+        trace!("conn={id} read n={n}");
         echoed.counts.read(n);
         let split = framer.split(&buf[..held], &buf[held..held + n]);
         echoed.counts.frames(split.frames);
@@ -118,7 +129,7 @@ pub fn echo_blocking(
         if let Err(end) = written {
             break end;
         }
-        trace!("{id} wrote n={whole}");
+        trace!("conn={id} wrote n={whole}");
         if let Rest::TooLarge(oversize) = split.rest {
             break End::TooLarge(oversize);
         }
@@ -201,12 +212,12 @@ pub fn linger_after_stop(stream: &BlockingStream, id: usize, buf: &mut [u8], unt
     // Ours already if the stop reached this socket; not yet if it came between the flag and
     // the registry's SHUT_RD. Either way reads stop blocking from here.
     if let Err(e) = stream.sock_ref().shutdown(Shutdown::Read) {
-        debug!("{id} linger: shutdown(Read): {e}"); // ENOTCONN: reset by the client
+        debug!("conn={id} linger: shutdown(SHUT_RD): {e}"); // ENOTCONN: reset by the client
         return;
     }
     while discard_queued(stream, id, buf) && !linger::done(&stream.sock_ref()) {
         if Instant::now() >= until {
-            debug!("{id} linger: grace period over");
+            debug!("conn={id} linger: grace period over");
             return;
         }
         thread::sleep(LINGER_CHECK);
@@ -220,10 +231,10 @@ fn discard_queued(stream: &BlockingStream, id: usize, buf: &mut [u8]) -> bool {
     loop {
         match reader.read(buf) {
             Ok(0) => return true, // nothing queued now
-            Ok(n) => trace!("{id} lingering: discarded n={n}"),
+            Ok(n) => trace!("conn={id} lingering: discarded n={n}"),
             Err(e) if interrupted(&e) => continue, // a signal: retry
             Err(e) => {
-                debug!("{id} linger: read: {e}");
+                debug!("conn={id} linger: read: {e}");
                 return false;
             }
         }

@@ -72,7 +72,7 @@ impl LiveConnections {
         for (id, socket) in self.lock().iter() {
             // ENOTCONN when the client already reset it: nothing left to stop.
             if let Err(e) = socket.sock_ref().shutdown(how) {
-                debug!("{id} shutdown({how:?}): {e}");
+                debug!("conn={id} shutdown({}): {e}", shut_name(how));
             }
         }
     }
@@ -134,5 +134,14 @@ impl Drop for Registered {
         sockets.remove(self.id); // the last reference: the socket closes here, under the lock
         drop(sockets);
         self.live.left.notify_all();
+    }
+}
+
+/// `how` as the system call names it, for a log line: `SHUT_RD`.
+fn shut_name(how: Shutdown) -> &'static str {
+    match how {
+        Shutdown::Read => "SHUT_RD",
+        Shutdown::Write => "SHUT_WR",
+        Shutdown::Both => "SHUT_RDWR",
     }
 }

@@ -18,9 +18,13 @@
 //! a payload at a time (without its prefix), so the output is the input again:
 //! `echoloop client --framing length ADDR < f | cmp - f` holds.
 //!
-//! A `udp:` address sends datagrams instead ([`udp`]).
+//! A `udp:` address sends datagrams instead ([`udp`]). Any host will do: a name is resolved
+//! when connecting ([`ServerAddr`]).
 
+mod addr;
 mod udp;
+
+pub use addr::ServerAddr;
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::sync::Arc;
@@ -28,9 +32,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use crate::addr::ListenAddr;
 use crate::framing::{AtEof, Framer, Framing, PREFIX, Rest};
-use crate::net::{self, BlockingStream, interrupted};
+use crate::net::{BlockingStream, interrupted};
 
 /// What `echoloop client` was asked for besides the address. `#[non_exhaustive]`: start from
 /// `default()` and change what you need with the `with_*` methods.
@@ -43,11 +46,18 @@ pub struct ClientOptions {
     pub max_frame: usize,
     /// UDP: how long to wait for each reply before counting the datagram as lost.
     pub reply_timeout: Duration,
+    /// How long one TCP connect may take before we give up.
+    pub connect_timeout: Duration,
 }
 
 impl Default for ClientOptions {
     fn default() -> Self {
-        ClientOptions { framing: Framing::Raw, max_frame: 64 * 1024, reply_timeout: Duration::from_secs(1) }
+        ClientOptions {
+            framing: Framing::Raw,
+            max_frame: 64 * 1024,
+            reply_timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(10),
+        }
     }
 }
 
@@ -56,11 +66,9 @@ impl ClientOptions {
         with_framing => framing: Framing,
         with_max_frame => max_frame: usize,
         with_reply_timeout => reply_timeout: Duration,
+        with_connect_timeout => connect_timeout: Duration,
     }
 }
-
-/// How long a TCP connect may take before we give up.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Bytes moved per read: large enough for files, and a terminal line always fits.
 const CHUNK: usize = 64 * 1024;
@@ -75,11 +83,11 @@ struct Sent(AtomicU64);
 /// Run the client until the server closes the connection. Returns `Ok` when every byte
 /// sent was echoed back, or when stdout's reader went away (`| head`: stop quietly, as
 /// `cat` does).
-pub fn run(addr: &ListenAddr, options: &ClientOptions) -> io::Result<()> {
-    if let ListenAddr::Udp(server) = addr {
-        return udp::run(*server, options.reply_timeout);
+pub fn run(addr: &ServerAddr, options: &ClientOptions) -> io::Result<()> {
+    if let Some(server) = addr.udp() {
+        return udp::run(server?, options.reply_timeout);
     }
-    let stream = net::connect(addr, CONNECT_TIMEOUT)?;
+    let stream = addr.connect(options.connect_timeout)?;
     let sent = Arc::new(Sent(AtomicU64::new(STILL_SENDING)));
     let framer = Framer::new(options.framing, options.max_frame);
     let sender = {
@@ -246,6 +254,6 @@ fn copy_to_stdout(mut socket: BlockingStream, framer: Framer) -> Result<u64, Sto
 }
 
 /// "sending to 127.0.0.1:7878: Connection reset by peer".
-fn context(addr: &ListenAddr, doing: &str, e: io::Error) -> io::Error {
+fn context(addr: &ServerAddr, doing: &str, e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("{doing} {addr}: {e}"))
 }

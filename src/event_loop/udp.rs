@@ -255,7 +255,7 @@ impl UdpPort {
             (false, false) => return Ok(()), // done: nothing more to hear about
         };
         if interest != self.registered {
-            trace!("token={} udp interest {:?} -> {interest:?}", token.0, self.registered);
+            trace!("udp interest {:?} -> {interest:?}", self.registered); // the event line before names the socket
             registry.reregister(&mut self.socket, token, interest)?;
             self.registered = interest;
         }

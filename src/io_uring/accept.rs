@@ -37,6 +37,7 @@ impl UringLoop {
                 StdListener::Tcp(l) => l.as_raw_fd(),
                 StdListener::Unix(l, _) => l.as_raw_fd(),
             };
+            trace!("queue accept on LISTENER {} (multishot: a completion per connection)", acceptor.addr);
             self.ring.accept_multishot(fd, Op::Accept(i))?;
             acceptor.armed = true;
         }
@@ -47,6 +48,7 @@ impl UringLoop {
     pub(super) fn cancel_accepts(&mut self) -> io::Result<()> {
         for (i, acceptor) in self.acceptors.iter().enumerate() {
             if acceptor.armed {
+                trace!("queue cancel of the accept on LISTENER {}", acceptor.addr);
                 self.ring.cancel(Op::Accept(i))?;
             }
         }
@@ -65,9 +67,9 @@ impl UringLoop {
             return self.arm_accepts();
         }
         let e = io::Error::from_raw_os_error(-result);
-        if would_block(&e) || -result == libc::ECANCELED {
-            trace!("accept: {e}"); // nothing to accept now, or our own cancel
-        } else if self.accept_backoff.failed(&e, now) == AfterAcceptError::Pause {
+        // Nothing to accept now, or our own cancel: no failure (the completion's trace names it).
+        let failed = !(would_block(&e) || -result == libc::ECANCELED);
+        if failed && self.accept_backoff.failed(&e, now) == AfterAcceptError::Pause {
             self.cancel_accepts()?; // the connection is still queued; accepting would fail again
         }
         self.arm_accepts()
@@ -90,9 +92,13 @@ impl UringLoop {
         let peer = if logged { peer_of(&stream) } else { Peer(None) };
         let entry = self.connections.vacant_entry();
         let key = entry.key();
-        let (framer, cap) = (self.config.framer(), self.config.connection_cap());
-        let mut conn = Connection::new(stream, peer, framer, cap, now).on_listener(i);
+        let (framer, cap, proxy) =
+            (self.config.framer(), self.config.connection_cap(), self.config.proxy_protocol);
+        let mut conn = Connection::new(stream, peer, framer, cap, proxy, now).on_listener(i);
         if let Some(timers) = &mut self.idle {
+            timers.start(ConnId(key), now);
+        }
+        if let Some(timers) = &mut self.header_deadlines {
             timers.start(ConnId(key), now);
         }
         if self.stopping != super::Stopping::No {
@@ -100,7 +106,12 @@ impl UringLoop {
         }
         entry.insert(conn);
         let acceptor = &self.acceptors[i];
-        debug!("key={key} opened peer={peer} on {} (open: {})", acceptor.addr, self.connections.len());
+        if self.header_deadlines.is_some() {
+            // Served (and counted open) once its PROXY header is whole: `UringLoop::header_done`.
+            debug!("fd={fd} accepted peer={peer} on {}: awaiting its PROXY header", acceptor.addr);
+        } else {
+            debug!("fd={fd} opened peer={peer} on {} (open: {})", acceptor.addr, self.connections.len());
+        }
         self.advance(key)
     }
 }

@@ -36,17 +36,22 @@ use std::io;
 use std::os::fd::RawFd;
 use std::time::Instant;
 
-use log::{info, trace, warn};
+use log::{info, trace};
 
 use crate::buffer::{PartialFrame, PendingBuf};
-use crate::framing::{AtEof, Framer, Rest};
+use crate::framing::{AtEof, Framer, Oversize, Rest};
 use crate::lifecycle::linger;
+use crate::lifecycle::proxy_header::{self, HeaderStep};
 use crate::net::{Peer, Stream};
+use crate::proxy_protocol::ProxyDecoder;
 use crate::stats::{ConnCounts, IoTally};
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Phase {
+    /// `--proxy-protocol`: receiving the PROXY header, echoing nothing yet
+    /// (`crate::lifecycle::proxy_header`).
+    Header,
     /// Receiving and echoing.
     Open,
     /// The client half-closed (recv returned 0): finish the echo, then close.
@@ -97,6 +102,9 @@ pub(super) struct Connection {
     peer: Peer,
     /// Decides, with the bytes owed, what to request next.
     phase: Phase,
+    /// The PROXY header so far, from the accept until it is whole (`--proxy-protocol`);
+    /// still there if the connection closes before: it was never served.
+    header: Option<Box<ProxyDecoder>>,
     /// A recv of ours is in the kernel.
     recv_armed: bool,
     /// The send of ours in the kernel, if any.
@@ -115,6 +123,9 @@ pub(super) struct Connection {
     /// The start of a frame whose end has not arrived yet; never a whole frame, empty (no
     /// heap memory) between frames.
     partial: PartialFrame,
+    /// A frame over `--max-frame` just refused the connection: for the loop to count and
+    /// log (through the server's throttle), once.
+    oversize: Option<Oversize>,
     /// A cancel for this connection's requests has been queued (once is enough).
     cancel_queued: bool,
     /// When bytes last moved in either direction (for the idle timeout).
@@ -127,14 +138,23 @@ pub(super) struct Connection {
 
 impl Connection {
     /// A connection just accepted, nothing requested yet. `cap` bounds the bytes held (owed
-    /// and partial frame together); it is at least `framer.frame_bound()`.
-    pub(super) fn new(stream: Stream, peer: Peer, framer: Framer, cap: usize, now: Instant) -> Connection {
+    /// and partial frame together); it is at least `framer.frame_bound()`. With
+    /// `proxy_header`, it begins by receiving a PROXY header.
+    pub(super) fn new(
+        stream: Stream,
+        peer: Peer,
+        framer: Framer,
+        cap: usize,
+        proxy_header: bool,
+        now: Instant,
+    ) -> Connection {
         let fd = stream.raw_fd();
         Connection {
             stream,
             fd,
             peer,
-            phase: Phase::Open,
+            phase: if proxy_header { Phase::Header } else { Phase::Open },
+            header: proxy_header.then(Box::default),
             recv_armed: false,
             sending: None,
             outbox: Vec::new(),
@@ -143,6 +163,7 @@ impl Connection {
             cap,
             framer,
             partial: PartialFrame::default(),
+            oversize: None,
             cancel_queued: false,
             last_active: now,
             counts: ConnCounts::default(),
@@ -184,6 +205,7 @@ impl Connection {
                 }
                 (room > 0).then(|| room.min(buffer_size))
             }
+            Phase::Header => Some(self.cap.min(buffer_size)),
             Phase::Lingering => Some(buffer_size),
             Phase::PeerClosed | Phase::Refused | Phase::ShuttingDown | Phase::Closing => None,
         }
@@ -213,35 +235,35 @@ impl Connection {
         }
         self.counts.read(data.len());
         self.last_active = now;
+        let (whole, start) = self.split_frames(data);
+        if whole > 0 && start.is_empty() && self.sending.is_none() && self.owed() == 0 {
+            trace!("fd={} recv n={}: send from buffer {bid}{}", self.fd, data.len(), unframed(whole, data));
+            self.sending = Some(Sending::Provided { bid, len: whole });
+            return BufferUse::SendFromIt { len: whole };
+        }
+        trace!("fd={} recv n={}: {whole} queued behind owed={}", self.fd, data.len(), self.owed());
+        self.pending.push(&start); // a frame's start goes before its end
+        self.pending.push(&data[..whole]);
+        BufferUse::GiveBack
+    }
+
+    /// Where whole frames end in what was held and `data`: how many bytes of `data` end
+    /// whole frames, and the start of the first of them held from earlier recvs (empty if
+    /// none). The start of an unfinished frame is kept; a frame over the limit refuses the
+    /// connection (after the frames before it).
+    fn split_frames(&mut self, data: &[u8]) -> (usize, Vec<u8>) {
         let split = self.framer.split(self.partial.as_slice(), data);
         self.counts.frames(split.frames);
-        let (whole, rest) = data.split_at(split.whole);
-        let mut used = BufferUse::GiveBack;
-        if !whole.is_empty() && self.partial.is_empty() && self.sending.is_none() && self.owed() == 0 {
-            trace!("fd={} recv n={}: send {} from buffer {bid}", self.fd, data.len(), whole.len());
-            self.sending = Some(Sending::Provided { bid, len: whole.len() });
-            used = BufferUse::SendFromIt { len: whole.len() };
-        } else if !whole.is_empty() {
-            trace!(
-                "fd={} recv n={}: {} queued behind owed={}",
-                self.fd,
-                data.len(),
-                whole.len(),
-                self.owed()
-            );
-            self.pending.push(&self.partial.take()); // a frame's start goes before its end
-            self.pending.push(whole);
-        }
+        let start = if split.whole > 0 { self.partial.take() } else { Vec::new() };
         match split.rest {
-            Rest::Partial => self.partial.extend(rest, self.framer.frame_bound()),
+            Rest::Partial => self.partial.extend(&data[split.whole..], self.framer.frame_bound()),
             Rest::TooLarge(oversize) => {
-                let peer = self.named_peer();
-                warn!("{peer}: {oversize}: closing the connection after echoing the frames before it");
+                self.oversize = Some(oversize);
                 self.phase = Phase::Refused;
                 self.partial.take();
             }
         }
-        used
+        (split.whole, start)
     }
 
     /// The recv saw EOF: the client sends no more. A last line without its `\n` is whole
@@ -388,9 +410,14 @@ impl Connection {
         self.peer
     }
 
+    /// The frame over `--max-frame` that just refused it, if one did (once).
+    pub(super) fn take_oversize(&mut self) -> Option<Oversize> {
+        self.oversize.take()
+    }
+
     /// The client's address for a line that must name it: the one known, or asked of the
     /// kernel now (accepting asks only when debug lines will show it).
-    fn named_peer(&self) -> Peer {
+    pub(super) fn named_peer(&self) -> Peer {
         match self.peer {
             Peer(None) => peer_of(&self.stream),
             known => known,
@@ -413,10 +440,43 @@ impl Connection {
         self.counts.take_at_close()
     }
 
+    /// A recv completed into `data` while the PROXY header is not whole. `Ok(true)`: it is
+    /// now, and the connection is open (the bytes after the header wait in `pending` for
+    /// the next send); `Ok(false)`: not yet; `Err`: not a valid header (why). The provided
+    /// buffer goes back to the ring in every case.
+    pub(super) fn received_header(&mut self, data: &[u8], now: Instant) -> Result<bool, String> {
+        let Some(decoder) = self.header.as_deref_mut() else { return Ok(true) };
+        match proxy_header::feed(decoder, data, self.peer) {
+            HeaderStep::NeedMore => Ok(false),
+            HeaderStep::Invalid(why) => Err(why),
+            HeaderStep::Done { client, payload } => {
+                (self.header, self.peer, self.phase, self.last_active) = (None, client, Phase::Open, now);
+                if payload < data.len() {
+                    let rest = &data[payload..];
+                    self.counts.read(rest.len()); // the header's bytes are not the client's
+                    let (whole, start) = self.split_frames(rest);
+                    self.pending.push(&start);
+                    self.pending.push(&rest[..whole]);
+                }
+                Ok(true)
+            }
+        }
+    }
+
+    /// Its PROXY header is not whole yet (even while closing): it was never served.
+    pub(super) fn awaiting_header(&self) -> bool {
+        self.header.is_some()
+    }
+
     /// Bytes (received, sent back, still owed).
     pub(super) fn byte_counts(&self) -> (u64, u64, usize) {
         (self.counts.bytes_in(), self.counts.bytes_out(), self.owed())
     }
+}
+
+/// For the trace: how much of a recv's `data` goes out, when not all of it does.
+fn unframed(whole: usize, data: &[u8]) -> String {
+    if whole == data.len() { String::new() } else { format!(" ({whole} bytes of whole frames)") }
 }
 
 /// The client's address, for a log line (TCP only: Unix clients are unnamed).
@@ -439,7 +499,7 @@ mod tests {
     fn framed(framer: Framer, cap: usize) -> (Connection, UnixStream) {
         let (ours, theirs) = UnixStream::pair().unwrap();
         let stream = Stream::from_fd(ours.into(), false);
-        (Connection::new(stream, Peer(None), framer, cap, Instant::now()), theirs)
+        (Connection::new(stream, Peer(None), framer, cap, false, Instant::now()), theirs)
     }
 
     /// Lines: the whole ones go out of the buffer; a line cut by the end of a recv waits,

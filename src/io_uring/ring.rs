@@ -20,6 +20,7 @@ use io_uring::{IoUring, Probe, cqueue, opcode, squeue};
 
 use super::buffers::BufRing;
 use super::op::Op;
+use crate::lifecycle::wait_limit;
 use crate::net::interrupted;
 
 /// Submission queue slots. A full queue is flushed with an extra `io_uring_enter` (see
@@ -216,6 +217,7 @@ impl Ring {
 
     /// Queue a poll for `fd` becoming readable (the shutdown eventfd).
     pub(super) fn poll_readable(&mut self, fd: RawFd, op: Op) -> io::Result<()> {
+        log::trace!("queue poll on WAKER (the shutdown eventfd) for readable");
         let poll = opcode::PollAdd::new(Fd(fd), libc::POLLIN as u32);
         self.push_pointerless(&poll.build().user_data(op.encode()))
     }
@@ -224,6 +226,7 @@ impl Ring {
     /// bytes arrive (none is taken while the socket is quiet).
     pub(super) fn recv_provided(&mut self, fd: RawFd, len: usize, op: Op) -> io::Result<()> {
         let len = len.min(self.buffers.buffer_size()) as u32; // a buffer's size fits in 32 bits
+        log::trace!("queue recv fd={fd}: up to {len} bytes, into a provided buffer");
         let recv = opcode::Recv::new(Fd(fd), std::ptr::null_mut(), len)
             .buf_group(self.buffers.group())
             .ioprio(RECV_POLL_FIRST)
@@ -237,6 +240,7 @@ impl Ring {
     /// The caller gives `bid` back to the ring only after this send's completion.
     pub(super) fn send_provided(&mut self, fd: RawFd, bid: u16, len: usize, op: Op) -> io::Result<()> {
         let data = self.buffers.data(bid, len); // checks that the bytes lie inside the pool
+        log::trace!("queue send fd={fd} n={len} from buffer {bid} (MSG_DONTWAIT)");
         let send = opcode::Send::new(Fd(fd), data.as_ptr(), len as u32)
             .flags(libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
             .build()
@@ -254,6 +258,7 @@ impl Ring {
     /// has been reaped: the kernel reads it meanwhile, on its own time.
     pub(super) unsafe fn send(&mut self, fd: RawFd, data: &[u8], op: Op) -> io::Result<()> {
         let len = u32::try_from(data.len()).unwrap_or(u32::MAX); // a short send does the rest
+        log::trace!("queue send fd={fd} n={len} from the outbox");
         let send = opcode::Send::new(Fd(fd), data.as_ptr(), len).flags(libc::MSG_NOSIGNAL).build();
         // SAFETY: the caller keeps `data` in place until the completion (this fn's contract).
         unsafe { self.push(&send.user_data(op.encode())) }
@@ -267,6 +272,7 @@ impl Ring {
 
     /// Cancel every request on descriptor `fd`.
     pub(super) fn cancel_fd(&mut self, fd: RawFd) -> io::Result<()> {
+        log::trace!("queue cancel of every request on fd={fd}");
         let cancel = opcode::AsyncCancel2::new(CancelBuilder::fd(Fd(fd)).all());
         self.push_pointerless(&cancel.build().user_data(Op::Cancel.encode()))
     }
@@ -286,6 +292,7 @@ impl Ring {
     unsafe fn push(&mut self, entry: &squeue::Entry) -> io::Result<()> {
         // SAFETY: the caller keeps what `entry` points to alive until its completion.
         while unsafe { self.uring.submission().push(entry) }.is_err() {
+            log::trace!("enter: the submission queue is full: submit {SQ_ENTRIES}, wait 0");
             match self.uring.submit() {
                 Ok(_) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
@@ -305,6 +312,11 @@ impl Ring {
     /// `timeout` passes: one `io_uring_enter` per loop turn. A timeout, a signal or a full
     /// completion queue is an ordinary return: the caller reaps, runs its timers, comes back.
     pub(super) fn enter(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        log::trace!(
+            "enter: submit {}, wait 1 (timeout {})",
+            self.uring.submission().len(),
+            wait_limit(timeout)
+        );
         let result = match timeout {
             None => self.uring.submit_and_wait(1),
             Some(timeout) => {
@@ -313,13 +325,15 @@ impl Ring {
                 self.uring.submitter().submit_with_args(1, &args)
             }
         };
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::ETIME) => Ok(()), // a timer is due
-            Err(e) if interrupted(&e) => Ok(()),                       // a signal
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Ok(()), // reap first
-            Err(e) => Err(e),
-        }
+        let why = match result {
+            Ok(_) => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ETIME) => "timed out: a timer is due",
+            Err(e) if interrupted(&e) => "interrupted by a signal",
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => "the completion queue is full: reap first",
+            Err(e) => return Err(e),
+        };
+        log::trace!("enter: {why}");
+        Ok(())
     }
 
     /// Move every completion the kernel has posted into `into` (so the handlers may queue

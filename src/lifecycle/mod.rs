@@ -11,6 +11,8 @@
 //!   blocking models.
 //! - `linger.rs`: when a connection the server ends must linger before it closes, and when
 //!   it may close.
+//! - `proxy_header.rs`: `--proxy-protocol`, a connection's first phase: its PROXY header,
+//!   read, checked and consumed before anything is echoed.
 //!
 //! A datagram has a life too, shorter: it is counted, then answered, unless it comes from a
 //! port never answered ([`admit_datagram`], for the event loop's UDP sockets and the blocking
@@ -22,10 +24,11 @@
 mod admission;
 mod idle;
 pub mod linger;
+pub mod proxy_header;
 
 use std::fmt;
-
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use log::debug;
 use slab::Slab;
@@ -44,6 +47,23 @@ pub struct ConnId(pub usize);
 impl fmt::Display for ConnId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
+    }
+}
+
+/// How long a loop may wait in the kernel (until its earliest timer), as its trace says
+/// it: `20ms` (rounded up, as the kernel takes it), or `none`: until something happens.
+pub fn wait_limit(timeout: Option<Duration>) -> impl fmt::Display {
+    WaitLimit(timeout)
+}
+
+struct WaitLimit(Option<Duration>);
+
+impl fmt::Display for WaitLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            None => f.write_str("none"),
+            Some(timeout) => write!(f, "{}ms", timeout.as_micros().div_ceil(1000)),
+        }
     }
 }
 
@@ -87,5 +107,18 @@ const SLAB_KEEP: usize = 1024;
 pub fn release_crowd<T>(connections: &mut Slab<T>) {
     if connections.is_empty() && connections.capacity() > SLAB_KEEP {
         connections.shrink_to_fit();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wait_limit_reads_in_whole_milliseconds() {
+        assert_eq!(wait_limit(None).to_string(), "none");
+        assert_eq!(wait_limit(Some(Duration::ZERO)).to_string(), "0ms");
+        assert_eq!(wait_limit(Some(Duration::from_micros(19_001))).to_string(), "20ms");
+        assert_eq!(wait_limit(Some(Duration::from_secs(5))).to_string(), "5000ms");
     }
 }

@@ -1,5 +1,6 @@
 //! `--compare` beyond the built-in models: the churn and UDP rows, any server given as
-//! `--server NAME='CMD {addr}'`, and the reference peers with `--references`.
+//! `--server NAME='CMD {addr}'` (socat and ncat among them), the reference peers with
+//! `--references`, the fairness scenario, and `--find-max` for every server.
 //! (Only with the `bench` feature, which brings the subcommand.)
 #![cfg(feature = "bench")]
 
@@ -170,4 +171,96 @@ fn compare_against_the_real_reference_peers() {
     let models = "event-loop,peer-epoll,peer-tokio,peer-udp";
     let runs = clean_runs(&compare(models, "latency,churn,udp-small", &["--references"]));
     assert_eq!(runs.len(), 8, "3 × latency and churn, 2 × udp-small");
+}
+
+/// The fairness scenario: the small connections' p99 and p99.9 alone and beside the
+/// stream, and the stream's throughput, at the top of its JSON; the three runs behind them
+/// clean; a row of its own in the table.
+#[test]
+fn compare_measures_fairness_beside_a_stream() {
+    let run = compare("event-loop", "fairness", &[]);
+    let runs = clean_runs(&run);
+    let outcome = &runs[0]["outcome"];
+    assert_eq!(outcome["kind"].as_str(), Some("fairness"), "{outcome}");
+    for pair in ["small_p99_us", "small_p999_us"] {
+        for side in ["alone", "beside_stream"] {
+            assert!(outcome[pair][side].as_f64().unwrap() > 0.0, "{pair}.{side}: {outcome}");
+        }
+    }
+    assert!(outcome["stream_mib_per_s"].as_f64().unwrap() > 0.0, "{outcome}");
+    assert_eq!(outcome["small"]["connections"].as_u64(), Some(100), "{outcome}");
+    assert_eq!(outcome["stream"]["size"].as_u64(), Some(65536), "{outcome}");
+    for part in ["alone", "beside_stream", "stream"] {
+        let r = &outcome["runs"][part];
+        assert_eq!((r["errors"].as_u64(), r["mismatches"].as_u64()), (Some(0), Some(0)), "{part}: {r}");
+    }
+    // The small connections ran open loop at 5000/s in all, alone and beside the stream.
+    assert_eq!(outcome["runs"]["beside_stream"]["rate"]["asked_per_s"].as_f64(), Some(5000.0));
+    assert_eq!(outcome["runs"]["stream"]["connections"].as_u64(), Some(1));
+}
+
+/// `--compare --find-max`: each server's highest sustainable rate, its steps in the JSON,
+/// a row that says what was searched for, and one chart of every server's curve.
+#[test]
+fn compare_finds_each_servers_highest_sustainable_rate() {
+    let svg = std::env::temp_dir().join(format!("echoloop-compare-find-max-{}.svg", std::process::id()));
+    let server = format!("threads={ECHOLOOP} serve -q --model thread-per-conn {{addr}}");
+    let run = compare(
+        "event-loop,threads",
+        "small-many",
+        &["--find-max", "--slo", "p99=20ms", "--svg", svg.to_str().unwrap(), "--server", &server],
+    );
+    let chart = std::fs::read_to_string(&svg);
+    let _ = std::fs::remove_file(&svg);
+    let runs = clean_runs(&run);
+    assert_eq!(runs.len(), 2);
+    for r in &runs {
+        let outcome = &r["outcome"];
+        assert_eq!(outcome["kind"].as_str(), Some("find_max"), "{outcome}");
+        let steps = outcome["steps"].as_array().unwrap();
+        assert!((2..=12).contains(&steps.len()), "{outcome}");
+        assert_eq!(outcome["slo"]["limit_us"].as_f64(), Some(20_000.0), "{outcome}");
+    }
+    let chart = chart.expect("the chart was drawn");
+    assert!(
+        chart.contains("event-loop") && chart.contains("threads") && chart.contains("SLO"),
+        "{chart:.300}"
+    );
+}
+
+/// Servers nobody here wrote, as a new user would run them: socat (a process forked per
+/// connection, exit status 143 on SIGTERM) and ncat (`-k -e /bin/cat`: a `cat` per
+/// connection), given `{host}` and `{port}`. Both stop cleanly; their CPU and memory are
+/// those of every process they started, not of the parent alone.
+#[test]
+fn compare_counts_forking_servers_whole() {
+    let missing: Vec<&str> = ["socat", "ncat"].into_iter().filter(|p| !on_path(p)).collect();
+    if !missing.is_empty() {
+        eprintln!("skipped: {} not installed (apt-get install socat ncat)", missing.join(", "));
+        return;
+    }
+    let run = compare(
+        "socat,ncat",
+        "small-many",
+        &[
+            "--server",
+            "socat=socat TCP-LISTEN:{port},bind={host},fork,reuseaddr PIPE",
+            "--server",
+            "ncat=ncat -l -k {host} {port} -e /bin/cat",
+        ],
+    );
+    for r in clean_runs(&run) {
+        let outcome = &r["outcome"];
+        assert!(outcome["msgs"].as_u64().unwrap() > 0, "{r}");
+        // 100 connections at full speed keep the children busy: the parent alone is idle.
+        assert!(outcome["server_cpu"].as_f64().unwrap() > 0.05, "CPU of the parent alone? {r}");
+        assert!(r["server_peak_rss"].as_u64().unwrap() > 1 << 20, "{r}");
+    }
+    assert!(!run.stderr.contains("exit status: 143"), "{}", run.stderr);
+}
+
+/// Whether `program` is on `PATH`.
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }

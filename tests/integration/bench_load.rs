@@ -127,6 +127,12 @@ fn a_generator_that_cannot_keep_up_is_marked_behind() {
     assert!(report["rate"]["sent_per_s"].as_f64().unwrap() < 5e6, "{report}");
     assert_eq!(report["mismatches"].as_u64(), Some(0), "{report}");
     assert!(run.stderr.contains("fell behind its --rate schedule"), "stderr: {}", run.stderr);
+    // Not valid, and why; how late the sends were.
+    assert_eq!(report["valid"].as_bool(), Some(false), "{report}");
+    let warnings = report["warnings"].as_array().unwrap();
+    assert!(warnings.iter().any(|w| w.as_str().unwrap().contains("fell behind")), "{report}");
+    assert_eq!(report["generator"]["delay"]["kind"].as_str(), Some("send-lateness"), "{report}");
+    assert!(report["generator"]["delay"]["p99_us"].as_f64().unwrap() >= 999.0, "{report}");
 }
 
 /// Churn against the event loop: connections open, echo, close; each verified; the server

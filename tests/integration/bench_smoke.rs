@@ -1,5 +1,6 @@
-//! `echoloop bench`: it measures a real server, reports JSON, catches a server that
-//! corrupts its echo, refuses to load other machines, and `--compare` runs end to end.
+//! `echoloop bench`: it measures a real server, reports JSON (with the generator's own
+//! threads and lateness), catches a server that corrupts its echo, and `--compare` runs end
+//! to end.
 //! Durations are a fraction of a second: these tests check behaviour, never speed.
 //! (Only with the `bench` feature, which brings the subcommand.)
 #![cfg(feature = "bench")]
@@ -63,6 +64,14 @@ fn measures_an_in_process_server() {
     assert!(report["latency"]["p99_us"].as_f64().unwrap() > 0.0, "{report}");
     assert_eq!((report["errors"].as_u64(), report["mismatches"].as_u64()), (Some(0), Some(0)), "{report}");
     assert_eq!(report["connections"].as_u64(), Some(4));
+    // The generator's own thread and its scheduling delay, and whether it set the pace.
+    assert_eq!(report["generator"]["thread_cpu"].as_array().map(Vec::len), Some(1), "{report}");
+    assert_eq!(report["generator"]["delay"]["kind"].as_str(), Some("scheduling-delay"), "{report}");
+    assert_eq!(
+        report["valid"].as_bool(),
+        Some(report["warnings"].as_array().unwrap().is_empty()),
+        "{report}"
+    );
     // Every byte the server echoed was one the bench sent and checked.
     let summary = server.stop();
     assert!(summary.bytes_echoed >= report["total_msgs"].as_u64().unwrap() * 1000, "{summary}");
@@ -188,14 +197,6 @@ fn no_server_is_a_clear_error() {
     assert!(run.stderr.contains("cannot connect to 127.0.0.1"), "stderr: {}", run.stderr);
 }
 
-/// Load goes to this machine only: any other address is refused before a packet is sent.
-#[test]
-fn refuses_non_loopback_addresses() {
-    let run = bench(&["192.0.2.1:7878", "--duration", "0.2"]);
-    assert_eq!(run.code, 2);
-    assert!(run.stderr.contains("not a loopback address"), "stderr: {}", run.stderr);
-}
-
 /// `--compare` on a tiny duration, two rounds: starts each server itself, prints the table,
 /// writes JSON and SVG, and exits 0.
 #[test]
@@ -250,6 +251,12 @@ fn compare_runs_end_to_end() {
     }
     let svg = svg.expect("SVG written");
     assert!(svg.contains("<svg") && svg.contains("event-loop-w2"), "not a chart: {svg:.200}");
+    for panel in ["msgs/s (higher is better)", "p99 round trip", "server CPU per message"] {
+        assert!(svg.contains(panel), "no {panel:?} panel: {svg:.300}");
+    }
+    // One line per cell on stderr, though it is not a terminal.
+    assert!(run.stderr.contains("[1/12] event-loop · latency: "), "stderr: {}", run.stderr);
+    assert!(run.stderr.contains("[12/12] event-loop-w2 · idle: "), "stderr: {}", run.stderr);
 }
 
 /// `--compare` starts the models named, as command lines with a free port for `{addr}`,
@@ -293,10 +300,10 @@ fn compare_refuses_an_unknown_model() {
     assert!(run.stderr.contains(want), "stderr: {}", run.stderr);
 }
 
-/// A server that cannot start is a problem of its run, said with the cause, and the
-/// comparison fails.
+/// A server whose program is not there is found before the comparison starts: a usage
+/// error naming the server and the program, and no cell runs.
 #[test]
-fn compare_reports_a_server_that_cannot_start() {
+fn compare_checks_every_server_before_the_first_cell() {
     let missing = std::env::temp_dir().join(format!("echoloop-missing-{}", std::process::id()));
     let run = bench(&[
         "--compare",
@@ -309,9 +316,35 @@ fn compare_reports_a_server_that_cannot_start() {
         "--server-exe",
         missing.to_str().unwrap(),
     ]);
+    assert_eq!(run.code, 2, "stdout: {}", run.stdout_text());
+    let want = format!("server 'event-loop': program '{}' not found", missing.display());
+    assert!(run.stderr.contains(&want), "stderr: {}", run.stderr);
+    assert!(!run.stderr.contains("[1/"), "a cell ran: {}", run.stderr);
+    assert!(run.stdout.is_empty(), "{}", run.stdout_text());
+}
+
+/// A server that starts but never listens fails the check too (a failed run, exit 1),
+/// with its stderr, before any cell runs; one that listens is checked on stderr.
+#[test]
+fn compare_reports_a_server_that_does_not_listen() {
+    let run = bench(&[
+        "--compare",
+        "--server",
+        "mute=sh -c 'echo no socket for {port} >&2; exit 3'",
+        "--models",
+        "event-loop,mute",
+        "--scenarios",
+        "latency",
+        "--duration",
+        "0.2",
+    ]);
     assert_eq!(run.code, 1, "stdout: {}", run.stdout_text());
-    let table = run.stdout_text();
-    assert!(table.contains("| 1 conn · 64 B | failed ⚠ |"), "{table}");
-    assert!(table.contains(&format!("server did not start: cannot start {}", missing.display())), "{table}");
-    assert!(run.stderr.contains("1 of 1 runs had problems"), "stderr: {}", run.stderr);
+    assert!(run.stderr.contains("checked event-loop: listens, and stops on SIGTERM"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("before the comparison: server 'mute': exited (exit status: 3)"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("stderr: no socket for "), "{}", run.stderr);
+    assert!(!run.stderr.contains("[1/"), "a cell ran: {}", run.stderr);
 }

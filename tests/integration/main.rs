@@ -48,6 +48,11 @@ mod bench_compare;
 mod bench_frames;
 /// Open loop (`--rate`), `--mode churn`, `--connect-timeout`.
 mod bench_load;
+/// `--hdr-log` and `--csv` read back, `--find-max`, `--threads` with `--pin`.
+mod bench_logs;
+/// Any host: `bench` and `client` across a network of namespaces, by address and by name;
+/// connect failures in one line.
+mod bench_netns;
 /// The load generator and `--compare`: JSON, verification, corruption detection.
 mod bench_smoke;
 /// Chaos: well-behaved and hostile clients at once; no byte lost, no descriptor leaked.
@@ -64,6 +69,8 @@ mod echo;
 mod framing;
 /// Half-close: the client's EOF does not cut its echo short.
 mod half_close;
+/// A real HAProxy in front: PROXY v2, /readyz health checks, a rolling restart with --drain.
+mod haproxy;
 /// `--idle-timeout`: silent connections are closed, active ones are not.
 mod idle;
 /// Man pages, shell completions, and privileged ports.
@@ -78,12 +85,20 @@ mod limits;
 mod listeners;
 /// The live statistics line (`--stats-interval`, SIGUSR1) and `--summary-json`.
 mod live_stats;
+/// A client cannot flood the log: oversize frames and refused connections counted, not each logged.
+mod log_flood;
+/// `--metrics`: exact counters in every model, /livez, /readyz through a drain, the endpoint's errors.
+mod metrics;
 /// A real network: namespaces, a shaped veth link, exact echo, idle timeout and grace.
 mod netns;
 /// sd_notify: READY after the listening lines, STOPPING, STATUS, watchdog pings.
 mod notify;
 /// Partial writes: tiny socket buffers, pending bytes, WRITABLE interest.
 mod partial_writes;
+/// A real Prometheus: promtool accepts the exposition; a server scrapes what the test did.
+mod prometheus;
+/// `--proxy-protocol`: headers split at every byte, LOCAL, refusals, the bench's headers.
+mod proxy_protocol;
 /// Regressions and hostile clients.
 mod regression;
 /// Faults found by attacking the server: Unix socket files, the start-up signal window, the back-off log, limits.

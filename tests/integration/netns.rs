@@ -28,20 +28,21 @@ use crate::variants::Variant;
 
 /// How the link is shaped, the same in both directions.
 #[derive(Debug, Clone, Copy)]
-struct Shape {
+pub(crate) struct Shape {
     /// tbf rate, as `tc` reads it (`40mbit`).
-    rate: &'static str,
+    pub(crate) rate: &'static str,
     /// tbf queue in bytes: packets beyond it are dropped.
-    limit: u32,
+    pub(crate) limit: u32,
     /// The MTU of the server's and of the client's end.
-    mtu: (u32, u32),
+    pub(crate) mtu: (u32, u32),
 }
 
-/// Two namespaces joined by a shaped veth pair; deleted on drop.
-struct Link {
-    server_ns: String,
-    client_ns: String,
-    server_ip: Ipv4Addr,
+/// Two namespaces joined by a shaped veth pair; deleted on drop. (The load generator's
+/// tests in `bench_netns` use it too.)
+pub(crate) struct Link {
+    pub(crate) server_ns: String,
+    pub(crate) client_ns: String,
+    pub(crate) server_ip: Ipv4Addr,
     shape: Shape,
 }
 
@@ -49,7 +50,7 @@ struct Link {
 static LINKS: AtomicU32 = AtomicU32::new(0);
 
 /// Run `program ARGS`; `Err` with its stderr if it fails.
-fn sh(program: &str, args: &[&str]) -> Result<String, String> {
+pub(crate) fn sh(program: &str, args: &[&str]) -> Result<String, String> {
     let out = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
@@ -64,7 +65,7 @@ fn sh(program: &str, args: &[&str]) -> Result<String, String> {
 
 impl Link {
     /// Make the namespaces and the shaped link, or say in one line why not (and `None`).
-    fn new(test: &str, shape: Shape) -> Option<Link> {
+    pub(crate) fn new(test: &str, shape: Shape) -> Option<Link> {
         let n = LINKS.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
         let link = Link {
@@ -107,7 +108,7 @@ impl Link {
 
     /// Start `echoloop serve FLAGS SERVER_IP:0` inside the server namespace. (`ip netns
     /// exec` execs the program, so the PID is the server's own.)
-    fn serve(&self, flags: &[&str]) -> Bin {
+    pub(crate) fn serve(&self, flags: &[&str]) -> Bin {
         let addr = format!("{}:0", self.server_ip);
         let mut args = vec!["netns", "exec", &self.server_ns, env!("CARGO_BIN_EXE_echoloop"), "serve"];
         args.extend_from_slice(flags);

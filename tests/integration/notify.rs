@@ -69,7 +69,15 @@ impl Manager {
     fn receive_one(&mut self, limit: Duration) -> bool {
         self.socket.set_read_timeout(Some(limit.max(Duration::from_millis(1)))).unwrap();
         let mut buf = [0; 4096];
-        let Ok(n) = self.socket.recv(&mut buf) else { return false };
+        let n = loop {
+            match self.socket.recv(&mut buf) {
+                Ok(n) => break n,
+                // A recv with a timeout is not restarted after an interruption, and io_uring
+                // task work (the io-uring variant's probe ring, made on this thread) is one.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => return false,
+            }
+        };
         let now = Instant::now();
         for line in String::from_utf8_lossy(&buf[..n]).lines() {
             self.received.push((now, line.to_string()));

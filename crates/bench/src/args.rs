@@ -9,22 +9,26 @@ use clap::Args;
 
 use crate::compare::CompareOptions;
 use crate::error::Error;
+use crate::findmax::Slo;
 use crate::framing::{Framing, Sizes};
+use crate::intervals::IntervalOptions;
+use crate::proxy::ProxyVersion;
 use crate::run::{ChaosOptions, Load};
 use crate::scenario::Scenario;
 use crate::server::{self, Catalog, ServerSpec};
 use crate::single::{Mode, SingleOptions};
-use crate::target::{DEFAULT_TARGET, Target};
+use crate::target::{Address, DEFAULT_TARGET};
 
 /// `echoloop bench`: load a server and measure it, verifying every echoed byte; or, with
 /// `--compare`, start each server in turn and put the same scenarios on each.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
-    /// The server to load: HOST:PORT, [V6]:PORT, PORT, unix:PATH or udp:HOST:PORT (an RFC 862
-    /// UDP echo service), on this machine only (loopback or a Unix socket). Not used with
-    /// --compare, which starts its own servers.
+    /// The server to load, on this machine or another: HOST:PORT, [V6]:PORT, PORT
+    /// (127.0.0.1:PORT), NAME:PORT (resolved once, before connecting), unix:PATH, or
+    /// udp:HOST:PORT (an RFC 862 UDP echo service). Not used with --compare, which starts
+    /// its own servers.
     #[arg(default_value = DEFAULT_TARGET)]
-    addr: Target,
+    addr: Address,
     /// Connections to open (one at a time, each answering a 1-byte ping before the next);
     /// churn: connections at once; UDP: sockets.
     #[arg(short, long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
@@ -49,7 +53,8 @@ pub struct BenchArgs {
     train: Option<u32>,
     /// Open loop: R messages per second over all connections (K/M suffixes: 50K), each sent
     /// when due whether or not earlier echoes are back; latency counts from the due time
-    /// (as wrk2 -R). In --mode churn, connections per second.
+    /// (as wrk2 -R). In --mode churn, connections per second. With --find-max, the first
+    /// rate tried.
     #[arg(long, value_name = "R", value_parser = parse_rate)]
     rate: Option<f64>,
     /// Seconds measured (decimals allowed); in --mode idle, how long to hold the connections.
@@ -60,8 +65,37 @@ pub struct BenchArgs {
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     warmup: Option<Duration>,
     /// Load-generator threads, each a mio event loop over its share of the connections.
+    /// Give the generator more cores than the server has: each thread's CPU use is
+    /// reported, and a thread at 95% marks the run invalid.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: u16,
+    /// Pin the load generator's threads, thread i to the i-th of CPUS, round robin (CPUS:
+    /// 1,3 or 2-3). With --compare, bare: every server on CPU 0 and the load generator on
+    /// CPU 1; with CPUS: every server on CPU 0 and the generator's threads on CPUS.
+    #[arg(long, value_name = "CPUS", num_args = 0..=1)]
+    pin: Option<Option<Cpus>>, // spelled out: clap recognises `Option<Option<_>>` only literally
+    /// Find the highest open-loop rate the server sustains: step --rate (each step one
+    /// --warmup and one --duration) up, then by bisection, to the highest rate at which at
+    /// least 99% of it is answered and --slo holds; 12 steps at most. With --compare, each
+    /// server's, in each echo scenario (default: small-many).
+    #[arg(long, requires = "slo", conflicts_with_all = ["pipeline", "mode", "hdr_log", "csv", "interval"])]
+    find_max: bool,
+    /// With --find-max: the latency objective, PERCENTILE=DURATION (p50, p90, p99 or p999;
+    /// us, ms or s), as in p99=2ms.
+    #[arg(long, value_name = "pNN=DUR", requires = "find_max")]
+    slo: Option<Slo>,
+    /// Write the measured round trips as an HdrHistogram interval log (V2: one compressed
+    /// histogram per --interval, in nanoseconds), for HdrHistogram's own tools.
+    #[arg(long, value_name = "PATH")]
+    hdr_log: Option<PathBuf>,
+    /// Write one CSV row per --interval: time_s, sent, echoed, msgs_per_s, p50_us, p99_us,
+    /// p999_us, max_us, errors.
+    #[arg(long, value_name = "PATH")]
+    csv: Option<PathBuf>,
+    /// Seconds per interval of --hdr-log and --csv (default 1); also prints a line per
+    /// interval while the run goes, when stderr is a terminal.
+    #[arg(long, value_name = "SECS", value_parser = parse_interval)]
+    interval: Option<Duration>,
     /// echo: keep messages flowing and measure; idle: open the connections, hold them, and
     /// report how many succeeded (for memory-per-connection studies); churn: connect, echo
     /// one message, close, again and again; chaos: the echo clients beside hostile ones,
@@ -80,6 +114,11 @@ pub struct BenchArgs {
     /// memory and descriptors (without it, chaos looks for the process listening on ADDR).
     #[arg(long, value_name = "PID")]
     server_pid: Option<u32>,
+    /// Begin each connection with a PROXY protocol header naming its own ends (v1 text or
+    /// v2 binary), as a load balancer would, for a server run with `serve --proxy-protocol`.
+    /// Stream targets only; the hostile clients of --mode chaos send none.
+    #[arg(long, value_enum, value_name = "VERSION")]
+    proxy_protocol: Option<ProxyVersion>,
     /// Busy-poll instead of sleeping in epoll_wait: round trips then exclude the load
     /// generator's own wake-up, at the price of a whole CPU.
     #[arg(long)]
@@ -92,14 +131,15 @@ pub struct BenchArgs {
     /// thread-per-conn, blocking, io-uring) on a free port, run every scenario against each,
     /// and print one side-by-side table.
     #[arg(long, conflicts_with_all = ["addr", "connections", "size", "pipeline", "mode", "spin", "rate",
-                                      "framing", "hostile", "server_pid"])]
+                                      "framing", "hostile", "server_pid", "hdr_log", "csv", "interval",
+                                      "proxy_protocol"])]
     compare: bool,
     /// With --compare: which servers, by name, comma separated (default: all).
     #[arg(long, value_name = "NAMES", value_delimiter = ',', requires = "compare")]
     models: Vec<String>,
     /// With --compare: one more server, NAME='COMMAND ARGS', where {addr} in the command
-    /// stands for the 127.0.0.1:PORT it must listen on (split like a shell would, but run
-    /// without one). Repeatable; --models can name it.
+    /// stands for the 127.0.0.1:PORT it must listen on, or {host} and {port} for its parts
+    /// (split like a shell would, but run without one). Repeatable; --models can name it.
     #[arg(long = "server", value_name = "NAME=CMD", requires = "compare", value_parser = parse_server)]
     servers: Vec<ServerSpec>,
     /// With --compare: also the reference servers peer-epoll (a bare epoll loop) and
@@ -109,16 +149,14 @@ pub struct BenchArgs {
     /// With --compare: which scenarios, comma separated (default: all).
     #[arg(long, value_enum, value_delimiter = ',', requires = "compare")]
     scenarios: Vec<Scenario>,
-    /// With --compare: run each server on CPU 0 and the load generator on CPU 1.
-    #[arg(long, requires = "compare")]
-    pin: bool,
     /// With --compare: run every cell R times, interleaved (A B C A B C), and show each
     /// cell's median round; worth it on a noisy machine.
     #[arg(long, value_name = "R", default_value_t = 1, requires = "compare",
           value_parser = clap::value_parser!(u16).range(1..=100))]
     rounds: u16,
-    /// With --compare: also draw the results as an SVG chart at PATH.
-    #[arg(long, value_name = "PATH", requires = "compare")]
+    /// With --compare or --find-max: also draw the results as an SVG chart at PATH (with
+    /// --find-max, latency against throughput).
+    #[arg(long, value_name = "PATH")]
     svg: Option<PathBuf>,
     /// With --compare: the echoloop binary to start the servers from (default: this one),
     /// for comparing two builds.
@@ -156,13 +194,26 @@ impl BenchArgs {
             return Err(Error::Usage("--hostile is for --mode chaos".into()));
         }
         if let Some(train) = self.train
-            && (!matches!(self.addr, Target::Udp(_)) || train > self.pipeline)
+            && (!matches!(self.addr, Address::Udp(_)) || train > self.pipeline)
         {
             return Err(Error::Usage("--train is for udp: targets, and at most --pipeline".into()));
+        }
+        if self.proxy_protocol.is_some() && matches!(self.addr, Address::Udp(_)) {
+            return Err(Error::Usage("--proxy-protocol is for stream targets, not udp:".into()));
         }
         if self.rate.is_some() && self.mode == Mode::Idle {
             return Err(Error::Usage("--rate is for messages or connections; --mode idle sends none".into()));
         }
+        if self.svg.is_some() && !self.find_max {
+            return Err(Error::Usage("--svg draws --compare or --find-max".into()));
+        }
+        let pin = match &self.pin {
+            Some(None) => {
+                return Err(Error::Usage("--pin takes CPUS without --compare, as in --pin 1".into()));
+            }
+            Some(Some(cpus)) => cpus.on_this_machine()?,
+            None => Vec::new(),
+        };
         let load = Load {
             connections: self.connections as usize,
             sizes: self.size,
@@ -174,23 +225,50 @@ impl BenchArgs {
             threads: usize::from(self.threads),
             spin: self.spin,
             connect_timeout: self.connect_timeout,
+            proxy: self.proxy_protocol,
+            pin,
         };
         let chaos =
             ChaosOptions { hostile: usize::from(self.hostile.unwrap_or(2)), server_pid: self.server_pid };
         let train = self.train.map_or(1, |n| n as usize);
         Ok(SingleOptions {
-            target: self.addr.clone(),
+            address: self.addr.clone(),
             mode: self.mode,
             load,
             chaos,
             json: self.json.clone(),
             train,
+            intervals: self.intervals(),
+            find_max: self.slo,
+            svg: self.svg.clone(),
+        })
+    }
+
+    /// `--hdr-log`, `--csv`, `--interval`, when any is given.
+    fn intervals(&self) -> Option<IntervalOptions> {
+        if self.hdr_log.is_none() && self.csv.is_none() && self.interval.is_none() {
+            return None;
+        }
+        Some(IntervalOptions {
+            every: self.interval.unwrap_or(Duration::from_secs(1)),
+            hdr_log: self.hdr_log.clone(),
+            csv: self.csv.clone(),
+            live: self.interval.is_some(),
         })
     }
 
     fn comparison(&self, catalog: &Catalog) -> Result<CompareOptions, Error> {
-        let scenarios =
-            if self.scenarios.is_empty() { Scenario::ALL.to_vec() } else { self.scenarios.clone() };
+        let scenarios = match (self.scenarios.is_empty(), self.find_max) {
+            (true, false) => Scenario::ALL.to_vec(),
+            (true, true) => vec![Scenario::SmallMany],
+            (false, _) => self.scenarios.clone(),
+        };
+        if let Some(other) = scenarios.iter().find(|s| self.find_max && !s.is_echo()) {
+            return Err(Error::Usage(format!(
+                "--find-max searches echo scenarios (latency, small-many, medium, bulk, many), not {}",
+                other.name()
+            )));
+        }
         let mut known = catalog.servers.clone();
         if self.references {
             known.extend(server::present(&catalog.references)?);
@@ -202,11 +280,16 @@ impl BenchArgs {
             warmup: self.warmup.unwrap_or(Duration::from_millis(500)),
             duration: self.duration.unwrap_or(Duration::from_secs(2)),
             threads: usize::from(self.threads),
-            pin: self.pin,
+            pin: self.pin.is_some(),
+            generator_pin: match self.pin.clone().flatten() {
+                Some(cpus) => cpus.on_this_machine()?,
+                None => Vec::new(),
+            },
             rounds: usize::from(self.rounds),
             json: self.json.clone(),
             svg: self.svg.clone(),
             ratio: catalog.ratio.clone(),
+            find_max: self.slo,
         })
     }
 }
@@ -219,6 +302,52 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
     let secs = s.parse::<f64>().ok().filter(|secs| (0.0..=MAX_SECS).contains(secs));
     secs.and_then(|secs| Duration::try_from_secs_f64(secs).ok())
         .ok_or_else(|| format!("'{s}' is not a number of seconds from 0 to {MAX_SECS}"))
+}
+
+/// `--interval`: seconds, at least 0.01.
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let every = parse_secs(s)?;
+    if every < Duration::from_millis(10) {
+        return Err(format!("'{s}': an interval is at least 0.01 seconds"));
+    }
+    Ok(every)
+}
+
+/// `--pin CPUS`: CPU numbers, comma separated, with ranges: `1`, `1,3`, `2-3`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cpus(pub Vec<usize>);
+
+impl Cpus {
+    /// The CPUs, if this machine has them all.
+    fn on_this_machine(&self) -> Result<Vec<usize>, Error> {
+        let count = crate::sys::configured_cpus();
+        match self.0.iter().find(|cpu| **cpu >= count) {
+            Some(cpu) => Err(Error::Usage(format!(
+                "--pin: there is no CPU {cpu}; this machine has CPUs 0-{}",
+                count - 1
+            ))),
+            None => Ok(self.0.clone()),
+        }
+    }
+}
+
+impl std::str::FromStr for Cpus {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Cpus, String> {
+        let bad = || format!("'{s}': expected CPU numbers, as in 1 or 1,3 or 2-3");
+        let mut cpus = Vec::new();
+        for part in s.split(',') {
+            let (low, high) = part.split_once('-').unwrap_or((part, part));
+            let (low, high): (usize, usize) =
+                (low.trim().parse().map_err(|_| bad())?, high.trim().parse().map_err(|_| bad())?);
+            if low > high || high >= libc::CPU_SETSIZE as usize {
+                return Err(bad());
+            }
+            cpus.extend(low..=high);
+        }
+        Ok(Cpus(cpus))
+    }
 }
 
 /// `--size`: one size, or `MIN-MAX`.
@@ -333,7 +462,7 @@ mod tests {
     fn flags_and_defaults_make_a_single_run() {
         let args = parse(&["unix:/tmp/e.sock", "-c", "3", "--size", "4K", "--json"]).unwrap();
         let Ok(Task::Single(options)) = args.task(&catalog()) else { panic!("not a single run") };
-        assert_eq!(options.target, Target::Unix("/tmp/e.sock".into()));
+        assert_eq!(options.address, Address::Unix("/tmp/e.sock".into()));
         assert_eq!(
             (options.load.connections, options.load.sizes, options.load.pipeline),
             (3, Sizes::fixed(4096), 1)
@@ -346,7 +475,7 @@ mod tests {
         );
         assert_eq!(options.json, Some(None));
         let defaults = parse(&[]).unwrap().single().unwrap();
-        assert_eq!(defaults.target.to_string(), DEFAULT_TARGET);
+        assert_eq!(defaults.address.to_string(), DEFAULT_TARGET);
         assert_eq!((defaults.load.connections, defaults.mode), (50, Mode::Echo));
     }
 
@@ -373,9 +502,14 @@ mod tests {
 
     #[test]
     fn compare_only_flags_need_compare() {
-        for flags in [&["--models", "blocking"][..], &["--pin"], &["--rounds", "2"], &["--svg", "x.svg"]] {
+        for flags in [&["--models", "blocking"][..], &["--rounds", "2"], &["--slo", "p99=1ms"]] {
             let error = parse(flags).unwrap_err();
             assert_eq!(error.kind(), clap::error::ErrorKind::MissingRequiredArgument, "{flags:?}");
+        }
+        // Flags whose meaning depends on the rest: usage errors once the task is known.
+        for (flags, why) in [(&["--pin"][..], "--pin takes CPUS"), (&["--svg", "x.svg"], "--svg draws")] {
+            let Err(error) = parse(flags).unwrap().task(&catalog()) else { panic!("{flags:?}") };
+            assert!(error.exit_code() == 2 && error.to_string().starts_with(why), "{error}");
         }
         assert!(parse(&["--compare", "-c", "4"]).is_err());
         assert!(parse(&["--compare", "--server-exe", "/bin/echoloop"]).unwrap().server_exe().is_some());
@@ -417,7 +551,7 @@ mod tests {
         let args =
             parse(&["udp:9000", "--rate", "20K", "--size", "8-100", "--connect-timeout", "0.5"]).unwrap();
         let Ok(Task::Single(options)) = args.task(&catalog()) else { panic!("not a single run") };
-        assert_eq!(options.target, Target::Udp("127.0.0.1:9000".parse().unwrap()));
+        assert_eq!(options.address.to_string(), "udp:127.0.0.1:9000");
         assert_eq!((options.load.rate, options.load.sizes), (Some(20e3), Sizes { min: 8, max: 100 }));
         assert_eq!(options.load.connect_timeout, Duration::from_millis(500));
         let chaos =

@@ -6,7 +6,12 @@
 //! With `--pin`, every server runs on CPU 0 and the load generator on CPU 1: each side
 //! gets one whole core, and the numbers say what one core of server does. (So a server
 //! with two worker threads then shares one core between them; without `--pin` it may use
-//! both, but then competes with the load generator.)
+//! both, but then competes with the load generator.) `--pin CPUS` puts the generator's
+//! threads on those CPUs instead.
+//!
+//! Before the first cell, every server is started once and stopped ([`server::preflight`]),
+//! so that a command that cannot run fails at once. Each cell then prints one line on
+//! stderr as it ends, terminal or not, so a long comparison shows where it is in a log too.
 
 use std::cmp::Ordering;
 use std::io;
@@ -14,16 +19,20 @@ use std::path::PathBuf;
 use std::thread;
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::time::Instant;
+
 use crate::error::Error;
+use crate::findmax::{self, FindMaxReport, Slo};
 use crate::framing::Framing;
 use crate::progress::Progress;
 use crate::report::{self, JsonTarget};
 use crate::results::{CompareReport, IdleMemory, Machine, Outcome, RunResult, Settings};
 use crate::run::{self, Load};
 use crate::scenario::{Scenario, Shape};
-use crate::server::{ServerProcess, ServerSpec};
+use crate::server::{self, ServerProcess, ServerSpec};
 use crate::target::Target;
-use crate::{chart, sys};
+use crate::{chart, fairness, sys};
 
 /// `--compare` settings.
 #[derive(Debug, Clone)]
@@ -38,8 +47,10 @@ pub struct CompareOptions {
     pub duration: Duration,
     /// Load-generator threads.
     pub threads: usize,
-    /// Servers on CPU 0, the load generator on CPU 1.
+    /// Servers on CPU 0, the load generator on CPU 1 (or on `generator_pin`).
     pub pin: bool,
+    /// `--pin CPUS`: the CPUs of the load generator's threads.
+    pub generator_pin: Vec<usize>,
     /// How many times to run every cell (interleaved); each cell reports its median.
     pub rounds: usize,
     /// `--json`: on stdout instead of the table, or to a file as well.
@@ -48,6 +59,9 @@ pub struct CompareOptions {
     pub svg: Option<PathBuf>,
     /// Two servers the table sets against each other, when both run.
     pub ratio: Option<(String, String)>,
+    /// `--find-max`: search each server's highest sustainable rate in each scenario,
+    /// against this SLO, instead of measuring a closed loop.
+    pub find_max: Option<Slo>,
 }
 
 /// How long the idle scenario holds its connections after measuring, to see that none is
@@ -65,15 +79,21 @@ pub fn run(options: &CompareOptions) -> Result<(), Error> {
     let fd_limit = sys::raise_nofile_limit()?;
     // Counted before pinning: afterwards this process may run on one CPU only.
     let cpus = sys::usable_cpus();
-    if options.pin {
+    if options.pin && options.generator_pin.is_empty() {
         pin_load_generator()?;
     }
     let progress = Progress::on_terminal();
+    server::preflight(&options.servers, options.pin, |line| progress.warn(line))?;
     progress.runs(plan.len() as u64);
     let mut rounds = Vec::with_capacity(plan.len());
-    for (server, scenario) in plan {
+    let total = plan.len();
+    for (i, (server, scenario)) in plan.into_iter().enumerate() {
         progress.next_run(format!("{} · {}", server.name, scenario.name()));
-        rounds.push(run_one(options, server, scenario, fd_limit));
+        let started = Instant::now();
+        let result = run_one(options, server, scenario, fd_limit);
+        let took = started.elapsed().as_secs_f64();
+        progress.warn(&format!("[{}/{total}] {}  ({took:.1}s)", i + 1, report::cell_line(&result)));
+        rounds.push(result);
     }
     progress.finish();
     let report = CompareReport {
@@ -93,6 +113,7 @@ fn settings(options: &CompareOptions) -> Settings {
         threads: options.threads,
         pinned: options.pin,
         rounds: options.rounds,
+        find_max: options.find_max,
     }
 }
 
@@ -110,7 +131,8 @@ fn verdict(report: &CompareReport) -> Result<(), Error> {
     let bound = report.runs.iter().filter(|r| r.outcome.client_bound()).count();
     if bound > 0 {
         eprintln!(
-            "warning: in {bound} runs (‡) the load generator used ≥ 95% of its CPU: those servers may be faster than shown"
+            "warning: in {bound} runs (‡) the load generator may have set the pace (a thread of it at ≥ 95% of a \
+             CPU, or behind its schedule): those servers may be faster than shown"
         );
     }
     let troubled = report.runs.iter().filter(|r| !r.is_clean()).count();
@@ -199,14 +221,39 @@ fn run_one(options: &CompareOptions, spec: &ServerSpec, scenario: Scenario, fd_l
             return result;
         }
     };
-    result.outcome =
-        measure(options, &server, scenario, fd_limit, &mut result.problems).unwrap_or_else(failed);
-    result.server_peak_rss = server.memory().map(|m| m.peak);
+    let (outcome, peak) = while_sampling_memory(&server, || {
+        measure(options, &server, scenario, fd_limit, &mut result.problems).unwrap_or_else(failed)
+    });
+    result.outcome = outcome;
+    result.server_peak_rss = peak.into_iter().chain(server.memory().map(|m| m.peak)).max();
     result.problems.extend(problems_of(&result.outcome));
     if let Err(problem) = server.stop() {
         result.problems.push(problem);
     }
     result
+}
+
+/// How often a server's memory is read while it runs: a forking server's processes come
+/// and go with the connections, and the kernel keeps no peak for a group of processes.
+const MEMORY_SAMPLE: Duration = Duration::from_millis(250);
+
+/// Run `work` while a thread reads the server's memory every [`MEMORY_SAMPLE`]; the most
+/// it saw.
+fn while_sampling_memory<T>(server: &ServerProcess, work: impl FnOnce() -> T) -> (T, Option<u64>) {
+    let done = AtomicBool::new(false);
+    thread::scope(|scope| {
+        let sampler = scope.spawn(|| {
+            let mut peak = None;
+            while !done.load(AtomicOrdering::Relaxed) {
+                peak = peak.max(server.memory().map(|m| m.peak));
+                thread::sleep(MEMORY_SAMPLE);
+            }
+            peak
+        });
+        let value = work();
+        done.store(true, AtomicOrdering::Relaxed);
+        (value, sampler.join().ok().flatten())
+    })
 }
 
 /// Put `scenario`'s load on a running server.
@@ -218,14 +265,18 @@ fn measure(
     problems: &mut Vec<String>,
 ) -> io::Result<Outcome> {
     let target = Target::Tcp(server.addr());
+    let watch = Some(server.pid());
     match scenario.shape() {
         Shape::Echo { connections, size, pipeline, spin } => {
             let load = Load { spin, ..scenario_load(options, connections, size, pipeline) };
-            run::run_echo(&target, &load, Some(server.pid()), &Progress::hidden()).map(Outcome::Echo)
+            match options.find_max {
+                Some(slo) => search(&target, &load, watch, slo).map(|r| Outcome::FindMax(Box::new(r))),
+                None => run::run_echo(&target, &load, watch, &Progress::hidden()).map(Outcome::Echo),
+            }
         }
         Shape::Churn { connections, size } => {
             let load = scenario_load(options, connections, size, 1);
-            run::run_churn(&target, &load, Some(server.pid()), &Progress::hidden()).map(Outcome::Churn)
+            run::run_churn(&target, &load, watch, &Progress::hidden()).map(Outcome::Churn)
         }
         Shape::Idle { connections } => {
             // Leave room for the load generator's own descriptors under the limit.
@@ -239,10 +290,25 @@ fn measure(
         }
         Shape::Udp { sockets, size, pipeline, train } => {
             let load = scenario_load(options, sockets, size, pipeline);
-            run::run_udp(server.addr(), &load, train, Some(server.pid()), &Progress::hidden())
+            run::run_udp(server.addr(), &load, train, watch, &Progress::hidden())
                 .map(|report| Outcome::Echo(report.as_echo()))
         }
+        Shape::Fairness { connections, size, rate, stream_size, stream_pipeline } => {
+            let small = Load { rate: Some(rate), ..scenario_load(options, connections, size, 1) };
+            let stream = scenario_load(options, 1, stream_size, stream_pipeline);
+            fairness::measure(&target, &small, &stream, watch).map(|r| Outcome::Fairness(Box::new(r)))
+        }
     }
+}
+
+/// `--find-max` in one scenario: the search, each step on `load` at the rate asked.
+fn search(target: &Target, load: &Load, watch: Option<u32>, slo: Slo) -> io::Result<FindMaxReport> {
+    let measure = |rate: Option<f64>| {
+        let step = Load { rate, ..load.clone() };
+        run::run_echo(target, &step, watch, &Progress::hidden())
+    };
+    let (steps, last) = findmax::search(slo, None, measure, |_| {})?;
+    Ok(FindMaxReport::new(target.to_string(), slo, &last, steps))
 }
 
 /// A closed-loop load of the comparison's timing.
@@ -251,6 +317,7 @@ fn scenario_load(options: &CompareOptions, connections: usize, size: usize, pipe
         warmup: options.warmup,
         duration: options.duration,
         threads: options.threads,
+        pin: options.generator_pin.clone(),
         ..Load::closed(connections, size, pipeline)
     }
 }
@@ -263,7 +330,8 @@ fn failed(error: impl ToString) -> Outcome {
 fn measure_idle(server: &ServerProcess, target: &Target, count: usize) -> io::Result<IdleMemory> {
     let gone = || io::Error::other("the server exited");
     let before = server.memory().ok_or_else(gone)?;
-    let set = run::open_idle(target, count, Framing::Raw, run::DEFAULT_CONNECT_TIMEOUT, &Progress::hidden())?;
+    let set =
+        run::open_idle(target, count, Framing::Raw, None, run::DEFAULT_CONNECT_TIMEOUT, &Progress::hidden())?;
     thread::sleep(IDLE_SETTLE);
     let held_memory = server.memory().ok_or_else(gone)?;
     let held_at_measurement = set.held();
@@ -283,6 +351,8 @@ fn problems_of(outcome: &Outcome) -> Vec<String> {
         Outcome::Echo(r) if !r.is_clean() => vec![report::echo_problems(r)],
         Outcome::Churn(r) if !r.is_clean() => vec![report::churn_problems(r)],
         Outcome::Idle(m) if !m.connections.is_clean() => vec![report::idle_problems(&m.connections)],
+        Outcome::Fairness(f) => f.problems().into_iter().collect(),
+        Outcome::FindMax(m) => m.problems().into_iter().collect(),
         Outcome::Failed { error } => vec![error.clone()],
         _ => vec![],
     }
@@ -301,10 +371,12 @@ mod tests {
             duration: Duration::from_secs(1),
             threads: 1,
             pin: false,
+            generator_pin: vec![],
             rounds,
             json: None,
             svg: None,
             ratio: None,
+            find_max: None,
         }
     }
 

@@ -42,10 +42,14 @@ impl RoundTrips {
         self.0.add(&other.0).expect("histograms with equal bounds");
     }
 
-    /// How many round trips were recorded (the report shows quantiles; tests count).
-    #[cfg(test)]
+    /// How many round trips were recorded.
     pub fn count(&self) -> u64 {
         self.0.len()
+    }
+
+    /// The histogram itself, in nanoseconds, for the interval log.
+    pub fn histogram(&self) -> &Histogram<u64> {
+        &self.0
     }
 
     /// The quantiles a report shows.
@@ -54,6 +58,7 @@ impl RoundTrips {
         let at = |q: f64| micros(self.0.value_at_quantile(q));
         Latency {
             p50_us: at(0.5),
+            p90_us: at(0.9),
             p99_us: at(0.99),
             p999_us: at(0.999),
             max_us: micros(self.0.max()),
@@ -67,6 +72,8 @@ impl RoundTrips {
 pub struct Latency {
     /// The median.
     pub p50_us: f64,
+    /// 90th percentile.
+    pub p90_us: f64,
     /// 99th percentile.
     pub p99_us: f64,
     /// 99.9th percentile.

@@ -17,14 +17,18 @@
 //! ## Layers (each module uses only those above it in this list)
 //!
 //! - `error`, `human` (numbers for people), `sys` (limits, CPU, `/proc`), `procfs` (which
-//!   process listens on an address), `target` (the address type), `pattern` (the bytes
-//!   sent), `framing` (lines, length prefixes, sizes), `histogram` (round-trip times),
-//!   `schedule` (open-loop pacing), `timer` (a pollable timerfd), `progress`.
+//!   process listens on an address), `target` (addresses, and resolving them), `pattern`
+//!   (the bytes sent), `framing` (lines, length prefixes, sizes), `histogram` (round-trip
+//!   times), `schedule` (open-loop pacing), `timer` (a pollable timerfd), `progress`,
+//!   `intervals` (the window cut into intervals: live lines, CSV, the HdrHistogram log),
+//!   `proxy` (the PROXY protocol header of `--proxy-protocol`).
 //! - `stream`: connecting and the mio stream; `run`: the engines (echo closed and open
 //!   loop, idle, churn, UDP, chaos with its hostile clients: connections, the event loops,
-//!   verification, timing).
-//! - `scenario` (the comparison's loads) and `server` (starting and stopping a server from
-//!   a [`ServerSpec`], with `udp_probe` for UDP echoes); `results`: what a comparison
+//!   verification, timing, and the generator watching its own threads).
+//! - `findmax` (the search for the highest sustainable rate), `fairness` (small
+//!   connections beside a stream), `scenario` (the comparison's loads) and `server`
+//!   (starting and stopping a server from a [`ServerSpec`], with `udp_probe` for UDP
+//!   echoes); `results`: what a comparison
 //!   measured, as plain data.
 //! - `report` (text, JSON, the table) and `chart` (the SVG), each reading only the results.
 //! - `single` and `compare`: the orchestration of a run; `args`: the command line.
@@ -33,12 +37,16 @@ mod args;
 mod chart;
 mod compare;
 mod error;
+mod fairness;
+mod findmax;
 mod framing;
 mod histogram;
 mod human;
+mod intervals;
 mod pattern;
 mod procfs;
 mod progress;
+mod proxy;
 mod report;
 mod results;
 mod run;
@@ -54,7 +62,7 @@ mod udp_probe;
 
 pub use args::BenchArgs;
 pub use error::Error;
-pub use server::{ADDR_PLACEHOLDER, Catalog, ServerSpec};
+pub use server::{ADDR_PLACEHOLDER, Catalog, HOST_PLACEHOLDER, PORT_PLACEHOLDER, ServerSpec};
 pub use target::Transport;
 
 use args::Task;

@@ -4,6 +4,8 @@
 
 use serde::Serialize;
 
+use crate::fairness::FairnessReport;
+use crate::findmax::{FindMaxReport, Slo};
 use crate::run::{ChurnReport, EchoReport, IdleReport};
 use crate::scenario::Scenario;
 
@@ -45,6 +47,8 @@ pub struct Settings {
     pub pinned: bool,
     /// Rounds per cell; each cell shows its median round.
     pub rounds: usize,
+    /// With `--find-max`: the SLO every search held the servers to.
+    pub find_max: Option<Slo>,
 }
 
 /// One (server, scenario) cell.
@@ -76,6 +80,10 @@ pub enum Outcome {
     Churn(ChurnReport),
     /// The idle scenario.
     Idle(IdleMemory),
+    /// The fairness scenario.
+    Fairness(Box<FairnessReport>),
+    /// `--find-max`: the highest sustainable rate in an echo scenario.
+    FindMax(Box<FindMaxReport>),
     /// The run could not happen (the server did not start, nothing could connect).
     Failed {
         /// Why.
@@ -104,25 +112,40 @@ impl RunResult {
 }
 
 impl Outcome {
-    /// The number a cell is ranked by: msgs/s, connections/s (churn), or bytes per idle
-    /// connection; `None` if the run failed.
+    /// The number a cell is ranked by: msgs/s, connections/s (churn), bytes per idle
+    /// connection, the small connections' p99 beside the stream (fairness), or the highest
+    /// sustainable rate; `None` if the run failed (or no rate was sustained).
     pub fn headline(&self) -> Option<f64> {
         match self {
             Outcome::Echo(e) => Some(e.msgs_per_s),
             Outcome::Churn(c) => Some(c.conns_per_s),
             Outcome::Idle(m) => m.bytes_per_connection,
+            Outcome::Fairness(f) => Some(f.small_p99_us.beside_stream),
+            Outcome::FindMax(m) => m.answer.rate_per_s,
             Outcome::Failed { .. } => None,
         }
     }
-}
 
-impl Outcome {
-    /// The load generator was (nearly) saturated in this run.
+    /// The load generator may have set the pace in this run: a thread of it was (nearly)
+    /// saturated, or it fell behind its schedule (the run is not `valid`).
     pub fn client_bound(&self) -> bool {
         match self {
-            Outcome::Echo(e) => e.cpu.client_bound,
-            Outcome::Churn(c) => c.cpu.client_bound,
+            Outcome::Echo(e) => !e.valid,
+            Outcome::Churn(c) => !c.valid,
+            Outcome::Fairness(f) => f.client_bound(),
+            Outcome::FindMax(m) => !m.valid,
             Outcome::Idle(_) | Outcome::Failed { .. } => false,
+        }
+    }
+
+    /// Server CPU time per message (churn: per connection) and server CPU use, in
+    /// microseconds and CPUs, where both were measured.
+    pub fn server_cpu(&self) -> Option<(f64, f64)> {
+        let per = |cpu: Option<f64>, rate: f64| cpu.filter(|_| rate > 0.0).map(|c| (c * 1e6 / rate, c));
+        match self {
+            Outcome::Echo(e) => per(e.cpu.server_cpu, e.msgs_per_s),
+            Outcome::Churn(c) => per(c.cpu.server_cpu, c.conns_per_s),
+            _ => None,
         }
     }
 }
@@ -167,7 +190,7 @@ impl CompareReport {
 pub mod fixtures {
     use super::*;
     use crate::histogram::Latency;
-    use crate::run::Cpu;
+    use crate::run::{Cpu, Generator};
 
     pub fn echo(msgs_per_s: f64, p99_us: f64, client_bound: bool, mismatches: u64) -> Outcome {
         Outcome::Echo(EchoReport {
@@ -195,6 +218,16 @@ pub mod fixtures {
                 client_cpu: if client_bound { 0.99 } else { 0.5 },
                 client_bound,
                 server_cpu: Some(0.5),
+                generator: Generator {
+                    thread_cpu: vec![Some(if client_bound { 0.99 } else { 0.5 })],
+                    delay: None,
+                },
+            },
+            valid: !client_bound,
+            warnings: if client_bound {
+                vec!["load-generator thread 0 used 99% of a CPU".into()]
+            } else {
+                vec![]
             },
         })
     }
@@ -239,7 +272,14 @@ mod tests {
     fn report(runs: Vec<RunResult>) -> CompareReport {
         CompareReport {
             machine: Machine { cpus: 2, cpu_model: String::new(), kernel: String::new() },
-            settings: Settings { warmup_s: 0.0, duration_s: 1.0, threads: 1, pinned: false, rounds: 1 },
+            settings: Settings {
+                warmup_s: 0.0,
+                duration_s: 1.0,
+                threads: 1,
+                pinned: false,
+                rounds: 1,
+                find_max: None,
+            },
             runs,
             ratio: None,
         }

@@ -29,10 +29,13 @@ pub enum Scenario {
     UdpSmall,
     /// UDP: 1 socket sending trains of 32 × 1200 B datagrams, two trains in flight.
     UdpBurst,
+    /// 100 connections sending 128 B at 5000/s in all, alone and then beside one
+    /// connection streaming 64 KiB messages as fast as it can: does the stream starve them?
+    Fairness,
 }
 
 /// What a scenario asks of the load generator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Shape {
     /// Echo traffic.
     Echo {
@@ -68,11 +71,24 @@ pub enum Shape {
         /// Datagrams sent together (one train, split by the kernel); 1 for none.
         train: usize,
     },
+    /// Small messages on many connections at a fixed rate, alone and beside a stream.
+    Fairness {
+        /// The small connections.
+        connections: usize,
+        /// Bytes of each small message.
+        size: usize,
+        /// Small messages per second, over all the small connections.
+        rate: f64,
+        /// Bytes of each of the stream's messages.
+        stream_size: usize,
+        /// The stream's messages in flight.
+        stream_pipeline: usize,
+    },
 }
 
 impl Scenario {
     /// Every scenario, in table order.
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 10] = [
         Scenario::Latency,
         Scenario::SmallMany,
         Scenario::Medium,
@@ -82,6 +98,7 @@ impl Scenario {
         Scenario::Idle,
         Scenario::UdpSmall,
         Scenario::UdpBurst,
+        Scenario::Fairness,
     ];
 
     /// The name in `--scenarios` and JSON.
@@ -96,6 +113,7 @@ impl Scenario {
             Scenario::Idle => "idle",
             Scenario::UdpSmall => "udp-small",
             Scenario::UdpBurst => "udp-burst",
+            Scenario::Fairness => "fairness",
         }
     }
 
@@ -112,6 +130,13 @@ impl Scenario {
             Scenario::Idle => Shape::Idle { connections: 10_000 },
             Scenario::UdpSmall => Shape::Udp { sockets: 64, size: 128, pipeline: 1, train: 1 },
             Scenario::UdpBurst => Shape::Udp { sockets: 1, size: 1200, pipeline: 64, train: 32 },
+            Scenario::Fairness => Shape::Fairness {
+                connections: 100,
+                size: 128,
+                rate: 5000.0,
+                stream_size: 65536,
+                stream_pipeline: 4,
+            },
         }
     }
 
@@ -130,10 +155,12 @@ impl Scenario {
             | Shape::Churn { connections, .. }
             | Shape::Idle { connections }
             | Shape::Udp { sockets: connections, .. } => connections,
+            Shape::Fairness { connections, .. } => connections + 1,
         }
     }
 
-    /// Whether it measures echo traffic, over streams or datagrams (not held, idle connections).
+    /// Whether it is one echo load, over streams or datagrams (not churn, idle connections,
+    /// or the fairness pair).
     pub fn is_echo(self) -> bool {
         matches!(self.shape(), Shape::Echo { .. } | Shape::Udp { .. })
     }
@@ -157,6 +184,12 @@ impl Scenario {
                 "udp: {sockets} socket{} · trains of {train} × {size} B · {} in flight",
                 if sockets == 1 { "" } else { "s" },
                 pipeline / train
+            ),
+            Shape::Fairness { connections, size, rate, stream_size, .. } => format!(
+                "fairness: {connections} conns · {} at {}/s, beside one {} stream",
+                human::bytes(size as f64),
+                human::count(rate),
+                human::bytes(stream_size as f64)
             ),
         }
     }
@@ -189,5 +222,11 @@ mod tests {
         assert_eq!(Scenario::UdpBurst.title(), "udp: 1 socket · trains of 32 × 1200 B · 2 in flight");
         assert_eq!(Scenario::UdpSmall.transport(), Transport::Datagram);
         assert_eq!(Scenario::Idle.transport(), Transport::Stream);
+        assert_eq!(
+            Scenario::Fairness.title(),
+            "fairness: 100 conns · 128 B at 5.00k/s, beside one 64 KiB stream"
+        );
+        assert_eq!(Scenario::Fairness.connections(), 101);
+        assert!(!Scenario::Fairness.is_echo());
     }
 }

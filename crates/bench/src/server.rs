@@ -1,20 +1,33 @@
 //! The servers `--compare` starts: any program, given as a command line in which `{addr}`
-//! stands for the address it must listen on.
+//! stands for the address it must listen on (or `{host}` and `{port}`, for programs that
+//! take them apart, as socat and ncat do).
 //!
 //! The bench knows nothing of the servers it compares. A [`ServerSpec`] is a name and an
 //! argv; the bench picks a free loopback port, puts `127.0.0.1:PORT` where `{addr}` is,
 //! starts the program, and waits until the port accepts a TCP connection (a UDP echo: until
 //! it echoes a datagram, see [`crate::udp_probe`]), so a server need not print anything. A
-//! server that serves both has a spec for each, under one name. Each run gets a fresh process: its memory and CPU can then be read
-//! from `/proc/PID` apart from the load generator's, and nothing one scenario left behind
+//! server that serves both has a spec for each, under one name. Each run gets a fresh
+//! process: its memory and CPU can then be read from `/proc` apart from the load
+//! generator's, and nothing one scenario left behind
 //! (a grown slab, an allocator's cache, a thousand exited threads) shows up in the next.
-//! The server is stopped by its PID: SIGTERM, then SIGKILL if it does not exit in time.
+//!
+//! A server may fork (socat `fork`, ncat `-k -e`): its work is then done by its children,
+//! so its CPU and memory are those of its whole process tree ([`sys::tree_cpu_time`],
+//! [`sys::tree_memory`]). It runs in a process group of its own, and is stopped by that
+//! group: SIGTERM, then SIGKILL for whatever has not exited in time. Exiting because of
+//! the SIGTERM it was sent (killed by it, or exit status 143 = 128 + 15, as socat does) is
+//! a clean stop.
+//!
+//! [`preflight`] starts every server once before a comparison, so that a command that
+//! cannot run fails in a second, not after minutes of other cells.
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::io::{self, BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -24,8 +37,12 @@ use crate::error::Error;
 use crate::target::Transport;
 use crate::{sys, udp_probe};
 
-/// The argument text replaced by the address a server must listen on.
+/// The argument text replaced by the address a server must listen on (`127.0.0.1:PORT`).
 pub const ADDR_PLACEHOLDER: &str = "{addr}";
+/// The argument text replaced by the host part of that address (`127.0.0.1`).
+pub const HOST_PLACEHOLDER: &str = "{host}";
+/// The argument text replaced by the port part of that address.
+pub const PORT_PLACEHOLDER: &str = "{port}";
 
 /// A server `--compare` can start.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,7 +50,7 @@ pub struct ServerSpec {
     /// Its name in `--models`, the table and JSON.
     pub name: String,
     /// The program and its arguments; [`ADDR_PLACEHOLDER`] (anywhere in an argument) becomes
-    /// `127.0.0.1:PORT`.
+    /// `127.0.0.1:PORT`, [`HOST_PLACEHOLDER`] `127.0.0.1` and [`PORT_PLACEHOLDER`] `PORT`.
     pub argv: Vec<OsString>,
     /// The most connections it serves at once, when limited (a server that handles one
     /// connection at a time: 1). Scenarios that open more skip it.
@@ -73,24 +90,44 @@ impl ServerSpec {
         if self.name.is_empty() || self.name.contains([',', ' ']) {
             return Err(format!("server name '{}' must be non-empty, without commas or spaces", self.name));
         }
-        let names_addr = |arg: &OsString| arg.to_str().is_some_and(|a| a.contains(ADDR_PLACEHOLDER));
-        if !self.argv.iter().any(names_addr) {
+        let names = |placeholder: &str| {
+            self.argv.iter().any(|arg| arg.to_str().is_some_and(|a| a.contains(placeholder)))
+        };
+        if !names(ADDR_PLACEHOLDER) && !names(PORT_PLACEHOLDER) {
             return Err(format!(
-                "server '{}': its command line has no {ADDR_PLACEHOLDER} to listen on",
+                "server '{}': its command line has no {ADDR_PLACEHOLDER} (or {PORT_PLACEHOLDER}) to listen on",
                 self.name
             ));
         }
         Ok(())
     }
 
-    /// The command line with every [`ADDR_PLACEHOLDER`] replaced by `addr`.
+    /// The command line with every placeholder replaced by its part of `addr`.
     fn command_line(&self, addr: SocketAddr) -> Vec<OsString> {
-        let addr = addr.to_string();
+        let parts = [
+            (ADDR_PLACEHOLDER, addr.to_string()),
+            (HOST_PLACEHOLDER, addr.ip().to_string()),
+            (PORT_PLACEHOLDER, addr.port().to_string()),
+        ];
         let substitute = |arg: &OsString| match arg.to_str() {
-            Some(text) => text.replace(ADDR_PLACEHOLDER, &addr).into(),
-            None => arg.clone(), // not UTF-8, so it cannot hold the placeholder
+            Some(text) => {
+                parts.iter().fold(text.to_string(), |text, (from, to)| text.replace(from, to)).into()
+            }
+            None => arg.clone(), // not UTF-8, so it cannot hold a placeholder
         };
         self.argv.iter().map(substitute).collect()
+    }
+
+    /// The program to run: found as a path, or on `PATH`; `None` if it is neither.
+    fn program(&self) -> Option<PathBuf> {
+        let program = Path::new(self.argv.first()?);
+        let runnable =
+            |p: &Path| p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+        if program.components().count() > 1 || program.is_absolute() {
+            return runnable(program).then(|| program.to_path_buf());
+        }
+        let path = std::env::var_os("PATH")?;
+        std::env::split_paths(&path).map(|dir| dir.join(program)).find(|p| runnable(p))
     }
 }
 
@@ -110,7 +147,7 @@ pub struct Catalog {
 pub fn present(references: &[ServerSpec]) -> Result<Vec<ServerSpec>, Error> {
     let missing: Vec<String> = references
         .iter()
-        .filter_map(|spec| spec.argv.first().map(std::path::Path::new))
+        .filter_map(|spec| spec.argv.first().map(Path::new))
         .filter(|program| !program.is_file())
         .map(|program| program.display().to_string())
         .collect();
@@ -190,6 +227,8 @@ impl ServerProcess {
         let (program, args) = argv.split_first().ok_or_else(|| io::Error::other("empty command line"))?;
         let mut command = Command::new(program);
         command.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        // A group of its own: stopping it stops whatever it forked, and nothing else.
+        command.process_group(0);
         if pin {
             // SAFETY: runs in the child between fork and exec; sched_setaffinity is a
             // plain system call and allocates nothing.
@@ -255,13 +294,15 @@ impl ServerProcess {
         self.child.id()
     }
 
-    /// Its resident memory now and at its peak; `None` once it has exited.
+    /// The resident memory of it and its children, now and at its peak; `None` once it has
+    /// exited.
     pub fn memory(&self) -> Option<sys::Memory> {
-        sys::process_memory(self.pid())
+        sys::tree_memory(self.pid())
     }
 
-    /// SIGTERM by PID, wait, kill if it hangs. `Err` describes anything abnormal: it had
-    /// already exited, it needed killing, or it exited with a failure.
+    /// SIGTERM to its process group, wait, kill the group if it hangs. `Err` describes
+    /// anything abnormal: it had already exited, it needed killing, or it exited with a
+    /// failure of its own.
     pub fn stop(self) -> Result<(), String> {
         self.stop_within(STOP_LIMIT)
     }
@@ -270,12 +311,16 @@ impl ServerProcess {
         if let Ok(Some(status)) = self.child.try_wait() {
             return Err(format!("server exited during the run ({status}); stderr: {}", self.stderr_tail()));
         }
-        sys::terminate(self.pid()).map_err(|e| format!("cannot stop the server: {e}"))?;
+        sys::terminate_group(self.pid()).map_err(|e| format!("cannot stop the server: {e}"))?;
         let deadline = Instant::now() + limit;
         loop {
             match self.child.try_wait() {
-                Ok(Some(status)) if stopped_cleanly(status) => return Ok(()),
+                Ok(Some(status)) if stopped_cleanly(status) => {
+                    self.reap_group(deadline);
+                    return Ok(());
+                }
                 Ok(Some(status)) => {
+                    self.reap_group(deadline);
                     return Err(format!("server exited with {status}; stderr: {}", self.stderr_tail()));
                 }
                 Ok(None) if Instant::now() < deadline => thread::sleep(POLL_INTERVAL),
@@ -291,10 +336,19 @@ impl ServerProcess {
         }
     }
 
-    /// SIGKILL and reap, best effort: it is the end of this process either way.
+    /// SIGKILL to the group and reap, best effort: it is the end of these processes either way.
     fn kill(&mut self) {
-        let _ = self.child.kill();
+        let _ = sys::kill_group(self.pid());
         let _ = self.child.wait();
+    }
+
+    /// The server has exited; give the rest of its group (children it forked, which got
+    /// the SIGTERM too) until `deadline`, then SIGKILL what is left.
+    fn reap_group(&self, deadline: Instant) {
+        while sys::group_is_running(self.pid()) && Instant::now() < deadline {
+            thread::sleep(POLL_INTERVAL);
+        }
+        let _ = sys::kill_group(self.pid()); // best effort: usually no one is left (ESRCH)
     }
 
     /// The last few lines of the server's stderr, on one line.
@@ -317,10 +371,49 @@ impl Drop for ServerProcess {
     }
 }
 
-/// Exit 0, or death by the SIGTERM we sent (the default for a program that does not
-/// handle it): either way, the server stopped because it was asked to.
+/// Exit 0, death by the SIGTERM we sent (the default for a program that does not handle
+/// it), or exit status 128 + SIGTERM (what a program that handles it by saying so
+/// returns, as socat does, and as a shell reports death by it): in every case the server
+/// stopped because it was asked to.
 fn stopped_cleanly(status: ExitStatus) -> bool {
-    status.success() || status.signal() == Some(libc::SIGTERM)
+    status.success() || status.signal() == Some(libc::SIGTERM) || status.code() == Some(128 + libc::SIGTERM)
+}
+
+/// Start each server once, as a comparison will, and stop it: a program that is not
+/// there, or does not listen, or does not stop cleanly, is found before the first cell
+/// runs. A missing program is a usage error; the rest are failed runs. `progress` gets one
+/// line per server.
+pub fn preflight(servers: &[ServerSpec], pin: bool, say: impl Fn(&str)) -> Result<(), Error> {
+    let missing: Vec<String> = servers
+        .iter()
+        .filter(|spec| spec.program().is_none())
+        .map(|spec| {
+            let program = spec.argv.first().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+            format!("server '{}': program '{program}' not found (not a file, or not on PATH)", spec.name)
+        })
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::Usage(missing.join("; ")));
+    }
+    let mut failures = Vec::new();
+    for spec in servers {
+        let started = Instant::now();
+        let outcome =
+            ServerProcess::start(spec, pin).map_err(|e| e.to_string()).and_then(ServerProcess::stop);
+        match outcome {
+            Ok(()) => say(&format!(
+                "checked {}: listens, and stops on SIGTERM ({:.1}s)",
+                spec.name,
+                started.elapsed().as_secs_f64()
+            )),
+            Err(e) => failures.push(format!("server '{}': {e}", spec.name)),
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Run(io::Error::other(format!("before the comparison: {}", failures.join("; ")))))
+    }
 }
 
 /// A loopback address whose port is free right now. Another program could take the port
@@ -443,7 +536,8 @@ mod tests {
 
     /// A running child wrapped as a server, without waiting for a port.
     fn running(script: &str) -> ServerProcess {
-        let mut child = Command::new("sh").args(["-c", script]).stderr(Stdio::piped()).spawn().unwrap();
+        let mut child =
+            Command::new("sh").args(["-c", script]).stderr(Stdio::piped()).process_group(0).spawn().unwrap();
         let stderr = collect_stderr(&mut child);
         thread::sleep(Duration::from_millis(100)); // let the shell set its traps
         ServerProcess { child, addr: free_port().unwrap(), stderr, transport: Transport::Stream }

@@ -1,14 +1,20 @@
 //! `echoloop bench [ADDR]` without `--compare`: load one server that is already running,
-//! report, and turn errors or corruption into a failed run.
+//! on this machine or another, report, and turn errors or corruption into a failed run. A
+//! host name is resolved once, before the first connection; reports and errors name it
+//! beside the address it resolved to.
 
-use std::io;
+use std::io::{self, IsTerminal};
+use std::path::PathBuf;
 
+use crate::chart;
 use crate::error::Error;
+use crate::findmax::{self, FindMaxReport, Slo, Step};
+use crate::intervals::{IntervalLog, IntervalOptions};
 use crate::progress::Progress;
 use crate::report::{self, JsonTarget};
 use crate::run::{self, ChaosOptions, Load};
 use crate::sys;
-use crate::target::Target;
+use crate::target::{Address, Target};
 
 /// What the connections do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -27,8 +33,8 @@ pub enum Mode {
 /// A single run's settings.
 #[derive(Debug, Clone)]
 pub struct SingleOptions {
-    /// The server; loopback or a Unix socket only.
-    pub target: Target,
+    /// The server, as given: any host, or a Unix socket.
+    pub address: Address,
     /// Echo messages, or just hold connections.
     pub mode: Mode,
     /// The load (in idle mode: `connections`, and `duration` as the holding time).
@@ -39,32 +45,65 @@ pub struct SingleOptions {
     pub json: JsonTarget,
     /// UDP, closed loop: datagrams per train (`--train`; 1 when not given).
     pub train: usize,
+    /// `--interval`, `--hdr-log`, `--csv`.
+    pub intervals: Option<IntervalOptions>,
+    /// `--find-max`: the SLO to search against.
+    pub find_max: Option<Slo>,
+    /// `--svg PATH` (with `--find-max`).
+    pub svg: Option<PathBuf>,
 }
 
 /// Check the request, run it, report; `Err` after a report means the run found problems.
 pub fn run(options: &SingleOptions) -> Result<(), Error> {
-    if !options.target.is_local() {
-        // Our network rule, and good manners: load goes only to this machine.
-        return Err(Error::Usage(format!(
-            "bench: {} is not a loopback address; the load generator only targets this machine \
-             (127.0.0.1, [::1] or unix:PATH)",
-            options.target
-        )));
-    }
     options.load.validate().map_err(Error::Usage)?;
-    let progress = Progress::on_terminal();
-    if let Target::Udp(addr) = options.target {
-        if options.mode != Mode::Echo {
-            return Err(Error::Usage("a udp: target takes --mode echo only".into()));
+    check_combinations(options)?;
+    let target = options.address.resolve(options.load.connect_timeout)?;
+    // A name is kept beside the address it resolved to, in reports and errors alike.
+    let named = |e: Error| match (e, options.address.name()) {
+        (Error::Run(e), Some(_)) if !e.to_string().contains(&options.address.to_string()) => {
+            Error::Run(io::Error::new(e.kind(), format!("{}: {e}", options.address)))
         }
-        return udp(addr, options, &progress);
+        (e, _) => e,
+    };
+    let progress = Progress::on_terminal();
+    let result = match target {
+        Target::Udp(addr) => udp(addr, options, &progress),
+        _ if options.find_max.is_some() => find_max(&target, options, &progress),
+        _ => {
+            sys::require_descriptors(needed_descriptors(options))?;
+            match options.mode {
+                Mode::Echo => echo(&target, options, &progress),
+                Mode::Idle => idle(&target, options, &progress),
+                Mode::Churn => churn(&target, options, &progress),
+                Mode::Chaos => chaos(&target, options, &progress),
+            }
+        }
+    };
+    result.map_err(named)
+}
+
+/// Flags that do not go together with this target or mode.
+fn check_combinations(options: &SingleOptions) -> Result<(), Error> {
+    let udp = matches!(options.address, Address::Udp(_));
+    if udp && options.mode != Mode::Echo {
+        return Err(Error::Usage("a udp: target takes --mode echo only".into()));
     }
-    sys::require_descriptors(needed_descriptors(options))?;
-    match options.mode {
-        Mode::Echo => echo(options, &progress),
-        Mode::Idle => idle(options, &progress),
-        Mode::Churn => churn(options, &progress),
-        Mode::Chaos => chaos(options, &progress),
+    if options.intervals.is_some() && (udp || options.mode != Mode::Echo) {
+        return Err(Error::Usage(
+            "--interval, --hdr-log and --csv are for --mode echo over TCP or Unix sockets".into(),
+        ));
+    }
+    if options.find_max.is_some() && udp {
+        return Err(Error::Usage("--find-max is for TCP or Unix sockets".into()));
+    }
+    Ok(())
+}
+
+/// The name given, beside the address it resolved to: `localhost:7878 (127.0.0.1:7878)`.
+fn describe(options: &SingleOptions, target: &Target) -> String {
+    match options.address.name() {
+        Some(_) => format!("{} ({target})", options.address),
+        None => target.to_string(),
     }
 }
 
@@ -74,39 +113,77 @@ fn needed_descriptors(options: &SingleOptions) -> usize {
     options.load.connections + hostile
 }
 
-fn echo(options: &SingleOptions, progress: &Progress) -> Result<(), Error> {
-    let report = run::run_echo(&options.target, &options.load, options.chaos.server_pid, progress)?;
-    warn_if(progress, report.cpu.client_bound, report::CLIENT_BOUND_WARNING);
-    warn_if(progress, report.is_behind(), report::BEHIND_WARNING);
+fn echo(target: &Target, options: &SingleOptions, progress: &Progress) -> Result<(), Error> {
+    // Live lines only where someone watches: on a terminal.
+    let live =
+        |i: &IntervalOptions| IntervalOptions { live: i.live && io::stderr().is_terminal(), ..i.clone() };
+    let mut log = options.intervals.as_ref().map(|i| IntervalLog::create(&live(i))).transpose()?;
+    let mut report =
+        run::run_echo_logged(target, &options.load, options.chaos.server_pid, progress, log.as_mut())?;
+    report.target = describe(options, target);
+    warn_all(progress, &report.warnings);
     report::emit(&report, &options.json, report::echo_text(&report))?;
     outcome(report.is_clean(), || report::echo_problems(&report))
 }
 
-fn idle(options: &SingleOptions, progress: &Progress) -> Result<(), Error> {
+fn find_max(target: &Target, options: &SingleOptions, progress: &Progress) -> Result<(), Error> {
+    let slo = options.find_max.ok_or_else(|| Error::Usage("--find-max needs --slo".into()))?;
+    sys::require_descriptors(options.load.connections)?;
+    let json_on_stdout = matches!(options.json, Some(None));
+    let measure = |rate: Option<f64>| {
+        let step = Load { rate, ..options.load.clone() };
+        run::run_echo(target, &step, options.chaos.server_pid, &Progress::hidden())
+    };
+    // Each step's line as it is judged: on stdout with the text report, on stderr when
+    // stdout carries the JSON.
+    let say = |step: &Step| {
+        let line = report::step_line(step, slo);
+        if json_on_stdout {
+            progress.warn(&line);
+        } else {
+            println!("{line}");
+        }
+    };
+    let (steps, last) = findmax::search(slo, options.load.rate, measure, say)?;
+    let report = FindMaxReport::new(describe(options, target), slo, &last, steps);
+    warn_all(progress, &report.warnings);
+    if let Some(path) = &options.svg {
+        chart::draw_findmax(&report, path)?;
+    }
+    report::emit(&report, &options.json, report::findmax_text(&report))?;
+    match report.problems() {
+        Some(problems) => Err(io::Error::other(problems).into()),
+        None => Ok(()),
+    }
+}
+
+fn idle(target: &Target, options: &SingleOptions, progress: &Progress) -> Result<(), Error> {
     let set = run::open_idle(
-        &options.target,
+        target,
         options.load.connections,
         options.load.framing,
+        options.load.proxy,
         options.load.connect_timeout,
         progress,
     )?;
     progress.finish();
     eprintln!("holding {} connections for {:.1}s", set.held(), options.load.duration.as_secs_f64());
-    let report = set.hold(options.load.duration)?;
+    let mut report = set.hold(options.load.duration)?;
+    report.target = describe(options, target);
     report::emit(&report, &options.json, report::idle_text(&report))?;
     outcome(report.is_clean(), || report::idle_problems(&report))
 }
 
-fn churn(options: &SingleOptions, progress: &Progress) -> Result<(), Error> {
-    let report = run::run_churn(&options.target, &options.load, options.chaos.server_pid, progress)?;
-    warn_if(progress, report.cpu.client_bound, report::CLIENT_BOUND_WARNING);
-    warn_if(progress, report.is_behind(), report::BEHIND_WARNING);
+fn churn(target: &Target, options: &SingleOptions, progress: &Progress) -> Result<(), Error> {
+    let mut report = run::run_churn(target, &options.load, options.chaos.server_pid, progress)?;
+    report.target = describe(options, target);
+    warn_all(progress, &report.warnings);
     report::emit(&report, &options.json, report::churn_text(&report))?;
     outcome(report.is_clean(), || report::churn_problems(&report))
 }
 
-fn chaos(options: &SingleOptions, progress: &Progress) -> Result<(), Error> {
-    let report = run::run_chaos(&options.target, &options.load, &options.chaos, progress)?;
+fn chaos(target: &Target, options: &SingleOptions, progress: &Progress) -> Result<(), Error> {
+    let report = run::run_chaos(target, &options.load, &options.chaos, progress)?;
     if report.server.pid.is_none() {
         progress
             .warn(&format!("warning: the server's memory and descriptors are {}", report.server.found_by));
@@ -116,15 +193,19 @@ fn chaos(options: &SingleOptions, progress: &Progress) -> Result<(), Error> {
 }
 
 fn udp(addr: std::net::SocketAddr, options: &SingleOptions, progress: &Progress) -> Result<(), Error> {
-    let report = run::run_udp(addr, &options.load, options.train, options.chaos.server_pid, progress)?;
-    warn_if(progress, report.cpu.client_bound, report::CLIENT_BOUND_WARNING);
+    let mut report = run::run_udp(addr, &options.load, options.train, options.chaos.server_pid, progress)?;
+    if options.address.name().is_some() {
+        report.target = format!("{} ({})", options.address, report.target);
+    }
+    warn_all(progress, &report.warnings);
     report::emit(&report, &options.json, report::udp_text(&report))?;
     outcome(report.is_clean(), || report::udp_problems(&report))
 }
 
-fn warn_if(progress: &Progress, condition: bool, warning: &str) {
-    if condition {
-        progress.warn(warning);
+/// Each warning on its own line on stderr.
+fn warn_all(progress: &Progress, warnings: &[String]) {
+    for warning in warnings {
+        progress.warn(&format!("warning: {warning}"));
     }
 }
 

@@ -103,16 +103,101 @@ pub fn own_cpu_time() -> Duration {
     time(usage.ru_utime) + time(usage.ru_stime)
 }
 
-/// User plus system CPU time of process `pid` (every thread), from `/proc/PID/stat`.
-pub fn process_cpu_time(pid: u32) -> Option<Duration> {
+/// One line of `/proc/PID/stat`: the parent, and CPU time in clock ticks: user plus system,
+/// of the process and of its children that have exited and been waited for.
+struct Stat {
+    /// `Z` for a zombie: exited, not yet waited for.
+    state: char,
+    ppid: u32,
+    pgrp: u32,
+    own_ticks: u64,
+    children_ticks: u64,
+    threads: u64,
+}
+
+fn read_stat(pid: u32) -> Option<Stat> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name is in parentheses and may hold spaces: count fields after it.
-    // utime and stime are fields 14 and 15, so the 12th and 13th after the ')'.
-    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
-    let ticks = fields.next()?.parse::<u64>().ok()? + fields.next()?.parse::<u64>().ok()?;
+    // The command name is in parentheses and may hold spaces: count fields after it. ppid
+    // is field 4 and utime, stime, cutime, cstime fields 14 to 17: the 2nd and the 12th to
+    // 15th after the ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let number = |i: usize| fields.get(i)?.parse::<u64>().ok();
+    Some(Stat {
+        state: fields.first()?.chars().next()?,
+        ppid: u32::try_from(number(1)?).ok()?,
+        pgrp: u32::try_from(number(2)?).ok()?,
+        own_ticks: number(11)? + number(12)?,
+        children_ticks: number(13)? + number(14)?,
+        threads: number(17)?,
+    })
+}
+
+/// The CPU time of process `pid` whose stat is `stat`, without its children. A process of
+/// one thread is read to the nanosecond (the first field of `/proc/PID/schedstat`): the
+/// kernel rounds `/proc/PID/stat` down to whole clock ticks (10 ms) per process, so a
+/// hundred forked children that each ran 5 ms would add up to nothing. A process of
+/// several threads (usually a long-lived server) is read from its ticks.
+fn own_time(pid: u32, stat: &Stat) -> Option<Duration> {
+    let precise = || -> Option<Duration> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).ok()?;
+        Some(Duration::from_nanos(text.split_whitespace().next()?.parse().ok()?))
+    };
+    match stat.threads {
+        1 => precise().or_else(|| ticks_to_duration(stat.own_ticks)),
+        _ => ticks_to_duration(stat.own_ticks),
+    }
+}
+
+fn ticks_to_duration(ticks: u64) -> Option<Duration> {
     // SAFETY: sysconf has no preconditions.
     let per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     (per_sec > 0).then(|| Duration::from_secs_f64(ticks as f64 / per_sec as f64))
+}
+
+/// `pid` and every process descended from it, `pid` first; empty once `pid` is gone. One
+/// pass over `/proc` finds each process's parent (the kernel's per-task `children` lists
+/// are not always built in).
+pub fn process_tree(pid: u32) -> Vec<u32> {
+    if read_stat(pid).is_none() {
+        return Vec::new();
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else { return vec![pid] };
+    let parents: Vec<(u32, u32)> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|p| Some((p, read_stat(p)?.ppid)))
+        .collect();
+    let mut tree = vec![pid];
+    let mut i = 0;
+    while let Some(&parent) = tree.get(i) {
+        tree.extend(parents.iter().filter(|(_, ppid)| *ppid == parent).map(|(p, _)| *p));
+        i += 1;
+    }
+    tree
+}
+
+/// Whether a process of group `pgid` is still running (zombies, which only wait to be
+/// reaped by whoever adopted them, do not count).
+pub fn group_is_running(pgid: u32) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return false };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(read_stat)
+        .any(|stat| stat.pgrp == pgid && stat.state != 'Z')
+}
+
+/// CPU time of a server and everything it started: a forking server (socat `fork`, ncat
+/// `-k -e`) works in its children, and its own CPU time alone would read as nearly 0. Each
+/// live process counts its own time ([`own_time`]) and that of its children already
+/// waited for (which the kernel moved into the parent's account when they exited), so a
+/// child that ends mid-run is neither lost nor counted twice.
+pub fn tree_cpu_time(pid: u32) -> Option<Duration> {
+    let tree = process_tree(pid);
+    let stats: Vec<(u32, Stat)> = tree.iter().filter_map(|p| Some((*p, read_stat(*p)?))).collect();
+    if stats.is_empty() {
+        return None;
+    }
+    let own: Duration = stats.iter().filter_map(|(p, stat)| own_time(*p, stat)).sum();
+    Some(own + ticks_to_duration(stats.iter().map(|(_, s)| s.children_ticks).sum())?)
 }
 
 /// Resident memory of process `pid` in bytes: `VmRSS` now, and `VmHWM`, its peak so far.
@@ -130,12 +215,36 @@ pub fn process_memory(pid: u32) -> Option<Memory> {
     parse_memory(&status)
 }
 
+/// The memory of a server and everything it started. One process: its VmRSS and VmHWM.
+/// Several (a forking server): the sum of their proportional set sizes (`Pss` in
+/// `/proc/PID/smaps_rollup`, where a page shared by N processes counts 1/N in each), so
+/// that the pages a fork shares with its parent are counted once; the kernel keeps no
+/// peak for a group of processes, so `peak` is the larger of that sum now and the first
+/// process's own peak (callers sample it to find the most).
+pub fn tree_memory(pid: u32) -> Option<Memory> {
+    let tree = process_tree(pid);
+    let root = process_memory(pid)?;
+    if tree.len() <= 1 {
+        return Some(root);
+    }
+    let pss: u64 = tree.iter().filter_map(|p| proportional_set_size(*p)).sum();
+    Some(Memory { rss: pss, peak: pss.max(root.peak) })
+}
+
+/// `Pss` of `/proc/PID/smaps_rollup`, in bytes.
+fn proportional_set_size(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    kib_field(&text, "Pss:").map(|kib| kib * 1024)
+}
+
+/// `KEY  123 kB` in a /proc text, as KiB.
+fn kib_field(text: &str, key: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with(key))?;
+    line[key.len()..].trim().trim_end_matches("kB").trim().parse().ok()
+}
+
 fn parse_memory(status: &str) -> Option<Memory> {
-    let kib = |key: &str| -> Option<u64> {
-        let line = status.lines().find(|l| l.starts_with(key))?;
-        line[key.len()..].trim().trim_end_matches("kB").trim().parse().ok()
-    };
-    Some(Memory { rss: kib("VmRSS:")? * 1024, peak: kib("VmHWM:")? * 1024 })
+    Some(Memory { rss: kib_field(status, "VmRSS:")? * 1024, peak: kib_field(status, "VmHWM:")? * 1024 })
 }
 
 /// Pin the calling thread (and threads it starts later) to one CPU, so the load generator
@@ -150,6 +259,13 @@ pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The number of CPUs the machine has, whether or not this process may run on them.
+pub fn configured_cpus() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) };
+    usize::try_from(n).ok().filter(|n| *n > 0).unwrap_or_else(usable_cpus)
 }
 
 /// The number of CPUs this process may run on.
@@ -169,15 +285,52 @@ pub fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
 }
 
-/// Send SIGTERM to process `pid`: a server's cue to finish and exit, as a service manager
-/// would stop it. Only ever called with the PID of a child we started and have not reaped.
-pub fn terminate(pid: u32) -> io::Result<()> {
-    let pid = libc::pid_t::try_from(pid).map_err(io::Error::other)?;
-    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
-    if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+/// Send SIGTERM to the process group `pgid`: a server's cue to finish and exit, as a
+/// service manager would stop it, and the same cue to the children a forking server left
+/// serving connections. Only ever called with the group of a child we started in a group
+/// of its own and have not reaped.
+pub fn terminate_group(pgid: u32) -> io::Result<()> {
+    signal_group(pgid, libc::SIGTERM)
+}
+
+/// SIGKILL to the process group `pgid` (as [`terminate_group`]), for what ignored SIGTERM.
+pub fn kill_group(pgid: u32) -> io::Result<()> {
+    signal_group(pgid, libc::SIGKILL)
+}
+
+fn signal_group(pgid: u32, signal: libc::c_int) -> io::Result<()> {
+    let pgid = libc::pid_t::try_from(pgid).map_err(io::Error::other)?;
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours; a negative PID
+    // names a process group.
+    if unsafe { libc::kill(-pgid, signal) } != 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+// glibc and musl have it; the libc crate does not declare it for Linux.
+unsafe extern "C" {
+    fn pthread_getcpuclockid(thread: libc::pthread_t, clock: *mut libc::clockid_t) -> libc::c_int;
+}
+
+/// The CPU-time clock of the calling thread, which another thread may read with
+/// [`clock_time`] for as long as this thread lives: that is how the load generator's
+/// threads are each measured over exactly the window, from outside.
+pub fn thread_cpu_clock() -> Option<libc::clockid_t> {
+    let mut clock: libc::clockid_t = 0;
+    // SAFETY: pthread_self is always valid for the calling thread; the call writes the
+    // clock id into our variable.
+    (unsafe { pthread_getcpuclockid(libc::pthread_self(), &mut clock) } == 0).then_some(clock)
+}
+
+/// The time on `clock` now; `None` if it is no longer valid (its thread has exited).
+pub fn clock_time(clock: libc::clockid_t) -> Option<Duration> {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: writes into the timespec we own.
+    if unsafe { libc::clock_gettime(clock, &mut now) } != 0 {
+        return None;
+    }
+    Some(Duration::new(u64::try_from(now.tv_sec).ok()?, u32::try_from(now.tv_nsec).ok()?))
 }
 
 #[cfg(test)]
@@ -196,7 +349,8 @@ mod tests {
         let pid = std::process::id();
         let memory = process_memory(pid).expect("own /proc status");
         assert!(memory.rss > 0 && memory.peak >= memory.rss);
-        assert!(process_cpu_time(pid).is_some());
+        assert!(tree_cpu_time(pid).is_some());
+        assert_eq!(process_tree(pid).first(), Some(&pid));
     }
 
     #[test]

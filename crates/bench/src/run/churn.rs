@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 use mio::{Events, Interest, Poll, Token};
 use serde::Serialize;
 
-use super::{Cpu, EVENTS_CAPACITY, Load, Plan, TIMER, Tally, Usage, on_threads};
+use super::generator::{self, Usage, on_threads};
+use super::{Cpu, EVENTS_CAPACITY, Load, Plan, TIMER, Tally};
 use crate::framing::Framing;
 use crate::histogram::Latency;
 use crate::pattern::{CHUNK, PERIOD, Pattern};
@@ -75,17 +76,16 @@ pub struct ChurnReport {
     /// CPU use over the window.
     #[serde(flatten)]
     pub cpu: Cpu,
+    /// False when the load generator may have been the bottleneck (see `warnings`).
+    pub valid: bool,
+    /// Why the run is not valid, one sentence each; empty when it is.
+    pub warnings: Vec<String>,
 }
 
 impl ChurnReport {
     /// No failed connection and no corrupted echo.
     pub fn is_clean(&self) -> bool {
         self.errors == 0 && self.mismatches == 0
-    }
-
-    /// Open loop, and connections started more than 1 ms late too often.
-    pub fn is_behind(&self) -> bool {
-        self.rate.is_some_and(|r| r.behind)
     }
 }
 
@@ -103,10 +103,11 @@ pub fn run_churn(
     let slots: Vec<usize> = (0..workers)
         .map(|w| load.connections / workers + usize::from(w < load.connections % workers))
         .collect();
-    let (tallies, usage) = on_threads(&plan, slots, watch, progress, |w, slots, completed| {
-        let schedule = plan.schedule(slots, w, workers);
-        Churner::new(&plan, &pattern, target, w, slots)?.run(schedule, completed)
-    });
+    let (tallies, usage) =
+        on_threads(&plan, slots, &load.pin, watch, progress, None, |w, slots, completed| {
+            let schedule = plan.schedule(slots, w, workers);
+            Churner::new(&plan, &pattern, target, w, slots)?.run(schedule, completed)
+        })?;
     let mut total = Tally::default();
     for tally in tallies {
         total.merge(tally.unwrap_or_else(Tally::from_error));
@@ -117,6 +118,9 @@ pub fn run_churn(
 impl ChurnReport {
     fn new(target: &Target, load: &Load, total: &Tally, usage: Usage) -> ChurnReport {
         let secs = load.duration.as_secs_f64();
+        let rate = load.rate.map(|asked| RateReport::new(asked, &total.pacing, total.measured, secs));
+        let cpu = usage.cpu_all(load);
+        let warnings = generator::warnings(&cpu, rate.as_ref());
         ChurnReport {
             target: target.to_string(),
             concurrency: load.connections,
@@ -130,11 +134,13 @@ impl ChurnReport {
             total_connections: total.completed,
             conns_per_s: total.measured as f64 / secs,
             latency: total.round_trips.latency(),
-            rate: load.rate.map(|asked| RateReport::new(asked, &total.pacing, total.measured, secs)),
+            rate,
             errors: total.errors,
             mismatches: total.mismatches,
             first_error: total.first_error.clone(),
-            cpu: usage.cpu(load),
+            cpu,
+            valid: warnings.is_empty(),
+            warnings,
         }
     }
 }
@@ -250,7 +256,7 @@ impl<'a> Churner<'a> {
                     let Some((_, due)) = schedule.take_due(now, self.plan.end) else { return };
                     let in_window = self.plan.is_measuring(due);
                     self.tally.pacing.taken(due, now, in_window);
-                    self.tally.pacing.sent += u64::from(in_window);
+                    self.tally.sent_in_window(u64::from(in_window));
                     self.tally.outstanding += u64::from(in_window);
                     due
                 }
@@ -261,7 +267,7 @@ impl<'a> Churner<'a> {
 
     /// Begin one connection in `slot`.
     fn start(&mut self, slot: usize, at: Instant, now: Instant) {
-        let mut stream = match stream::connect_nonblocking(self.target) {
+        let mut stream = match stream::connect_nonblocking(self.target, self.plan.connect_timeout) {
             Ok(stream) => stream,
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
                 // A Unix socket's backlog is full: the server is slow, not broken. Retry.
@@ -321,10 +327,17 @@ impl<'a> Churner<'a> {
     /// Move a life along as far as the socket allows; `Ok(true)` when its echo is complete.
     fn advance(&mut self, life: &mut Life) -> io::Result<bool> {
         if !life.connected {
-            if !life.stream.connected().map_err(|e| stream::connect_error(self.target, e))? {
+            if !life
+                .stream
+                .connected()
+                .map_err(|e| stream::connect_error(self.target, e, self.plan.connect_timeout))?
+            {
                 return Ok(false); // not yet: a WRITABLE event will come
             }
             life.connected = true;
+            if let Some(version) = self.plan.proxy {
+                life.stream.send_proxy_header(version)?;
+            }
         }
         self.send(life)?;
         self.receive(life)?;

@@ -146,7 +146,7 @@ impl Flow {
             self.sending += 1;
         }
         if self.sending > before && w.plan.is_measuring(Instant::now()) {
-            w.tally.pacing.sent += (self.sending - before) as u64;
+            w.tally.sent_in_window((self.sending - before) as u64);
         }
     }
 
@@ -231,7 +231,7 @@ impl Flow {
     pub fn give_up(&mut self, now: Instant, w: &mut WorkerState<'_>) {
         for message in self.unechoed.drain(..).filter(|m| w.plan.is_measuring(m.at)) {
             w.tally.pacing.unanswered += 1;
-            w.tally.round_trips.record(now.saturating_duration_since(message.at));
+            w.tally.record(now.saturating_duration_since(message.at));
         }
     }
 

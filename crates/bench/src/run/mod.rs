@@ -2,7 +2,9 @@
 //! loops, check every echoed byte against what was sent, time every message.
 //!
 //! - this file: the echo engine's plan, tallies and event loop (closed loop: `pipeline`
-//!   messages in flight per connection; open loop: `--rate`, see [`crate::schedule`]);
+//!   messages in flight per connection; open loop: `--rate`, see [`crate::schedule`]),
+//!   several loads at once on one timeline ([`run_together`], for the fairness scenario),
+//!   and the watch over the generator itself (`generator`);
 //! - `flow`: one connection's messages; `connect`: the connect phase;
 //! - `idle`, `churn`, `udp`: the other modes, each on the same plan and window;
 //! - `chaos`: the echo engine beside the `hostile` clients, with the server watched.
@@ -11,6 +13,7 @@ mod chaos;
 mod churn;
 mod connect;
 mod flow;
+mod generator;
 mod hostile;
 mod idle;
 mod udp;
@@ -18,12 +21,13 @@ mod udp_io;
 
 pub use chaos::{ChaosOptions, ChaosReport, run_chaos};
 pub use churn::{ChurnReport, run_churn};
+pub use generator::{Cpu, Delay, DelayKind, Generator};
 pub use idle::{IdleReport, open_idle};
 pub use udp::{UdpReport, run_udp};
 
 use std::io::{self, ErrorKind};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::thread;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
@@ -31,15 +35,17 @@ use serde::Serialize;
 
 use crate::framing::{Framing, Sizes};
 use crate::histogram::{Latency, RoundTrips};
+use crate::intervals::{Interval, IntervalClock, IntervalLog};
 use crate::pattern::{CHUNK, Pattern};
 use crate::progress::Progress;
+use crate::proxy::ProxyVersion;
 use crate::schedule::{Pacing, RateReport, Schedule};
 use crate::stream::Stream;
-use crate::sys;
 use crate::target::Target;
 use crate::timer::Timer;
 use connect::{connect_all, deal};
 use flow::Flow;
+use generator::on_threads;
 
 /// Each load-generator thread's read buffer.
 const READ_BUFFER: usize = 256 * 1024;
@@ -54,8 +60,12 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 const RELEASE_BATCH: usize = 1024;
 /// `--connect-timeout`'s default.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// The token of a worker's schedule timer (no connection has it: slab keys are small).
+/// The token of a worker's timer (no connection has it: slab keys are small): the
+/// schedule's, open loop; the scheduling-delay probe's, closed loop.
 const TIMER: Token = Token(usize::MAX);
+/// Closed loop: how often the probe timer fires; how late each firing is served is the
+/// generator's scheduling delay.
+const PROBE_EVERY: Duration = Duration::from_millis(10);
 
 /// What load to put on a server.
 #[derive(Debug, Clone)]
@@ -83,6 +93,11 @@ pub struct Load {
     /// One connect (and its ping) gives up after this long; UDP: a datagram not answered
     /// within it is lost.
     pub connect_timeout: Duration,
+    /// Begin each connection with a PROXY protocol header (`--proxy-protocol`).
+    pub proxy: Option<ProxyVersion>,
+    /// CPUs to pin the load-generator threads to, thread `i` on `pin[i % len]`; empty:
+    /// not pinned.
+    pub pin: Vec<usize>,
 }
 
 impl Load {
@@ -99,6 +114,8 @@ impl Load {
             threads: 1,
             spin: false,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            proxy: None,
+            pin: Vec::new(),
         }
     }
 
@@ -173,9 +190,14 @@ pub struct EchoReport {
     pub mismatches: u64,
     /// The first error, for the reader.
     pub first_error: Option<String>,
-    /// CPU use over the window.
+    /// CPU use over the window, and the generator's own lateness.
     #[serde(flatten)]
     pub cpu: Cpu,
+    /// False when the load generator may have been the bottleneck: a thread of it used
+    /// ≥ 95% of a CPU, or (open loop) it fell behind its schedule. `warnings` says which.
+    pub valid: bool,
+    /// Why the run is not valid, one sentence each; empty when it is.
+    pub warnings: Vec<String>,
 }
 
 impl EchoReport {
@@ -183,75 +205,132 @@ impl EchoReport {
     pub fn is_clean(&self) -> bool {
         self.errors == 0 && self.mismatches == 0
     }
-
-    /// Open loop, and the generator fell behind its own schedule.
-    pub fn is_behind(&self) -> bool {
-        self.rate.is_some_and(|r| r.behind)
-    }
 }
 
 /// Put `load` on the server at `target` and measure it. `watch` is the server's PID, when
-/// known, so that its CPU use over the window is reported too.
+/// known, so that its CPU use (and its children's) over the window is reported too.
 pub fn run_echo(
     target: &Target,
     load: &Load,
     watch: Option<u32>,
     progress: &Progress,
 ) -> io::Result<EchoReport> {
-    load.validate().map_err(|msg| io::Error::new(ErrorKind::InvalidInput, msg))?;
-    let connected =
-        connect_all(target, load.connections, load.framing.ping(), load.connect_timeout, progress);
-    if connected.streams.is_empty() {
-        return Err(connected.into_error());
-    }
-    let pattern = load.framing.pattern();
-    let plan = Plan::starting_now(load);
-    let shares = deal(connected.streams, load.threads);
-    let workers = shares.len();
-    let (tallies, usage) = on_threads(&plan, shares, watch, progress, |w, share, completed| {
-        let schedule = plan.schedule(share.len(), w, workers);
-        drive(&plan, &pattern, share, schedule, completed)
-    });
-    let mut total =
-        Tally { errors: connected.failed as u64, first_error: connected.first_error, ..Tally::default() };
-    for tally in tallies {
-        // A worker that could not run (or panicked) counts as one error.
-        total.merge(tally.unwrap_or_else(Tally::from_error));
-    }
-    Ok(EchoReport::new(target, load, connected.opened, &total, usage))
+    run_echo_logged(target, load, watch, progress, None)
 }
 
-/// Run one load-generator thread per share, `work(index, share, completed)`, while this
-/// thread watches the window (CPU times, the progress bar). `completed` counts round trips
-/// for the progress bar.
-fn on_threads<S: Send, T: Send>(
-    plan: &Plan,
-    shares: Vec<S>,
+/// [`run_echo`], with the window cut into intervals written to `log`.
+pub fn run_echo_logged(
+    target: &Target,
+    load: &Load,
     watch: Option<u32>,
     progress: &Progress,
-    work: impl Fn(usize, S, &AtomicU64) -> io::Result<T> + Sync,
-) -> (Vec<io::Result<T>>, Usage) {
-    let completed = AtomicU64::new(0);
-    let results = thread::scope(|scope| {
-        let handles: Vec<_> = shares
-            .into_iter()
-            .enumerate()
-            .map(|(w, share)| {
-                let (work, completed) = (&work, &completed);
-                scope.spawn(move || work(w, share, completed))
-            })
-            .collect();
-        let usage = watch_window(plan, watch, progress, &completed);
-        let panicked = || Err(io::Error::other("a load-generator thread panicked"));
-        (handles.into_iter().map(|h| h.join().unwrap_or_else(|_| panicked())).collect(), usage)
-    });
-    progress.finish();
-    results
+    log: Option<&mut IntervalLog>,
+) -> io::Result<EchoReport> {
+    let mut reports = run_together(target, std::slice::from_ref(load), watch, progress, log)?;
+    Ok(reports.remove(0))
+}
+
+/// Put several loads on the server at once, each on connections and threads of its own,
+/// all on one timeline (the same warm-up and window, so their numbers describe the same
+/// seconds): one report per load, in order. Every load must have the warm-up and duration
+/// of the first.
+pub fn run_together(
+    target: &Target,
+    loads: &[Load],
+    watch: Option<u32>,
+    progress: &Progress,
+    mut log: Option<&mut IntervalLog>,
+) -> io::Result<Vec<EchoReport>> {
+    for load in loads {
+        load.validate().map_err(|msg| io::Error::new(ErrorKind::InvalidInput, msg))?;
+    }
+    let mut connected = connect_loads(target, loads, progress)?;
+    let start = Instant::now();
+    let plans: Vec<Plan> = loads.iter().map(|load| Plan::new(load, start)).collect();
+    let patterns: Vec<Pattern> = loads.iter().map(|load| load.framing.pattern()).collect();
+    let (shares, counts) = deal_loads(loads, &mut connected);
+    let workers = shares.len();
+    let (sink, samples) = mpsc::channel();
+    let timeline = &plans[0];
+    if let Some(log) = log.as_deref_mut() {
+        log.begin(timeline.measure_from, timeline.end, workers)?;
+    }
+    let every = log.as_deref().map(IntervalLog::every);
+    let intervals = log.map(|log| (&samples, log));
+    let (tallies, usage) =
+        on_threads(timeline, shares, &loads[0].pin, watch, progress, intervals, |_, (l, w, share), done| {
+            let plan = &plans[l];
+            let schedule = plan.schedule(share.len(), w, counts[l]);
+            let clock =
+                every.map(|every| IntervalClock::new(every, plan.measure_from, plan.end, sink.clone()));
+            drive(plan, &patterns[l], share, schedule, clock, done)
+        })?;
+    // The connections closed only now, after the window's CPU was read: a forking server's
+    // children end with their connections, and would take their CPU time with them.
+    let mut tallies = tallies.into_iter().map(|t| t.map(|(tally, _connections)| tally));
+    let mut reports = Vec::with_capacity(loads.len());
+    let mut first_thread = 0;
+    for ((load, c), n) in loads.iter().zip(connected).zip(counts) {
+        let mut total = Tally { errors: c.failed as u64, first_error: c.first_error, ..Tally::default() };
+        // A worker that could not run (or panicked) counts as one error.
+        tallies.by_ref().take(n).for_each(|t| total.merge(t.unwrap_or_else(Tally::from_error)));
+        let threads = first_thread..first_thread + n;
+        reports.push(EchoReport::new(target, load, c.opened, &total, usage.cpu(load, threads)));
+        first_thread += n;
+    }
+    Ok(reports)
+}
+
+/// The connect phase of each load in turn; `Err` if a load could open none.
+fn connect_loads(
+    target: &Target,
+    loads: &[Load],
+    progress: &Progress,
+) -> io::Result<Vec<connect::Connected>> {
+    let mut connected = Vec::with_capacity(loads.len());
+    for load in loads {
+        let c = connect_all(
+            target,
+            load.connections,
+            load.framing.ping(),
+            load.proxy,
+            load.connect_timeout,
+            progress,
+        );
+        if c.streams.is_empty() {
+            return Err(c.into_error());
+        }
+        connected.push(c);
+    }
+    Ok(connected)
+}
+
+/// One worker's part of a run of several loads: its load, its number within the load, and
+/// its numbered connections.
+type Share = (usize, usize, Vec<(u64, Stream)>);
+
+/// A share for every worker of every load, and each load's number of workers.
+fn deal_loads(loads: &[Load], connected: &mut [connect::Connected]) -> (Vec<Share>, Vec<usize>) {
+    let mut shares = Vec::new();
+    let mut counts = Vec::with_capacity(loads.len());
+    for (l, (load, c)) in loads.iter().zip(connected).enumerate() {
+        let dealt = deal(std::mem::take(&mut c.streams), load.threads);
+        counts.push(dealt.len());
+        shares.extend(dealt.into_iter().enumerate().map(|(w, share)| (l, w, share)));
+    }
+    (shares, counts)
 }
 
 impl EchoReport {
-    fn new(target: &Target, load: &Load, connections: usize, total: &Tally, usage: Usage) -> EchoReport {
+    fn new(target: &Target, load: &Load, connections: usize, total: &Tally, cpu: Cpu) -> EchoReport {
         let secs = load.duration.as_secs_f64();
+        let rate = load.rate.map(|asked| RateReport::new(asked, &total.pacing, total.measured, secs));
+        let delay = match load.rate {
+            Some(_) => Delay::new(DelayKind::SendLateness, &total.delay),
+            None => Delay::new(DelayKind::SchedulingDelay, &total.delay),
+        };
+        let cpu = Cpu { generator: Generator { delay, ..cpu.generator }, ..cpu };
+        let warnings = generator::warnings(&cpu, rate.as_ref());
         EchoReport {
             target: target.to_string(),
             requested: load.connections,
@@ -269,11 +348,13 @@ impl EchoReport {
             msgs_per_s: total.measured as f64 / secs,
             mib_per_s: total.measured_bytes as f64 / secs / f64::from(1 << 20),
             latency: total.round_trips.latency(),
-            rate: load.rate.map(|asked| RateReport::new(asked, &total.pacing, total.measured, secs)),
+            rate,
             errors: total.errors,
             mismatches: total.mismatches,
             first_error: total.first_error.clone(),
-            cpu: usage.cpu(load),
+            cpu,
+            valid: warnings.is_empty(),
+            warnings,
         }
     }
 }
@@ -290,6 +371,8 @@ struct Plan {
     spin: bool,
     /// One connect and echo (churn), or one datagram's answer (UDP), gives up after this.
     connect_timeout: Duration,
+    /// Churn: the PROXY header each new connection sends first.
+    proxy: Option<ProxyVersion>,
     start: Instant,
     /// Round trips that end (closed loop) or are due (open loop) from here on are measured.
     measure_from: Instant,
@@ -301,7 +384,10 @@ struct Plan {
 
 impl Plan {
     fn starting_now(load: &Load) -> Plan {
-        let start = Instant::now();
+        Plan::new(load, Instant::now())
+    }
+
+    fn new(load: &Load, start: Instant) -> Plan {
         let measure_from = start + load.warmup;
         let end = measure_from + load.duration;
         Plan {
@@ -312,6 +398,7 @@ impl Plan {
             connections: load.connections,
             spin: load.spin,
             connect_timeout: load.connect_timeout,
+            proxy: load.proxy,
             start,
             measure_from,
             end,
@@ -363,9 +450,30 @@ struct Tally {
     pacing: Pacing,
     /// Open loop: messages due in the window not answered yet.
     outstanding: u64,
+    /// How late the generator acted in the window: open loop, each message's send after
+    /// its due time; closed loop, each probe timer's service after it fired.
+    delay: RoundTrips,
+    /// With interval statistics: the counts since the last boundary.
+    interval: Option<Interval>,
 }
 
 impl Tally {
+    /// Record a measured round trip (in the interval too, with interval statistics).
+    fn record(&mut self, round_trip: Duration) {
+        self.round_trips.record(round_trip);
+        if let Some(interval) = &mut self.interval {
+            interval.round_trips.record(round_trip);
+        }
+    }
+
+    /// `n` more messages were wholly sent inside the window.
+    fn sent_in_window(&mut self, n: u64) {
+        self.pacing.sent += n;
+        if let Some(interval) = &mut self.interval {
+            interval.sent += n;
+        }
+    }
+
     /// A message of `bytes` that counts from `at` came back whole at `now`.
     fn message_done(&mut self, plan: &Plan, now: Instant, at: Instant, bytes: u64, corrupt: bool) {
         self.completed += 1;
@@ -379,7 +487,7 @@ impl Tally {
         if measured {
             self.measured += 1;
             self.measured_bytes += bytes;
-            self.round_trips.record(now.saturating_duration_since(at));
+            self.record(now.saturating_duration_since(at));
             self.outstanding = self.outstanding.saturating_sub(u64::from(plan.rate.is_some()));
         }
     }
@@ -387,6 +495,9 @@ impl Tally {
     fn connection_lost(&mut self, e: &io::Error) {
         self.errors += 1;
         self.first_error.get_or_insert_with(|| e.to_string());
+        if let Some(interval) = &mut self.interval {
+            interval.errors += 1;
+        }
     }
 
     /// A worker that could not run at all counts as one error.
@@ -405,6 +516,7 @@ impl Tally {
         self.first_error = self.first_error.take().or(other.first_error);
         self.round_trips.merge(&other.round_trips);
         self.pacing.merge(&other.pacing);
+        self.delay.merge(&other.delay);
     }
 }
 
@@ -421,14 +533,16 @@ struct WorkerState<'a> {
 
 /// One load-generator thread: an event loop over its share of the connections, until the
 /// plan's end (open loop: and the drain). `completed` is bumped after each poll, for the
-/// progress bar.
+/// progress bar; `clock`, with interval statistics, is told of every boundary. The
+/// connections are returned open, for the caller to close once the window is read.
 fn drive(
     plan: &Plan,
     pattern: &Pattern,
     share: Vec<(u64, Stream)>,
     mut schedule: Option<Schedule>,
+    mut clock: Option<IntervalClock>,
     completed: &AtomicU64,
-) -> io::Result<Tally> {
+) -> io::Result<(Tally, Vec<Flow>)> {
     let mut poll = Poll::new()?;
     let mut flows = Vec::with_capacity(share.len());
     for (i, (id, mut stream)) in share.into_iter().enumerate() {
@@ -437,17 +551,18 @@ fn drive(
         poll.registry().register(&mut stream, Token(i), Interest::READABLE | Interest::WRITABLE)?;
         flows.push(Flow::new(stream, id));
     }
+    let tally = Tally { interval: clock.as_ref().map(|_| Interval::default()), ..Tally::default() };
     let mut w = WorkerState {
         plan,
         pattern,
         buf: vec![0; READ_BUFFER],
         scratch: vec![0; CHUNK].into_boxed_slice(),
-        tally: Tally::default(),
+        tally,
     };
     let mut timer = Timer::new()?;
-    if schedule.is_some() {
-        poll.registry().register(&mut timer, TIMER, Interest::READABLE)?;
-    } else {
+    poll.registry().register(&mut timer, TIMER, Interest::READABLE)?;
+    let mut probe = Probe::new(&timer, schedule.is_none())?;
+    if schedule.is_none() {
         for flow in &mut flows {
             if let Err(e) = flow.start(&mut w) {
                 flow.close(&poll, &mut w);
@@ -457,11 +572,17 @@ fn drive(
     }
     let mut events = Events::with_capacity(EVENTS_CAPACITY);
     loop {
+        let now = Instant::now();
+        if let (Some(clock), Some(interval)) = (&mut clock, &mut w.tally.interval) {
+            clock.roll(now, interval);
+        }
         if let Some(schedule) = &mut schedule {
             release_due(schedule, &mut flows, &poll, &mut w);
             arm_for_next(schedule, &timer, plan)?;
         }
-        let Some(timeout) = plan.poll_timeout(Instant::now(), w.tally.outstanding) else { break };
+        let Some(timeout) = plan.poll_timeout(now, w.tally.outstanding) else { break };
+        let boundary = clock.as_ref().and_then(IntervalClock::next_boundary);
+        let timeout = boundary.map_or(timeout, |b| timeout.min(b.saturating_duration_since(now)));
         match poll.poll(&mut events, Some(timeout)) {
             Err(e) if e.kind() == ErrorKind::Interrupted => continue, // a signal; poll again
             result => result?,
@@ -469,7 +590,8 @@ fn drive(
         let before = w.tally.completed;
         for event in events.iter() {
             if event.token() == TIMER {
-                timer.clear(); // the due messages go out at the top of the loop
+                timer.clear(); // due messages go out at the top of the loop
+                probe.fired(&timer, plan, &mut w.tally)?;
                 continue;
             }
             let flow = &mut flows[event.token().0];
@@ -487,7 +609,43 @@ fn drive(
         let now = Instant::now();
         flows.iter_mut().filter(|f| f.open).for_each(|f| f.give_up(now, &mut w));
     }
-    Ok(w.tally)
+    if let Some(clock) = clock {
+        clock.finish(w.tally.interval.take().unwrap_or_default());
+    }
+    Ok((w.tally, flows))
+}
+
+/// Closed loop: a timer that fires every [`PROBE_EVERY`]; how late the event loop gets to
+/// it is how long a ready socket waits for this thread too (a busy loop, or a CPU the
+/// thread has to wait for). Open loop, the schedule's own lateness says the same.
+struct Probe {
+    /// When the armed probe is due; `None` when there is no probe (open loop).
+    due: Option<Instant>,
+}
+
+impl Probe {
+    fn new(timer: &Timer, closed_loop: bool) -> io::Result<Probe> {
+        if !closed_loop {
+            return Ok(Probe { due: None });
+        }
+        timer.fire_in(PROBE_EVERY)?;
+        Ok(Probe { due: Some(Instant::now() + PROBE_EVERY) })
+    }
+
+    /// The timer fired: record how late, in the window, and arm the next.
+    fn fired(&mut self, timer: &Timer, plan: &Plan, tally: &mut Tally) -> io::Result<()> {
+        let Some(due) = self.due else { return Ok(()) };
+        let now = Instant::now();
+        if now < due {
+            return Ok(()); // an early or stale wake-up: the probe is still armed
+        }
+        if plan.is_measuring(due) {
+            tally.delay.record(now - due);
+        }
+        timer.fire_in(PROBE_EVERY)?;
+        self.due = Some(now + PROBE_EVERY);
+        Ok(())
+    }
 }
 
 /// Open loop: queue and send the messages due by now (at most [`RELEASE_BATCH`], so that
@@ -503,6 +661,9 @@ fn release_due(schedule: &mut Schedule, flows: &mut [Flow], poll: &Poll, w: &mut
         }
         let in_window = w.plan.is_measuring(due);
         w.tally.pacing.taken(due, now, in_window);
+        if in_window {
+            w.tally.delay.record(now.saturating_duration_since(due));
+        }
         w.tally.outstanding += u64::from(in_window);
         flow.queue(w.plan, due);
         if let Err(e) = flow.send(w) {
@@ -519,61 +680,6 @@ fn arm_for_next(schedule: &Schedule, timer: &Timer, plan: &Plan) -> io::Result<(
         timer.fire_in(next.saturating_duration_since(Instant::now()))?;
     }
     Ok(())
-}
-
-/// CPU time spent over the measured window.
-struct Usage {
-    client: Duration,
-    server: Option<Duration>,
-}
-
-/// CPU use over the measured window, beside every report's numbers.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Cpu {
-    /// CPU the load generator used, in CPUs (1.0 = one core busy).
-    pub client_cpu: f64,
-    /// The load generator was (nearly) saturated, so the server may be faster than shown.
-    pub client_bound: bool,
-    /// CPU the server used, in CPUs, when its PID was known.
-    pub server_cpu: Option<f64>,
-}
-
-impl Usage {
-    /// As shares of `load`'s measured window.
-    fn cpu(&self, load: &Load) -> Cpu {
-        let secs = load.duration.as_secs_f64();
-        let client_cpu = self.client.as_secs_f64() / secs;
-        Cpu {
-            client_cpu,
-            // A spinning client is always at 100%: that says nothing about the server.
-            client_bound: !load.spin && client_cpu >= 0.95 * load.threads as f64,
-            server_cpu: self.server.map(|cpu| cpu.as_secs_f64() / secs),
-        }
-    }
-}
-
-/// The calling thread (not a worker) sleeps through the run, reading CPU times at the
-/// window's edges and moving the progress bar.
-fn watch_window(plan: &Plan, watch: Option<u32>, progress: &Progress, completed: &AtomicU64) -> Usage {
-    let total = plan.end - plan.start;
-    progress.measuring(total);
-    let tick = |now: Instant| {
-        progress.tick(now - plan.start, now >= plan.measure_from, completed.load(Ordering::Relaxed));
-    };
-    sleep_until(plan.measure_from, tick);
-    let (client0, server0) = (sys::own_cpu_time(), watch.and_then(sys::process_cpu_time));
-    sleep_until(plan.end, tick);
-    let client = sys::own_cpu_time().saturating_sub(client0);
-    let server = server0.zip(watch.and_then(sys::process_cpu_time)).map(|(a, b)| b.saturating_sub(a));
-    Usage { client, server }
-}
-
-/// Sleep until `deadline` in slices of at most 100 ms, calling `tick` after each.
-fn sleep_until(deadline: Instant, tick: impl Fn(Instant)) {
-    while let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
-        thread::sleep(left.min(Duration::from_millis(100)));
-        tick(Instant::now());
-    }
 }
 
 #[cfg(test)]

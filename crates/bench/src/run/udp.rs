@@ -25,8 +25,9 @@ use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 use serde::Serialize;
 
+use super::generator::{self, Usage, on_threads};
 use super::udp_io::{self, BATCH};
-use super::{Cpu, EVENTS_CAPACITY, EchoReport, Load, Plan, TIMER, Usage, on_threads};
+use super::{Cpu, EVENTS_CAPACITY, EchoReport, Load, Plan, TIMER};
 use crate::framing::Framing;
 use crate::histogram::{Latency, RoundTrips};
 use crate::pattern::{PERIOD, Pattern};
@@ -88,6 +89,10 @@ pub struct UdpReport {
     /// CPU use over the window.
     #[serde(flatten)]
     pub cpu: Cpu,
+    /// False when the load generator may have been the bottleneck (see `warnings`).
+    pub valid: bool,
+    /// Why the run is not valid, one sentence each; empty when it is.
+    pub warnings: Vec<String>,
 }
 
 impl UdpReport {
@@ -123,7 +128,9 @@ impl UdpReport {
             errors: self.errors + self.lost,
             mismatches: self.mismatches,
             first_error: self.first_error.clone().or(lost),
-            cpu: self.cpu,
+            cpu: self.cpu.clone(),
+            valid: self.valid,
+            warnings: self.warnings.clone(),
         }
     }
 }
@@ -164,10 +171,11 @@ pub fn run_udp(
     for (i, socket) in sockets.into_iter().enumerate() {
         shares[i % workers].push((i as u64, socket));
     }
-    let (tallies, usage) = on_threads(&plan, shares, watch, progress, |w, share, completed| {
-        let schedule = plan.schedule(share.len(), w, workers);
-        Sender::new(&plan, &pattern, share, train)?.run(schedule, completed)
-    });
+    let (tallies, usage) =
+        on_threads(&plan, shares, &load.pin, watch, progress, None, |w, share, completed| {
+            let schedule = plan.schedule(share.len(), w, workers);
+            Sender::new(&plan, &pattern, share, train)?.run(schedule, completed)
+        })?;
     let mut total = UdpTally::default();
     for tally in tallies {
         total.merge(tally?);
@@ -175,21 +183,27 @@ pub fn run_udp(
     Ok(UdpReport::new(addr, load, &total, usage))
 }
 
-/// A socket on the loopback of `addr`'s family, connected to it: it then receives only
-/// from the service, and an ICMP "port unreachable" shows as a refused `recv`.
+/// A socket of `addr`'s family, connected to it: it then receives only from the service,
+/// and an ICMP "port unreachable" shows as a refused `recv`. It binds the unspecified
+/// address, so the kernel picks the local address its route to the service needs
+/// (loopback for a loopback service, an interface's own for another host).
 fn open_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
     let local: SocketAddr = match addr {
-        SocketAddr::V4(_) => (Ipv4Addr::LOCALHOST, 0).into(),
-        SocketAddr::V6(_) => (Ipv6Addr::LOCALHOST, 0).into(),
+        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
     };
-    let socket = UdpSocket::bind(local)?;
-    socket.connect(addr)?;
+    let named = |e: io::Error| io::Error::new(e.kind(), format!("udp:{addr}: {e}"));
+    let socket = UdpSocket::bind(local).map_err(named)?;
+    socket.connect(addr).map_err(named)?;
     Ok(socket)
 }
 
 impl UdpReport {
     fn new(addr: SocketAddr, load: &Load, total: &UdpTally, usage: Usage) -> UdpReport {
         let secs = load.duration.as_secs_f64();
+        let rate = load.rate.map(|asked| RateReport::new(asked, &total.pacing, total.echoed, secs));
+        let cpu = usage.cpu_all(load);
+        let warnings = generator::warnings(&cpu, rate.as_ref());
         UdpReport {
             target: Target::Udp(addr).to_string(),
             sockets: load.connections,
@@ -208,10 +222,12 @@ impl UdpReport {
             msgs_per_s: total.echoed as f64 / secs,
             mib_per_s: total.echoed_bytes as f64 / secs / f64::from(1 << 20),
             latency: total.round_trips.latency(),
-            rate: load.rate.map(|asked| RateReport::new(asked, &total.pacing, total.echoed, secs)),
+            rate,
             errors: total.errors,
             first_error: total.first_error.clone(),
-            cpu: usage.cpu(load),
+            cpu,
+            valid: warnings.is_empty(),
+            warnings,
         }
     }
 }
