@@ -260,7 +260,7 @@ impl EventLoop {
         let endpoint = &mut self.endpoints[i];
         let Socket::Datagram(port) = &mut endpoint.socket else { return };
         let registry = self.poll.registry();
-        if let Err(e) = port.serve(ready.writable, &mut self.read_buf, &mut endpoint.tally, registry, token) {
+        if let Err(e) = port.serve(ready.writable, &mut endpoint.tally, registry, token) {
             warn!("udp {}: {e}", endpoint.addr); // a reregister failed: the socket keeps its interest
         }
         // Once in the list is enough, though an event and a revisit may both come this turn.
@@ -358,15 +358,18 @@ impl EventLoop {
             timers.stop(ConnId(token.0));
         }
         let endpoint = &mut self.endpoints[conn.listener()];
+        // Read, and now never echoed: what was pending, and a partial frame. (A refused
+        // frame, or one cut short, was counted unsent when it was dropped.) Published before
+        // the close is counted, so that a statistics line that shows it gone shows all of its
+        // bytes too (a few atomic adds per close).
+        let unsent = conn.held();
+        endpoint.tally.bytes_unsent += unsent as u64;
+        endpoint.publish();
         if conn.awaiting_header() {
             proxy_header::refused(&endpoint.stats, conn.peer(), reason, Instant::now()); // never served
         } else {
             endpoint.stats.connection_closed();
         }
-        // Read, and now never echoed: what was pending, and a partial frame. (A refused
-        // frame, or one cut short, was counted unsent when it was dropped.)
-        let unsent = conn.held();
-        endpoint.tally.bytes_unsent += unsent as u64;
         debug!("token={} closed ({reason}) on {} unsent={unsent}", token.0, endpoint.addr);
         release_crowd(&mut self.connections);
     }

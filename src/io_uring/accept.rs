@@ -92,7 +92,7 @@ impl UringLoop {
         // A listener's number fits in 16 bits: `UringLoop::new` refuses more listeners.
         let listener = u16::try_from(i).unwrap_or(u16::MAX);
         let (proxy, stamp) = (self.config.proxy_protocol, self.clock.stamp(now));
-        let mut conn = Connection::new(stream, listener, proxy, self.config.max_pending, stamp);
+        let mut conn = Connection::new(stream, listener, proxy, self.cap, stamp);
         if let Some(timers) = &mut self.idle {
             timers.start(ConnId(key), now);
         }

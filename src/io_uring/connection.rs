@@ -17,6 +17,13 @@
 //!   send completes, then refilled from the `PendingBuf`. Memory the kernel reads must not
 //!   move, and a `PendingBuf` slides and grows as it pleases, so it is never sent from.
 //!
+//! With `--framing line|length` a recv is not a message: the same [`Framer`] as the event
+//! loop's says how much of it ends whole frames. Those are what goes straight out of the
+//! buffer; the start of a frame cut off by the end of the recv is copied into a
+//! [`PartialFrame`] until the recv that completes it (then the frame goes out through the
+//! outbox, its start first). A frame over `--max-frame` ends the connection as in the event
+//! loop: the frames before it are echoed, then it lingers and closes.
+//!
 //! One send at a time per connection: a second send could run while the first was short,
 //! and bytes would leave out of order. One recv at a time, asking at most the room left
 //! under `--max-pending`, so what is owed never exceeds the cap (backpressure: at the cap no
@@ -29,18 +36,19 @@
 //! the time) has a recv armed and owes nothing: 40 bytes here, its socket, when bytes last
 //! moved, the send in flight, which listener accepted it, its phase and two flags, and one
 //! pointer to what it needs only now and then ([`Extras`]: the outbox and the pending bytes
-//! beyond a send straight from a provided buffer, a PROXY header being received, the client
-//! it named), allocated when first needed and freed when nothing in it is needed. The
-//! cap and the buffer size are the loop's, lent with each call; the counts go straight into
+//! beyond a send straight from a provided buffer, a frame's start, a PROXY header being
+//! received, the client it named), allocated when first needed and freed when nothing in it
+//! is needed. The framing, the cap and the buffer size are the loop's, lent with each call; the counts go straight into
 //! the loop's tally for the turn; the client's address is asked of the kernel for a log
 //! line. docs/design.md ("What a connection costs") has the byte count.
 
 use std::io;
 use std::os::fd::RawFd;
 
-use log::trace;
+use log::{info, trace};
 
-use crate::buffer::PendingBuf;
+use crate::buffer::{PartialFrame, PendingBuf};
+use crate::framing::{AtEof, Framer, Oversize, Rest};
 use crate::lifecycle::proxy_header::{self, HeaderStep};
 use crate::lifecycle::{Stamp, linger};
 use crate::net::{Peer, Stream};
@@ -57,6 +65,9 @@ pub(super) enum Phase {
     Open,
     /// The client half-closed (recv returned 0): finish the echo, then close.
     PeerClosed,
+    /// A frame was over `--max-frame`: receive nothing more, finish echoing the frames
+    /// before it, then linger (as when shutting down) and close.
+    Refused,
     /// The server is shutting down: receive nothing more, send what is owed, then close.
     ShuttingDown,
     /// Shutting down with nothing left to send, but the kernel still holds bytes either way:
@@ -83,8 +94,9 @@ pub(super) enum Sending {
 /// What the loop does with the provided buffer a recv completed into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum BufferUse {
-    /// Send straight out of it; it goes back to the ring when that send completes.
-    SendFromIt,
+    /// Send its first `len` bytes straight out of it (whole frames: all it holds, unframed);
+    /// it goes back to the ring when that send completes.
+    SendFromIt { len: usize },
     /// The bytes were copied (or discarded): give it back to the ring now.
     GiveBack,
 }
@@ -95,8 +107,11 @@ pub(super) enum BufferUse {
 pub(super) struct Turn<'a> {
     /// This turn's time, stamped on the connection when bytes move.
     pub now: Stamp,
-    /// `--max-pending`: the most a connection may owe.
-    pub max_pending: usize,
+    /// Where frames end (`raw`: every recv is whole).
+    pub framer: Framer,
+    /// The most a connection may hold, owed and partial frame together: `--max-pending`,
+    /// raised to hold one whole frame (`ServerConfig::connection_cap`).
+    pub cap: usize,
     /// This turn's receives and bytes, which the loop publishes once per turn.
     pub tally: &'a mut IoTally,
 }
@@ -135,9 +150,14 @@ struct Extras {
     /// it is released only with no send in flight.
     outbox: Vec<u8>,
     outbox_start: usize,
-    /// Bytes received behind the send in flight. Capped with everything else owed at
-    /// `--max-pending` (the recv asks for no more than the room left).
+    /// Bytes received behind the send in flight. Capped with everything else owed, and the
+    /// partial frame, at the cap (the recv asks for no more than the room left).
     pending: PendingBuf,
+    /// The start of a frame whose end has not arrived yet; never a whole frame.
+    partial: PartialFrame,
+    /// A frame over `--max-frame` just refused the connection: for the loop to count and
+    /// log (through the server's throttle), once.
+    oversize: Option<Oversize>,
     /// The PROXY header so far, from the accept until it is whole (`--proxy-protocol`);
     /// still there if the connection closes before: it was never served.
     header: Option<Box<ProxyDecoder>>,
@@ -151,6 +171,8 @@ impl Extras {
             outbox: Vec::new(),
             outbox_start: 0,
             pending: PendingBuf::new(cap),
+            partial: PartialFrame::default(),
+            oversize: None,
             header: None,
             client: None,
         }
@@ -163,7 +185,11 @@ impl Extras {
 
     /// Nothing in it is needed any more.
     fn unneeded(&self) -> bool {
-        self.owed() == 0 && self.header.is_none() && self.client.is_none()
+        self.owed() == 0
+            && self.partial.len() == 0
+            && self.oversize.is_none()
+            && self.header.is_none()
+            && self.client.is_none()
     }
 }
 
@@ -206,23 +232,23 @@ impl Connection {
     }
 
     /// How many bytes the next recv may ask for, if one should be armed now: while open,
-    /// the room under the cap `max_pending` (none at the cap: backpressure); while
-    /// lingering, a buffer's worth to discard.
-    pub(super) fn recv_len(&self, buffer_size: usize, max_pending: usize) -> Option<usize> {
+    /// the room under the cap `cap` (none at the cap: backpressure); while lingering, a
+    /// buffer's worth to discard.
+    pub(super) fn recv_len(&self, buffer_size: usize, cap: usize) -> Option<usize> {
         if self.recv_armed {
             return None;
         }
         match self.phase {
             Phase::Open => {
-                let room = max_pending.saturating_sub(self.owed());
+                let room = cap.saturating_sub(self.owed() + self.partial().len());
                 if room == 0 {
                     trace!("fd={} owed={} at cap: no recv (backpressure)", self.fd(), self.owed());
                 }
                 (room > 0).then(|| room.min(buffer_size))
             }
-            Phase::Header => Some(max_pending.min(buffer_size)),
+            Phase::Header => Some(cap.min(buffer_size)),
             Phase::Lingering => Some(buffer_size),
-            Phase::PeerClosed | Phase::ShuttingDown | Phase::Closing => None,
+            Phase::PeerClosed | Phase::Refused | Phase::ShuttingDown | Phase::Closing => None,
         }
     }
 
@@ -236,31 +262,98 @@ impl Connection {
         self.recv_armed = armed;
     }
 
-    /// A recv brought `data` in provided buffer `bid`: send straight out of the buffer if
-    /// nothing is owed, else queue the bytes behind what is.
+    /// A recv brought `data` in provided buffer `bid`: the whole frames in it (all of it,
+    /// unframed) go straight out of the buffer if nothing is owed and no frame was begun,
+    /// else behind what is; the start of an unfinished frame is kept.
     pub(super) fn received(&mut self, data: &[u8], bid: u16, turn: &mut Turn<'_>) -> BufferUse {
         if matches!(self.phase, Phase::Lingering | Phase::Closing) {
             trace!("fd={} discarded n={} ({:?})", self.fd(), data.len(), self.phase);
+            if self.phase == Phase::Lingering && linger::done(&self.stream.sock_ref()) {
+                trace!("fd={} lingering: the client has every echo: closing", self.fd());
+                self.phase = Phase::PeerClosed; // nothing owed: the loop closes us
+            }
             return BufferUse::GiveBack;
         }
         turn.tally.read(data.len());
         self.last_active = turn.now;
-        if self.sending.is_none() && self.owed() == 0 {
-            trace!("fd={} recv n={}: send from buffer {bid}", self.fd(), data.len());
-            self.sending = Some(Sending::Provided { bid, len: data.len() as u32 });
-            return BufferUse::SendFromIt;
+        let (whole, start) = self.split_frames(data, turn);
+        if whole > 0 && start.is_empty() && self.sending.is_none() && self.owed() == 0 {
+            trace!("fd={} recv n={}: send from buffer {bid}{}", self.fd(), data.len(), unframed(whole, data));
+            // A recv brings at most one buffer, and a buffer is at most `u32::MAX` bytes.
+            self.sending = Some(Sending::Provided { bid, len: whole as u32 });
+            self.release_if_empty(); // a raw recv left nothing behind
+            return BufferUse::SendFromIt { len: whole };
         }
-        trace!("fd={} recv n={}: queued behind owed={}", self.fd(), data.len(), self.owed());
-        self.extras_mut(turn.max_pending).pending.push(data);
+        trace!("fd={} recv n={}: {whole} queued behind owed={}", self.fd(), data.len(), self.owed());
+        if whole > 0 {
+            let pending = &mut self.extras_mut(turn.cap).pending;
+            pending.push(&start); // a frame's start goes before its end
+            pending.push(&data[..whole]);
+        }
+        self.release_if_empty();
         BufferUse::GiveBack
     }
 
-    /// The recv saw EOF: the client sends no more.
-    pub(super) fn received_eof(&mut self) {
-        trace!("fd={} recv EOF ({:?}), owed={}", self.fd(), self.phase, self.owed());
-        if self.phase != Phase::Closing {
-            self.phase = Phase::PeerClosed;
+    /// Where whole frames end in what was held and `data`: how many bytes of `data` end
+    /// whole frames, and the start of the first of them held from earlier recvs (empty if
+    /// none). The start of an unfinished frame is kept; a frame over the limit refuses the
+    /// connection (after the frames before it), and its bytes count as never echoed.
+    fn split_frames(&mut self, data: &[u8], turn: &mut Turn<'_>) -> (usize, Vec<u8>) {
+        let split = turn.framer.split(self.partial(), data);
+        turn.tally.frames(split.frames);
+        let start = if split.whole > 0 { self.take_partial() } else { Vec::new() };
+        let rest = &data[split.whole..];
+        match split.rest {
+            Rest::Partial if rest.is_empty() => {}
+            Rest::Partial => self.extras_mut(turn.cap).partial.extend(rest, turn.framer.frame_bound()),
+            Rest::TooLarge(oversize) => {
+                self.phase = Phase::Refused;
+                let refused = self.take_partial().len() + rest.len();
+                turn.tally.bytes_unsent += refused as u64; // read, and never to be echoed
+                self.extras_mut(turn.cap).oversize = Some(oversize);
+            }
         }
+        (split.whole, start)
+    }
+
+    /// The recv saw EOF: the client sends no more. A last line without its `\n` is whole
+    /// now, and is echoed; a length frame cut short never can be, and is dropped.
+    pub(super) fn received_eof(&mut self, turn: &mut Turn<'_>) {
+        trace!("fd={} recv EOF ({:?}), owed={}", self.fd(), self.phase, self.owed());
+        if self.phase == Phase::Closing {
+            return;
+        }
+        self.phase = Phase::PeerClosed;
+        match turn.framer.at_eof(self.partial()) {
+            AtEof::Nothing => {}
+            AtEof::Echo => {
+                turn.tally.frames(1);
+                let line = self.take_partial();
+                self.extras_mut(turn.cap).pending.push(&line);
+            }
+            AtEof::Discard(n) => {
+                info!("{}: EOF in the middle of a frame: discarded its {n} bytes", self.peer());
+                turn.tally.bytes_unsent += self.take_partial().len() as u64;
+            }
+        }
+        self.release_if_empty();
+    }
+
+    /// The start of an unfinished frame (empty if none).
+    fn partial(&self) -> &[u8] {
+        self.extras.as_ref().map_or(&[], |extras| extras.partial.as_slice())
+    }
+
+    /// Hand the partial frame over (empty if none); the connection holds none after.
+    fn take_partial(&mut self) -> Vec<u8> {
+        self.extras.as_mut().map_or_else(Vec::new, |extras| extras.partial.take())
+    }
+
+    /// The frame over `--max-frame` that just refused it, if one did (once).
+    pub(super) fn take_oversize(&mut self) -> Option<Oversize> {
+        let oversize = self.extras.as_mut().and_then(|extras| extras.oversize.take());
+        self.release_if_empty();
+        oversize
     }
 
     /// The send out of a provided buffer completed having taken `n` bytes of `data` (0 for
@@ -274,7 +367,7 @@ impl Connection {
         if n < data.len() {
             trace!("fd={} partial send n={n} of {}: rest to the outbox", self.fd(), data.len());
             // Nothing else is owed: a provided send goes only when nothing is (`received`).
-            let extras = self.extras_mut(turn.max_pending);
+            let extras = self.extras_mut(turn.cap);
             debug_assert!(extras.owed() == 0, "a provided send with bytes owed behind it");
             extras.outbox.clear();
             extras.outbox_start = 0;
@@ -298,11 +391,14 @@ impl Connection {
         self.count_sent(n, turn);
     }
 
+    /// A send completed having taken `n` bytes: counted, and what is owed freed if that
+    /// was the last of it.
     fn count_sent(&mut self, n: usize, turn: &mut Turn<'_>) {
         turn.tally.wrote(n);
         if n > 0 {
             self.last_active = turn.now;
         }
+        self.release_if_empty();
     }
 
     /// The next send out of the outbox, if one should go now: the outbox's rest, else
@@ -345,7 +441,7 @@ impl Connection {
     /// Everything received was sent and the client is done, or the server is shutting
     /// down and the connection need not linger: close it.
     pub(super) fn finished(&self) -> bool {
-        matches!(self.phase, Phase::PeerClosed | Phase::ShuttingDown)
+        matches!(self.phase, Phase::PeerClosed | Phase::Refused | Phase::ShuttingDown)
             && self.sending.is_none()
             && self.owed() == 0
     }
@@ -363,7 +459,7 @@ impl Connection {
     /// The rule is `crate::lifecycle::linger`'s, as in every model.
     pub(super) fn linger_once_flushed(&mut self) -> io::Result<()> {
         let flushed = self.sending.is_none() && self.owed() == 0;
-        if self.phase == Phase::ShuttingDown
+        if matches!(self.phase, Phase::ShuttingDown | Phase::Refused)
             && flushed
             && linger::begin(&self.stream.sock_ref(), format_args!("fd={}", self.fd()))?
         {
@@ -429,11 +525,15 @@ impl Connection {
             HeaderStep::Done { client, payload } => {
                 extras.header = None;
                 extras.client = (client != peer).then_some(client); // the kernel cannot say it later
-                if payload < data.len() {
-                    turn.tally.read(data.len() - payload); // the header's bytes are not the client's
-                    extras.pending.push(&data[payload..]);
-                }
                 (self.phase, self.last_active) = (Phase::Open, turn.now);
+                if payload < data.len() {
+                    let rest = &data[payload..];
+                    turn.tally.read(rest.len()); // the header's bytes are not the client's
+                    let (whole, start) = self.split_frames(rest, turn);
+                    let pending = &mut self.extras_mut(turn.cap).pending;
+                    pending.push(&start);
+                    pending.push(&rest[..whole]);
+                }
                 self.release_if_empty();
                 Ok(true)
             }
@@ -450,39 +550,58 @@ impl Connection {
         self.last_active
     }
 
-    /// Bytes received and never sent back: what it leaves unsent if it closes now.
+    /// Bytes received and never sent back: what it leaves unsent if it closes now (what it
+    /// owes, and a partial frame).
     pub(super) fn unsent(&self) -> usize {
-        self.owed()
+        self.owed() + self.partial().len()
     }
+}
+
+/// For the trace: how much of a recv's `data` goes out, when not all of it does.
+fn unframed(whole: usize, data: &[u8]) -> String {
+    if whole == data.len() { String::new() } else { format!(" ({whole} bytes of whole frames)") }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::framing::Framing;
     use std::os::unix::net::UnixStream;
 
-    /// A connection as the loop holds it: the cap it lends and the counts it keeps.
+    /// A connection as the loop holds it: the framing and cap it lends and the counts it keeps.
     struct Served {
         conn: Connection,
-        max_pending: usize,
+        framer: Framer,
+        cap: usize,
         tally: IoTally,
         /// The other end of the socket pair, kept open.
         _peer: UnixStream,
     }
 
     impl Served {
-        /// A connection over one end of a socket pair.
-        fn new(max_pending: usize) -> Served {
+        /// A raw connection over one end of a socket pair.
+        fn new(cap: usize) -> Served {
+            Served::framed(Framer::new(Framing::Raw, 0), cap)
+        }
+
+        /// A connection with `framer` over one end of a socket pair.
+        fn framed(framer: Framer, cap: usize) -> Served {
             let (ours, theirs) = UnixStream::pair().unwrap();
             let stream = Stream::from_fd(ours.into(), false);
-            let conn = Connection::new(stream, 0, false, max_pending, Stamp::default());
-            Served { conn, max_pending, tally: IoTally::default(), _peer: theirs }
+            let conn = Connection::new(stream, 0, false, cap, Stamp::default());
+            Served { conn, framer, cap, tally: IoTally::default(), _peer: theirs }
         }
 
         /// The connection, and what the loop lends it for one completion.
         fn parts(&mut self) -> (&mut Connection, Turn<'_>) {
-            let turn = Turn { now: Stamp::default(), max_pending: self.max_pending, tally: &mut self.tally };
+            let turn =
+                Turn { now: Stamp::default(), framer: self.framer, cap: self.cap, tally: &mut self.tally };
             (&mut self.conn, turn)
+        }
+
+        fn received_eof(&mut self) {
+            let (conn, mut turn) = self.parts();
+            conn.received_eof(&mut turn);
         }
 
         fn received(&mut self, data: &[u8], bid: u16) -> BufferUse {
@@ -501,15 +620,68 @@ mod tests {
         }
 
         fn recv_len(&self, buffer_size: usize) -> Option<usize> {
-            self.conn.recv_len(buffer_size, self.max_pending)
+            self.conn.recv_len(buffer_size, self.cap)
         }
+    }
+
+    /// Lines: the whole ones go out of the buffer; a line cut by the end of a recv waits,
+    /// and goes out (start first) when the recv with its end arrives, behind what is owed.
+    #[test]
+    fn whole_lines_go_out_of_the_buffer_and_a_cut_line_waits_for_its_end() {
+        let mut s = Served::framed(Framer::new(Framing::Line, 100), 100);
+        assert_eq!(s.received(b"one\ntwo\nthr", 0), BufferUse::SendFromIt { len: 8 });
+        assert_eq!(s.recv_len(1000), Some(100 - 8 - 3), "the cut line counts against the cap");
+        assert_eq!(s.received(b"ee\nfo", 1), BufferUse::GiveBack, "a send is in flight");
+        s.sent_from_buffer(8, b"one\ntwo\n");
+        assert_eq!(s.conn.next_send(), Some(&b"three\n"[..]));
+        s.sent_from_outbox(6);
+        assert_eq!(s.received(b"ur", 2), BufferUse::GiveBack, "no whole line");
+        assert_eq!(s.conn.next_send(), None);
+        s.received_eof(); // the last line ends with the stream
+        assert_eq!(s.conn.next_send(), Some(&b"four"[..]));
+        s.sent_from_outbox(4);
+        assert!(s.conn.finished());
+        assert_eq!(s.tally.frames, 4);
+        assert!(s.conn.extras.is_none(), "all out: nothing held");
+    }
+
+    /// A frame over the limit: the frames before it are echoed, nothing more is received,
+    /// and once they are out the connection is finished (nothing to linger for here: the
+    /// other end read nothing, but sent nothing more either). The loop is told once.
+    #[test]
+    fn a_frame_over_the_limit_refuses_the_connection_after_the_frames_before_it() {
+        let mut s = Served::framed(Framer::new(Framing::Line, 8), 64);
+        assert_eq!(s.received(b"ok\nthis line is too long", 0), BufferUse::SendFromIt { len: 3 });
+        assert_eq!(s.conn.phase(), Phase::Refused);
+        assert!(s.conn.take_oversize().is_some() && s.conn.take_oversize().is_none(), "told once");
+        assert_eq!(s.recv_len(64), None, "refused: no more recvs");
+        assert!(!s.conn.finished(), "the echo of the frame before it is still out");
+        s.sent_from_buffer(3, b"ok\n");
+        assert!(s.conn.finished());
+        assert_eq!(s.tally.bytes_unsent, 21, "the refused bytes count as never echoed");
+    }
+
+    /// A length frame cut short by EOF can never be whole: dropped, not echoed.
+    #[test]
+    fn a_length_frame_cut_by_eof_is_dropped() {
+        let mut s = Served::framed(Framer::new(Framing::Length, 100), 200);
+        assert_eq!(
+            s.received(&[0, 0, 0, 2, b'h', b'i', 0, 0, 0, 9, b'x'], 0),
+            BufferUse::SendFromIt { len: 6 }
+        );
+        s.sent_from_buffer(6, &[0, 0, 0, 2, b'h', b'i']);
+        s.received_eof();
+        assert_eq!(s.conn.next_send(), None);
+        assert!(s.conn.finished());
+        assert_eq!(s.tally.bytes_unsent, 5, "the cut frame counts as unsent");
+        assert_eq!(s.conn.unsent(), 0);
     }
 
     #[test]
     fn first_bytes_go_straight_out_of_the_buffer_and_the_rest_waits_in_order() {
         let mut s = Served::new(100);
         assert_eq!(s.recv_len(64), Some(64));
-        assert_eq!(s.received(b"hello", 7), BufferUse::SendFromIt);
+        assert_eq!(s.received(b"hello", 7), BufferUse::SendFromIt { len: 5 });
         assert_eq!(s.conn.sending(), Some(Sending::Provided { bid: 7, len: 5 }));
         assert!(s.conn.extras.is_none(), "a send straight from the buffer holds nothing of ours");
         assert_eq!(s.received(b" world", 8), BufferUse::GiveBack);
@@ -544,7 +716,7 @@ mod tests {
     fn eof_finishes_only_after_the_echo() {
         let mut s = Served::new(100);
         s.received(b"bye", 0);
-        s.conn.received_eof();
+        s.received_eof();
         assert!(!s.conn.finished());
         assert_eq!(s.recv_len(64), None);
         s.sent_from_buffer(3, b"bye");

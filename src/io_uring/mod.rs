@@ -59,13 +59,14 @@ use slab::Slab;
 use crate::addr::ListenAddr;
 use crate::config::ServerConfig;
 use crate::error::Error;
+use crate::framing::Framer;
 use crate::lifecycle::linger::LINGER_CHECK;
 use crate::lifecycle::{Admission, Clock, ConnId, IdleTimers, proxy_header, release_crowd};
 use crate::listening::Listening;
 use crate::net::{AcceptBackoff, ListenSocket, StdListener};
 use crate::notify::WatchdogTimer;
 use crate::shutdown::ShutdownHandle;
-use crate::stats::{IoTally, Stats};
+use crate::stats::{ClientEvent, IoTally, Stats};
 use buffers::BufRing;
 use connection::{BufferUse, Connection, Phase, Sending, Turn};
 use op::Op;
@@ -104,13 +105,17 @@ pub(crate) struct UringLoop {
     /// After EMFILE and friends, accepting pauses; this says until when, and logs it.
     accept_backoff: AcceptBackoff,
     /// The eventfd a shutdown request writes to; the ring polls it.
-    wake_fd: Arc<OwnedFd>,
+    wake: WakeFd,
     /// Live connections (and closing ones whose requests are still in flight).
     connections: Slab<Connection>,
     /// Idle deadlines, when `--idle-timeout` is on (slab key = `ConnId`); their only owner.
     idle: Option<IdleTimers>,
     /// Milliseconds since the loop began: the connections' `last_active` stamps.
     clock: Clock,
+    /// Where frames end, the same for every connection: lent to each in its [`Turn`].
+    framer: Framer,
+    /// The most a connection may hold (`--max-pending`, raised to one whole frame).
+    cap: usize,
     /// With `--proxy-protocol`: each connection's deadline for its whole PROXY header
     /// (its `last_active` stays its accept time until the header is whole).
     header_deadlines: Option<IdleTimers>,
@@ -177,25 +182,19 @@ impl UringLoop {
             })
             .collect::<io::Result<_>>()?;
         let ring = Ring::new(receive_buffers(config)?)?;
-        let wake_fd = Arc::new(new_eventfd()?);
-        let fd = Arc::clone(&wake_fd);
-        shutdown.add_waker(move || {
-            let one = 1u64.to_ne_bytes();
-            // SAFETY: writes 8 bytes from a live array to an open eventfd.
-            if unsafe { libc::write(fd.as_raw_fd(), one.as_ptr().cast(), one.len()) } < 0 {
-                warn!("could not wake the io_uring loop: {}", io::Error::last_os_error());
-            }
-        });
+        let wake = WakeFd::new(shutdown)?;
         debug!("io_uring: {} provided buffers of {} bytes", config.uring_buffers, config.uring_buffer_size);
         let clock = Clock::new(Instant::now());
         Ok(UringLoop {
             ring,
             acceptors,
             accept_backoff: AcceptBackoff::default(),
-            wake_fd,
+            wake,
             connections: Slab::new(),
             idle: config.idle_timeout.map(|timeout| IdleTimers::new(timeout, clock)),
             clock,
+            framer: config.framer(),
+            cap: config.connection_cap(),
             header_deadlines: config.proxy_protocol.then(|| IdleTimers::new(config.proxy_timeout, clock)),
             stopping: Stopping::No,
             completions: Vec::new(),
@@ -294,13 +293,14 @@ impl UringLoop {
     ) -> io::Result<(Option<u16>, Option<String>)> {
         let conn = &mut self.connections[key];
         let tally = &mut self.acceptors[conn.listener()].tally; // counted where it was accepted
-        let mut turn = Turn { now: self.clock.stamp(now), max_pending: self.config.max_pending, tally };
+        let mut turn = Turn { now: self.clock.stamp(now), framer: self.framer, cap: self.cap, tally };
         conn.set_recv_armed(false);
         match (result, bid) {
             (n, Some(bid)) if n > 0 && conn.phase() == Phase::Header => {
                 let outcome = conn.received_header(self.ring.buffers.data(bid, n as usize), &mut turn);
                 if outcome == Ok(true) {
                     self.header_done(key);
+                    self.count_oversize(key, now);
                 }
                 return Ok((Some(bid), outcome.err()));
             }
@@ -309,17 +309,20 @@ impl UringLoop {
             }
             (n, Some(bid)) if n > 0 => {
                 let data = self.ring.buffers.data(bid, n as usize);
-                if conn.received(data, bid, &mut turn) == BufferUse::GiveBack {
+                let used = conn.received(data, bid, &mut turn);
+                self.count_oversize(key, now);
+                let conn = &mut self.connections[key];
+                let BufferUse::SendFromIt { len } = used else {
                     return Ok((Some(bid), None));
-                }
+                };
                 // The buffer stays out of the ring until this send completes (`on_send`).
-                self.ring.send_provided(conn.fd(), bid, n as usize, Op::Send(key))?;
+                self.ring.send_provided(conn.fd(), bid, len, Op::Send(key))?;
                 return Ok((None, None));
             }
             (n, None) if n > 0 => {
                 return Ok((None, Some("a recv completed without naming its buffer".into())));
             }
-            (0, _) => conn.received_eof(),
+            (0, _) => conn.received_eof(&mut turn),
             (e, _) => match -e {
                 libc::ENOBUFS => {
                     trace!("fd={} recv: the buffer ring was empty, recv again", conn.fd());
@@ -335,6 +338,17 @@ impl UringLoop {
         Ok((bid, None))
     }
 
+    /// A connection that a frame over `--max-frame` just refused: counted, and logged through
+    /// the server's throttle, as in every model.
+    fn count_oversize(&mut self, key: usize, now: Instant) {
+        let conn = &mut self.connections[key];
+        let Some(oversize) = conn.take_oversize() else { return };
+        let peer = conn.peer();
+        let detail =
+            || format!("{peer}: {oversize}: closing the connection after echoing the frames before it");
+        self.acceptors[conn.listener()].stats.client_event(ClientEvent::FrameTooLarge, now, detail);
+    }
+
     /// A send completed: account for what the kernel took; the rest goes out next.
     fn on_send(&mut self, key: usize, result: i32, now: Instant) -> io::Result<()> {
         let Some(conn) = self.connections.get_mut(key) else {
@@ -348,7 +362,7 @@ impl UringLoop {
             e => (0, Some(io::Error::from_raw_os_error(-e))),
         };
         let tally = &mut self.acceptors[conn.listener()].tally; // counted where it was accepted
-        let mut turn = Turn { now: self.clock.stamp(now), max_pending: self.config.max_pending, tally };
+        let mut turn = Turn { now: self.clock.stamp(now), framer: self.framer, cap: self.cap, tally };
         match conn.sending() {
             Some(Sending::Provided { bid, len }) => {
                 conn.sent_from_buffer(taken, self.ring.buffers.data(bid, len as usize), &mut turn);
@@ -383,7 +397,7 @@ impl UringLoop {
             // or leaked if the loop ends with requests in flight (`Drop for UringLoop`).
             unsafe { self.ring.send(fd, data, Op::Send(key))? };
         }
-        if let Some(len) = conn.recv_len(self.ring.buffers.buffer_size(), self.config.max_pending) {
+        if let Some(len) = conn.recv_len(self.ring.buffers.buffer_size(), self.cap) {
             self.ring.recv_provided(fd, len, Op::Recv(key))?;
             conn.set_recv_armed(true);
         }
@@ -429,6 +443,9 @@ impl UringLoop {
         let acceptor = &mut self.acceptors[conn.listener()];
         let unsent = conn.unsent();
         acceptor.tally.bytes_unsent += unsent as u64; // what it owed counts as never echoed
+        // Published before the close is counted, so that a statistics line that shows it
+        // gone shows all of its bytes too (a few atomic adds per close).
+        acceptor.stats.publish(&mut acceptor.tally);
         if !conn.awaiting_header() {
             acceptor.stats.connection_closed(); // a refused header was counted in `close`
         }
@@ -494,7 +511,7 @@ impl UringLoop {
 
     /// Queue the poll on the shutdown eventfd.
     fn arm_wake(&mut self) -> io::Result<()> {
-        self.ring.poll_readable(self.wake_fd.as_raw_fd(), Op::Wake)
+        self.ring.poll_readable(self.wake.raw_fd(), Op::Wake)
     }
 
     /// The eventfd was written: a shutdown was requested (nothing else writes to it).
@@ -613,13 +630,33 @@ fn receive_buffers(config: &ServerConfig) -> io::Result<BufRing> {
     BufRing::new(count, size).map_err(named)
 }
 
-/// A non-blocking eventfd: the shutdown handle writes to it, the ring polls it.
-fn new_eventfd() -> io::Result<OwnedFd> {
-    // SAFETY: plain system call; the descriptor it returns is owned by nobody else.
-    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
+/// How a shutdown request reaches a loop asleep in `io_uring_enter`: a non-blocking eventfd
+/// the shutdown handle writes to, and the ring polls.
+struct WakeFd(Arc<OwnedFd>);
+
+impl WakeFd {
+    /// A new eventfd, and a waker on `shutdown` that writes to it.
+    fn new(shutdown: &ShutdownHandle) -> io::Result<WakeFd> {
+        // SAFETY: plain system call; the descriptor it returns is owned by nobody else.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh, open descriptor.
+        let fd = Arc::new(unsafe { OwnedFd::from_raw_fd(fd) });
+        let written = Arc::clone(&fd);
+        shutdown.add_waker(move || {
+            let one = 1u64.to_ne_bytes();
+            // SAFETY: writes 8 bytes from a live array to an open eventfd.
+            if unsafe { libc::write(written.as_raw_fd(), one.as_ptr().cast(), one.len()) } < 0 {
+                warn!("could not wake the io_uring loop: {}", io::Error::last_os_error());
+            }
+        });
+        Ok(WakeFd(fd))
     }
-    // SAFETY: `fd` is a fresh, open descriptor.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+
+    /// The descriptor, for the ring's poll.
+    fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.0.as_raw_fd()
+    }
 }
