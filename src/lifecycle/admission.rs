@@ -6,9 +6,13 @@
 //! again. Every other connection gets the per-connection socket options (`net::options`),
 //! and, in a blocking model, the idle timeout as socket timeouts (see `idle.rs`); a socket
 //! that refuses them (most often: the client has reset it already) is closed.
+//!
+//! The warning comes once, then at most once per [`REJECT_WARNING_EVERY`] with the number
+//! refused meanwhile: a client that connects in a loop must not flood the log with a line
+//! per refusal (each refusal is still counted, and logged at debug level).
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use log::{debug, warn};
 use socket2::{SockRef, Socket};
@@ -31,13 +35,47 @@ pub struct Admission {
     socket_timeout: Option<Duration>,
     /// Where an admitted connection is counted open, and a refused one rejected.
     stats: Arc<Stats>,
+    /// When the last refusal warning was logged, shared by the clones of this admission.
+    warnings: Arc<Mutex<RejectWarnings>>,
+}
+
+/// While connections keep being refused, how often a warning is logged.
+pub const REJECT_WARNING_EVERY: Duration = Duration::from_secs(10);
+
+/// The refusal warnings' pace: the first at once, then one per [`REJECT_WARNING_EVERY`].
+#[derive(Debug, Default)]
+struct RejectWarnings {
+    /// When the last warning was logged; `None` before the first.
+    last: Option<Instant>,
+    /// Refusals since then, not warned about.
+    unwarned: u64,
+}
+
+impl RejectWarnings {
+    /// A connection is refused at `now`: `Some(n)` if a warning is due, where `n` counts
+    /// the refusals since the last warning that were not warned about.
+    fn refused(&mut self, now: Instant) -> Option<u64> {
+        let due = self.last.is_none_or(|last| now.saturating_duration_since(last) >= REJECT_WARNING_EVERY);
+        if !due {
+            self.unwarned += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.unwarned))
+    }
 }
 
 impl Admission {
     /// The rules of `config`, for a loop (event loop, io-uring), counting refusals in `stats`.
     pub fn new(config: &ServerConfig, stats: Arc<Stats>) -> Admission {
         let options = SocketOptions::from_config(config);
-        Admission { max_connections: config.max_connections, options, socket_timeout: None, stats }
+        Admission {
+            max_connections: config.max_connections,
+            options,
+            socket_timeout: None,
+            stats,
+            warnings: Arc::default(),
+        }
     }
 
     /// The rules of `config` for a blocking model: the same, and the idle timeout becomes
@@ -63,10 +101,45 @@ impl Admission {
             return false;
         }
         if !self.stats.try_open(self.max_connections) {
-            warn!("max-connections {} reached: closing connection from {}", self.max_connections, peer());
             self.stats.connection_rejected();
+            self.log_refusal(&peer());
             return false;
         }
         true
+    }
+
+    /// Say that the connection from `peer` was refused: a warning when one is due, else a
+    /// debug line.
+    fn log_refusal(&self, peer: &Peer) {
+        let due = self.warnings.lock().unwrap_or_else(PoisonError::into_inner).refused(Instant::now());
+        let cap = self.max_connections;
+        match due {
+            Some(0) => warn!("max-connections {cap} reached: closing connection from {peer}"),
+            Some(more) => warn!(
+                "max-connections {cap} reached: closing connection from {peer} ({more} more closed since the last warning)"
+            ),
+            None => debug!("max-connections {cap} reached: closing connection from {peer}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: a client connecting in a loop over the cap got a WARN line per refusal
+    /// (2000 connects, 2000 lines). Now: the first, then one per interval with a count.
+    #[test]
+    fn refusals_in_a_burst_log_one_warning_then_one_per_interval_with_a_count() {
+        let mut warnings = RejectWarnings::default();
+        let start = Instant::now();
+        assert_eq!(warnings.refused(start), Some(0));
+        for i in 1..2000 {
+            assert_eq!(warnings.refused(start + Duration::from_micros(i)), None);
+        }
+        let later = start + REJECT_WARNING_EVERY;
+        assert_eq!(warnings.refused(later), Some(1999), "due at the interval: a warning with the count");
+        assert_eq!(warnings.refused(later + Duration::from_secs(1)), None);
+        assert_eq!(warnings.refused(later + REJECT_WARNING_EVERY * 5), Some(1));
     }
 }
