@@ -1,6 +1,7 @@
 //! Command-line definitions (clap derive) and their conversion into the library's types,
 //! and nothing else: each `///` is the `--help` text. Part of the binary, not the library.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -46,8 +47,9 @@ pub enum Command {
 
 /// The end of `serve --help` (the man page has sections of its own for these).
 const SERVE_NOTES: &str = "\
-Signals: SIGINT or SIGTERM stops gracefully (pending echoes flush for --shutdown-grace; a second \
-signal exits at once with status 130). SIGUSR1 logs a statistics line.
+Signals: SIGINT or SIGTERM stops gracefully (after --drain, if set; pending echoes flush for \
+--shutdown-grace; a second signal ends a drain, or, while stopping, exits at once with status 130). \
+SIGUSR1 logs a statistics line.
 
 Socket activation: started by systemd (or any manager speaking sd_listen_fds), it serves every \
 socket passed (listening TCP and Unix stream sockets, bound UDP sockets) instead of binding ADDRs. \
@@ -131,6 +133,25 @@ pub struct ServeArgs {
     /// buffers are allocated at start: N x BYTES of memory, used as they fill.
     #[arg(long, value_name = "BYTES", default_value = "64K", value_parser = parse_size)]
     pub uring_buffer_size: usize,
+    /// Serve Prometheus metrics at http://ADDR/metrics, and health checks at /livez (the
+    /// serving loops turn) and /readyz (503 once a stop begins), from a thread of their own.
+    /// HOST:PORT or [V6]:PORT; port 0 lets the OS pick (the `metrics on` line says which).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+    /// On SIGINT/SIGTERM, drain first for up to SECS: /readyz answers 503 (a load balancer
+    /// stops sending new connections) while everything goes on as before, ended early when no
+    /// connection is open; then stop as usual. A second signal ends the drain.
+    #[arg(long, value_name = "SECS", default_value = "0", value_parser = parse_secs)]
+    pub drain: Duration,
+    /// Every connection begins with a PROXY protocol header (v1 or v2, as HAProxy's send-proxy
+    /// and send-proxy-v2 write it): consumed, never echoed, and the client it names is the one
+    /// logged. A connection without a valid header is closed, nothing echoed. Stream listeners.
+    #[arg(long)]
+    pub proxy_protocol: bool,
+    /// With --proxy-protocol: a connection's whole header must arrive within SECS of its
+    /// accept (decimals allowed).
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs, requires = "proxy_protocol")]
+    pub proxy_timeout: Duration,
 }
 
 impl ServeArgs {
@@ -154,6 +175,10 @@ impl ServeArgs {
             .with_max_frame(self.max_frame)
             .with_uring_buffers(self.uring_buffers)
             .with_uring_buffer_size(self.uring_buffer_size)
+            .with_metrics(self.metrics)
+            .with_drain(self.drain)
+            .with_proxy_protocol(self.proxy_protocol)
+            .with_proxy_timeout(self.proxy_timeout)
     }
 }
 

@@ -5,6 +5,7 @@
 //! crate a config starts from [`ServerConfig::new`] (or `default()`) and changes what it
 //! needs with the `with_*` methods, or by assigning a field.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::addr::{ListenAddr, first_repeated};
@@ -93,6 +94,20 @@ pub struct ServerConfig {
     /// in ring order, so in time every one is touched: `uring_buffers * uring_buffer_size`
     /// is a fixed cost (16 MiB by default), whatever the number of connections.
     pub uring_buffer_size: usize,
+    /// Every connection of a stream listener begins with a PROXY protocol header (v1 or
+    /// v2), as a load balancer sends it: consumed, never echoed, and the client it names is
+    /// the one logged.
+    pub proxy_protocol: bool,
+    /// With `proxy_protocol`: how long a connection has, from its accept, to send its whole
+    /// header; then it is closed and counted as refused.
+    pub proxy_timeout: Duration,
+    /// Serve Prometheus metrics (`/metrics`) and health checks (`/livez`, `/readyz`) over
+    /// HTTP at this address, from a thread of their own; `None` = off.
+    pub metrics: Option<SocketAddr>,
+    /// On SIGINT/SIGTERM, first a drain of up to this long: `/readyz` answers 503 while
+    /// everything else goes on, ended early when no connection is open; then the stop.
+    /// Zero: stop at once.
+    pub drain: Duration,
 }
 
 impl Default for ServerConfig {
@@ -112,6 +127,10 @@ impl Default for ServerConfig {
             max_frame: 64 * 1024,
             uring_buffers: 256,
             uring_buffer_size: 64 * 1024,
+            proxy_protocol: false,
+            proxy_timeout: Duration::from_secs(5),
+            metrics: None,
+            drain: Duration::ZERO,
         }
     }
 }
@@ -157,6 +176,10 @@ impl ServerConfig {
         with_max_frame => max_frame: usize,
         with_uring_buffers => uring_buffers: usize,
         with_uring_buffer_size => uring_buffer_size: usize,
+        with_proxy_protocol => proxy_protocol: bool,
+        with_proxy_timeout => proxy_timeout: Duration,
+        with_metrics => metrics: Option<SocketAddr>,
+        with_drain => drain: Duration,
     }
 
     /// The framing with its limit, as a connection uses it.
@@ -286,6 +309,24 @@ impl ServerConfig {
         if let Some(udp) = self.addrs.iter().find(|addr| matches!(addr, ListenAddr::Udp(_))) {
             self.validate_udp(udp)?;
         }
+        self.validate_proxy_protocol()
+    }
+
+    /// `--proxy-protocol`: a stream listener to apply to (a datagram carries no header), and
+    /// a time limit.
+    fn validate_proxy_protocol(&self) -> Result<(), String> {
+        if !self.proxy_protocol {
+            return Ok(());
+        }
+        if self.addrs.iter().all(|addr| matches!(addr, ListenAddr::Udp(_))) {
+            return Err(format!(
+                "--proxy-protocol applies to stream listeners: {} carries no PROXY header",
+                self.addrs[0]
+            ));
+        }
+        if self.proxy_timeout.is_zero() {
+            return Err("--proxy-timeout must be more than 0 seconds".into());
+        }
         Ok(())
     }
 
@@ -397,8 +438,12 @@ mod tests {
         assert!(config.validate().unwrap_err().contains("udp:127.0.0.1:2: the io-uring model"));
         let config = ServerConfig { workers: 2, ..udp.clone() };
         assert_eq!(config.validate(), Ok(()));
-        let config = ServerConfig { framing: Framing::Line, ..udp };
+        let config = ServerConfig { framing: Framing::Line, ..udp.clone() };
         assert!(config.validate().unwrap_err().contains("--framing line"));
+        let config = ServerConfig { proxy_protocol: true, ..udp.clone() };
+        assert!(config.validate().unwrap_err().contains("--proxy-protocol applies to stream listeners"));
+        let config = ServerConfig { proxy_protocol: true, ..udp }.with_addrs(addrs(&["1", "udp:2"]));
+        assert_eq!(config.validate(), Ok(()), "the stream listener takes the header, the UDP one not");
     }
 
     fn addrs(list: &[&str]) -> Vec<ListenAddr> {
@@ -454,6 +499,9 @@ mod tests {
 
     #[test]
     fn zero_limits_are_rejected() {
+        let config =
+            ServerConfig { proxy_protocol: true, proxy_timeout: Duration::ZERO, ..Default::default() };
+        assert!(config.validate().unwrap_err().contains("--proxy-timeout"));
         let config = ServerConfig { max_pending: 0, ..Default::default() };
         assert!(config.validate().is_err());
         let config = ServerConfig { max_connections: 0, ..Default::default() };

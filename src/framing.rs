@@ -87,7 +87,7 @@ pub enum Rest {
 }
 
 /// A frame over the limit, for the log line.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Oversize {
     framing: Framing,
     /// The frame's size: exact for a length frame or a line whose `\n` arrived, a lower

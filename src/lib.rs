@@ -71,11 +71,15 @@
 //! 6. [`Server`]: the one entry point for every model; [`ShutdownHandle`] stops it, and
 //!    [`StatsRequests`] asks it for a statistics line ([`handle_signals`] turns SIGTERM and
 //!    SIGUSR1 into those); `src/lifecycle/` is a connection's life in every model (admission,
-//!    idle timeout, lingering); `src/stats/` counts, reports live and summarizes;
-//!    `src/net/activation.rs` takes the sockets the service manager passes, and
+//!    idle timeout, lingering, the PROXY header a load balancer sends first); `src/stats/`
+//!    counts, reports live and summarizes, and keeps what clients cause from flooding the
+//!    log; `src/net/activation.rs` takes the sockets the service manager passes, and
 //!    `src/notify.rs` tells it how the server is doing (sd_notify).
-//! 7. `src/client/`, an `nc`-like client ([`run_client`]), framed or over UDP too.
-//! 8. `src/units.rs`: sizes and durations as typed on the command line ([`parse_size`],
+//! 7. `src/proxy_protocol.rs`: the PROXY protocol header (v1, v2) parsed as it arrives
+//!    ([`ProxyDecoder`]); `src/metrics/`: `--metrics`, the Prometheus exposition and the
+//!    `/livez` and `/readyz` health checks on a small HTTP endpoint of its own.
+//! 8. `src/client/`, an `nc`-like client ([`run_client`]), framed or over UDP too.
+//! 9. `src/units.rs`: sizes and durations as typed on the command line ([`parse_size`],
 //!    [`parse_secs`]).
 //!
 //! The load generator is a crate of its own (`crates/bench`), which knows nothing of this one.
@@ -123,8 +127,10 @@ mod framing;
 mod io_uring;
 mod lifecycle;
 mod listening;
+mod metrics;
 mod net;
 mod notify;
+mod proxy_protocol;
 mod server;
 mod shutdown;
 mod signals;
@@ -138,6 +144,7 @@ pub use error::Error;
 pub use framing::{Framer, Framing, Rest, Split};
 pub use net::{ActivationEnv, InheritedSocket, LISTEN_VARS, take_inherited_sockets};
 pub use notify::{Notifier, WatchdogTimer};
+pub use proxy_protocol::{InvalidProxyHeader, ProxyDecoder, ProxyHeader, ProxyProgress, ProxySource};
 pub use server::Server;
 pub use shutdown::{ShutdownHandle, StopCause};
 pub use signals::handle_signals;

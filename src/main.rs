@@ -105,12 +105,16 @@ fn start(args: &ServeArgs, shutdown: ShutdownHandle) -> Result<Server, Error> {
     Ok(server.with_stats_requests(stats_requests).with_notifier(Notifier::from_env()))
 }
 
-/// A `listening on` line per listener on stdout, in order, flushed at once for whoever
-/// waits for them, all before any listener is served.
+/// A `listening on` line per listener on stdout, in order (then, with `--metrics`, where
+/// the metrics are), flushed at once for whoever waits for them, all before any listener
+/// is served.
 fn announce(server: &Server) -> Result<(), Error> {
     let mut stdout = io::stdout().lock();
     for addr in server.local_addrs() {
         writeln!(stdout, "listening on {addr}")?;
+    }
+    if let Some(metrics) = server.metrics_addr() {
+        writeln!(stdout, "metrics on http://{metrics}/metrics")?;
     }
     stdout.flush()?;
     Ok(())

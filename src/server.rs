@@ -7,9 +7,12 @@
 //!
 //! While it runs, a reporter thread logs the statistics line (`--stats-interval`, and
 //! whenever its [`StatsRequests`] ask: SIGUSR1); [`Server::stats`] reads the same counters
-//! from anywhere, for the summary after a failure.
+//! from anywhere, for the summary after a failure. With `--metrics`, a thread of its own
+//! serves them over HTTP, with the health checks (`crate::metrics`); its socket is bound
+//! with the listeners, so [`Server::metrics_addr`] is known before `run`.
 
 use std::io;
+use std::net::{SocketAddr, TcpListener};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -22,6 +25,7 @@ use crate::error::Error;
 use crate::event_loop::EventLoop;
 use crate::framing::Framing;
 use crate::listening::Listening;
+use crate::metrics;
 use crate::net::{self, InheritedSocket, ListenSocket, SocketOptions, UdpBuffers};
 use crate::notify::{Notifier, WatchdogTimer};
 use crate::shutdown::ShutdownHandle;
@@ -41,6 +45,12 @@ pub struct Server {
     stats: ServerStats,
     /// `--stats-interval`.
     stats_interval: Option<Duration>,
+    /// `--metrics`: the endpoint's socket, bound; served while `run` runs.
+    metrics: Option<TcpListener>,
+    /// `--drain`: how long a signal's stop drains first.
+    drain: Duration,
+    /// The model's name, for the metrics.
+    model: &'static str,
 }
 
 /// What runs: one variant per model, each holding what it needs until `run`.
@@ -162,6 +172,7 @@ impl Server {
             #[cfg(not(target_os = "linux"))]
             Model::IoUring => unreachable!("check_before_binding refuses io-uring off Linux"),
         };
+        let metrics = config.metrics.map(metrics::bind).transpose()?;
         Ok(Server {
             addrs,
             shutdown,
@@ -170,6 +181,9 @@ impl Server {
             runner,
             stats,
             stats_interval: config.stats_interval,
+            metrics,
+            drain: config.drain,
+            model: config.model.name(),
         })
     }
 
@@ -204,6 +218,11 @@ impl Server {
         &self.addrs
     }
 
+    /// With `--metrics`: the endpoint's real address (the port the OS chose for port 0).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|listener| listener.local_addr().ok())
+    }
+
     /// A handle that stops this server from any thread.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         self.shutdown.clone()
@@ -216,7 +235,7 @@ impl Server {
     }
 
     /// Serve until shut down; log and return the summary.
-    pub fn run(self) -> io::Result<Summary> {
+    pub fn run(mut self) -> io::Result<Summary> {
         let addrs: Vec<String> = self.addrs.iter().map(ToString::to_string).collect();
         info!("serving {} with the {}", addrs.join(", "), self.model_description());
         let reporter = Reporter::start(
@@ -227,6 +246,9 @@ impl Server {
         )?;
         let stopping = self.notifier.clone();
         self.shutdown.add_waker(move || stopping.stopping());
+        let endpoint = self.serve_metrics()?; // answers until `run` returns
+        let open = self.stats.clone();
+        self.shutdown.drain_first(self.drain, move || open.open_connections());
         // Every listener is bound and listening (clients queue in the kernel): from here on
         // the loops serve them.
         let watchdog = WatchdogTimer::new(&self.notifier, Instant::now());
@@ -246,7 +268,19 @@ impl Server {
         drop(reporter); // no statistics line after the summary
         let summary = self.stats.summary();
         info!("{summary}");
+        drop(endpoint); // until here, /readyz said 503 and /metrics the last counts
         Ok(summary)
+    }
+
+    /// Start the `--metrics` endpoint, if asked (its socket was bound with the listeners).
+    fn serve_metrics(&mut self) -> io::Result<Option<metrics::Endpoint>> {
+        let Some(listener) = self.metrics.take() else { return Ok(None) };
+        let sources = metrics::Sources {
+            stats: self.stats.clone(),
+            shutdown: self.shutdown.clone(),
+            model: self.model,
+        };
+        metrics::serve(listener, sources).map(Some)
     }
 
     fn model_description(&self) -> String {

@@ -16,9 +16,10 @@ use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 use crate::shutdown::{ShutdownHandle, StopCause};
 use crate::stats::StatsRequests;
 
-/// Handle signals from a background thread: SIGINT and SIGTERM become
-/// [`ShutdownHandle::shutdown`] on `stop` (a second one while shutting down exits at once
-/// with status 130); SIGUSR1 becomes [`StatsRequests::request`] on `stats`.
+/// Handle signals from a background thread: SIGINT and SIGTERM stop gracefully through
+/// `stop`, after a drain if the server set one (`--drain`; a second signal ends the drain, and
+/// one while shutting down exits at once with status 130); SIGUSR1 becomes
+/// [`StatsRequests::request`] on `stats`.
 pub fn handle_signals(stop: &ShutdownHandle, stats: &StatsRequests) -> io::Result<()> {
     const HANDLED: [libc::c_int; 3] = [SIGINT, SIGTERM, SIGUSR1];
     // signal-hook-registry installs its handler (sigaction) a moment before it records what
@@ -44,8 +45,10 @@ pub fn handle_signals(stop: &ShutdownHandle, stats: &StatsRequests) -> io::Resul
                 warn!("second signal {signal}: exiting without waiting for the grace period");
                 std::process::exit(130);
             }
-            info!("signal {signal}: shutting down");
-            stop.shutdown_because(StopCause::Signal(signal));
+            if !stop.is_leaving() {
+                info!("signal {signal}: shutting down");
+            }
+            stop.stop_after_drain(StopCause::Signal(signal)); // a drain first, with --drain
         }
     })?;
     Ok(())

@@ -19,11 +19,19 @@
 //! Bytes *pending* (read but not yet written back) are never counted directly: they are
 //! `read - echoed - unsent`, where `unsent` is what connections still held when they ended.
 //!
+//! Conditions a client can cause over and over (a connection over `--max-connections`, a
+//! bad PROXY header, a frame over `--max-frame`) are counted like the rest, and logged
+//! through a throttle ([`Stats::client_event`]), so that no client can flood the log.
+//! Each serving loop also says when it is busy and when it waits ([`Stats::loop_busy`]),
+//! so that a loop stuck in one turn can be seen from outside ([`ServerStats::stalled_for`]).
+//!
 //! - `live.rs`: the statistics line, the thread that logs it, and what asks for one now.
 //! - `json.rs`: the summary as JSON (`--summary-json`).
+//! - `throttle.rs`: the rate-limited log of what clients cause.
 
 mod json;
 mod live;
+mod throttle;
 
 use std::fmt;
 use std::sync::Arc;
@@ -34,6 +42,9 @@ use serde::Serialize;
 
 pub use json::{ExitReason, write_summary_json};
 pub use live::{Reporter, StatsRequests};
+pub use throttle::ClientEvent;
+
+use throttle::ClientEvents;
 
 /// What a server's message count counts, and so what every report calls it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -63,7 +74,15 @@ impl Counted {
 #[derive(Debug, Default)]
 pub struct Stats {
     accepted: AtomicU64,
+    /// Refused at `--max-connections`.
     rejected: AtomicU64,
+    /// Refused for a missing, malformed or late PROXY header.
+    rejected_proxy_header: AtomicU64,
+    /// Admitted, then not served after all: it could not be registered, or no thread could
+    /// be started for it.
+    rejected_failed: AtomicU64,
+    /// Frames over `--max-frame` (each closed its connection).
+    frames_too_large: AtomicU64,
     active: AtomicU64,
     peak: AtomicU64,
     reads: AtomicU64,
@@ -75,6 +94,11 @@ pub struct Stats {
     dropped_reserved_port: AtomicU64,
     dropped_queue_full: AtomicU64,
     dropped_send_failed: AtomicU64,
+    /// The serving loop's current turn began at this many milliseconds after
+    /// `throttle::epoch`, plus one; 0 while it waits for work (see [`Stats::loop_busy`]).
+    busy_since: AtomicU64,
+    /// The rate-limited log of [`ClientEvent`]s.
+    client_events: ClientEvents,
     /// Connections open in the whole process, on every worker and listener: what
     /// `--max-connections` bounds. One counter shared by every [`Stats`] of a [`ServerStats`].
     open_in_process: Arc<AtomicUsize>,
@@ -191,15 +215,34 @@ impl Stats {
     /// The check and the count are one atomic step, so workers accepting at the same
     /// moment cannot together pass the cap.
     pub fn try_open(&self, max: usize) -> bool {
-        let reserved =
-            self.open_in_process.fetch_update(Relaxed, Relaxed, |open| (open < max).then_some(open + 1));
-        if reserved.is_err() {
+        if !self.try_reserve(max) {
             return false;
         }
+        self.connection_opened();
+        true
+    }
+
+    /// Take a place under `max` for a connection that is not served yet (its PROXY header
+    /// has to come first): it counts against `--max-connections`, not yet as accepted or
+    /// open. Then [`Stats::connection_opened`] once it is served, or
+    /// [`Stats::reservation_released`] if it never is.
+    pub fn try_reserve(&self, max: usize) -> bool {
+        let reserved =
+            self.open_in_process.fetch_update(Relaxed, Relaxed, |open| (open < max).then_some(open + 1));
+        reserved.is_ok()
+    }
+
+    /// A connection with a place ([`Stats::try_reserve`]) is served from now on.
+    pub fn connection_opened(&self) {
         self.accepted.fetch_add(1, Relaxed);
         let active = self.active.fetch_add(1, Relaxed) + 1;
         self.peak.fetch_max(active, Relaxed);
-        true
+    }
+
+    /// A connection with a place ([`Stats::try_reserve`]) will never be served: free the
+    /// place. (Why it was refused is counted by the caller.)
+    pub fn reservation_released(&self) {
+        self.open_in_process.fetch_sub(1, Relaxed);
     }
 
     /// A served connection closed. (Its bytes were counted as they moved, with
@@ -211,16 +254,46 @@ impl Stats {
 
     /// A connection counted open by [`Stats::try_open`] could not be served after all (it
     /// could not be registered, or no thread could be started for it): count it as
-    /// rejected instead.
+    /// rejected (`failed`) instead.
     pub fn open_failed(&self) {
         self.accepted.fetch_sub(1, Relaxed);
         self.connection_closed();
-        self.connection_rejected();
+        self.rejected_failed.fetch_add(1, Relaxed);
     }
 
-    /// A connection over `--max-connections` was accepted and closed at once.
-    pub fn connection_rejected(&self) {
-        self.rejected.fetch_add(1, Relaxed);
+    /// A connection with a place ([`Stats::try_reserve`]) could not be registered: free the
+    /// place, count it as rejected (`failed`).
+    pub fn reservation_failed(&self) {
+        self.reservation_released();
+        self.rejected_failed.fetch_add(1, Relaxed);
+    }
+
+    /// A client caused `event` at `now`: count it, and log it through the throttle
+    /// (`detail`, who did what, is formatted only for a line that is written).
+    pub fn client_event(&self, event: ClientEvent, now: Instant, detail: impl FnOnce() -> String) {
+        let counter = match event {
+            ClientEvent::MaxConnections => &self.rejected,
+            ClientEvent::ProxyHeader => &self.rejected_proxy_header,
+            ClientEvent::FrameTooLarge => &self.frames_too_large,
+        };
+        counter.fetch_add(1, Relaxed);
+        self.client_events.log(event, now, detail);
+    }
+
+    /// The serving loop begins a turn at `now` (it has stopped waiting for work).
+    pub fn loop_busy(&self, now: Instant) {
+        self.busy_since.store(throttle::millis(now) + 1, Relaxed);
+    }
+
+    /// The serving loop waits for work (in `epoll_wait`, `io_uring_enter`, `accept`).
+    pub fn loop_waiting(&self) {
+        self.busy_since.store(0, Relaxed);
+    }
+
+    /// How long the serving loop has been in its current turn at `now`; `None` while it waits.
+    fn busy_for(&self, now: Instant) -> Option<Duration> {
+        let since = self.busy_since.load(Relaxed).checked_sub(1)?;
+        Some(Duration::from_millis(throttle::millis(now).saturating_sub(since)))
     }
 
     /// Add `tally` to the counters and empty it: per loop turn (the loops) or per read and
@@ -266,10 +339,14 @@ impl Stats {
         Counters {
             accepted: self.accepted.load(Relaxed),
             rejected: self.rejected.load(Relaxed),
+            rejected_proxy_header: self.rejected_proxy_header.load(Relaxed),
+            rejected_failed: self.rejected_failed.load(Relaxed),
+            frames_too_large: self.frames_too_large.load(Relaxed),
             open: self.active.load(Relaxed),
             peak: self.peak.load(Relaxed),
             reads: self.reads.load(Relaxed),
             frames: self.frames.load(Relaxed),
+            bytes_read,
             bytes_echoed,
             pending: bytes_read.saturating_sub(bytes_echoed).saturating_sub(bytes_unsent),
             datagrams: Datagrams {
@@ -296,10 +373,14 @@ fn add_all<const N: usize>(amounts: [(&AtomicU64, u64); N]) {
 struct Counters {
     accepted: u64,
     rejected: u64,
+    rejected_proxy_header: u64,
+    rejected_failed: u64,
+    frames_too_large: u64,
     open: u64,
     peak: u64,
     reads: u64,
     frames: u64,
+    bytes_read: u64,
     bytes_echoed: u64,
     pending: u64,
     datagrams: Datagrams,
@@ -311,10 +392,14 @@ impl Counters {
         Counters {
             accepted: self.accepted + other.accepted,
             rejected: self.rejected + other.rejected,
+            rejected_proxy_header: self.rejected_proxy_header + other.rejected_proxy_header,
+            rejected_failed: self.rejected_failed + other.rejected_failed,
+            frames_too_large: self.frames_too_large + other.frames_too_large,
             open: self.open + other.open,
             peak: self.peak + other.peak,
             reads: self.reads + other.reads,
             frames: self.frames + other.frames,
+            bytes_read: self.bytes_read + other.bytes_read,
             bytes_echoed: self.bytes_echoed + other.bytes_echoed,
             pending: self.pending + other.pending,
             datagrams: self.datagrams.plus(&other.datagrams),
@@ -352,6 +437,7 @@ impl ServerStats {
     /// Fresh counters for `workers` workers, each serving every listener of `listeners`
     /// (its address, and what its count counts), from now.
     pub fn with_listeners(workers: usize, listeners: Vec<(String, Counted)>) -> ServerStats {
+        throttle::epoch(); // the clock of the loops' turns starts before any turn
         let counted = match listeners.iter().find(|(_, counted)| *counted != Counted::Datagrams) {
             Some((_, stream)) => *stream,
             None => Counted::Datagrams,
@@ -398,6 +484,40 @@ impl ServerStats {
         Summary { datagrams, listeners, ..summary }
     }
 
+    /// Connections open now, over every worker and listener (for `--drain`).
+    pub fn open_connections(&self) -> u64 {
+        self.slots.iter().map(|stats| stats.active.load(Relaxed)).sum()
+    }
+
+    /// The longest any serving loop has been in its current turn at `now` (`None`: all wait).
+    pub fn stalled_for(&self, now: Instant) -> Option<Duration> {
+        self.slots.iter().filter_map(|stats| stats.busy_for(now)).max()
+    }
+
+    /// Each listener's counters now (over every worker), for the metrics endpoint: its
+    /// address as `listening on` printed it, and its totals.
+    pub fn listener_totals(&self) -> Vec<(String, Totals)> {
+        let sample = self.sample();
+        let totals = |(addr, counted): &(String, Counted), c: &Counters| {
+            let totals = Totals {
+                accepted: c.accepted,
+                rejected_max_connections: c.rejected,
+                rejected_proxy_header: c.rejected_proxy_header,
+                rejected_failed: c.rejected_failed,
+                open: c.open,
+                reads: c.reads,
+                frames: (*counted == Counted::Frames).then_some(c.frames),
+                frames_too_large: c.frames_too_large,
+                bytes_read: c.bytes_read,
+                bytes_echoed: c.bytes_echoed,
+                pending: c.pending,
+                datagrams: (*counted == Counted::Datagrams).then_some(c.datagrams),
+            };
+            (addr.clone(), totals)
+        };
+        self.listeners.iter().zip(&sample.listeners).map(|(listener, c)| totals(listener, c)).collect()
+    }
+
     /// Every counter now, added up per worker and per listener.
     fn sample(&self) -> Sample {
         let slots: Vec<Counters> = self.slots.iter().map(|stats| stats.sample()).collect();
@@ -411,6 +531,35 @@ impl ServerStats {
             listeners: (0..n).map(|i| sum(&mut slots.iter().skip(i).step_by(n))).collect(),
         }
     }
+}
+
+/// One listener's counters summed over the workers, at one moment: what `--metrics` reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Connections accepted and served.
+    pub accepted: u64,
+    /// Connections refused at `--max-connections`.
+    pub rejected_max_connections: u64,
+    /// Connections refused for their PROXY header.
+    pub rejected_proxy_header: u64,
+    /// Connections admitted and then not served after all (not registered, no thread).
+    pub rejected_failed: u64,
+    /// Connections open now.
+    pub open: u64,
+    /// Reads that returned data.
+    pub reads: u64,
+    /// With `--framing`: whole frames echoed.
+    pub frames: Option<u64>,
+    /// Frames over `--max-frame`.
+    pub frames_too_large: u64,
+    /// Bytes read from clients.
+    pub bytes_read: u64,
+    /// Bytes written back.
+    pub bytes_echoed: u64,
+    /// Bytes read and not yet written back.
+    pub pending: u64,
+    /// A UDP listener's datagrams; `None` for a stream listener.
+    pub datagrams: Option<Datagrams>,
 }
 
 /// Every counter at one moment: each worker's (over its listeners) and each listener's
@@ -457,13 +606,19 @@ impl fmt::Display for ListenerSummary {
 pub struct WorkerSummary {
     /// Connections served (accepted and not rejected).
     pub connections: u64,
-    /// Connections accepted and closed at once because of `--max-connections`.
+    /// Connections accepted and closed without being served: at `--max-connections`, for
+    /// their PROXY header, or for want of a thread.
     pub rejected: u64,
+    /// Of `rejected`: for a missing, malformed or late PROXY header (`--proxy-protocol`).
+    pub rejected_proxy_header: u64,
     /// Reads that returned data.
     pub reads: u64,
     /// With `--framing`: whole frames echoed; `None` for a raw stream, which has no frames.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub frames: Option<u64>,
+    /// With `--framing`: frames over `--max-frame` (each closed its connection).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frames_too_large: Option<u64>,
     /// Bytes written back to clients.
     pub bytes_echoed: u64,
     /// The most connections open at once.
@@ -474,9 +629,11 @@ impl WorkerSummary {
     fn new(c: &Counters, framed: bool) -> Self {
         WorkerSummary {
             connections: c.accepted,
-            rejected: c.rejected,
+            rejected: c.rejected + c.rejected_proxy_header + c.rejected_failed,
+            rejected_proxy_header: c.rejected_proxy_header,
             reads: c.reads,
             frames: framed.then_some(c.frames),
+            frames_too_large: framed.then_some(c.frames_too_large),
             bytes_echoed: c.bytes_echoed,
             peak_connections: c.peak,
         }
@@ -488,12 +645,17 @@ impl WorkerSummary {
 pub struct Summary {
     /// Connections served (accepted and not rejected).
     pub connections: u64,
-    /// Connections accepted and closed at once because of `--max-connections`.
+    /// Connections accepted and closed without being served: at `--max-connections`, for
+    /// their PROXY header, or for want of a thread.
     pub rejected: u64,
+    /// Of `rejected`: for a missing, malformed or late PROXY header (`--proxy-protocol`).
+    pub rejected_proxy_header: u64,
     /// Reads that returned data (for UDP: datagrams received).
     pub reads: u64,
     /// With `--framing`: whole frames echoed; `None` for a raw stream.
     pub frames: Option<u64>,
+    /// With `--framing`: frames over `--max-frame`; `None` for a raw stream.
+    pub frames_too_large: Option<u64>,
     /// Bytes written back to clients.
     pub bytes_echoed: u64,
     /// The most connections open at once (summed over workers: each worker's own peak).
@@ -545,8 +707,10 @@ impl Summary {
         Summary {
             connections: sum(|w| w.connections),
             rejected: sum(|w| w.rejected),
+            rejected_proxy_header: sum(|w| w.rejected_proxy_header),
             reads: sum(|w| w.reads),
             frames,
+            frames_too_large: frames.map(|_| sum(|w| w.frames_too_large.unwrap_or(0))),
             bytes_echoed: sum(|w| w.bytes_echoed),
             peak_connections: sum(|w| w.peak_connections),
             duration,
@@ -602,7 +766,14 @@ impl Summary {
             counted.name(),
             self.peak_connections,
             self.rejected
-        )
+        )?;
+        if self.rejected_proxy_header > 0 {
+            write!(f, " ({} for their PROXY header)", self.rejected_proxy_header)?;
+        }
+        match self.frames_too_large.filter(|&n| n > 0) {
+            Some(too_large) => write!(f, ", {too_large} frames over --max-frame"),
+            None => Ok(()),
+        }
     }
 
     /// Several listeners: the totals, then each listener's share.
@@ -628,11 +799,47 @@ mod tests {
         stats.connection_closed();
         assert!(stats.try_open(usize::MAX));
         stats.connection_closed();
-        stats.connection_rejected();
+        stats.client_event(ClientEvent::MaxConnections, Instant::now(), String::new);
         stats.publish(&mut IoTally { reads: 2, bytes_read: 20, bytes_echoed: 15, ..IoTally::default() });
         let s = WorkerSummary::new(&stats.sample(), false);
         assert_eq!((s.connections, s.peak_connections, s.bytes_echoed, s.rejected), (3, 2, 15, 1));
         assert_eq!(stats.active(), 1);
+    }
+
+    /// What clients cause is counted by kind, and reaches the totals, the summary and its line.
+    #[test]
+    fn client_events_are_counted_by_kind() {
+        let stats = ServerStats::new(1, Counted::Frames);
+        let (worker, now) = (stats.slot(0, 0), Instant::now());
+        for event in [ClientEvent::MaxConnections, ClientEvent::ProxyHeader, ClientEvent::ProxyHeader] {
+            worker.client_event(event, now, String::new);
+        }
+        worker.client_event(ClientEvent::FrameTooLarge, now, String::new);
+        let (_, totals) = stats.listener_totals().remove(0);
+        assert_eq!(
+            (totals.rejected_max_connections, totals.rejected_proxy_header, totals.frames_too_large),
+            (1, 2, 1)
+        );
+        let summary = stats.summary();
+        assert_eq!(
+            (summary.rejected, summary.rejected_proxy_header, summary.frames_too_large),
+            (3, 2, Some(1))
+        );
+        let line = summary.to_string();
+        assert!(line.ends_with("rejected 3 (2 for their PROXY header), 1 frames over --max-frame"), "{line}");
+    }
+
+    /// A loop waiting is never stalled; one in a turn is, for as long as the turn lasts.
+    #[test]
+    fn a_loop_is_stalled_only_while_in_a_turn() {
+        let stats = ServerStats::new(2, Counted::Reads);
+        let now = Instant::now();
+        assert_eq!(stats.stalled_for(now), None);
+        stats.slot(0, 0).loop_busy(now);
+        stats.slot(1, 0).loop_busy(now + Duration::from_secs(1));
+        assert_eq!(stats.stalled_for(now + Duration::from_secs(3)), Some(Duration::from_secs(3)));
+        stats.slot(0, 0).loop_waiting();
+        assert_eq!(stats.stalled_for(now + Duration::from_secs(3)), Some(Duration::from_secs(2)));
     }
 
     #[test]
@@ -706,7 +913,7 @@ mod tests {
             peak_connections: 2,
             rejected: 1,
             reads: 4,
-            frames: None,
+            ..Default::default()
         };
         let summary = Summary::combine(vec![a, b], Duration::from_secs(1));
         assert_eq!((summary.reads, summary.frames), (4, None));

@@ -14,6 +14,7 @@ use crate::net::{
 };
 use crate::notify::WatchdogTimer;
 use crate::shutdown::ShutdownHandle;
+use crate::stats::Stats;
 
 /// Accept connections until a stop is requested, handing each to `on_accept`.
 ///
@@ -24,9 +25,13 @@ use crate::shutdown::ShutdownHandle;
 ///
 /// With a `watchdog`, `accept` gives up every ping interval (SO_RCVTIMEO) and the loop pings
 /// before it waits again: each ping says this thread still turns.
+///
+/// `stats` hears when the thread waits in `accept` and when it works (for `/livez`): in the
+/// blocking model, serving a client is work, for as long as it lasts.
 pub fn accept_until_shutdown(
     listener: &StdListener,
     shutdown: &ShutdownHandle,
+    stats: &Stats,
     mut watchdog: Option<WatchdogTimer>,
     mut on_accept: impl FnMut(BlockingStream, Peer),
 ) {
@@ -41,7 +46,10 @@ pub fn accept_until_shutdown(
         if let Some(watchdog) = &mut watchdog {
             watchdog.tick(Instant::now());
         }
-        let error = match listener.accept_blocking() {
+        stats.loop_waiting();
+        let accepted = listener.accept_blocking();
+        stats.loop_busy(Instant::now());
+        let error = match accepted {
             Ok(_) if shutdown.is_requested() => return, // too late to serve: dropping it closes it
             Ok((stream, peer)) => {
                 backoff.accepted(Instant::now());

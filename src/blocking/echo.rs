@@ -75,11 +75,14 @@ pub struct Echoed {
 /// else meanwhile, and a client that stops reading holds it in `write`.
 ///
 /// `buf[..held]` is the start of a frame not yet whole (never in raw mode); each read lands
-/// right after it, so a frame completed by a read is one contiguous slice to write.
+/// right after it, so a frame completed by a read is one contiguous slice to write. The
+/// first `already` bytes of `buf` were read before the echo began (the client's bytes after
+/// its PROXY header): they are echoed first, as if just read.
 pub fn echo_blocking(
     stream: &BlockingStream,
     id: usize,
     buf: &mut Vec<u8>,
+    already: usize,
     framer: Framer,
     shutdown: &ShutdownHandle,
     stats: &Stats,
@@ -88,6 +91,7 @@ pub fn echo_blocking(
     let mut echoed = Echoed { counts: ConnCounts::default(), discarded: 0, end: End::ClientClosed };
     let initial = buf.len();
     let mut held = 0;
+    let mut already = already;
     echoed.end = loop {
         // Checked before every read: after a stop request, SHUT_RD makes a blocked read
         // return 0, but TCP may still hand over bytes that were already queued.
@@ -96,7 +100,11 @@ pub fn echo_blocking(
             break End::Shutdown;
         }
         make_room(buf, held, initial, framer.frame_bound());
-        let n = match reader.read(&mut buf[held..]) {
+        let read = match std::mem::take(&mut already) {
+            0 => reader.read(&mut buf[held..]),
+            first => Ok(first), // nothing is held yet: they are at the front
+        };
+        let n = match read {
             Ok(0) if shutdown.is_requested() => {
                 echoed.discarded = held; // our SHUT_RD, not the client
                 break End::Shutdown;

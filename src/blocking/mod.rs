@@ -46,7 +46,7 @@ mod udp;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{debug, info, warn};
+use log::{debug, info};
 
 use std::io;
 use std::thread;
@@ -54,12 +54,12 @@ use std::thread;
 use crate::addr::ListenAddr;
 use crate::config::ServerConfig;
 use crate::framing::Framer;
-use crate::lifecycle::Admission;
+use crate::lifecycle::{Admission, proxy_header};
 use crate::listening::Listening;
 use crate::net::{BlockingStream, ListenSocket, Peer};
 use crate::notify::WatchdogTimer;
 use crate::shutdown::ShutdownHandle;
-use crate::stats::Stats;
+use crate::stats::{ClientEvent, Stats};
 use echo::{ECHO_BUFFER, End, echo_blocking, linger_after_stop};
 use registry::{LiveConnections, Registered};
 
@@ -153,6 +153,11 @@ pub struct Context {
     framer: Framer,
     /// `--shutdown-grace`, for a connection that sees the stop before the registry does.
     shutdown_grace: Duration,
+    /// `--proxy-protocol`: each connection's PROXY header must be whole this long after
+    /// its accept; `None` without the flag.
+    proxy_timeout: Option<Duration>,
+    /// `--idle-timeout`, the socket timeout to put back once the header is read.
+    idle_timeout: Option<Duration>,
 }
 
 impl Context {
@@ -172,6 +177,8 @@ impl Context {
             shutdown: shutdown.clone(),
             framer: config.framer(),
             shutdown_grace: config.shutdown_grace,
+            proxy_timeout: config.proxy_protocol.then_some(config.proxy_timeout),
+            idle_timeout: config.idle_timeout,
         }
     }
 
@@ -181,14 +188,41 @@ impl Context {
         let admitted = self.admission.admit(&stream.sock_ref(), stream.is_tcp(), || peer);
         admitted.then(|| LiveConnections::register(&self.live, stream))
     }
+
+    /// A connection [`Context::admit`] let in could not be served after all (no thread).
+    pub fn not_served(&self) {
+        self.admission.not_served();
+    }
+}
+
+/// With `--proxy-protocol`, read the connection's PROXY header into `buf`: the client it
+/// names, and how many of the client's bytes followed it (now at the front of `buf`); the
+/// connection, admitted with a place only, is counted open. Without the flag, the peer and
+/// none. `None`: refused (counted, logged, its place freed); it is closed.
+fn read_proxy_header(conn: &Registered, peer: Peer, ctx: &Context, buf: &mut [u8]) -> Option<(Peer, usize)> {
+    let Some(timeout) = ctx.proxy_timeout else { return Some((peer, 0)) };
+    match proxy_header::read_blocking(conn.stream(), buf, peer, timeout, ctx.idle_timeout) {
+        Ok((client, first)) => {
+            ctx.stats.connection_opened(); // admitted with a place only: served from now on
+            buf.copy_within(first.clone(), 0);
+            Some((client, first.len()))
+        }
+        Err(why) => {
+            let why = if ctx.shutdown.is_requested() { "the server is stopping".into() } else { why };
+            proxy_header::refused(&ctx.stats, peer, &why, Instant::now());
+            None
+        }
+    }
 }
 
 /// Serve one registered connection to its end on the calling thread, then close it: the
 /// whole life of a connection in both models.
 pub fn serve_connection(conn: Registered, peer: Peer, ctx: &Context) {
-    debug!("conn={} opened peer={peer} on {} (open: {})", conn.id, ctx.addr, ctx.live.len());
     let mut buf = vec![0; ECHO_BUFFER];
-    let mut echoed = echo_blocking(conn.stream(), conn.id, &mut buf, ctx.framer, &ctx.shutdown, &ctx.stats);
+    let Some((peer, first)) = read_proxy_header(&conn, peer, ctx, &mut buf) else { return };
+    debug!("conn={} opened peer={peer} on {} (open: {})", conn.id, ctx.addr, ctx.live.len());
+    let mut echoed =
+        echo_blocking(conn.stream(), conn.id, &mut buf, first, ctx.framer, &ctx.shutdown, &ctx.stats);
     match echoed.end {
         End::Shutdown => {
             let until = ctx.live.grace_ends().unwrap_or_else(|| Instant::now() + ctx.shutdown_grace);
@@ -205,7 +239,9 @@ pub fn serve_connection(conn: Registered, peer: Peer, ctx: &Context) {
     ctx.stats.publish(&mut echoed.counts.take_at_close());
     ctx.stats.connection_closed();
     if let End::TooLarge(oversize) = &echoed.end {
-        warn!("{peer}: {oversize}: closing the connection after echoing the frames before it");
+        let detail =
+            || format!("{peer}: {oversize}: closing the connection after echoing the frames before it");
+        ctx.stats.client_event(ClientEvent::FrameTooLarge, Instant::now(), detail);
     }
     if echoed.discarded > 0 {
         let when = if matches!(echoed.end, End::Shutdown) { "shutting down" } else { "EOF" };
@@ -254,6 +290,7 @@ mod tests {
             conn.stream(),
             conn.id,
             &mut vec![0; 4],
+            0,
             RAW,
             &ShutdownHandle::new(),
             &Stats::default(),
@@ -276,6 +313,7 @@ mod tests {
                 conn.stream(),
                 conn.id,
                 &mut vec![0; 16],
+                0,
                 RAW,
                 &ShutdownHandle::new(),
                 &Stats::default(),
@@ -316,7 +354,8 @@ mod tests {
         live.begin_shutdown(Duration::ZERO);
         let (conn, mut client) = pair(&live);
         client.write_all(b"late").unwrap();
-        let echoed = echo_blocking(conn.stream(), conn.id, &mut vec![0; 16], RAW, &stop, &Stats::default());
+        let echoed =
+            echo_blocking(conn.stream(), conn.id, &mut vec![0; 16], 0, RAW, &stop, &Stats::default());
         assert!(matches!(echoed.end, End::Shutdown));
         assert_eq!(echoed.counts.bytes_in(), 0);
     }

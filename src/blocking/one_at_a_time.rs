@@ -36,7 +36,7 @@ use crate::shutdown::ShutdownHandle;
 /// has finished (or the grace period is over). (The watchdog is pinged between clients
 /// only: a client held longer than the watchdog interval stops the pings.)
 pub fn serve(listener: Arc<StdListener>, ctx: &Context, watchdog: Option<WatchdogTimer>) {
-    accept_until_shutdown(&listener, &ctx.shutdown, watchdog, |stream, peer| {
+    accept_until_shutdown(&listener, &ctx.shutdown, &ctx.stats, watchdog, |stream, peer| {
         // At most one connection is ever open, so `--max-connections` (at least 1) never bites;
         // the socket options and the idle timeout are set as in every model.
         if let Some(conn) = ctx.admit(stream, peer) {

@@ -48,7 +48,9 @@ pub const CONNECTION_STACK: usize = 64 * 1024;
 /// Accept on `listener`, giving each connection a thread of its own, until a stop is
 /// requested (the caller then waits for the connections, every listener's at once).
 pub fn serve(listener: Arc<StdListener>, ctx: &Arc<Context>, watchdog: Option<WatchdogTimer>) {
-    accept_until_shutdown(&listener, &ctx.shutdown, watchdog, |stream, peer| admit(ctx, stream, peer));
+    accept_until_shutdown(&listener, &ctx.shutdown, &ctx.stats, watchdog, |stream, peer| {
+        admit(ctx, stream, peer)
+    });
     drop(listener); // stop listening now: closes the socket (and removes a Unix socket file)
 }
 
@@ -59,7 +61,7 @@ fn admit(ctx: &Arc<Context>, stream: BlockingStream, peer: Peer) {
         // Out of threads or memory: the connection (dropped with the closure) is closed.
         // Like EMFILE on accept, the next spawn would fail too: pause instead of spinning.
         warn!("cannot start a thread for {peer}, closing it: {e}; pausing accepts for {ACCEPT_BACKOFF:?}");
-        ctx.stats.open_failed();
+        ctx.not_served();
         thread::sleep(ACCEPT_BACKOFF);
     }
 }

@@ -52,7 +52,10 @@ pub fn serve(socket: UdpSocket, ctx: &Context, mut watchdog: Option<WatchdogTime
         if let Some(watchdog) = &mut watchdog {
             watchdog.tick(Instant::now());
         }
-        let (n, from) = match socket.recv_from(&mut buf) {
+        ctx.stats.loop_waiting(); // for /livez: asleep in recv_from is not stuck
+        let received = socket.recv_from(&mut buf);
+        ctx.stats.loop_busy(Instant::now());
+        let (n, from) = match received {
             Ok(_) if ctx.shutdown.is_requested() => break, // woken by the stop
             Ok(received) => received,
             Err(e) if would_block(&e) || timed_out(&e) => continue, // the watchdog's wake-up

@@ -60,19 +60,22 @@ impl EventLoop {
         let token = Token(entry.key());
         if let Err(e) = self.poll.registry().register(&mut stream, token, READ) {
             warn!("accept: cannot register {peer}: {e}");
-            endpoint.stats.open_failed();
+            endpoint.admission.not_served();
             return;
         }
-        let (framer, cap) = (self.config.framer(), self.config.connection_cap());
-        entry.insert(Connection::new(stream, token, peer, framer, cap, now).on_listener(i));
+        let (framer, cap, proxy) =
+            (self.config.framer(), self.config.connection_cap(), self.config.proxy_protocol);
+        entry.insert(Connection::new(stream, token, peer, framer, cap, proxy, now).on_listener(i));
         if let Some(timers) = &mut self.idle {
             timers.start(ConnId(token.0), now);
         }
-        debug!(
-            "token={} opened peer={peer} on {} (open: {})",
-            token.0,
-            endpoint.addr,
-            self.connections.len()
-        );
+        if let Some(timers) = &mut self.header_deadlines {
+            // Served (and counted open) once its PROXY header is whole: `EventLoop::header_done`.
+            timers.start(ConnId(token.0), now);
+            debug!("token={} accepted peer={peer} on {}: awaiting its PROXY header", token.0, endpoint.addr);
+        } else {
+            let open = self.connections.len();
+            debug!("token={} opened peer={peer} on {} (open: {open})", token.0, endpoint.addr);
+        }
     }
 }

@@ -15,16 +15,18 @@
 //! mode; only the start of a frame cut off by the end of the read is copied, into this
 //! connection's [`PartialFrame`], until the read that completes it.
 
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, ErrorKind, IoSlice, Read, Write};
 use std::time::Instant;
 
-use log::{info, trace, warn};
+use log::{info, trace};
 use mio::{Interest, Token};
 
 use crate::buffer::{PartialFrame, PendingBuf};
-use crate::framing::{AtEof, Framer, Rest};
+use crate::framing::{AtEof, Framer, Oversize, Rest};
 use crate::lifecycle::linger;
+use crate::lifecycle::proxy_header::{self, HeaderStep};
 use crate::net::{Peer, Stream, interrupted, would_block};
+use crate::proxy_protocol::ProxyDecoder;
 use crate::stats::{ConnCounts, IoTally};
 
 /// Reads one connection may do per readiness event before the loop moves on to others.
@@ -42,6 +44,9 @@ pub const READ: Interest = Interest::READABLE.add(Interest::PRIORITY);
 /// interest (see [`Connection::interest`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
+    /// `--proxy-protocol`: reading the PROXY header, echoing nothing yet
+    /// (`crate::lifecycle::proxy_header`).
+    Header,
     /// Reading and echoing.
     Open,
     /// The client half-closed (read returned 0): finish the echo, then close.
@@ -85,6 +90,9 @@ pub enum ReadStop {
     /// The per-event budget ran out with data possibly still waiting. Edge-triggered
     /// readiness will not report it again, so the loop must come back on its own.
     BudgetSpent,
+    /// A frame was over `--max-frame` (this one): reading stopped; the frames before it go
+    /// out, then the connection closes. (The loop counts it and logs it through the throttle.)
+    FrameTooLarge(Oversize),
 }
 
 /// One accepted client.
@@ -94,10 +102,13 @@ pub struct Connection {
     stream: Stream,
     /// Our key in the slab and our token in the poll: they are the same number.
     token: Token,
-    /// The client's address, for logs.
+    /// The client's address, for logs: the peer's, or the client a PROXY header names.
     peer: Peer,
     /// Decides, with `pending`, what to wait for.
     phase: Phase,
+    /// In the [`Phase::Header`] phase, the PROXY header so far; `None` after it (and
+    /// without `--proxy-protocol`), so a served connection pays one pointer for it.
+    header: Option<Box<ProxyDecoder>>,
     /// Bytes read and due back but not yet taken by the kernel. Non-empty iff WRITABLE is
     /// registered. Its cap is the connection's cap (`--max-pending`, raised to hold one whole
     /// frame), which it shares with `partial`: see [`Connection::read_room`]. Empty = no heap
@@ -126,14 +137,23 @@ pub struct Connection {
 impl Connection {
     /// A connection just registered with [`READ`] interest (READABLE | PRIORITY).
     /// `cap` bounds the bytes held (pending and partial frame together); it is at least
-    /// `framer.frame_bound()`.
-    pub fn new(stream: Stream, token: Token, peer: Peer, framer: Framer, cap: usize, now: Instant) -> Self {
+    /// `framer.frame_bound()`. With `proxy_header`, it begins by reading a PROXY header.
+    pub fn new(
+        stream: Stream,
+        token: Token,
+        peer: Peer,
+        framer: Framer,
+        cap: usize,
+        proxy_header: bool,
+        now: Instant,
+    ) -> Self {
         debug_assert!(cap >= framer.frame_bound(), "a connection must be able to hold one whole frame");
         Connection {
             stream,
             token,
             peer,
-            phase: Phase::Open,
+            phase: if proxy_header { Phase::Header } else { Phase::Open },
+            header: proxy_header.then(Box::default),
             pending: PendingBuf::new(cap),
             framer,
             partial: PartialFrame::default(),
@@ -168,6 +188,11 @@ impl Connection {
         if self.phase == Phase::Lingering {
             return self.discard_input(buf);
         }
+        if self.phase == Phase::Header
+            && let Some(stop) = self.read_header(buf, now)?
+        {
+            return Ok(stop); // not whole yet, or a frame over the limit right after it
+        }
         for _ in 0..READS_PER_EVENT {
             if self.phase != Phase::Open {
                 return Ok(ReadStop::Done);
@@ -196,13 +221,57 @@ impl Connection {
             trace!("token={} read n={n}", self.token.0);
             self.counts.read(n);
             self.last_active = now;
-            self.echo_frames(&buf[..n])?;
+            if let Some(oversize) = self.echo_frames(&buf[..n])? {
+                return Ok(ReadStop::FrameTooLarge(oversize));
+            }
             if n < room && drain == Drain::ToShortRead {
                 return Ok(ReadStop::Done); // short read: drained, a new edge will come
             }
         }
         trace!("token={} read budget spent: yielding to other connections", self.token.0);
         Ok(ReadStop::BudgetSpent)
+    }
+
+    /// The [`Phase::Header`] phase: read until the PROXY header is whole (`Ok(None)`: the
+    /// connection is open now, the bytes that followed the header in its last read were
+    /// echoed, and reading goes on) or the socket is drained (`Ok(Some(Done))`). A frame over
+    /// the limit right after the header is `Ok(Some(FrameTooLarge))`. An invalid header or
+    /// an early EOF is an error: the loop closes the connection and counts it as refused.
+    fn read_header(&mut self, buf: &mut [u8], now: Instant) -> io::Result<Option<ReadStop>> {
+        let Some(decoder) = self.header.as_deref_mut() else { return Ok(None) };
+        let room = self.pending.room().min(buf.len()); // nothing is held yet: the whole cap
+        loop {
+            let n = match self.stream.read(&mut buf[..room]) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        ErrorKind::UnexpectedEof,
+                        "closed before its header was whole",
+                    ));
+                }
+                Ok(n) => n,
+                Err(e) if would_block(&e) => return Ok(Some(ReadStop::Done)), // the next edge brings the rest
+                Err(e) if interrupted(&e) => continue,                        // a signal: retry
+                Err(e) => return Err(e),
+            };
+            trace!("token={} read n={n} (PROXY header)", self.token.0);
+            match proxy_header::feed(decoder, &buf[..n], self.peer) {
+                HeaderStep::NeedMore => {}
+                HeaderStep::Invalid(why) => return Err(io::Error::new(ErrorKind::InvalidData, why)),
+                HeaderStep::Done { client, payload } => {
+                    (self.header, self.peer, self.phase, self.last_active) = (None, client, Phase::Open, now);
+                    if payload == n {
+                        return Ok(None);
+                    }
+                    self.counts.read(n - payload); // the header's bytes are not the client's
+                    return Ok(self.echo_frames(&buf[payload..n])?.map(ReadStop::FrameTooLarge));
+                }
+            }
+        }
+    }
+
+    /// Still in the [`Phase::Header`] phase: not served yet.
+    pub fn awaiting_header(&self) -> bool {
+        self.phase == Phase::Header
     }
 
     /// The bytes this connection may still read: the cap, less what it holds (pending and
@@ -213,12 +282,12 @@ impl Connection {
     }
 
     /// Echo the frames that `data` (one read, in the shared buffer) makes whole, and keep
-    /// the start of a frame it leaves unfinished.
+    /// the start of a frame it leaves unfinished. `Some`: a frame over the limit, after them.
     ///
     /// The whole frames of this read go out in one write, straight from the shared buffer
     /// (no copy); a frame begun in an earlier read goes out in the same call (`writev`), its
     /// start from `partial`. In raw mode all of `data` is whole: the plain echo.
-    fn echo_frames(&mut self, data: &[u8]) -> io::Result<()> {
+    fn echo_frames(&mut self, data: &[u8]) -> io::Result<Option<Oversize>> {
         let split = self.framer.split(self.partial.as_slice(), data);
         self.counts.frames(split.frames);
         let whole = &data[..split.whole];
@@ -237,13 +306,13 @@ impl Connection {
                 trace!("token={} partial frame: held={} (+{})", self.token.0, self.partial.len(), rest.len());
             }
             Rest::TooLarge(oversize) => {
-                warn!("{}: {oversize}: closing the connection after echoing the frames before it", self.peer);
                 self.phase = Phase::Refused;
                 self.partial.take();
                 self.linger_once_flushed()?; // at once if nothing is pending, else after the flush
+                return Ok(Some(oversize)); // the loop counts it and logs it
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     /// `read` returned 0: the client half-closed. Read no more; what is pending still goes
@@ -399,6 +468,7 @@ impl Connection {
     /// that is already readable at once, so bytes that waited in the kernel are not forgotten.
     pub fn interest(&self) -> Option<Interest> {
         let reading = match self.phase {
+            Phase::Header => true,
             Phase::Open => self.read_room() > 0,
             Phase::Lingering => true, // to see the client's EOF (and discard what precedes it)
             Phase::PeerClosed | Phase::Refused | Phase::ShuttingDown => false,
@@ -519,7 +589,7 @@ mod tests {
         }
         client.set_nonblocking(true).unwrap();
         let stream = Stream::from_fd(ours.into(), false);
-        (Connection::new(stream, Token(0), Peer(None), framer, cap, Instant::now()), client)
+        (Connection::new(stream, Token(0), Peer(None), framer, cap, false, Instant::now()), client)
     }
 
     /// Bytes that say where they are: a lost or reordered byte cannot go unnoticed.
@@ -659,7 +729,7 @@ mod tests {
             std::thread::yield_now();
         }
         let stream = Stream::from_fd(ours.into(), true);
-        let mut conn = Connection::new(stream, Token(0), Peer(None), RAW, 1 << 20, Instant::now());
+        let mut conn = Connection::new(stream, Token(0), Peer(None), RAW, 1 << 20, false, Instant::now());
         let mut buf = vec![0; 64 * 1024];
         conn.on_readable(&mut buf, Drain::ToShortRead, Instant::now()).unwrap();
         assert_eq!(conn.byte_counts().0, 3, "the read stopped at the urgent mark, 4 bytes behind it");

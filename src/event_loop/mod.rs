@@ -42,12 +42,14 @@ use mio::{Events, Poll, Token, Waker};
 use slab::Slab;
 
 use crate::config::ServerConfig;
+use crate::framing::Oversize;
 use crate::lifecycle::linger::LINGER_CHECK;
-use crate::lifecycle::{ConnId, IdleTimers, release_crowd, wait_limit};
+use crate::lifecycle::{ConnId, IdleTimers, proxy_header, release_crowd, wait_limit};
 use crate::listening::Listening;
 use crate::net::{AcceptBackoff, interrupted};
 use crate::notify::WatchdogTimer;
 use crate::shutdown::ShutdownHandle;
+use crate::stats::ClientEvent;
 use connection::{Connection, Drain, ReadStop};
 use listeners::{Endpoint, Socket, Source, WAKER, listener_token};
 use names::{readiness, token_name};
@@ -127,6 +129,10 @@ pub struct EventLoop {
     unfinished: Vec<Token>,
     /// Idle deadlines, when `--idle-timeout` is on; their only owner. Slab key = `ConnId`.
     idle: Option<IdleTimers>,
+    /// With `--proxy-protocol`: each connection's deadline for its whole PROXY header
+    /// (`--proxy-timeout` after the accept; a connection's `last_active` stays its accept
+    /// time until the header is whole, so trickling bytes do not move the deadline).
+    header_deadlines: Option<IdleTimers>,
     /// After EMFILE and friends, accepting pauses; this says until when, and logs it.
     accept_backoff: AcceptBackoff,
     /// Set when shutdown begins: pending echoes may flush until then.
@@ -164,6 +170,7 @@ impl EventLoop {
             read_buf: vec![0; READ_BUFFER].into_boxed_slice(),
             unfinished: Vec::new(),
             idle: config.idle_timeout.map(IdleTimers::new),
+            header_deadlines: config.proxy_protocol.then(|| IdleTimers::new(config.proxy_timeout)),
             accept_backoff: AcceptBackoff::default(),
             grace_deadline: None,
             _waker: waker,
@@ -184,8 +191,12 @@ impl EventLoop {
         loop {
             self.publish_counts(); // before sleeping: a statistics line read meanwhile is current
             let timeout = self.poll_timeout(Instant::now());
+            // For /livez: a loop asleep in poll is not stuck (the first listener's counters
+            // carry this worker's turns).
+            self.endpoints[0].stats.loop_waiting();
             wait(&mut self.poll, &mut events, timeout)?;
             let now = Instant::now();
+            self.endpoints[0].stats.loop_busy(now);
             std::mem::swap(&mut revisit, &mut self.unfinished);
             for event in events.iter() {
                 self.dispatch(event, now);
@@ -249,6 +260,7 @@ impl EventLoop {
             trace!("token={} event for a closed connection: ignored", token.0);
             return;
         };
+        let was_awaiting_header = conn.awaiting_header();
         let mut io = || -> io::Result<ReadStop> {
             if ready.writable {
                 conn.on_writable(now)?;
@@ -259,13 +271,39 @@ impl EventLoop {
             Ok(ReadStop::Done)
         };
         let result = io();
-        self.endpoints[conn.listener()].tally.add(conn.take_io());
+        let endpoint = &mut self.endpoints[conn.listener()];
+        endpoint.tally.add(conn.take_io());
+        if was_awaiting_header && !conn.awaiting_header() {
+            self.header_done(token);
+        }
         match result {
             Ok(ReadStop::BudgetSpent) => self.unfinished.push(token),
             Ok(ReadStop::Done) => {}
+            Ok(ReadStop::FrameTooLarge(oversize)) => self.frame_too_large(token, oversize, now),
             Err(e) => return self.close(token, &format!("error: {e}")),
         }
         self.update_interest(token);
+    }
+
+    /// A connection's PROXY header is whole: it is served from now on, and counted.
+    fn header_done(&mut self, token: Token) {
+        if let Some(timers) = &mut self.header_deadlines {
+            timers.stop(ConnId(token.0));
+        }
+        let conn = &self.connections[token.0];
+        let endpoint = &self.endpoints[conn.listener()];
+        endpoint.stats.connection_opened();
+        let open = self.connections.len();
+        debug!("token={} opened peer={} on {} (open: {open})", token.0, conn.peer(), endpoint.addr);
+    }
+
+    /// A connection sent a frame over `--max-frame`: counted, and logged through the throttle.
+    fn frame_too_large(&self, token: Token, oversize: Oversize, now: Instant) {
+        let conn = &self.connections[token.0];
+        let peer = conn.peer();
+        let detail =
+            || format!("{peer}: {oversize}: closing the connection after echoing the frames before it");
+        self.endpoints[conn.listener()].stats.client_event(ClientEvent::FrameTooLarge, now, detail);
     }
 
     /// Reregister a connection if what it waits for changed; close it if it waits for
@@ -294,8 +332,15 @@ impl EventLoop {
         if let Some(timers) = &mut self.idle {
             timers.stop(ConnId(token.0));
         }
+        if let Some(timers) = &mut self.header_deadlines {
+            timers.stop(ConnId(token.0));
+        }
         let endpoint = &mut self.endpoints[conn.listener()];
-        endpoint.stats.connection_closed();
+        if conn.awaiting_header() {
+            proxy_header::refused(&endpoint.stats, conn.peer(), reason, Instant::now()); // never served
+        } else {
+            endpoint.stats.connection_closed();
+        }
         // Read, and now never echoed: what was pending, and also the bytes of a partial
         // frame or of a refused one, which were read but never became pending.
         endpoint.tally.add(conn.take_io_at_close());
@@ -316,9 +361,10 @@ impl EventLoop {
             return Some(Duration::ZERO);
         }
         let idle = self.idle.as_ref().and_then(IdleTimers::next_deadline);
+        let header = self.header_deadlines.as_ref().and_then(IdleTimers::next_deadline);
         let linger_check = self.grace_deadline.map(|_| now + LINGER_CHECK);
         let watchdog = self.watchdog.as_ref().map(WatchdogTimer::deadline);
-        [idle, self.grace_deadline, self.accept_backoff.paused_until(), linger_check, watchdog]
+        [idle, header, self.grace_deadline, self.accept_backoff.paused_until(), linger_check, watchdog]
             .into_iter()
             .flatten()
             .min()
@@ -328,6 +374,7 @@ impl EventLoop {
     /// Everything that happens because time passed rather than because a socket moved.
     fn run_timers(&mut self, now: Instant) {
         self.expire_idle(now);
+        self.expire_headers(now);
         if self.accept_backoff.resume_due(now) {
             for i in 0..self.endpoints.len() {
                 self.accept_ready(i, now); // a UDP socket has nothing to accept: no-op
@@ -345,6 +392,21 @@ impl EventLoop {
         let expired = timers.expired(now, |ConnId(key)| connections.get(key).map(Connection::last_active));
         for ConnId(key) in expired {
             self.close(Token(key), "idle timeout");
+        }
+    }
+
+    /// Close the connections whose PROXY header is not whole `--proxy-timeout` after their
+    /// accept (their `last_active` is their accept time until then).
+    fn expire_headers(&mut self, now: Instant) {
+        let Some(timers) = &mut self.header_deadlines else { return };
+        let connections = &self.connections;
+        let accepted_at = |ConnId(key)| {
+            connections.get(key).filter(|conn| conn.awaiting_header()).map(Connection::last_active)
+        };
+        let late = timers.expired(now, accepted_at);
+        let reason = proxy_header::timed_out_reason(self.config.proxy_timeout);
+        for ConnId(key) in late {
+            self.close(Token(key), &reason);
         }
     }
 
@@ -377,6 +439,9 @@ impl EventLoop {
             "shutting down: {} connections open{replies}, flushing pending echoes for up to {grace:?}",
             self.connections.len()
         );
+        for token in self.tokens_where(Connection::awaiting_header) {
+            self.close(token, "the server is stopping"); // never served: nothing to flush
+        }
         for token in self.tokens_where(|_| true) {
             match self.connections[token.0].stop_reading() {
                 Ok(()) => self.update_interest(token),

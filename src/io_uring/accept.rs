@@ -92,8 +92,12 @@ impl UringLoop {
         let peer = if logged { peer_of(&stream) } else { Peer(None) };
         let entry = self.connections.vacant_entry();
         let key = entry.key();
-        let mut conn = Connection::new(stream, peer, self.config.max_pending, now).on_listener(i);
+        let proxy = self.config.proxy_protocol;
+        let mut conn = Connection::new(stream, peer, self.config.max_pending, proxy, now).on_listener(i);
         if let Some(timers) = &mut self.idle {
+            timers.start(ConnId(key), now);
+        }
+        if let Some(timers) = &mut self.header_deadlines {
             timers.start(ConnId(key), now);
         }
         if self.stopping != super::Stopping::No {
@@ -101,7 +105,12 @@ impl UringLoop {
         }
         entry.insert(conn);
         let acceptor = &self.acceptors[i];
-        debug!("fd={fd} opened peer={peer} on {} (open: {})", acceptor.addr, self.connections.len());
+        if self.header_deadlines.is_some() {
+            // Served (and counted open) once its PROXY header is whole: `UringLoop::header_done`.
+            debug!("fd={fd} accepted peer={peer} on {}: awaiting its PROXY header", acceptor.addr);
+        } else {
+            debug!("fd={fd} opened peer={peer} on {} (open: {})", acceptor.addr, self.connections.len());
+        }
         self.advance(key)
     }
 }

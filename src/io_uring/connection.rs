@@ -33,12 +33,17 @@ use log::trace;
 
 use crate::buffer::PendingBuf;
 use crate::lifecycle::linger;
+use crate::lifecycle::proxy_header::{self, HeaderStep};
 use crate::net::{Peer, Stream};
+use crate::proxy_protocol::ProxyDecoder;
 use crate::stats::{ConnCounts, IoTally};
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Phase {
+    /// `--proxy-protocol`: receiving the PROXY header, echoing nothing yet
+    /// (`crate::lifecycle::proxy_header`).
+    Header,
     /// Receiving and echoing.
     Open,
     /// The client half-closed (recv returned 0): finish the echo, then close.
@@ -85,6 +90,9 @@ pub(super) struct Connection {
     peer: Peer,
     /// Decides, with the bytes owed, what to request next.
     phase: Phase,
+    /// The PROXY header so far, from the accept until it is whole (`--proxy-protocol`);
+    /// still there if the connection closes before: it was never served.
+    header: Option<Box<ProxyDecoder>>,
     /// A recv of ours is in the kernel.
     recv_armed: bool,
     /// The send of ours in the kernel, if any.
@@ -109,13 +117,21 @@ pub(super) struct Connection {
 
 impl Connection {
     /// A connection just accepted, nothing requested yet.
-    pub(super) fn new(stream: Stream, peer: Peer, max_pending: usize, now: Instant) -> Connection {
+    /// With `proxy_header`, it begins by receiving a PROXY header.
+    pub(super) fn new(
+        stream: Stream,
+        peer: Peer,
+        max_pending: usize,
+        proxy_header: bool,
+        now: Instant,
+    ) -> Connection {
         let fd = stream.raw_fd();
         Connection {
             stream,
             fd,
             peer,
-            phase: Phase::Open,
+            phase: if proxy_header { Phase::Header } else { Phase::Open },
+            header: proxy_header.then(Box::default),
             recv_armed: false,
             sending: None,
             outbox: Vec::new(),
@@ -163,6 +179,7 @@ impl Connection {
                 }
                 (room > 0).then(|| room.min(buffer_size))
             }
+            Phase::Header => Some(self.max_pending.min(buffer_size)),
             Phase::Lingering => Some(buffer_size),
             Phase::PeerClosed | Phase::ShuttingDown | Phase::Closing => None,
         }
@@ -343,6 +360,31 @@ impl Connection {
         self.counts.take_at_close()
     }
 
+    /// A recv completed into `data` while the PROXY header is not whole. `Ok(true)`: it is
+    /// now, and the connection is open (the bytes after the header wait in `pending` for
+    /// the next send); `Ok(false)`: not yet; `Err`: not a valid header (why). The provided
+    /// buffer goes back to the ring in every case.
+    pub(super) fn received_header(&mut self, data: &[u8], now: Instant) -> Result<bool, String> {
+        let Some(decoder) = self.header.as_deref_mut() else { return Ok(true) };
+        match proxy_header::feed(decoder, data, self.peer) {
+            HeaderStep::NeedMore => Ok(false),
+            HeaderStep::Invalid(why) => Err(why),
+            HeaderStep::Done { client, payload } => {
+                (self.header, self.peer, self.phase, self.last_active) = (None, client, Phase::Open, now);
+                if payload < data.len() {
+                    self.counts.read(data.len() - payload); // the header's bytes are not the client's
+                    self.pending.push(&data[payload..]);
+                }
+                Ok(true)
+            }
+        }
+    }
+
+    /// Its PROXY header is not whole yet (even while closing): it was never served.
+    pub(super) fn awaiting_header(&self) -> bool {
+        self.header.is_some()
+    }
+
     /// Bytes (received, sent back, still owed).
     pub(super) fn byte_counts(&self) -> (u64, u64, usize) {
         (self.counts.bytes_in(), self.counts.bytes_out(), self.owed())
@@ -358,7 +400,7 @@ mod tests {
     fn connection(max_pending: usize) -> (Connection, UnixStream) {
         let (ours, theirs) = UnixStream::pair().unwrap();
         let stream = Stream::from_fd(ours.into(), false);
-        (Connection::new(stream, Peer(None), max_pending, Instant::now()), theirs)
+        (Connection::new(stream, Peer(None), max_pending, false, Instant::now()), theirs)
     }
 
     #[test]

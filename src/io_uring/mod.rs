@@ -60,7 +60,7 @@ use crate::addr::ListenAddr;
 use crate::config::ServerConfig;
 use crate::error::Error;
 use crate::lifecycle::linger::LINGER_CHECK;
-use crate::lifecycle::{Admission, ConnId, IdleTimers, release_crowd};
+use crate::lifecycle::{Admission, ConnId, IdleTimers, proxy_header, release_crowd};
 use crate::listening::Listening;
 use crate::net::{AcceptBackoff, ListenSocket, StdListener};
 use crate::notify::WatchdogTimer;
@@ -106,6 +106,9 @@ pub(crate) struct UringLoop {
     connections: Slab<Connection>,
     /// Idle deadlines, when `--idle-timeout` is on (slab key = `ConnId`); their only owner.
     idle: Option<IdleTimers>,
+    /// With `--proxy-protocol`: each connection's deadline for its whole PROXY header
+    /// (its `last_active` stays its accept time until the header is whole).
+    header_deadlines: Option<IdleTimers>,
     stopping: Stopping,
     /// Completions of this turn, reused between turns.
     completions: Vec<cqueue::Entry>,
@@ -181,6 +184,7 @@ impl UringLoop {
             wake_fd,
             connections: Slab::new(),
             idle: config.idle_timeout.map(IdleTimers::new),
+            header_deadlines: config.proxy_protocol.then(|| IdleTimers::new(config.proxy_timeout)),
             stopping: Stopping::No,
             completions: Vec::new(),
             ring_empty: 0,
@@ -199,8 +203,12 @@ impl UringLoop {
         self.arm_accepts()?;
         loop {
             let timeout = self.wait_timeout(Instant::now());
+            // For /livez: a loop asleep in the ring is not stuck (the first listener's
+            // counters carry the loop's turns).
+            self.acceptors[0].stats.loop_waiting();
             self.ring.enter(timeout)?; // the only place we wait: submit all, reap at least one
             let now = Instant::now();
+            self.acceptors[0].stats.loop_busy(now);
             let mut completions = std::mem::take(&mut self.completions);
             self.ring.reap(&mut completions);
             for cqe in &completions {
@@ -283,6 +291,16 @@ impl UringLoop {
         let conn = &mut self.connections[key];
         conn.set_recv_armed(false);
         match (result, bid) {
+            (n, Some(bid)) if n > 0 && conn.phase() == Phase::Header => {
+                let outcome = conn.received_header(self.ring.buffers.data(bid, n as usize), now);
+                if outcome == Ok(true) {
+                    self.header_done(key);
+                }
+                return Ok((Some(bid), outcome.err()));
+            }
+            (0, _) if conn.phase() == Phase::Header => {
+                return Ok((bid, Some("closed before its header was whole".into())));
+            }
             (n, Some(bid)) if n > 0 => {
                 let data = self.ring.buffers.data(bid, n as usize);
                 if conn.received(data, bid, now) == BufferUse::GiveBack {
@@ -364,11 +382,27 @@ impl UringLoop {
         Ok(())
     }
 
+    /// A connection's PROXY header is whole: it is served from now on, and counted.
+    fn header_done(&mut self, key: usize) {
+        if let Some(timers) = &mut self.header_deadlines {
+            timers.stop(ConnId(key));
+        }
+        let conn = &self.connections[key];
+        let acceptor = &self.acceptors[conn.listener()];
+        acceptor.stats.connection_opened();
+        let open = self.connections.len();
+        debug!("fd={} opened peer={} on {} (open: {open})", conn.fd(), conn.peer(), acceptor.addr);
+    }
+
     /// Close a connection: at once if the kernel holds nothing of it, else cancel what it
     /// holds and finish when the last completion is in (see [`UringLoop::advance`]).
     fn close(&mut self, key: usize, reason: &str) -> io::Result<()> {
         let conn = &mut self.connections[key];
         debug!("fd={} closing ({reason}) peer={}", conn.fd(), conn.peer());
+        if conn.awaiting_header() && conn.phase() != Phase::Closing {
+            let stats = &self.acceptors[conn.listener()].stats;
+            proxy_header::refused(stats, conn.peer(), reason, Instant::now()); // never served
+        }
         if conn.begin_close() {
             self.ring.cancel_fd(conn.fd())?;
         }
@@ -381,9 +415,14 @@ impl UringLoop {
         if let Some(timers) = &mut self.idle {
             timers.stop(ConnId(key));
         }
+        if let Some(timers) = &mut self.header_deadlines {
+            timers.stop(ConnId(key));
+        }
         let acceptor = &mut self.acceptors[conn.listener()];
         acceptor.tally.add(conn.take_io_at_close()); // what it owed counts as never echoed
-        acceptor.stats.connection_closed();
+        if !conn.awaiting_header() {
+            acceptor.stats.connection_closed(); // a refused header was counted in `close`
+        }
         let (bytes_in, bytes_out, owed) = conn.byte_counts();
         debug!(
             "fd={} closed peer={} on {} read={bytes_in} echoed={bytes_out} unsent={owed}",
@@ -398,12 +437,13 @@ impl UringLoop {
     /// How long `io_uring_enter` may wait: until the earliest timer, or for a completion.
     fn wait_timeout(&self, now: Instant) -> Option<Duration> {
         let idle = self.idle.as_ref().and_then(IdleTimers::next_deadline);
+        let header = self.header_deadlines.as_ref().and_then(IdleTimers::next_deadline);
         let stop = match self.stopping {
             Stopping::No => None,
             Stopping::Grace { until } | Stopping::Draining { until } => Some(until.min(now + LINGER_CHECK)),
         };
         let watchdog = self.watchdog.as_ref().map(WatchdogTimer::deadline);
-        [idle, stop, self.accept_backoff.paused_until(), watchdog]
+        [idle, header, stop, self.accept_backoff.paused_until(), watchdog]
             .into_iter()
             .flatten()
             .min()
@@ -413,6 +453,7 @@ impl UringLoop {
     /// Everything that happens because time passed rather than because a request completed.
     fn run_timers(&mut self, now: Instant) -> io::Result<()> {
         self.expire_idle(now)?;
+        self.expire_headers(now)?;
         if self.accept_backoff.resume_due(now) {
             self.arm_accepts()?;
         }
@@ -432,6 +473,20 @@ impl UringLoop {
         };
         let expired = timers.expired(now, last_active);
         expired.into_iter().try_for_each(|ConnId(key)| self.close(key, "idle timeout"))
+    }
+
+    /// Close the connections whose PROXY header is not whole `--proxy-timeout` after their
+    /// accept (one already closing just leaves the queue).
+    fn expire_headers(&mut self, now: Instant) -> io::Result<()> {
+        let Some(timers) = &mut self.header_deadlines else { return Ok(()) };
+        let connections = &self.connections;
+        let accepted_at = |ConnId(key)| {
+            let conn = connections.get(key).filter(|conn| conn.phase() == Phase::Header);
+            conn.map(Connection::last_active)
+        };
+        let late = timers.expired(now, accepted_at);
+        let reason = proxy_header::timed_out_reason(self.config.proxy_timeout);
+        late.into_iter().try_for_each(|ConnId(key)| self.close(key, &reason))
     }
 
     /// Queue the poll on the shutdown eventfd.
@@ -466,6 +521,10 @@ impl UringLoop {
         let keys: Vec<usize> = self.connections.iter().map(|(key, _)| key).collect();
         for key in keys {
             let conn = &mut self.connections[key];
+            if conn.phase() == Phase::Header {
+                self.close(key, "the server is stopping")?; // never served: nothing to flush
+                continue;
+            }
             conn.stop_receiving();
             if conn.recv_armed() {
                 trace!("queue cancel of fd={} recv", conn.fd());

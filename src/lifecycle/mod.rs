@@ -11,6 +11,8 @@
 //!   blocking models.
 //! - `linger.rs`: when a connection the server ends must linger before it closes, and when
 //!   it may close.
+//! - `proxy_header.rs`: `--proxy-protocol`, a connection's first phase: its PROXY header,
+//!   read, checked and consumed before anything is echoed.
 //!
 //! A datagram has a life too, shorter: it is counted, then answered, unless it comes from a
 //! port never answered ([`admit_datagram`], for the event loop's UDP sockets and the blocking
@@ -22,6 +24,7 @@
 mod admission;
 mod idle;
 pub mod linger;
+pub mod proxy_header;
 
 use std::fmt;
 use std::net::SocketAddr;

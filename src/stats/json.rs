@@ -38,9 +38,12 @@ struct Document<'a> {
     duration_secs: f64,
     connections: u64,
     rejected: u64,
+    rejected_proxy_header: u64,
     reads: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     frames: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    frames_too_large: Option<u64>,
     bytes_echoed: u64,
     peak_connections: u64,
     per_worker: &'a [WorkerSummary],
@@ -64,8 +67,10 @@ pub fn write_summary_json(path: &Path, summary: &Summary, reason: &ExitReason) -
         duration_secs: summary.duration.as_secs_f64(),
         connections: summary.connections,
         rejected: summary.rejected,
+        rejected_proxy_header: summary.rejected_proxy_header,
         reads: summary.reads,
         frames: summary.frames,
+        frames_too_large: summary.frames_too_large,
         bytes_echoed: summary.bytes_echoed,
         peak_connections: summary.peak_connections,
         per_worker: &summary.per_worker,
@@ -91,8 +96,10 @@ mod tests {
         let worker = WorkerSummary {
             connections: 2,
             rejected: 1,
+            rejected_proxy_header: 1,
             reads: 3,
             frames: Some(2),
+            frames_too_large: Some(1),
             bytes_echoed: 40,
             peak_connections: 2,
         };
@@ -109,6 +116,10 @@ mod tests {
         assert_eq!((value["reads"].as_u64(), value["frames"].as_u64()), (Some(6), Some(4)));
         assert_eq!(value["per_worker"][1]["reads"], 3);
         assert_eq!(value["per_worker"][1]["frames"], 2);
+        assert_eq!(
+            (value["rejected_proxy_header"].as_u64(), value["frames_too_large"].as_u64()),
+            (Some(2), Some(2))
+        );
         assert_eq!(value["per_worker"].as_array().map(Vec::len), Some(2));
         assert!(value.get("datagrams").is_none(), "a stream server has no datagrams: {value}");
     }

@@ -5,10 +5,11 @@
 //! ```
 //!
 //! `open`, `pending` (bytes read and not yet echoed) and `peak` are levels now; `accepted`,
-//! `rejected`, `reads` and `bytes` count what happened since the previous line (or since
-//! the start), over the time in parentheses, from which the two rates are computed. With
-//! `--framing` the line counts `frames` instead of `reads`, and a UDP echo `datagrams`
-//! (see [`super::Counted`]). With more than one worker, the line ends with each worker's
+//! `rejected` (at `--max-connections`, or for a bad PROXY header), `reads` and `bytes` count
+//! what happened since the previous line (or since the start), over the time in
+//! parentheses, from which the two rates are computed. With `--framing` the line counts
+//! `frames` instead of `reads`, and `too_large=N` after `rejected` counts the frames over
+//! `--max-frame`; a UDP echo counts `datagrams` (see [`super::Counted`]). With more than one worker, the line ends with each worker's
 //! share: ` per-worker open=[1,2] accepted=[1,1] bytes/s=[6400,6400]`; with more than one
 //! listener, with each listener's: ` per-listener 127.0.0.1:7 open=1 bytes/s=6400, udp:127.0.0.1:7
 //! open=0 bytes/s=6400`. Under a service manager, each line is also the service's status
@@ -158,12 +159,18 @@ fn line_of(counted: Counted, names: &[&str], last: &Sample, now: &Sample) -> Str
     let count = after.counted(counted) - before.counted(counted);
     let bytes = after.bytes_echoed - before.bytes_echoed;
     let name = counted.name();
+    let rejected = |c: &Counters| c.rejected + c.rejected_proxy_header + c.rejected_failed;
+    // With --framing, the frames over --max-frame since the previous line, after `rejected`.
+    let too_large = match counted {
+        Counted::Frames => format!(" too_large={}", after.frames_too_large - before.frames_too_large),
+        _ => String::new(),
+    };
     let mut line = format!(
-        "stats: open={} accepted={} rejected={} {name}/s={} bytes/s={} pending={} peak={} \
+        "stats: open={} accepted={} rejected={}{too_large} {name}/s={} bytes/s={} pending={} peak={} \
          ({name}={count} bytes={bytes} in {:.3}s)",
         after.open,
         after.accepted - before.accepted,
-        after.rejected - before.rejected,
+        rejected(&after) - rejected(&before),
         per_second(count, elapsed),
         per_second(bytes, elapsed),
         after.pending,
@@ -249,16 +256,19 @@ mod tests {
             frames: 7,
             bytes_echoed: 13_800,
             pending: 64,
+            rejected_proxy_header: 2,
+            frames_too_large: 3,
             ..Default::default()
         };
         let (last, now) = (sample(t0, vec![before]), sample(t0 + Duration::from_secs(2), vec![after]));
         assert_eq!(
             line(Counted::Reads, &last, &now),
-            "stats: open=3 accepted=2 rejected=1 reads/s=5 bytes/s=6400 pending=64 peak=5 \
+            "stats: open=3 accepted=2 rejected=3 reads/s=5 bytes/s=6400 pending=64 peak=5 \
              (reads=10 bytes=12800 in 2.000s)"
         );
         let framed = line(Counted::Frames, &last, &now);
         assert!(framed.contains(" frames/s=4 ") && framed.contains("(frames=7 bytes=12800 "), "{framed}");
+        assert!(framed.contains(" rejected=3 too_large=3 "), "{framed}");
         let udp = line(Counted::Datagrams, &last, &now);
         assert!(udp.contains(" datagrams/s=5 ") && udp.contains("(datagrams=10 bytes=12800 "), "{udp}");
     }

@@ -7,7 +7,6 @@ use std::net::{Shutdown, TcpStream};
 use echoloop::Model;
 
 use crate::util::*;
-use crate::variants::Variant;
 
 /// One small round trip on `stream`.
 fn assert_echoes(stream: &mut TcpStream, message: &[u8]) {
@@ -88,30 +87,3 @@ fn out_of_descriptors_backs_off_then_serves_the_queue() {
     let paced = (start.elapsed().as_millis() / 100) as usize + 5;
     assert!(warnings <= paced, "{warnings} accept warnings in {:?}: not backing off", start.elapsed());
 }
-
-/// Regression: a client connecting in a loop over `--max-connections` got a WARN line per
-/// refusal (2000 connects, 2000 lines): anyone could flood the log. Now the first refusal
-/// is a warning, the rest of the burst debug lines (one warning per loop: each worker
-/// warns once), and the summary still counts every refusal.
-fn refusals_in_a_connect_loop_log_one_warning(variant: Variant) {
-    if variant.serves_one_at_a_time() {
-        eprintln!("{variant:?}: serves one client at a time, so a second waits in the queue: no refusals");
-        return;
-    }
-    let bin = Bin::serve(&[variant.args(), &["--max-connections", "1", "127.0.0.1:0"]].concat());
-    let mut kept = connect(bin.tcp());
-    assert_echoes(&mut kept, b"in");
-    for _ in 0..300 {
-        assert_closed_by_server(&connect(bin.tcp()));
-    }
-    assert_echoes(&mut kept, b"still served");
-    drop(kept);
-    bin.signal(libc::SIGTERM);
-    let (status, log) = bin.wait(IO_TIMEOUT);
-    assert!(status.success(), "{status:?}\n{log}");
-    let warnings = log.lines().filter(|line| line.contains(" WARN ")).count();
-    let loops = if variant == Variant::Workers2 { 2 } else { 1 };
-    assert!((1..=loops).contains(&warnings), "{warnings} warnings for 300 refusals:\n{log}");
-    assert!(log.contains("rejected 300"), "not every refusal counted:\n{log}");
-}
-for_variants!(refusals_in_a_connect_loop_log_one_warning);

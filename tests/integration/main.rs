@@ -69,6 +69,8 @@ mod echo;
 mod framing;
 /// Half-close: the client's EOF does not cut its echo short.
 mod half_close;
+/// A real HAProxy in front: PROXY v2, /readyz health checks, a rolling restart with --drain.
+mod haproxy;
 /// `--idle-timeout`: silent connections are closed, active ones are not.
 mod idle;
 /// Man pages, shell completions, and privileged ports.
@@ -83,12 +85,20 @@ mod limits;
 mod listeners;
 /// The live statistics line (`--stats-interval`, SIGUSR1) and `--summary-json`.
 mod live_stats;
+/// A client cannot flood the log: oversize frames and refused connections counted, not each logged.
+mod log_flood;
+/// `--metrics`: exact counters in every model, /livez, /readyz through a drain, the endpoint's errors.
+mod metrics;
 /// A real network: namespaces, a shaped veth link, exact echo, idle timeout and grace.
 mod netns;
 /// sd_notify: READY after the listening lines, STOPPING, STATUS, watchdog pings.
 mod notify;
 /// Partial writes: tiny socket buffers, pending bytes, WRITABLE interest.
 mod partial_writes;
+/// A real Prometheus: promtool accepts the exposition; a server scrapes what the test did.
+mod prometheus;
+/// `--proxy-protocol`: headers split at every byte, LOCAL, refusals, the bench's headers.
+mod proxy_protocol;
 /// Regressions and hostile clients.
 mod regression;
 /// Faults found by attacking the server: Unix socket files, the start-up signal window, the back-off log, limits.

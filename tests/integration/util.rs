@@ -181,6 +181,8 @@ pub struct Bin {
     pub addr: String,
     /// The addresses of every `listening on` line waited for, in order.
     pub addrs: Vec<String>,
+    /// Every line it has written to stdout so far.
+    stdout: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<String>>,
     /// Copies the child's stderr into `stderr`; finishes when the child's stderr closes.
     stderr_reader: Option<JoinHandle<()>>,
@@ -238,17 +240,27 @@ impl Bin {
             }
         });
         let (tx, rx) = std::sync::mpsc::channel();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let out = BufReader::new(child.stdout.take().unwrap());
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let lines = Arc::clone(&stdout);
         thread::spawn(move || {
-            for _ in 0..count {
-                let mut line = String::new();
-                let _ = out.read_line(&mut line);
-                let _ = tx.send(line);
+            // Every line is kept (which keeps the pipe drained); the first `count` are sent on.
+            for line in out.lines().map_while(Result::ok) {
+                let mut lines = lines.lock().unwrap();
+                if lines.len() < count {
+                    let _ = tx.send(line.clone());
+                }
+                lines.push(line);
             }
-            io::copy(&mut out, &mut io::sink()).ok(); // keep the pipe drained
         });
-        let mut bin =
-            Bin { child, addr: String::new(), addrs: Vec::new(), stderr, stderr_reader: Some(stderr_reader) };
+        let mut bin = Bin {
+            child,
+            addr: String::new(),
+            addrs: Vec::new(),
+            stdout,
+            stderr,
+            stderr_reader: Some(stderr_reader),
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         for _ in 0..count {
             let line =
@@ -270,6 +282,26 @@ impl Bin {
     /// Everything it has written to stderr so far.
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
+    }
+
+    /// The lines it has written to stdout so far.
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// The address of its `metrics on http://ADDR/metrics` line (`--metrics`), waited for.
+    pub fn metrics(&self) -> SocketAddr {
+        let find = |lines: &[String]| {
+            lines
+                .iter()
+                .find_map(|l| l.strip_prefix("metrics on http://")?.strip_suffix("/metrics")?.parse().ok())
+        };
+        assert!(
+            wait_until(IO_TIMEOUT, || find(&self.stdout_lines()).is_some()),
+            "no metrics line: {:?}",
+            self.stdout_lines()
+        );
+        find(&self.stdout_lines()).expect("a metrics address")
     }
 
     /// Its process id.
@@ -580,4 +612,14 @@ pub fn open_fds(pid: u32) -> Vec<usize> {
         .expect("list /proc/PID/fd")
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
         .collect()
+}
+
+/// The program `name` if it is on PATH (a test that needs it prints one line and returns
+/// where it is not).
+pub fn installed(name: &str) -> Option<String> {
+    let paths = std::env::var_os("PATH")?;
+    std::env::split_paths(&paths)
+        .map(|dir| dir.join(name))
+        .find(|path| path.is_file())
+        .map(|path| path.display().to_string())
 }

@@ -12,6 +12,7 @@ use crate::error::Error;
 use crate::findmax::Slo;
 use crate::framing::{Framing, Sizes};
 use crate::intervals::IntervalOptions;
+use crate::proxy::ProxyVersion;
 use crate::run::{ChaosOptions, Load};
 use crate::scenario::Scenario;
 use crate::server::{self, Catalog, ServerSpec};
@@ -108,6 +109,11 @@ pub struct BenchArgs {
     /// memory and descriptors (without it, chaos looks for the process listening on ADDR).
     #[arg(long, value_name = "PID")]
     server_pid: Option<u32>,
+    /// Begin each connection with a PROXY protocol header naming its own ends (v1 text or
+    /// v2 binary), as a load balancer would, for a server run with `serve --proxy-protocol`.
+    /// Stream targets only; the hostile clients of --mode chaos send none.
+    #[arg(long, value_enum, value_name = "VERSION")]
+    proxy_protocol: Option<ProxyVersion>,
     /// Busy-poll instead of sleeping in epoll_wait: round trips then exclude the load
     /// generator's own wake-up, at the price of a whole CPU.
     #[arg(long)]
@@ -120,7 +126,8 @@ pub struct BenchArgs {
     /// thread-per-conn, blocking, io-uring) on a free port, run every scenario against each,
     /// and print one side-by-side table.
     #[arg(long, conflicts_with_all = ["addr", "connections", "size", "pipeline", "mode", "spin", "rate",
-                                      "framing", "hostile", "server_pid", "hdr_log", "csv", "interval"])]
+                                      "framing", "hostile", "server_pid", "hdr_log", "csv", "interval",
+                                      "proxy_protocol"])]
     compare: bool,
     /// With --compare: which servers, by name, comma separated (default: all).
     #[arg(long, value_name = "NAMES", value_delimiter = ',', requires = "compare")]
@@ -182,6 +189,9 @@ impl BenchArgs {
         if self.hostile.is_some() && self.mode != Mode::Chaos {
             return Err(Error::Usage("--hostile is for --mode chaos".into()));
         }
+        if self.proxy_protocol.is_some() && matches!(self.addr, Address::Udp(_)) {
+            return Err(Error::Usage("--proxy-protocol is for stream targets, not udp:".into()));
+        }
         if self.rate.is_some() && self.mode == Mode::Idle {
             return Err(Error::Usage("--rate is for messages or connections; --mode idle sends none".into()));
         }
@@ -206,6 +216,7 @@ impl BenchArgs {
             threads: usize::from(self.threads),
             spin: self.spin,
             connect_timeout: self.connect_timeout,
+            proxy: self.proxy_protocol,
             pin,
         };
         let chaos =

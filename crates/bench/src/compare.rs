@@ -324,7 +324,8 @@ fn failed(error: impl ToString) -> Outcome {
 fn measure_idle(server: &ServerProcess, target: &Target, count: usize) -> io::Result<IdleMemory> {
     let gone = || io::Error::other("the server exited");
     let before = server.memory().ok_or_else(gone)?;
-    let set = run::open_idle(target, count, Framing::Raw, run::DEFAULT_CONNECT_TIMEOUT, &Progress::hidden())?;
+    let set =
+        run::open_idle(target, count, Framing::Raw, None, run::DEFAULT_CONNECT_TIMEOUT, &Progress::hidden())?;
     thread::sleep(IDLE_SETTLE);
     let held_memory = server.memory().ok_or_else(gone)?;
     let held_at_measurement = set.held();

@@ -20,7 +20,8 @@
 //!   process listens on an address), `target` (addresses, and resolving them), `pattern`
 //!   (the bytes sent), `framing` (lines, length prefixes, sizes), `histogram` (round-trip
 //!   times), `schedule` (open-loop pacing), `timer` (a pollable timerfd), `progress`,
-//!   `intervals` (the window cut into intervals: live lines, CSV, the HdrHistogram log).
+//!   `intervals` (the window cut into intervals: live lines, CSV, the HdrHistogram log),
+//!   `proxy` (the PROXY protocol header of `--proxy-protocol`).
 //! - `stream`: connecting and the mio stream; `run`: the engines (echo closed and open
 //!   loop, idle, churn, UDP, chaos with its hostile clients: connections, the event loops,
 //!   verification, timing, and the generator watching its own threads).
@@ -44,6 +45,7 @@ mod intervals;
 mod pattern;
 mod procfs;
 mod progress;
+mod proxy;
 mod report;
 mod results;
 mod run;

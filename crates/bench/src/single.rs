@@ -160,6 +160,7 @@ fn idle(target: &Target, options: &SingleOptions, progress: &Progress) -> Result
         target,
         options.load.connections,
         options.load.framing,
+        options.load.proxy,
         options.load.connect_timeout,
         progress,
     )?;

@@ -15,6 +15,7 @@ use std::time::Duration;
 use mio::event::Source;
 use mio::{Interest, Registry, Token};
 
+use crate::proxy::{self, ProxyVersion};
 use crate::target::Target;
 
 /// A connected, non-blocking socket, for a `mio::Poll`.
@@ -26,11 +27,17 @@ pub enum Stream {
     Unix(mio::net::UnixStream),
 }
 
-/// Connect to `target`, send `ping` (one byte, framed as the server expects) and wait for
-/// it to come back, and return the socket non-blocking. `limit` bounds the TCP connect and
+/// Connect to `target`, send `ping` (one byte, framed as the server expects; after a PROXY
+/// header if `proxy` says so) and wait for it to come back, and return the socket
+/// non-blocking. `limit` bounds the TCP connect and
 /// the wait for the ping's echo. Errors name the target, and the bottleneck when it is a
 /// local resource (ports, descriptors).
-pub fn connect(target: &Target, ping: &[u8], limit: Duration) -> io::Result<Stream> {
+pub fn connect(
+    target: &Target,
+    ping: &[u8],
+    proxy: Option<ProxyVersion>,
+    limit: Duration,
+) -> io::Result<Stream> {
     let named = |e: io::Error| connect_error(target, e, limit);
     match target {
         Target::Tcp(addr) => {
@@ -38,6 +45,9 @@ pub fn connect(target: &Target, ping: &[u8], limit: Duration) -> io::Result<Stre
             // Our messages are whole requests: do not let Nagle hold them back.
             socket.set_nodelay(true)?;
             socket.set_read_timeout(Some(limit))?;
+            if let Some(version) = proxy {
+                proxy::send(version, &mut &socket, Some((socket.local_addr()?, socket.peer_addr()?)))?;
+            }
             ping_pong(&socket, ping, limit)?;
             socket.set_nonblocking(true)?;
             Ok(Stream::Tcp(mio::net::TcpStream::from_std(socket)))
@@ -46,6 +56,9 @@ pub fn connect(target: &Target, ping: &[u8], limit: Duration) -> io::Result<Stre
         Target::Unix(path) => {
             let socket = UnixStream::connect(path).map_err(named)?;
             socket.set_read_timeout(Some(limit))?;
+            if let Some(version) = proxy {
+                proxy::send(version, &mut &socket, None)?;
+            }
             ping_pong(&socket, ping, limit)?;
             socket.set_nonblocking(true)?;
             Ok(Stream::Unix(mio::net::UnixStream::from_std(socket)))
@@ -148,6 +161,15 @@ impl Stream {
         self.socket().shutdown_both()
     }
 
+    /// After [`connect_nonblocking`], once [`Stream::connected`]: send the PROXY header.
+    pub fn send_proxy_header(&mut self, version: ProxyVersion) -> io::Result<()> {
+        let ends = match self {
+            Stream::Tcp(s) => Some((s.local_addr()?, s.peer_addr()?)),
+            Stream::Unix(_) => None,
+        };
+        proxy::send(version, self, ends)
+    }
+
     /// After [`connect_nonblocking`], once writable: `Ok(true)` connected, `Ok(false)` still
     /// connecting (the event was for something else), `Err` the connect failed (mio's
     /// `TcpStream::connect` docs: `take_error`, then `peer_addr`).
@@ -226,10 +248,33 @@ mod tests {
             s.write_all(&byte).unwrap();
             let _ = s.read(&mut byte); // hold the connection open until the client closes
         });
-        let mut stream = connect(&target, b"!", LIMIT).unwrap();
+        let mut stream = connect(&target, b"!", None, LIMIT).unwrap();
         // The server holds the connection open and sends nothing: a blocking read would hang.
         let error = stream.read(&mut [0u8; 8]).unwrap_err();
         assert_eq!(error.kind(), ErrorKind::WouldBlock);
+        drop(stream);
+        server.join().unwrap();
+    }
+
+    /// With `--proxy-protocol`, the header naming the connection's ends comes before the ping.
+    #[test]
+    fn a_proxy_header_goes_before_the_ping() {
+        let (target, server) = one_shot(|mut s| {
+            let (client, server) = (s.peer_addr().unwrap(), s.local_addr().unwrap());
+            let expected = format!(
+                "PROXY TCP4 {} {} {} {}\r\n!",
+                client.ip(),
+                server.ip(),
+                client.port(),
+                server.port()
+            );
+            let mut got = vec![0u8; expected.len()];
+            s.read_exact(&mut got).unwrap();
+            assert_eq!(String::from_utf8_lossy(&got), expected);
+            s.write_all(b"!").unwrap();
+            let _ = s.read(&mut [0u8; 1]); // hold the connection open until the client closes
+        });
+        let stream = connect(&target, b"!", Some(ProxyVersion::V1), LIMIT).unwrap();
         drop(stream);
         server.join().unwrap();
     }
@@ -241,7 +286,7 @@ mod tests {
             s.read_exact(&mut byte).unwrap();
             s.write_all(b"?").unwrap();
         });
-        let error = connect(&target, b"!", LIMIT).unwrap_err();
+        let error = connect(&target, b"!", None, LIMIT).unwrap_err();
         server.join().unwrap();
         assert_eq!(error.kind(), ErrorKind::InvalidData, "{error}");
     }
@@ -250,7 +295,7 @@ mod tests {
     fn refused_connections_name_the_target() {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let target = Target::Tcp(([127, 0, 0, 1], port).into());
-        let error = connect(&target, b"!", LIMIT).unwrap_err().to_string();
+        let error = connect(&target, b"!", None, LIMIT).unwrap_err().to_string();
         assert!(error.starts_with(&format!("cannot connect to 127.0.0.1:{port}: refused: ")), "{error}");
     }
 

@@ -335,6 +335,9 @@ impl<'a> Churner<'a> {
                 return Ok(false); // not yet: a WRITABLE event will come
             }
             life.connected = true;
+            if let Some(version) = self.plan.proxy {
+                life.stream.send_proxy_header(version)?;
+            }
         }
         self.send(life)?;
         self.receive(life)?;

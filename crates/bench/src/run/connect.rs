@@ -5,6 +5,7 @@ use std::io::{self, ErrorKind};
 use std::time::{Duration, Instant};
 
 use crate::progress::Progress;
+use crate::proxy::ProxyVersion;
 use crate::stream::{self, Stream};
 use crate::target::Target;
 
@@ -35,11 +36,12 @@ impl Connected {
 }
 
 /// Open `count` connections to `target` one at a time, each pinged (with `ping`) before the
-/// next; each connect and ping gives up after `timeout`.
+/// next (after a PROXY header, with `proxy`); each connect and ping gives up after `timeout`.
 pub fn connect_all(
     target: &Target,
     count: usize,
     ping: &[u8],
+    proxy: Option<ProxyVersion>,
     timeout: Duration,
     progress: &Progress,
 ) -> Connected {
@@ -55,7 +57,7 @@ pub fn connect_all(
             let msg = format!("the connect phase took longer than {}s", phase_limit.as_secs_f64());
             Err(io::Error::new(ErrorKind::TimedOut, msg))
         } else {
-            stream::connect(target, ping, left.min(timeout))
+            stream::connect(target, ping, proxy, left.min(timeout))
         };
         match result {
             Ok(stream) => streams.push(stream),

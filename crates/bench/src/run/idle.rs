@@ -11,6 +11,7 @@ use super::EVENTS_CAPACITY;
 use super::connect::connect_all;
 use crate::framing::Framing;
 use crate::progress::Progress;
+use crate::proxy::ProxyVersion;
 use crate::stream::Stream;
 use crate::target::Target;
 
@@ -50,10 +51,11 @@ pub fn open_idle(
     target: &Target,
     count: usize,
     framing: Framing,
+    proxy: Option<ProxyVersion>,
     timeout: Duration,
     progress: &Progress,
 ) -> io::Result<IdleSet> {
-    let connected = connect_all(target, count, framing.ping(), timeout, progress);
+    let connected = connect_all(target, count, framing.ping(), proxy, timeout, progress);
     if connected.streams.is_empty() {
         return Err(connected.into_error());
     }

@@ -37,6 +37,7 @@ use crate::histogram::{Latency, RoundTrips};
 use crate::intervals::{Interval, IntervalClock, IntervalLog};
 use crate::pattern::{CHUNK, Pattern};
 use crate::progress::Progress;
+use crate::proxy::ProxyVersion;
 use crate::schedule::{Pacing, RateReport, Schedule};
 use crate::stream::Stream;
 use crate::target::Target;
@@ -91,6 +92,8 @@ pub struct Load {
     /// One connect (and its ping) gives up after this long; UDP: a datagram not answered
     /// within it is lost.
     pub connect_timeout: Duration,
+    /// Begin each connection with a PROXY protocol header (`--proxy-protocol`).
+    pub proxy: Option<ProxyVersion>,
     /// CPUs to pin the load-generator threads to, thread `i` on `pin[i % len]`; empty:
     /// not pinned.
     pub pin: Vec<usize>,
@@ -110,6 +113,7 @@ impl Load {
             threads: 1,
             spin: false,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            proxy: None,
             pin: Vec::new(),
         }
     }
@@ -284,7 +288,14 @@ fn connect_loads(
 ) -> io::Result<Vec<connect::Connected>> {
     let mut connected = Vec::with_capacity(loads.len());
     for load in loads {
-        let c = connect_all(target, load.connections, load.framing.ping(), load.connect_timeout, progress);
+        let c = connect_all(
+            target,
+            load.connections,
+            load.framing.ping(),
+            load.proxy,
+            load.connect_timeout,
+            progress,
+        );
         if c.streams.is_empty() {
             return Err(c.into_error());
         }
@@ -359,6 +370,8 @@ struct Plan {
     spin: bool,
     /// One connect and echo (churn), or one datagram's answer (UDP), gives up after this.
     connect_timeout: Duration,
+    /// Churn: the PROXY header each new connection sends first.
+    proxy: Option<ProxyVersion>,
     start: Instant,
     /// Round trips that end (closed loop) or are due (open loop) from here on are measured.
     measure_from: Instant,
@@ -384,6 +397,7 @@ impl Plan {
             connections: load.connections,
             spin: load.spin,
             connect_timeout: load.connect_timeout,
+            proxy: load.proxy,
             start,
             measure_from,
             end,
