@@ -84,9 +84,7 @@ fn parse_named_host(s: &str) -> Result<SocketAddr, &'static str> {
     if host.contains(':') && !prefix.is_empty() && prefix.bytes().all(|b| b.is_ascii_alphabetic()) {
         if host.parse::<std::net::Ipv6Addr>().is_err() {
             // `tcp:127.0.0.1:7` was told "an IPv6 address needs brackets".
-            return Err(
-                "unknown prefix: a TCP address has none (HOST:PORT); the prefixes are unix: and udp:",
-            );
+            return Err("unknown prefix: the only prefixes are unix: and udp: (TCP takes HOST:PORT)");
         }
     }
     if host.contains(':') && !host.starts_with('[') {
