@@ -80,12 +80,11 @@ fn parse_named_host(s: &str) -> Result<SocketAddr, &'static str> {
     if host.eq_ignore_ascii_case("localhost") {
         return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
     }
+    // `tcp:127.0.0.1:7` was told "an IPv6 address needs brackets".
     let prefix = host.split(':').next().unwrap_or_default();
-    if host.contains(':') && !prefix.is_empty() && prefix.bytes().all(|b| b.is_ascii_alphabetic()) {
-        if host.parse::<std::net::Ipv6Addr>().is_err() {
-            // `tcp:127.0.0.1:7` was told "an IPv6 address needs brackets".
-            return Err("unknown prefix: the only prefixes are unix: and udp: (TCP takes HOST:PORT)");
-        }
+    let scheme_like = !prefix.is_empty() && prefix.bytes().all(|b| b.is_ascii_alphabetic());
+    if host.contains(':') && scheme_like && host.parse::<std::net::Ipv6Addr>().is_err() {
+        return Err("unknown prefix: the only prefixes are unix: and udp: (TCP takes HOST:PORT)");
     }
     if host.contains(':') && !host.starts_with('[') {
         return Err("an IPv6 address needs brackets, as in [::1]:7878");
