@@ -133,6 +133,14 @@ pub struct ServeArgs {
     /// buffers are allocated at start: N x BYTES of memory, used as they fill.
     #[arg(long, value_name = "BYTES", default_value = "64K", value_parser = parse_size)]
     pub uring_buffer_size: usize,
+    /// UDP: datagrams received or sent per system call (recvmmsg/sendmmsg); 1 = one at a time.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u8).range(1..=64))]
+    pub udp_batch: u8,
+    /// UDP: let the kernel join trains of equal-sized datagrams into one receive (GRO) and
+    /// split the echoed train again (GSO), where it can: on or off.
+    #[arg(long, value_name = "on|off", default_value = "on", action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub udp_offload: bool,
     /// Serve Prometheus metrics at http://ADDR/metrics, and health checks at /livez (the
     /// serving loops turn) and /readyz (503 once a stop begins), from a thread of their own.
     /// HOST:PORT or [V6]:PORT; port 0 lets the OS pick (the `metrics on` line says which).
@@ -175,6 +183,8 @@ impl ServeArgs {
             .with_max_frame(self.max_frame)
             .with_uring_buffers(self.uring_buffers)
             .with_uring_buffer_size(self.uring_buffer_size)
+            .with_udp_batch(usize::from(self.udp_batch))
+            .with_udp_offload(self.udp_offload)
             .with_metrics(self.metrics)
             .with_drain(self.drain)
             .with_proxy_protocol(self.proxy_protocol)

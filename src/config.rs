@@ -61,7 +61,8 @@ pub struct ServerConfig {
     pub addrs: Vec<ListenAddr>,
     /// Which I/O model serves connections.
     pub model: Model,
-    /// Independent event loops sharing the port through SO_REUSEPORT (event loop only).
+    /// Independent loops sharing the port through SO_REUSEPORT (event loop and io-uring: one
+    /// ring, and its own receive buffers, per worker).
     pub workers: usize,
     /// Live connections at once, over every listener (per worker with `workers > 1`); more
     /// are accepted and closed at once.
@@ -94,6 +95,12 @@ pub struct ServerConfig {
     /// in ring order, so in time every one is touched: `uring_buffers * uring_buffer_size`
     /// is a fixed cost (16 MiB by default), whatever the number of connections.
     pub uring_buffer_size: usize,
+    /// UDP only: datagrams received or sent per system call (`recvmmsg`/`sendmmsg`), 1 to
+    /// 64. Each of the batch's receive slots is 64 KiB, touched only as datagrams fill it.
+    pub udp_batch: usize,
+    /// UDP only: let the kernel join a train of equal-sized datagrams from one sender into
+    /// one receive (GRO) and split the echoed train again (GSO), where it can.
+    pub udp_offload: bool,
     /// Every connection of a stream listener begins with a PROXY protocol header (v1 or
     /// v2), as a load balancer sends it: consumed, never echoed, and the client it names is
     /// the one logged.
@@ -127,6 +134,8 @@ impl Default for ServerConfig {
             max_frame: 64 * 1024,
             uring_buffers: 256,
             uring_buffer_size: 64 * 1024,
+            udp_batch: 64,
+            udp_offload: true,
             proxy_protocol: false,
             proxy_timeout: Duration::from_secs(5),
             metrics: None,
@@ -176,6 +185,8 @@ impl ServerConfig {
         with_max_frame => max_frame: usize,
         with_uring_buffers => uring_buffers: usize,
         with_uring_buffer_size => uring_buffer_size: usize,
+        with_udp_batch => udp_batch: usize,
+        with_udp_offload => udp_offload: bool,
         with_proxy_protocol => proxy_protocol: bool,
         with_proxy_timeout => proxy_timeout: Duration,
         with_metrics => metrics: Option<SocketAddr>,
@@ -200,21 +211,17 @@ impl ServerConfig {
         if self.workers == 0 {
             return Err("--workers must be at least 1".into());
         }
-        if self.workers > 1 && self.model != Model::EventLoop {
-            return Err(format!("--workers applies to the event-loop model, not {}", self.model.name()));
+        if self.workers > 1 && !matches!(self.model, Model::EventLoop | Model::IoUring) {
+            return Err(format!(
+                "--workers applies to the event-loop and io-uring models, not {}",
+                self.model.name()
+            ));
         }
         if self.stats_interval.is_some_and(|interval| interval < MIN_STATS_INTERVAL) {
             return Err(format!(
                 "--stats-interval must be 0 (off) or at least {:?}: a line per {:?} would flood the log",
                 MIN_STATS_INTERVAL,
                 self.stats_interval.unwrap_or_default()
-            ));
-        }
-        if self.framing != Framing::Raw && self.model == Model::IoUring {
-            return Err(format!(
-                "--framing {} is not built into the io-uring model (it echoes the raw byte stream); \
-                 use event-loop, thread-per-conn or blocking",
-                self.framing.name()
             ));
         }
         self.validate_addrs()?;
@@ -344,6 +351,9 @@ impl ServerConfig {
                 self.framing.name()
             ));
         }
+        if !(1..=64).contains(&self.udp_batch) {
+            return Err(format!("--udp-batch {} must be between 1 and 64", self.udp_batch));
+        }
         Ok(())
     }
 }
@@ -380,7 +390,7 @@ mod tests {
     }
 
     #[test]
-    fn workers_need_tcp_and_the_event_loop() {
+    fn workers_need_tcp_and_a_loop_model() {
         let mut config = ServerConfig::new("unix:/tmp/x.sock".parse().unwrap());
         config.workers = 2;
         assert!(config.validate().unwrap_err().contains("SO_REUSEPORT"));
@@ -440,6 +450,11 @@ mod tests {
         assert_eq!(config.validate(), Ok(()));
         let config = ServerConfig { framing: Framing::Line, ..udp.clone() };
         assert!(config.validate().unwrap_err().contains("--framing line"));
+        for batch in [0, 65] {
+            let config = ServerConfig { udp_batch: batch, ..udp.clone() };
+            assert!(config.validate().unwrap_err().contains("--udp-batch"), "{batch}");
+        }
+        assert_eq!(ServerConfig { udp_batch: 1, udp_offload: false, ..udp.clone() }.validate(), Ok(()));
         let config = ServerConfig { proxy_protocol: true, ..udp.clone() };
         assert!(config.validate().unwrap_err().contains("--proxy-protocol applies to stream listeners"));
         let config = ServerConfig { proxy_protocol: true, ..udp }.with_addrs(addrs(&["1", "udp:2"]));
@@ -471,11 +486,11 @@ mod tests {
     }
 
     #[test]
-    fn io_uring_echoes_raw_bytes_only() {
-        let config = ServerConfig { model: Model::IoUring, framing: Framing::Line, ..Default::default() };
-        assert!(config.validate().unwrap_err().contains("--framing line"));
-        let config = ServerConfig { model: Model::IoUring, ..Default::default() };
-        assert_eq!(config.validate(), Ok(()));
+    fn io_uring_frames_as_the_other_models_do() {
+        for framing in [Framing::Raw, Framing::Line, Framing::Length] {
+            let config = ServerConfig { model: Model::IoUring, framing, ..Default::default() };
+            assert_eq!(config.validate(), Ok(()), "{framing:?}");
+        }
     }
 
     #[test]

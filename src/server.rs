@@ -62,9 +62,9 @@ enum Runner {
     ThreadPerConn(Vec<Listening>, ServerConfig),
     /// One connection at a time on each accepting thread.
     Blocking(Vec<Listening>, ServerConfig),
-    /// The completion model: its ring and buffers allocated at bind time.
+    /// The completion model, one loop per worker: rings and buffers allocated at bind time.
     #[cfg(target_os = "linux")]
-    IoUring(Box<crate::io_uring::UringLoop>),
+    IoUring(Vec<crate::io_uring::UringLoop>),
 }
 
 impl Server {
@@ -153,22 +153,16 @@ impl Server {
         };
         let runner = match config.model {
             Model::EventLoop => {
-                let mut loops = vec![EventLoop::new(listening(sockets, 0), config, &shutdown, 0)?];
-                for worker in 1..config.workers {
-                    // The others bind the ports the first got, with SO_REUSEPORT, so the
-                    // kernel spreads connections and datagrams over all of them.
-                    let more = net::bind_all(&addrs, true, udp_buffers(config))?;
-                    loops.push(EventLoop::new(listening(more, worker), config, &shutdown, worker)?);
-                }
-                Runner::EventLoops(loops)
+                Runner::EventLoops(bind_workers(sockets, &addrs, config, |socks, worker| {
+                    EventLoop::new(listening(socks, worker), config, &shutdown, worker)
+                })?)
             }
             Model::ThreadPerConn => Runner::ThreadPerConn(listening(sockets, 0), config.clone()),
             Model::Blocking => Runner::Blocking(listening(sockets, 0), config.clone()),
             #[cfg(target_os = "linux")]
-            Model::IoUring => {
-                let uring = crate::io_uring::UringLoop::new(listening(sockets, 0), config, &shutdown)?;
-                Runner::IoUring(Box::new(uring))
-            }
+            Model::IoUring => Runner::IoUring(bind_workers(sockets, &addrs, config, |socks, worker| {
+                crate::io_uring::UringLoop::new(listening(socks, worker), config, &shutdown)
+            })?),
             #[cfg(not(target_os = "linux"))]
             Model::IoUring => unreachable!("check_before_binding refuses io-uring off Linux"),
         };
@@ -263,7 +257,7 @@ impl Server {
                 blocking::serve(Placement::AcceptingThread, listeners, &config, shutdown, watchdog)?
             }
             #[cfg(target_os = "linux")]
-            Runner::IoUring(uring) => uring.run(watchdog)?,
+            Runner::IoUring(rings) => run_workers(rings, shutdown, watchdog)?,
         };
         drop(reporter); // no statistics line after the summary
         let summary = self.stats.summary();
@@ -292,6 +286,8 @@ impl Server {
             Runner::ThreadPerConn(..) => "thread-per-conn model".to_string(),
             Runner::Blocking(..) => "blocking model".to_string(),
             #[cfg(target_os = "linux")]
+            Runner::IoUring(rings) if rings.len() > 1 => format!("io-uring model ({} workers)", rings.len()),
+            #[cfg(target_os = "linux")]
             Runner::IoUring(_) => "io-uring model".to_string(),
         }
     }
@@ -319,8 +315,42 @@ fn check_before_binding(config: &ServerConfig) -> Result<(), Error> {
 /// Worker 0 runs on this thread, the others on their own. If any worker fails, the others
 /// are stopped and joined too, so none outlives `run`. Worker 0's loop sends the watchdog's
 /// pings (one loop proves it turns; the others share its code and its fate).
-fn run_workers(
-    mut loops: Vec<EventLoop>,
+/// One loop per worker, made by `make(sockets, worker)`: the first takes `sockets`; the
+/// others bind the ports the first got, with SO_REUSEPORT, so the kernel spreads connections
+/// and datagrams over all of them.
+fn bind_workers<W>(
+    sockets: Vec<ListenSocket>,
+    addrs: &[ListenAddr],
+    config: &ServerConfig,
+    make: impl Fn(Vec<ListenSocket>, usize) -> io::Result<W>,
+) -> io::Result<Vec<W>> {
+    let mut loops = vec![make(sockets, 0)?];
+    for worker in 1..config.workers {
+        loops.push(make(net::bind_all(addrs, true, udp_buffers(config))?, worker)?);
+    }
+    Ok(loops)
+}
+
+/// A loop a worker thread runs: the event loop, or the io-uring loop.
+trait Worker: Send + 'static {
+    fn run(self, watchdog: Option<WatchdogTimer>) -> io::Result<()>;
+}
+
+impl Worker for EventLoop {
+    fn run(self, watchdog: Option<WatchdogTimer>) -> io::Result<()> {
+        EventLoop::run(self, watchdog)
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Worker for crate::io_uring::UringLoop {
+    fn run(self, watchdog: Option<WatchdogTimer>) -> io::Result<()> {
+        crate::io_uring::UringLoop::run(self, watchdog)
+    }
+}
+
+fn run_workers<W: Worker>(
+    mut loops: Vec<W>,
     shutdown: &ShutdownHandle,
     watchdog: Option<WatchdogTimer>,
 ) -> io::Result<()> {

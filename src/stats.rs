@@ -138,7 +138,7 @@ impl IoTally {
 ///
 /// Every connection carries one, so it is kept small (40 bytes): the reads and frames not yet
 /// handed over fit a `u32`, because hand-overs are at most one loop turn (at most
-/// `READS_PER_EVENT` reads of 64 KiB) or one blocking read apart.
+/// `READ_BUDGET` bytes read) or one blocking read apart.
 #[derive(Debug, Clone, Default)]
 pub struct ConnCounts {
     /// Reads not yet handed over.

@@ -29,11 +29,23 @@ use crate::net::{Peer, Stream, interrupted, would_block};
 use crate::proxy_protocol::ProxyDecoder;
 use crate::stats::{ConnCounts, IoTally};
 
-/// Reads one connection may do per readiness event before the loop moves on to others.
-/// Without a budget, one client that sends without pause could keep the loop reading its
-/// socket forever (a 64 KiB read takes microseconds, and a fast client refills it as fast);
-/// with it, every ready connection gets a turn each pass. 16 reads of 64 KiB = 1 MiB.
-pub const READS_PER_EVENT: usize = 16;
+/// Bytes one connection may read per loop turn before the loop moves on to the others: one
+/// full read of the shared buffer. The rest waits for the next turn, as tokio's cooperative
+/// budget makes a task yield. Without a budget, one client that sends without pause could
+/// keep the loop reading its socket forever (a fast client refills it as fast as we read);
+/// with a large one (16 reads, 1 MiB, before issue 20) it still held the loop for a
+/// millisecond a turn, and every small client's reply waited behind it
+/// (docs/results/2026-12-05-fairness.md). With one buffer a turn, a streaming connection's
+/// share of a turn is what one small client's is: one read and its echo.
+pub const READ_BUDGET: usize = 64 * 1024;
+
+/// Bytes a *lingering* connection may read and discard per turn: sixteen buffers. Discarding
+/// costs a `read` and no echo, so a larger share is cheap; and it matters: lingering ends
+/// when the client has every echo, and a close then with the client's bytes still unread
+/// resets the client instead of giving it EOF, so draining what it sent first (1 MiB covers
+/// a full socket buffer) keeps that end clean. A client that never stops sending is still
+/// bounded: the check comes after each turn's share.
+const DISCARD_BUDGET: usize = 16 * 64 * 1024;
 
 /// The interest of a connection that reads: READABLE, plus PRIORITY (EPOLLPRI) so that an
 /// urgent (MSG_OOB) byte, which stops a TCP `read` short of the data behind it, is reported
@@ -193,12 +205,14 @@ impl Connection {
         {
             return Ok(stop); // not whole yet, or a frame over the limit right after it
         }
-        for _ in 0..READS_PER_EVENT {
+        let mut budget = READ_BUDGET;
+        while budget > 0 {
             if self.phase != Phase::Open {
                 return Ok(ReadStop::Done);
             }
-            // Never read more than we could keep if the kernel refused to take any of it back.
-            let room = self.read_room().min(buf.len());
+            // Never read more than we could keep if the kernel refused to take any of it back,
+            // nor more than this turn's budget.
+            let room = self.read_room().min(buf.len()).min(budget);
             if room == 0 {
                 trace!(
                     "token={} pending={} partial={} at cap: not reading (backpressure)",
@@ -219,6 +233,7 @@ impl Connection {
                 Err(e) => return Err(e),
             };
             trace!("token={} read n={n}", self.token.0);
+            budget -= n;
             self.counts.read(n);
             self.last_active = now;
             if let Some(oversize) = self.echo_frames(&buf[..n])? {
@@ -347,15 +362,19 @@ impl Connection {
     /// phase says "closed by the peer", and with nothing pending the loop closes us), or
     /// until the client has acknowledged every byte we sent ([`linger::done`]).
     fn discard_input(&mut self, buf: &mut [u8]) -> io::Result<ReadStop> {
-        let mut stop = ReadStop::BudgetSpent;
-        for _ in 0..READS_PER_EVENT {
-            match self.stream.read(buf) {
+        let (mut stop, mut budget) = (ReadStop::BudgetSpent, DISCARD_BUDGET);
+        while budget > 0 {
+            let room = buf.len().min(budget);
+            match self.stream.read(&mut buf[..room]) {
                 Ok(0) => {
                     trace!("token={} read EOF while lingering: closing", self.token.0);
                     self.phase = Phase::PeerClosed;
                     return Ok(ReadStop::Done);
                 }
-                Ok(n) => trace!("token={} lingering: discarded n={n}", self.token.0),
+                Ok(n) => {
+                    trace!("token={} lingering: discarded n={n}", self.token.0);
+                    budget -= n;
+                }
                 Err(e) if would_block(&e) => {
                     stop = ReadStop::Done;
                     break;
@@ -653,6 +672,32 @@ mod tests {
         assert!(got == sent, "the echo differs from what was sent");
         assert_eq!(conn.byte_counts().2, 0);
         assert_eq!(conn.interest(), Some(READ), "all out: WRITABLE dropped");
+    }
+
+    /// One turn reads at most the budget: a client that sent two budgets' worth and more
+    /// gets one read per turn, each turn ending `BudgetSpent` (the loop comes back for the
+    /// rest after serving the others), and the last turn ends at the short read.
+    #[test]
+    fn a_turn_reads_at_most_one_budget() {
+        let (mut conn, mut client) = unix_connection(RAW, 1 << 20, None);
+        let sent = pattern(2 * READ_BUDGET + 1000);
+        let mut written = 0;
+        while written < sent.len() {
+            written += client.write(&sent[written..]).unwrap(); // a Unix pair's buffers hold it
+        }
+        let mut buf = vec![0; 2 * READ_BUDGET];
+        for turn in 1..=2 {
+            assert_eq!(
+                conn.on_readable(&mut buf, Drain::ToShortRead, Instant::now()).unwrap(),
+                ReadStop::BudgetSpent
+            );
+            assert_eq!(conn.byte_counts().0, (turn * READ_BUDGET) as u64, "turn {turn}");
+        }
+        assert_eq!(conn.on_readable(&mut buf, Drain::ToWouldBlock, Instant::now()).unwrap(), ReadStop::Done);
+        assert_eq!(conn.byte_counts().0, sent.len() as u64);
+        let mut got = Vec::new();
+        client_takes_the_echo(&mut conn, &mut client, &mut got);
+        assert!(got == sent, "the echo differs from what was sent");
     }
 
     /// At the cap (`--max-pending`) the connection stops reading: its interest has no

@@ -88,7 +88,9 @@ impl Endpoint {
                 registry.register(&mut listener, token, Interest::READABLE)?;
                 Socket::Stream(Some(listener))
             }
-            ListenSocket::Datagram(socket) => Socket::Datagram(UdpPort::new(socket, registry, token)?),
+            ListenSocket::Datagram(socket) => {
+                Socket::Datagram(UdpPort::new(socket, config, registry, token)?)
+            }
         };
         Ok(Endpoint {
             socket,

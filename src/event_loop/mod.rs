@@ -243,7 +243,7 @@ impl EventLoop {
         let endpoint = &mut self.endpoints[i];
         let Socket::Datagram(port) = &mut endpoint.socket else { return };
         let registry = self.poll.registry();
-        if let Err(e) = port.serve(ready.writable, &mut self.read_buf, &mut endpoint.tally, registry, token) {
+        if let Err(e) = port.serve(ready.writable, &mut endpoint.tally, registry, token) {
             warn!("udp {}: {e}", endpoint.addr); // a reregister failed: the socket keeps its interest
         }
         // Once in the list is enough, though an event and a revisit may both come this turn.

@@ -2,12 +2,22 @@
 //! unchanged, empty ones included.
 //!
 //! ```text
-//!   UDP token readable -> recv_from until WouldBlock (or the budget): send_to the sender,
-//!                         or queue the reply if the kernel refuses (WouldBlock)
-//!   UDP token writable -> send queued replies until WouldBlock
+//!   UDP token readable -> recvmmsg until WouldBlock, a short batch, or the budget: each
+//!                         batch's replies go back in one sendmmsg, or into the queue if
+//!                         the kernel refuses (WouldBlock)
+//!   UDP token writable -> send queued replies, a batch per sendmmsg, until WouldBlock
 //!   shutdown           -> stop reading; flush the queue within the grace period
 //!   interest: READABLE, plus WRITABLE only while replies are queued
 //! ```
+//!
+//! A batch is up to `--udp-batch` messages (64 by default) per system call, each with its
+//! own sender ([`crate::net::Receiver`], [`crate::net::Sender`]): with many clients, one
+//! `recvmmsg` and one `sendmmsg` answer them all, where `recv_from` and `send_to` would
+//! cost two calls per datagram. And with `--udp-offload on` (the default) a message may be
+//! a *train*: datagrams of one size from one sender that the kernel kept together (GRO);
+//! its reply is the same train, sent as one message that the kernel splits again (GSO).
+//! Every datagram of a train is still a datagram here: counted, guarded and queued one by
+//! one, and its reply is its own bytes, to its own sender.
 //!
 //! A UDP socket is one more source of events in the loop (`mod.rs`), beside the stream
 //! listeners and their connections, with the same rules (drain to `WouldBlock`, ask for
@@ -32,18 +42,19 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::net::SocketAddr;
 
 use log::{debug, trace, warn};
 use mio::{Interest, Registry, Token};
+use socket2::SockAddr;
 
-use crate::lifecycle::admit_datagram;
-use crate::net::{interrupted, would_block};
+use crate::config::ServerConfig;
+use crate::lifecycle::admit_datagrams;
+use crate::net::{BATCH, Message, Offload, Receiver, Sender, Sent, interrupted, would_block};
 use crate::stats::{Datagrams, IoTally, Stats};
 
-/// Datagrams received per readiness event before the loop polls again (for the waker's sake,
-/// and the other sockets': a flood must not keep them waiting).
-const DATAGRAMS_PER_EVENT: usize = 64;
+/// Receive calls (each up to a batch) per readiness event before the loop moves on (for the
+/// waker's sake, and the other sockets': a flood must not keep them waiting).
+const RECEIVES_PER_EVENT: usize = 4;
 
 /// The reply queue's bounds: whichever is reached first. 1024 replies absorb a burst; the
 /// byte bound keeps 1024 large datagrams from holding 64 MiB.
@@ -55,6 +66,10 @@ const QUEUE_BYTES: usize = 4 << 20;
 pub struct UdpPort {
     /// The socket every datagram of this listener arrives on and every reply leaves from.
     socket: mio::net::UdpSocket,
+    /// Where each batch lands; replies sent at once go straight from its slots.
+    rx: Receiver,
+    /// Sends replies, a batch per call, trains whole where the kernel splits them.
+    tx: Sender,
     /// Replies the kernel refused, oldest first. Non-empty iff WRITABLE is registered.
     queue: ReplyQueue,
     /// The interest the registry holds now, so we reregister only on a change.
@@ -69,13 +84,23 @@ pub struct UdpPort {
 }
 
 impl UdpPort {
-    /// Take a bound UDP socket, make it non-blocking, and register it as `token`.
-    pub fn new(socket: std::net::UdpSocket, registry: &Registry, token: Token) -> io::Result<UdpPort> {
+    /// Take a bound UDP socket, make it non-blocking, turn on the kernel's help with trains
+    /// if `config` asks (and the kernel has it), and register it as `token`.
+    pub fn new(
+        socket: std::net::UdpSocket,
+        config: &ServerConfig,
+        registry: &Registry,
+        token: Token,
+    ) -> io::Result<UdpPort> {
         socket.set_nonblocking(true)?;
+        let wanted = if config.udp_offload { Offload::BOTH } else { Offload::NONE };
+        let offload = Offload::enable(&socket, wanted);
         let mut socket = mio::net::UdpSocket::from_std(socket);
         registry.register(&mut socket, token, Interest::READABLE)?;
         Ok(UdpPort {
             socket,
+            rx: Receiver::new(config.udp_batch),
+            tx: Sender::new(offload),
             queue: ReplyQueue::new(QUEUE_DATAGRAMS, QUEUE_BYTES),
             registered: Interest::READABLE,
             reading: true,
@@ -85,12 +110,11 @@ impl UdpPort {
     }
 
     /// The socket may be ready (an event, or the budget ran out last turn): send what is
-    /// queued, then receive and answer, using the loop's shared `buf`; count in `tally`.
-    /// Then ask for what it needs next.
+    /// queued, then receive and answer, a batch at a time; count in `tally`. Then ask for
+    /// what it needs next.
     pub fn serve(
         &mut self,
         writable: bool,
-        buf: &mut [u8],
         tally: &mut IoTally,
         registry: &Registry,
         token: Token,
@@ -98,7 +122,7 @@ impl UdpPort {
         if writable {
             self.flush_queue(tally);
         }
-        self.unfinished = self.reading && self.receive(buf, tally);
+        self.unfinished = self.reading && self.receive(tally);
         self.update_interest(registry, token)
     }
 
@@ -138,15 +162,22 @@ impl UdpPort {
         }
     }
 
-    /// Receive and answer datagrams until `WouldBlock`; true if the budget ran out first.
+    /// Receive and answer datagrams, a batch at a time, until `WouldBlock`; true if the
+    /// budget ran out first.
     ///
     /// Edge-triggered: read until `WouldBlock`, or no new event is promised (mio Poll docs,
-    /// "Draining readiness"). Unlike a TCP stream, a short datagram says nothing about what
-    /// else is queued, so only `WouldBlock` means drained.
-    fn receive(&mut self, buf: &mut [u8], tally: &mut IoTally) -> bool {
-        for _ in 0..DATAGRAMS_PER_EVENT {
-            let (n, from) = match self.socket.recv_from(buf) {
-                Ok(received) => received,
+    /// "Draining readiness"). A short batch is such a promise: it emptied the socket's queue,
+    /// and the next datagram to arrive raises a new event.
+    fn receive(&mut self, tally: &mut IoTally) -> bool {
+        for _ in 0..RECEIVES_PER_EVENT {
+            match self.rx.recv(&self.socket) {
+                Ok(_) => {
+                    self.answer_batch(tally);
+                    if self.rx.drained() {
+                        trace!("udp short batch: drained");
+                        return false;
+                    }
+                }
                 Err(e) if would_block(&e) => {
                     trace!("udp recv WouldBlock: drained");
                     return false;
@@ -155,80 +186,63 @@ impl UdpPort {
                 Err(e) => {
                     // An error queued on the socket (an ICMP report, say): reading it
                     // cleared it, and datagrams may wait behind it.
-                    debug!("udp recv_from: {e}");
+                    debug!("udp recvmmsg: {e}");
                     continue;
                 }
-            };
-            trace!("udp recv n={n} from={from}");
-            if admit_datagram(n, from, tally, &mut self.datagrams) {
-                self.reply(&buf[..n], from, tally);
             }
         }
         trace!("udp receive budget spent: polling before reading on");
         true
     }
 
-    /// Send `datagram` back to `to`: at once if no reply is queued ahead of it, else behind
-    /// the queue, so replies leave in the order datagrams came.
-    fn reply(&mut self, datagram: &[u8], to: SocketAddr, tally: &mut IoTally) {
-        if !self.queue.is_empty() {
-            return self.enqueue(to, datagram, tally);
-        }
-        loop {
-            match self.socket.send_to(datagram, to) {
-                Ok(_) => return self.sent(datagram.len(), to, tally), // whole or not at all
-                Err(e) if would_block(&e) => return self.enqueue(to, datagram, tally),
-                Err(e) if interrupted(&e) => continue, // a signal: retry
-                Err(e) => return self.send_failed(to, datagram.len(), &e, tally),
+    /// Answer the batch just received: drop what comes from a port never answered, queue the
+    /// replies behind those already queued (so they leave in the order datagrams came), and
+    /// send the others at once, straight from the receive slots, in one call.
+    fn answer_batch(&mut self, tally: &mut IoTally) {
+        let mut out = Outcomes { queue: &mut self.queue, datagrams: &mut self.datagrams, tally };
+        let mut replies: Vec<Message<'_>> = Vec::with_capacity(BATCH);
+        for message in self.rx.messages() {
+            trace!(
+                "udp recv n={} datagrams={} from={:?}",
+                message.data.len(),
+                message.count(),
+                message.peer_addr()
+            );
+            let Some(from) = message.peer_addr() else { continue }; // not IP: cannot happen
+            if !admit_datagrams(message.count(), message.data.len(), from, out.tally, out.datagrams) {
+                continue;
+            }
+            if out.queue.is_empty() {
+                replies.push(message);
+            } else {
+                out.refused(message);
             }
         }
+        self.tx.send(&self.socket, &replies, |reply, sent| out.settle(reply, sent));
     }
 
-    /// The kernel refused `datagram` for now: copy it into the queue, pushing the oldest
-    /// reply out if the queue is full.
-    fn enqueue(&mut self, to: SocketAddr, datagram: &[u8], tally: &mut IoTally) {
-        let queued_before = self.queue.bytes;
-        let dropped = self.queue.push(to, datagram);
-        self.datagrams.dropped_queue_full += dropped as u64;
-        tally.bytes_unsent += (queued_before + datagram.len() - self.queue.bytes) as u64; // the dropped
-        if dropped > 0 {
-            debug!("udp reply queue full: dropped the {dropped} oldest replies");
-        }
-        trace!("udp send WouldBlock: queued n={} to={to} (queued: {})", datagram.len(), self.queue.len());
-    }
-
-    /// WRITABLE: send queued replies, oldest first, until the kernel refuses again.
+    /// WRITABLE: send queued replies, oldest first, a batch per call, until the kernel
+    /// refuses again.
     fn flush_queue(&mut self, tally: &mut IoTally) {
-        while let Some((to, data)) = self.queue.front() {
-            match self.socket.send_to(data, to) {
-                Ok(_) => {
-                    let n = data.len();
-                    self.queue.pop();
-                    self.sent(n, to, tally);
+        while !self.queue.is_empty() {
+            // The outcomes are noted, then applied: the batch borrows the queue meanwhile.
+            let mut outcomes: Vec<(usize, Sent)> = Vec::with_capacity(BATCH);
+            let batch: Vec<Message<'_>> = self.queue.oldest(BATCH).collect();
+            self.tx.send(&self.socket, &batch, |reply, sent| outcomes.push((reply.data.len(), sent)));
+            let refused = outcomes.iter().any(|(_, sent)| matches!(sent, Sent::WouldBlock));
+            let mut out = Outcomes { queue: &mut self.queue, datagrams: &mut self.datagrams, tally };
+            for (len, sent) in outcomes {
+                match sent {
+                    Sent::WouldBlock => break, // the rest stays queued, for the next WRITABLE edge
+                    Sent::Done => out.echoed(1, len),
+                    Sent::Failed(e) => out.send_failed(1, len, &e),
                 }
-                Err(e) if would_block(&e) => break, // the next WRITABLE edge
-                Err(e) if interrupted(&e) => continue, // a signal: retry
-                Err(e) => {
-                    let n = data.len();
-                    self.queue.pop();
-                    self.send_failed(to, n, &e, tally);
-                }
+                out.queue.pop();
+            }
+            if refused {
+                return;
             }
         }
-    }
-
-    fn sent(&mut self, n: usize, to: SocketAddr, tally: &mut IoTally) {
-        trace!("udp send n={n} to={to}");
-        self.datagrams.echoed += 1;
-        tally.bytes_echoed += n as u64;
-    }
-
-    /// `send_to` failed for good (no route, a message the kernel will not send): this one
-    /// reply is lost, the echo goes on.
-    fn send_failed(&mut self, to: SocketAddr, n: usize, e: &io::Error, tally: &mut IoTally) {
-        debug!("udp send_to {to}: {e}: reply dropped");
-        self.datagrams.dropped_send_failed += 1;
-        tally.bytes_unsent += n as u64;
     }
 
     /// READABLE unless shutting down; WRITABLE while replies are queued. The only place that
@@ -249,12 +263,61 @@ impl UdpPort {
     }
 }
 
+/// What becomes of replies, counted as it happens: the queue for those the kernel refused,
+/// and the counts. (Borrowed apart from the socket and the receive slots, so a batch's
+/// outcomes can be counted while the batch is still borrowed.)
+struct Outcomes<'a> {
+    queue: &'a mut ReplyQueue,
+    datagrams: &'a mut Datagrams,
+    tally: &'a mut IoTally,
+}
+
+impl Outcomes<'_> {
+    /// What became of a reply handed to the kernel.
+    fn settle(&mut self, reply: Message<'_>, sent: Sent) {
+        match sent {
+            Sent::Done => self.echoed(reply.count(), reply.data.len()),
+            Sent::WouldBlock => self.refused(reply),
+            Sent::Failed(e) => self.send_failed(reply.count(), reply.data.len(), &e),
+        }
+    }
+
+    fn echoed(&mut self, count: usize, bytes: usize) {
+        trace!("udp send n={bytes} datagrams={count}");
+        self.datagrams.echoed += count as u64;
+        self.tally.bytes_echoed += bytes as u64;
+    }
+
+    /// The kernel refused this reply for now (or replies wait ahead of it): copy each of its
+    /// datagrams into the queue, pushing the oldest replies out if the queue is full.
+    fn refused(&mut self, reply: Message<'_>) {
+        for datagram in reply.datagrams() {
+            let queued_before = self.queue.bytes;
+            let dropped = self.queue.push(reply.peer, datagram);
+            self.datagrams.dropped_queue_full += dropped as u64;
+            self.tally.bytes_unsent += (queued_before + datagram.len() - self.queue.bytes) as u64; // the dropped
+            if dropped > 0 {
+                debug!("udp reply queue full: dropped the {dropped} oldest replies");
+            }
+        }
+        trace!("udp send WouldBlock: queued {} datagrams (queued: {})", reply.count(), self.queue.len());
+    }
+
+    /// The send failed for good (no route, a message the kernel will not send): these
+    /// replies are lost, the echo goes on.
+    fn send_failed(&mut self, count: usize, bytes: usize, e: &io::Error) {
+        debug!("udp send: {e}: {count} replies dropped");
+        self.datagrams.dropped_send_failed += count as u64;
+        self.tally.bytes_unsent += bytes as u64;
+    }
+}
+
 /// Replies waiting for the kernel, oldest first, within a count and a byte bound; when full,
 /// the oldest make room. Each reply's bytes are copied out of the shared buffer, exactly
 /// sized, and freed when sent.
 #[derive(Debug)]
 struct ReplyQueue {
-    replies: VecDeque<(SocketAddr, Box<[u8]>)>,
+    replies: VecDeque<(SockAddr, Box<[u8]>)>,
     bytes: usize,
     max_datagrams: usize,
     max_bytes: usize,
@@ -275,7 +338,7 @@ impl ReplyQueue {
 
     /// Queue a reply; drop the oldest ones until it fits, and return how many were dropped.
     /// (One datagram always fits in an empty queue: `max_bytes` exceeds any datagram.)
-    fn push(&mut self, to: SocketAddr, data: &[u8]) -> usize {
+    fn push(&mut self, to: &SockAddr, data: &[u8]) -> usize {
         let mut dropped = 0;
         while !self.replies.is_empty()
             && (self.replies.len() >= self.max_datagrams || self.bytes + data.len() > self.max_bytes)
@@ -284,13 +347,13 @@ impl ReplyQueue {
             dropped += 1;
         }
         self.bytes += data.len();
-        self.replies.push_back((to, data.into()));
+        self.replies.push_back((to.clone(), data.into()));
         dropped
     }
 
-    /// The oldest reply.
-    fn front(&self) -> Option<(SocketAddr, &[u8])> {
-        self.replies.front().map(|(to, data)| (*to, &data[..]))
+    /// The `max` oldest replies, oldest first.
+    fn oldest(&self, max: usize) -> impl Iterator<Item = Message<'_>> {
+        self.replies.iter().take(max).map(|(to, data)| Message::single(to, data))
     }
 
     /// Forget the oldest reply (sent, or dropped).
@@ -308,28 +371,36 @@ impl ReplyQueue {
 mod tests {
     use super::*;
 
-    fn addr(port: u16) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], port))
+    use std::net::SocketAddr;
+
+    fn addr(port: u16) -> SockAddr {
+        SockAddr::from(SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+
+    /// The oldest reply: its port and bytes.
+    fn front(queue: &ReplyQueue) -> Option<(u16, Vec<u8>)> {
+        queue.oldest(1).next().map(|m| (m.peer_addr().unwrap().port(), m.data.to_vec()))
     }
 
     #[test]
     fn a_full_queue_drops_the_oldest() {
         let mut queue = ReplyQueue::new(3, 1000);
         for port in 1..=3 {
-            assert_eq!(queue.push(addr(port), &[port as u8; 10]), 0);
+            assert_eq!(queue.push(&addr(port), &[port as u8; 10]), 0);
         }
-        assert_eq!(queue.push(addr(4), b"newest"), 1);
+        assert_eq!(queue.push(&addr(4), b"newest"), 1);
         assert_eq!(queue.len(), 3);
-        assert_eq!(queue.front(), Some((addr(2), &[2u8; 10][..])));
+        assert_eq!(front(&queue), Some((2, vec![2u8; 10])));
+        assert_eq!(queue.oldest(10).count(), 3);
     }
 
     #[test]
     fn the_byte_bound_drops_as_many_as_needed() {
         let mut queue = ReplyQueue::new(100, 100);
         for port in 1..=4 {
-            queue.push(addr(port), &[0; 25]);
+            queue.push(&addr(port), &[0; 25]);
         }
-        assert_eq!(queue.push(addr(5), &[1; 60]), 3, "75 + 60 > 100: three must go");
+        assert_eq!(queue.push(&addr(5), &[1; 60]), 3, "75 + 60 > 100: three must go");
         assert_eq!(queue.len(), 2);
         assert_eq!(queue.bytes, 85);
         queue.pop();
@@ -341,7 +412,7 @@ mod tests {
     #[test]
     fn an_empty_datagram_is_a_reply_too() {
         let mut queue = ReplyQueue::new(2, 10);
-        queue.push(addr(9), b"");
-        assert_eq!(queue.front(), Some((addr(9), &b""[..])));
+        queue.push(&addr(9), b"");
+        assert_eq!(front(&queue), Some((9, vec![])));
     }
 }

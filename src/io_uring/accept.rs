@@ -19,7 +19,7 @@ use io_uring::cqueue;
 use log::{debug, trace};
 
 use super::UringLoop;
-use super::connection::Connection;
+use super::connection::{Connection, peer_of};
 use super::op::Op;
 use crate::lifecycle::ConnId;
 use crate::net::{AfterAcceptError, Peer, StdListener, Stream, would_block};
@@ -92,8 +92,9 @@ impl UringLoop {
         let peer = if logged { peer_of(&stream) } else { Peer(None) };
         let entry = self.connections.vacant_entry();
         let key = entry.key();
-        let proxy = self.config.proxy_protocol;
-        let mut conn = Connection::new(stream, peer, self.config.max_pending, proxy, now).on_listener(i);
+        let (framer, cap, proxy) =
+            (self.config.framer(), self.config.connection_cap(), self.config.proxy_protocol);
+        let mut conn = Connection::new(stream, peer, framer, cap, proxy, now).on_listener(i);
         if let Some(timers) = &mut self.idle {
             timers.start(ConnId(key), now);
         }
@@ -113,10 +114,4 @@ impl UringLoop {
         }
         self.advance(key)
     }
-}
-
-/// The client's address, for a log line (TCP only: Unix clients are unnamed).
-fn peer_of(stream: &Stream) -> Peer {
-    let addr = stream.is_tcp().then(|| stream.sock_ref().peer_addr().ok()?.as_socket()).flatten();
-    Peer(addr)
 }

@@ -17,6 +17,13 @@
 //!   send completes, then refilled from the `PendingBuf`. Memory the kernel reads must not
 //!   move, and a `PendingBuf` slides and grows as it pleases, so it is never sent from.
 //!
+//! With `--framing line|length` a recv is not a message: the same [`Framer`] as the event
+//! loop's says how much of it ends whole frames. Those are what goes straight out of the
+//! buffer; the start of a frame cut off by the end of the recv is copied into a
+//! [`PartialFrame`] until the recv that completes it (then the frame goes out through the
+//! outbox, its start first). A frame over `--max-frame` ends the connection as in the event
+//! loop: the frames before it are echoed, then it lingers and closes.
+//!
 //! One send at a time per connection: a second send could run while the first was short,
 //! and bytes would leave out of order. One recv at a time, asking at most the room left
 //! under `--max-pending`, so what is owed never exceeds the cap (backpressure: at the cap no
@@ -29,9 +36,10 @@ use std::io;
 use std::os::fd::RawFd;
 use std::time::Instant;
 
-use log::trace;
+use log::{info, trace};
 
-use crate::buffer::PendingBuf;
+use crate::buffer::{PartialFrame, PendingBuf};
+use crate::framing::{AtEof, Framer, Oversize, Rest};
 use crate::lifecycle::linger;
 use crate::lifecycle::proxy_header::{self, HeaderStep};
 use crate::net::{Peer, Stream};
@@ -48,6 +56,9 @@ pub(super) enum Phase {
     Open,
     /// The client half-closed (recv returned 0): finish the echo, then close.
     PeerClosed,
+    /// A frame was over `--max-frame`: receive nothing more, finish echoing the frames
+    /// before it, then linger (as when shutting down) and close.
+    Refused,
     /// The server is shutting down: receive nothing more, send what is owed, then close.
     ShuttingDown,
     /// Shutting down with nothing left to send, but the kernel still holds bytes either way:
@@ -73,8 +84,9 @@ pub(super) enum Sending {
 /// What the loop does with the provided buffer a recv completed into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum BufferUse {
-    /// Send straight out of it; it goes back to the ring when that send completes.
-    SendFromIt,
+    /// Send its first `len` bytes straight out of it (whole frames: all it holds, unframed);
+    /// it goes back to the ring when that send completes.
+    SendFromIt { len: usize },
     /// The bytes were copied (or discarded): give it back to the ring now.
     GiveBack,
 }
@@ -101,10 +113,19 @@ pub(super) struct Connection {
     /// `sending == Some(Outbox)`. Empty = no heap memory.
     outbox: Vec<u8>,
     outbox_start: usize,
-    /// Bytes received behind the send in flight. Capped with everything else owed at
-    /// `max_pending` (the recv asks for no more than the room left).
+    /// Bytes received behind the send in flight. Capped with everything else owed, and the
+    /// partial frame, at `cap` (the recv asks for no more than the room left).
     pending: PendingBuf,
-    max_pending: usize,
+    /// `--max-pending`, raised to hold one whole frame (`ServerConfig::connection_cap`).
+    cap: usize,
+    /// Where frames end (`raw`: every recv is whole, and `partial` stays empty).
+    framer: Framer,
+    /// The start of a frame whose end has not arrived yet; never a whole frame, empty (no
+    /// heap memory) between frames.
+    partial: PartialFrame,
+    /// A frame over `--max-frame` just refused the connection: for the loop to count and
+    /// log (through the server's throttle), once.
+    oversize: Option<Oversize>,
     /// A cancel for this connection's requests has been queued (once is enough).
     cancel_queued: bool,
     /// When bytes last moved in either direction (for the idle timeout).
@@ -116,12 +137,14 @@ pub(super) struct Connection {
 }
 
 impl Connection {
-    /// A connection just accepted, nothing requested yet.
-    /// With `proxy_header`, it begins by receiving a PROXY header.
+    /// A connection just accepted, nothing requested yet. `cap` bounds the bytes held (owed
+    /// and partial frame together); it is at least `framer.frame_bound()`. With
+    /// `proxy_header`, it begins by receiving a PROXY header.
     pub(super) fn new(
         stream: Stream,
         peer: Peer,
-        max_pending: usize,
+        framer: Framer,
+        cap: usize,
         proxy_header: bool,
         now: Instant,
     ) -> Connection {
@@ -136,8 +159,11 @@ impl Connection {
             sending: None,
             outbox: Vec::new(),
             outbox_start: 0,
-            pending: PendingBuf::new(max_pending),
-            max_pending,
+            pending: PendingBuf::new(cap),
+            cap,
+            framer,
+            partial: PartialFrame::default(),
+            oversize: None,
             cancel_queued: false,
             last_active: now,
             counts: ConnCounts::default(),
@@ -173,15 +199,15 @@ impl Connection {
         }
         match self.phase {
             Phase::Open => {
-                let room = self.max_pending - self.owed();
+                let room = self.cap.saturating_sub(self.owed() + self.partial.len());
                 if room == 0 {
                     trace!("fd={} owed={} at cap: no recv (backpressure)", self.fd, self.owed());
                 }
                 (room > 0).then(|| room.min(buffer_size))
             }
-            Phase::Header => Some(self.max_pending.min(buffer_size)),
+            Phase::Header => Some(self.cap.min(buffer_size)),
             Phase::Lingering => Some(buffer_size),
-            Phase::PeerClosed | Phase::ShuttingDown | Phase::Closing => None,
+            Phase::PeerClosed | Phase::Refused | Phase::ShuttingDown | Phase::Closing => None,
         }
     }
 
@@ -195,30 +221,69 @@ impl Connection {
         self.recv_armed = armed;
     }
 
-    /// A recv brought `data` in provided buffer `bid`: send straight out of the buffer if
-    /// nothing is owed, else queue the bytes behind what is.
+    /// A recv brought `data` in provided buffer `bid`: the whole frames in it (all of it,
+    /// unframed) go straight out of the buffer if nothing is owed and no frame was begun,
+    /// else behind what is; the start of an unfinished frame is kept.
     pub(super) fn received(&mut self, data: &[u8], bid: u16, now: Instant) -> BufferUse {
         if matches!(self.phase, Phase::Lingering | Phase::Closing) {
             trace!("fd={} discarded n={} ({:?})", self.fd, data.len(), self.phase);
+            if self.phase == Phase::Lingering && linger::done(&self.stream.sock_ref()) {
+                trace!("fd={} lingering: the client has every echo: closing", self.fd);
+                self.phase = Phase::PeerClosed; // nothing owed: the loop closes us
+            }
             return BufferUse::GiveBack;
         }
         self.counts.read(data.len());
         self.last_active = now;
-        if self.sending.is_none() && self.owed() == 0 {
-            trace!("fd={} recv n={}: send from buffer {bid}", self.fd, data.len());
-            self.sending = Some(Sending::Provided { bid, len: data.len() });
-            return BufferUse::SendFromIt;
+        let (whole, start) = self.split_frames(data);
+        if whole > 0 && start.is_empty() && self.sending.is_none() && self.owed() == 0 {
+            trace!("fd={} recv n={}: send from buffer {bid}{}", self.fd, data.len(), unframed(whole, data));
+            self.sending = Some(Sending::Provided { bid, len: whole });
+            return BufferUse::SendFromIt { len: whole };
         }
-        trace!("fd={} recv n={}: queued behind owed={}", self.fd, data.len(), self.owed());
-        self.pending.push(data);
+        trace!("fd={} recv n={}: {whole} queued behind owed={}", self.fd, data.len(), self.owed());
+        self.pending.push(&start); // a frame's start goes before its end
+        self.pending.push(&data[..whole]);
         BufferUse::GiveBack
     }
 
-    /// The recv saw EOF: the client sends no more.
+    /// Where whole frames end in what was held and `data`: how many bytes of `data` end
+    /// whole frames, and the start of the first of them held from earlier recvs (empty if
+    /// none). The start of an unfinished frame is kept; a frame over the limit refuses the
+    /// connection (after the frames before it).
+    fn split_frames(&mut self, data: &[u8]) -> (usize, Vec<u8>) {
+        let split = self.framer.split(self.partial.as_slice(), data);
+        self.counts.frames(split.frames);
+        let start = if split.whole > 0 { self.partial.take() } else { Vec::new() };
+        match split.rest {
+            Rest::Partial => self.partial.extend(&data[split.whole..], self.framer.frame_bound()),
+            Rest::TooLarge(oversize) => {
+                self.oversize = Some(oversize);
+                self.phase = Phase::Refused;
+                self.partial.take();
+            }
+        }
+        (split.whole, start)
+    }
+
+    /// The recv saw EOF: the client sends no more. A last line without its `\n` is whole
+    /// now, and is echoed; a length frame cut short never can be, and is dropped.
     pub(super) fn received_eof(&mut self) {
         trace!("fd={} recv EOF ({:?}), owed={}", self.fd, self.phase, self.owed());
-        if self.phase != Phase::Closing {
-            self.phase = Phase::PeerClosed;
+        if self.phase == Phase::Closing {
+            return;
+        }
+        self.phase = Phase::PeerClosed;
+        match self.framer.at_eof(self.partial.as_slice()) {
+            AtEof::Nothing => {}
+            AtEof::Echo => {
+                self.counts.frames(1);
+                self.pending.push(&self.partial.take());
+            }
+            AtEof::Discard(n) => {
+                info!("{}: EOF in the middle of a frame: discarded its {n} bytes", self.named_peer());
+                self.partial.take();
+            }
         }
     }
 
@@ -278,7 +343,7 @@ impl Connection {
     /// Everything received was sent and the client is done, or the server is shutting
     /// down and the connection need not linger: close it.
     pub(super) fn finished(&self) -> bool {
-        matches!(self.phase, Phase::PeerClosed | Phase::ShuttingDown)
+        matches!(self.phase, Phase::PeerClosed | Phase::Refused | Phase::ShuttingDown)
             && self.sending.is_none()
             && self.owed() == 0
     }
@@ -291,12 +356,13 @@ impl Connection {
         }
     }
 
-    /// Shutting down and nothing left to send: linger if the kernel still holds bytes either
-    /// way (see [`Phase::Lingering`]); if not, stay, and [`Connection::finished`] says close.
-    /// The rule is `crate::lifecycle::linger`'s, as in every model.
+    /// Ended by the server (shutting down, or a refused frame) and nothing left to send:
+    /// linger if the kernel still holds bytes either way (see [`Phase::Lingering`]); if not,
+    /// stay, and [`Connection::finished`] says close. The rule is
+    /// `crate::lifecycle::linger`'s, as in every model.
     pub(super) fn linger_once_flushed(&mut self) -> io::Result<()> {
         let flushed = self.sending.is_none() && self.owed() == 0;
-        if self.phase == Phase::ShuttingDown
+        if matches!(self.phase, Phase::ShuttingDown | Phase::Refused)
             && flushed
             && linger::begin(&self.stream.sock_ref(), format_args!("fd={}", self.fd))?
         {
@@ -344,6 +410,20 @@ impl Connection {
         self.peer
     }
 
+    /// The frame over `--max-frame` that just refused it, if one did (once).
+    pub(super) fn take_oversize(&mut self) -> Option<Oversize> {
+        self.oversize.take()
+    }
+
+    /// The client's address for a line that must name it: the one known, or asked of the
+    /// kernel now (accepting asks only when debug lines will show it).
+    pub(super) fn named_peer(&self) -> Peer {
+        match self.peer {
+            Peer(None) => peer_of(&self.stream),
+            known => known,
+        }
+    }
+
     /// When bytes last moved.
     pub(super) fn last_active(&self) -> Instant {
         self.last_active
@@ -372,8 +452,11 @@ impl Connection {
             HeaderStep::Done { client, payload } => {
                 (self.header, self.peer, self.phase, self.last_active) = (None, client, Phase::Open, now);
                 if payload < data.len() {
-                    self.counts.read(data.len() - payload); // the header's bytes are not the client's
-                    self.pending.push(&data[payload..]);
+                    let rest = &data[payload..];
+                    self.counts.read(rest.len()); // the header's bytes are not the client's
+                    let (whole, start) = self.split_frames(rest);
+                    self.pending.push(&start);
+                    self.pending.push(&rest[..whole]);
                 }
                 Ok(true)
             }
@@ -391,16 +474,84 @@ impl Connection {
     }
 }
 
+/// For the trace: how much of a recv's `data` goes out, when not all of it does.
+fn unframed(whole: usize, data: &[u8]) -> String {
+    if whole == data.len() { String::new() } else { format!(" ({whole} bytes of whole frames)") }
+}
+
+/// The client's address, for a log line (TCP only: Unix clients are unnamed).
+pub(super) fn peer_of(stream: &Stream) -> Peer {
+    let addr = stream.is_tcp().then(|| stream.sock_ref().peer_addr().ok()?.as_socket()).flatten();
+    Peer(addr)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::framing::Framing;
     use std::os::unix::net::UnixStream;
 
     /// A connection over one end of a socket pair (the other end is returned to keep it open).
     fn connection(max_pending: usize) -> (Connection, UnixStream) {
+        framed(Framer::new(Framing::Raw, 0), max_pending)
+    }
+
+    fn framed(framer: Framer, cap: usize) -> (Connection, UnixStream) {
         let (ours, theirs) = UnixStream::pair().unwrap();
         let stream = Stream::from_fd(ours.into(), false);
-        (Connection::new(stream, Peer(None), max_pending, false, Instant::now()), theirs)
+        (Connection::new(stream, Peer(None), framer, cap, false, Instant::now()), theirs)
+    }
+
+    /// Lines: the whole ones go out of the buffer; a line cut by the end of a recv waits,
+    /// and goes out (start first) when the recv with its end arrives, behind what is owed.
+    #[test]
+    fn whole_lines_go_out_of_the_buffer_and_a_cut_line_waits_for_its_end() {
+        let (mut conn, _peer) = framed(Framer::new(Framing::Line, 100), 100);
+        let now = Instant::now();
+        assert_eq!(conn.received(b"one\ntwo\nthr", 0, now), BufferUse::SendFromIt { len: 8 });
+        assert_eq!(conn.recv_len(1000), Some(100 - 8 - 3), "the cut line counts against the cap");
+        assert_eq!(conn.received(b"ee\nfo", 1, now), BufferUse::GiveBack, "a send is in flight");
+        conn.sent_from_buffer(8, b"one\ntwo\n", now);
+        assert_eq!(conn.next_send(), Some(&b"three\n"[..]));
+        conn.sent_from_outbox(6, now);
+        assert_eq!(conn.received(b"ur", 2, now), BufferUse::GiveBack, "no whole line");
+        assert_eq!(conn.next_send(), None);
+        conn.received_eof(); // the last line ends with the stream
+        assert_eq!(conn.next_send(), Some(&b"four"[..]));
+        conn.sent_from_outbox(4, now);
+        assert!(conn.finished());
+        assert_eq!(conn.take_io().frames, 4);
+    }
+
+    /// A frame over the limit: the frames before it are echoed, nothing more is received,
+    /// and once they are out the connection is finished (nothing to linger for here: the
+    /// other end read nothing, but sent nothing more either).
+    #[test]
+    fn a_frame_over_the_limit_refuses_the_connection_after_the_frames_before_it() {
+        let (mut conn, _peer) = framed(Framer::new(Framing::Line, 8), 64);
+        let now = Instant::now();
+        assert_eq!(conn.received(b"ok\nthis line is too long", 0, now), BufferUse::SendFromIt { len: 3 });
+        assert_eq!(conn.phase(), Phase::Refused);
+        assert_eq!(conn.recv_len(64), None, "refused: no more recvs");
+        assert!(!conn.finished(), "the echo of the frame before it is still out");
+        conn.sent_from_buffer(3, b"ok\n", now);
+        assert!(conn.finished());
+    }
+
+    /// A length frame cut short by EOF can never be whole: dropped, not echoed.
+    #[test]
+    fn a_length_frame_cut_by_eof_is_dropped() {
+        let (mut conn, _peer) = framed(Framer::new(Framing::Length, 100), 200);
+        let now = Instant::now();
+        assert_eq!(
+            conn.received(&[0, 0, 0, 2, b'h', b'i', 0, 0, 0, 9, b'x'], 0, now),
+            BufferUse::SendFromIt { len: 6 }
+        );
+        conn.sent_from_buffer(6, &[0, 0, 0, 2, b'h', b'i'], now);
+        conn.received_eof();
+        assert_eq!(conn.next_send(), None);
+        assert!(conn.finished());
+        assert_eq!(conn.take_io_at_close().bytes_unsent, 5, "the cut frame counts as unsent");
     }
 
     #[test]
@@ -408,7 +559,7 @@ mod tests {
         let (mut conn, _peer) = connection(100);
         let now = Instant::now();
         assert_eq!(conn.recv_len(64), Some(64));
-        assert_eq!(conn.received(b"hello", 7, now), BufferUse::SendFromIt);
+        assert_eq!(conn.received(b"hello", 7, now), BufferUse::SendFromIt { len: 5 });
         assert_eq!(conn.sending(), Some(Sending::Provided { bid: 7, len: 5 }));
         assert_eq!(conn.received(b" world", 8, now), BufferUse::GiveBack);
         assert_eq!(conn.next_send(), None, "one send at a time");

@@ -65,7 +65,7 @@ use crate::listening::Listening;
 use crate::net::{AcceptBackoff, ListenSocket, StdListener};
 use crate::notify::WatchdogTimer;
 use crate::shutdown::ShutdownHandle;
-use crate::stats::{IoTally, Stats};
+use crate::stats::{ClientEvent, IoTally, Stats};
 use buffers::BufRing;
 use connection::{BufferUse, Connection, Phase, Sending};
 use op::Op;
@@ -101,7 +101,7 @@ pub(crate) struct UringLoop {
     /// After EMFILE and friends, accepting pauses; this says until when, and logs it.
     accept_backoff: AcceptBackoff,
     /// The eventfd a shutdown request writes to; the ring polls it.
-    wake_fd: Arc<OwnedFd>,
+    wake: WakeFd,
     /// Live connections (and closing ones whose requests are still in flight).
     connections: Slab<Connection>,
     /// Idle deadlines, when `--idle-timeout` is on (slab key = `ConnId`); their only owner.
@@ -167,21 +167,13 @@ impl UringLoop {
             })
             .collect::<io::Result<_>>()?;
         let ring = Ring::new(receive_buffers(config)?)?;
-        let wake_fd = Arc::new(new_eventfd()?);
-        let fd = Arc::clone(&wake_fd);
-        shutdown.add_waker(move || {
-            let one = 1u64.to_ne_bytes();
-            // SAFETY: writes 8 bytes from a live array to an open eventfd.
-            if unsafe { libc::write(fd.as_raw_fd(), one.as_ptr().cast(), one.len()) } < 0 {
-                warn!("could not wake the io_uring loop: {}", io::Error::last_os_error());
-            }
-        });
+        let wake = WakeFd::new(shutdown)?;
         debug!("io_uring: {} provided buffers of {} bytes", config.uring_buffers, config.uring_buffer_size);
         Ok(UringLoop {
             ring,
             acceptors,
             accept_backoff: AcceptBackoff::default(),
-            wake_fd,
+            wake,
             connections: Slab::new(),
             idle: config.idle_timeout.map(IdleTimers::new),
             header_deadlines: config.proxy_protocol.then(|| IdleTimers::new(config.proxy_timeout)),
@@ -295,6 +287,7 @@ impl UringLoop {
                 let outcome = conn.received_header(self.ring.buffers.data(bid, n as usize), now);
                 if outcome == Ok(true) {
                     self.header_done(key);
+                    self.count_oversize(key, now);
                 }
                 return Ok((Some(bid), outcome.err()));
             }
@@ -303,11 +296,14 @@ impl UringLoop {
             }
             (n, Some(bid)) if n > 0 => {
                 let data = self.ring.buffers.data(bid, n as usize);
-                if conn.received(data, bid, now) == BufferUse::GiveBack {
+                let used = conn.received(data, bid, now);
+                self.count_oversize(key, now);
+                let conn = &mut self.connections[key];
+                let BufferUse::SendFromIt { len } = used else {
                     return Ok((Some(bid), None));
-                }
+                };
                 // The buffer stays out of the ring until this send completes (`on_send`).
-                self.ring.send_provided(conn.fd(), bid, n as usize, Op::Send(key))?;
+                self.ring.send_provided(conn.fd(), bid, len, Op::Send(key))?;
                 return Ok((None, None));
             }
             (n, None) if n > 0 => {
@@ -327,6 +323,17 @@ impl UringLoop {
             },
         }
         Ok((bid, None))
+    }
+
+    /// A connection that a frame over `--max-frame` just refused: counted, and logged through
+    /// the server's throttle, as in every model.
+    fn count_oversize(&mut self, key: usize, now: Instant) {
+        let conn = &mut self.connections[key];
+        let Some(oversize) = conn.take_oversize() else { return };
+        let peer = conn.named_peer();
+        let detail =
+            || format!("{peer}: {oversize}: closing the connection after echoing the frames before it");
+        self.acceptors[conn.listener()].stats.client_event(ClientEvent::FrameTooLarge, now, detail);
     }
 
     /// A send completed: account for what the kernel took; the rest goes out next.
@@ -491,7 +498,7 @@ impl UringLoop {
 
     /// Queue the poll on the shutdown eventfd.
     fn arm_wake(&mut self) -> io::Result<()> {
-        self.ring.poll_readable(self.wake_fd.as_raw_fd(), Op::Wake)
+        self.ring.poll_readable(self.wake.raw_fd(), Op::Wake)
     }
 
     /// The eventfd was written: a shutdown was requested (nothing else writes to it).
@@ -610,13 +617,33 @@ fn receive_buffers(config: &ServerConfig) -> io::Result<BufRing> {
     BufRing::new(count, size).map_err(named)
 }
 
-/// A non-blocking eventfd: the shutdown handle writes to it, the ring polls it.
-fn new_eventfd() -> io::Result<OwnedFd> {
-    // SAFETY: plain system call; the descriptor it returns is owned by nobody else.
-    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
+/// How a shutdown request reaches a loop asleep in `io_uring_enter`: a non-blocking eventfd
+/// the shutdown handle writes to, and the ring polls.
+struct WakeFd(Arc<OwnedFd>);
+
+impl WakeFd {
+    /// A new eventfd, and a waker on `shutdown` that writes to it.
+    fn new(shutdown: &ShutdownHandle) -> io::Result<WakeFd> {
+        // SAFETY: plain system call; the descriptor it returns is owned by nobody else.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh, open descriptor.
+        let fd = Arc::new(unsafe { OwnedFd::from_raw_fd(fd) });
+        let written = Arc::clone(&fd);
+        shutdown.add_waker(move || {
+            let one = 1u64.to_ne_bytes();
+            // SAFETY: writes 8 bytes from a live array to an open eventfd.
+            if unsafe { libc::write(written.as_raw_fd(), one.as_ptr().cast(), one.len()) } < 0 {
+                warn!("could not wake the io_uring loop: {}", io::Error::last_os_error());
+            }
+        });
+        Ok(WakeFd(fd))
     }
-    // SAFETY: `fd` is a fresh, open descriptor.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+
+    /// The descriptor, for the ring's poll.
+    fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.0.as_raw_fd()
+    }
 }

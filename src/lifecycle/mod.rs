@@ -71,14 +71,29 @@ impl fmt::Display for WaitLimit {
 /// One from a port never answered (0, or a small service's: two echo services must not be
 /// set answering each other) is dropped, and counted as dropped and its bytes as unsent.
 pub fn admit_datagram(n: usize, from: SocketAddr, tally: &mut IoTally, datagrams: &mut Datagrams) -> bool {
-    tally.reads += 1;
-    tally.bytes_read += n as u64;
+    admit_datagrams(1, n, from, tally, datagrams)
+}
+
+/// [`admit_datagram`] for `count` datagrams of `bytes` in all from one sender, which the
+/// kernel handed over at once (a train, with UDP GRO): each is a read, and each is dropped
+/// and counted if its port is never answered.
+pub fn admit_datagrams(
+    count: usize,
+    bytes: usize,
+    from: SocketAddr,
+    tally: &mut IoTally,
+    datagrams: &mut Datagrams,
+) -> bool {
+    tally.reads += count as u64;
+    tally.bytes_read += bytes as u64;
     if !RESERVED_SOURCE_PORTS.contains(&from.port()) {
         return true;
     }
-    debug!("udp: dropped a datagram from {from}: source port {} is never answered", from.port());
-    datagrams.dropped_reserved_port += 1;
-    tally.bytes_unsent += n as u64;
+    let port = from.port();
+    let what = if count == 1 { "a datagram".to_string() } else { format!("{count} datagrams") };
+    debug!("udp: dropped {what} from {from}: source port {port} is never answered");
+    datagrams.dropped_reserved_port += count as u64;
+    tally.bytes_unsent += bytes as u64;
     false
 }
 

@@ -15,6 +15,7 @@
 //! - `errors.rs`: the errors that are not failures (`would_block`, `interrupted`, `timed_out`).
 //! - `activation.rs`: the sockets passed in by the service manager.
 //! - `privileged.rs`: ports below 1024, without and with root.
+//! - `udp_batch.rs`: many datagrams per system call, and trains the kernel splits or joins.
 
 mod accept_errors;
 mod activation;
@@ -23,6 +24,7 @@ mod listener;
 mod options;
 mod privileged;
 mod stream;
+mod udp_batch;
 mod unix_file;
 
 use std::io;
@@ -41,6 +43,7 @@ pub use listener::{ListenSocket, Listener, StdListener};
 pub use options::SocketOptions;
 pub use privileged::note_if_root;
 pub use stream::{BlockingStream, Peer, Stream, kernel_queues};
+pub use udp_batch::{BATCH, Message, Offload, Receiver, Sender, Sent};
 
 /// UDP source ports never answered, in every model: 0 (no real sender uses it) and the
 /// small services that answer every datagram (7 echo, 13 daytime, 17 qotd, 19 chargen), so

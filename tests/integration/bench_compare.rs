@@ -1,4 +1,4 @@
-//! `--compare` beyond the built-in models: the churn row, any server given as
+//! `--compare` beyond the built-in models: the churn and UDP rows, any server given as
 //! `--server NAME='CMD {addr}'` (socat and ncat among them), the reference peers with
 //! `--references`, the fairness scenario, and `--find-max` for every server.
 //! (Only with the `bench` feature, which brings the subcommand.)
@@ -72,6 +72,31 @@ fn compare_has_a_churn_row() {
     );
 }
 
+/// The UDP scenarios run on the models that serve UDP (not io-uring), started with a `udp:`
+/// address and ready once they echo a datagram; every datagram is verified, none lost.
+#[test]
+fn compare_has_udp_rows() {
+    let runs = clean_runs(&compare("event-loop,thread-per-conn,io-uring", "udp-small,udp-burst", &[]));
+    let cells: Vec<(&str, &str)> =
+        runs.iter().map(|r| (r["model"].as_str().unwrap(), r["scenario"].as_str().unwrap())).collect();
+    let want = [
+        ("event-loop", "udp-small"),
+        ("thread-per-conn", "udp-small"),
+        ("event-loop", "udp-burst"),
+        ("thread-per-conn", "udp-burst"),
+    ];
+    assert_eq!(cells, want, "UDP needs a UDP server");
+    for r in &runs {
+        let outcome = &r["outcome"];
+        assert!(outcome["msgs"].as_u64().unwrap() > 0, "{outcome}");
+        assert_eq!(
+            (outcome["errors"].as_u64(), outcome["mismatches"].as_u64()),
+            (Some(0), Some(0)),
+            "{outcome}"
+        );
+    }
+}
+
 /// `--server NAME='CMD {addr}'`: any program, its command split like a shell would (the
 /// quoted `-q` here), started on a free port and named by `--models`.
 #[test]
@@ -83,33 +108,33 @@ fn compare_starts_a_server_given_by_command_line() {
     assert!(runs.iter().all(|r| r["outcome"]["msgs"].as_u64().unwrap() > 0));
 }
 
-/// A directory with `echoloop` and two stand-in peers, each a script that starts the real
-/// binary on the address it is given.
+/// A directory with `echoloop` and stand-in peers, each a script that starts the real
+/// binary on the address it is given (`peer-udp` on its `udp:` form).
 fn fake_exe_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("echoloop-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     std::os::unix::fs::symlink(ECHOLOOP, dir.join("echoloop")).unwrap();
-    for peer in ["peer-epoll", "peer-tokio"] {
+    for (peer, scheme) in [("peer-epoll", ""), ("peer-tokio", ""), ("peer-udp", "udp:")] {
         let script = dir.join(peer);
-        std::fs::write(&script, format!("#!/bin/sh\nexec '{ECHOLOOP}' serve -q \"$1\"\n")).unwrap();
+        std::fs::write(&script, format!("#!/bin/sh\nexec '{ECHOLOOP}' serve -q \"{scheme}$1\"\n")).unwrap();
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     dir
 }
 
-/// `--references` adds `peer-epoll` and `peer-tokio` from the directory of the binary
-/// (here `--server-exe`), each started with the address as its one argument.
+/// `--references` adds `peer-epoll`, `peer-tokio` and `peer-udp` from the directory of the
+/// binary (here `--server-exe`), each started with the address as its one argument.
 #[test]
 fn compare_references_come_from_the_binarys_directory() {
     let dir = fake_exe_dir("references");
     let exe = dir.join("echoloop");
-    let run =
-        compare("peer-epoll,peer-tokio", "latency", &["--references", "--server-exe", exe.to_str().unwrap()]);
+    let exe = ["--references", "--server-exe", exe.to_str().unwrap()];
+    let run = compare("peer-epoll,peer-tokio,peer-udp", "latency,udp-small", &exe);
     let _ = std::fs::remove_dir_all(&dir);
     let runs = clean_runs(&run);
     let models: Vec<&str> = runs.iter().map(|r| r["model"].as_str().unwrap()).collect();
-    assert_eq!(models, ["peer-epoll", "peer-tokio"]);
+    assert_eq!(models, ["peer-epoll", "peer-tokio", "peer-udp"]);
 }
 
 /// Without the peer binaries, `--references` says how to build them, and runs nothing.
@@ -134,7 +159,7 @@ fn missing_references_say_how_to_build_them() {
 fn compare_against_the_real_reference_peers() {
     let dir = Path::new(ECHOLOOP).parent().unwrap();
     let missing: Vec<&str> =
-        ["peer-epoll", "peer-tokio"].into_iter().filter(|p| !dir.join(p).is_file()).collect();
+        ["peer-epoll", "peer-tokio", "peer-udp"].into_iter().filter(|p| !dir.join(p).is_file()).collect();
     if !missing.is_empty() {
         eprintln!(
             "skipped: {} not built in {} (cargo build --release --workspace)",
@@ -143,8 +168,9 @@ fn compare_against_the_real_reference_peers() {
         );
         return;
     }
-    let runs = clean_runs(&compare("event-loop,peer-epoll,peer-tokio", "latency,churn", &["--references"]));
-    assert_eq!(runs.len(), 6);
+    let models = "event-loop,peer-epoll,peer-tokio,peer-udp";
+    let runs = clean_runs(&compare(models, "latency,churn,udp-small", &["--references"]));
+    assert_eq!(runs.len(), 8, "3 × latency and churn, 2 × udp-small");
 }
 
 /// The fairness scenario: the small connections' p99 and p99.9 alone and beside the

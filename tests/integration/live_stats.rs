@@ -184,7 +184,7 @@ fn discarded_frames_leave_nothing_pending(variant: Variant) {
     assert_eq!(field(&last, "pending"), 0, "{last}");
 }
 
-for_variants!(discarded_frames_leave_nothing_pending, needs: [Framing]);
+for_variants!(discarded_frames_leave_nothing_pending);
 
 /// A path for a summary, unique per test.
 fn summary_path(name: &str) -> PathBuf {
@@ -260,7 +260,7 @@ fn framed_servers_count_frames(variant: Variant) {
     assert_eq!(per_worker.iter().map(|w| w["frames"].as_u64().unwrap()).sum::<u64>(), 6, "{json}");
 }
 
-for_variants!(framed_servers_count_frames, needs: [Framing]);
+for_variants!(framed_servers_count_frames);
 
 /// A server that cannot even bind still writes its summary: exit reason "error", and the
 /// error it printed.

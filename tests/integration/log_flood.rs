@@ -65,7 +65,7 @@ fn oversize_frames_are_counted_not_each_logged(variant: Variant) {
     );
     assert!(attempts > 100, "the flood was too small to show anything: {attempts}");
 }
-for_variants!(oversize_frames_are_counted_not_each_logged, needs: [Framing]);
+for_variants!(oversize_frames_are_counted_not_each_logged);
 
 /// Thousands of connections over --max-connections give one warning line (per worker), and
 /// the counters count every one: each is refused, or, with two workers, served by the worker

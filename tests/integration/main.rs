@@ -3,7 +3,7 @@
 
 /// `for_variants!(body)` makes `mod body` with one `#[test]` per server variant (every model,
 /// and the event loop with two workers: `variants::Variant`), each running `body(variant)`.
-/// `for_variants!(body, needs: [Framing])`: on a variant that lacks what the behaviour needs,
+/// `for_variants!(body, needs: [UnixSocket])`: on a variant that lacks what the behaviour needs,
 /// the test checks what that variant does instead (`variants::Need`), never skips in silence.
 macro_rules! for_variants {
     // The tests themselves, each calling `$call` (a closure taking the variant) through

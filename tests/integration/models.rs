@@ -303,7 +303,20 @@ for_variants!(unix_socket_echo, needs: [UnixSocket]);
 /// sequential or concurrent, gets an exact echo.
 #[test]
 fn workers_spread_connections_and_echo_exactly() {
-    let server = TestServer::start(Variant::Workers2.config());
+    workers_spread_and_echo(Variant::Workers2.config());
+}
+
+/// The same with two io-uring workers, each its own ring and receive buffers.
+#[test]
+fn io_uring_workers_spread_connections_and_echo_exactly() {
+    if let Some(reason) = crate::io_uring::kernel_refuses() {
+        return eprintln!("skipped: {reason}");
+    }
+    workers_spread_and_echo(Variant::IoUring.config().with_workers(2));
+}
+
+fn workers_spread_and_echo(config: echoloop::ServerConfig) {
+    let server = TestServer::start(config);
     let addr = server.tcp();
     for i in 0..64 {
         let data = random_bytes(1000 + i as usize, i);

@@ -1,4 +1,5 @@
-//! UDP echo (`echoloop serve udp:ADDR`): every size, reserved source ports, a full reply queue.
+//! UDP echo (`echoloop serve udp:ADDR`): every size, batches from many senders, trains the
+//! kernel keeps whole (GRO/GSO), reserved source ports, a full reply queue.
 //!
 //! The last two need what loopback cannot give: sockets bound to ports 0-19, and a send path
 //! slow enough that the server's `send_to` says `WouldBlock` (on loopback a datagram is
@@ -15,7 +16,7 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use echoloop::{ListenAddr, ServerConfig};
+use echoloop::{ListenAddr, Model, ServerConfig};
 
 use super::live_stats::field;
 use super::util::{
@@ -70,11 +71,20 @@ fn live_statistics_count_datagrams() {
     assert_eq!(field(&last, "pending"), 0, "{last}");
 }
 
+/// The models that serve `udp:` addresses: every one but io-uring.
+const UDP_MODELS: [Model; 3] = [Model::EventLoop, Model::ThreadPerConn, Model::Blocking];
+
 /// Datagrams of every size class, 0 to 65,507 bytes (the IPv4 maximum), come back unchanged,
-/// one reply each; the summary counts them and their bytes.
+/// one reply each; the summary counts them and their bytes. Each UDP model.
 #[test]
 fn echoes_every_size_unchanged() {
-    let server = TestServer::start(ServerConfig::new("udp:127.0.0.1:0".parse().unwrap()));
+    for model in UDP_MODELS {
+        every_size_unchanged(model);
+    }
+}
+
+fn every_size_unchanged(model: Model) {
+    let server = TestServer::start(ServerConfig::new("udp:127.0.0.1:0".parse().unwrap()).with_model(model));
     let addr = udp_addr(&server);
     let socket = client("127.0.0.1:0");
     let mut sizes: Vec<usize> = (0..=65_507).step_by(997).collect();
@@ -93,6 +103,126 @@ fn echoes_every_size_unchanged() {
     assert_eq!(datagrams.echoed, sizes.len() as u64);
     assert_eq!(summary.bytes_echoed, sizes.iter().sum::<usize>() as u64);
     assert_eq!(datagrams.dropped(), 0);
+}
+
+/// `UDP_SEGMENT` from `<linux/udp.h>`: a send that the kernel splits into datagrams.
+const UDP_SEGMENT: libc::c_int = 103;
+
+/// Send `data` from `socket` to `to` as one train: datagrams of `segment` bytes (the last
+/// may be shorter), split by the kernel (GSO). On loopback the train stays whole up to a
+/// receiver that asked for GRO, which then reads it in one call.
+fn send_train(socket: &UdpSocket, to: SocketAddr, data: &[u8], segment: u16) {
+    let to = socket2::SockAddr::from(to);
+    let mut iov = libc::iovec { iov_base: data.as_ptr().cast_mut().cast(), iov_len: data.len() };
+    let mut control = [0u64; 4]; // 8-byte aligned, more than CMSG_SPACE(2)
+    // SAFETY: `msghdr` is plain data; all zeroes is a valid (empty) value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = to.as_ptr().cast_mut().cast();
+    msg.msg_namelen = to.len();
+    msg.msg_iov = &raw mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE is a size computation.
+    msg.msg_controllen = unsafe { libc::CMSG_SPACE(2) } as usize;
+    // SAFETY: the control buffer is aligned and larger than CMSG_SPACE(2), so the first header
+    // and its two data bytes lie inside it; `msg` points at `to`, `iov` and `data`, all alive
+    // for the sendmsg, which only reads them.
+    let sent = unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_UDP;
+        (*cmsg).cmsg_type = UDP_SEGMENT;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(2) as usize;
+        libc::CMSG_DATA(cmsg).cast::<u16>().write_unaligned(segment);
+        libc::sendmsg(socket.as_raw_fd(), &msg, 0)
+    };
+    assert_eq!(sent, data.len() as isize, "sendmsg with UDP_SEGMENT: {}", std::io::Error::last_os_error());
+}
+
+/// The server set-ups the batching tests run on: the event loop with its defaults (batches of
+/// 64, GRO/GSO on), with no kernel help with trains, and with one datagram per system call;
+/// and the threaded models' receive loop.
+const UDP_SETUPS: [&[&str]; 5] = [
+    &[],
+    &["--udp-offload", "off"],
+    &["--udp-batch", "1"],
+    &["--model", "thread-per-conn"],
+    &["--model", "blocking"],
+];
+
+/// A client's train of 20 × 1000 bytes and a last datagram of 300 comes back as 21
+/// datagrams, each exactly as sent, in order, from the server's address; the summary counts
+/// 21 reads and 21 echoes. With GRO on (the event loop's default) the server took the train
+/// in one receive (its trace says so) and sent it back in one.
+#[test]
+fn a_train_comes_back_as_its_datagrams() {
+    let sizes: Vec<usize> = [1000; 20].into_iter().chain([300]).collect();
+    let want: Vec<Vec<u8>> = sizes.iter().enumerate().map(|(i, &n)| random_bytes(n, i as u64)).collect();
+    for setup in UDP_SETUPS {
+        let server =
+            Bin::serve_env(&[("RUST_LOG", "echoloop=trace")], &[&["udp:127.0.0.1:0"], setup].concat());
+        let addr: SocketAddr = server.addr.strip_prefix("udp:").unwrap().parse().unwrap();
+        let socket = client("127.0.0.1:0");
+        send_train(&socket, addr, &want.concat(), 1000);
+        let mut reply = vec![0; 2000];
+        for (i, datagram) in want.iter().enumerate() {
+            let (n, from) =
+                socket.recv_from(&mut reply).unwrap_or_else(|e| panic!("{setup:?}: reply {i}: {e}"));
+            assert_eq!(from, addr, "{setup:?}");
+            assert_same_bytes(&reply[..n], datagram);
+        }
+        socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        assert!(socket.recv_from(&mut reply).is_err(), "{setup:?}: a reply too many");
+        let whole = server.stderr().contains("udp recv n=20300 datagrams=21");
+        let gro = !setup.contains(&"off") && !setup.contains(&"--model");
+        assert_eq!(whole, gro, "{setup:?}: one receive for the train iff the event loop's GRO is on");
+        let summary = summary_line(server);
+        assert!(
+            summary.contains("summary: echoed 21 datagrams (20300 bytes), dropped 0"),
+            "{setup:?}: {summary}"
+        );
+    }
+}
+
+/// Sixteen sockets at once, each sending eight datagrams before reading its replies, so the
+/// server's batches mix senders: each socket gets its own datagrams back, once each.
+#[test]
+fn many_senders_in_one_batch_each_get_their_own() {
+    for setup in UDP_SETUPS {
+        let server = Bin::serve(&[&["udp:127.0.0.1:0"], setup].concat());
+        let addr: SocketAddr = server.addr.strip_prefix("udp:").unwrap().parse().unwrap();
+        let clients: Vec<_> = (0..16u64)
+            .map(|c| {
+                thread::spawn(move || {
+                    let socket = client("127.0.0.1:0");
+                    let mut reply = vec![0; 2000];
+                    for round in 0..20 {
+                        let sent: Vec<Vec<u8>> = (0..8)
+                            .map(|i| {
+                                random_bytes(64 + (c * 37 + i) as usize % 1200, c * 10_000 + round * 8 + i)
+                            })
+                            .collect();
+                        sent.iter().for_each(|d| assert_eq!(socket.send_to(d, addr).unwrap(), d.len()));
+                        let mut got: Vec<Vec<u8>> = (0..8)
+                            .map(|_| {
+                                let (n, _) = socket.recv_from(&mut reply).expect("a reply");
+                                reply[..n].to_vec()
+                            })
+                            .collect();
+                        // UDP keeps no order between datagrams; compare as sets (all distinct).
+                        let mut want = sent.clone();
+                        got.sort();
+                        want.sort();
+                        assert_eq!(got, want, "client {c}, round {round}");
+                    }
+                })
+            })
+            .collect();
+        for c in clients {
+            join_bounded(c, Duration::from_secs(60));
+        }
+        let summary = summary_line(server);
+        assert!(summary.contains("summary: echoed 2560 datagrams"), "{setup:?}: {summary}");
+    }
 }
 
 /// `udp:[::1]:0` serves IPv6, and the address says so.
@@ -204,8 +334,8 @@ fn send_from_port_zero(to: SocketAddr, payload: &[u8]) -> socket2::Socket {
 }
 
 /// Datagrams from source port 0 and from the small services' ports (7 echo, 13 daytime,
-/// 17 qotd, 19 chargen) get no reply and are counted; an ordinary client, served after
-/// them, is answered.
+/// 17 qotd, 19 chargen) get no reply and are counted, each datagram of a train too; an
+/// ordinary client, served after them, is answered.
 #[test]
 fn reserved_source_ports_are_never_answered() {
     if let Some(why) = no_namespaces() {
@@ -221,6 +351,8 @@ fn reserved_source_ports_are_never_answered() {
         for socket in &reserved {
             socket.send_to(b"loop?", addr).unwrap();
         }
+        // A train of three from port 17: one receive (GRO), three drops, none answered.
+        send_train(&reserved[2], addr, &[7; 30], 10);
         let raw = send_from_port_zero(addr, b"loop?");
         (reserved, client("127.0.0.1:0"), raw)
     });
@@ -239,10 +371,12 @@ fn reserved_source_ports_are_never_answered() {
             format!("dropped a datagram from 127.0.0.1:{port}: source port {port} is never answered");
         assert!(server.wait_for_stderr(&needle, REPLY_TIMEOUT), "no '{needle}' in:\n{}", server.stderr());
     }
+    let train = "dropped 3 datagrams from 127.0.0.1:17: source port 17 is never answered";
+    assert!(server.wait_for_stderr(train, REPLY_TIMEOUT), "no '{train}' in:\n{}", server.stderr());
     let summary = summary_line(server);
     assert!(
         summary.ends_with(
-            "summary: echoed 1 datagrams (5 bytes), dropped 5: 5 sent from a reserved source port \
+            "summary: echoed 1 datagrams (5 bytes), dropped 8: 8 sent from a reserved source port \
              (0, 7, 13, 17, 19), 0 pushed out of the full reply queue, 0 failed to send"
         ),
         "{summary}"
@@ -254,10 +388,10 @@ fn reserved_source_ports_are_never_answered() {
     let datagrams = &json["datagrams"];
     assert_eq!(
         (datagrams["echoed"].as_u64(), datagrams["dropped_reserved_port"].as_u64()),
-        (Some(1), Some(5))
+        (Some(1), Some(8))
     );
     assert_eq!(datagrams["dropped_queue_full"], 0, "{json}");
-    assert_eq!(json["reads"], 6, "every datagram received is a read: {json}");
+    assert_eq!(json["reads"], 9, "every datagram received is a read, each of a train too: {json}");
 }
 
 /// When the kernel refuses replies for a while (`send_to` says `WouldBlock`), they queue up

@@ -3,9 +3,8 @@
 //! `for_variants!(body)` (in `main.rs`) makes one `#[test]` per [`Variant`], so a behaviour
 //! written once runs on every model: `cargo test models::half_close` compares them all. A
 //! behaviour that needs something a variant does not do says so, `for_variants!(body, needs:
-//! [Framing])`, and on that variant its test checks what the variant does instead (refuses
-//! the flags with one line, or queues the client) rather than skipping in silence: the day
-//! io-uring learns `--framing`, its framing tests fail until they run the behaviour itself.
+//! [UnixSocket])`, and on that variant its test checks what the variant does instead (refuses
+//! the flags with one line, or queues the client) rather than skipping in silence.
 //! The one gap that is not the program's is the environment's: a kernel that refuses
 //! io_uring, where the io-uring tests print why and return.
 
@@ -75,8 +74,6 @@ impl Variant {
 /// What a behaviour needs beyond serving TCP clients, which some variants do not do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Need {
-    /// `--framing line|length`.
-    Framing,
     /// A `unix:` address.
     UnixSocket,
     /// A listening socket passed in by a service manager (socket activation).
@@ -94,10 +91,6 @@ impl Need {
     /// The one table of what each variant lacks.
     fn check_instead(self, variant: Variant) -> bool {
         match (self, variant) {
-            (Need::Framing, Variant::IoUring) => assert_refused(
-                &serve_once(variant, &["--framing", "line", "127.0.0.1:0"]),
-                "--framing line is not built into the io-uring model",
-            ),
             // SO_REUSEPORT, which the workers share a port through, is for TCP and UDP, not a Unix path.
             (Need::UnixSocket, Variant::Workers2) => {
                 let path = SocketPath::new("workers2-unix");

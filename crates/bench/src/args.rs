@@ -46,6 +46,11 @@ pub struct BenchArgs {
     #[arg(long, value_name = "K", default_value_t = 1, conflicts_with = "rate",
           value_parser = clap::value_parser!(u32).range(1..=65_536))]
     pipeline: u32,
+    /// UDP, closed loop: send datagrams in trains of N (each one send the kernel splits,
+    /// where it can: GSO), a new train once N have been answered. At most --pipeline.
+    #[arg(long, value_name = "N", conflicts_with_all = ["rate", "compare"],
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    train: Option<u32>,
     /// Open loop: R messages per second over all connections (K/M suffixes: 50K), each sent
     /// when due whether or not earlier echoes are back; latency counts from the due time
     /// (as wrk2 -R). In --mode churn, connections per second. With --find-max, the first
@@ -189,6 +194,11 @@ impl BenchArgs {
         if self.hostile.is_some() && self.mode != Mode::Chaos {
             return Err(Error::Usage("--hostile is for --mode chaos".into()));
         }
+        if let Some(train) = self.train
+            && (!matches!(self.addr, Address::Udp(_)) || train > self.pipeline)
+        {
+            return Err(Error::Usage("--train is for udp: targets, and at most --pipeline".into()));
+        }
         if self.proxy_protocol.is_some() && matches!(self.addr, Address::Udp(_)) {
             return Err(Error::Usage("--proxy-protocol is for stream targets, not udp:".into()));
         }
@@ -221,12 +231,14 @@ impl BenchArgs {
         };
         let chaos =
             ChaosOptions { hostile: usize::from(self.hostile.unwrap_or(2)), server_pid: self.server_pid };
+        let train = self.train.map_or(1, |n| n as usize);
         Ok(SingleOptions {
             address: self.addr.clone(),
             mode: self.mode,
             load,
             chaos,
             json: self.json.clone(),
+            train,
             intervals: self.intervals(),
             find_max: self.slo,
             svg: self.svg.clone(),
@@ -553,6 +565,18 @@ mod tests {
         ] {
             assert_eq!(parse_rate(input).ok(), want, "{input}");
         }
+    }
+
+    #[test]
+    fn udp_trains_fit_in_the_pipeline_and_need_a_udp_target() {
+        let trains = parse(&["udp:9000", "--pipeline", "64", "--train", "32"]).unwrap().single().unwrap();
+        assert_eq!((trains.train, trains.load.pipeline), (32, 64));
+        assert_eq!(parse(&["udp:9000"]).unwrap().single().unwrap().train, 1);
+        for args in [&["9000", "--pipeline", "4", "--train", "2"][..], &["udp:9000", "--train", "2"]] {
+            let error = parse(args).unwrap().single().unwrap_err();
+            assert!(error.to_string().contains("--train is for udp: targets"), "{args:?}: {error}");
+        }
+        assert!(parse(&["udp:9000", "--rate", "1K", "--train", "2"]).is_err(), "a closed loop only");
     }
 
     #[test]

@@ -90,7 +90,7 @@ fn measures(scenario: Scenario) -> Vec<Measure> {
         if let Outcome::Fairness(f) = o { Some(f) } else { None }
     }
     match scenario.shape() {
-        Shape::Echo { .. } => vec![
+        Shape::Echo { .. } | Shape::Udp { .. } => vec![
             Measure::new("msgs/s (higher is better)", Unit::Rate, |o| Some(echo(o)?.msgs_per_s)),
             Measure::new("p99 round trip (lower is better)", Unit::Micros, |o| Some(echo(o)?.latency.p99_us)),
             Measure::new("server CPU per message (lower is better)", Unit::Micros, cpu),

@@ -159,13 +159,14 @@ fn pin_load_generator() -> io::Result<()> {
 /// (A B C A B C). The machine's speed drifts (other processes, CPU frequency, the host of a
 /// VM); interleaving spreads that drift over every server instead of charging it to
 /// whichever server happened to run during it. A server limited to fewer connections than
-/// a scenario opens skips that scenario.
+/// a scenario opens skips that scenario, and so does one of the other transport.
 fn interleaved_plan(options: &CompareOptions) -> Vec<(&ServerSpec, Scenario)> {
     let one_round: Vec<(&ServerSpec, Scenario)> = options
         .scenarios
         .iter()
         .flat_map(|&s| {
-            options.servers.iter().filter(move |v| v.can_serve(s.connections())).map(move |v| (v, s))
+            let runs = move |v: &&ServerSpec| v.transport == s.transport() && v.can_serve(s.connections());
+            options.servers.iter().filter(runs).map(move |v| (v, s))
         })
         .collect();
     one_round.iter().copied().cycle().take(one_round.len() * options.rounds.max(1)).collect()
@@ -286,6 +287,11 @@ fn measure(
                 ));
             }
             measure_idle(server, &target, count).map(Outcome::Idle)
+        }
+        Shape::Udp { sockets, size, pipeline, train } => {
+            let load = scenario_load(options, sockets, size, pipeline);
+            run::run_udp(server.addr(), &load, train, watch, &Progress::hidden())
+                .map(|report| Outcome::Echo(report.as_echo()))
         }
         Shape::Fairness { connections, size, rate, stream_size, stream_pipeline } => {
             let small = Load { rate: Some(rate), ..scenario_load(options, connections, size, 1) };

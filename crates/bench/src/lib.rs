@@ -27,7 +27,8 @@
 //!   verification, timing, and the generator watching its own threads).
 //! - `findmax` (the search for the highest sustainable rate), `fairness` (small
 //!   connections beside a stream), `scenario` (the comparison's loads) and `server`
-//!   (starting and stopping a server from a [`ServerSpec`]); `results`: what a comparison
+//!   (starting and stopping a server from a [`ServerSpec`], with `udp_probe` for UDP
+//!   echoes); `results`: what a comparison
 //!   measured, as plain data.
 //! - `report` (text, JSON, the table) and `chart` (the SVG), each reading only the results.
 //! - `single` and `compare`: the orchestration of a run; `args`: the command line.
@@ -57,10 +58,12 @@ mod stream;
 mod sys;
 mod target;
 mod timer;
+mod udp_probe;
 
 pub use args::BenchArgs;
 pub use error::Error;
 pub use server::{ADDR_PLACEHOLDER, Catalog, HOST_PLACEHOLDER, PORT_PLACEHOLDER, ServerSpec};
+pub use target::Transport;
 
 use args::Task;
 

@@ -5,6 +5,7 @@ use clap::ValueEnum;
 use serde::Serialize;
 
 use crate::human;
+use crate::target::Transport;
 
 /// A load `--compare` puts on every server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ValueEnum)]
@@ -24,6 +25,10 @@ pub enum Scenario {
     Churn,
     /// 10000 idle connections: server memory per connection.
     Idle,
+    /// UDP: 64 sockets, 128 B datagrams, one in flight each.
+    UdpSmall,
+    /// UDP: 1 socket sending trains of 32 × 1200 B datagrams, two trains in flight.
+    UdpBurst,
     /// 100 connections sending 128 B at 5000/s in all, alone and then beside one
     /// connection streaming 64 KiB messages as fast as it can: does the stream starve them?
     Fairness,
@@ -55,6 +60,17 @@ pub enum Shape {
         /// Connections.
         connections: usize,
     },
+    /// Datagrams to a UDP echo service, closed loop.
+    Udp {
+        /// Sockets.
+        sockets: usize,
+        /// Bytes per datagram.
+        size: usize,
+        /// Datagrams in flight per socket.
+        pipeline: usize,
+        /// Datagrams sent together (one train, split by the kernel); 1 for none.
+        train: usize,
+    },
     /// Small messages on many connections at a fixed rate, alone and beside a stream.
     Fairness {
         /// The small connections.
@@ -72,7 +88,7 @@ pub enum Shape {
 
 impl Scenario {
     /// Every scenario, in table order.
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 10] = [
         Scenario::Latency,
         Scenario::SmallMany,
         Scenario::Medium,
@@ -80,6 +96,8 @@ impl Scenario {
         Scenario::Many,
         Scenario::Churn,
         Scenario::Idle,
+        Scenario::UdpSmall,
+        Scenario::UdpBurst,
         Scenario::Fairness,
     ];
 
@@ -93,6 +111,8 @@ impl Scenario {
             Scenario::Many => "many",
             Scenario::Churn => "churn",
             Scenario::Idle => "idle",
+            Scenario::UdpSmall => "udp-small",
+            Scenario::UdpBurst => "udp-burst",
             Scenario::Fairness => "fairness",
         }
     }
@@ -108,6 +128,8 @@ impl Scenario {
             Scenario::Many => echo(2000, 128, 1),
             Scenario::Churn => Shape::Churn { connections: 8, size: 64 },
             Scenario::Idle => Shape::Idle { connections: 10_000 },
+            Scenario::UdpSmall => Shape::Udp { sockets: 64, size: 128, pipeline: 1, train: 1 },
+            Scenario::UdpBurst => Shape::Udp { sockets: 1, size: 1200, pipeline: 64, train: 32 },
             Scenario::Fairness => Shape::Fairness {
                 connections: 100,
                 size: 128,
@@ -118,19 +140,29 @@ impl Scenario {
         }
     }
 
+    /// Streams (TCP) or datagrams (UDP): a server is started for the one it needs.
+    pub fn transport(self) -> Transport {
+        match self.shape() {
+            Shape::Udp { .. } => Transport::Datagram,
+            _ => Transport::Stream,
+        }
+    }
+
     /// How many connections it opens at once.
     pub fn connections(self) -> usize {
         match self.shape() {
             Shape::Echo { connections, .. }
             | Shape::Churn { connections, .. }
-            | Shape::Idle { connections } => connections,
+            | Shape::Idle { connections }
+            | Shape::Udp { sockets: connections, .. } => connections,
             Shape::Fairness { connections, .. } => connections + 1,
         }
     }
 
-    /// Whether it is one echo load (not churn, idle connections, or the fairness pair).
+    /// Whether it is one echo load, over streams or datagrams (not churn, idle connections,
+    /// or the fairness pair).
     pub fn is_echo(self) -> bool {
-        matches!(self.shape(), Shape::Echo { .. })
+        matches!(self.shape(), Shape::Echo { .. } | Shape::Udp { .. })
     }
 
     /// The row label: "1 conn · 64 B".
@@ -146,6 +178,13 @@ impl Scenario {
                 format!("churn: connect, echo {}, close ({connections} at once)", human::bytes(size as f64))
             }
             Shape::Idle { connections } => format!("{connections} idle conns: RSS per conn"),
+            // Datagram sizes in bytes as written: 1200 B, a typical QUIC datagram.
+            Shape::Udp { sockets, size, train: 1, .. } => format!("udp: {sockets} sockets · {size} B"),
+            Shape::Udp { sockets, size, pipeline, train } => format!(
+                "udp: {sockets} socket{} · trains of {train} × {size} B · {} in flight",
+                if sockets == 1 { "" } else { "s" },
+                pipeline / train
+            ),
             Shape::Fairness { connections, size, rate, stream_size, .. } => format!(
                 "fairness: {connections} conns · {} at {}/s, beside one {} stream",
                 human::bytes(size as f64),
@@ -176,8 +215,13 @@ mod tests {
         assert_eq!(Scenario::Idle.title(), "10000 idle conns: RSS per conn");
         assert_eq!(Scenario::Idle.connections(), 10_000);
         assert!(!Scenario::Idle.is_echo() && Scenario::Bulk.is_echo() && !Scenario::Churn.is_echo());
+        assert!(Scenario::UdpBurst.is_echo());
         assert_eq!(Scenario::Churn.title(), "churn: connect, echo 64 B, close (8 at once)");
         assert_eq!(Scenario::Churn.connections(), 8);
+        assert_eq!(Scenario::UdpSmall.title(), "udp: 64 sockets · 128 B");
+        assert_eq!(Scenario::UdpBurst.title(), "udp: 1 socket · trains of 32 × 1200 B · 2 in flight");
+        assert_eq!(Scenario::UdpSmall.transport(), Transport::Datagram);
+        assert_eq!(Scenario::Idle.transport(), Transport::Stream);
         assert_eq!(
             Scenario::Fairness.title(),
             "fairness: 100 conns · 128 B at 5.00k/s, beside one 64 KiB stream"

@@ -4,9 +4,11 @@
 //!
 //! The bench knows nothing of the servers it compares. A [`ServerSpec`] is a name and an
 //! argv; the bench picks a free loopback port, puts `127.0.0.1:PORT` where `{addr}` is,
-//! starts the program, and waits until the port accepts a TCP connection, so a server need
-//! not print anything. Each run gets a fresh process: its memory and CPU can then be read
-//! from `/proc` apart from the load generator's, and nothing one scenario left behind
+//! starts the program, and waits until the port accepts a TCP connection (a UDP echo: until
+//! it echoes a datagram, see [`crate::udp_probe`]), so a server need not print anything. A
+//! server that serves both has a spec for each, under one name. Each run gets a fresh
+//! process: its memory and CPU can then be read from `/proc` apart from the load
+//! generator's, and nothing one scenario left behind
 //! (a grown slab, an allocator's cache, a thousand exited threads) shows up in the next.
 //!
 //! A server may fork (socat `fork`, ncat `-k -e`): its work is then done by its children,
@@ -32,7 +34,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::error::Error;
-use crate::sys;
+use crate::target::Transport;
+use crate::{sys, udp_probe};
 
 /// The argument text replaced by the address a server must listen on (`127.0.0.1:PORT`).
 pub const ADDR_PLACEHOLDER: &str = "{addr}";
@@ -52,6 +55,8 @@ pub struct ServerSpec {
     /// The most connections it serves at once, when limited (a server that handles one
     /// connection at a time: 1). Scenarios that open more skip it.
     pub max_connections: Option<usize>,
+    /// What the command line serves at `{addr}`: only scenarios of that transport run it.
+    pub transport: Transport,
 }
 
 impl ServerSpec {
@@ -61,7 +66,13 @@ impl ServerSpec {
             name: name.into(),
             argv: argv.into_iter().map(Into::into).collect(),
             max_connections: None,
+            transport: Transport::Stream,
         }
+    }
+
+    /// A UDP echo service at `{addr}`, for the UDP scenarios.
+    pub fn udp<A: Into<OsString>>(name: impl Into<String>, argv: impl IntoIterator<Item = A>) -> ServerSpec {
+        ServerSpec { transport: Transport::Datagram, ..ServerSpec::new(name, argv) }
     }
 
     /// The same server, known to serve at most `connections` at once.
@@ -159,8 +170,8 @@ pub fn present(references: &[ServerSpec]) -> Result<Vec<ServerSpec>, Error> {
 /// Errors say which name is unknown and what the known ones are.
 pub fn select(known: &[ServerSpec], names: &[String]) -> Result<Vec<ServerSpec>, String> {
     known.iter().try_for_each(ServerSpec::check)?;
-    if let Some(twice) = known.iter().enumerate().find(|(i, s)| known[..*i].iter().any(|k| k.name == s.name))
-    {
+    let same = |a: &ServerSpec, b: &ServerSpec| a.name == b.name && a.transport == b.transport;
+    if let Some(twice) = known.iter().enumerate().find(|(i, s)| known[..*i].iter().any(|k| same(k, s))) {
         return Err(format!("server name '{}' is taken; pick another for --server", twice.1.name));
     }
     if names.is_empty() {
@@ -168,14 +179,16 @@ pub fn select(known: &[ServerSpec], names: &[String]) -> Result<Vec<ServerSpec>,
     }
     let mut chosen: Vec<ServerSpec> = Vec::with_capacity(names.len());
     for name in names {
-        let Some(spec) = known.iter().find(|s| s.name == *name) else {
-            let all: Vec<&str> = known.iter().map(|s| s.name.as_str()).collect();
-            return Err(format!("--models: no server named '{name}' (known: {})", all.join(", ")));
-        };
-        if chosen.contains(spec) {
+        if chosen.iter().any(|s| s.name == *name) {
             return Err(format!("--models: '{name}' is named twice"));
         }
-        chosen.push(spec.clone());
+        let before = chosen.len();
+        chosen.extend(known.iter().filter(|s| s.name == *name).cloned()); // its stream and UDP specs
+        if chosen.len() == before {
+            let mut all: Vec<&str> = known.iter().map(|s| s.name.as_str()).collect();
+            all.dedup();
+            return Err(format!("--models: no server named '{name}' (known: {})", all.join(", ")));
+        }
     }
     Ok(chosen)
 }
@@ -195,6 +208,7 @@ pub struct ServerProcess {
     addr: SocketAddr,
     /// The last lines the server wrote to stderr, for problem reports.
     stderr: Arc<Mutex<VecDeque<String>>>,
+    transport: Transport,
 }
 
 impl ServerProcess {
@@ -205,7 +219,10 @@ impl ServerProcess {
     }
 
     fn start_within(spec: &ServerSpec, pin: bool, limit: Duration) -> io::Result<ServerProcess> {
-        let addr = free_port()?;
+        let addr = match spec.transport {
+            Transport::Stream => free_port()?,
+            Transport::Datagram => udp_probe::free_port()?,
+        };
         let argv = spec.command_line(addr);
         let (program, args) = argv.split_first().ok_or_else(|| io::Error::other("empty command line"))?;
         let mut command = Command::new(program);
@@ -221,9 +238,17 @@ impl ServerProcess {
             io::Error::new(e.kind(), format!("cannot start {}: {e}", program.to_string_lossy()))
         })?;
         let stderr = collect_stderr(&mut child);
-        let mut server = ServerProcess { child, addr, stderr };
+        let mut server = ServerProcess { child, addr, stderr, transport: spec.transport };
         server.wait_until_accepting(limit)?; // on error, drop kills the child
         Ok(server)
+    }
+
+    /// Whether it serves yet: a TCP connection accepted, or a datagram echoed.
+    fn probe(&self) -> io::Result<()> {
+        match self.transport {
+            Transport::Stream => TcpStream::connect_timeout(&self.addr, POLL_INTERVAL).map(drop),
+            Transport::Datagram => udp_probe::echoes(self.addr, POLL_INTERVAL),
+        }
     }
 
     /// Try the port until it accepts; fail at once if the server exits, or after `limit`.
@@ -238,14 +263,18 @@ impl ServerProcess {
                 );
                 return Err(io::Error::other(msg));
             }
-            match TcpStream::connect_timeout(&self.addr, POLL_INTERVAL) {
-                Ok(_) => return Ok(()), // the probe connection closes at once
+            match self.probe() {
+                Ok(()) => return Ok(()), // a probe connection closes at once
                 // Refused (not listening yet) or slow: try again until the deadline.
                 Err(_) if Instant::now() < deadline => thread::sleep(POLL_INTERVAL),
                 Err(e) => {
                     let secs = limit.as_secs_f64();
+                    let what = match self.transport {
+                        Transport::Stream => "accept connections",
+                        Transport::Datagram => "echo a datagram",
+                    };
                     let msg = format!(
-                        "did not accept connections on {} within {secs}s ({e}); stderr: {}",
+                        "did not {what} on {} within {secs}s ({e}); stderr: {}",
                         self.addr,
                         self.stderr_tail()
                     );
@@ -457,6 +486,29 @@ mod tests {
     }
 
     #[test]
+    fn a_name_may_serve_streams_and_datagrams() {
+        let known =
+            [spec("a", &["{addr}"]), ServerSpec::udp("a", ["udp:{addr}"]), ServerSpec::udp("u", ["{addr}"])];
+        let chosen = select(&known, &["a".to_string()]).unwrap();
+        assert_eq!(
+            chosen.iter().map(|s| s.transport).collect::<Vec<_>>(),
+            [Transport::Stream, Transport::Datagram]
+        );
+        let all = select(&known, &["x".to_string()]).unwrap_err();
+        assert_eq!(all, "--models: no server named 'x' (known: a, u)");
+        let twice = [ServerSpec::udp("u", ["{addr}"]), ServerSpec::udp("u", ["{addr}"])];
+        assert!(select(&twice, &[]).unwrap_err().contains("is taken"));
+    }
+
+    #[test]
+    fn a_udp_server_that_never_echoes_times_out() {
+        let silent = ServerSpec::udp("s", ["sh", "-c", "exec sleep 30", "{addr}"]);
+        let error = ServerProcess::start_within(&silent, false, Duration::from_millis(300)).err().unwrap();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut, "{error}");
+        assert!(error.to_string().contains("did not echo a datagram"), "{error}");
+    }
+
+    #[test]
     fn a_limited_server_skips_bigger_loads() {
         let one = spec("one", &["{addr}"]).serving_at_most(1);
         assert!(one.can_serve(1) && !one.can_serve(2));
@@ -488,7 +540,7 @@ mod tests {
             Command::new("sh").args(["-c", script]).stderr(Stdio::piped()).process_group(0).spawn().unwrap();
         let stderr = collect_stderr(&mut child);
         thread::sleep(Duration::from_millis(100)); // let the shell set its traps
-        ServerProcess { child, addr: free_port().unwrap(), stderr }
+        ServerProcess { child, addr: free_port().unwrap(), stderr, transport: Transport::Stream }
     }
 
     #[test]

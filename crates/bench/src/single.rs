@@ -43,6 +43,8 @@ pub struct SingleOptions {
     pub chaos: ChaosOptions,
     /// Where JSON goes, if anywhere.
     pub json: JsonTarget,
+    /// UDP, closed loop: datagrams per train (`--train`; 1 when not given).
+    pub train: usize,
     /// `--interval`, `--hdr-log`, `--csv`.
     pub intervals: Option<IntervalOptions>,
     /// `--find-max`: the SLO to search against.
@@ -191,7 +193,7 @@ fn chaos(target: &Target, options: &SingleOptions, progress: &Progress) -> Resul
 }
 
 fn udp(addr: std::net::SocketAddr, options: &SingleOptions, progress: &Progress) -> Result<(), Error> {
-    let mut report = run::run_udp(addr, &options.load, options.chaos.server_pid, progress)?;
+    let mut report = run::run_udp(addr, &options.load, options.train, options.chaos.server_pid, progress)?;
     if options.address.name().is_some() {
         report.target = format!("{} ({})", options.address, report.target);
     }

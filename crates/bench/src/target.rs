@@ -20,6 +20,16 @@ use std::time::Duration;
 /// The default target of `echoloop bench`: where `echoloop serve` listens by default.
 pub const DEFAULT_TARGET: &str = "127.0.0.1:7878";
 
+/// What a server serves: streams (TCP, or a Unix socket) or datagrams (UDP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Transport {
+    /// A byte stream: TCP.
+    #[default]
+    Stream,
+    /// RFC 862 over UDP.
+    Datagram,
+}
+
 /// An echo server's address as the user gave it, host names unresolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Address {

@@ -1,6 +1,7 @@
-//! What the two reference servers share: their command line (one optional listen address)
+//! What the reference servers share: their command line (one optional listen address)
 //! and the one line they print once bound. The servers themselves are the binaries
-//! `peer-epoll` (a bare epoll loop on `libc`) and `peer-tokio` (tokio's echo server).
+//! `peer-epoll` (a bare epoll loop on `libc`), `peer-tokio` (tokio's echo server) and
+//! `peer-udp` (the naive UDP echo: one `recv_from`, one `send_to`).
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -40,8 +41,17 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<SocketAddr, 
 /// Print `listening on ADDR` with the real bound address and flush it at once: a harness
 /// that started the server on port 0 waits for this line to learn the port.
 pub fn announce(addr: SocketAddr) -> io::Result<()> {
+    print_flushed(format_args!("listening on {addr}"))
+}
+
+/// [`announce`] for a UDP echo: `listening on udp:ADDR`, as `echoloop serve` says it.
+pub fn announce_udp(addr: SocketAddr) -> io::Result<()> {
+    print_flushed(format_args!("listening on udp:{addr}"))
+}
+
+fn print_flushed(line: std::fmt::Arguments<'_>) -> io::Result<()> {
     let mut stdout = io::stdout().lock();
-    writeln!(stdout, "listening on {addr}")?;
+    writeln!(stdout, "{line}")?;
     stdout.flush()
 }
 

@@ -1,7 +1,9 @@
 //! The reference servers must pass what the project's own server passes: exact echoes under
 //! concurrency, half-close, running out of descriptors, clean stops. One body per behaviour,
-//! run against each peer as `<behaviour>::epoll` and `<behaviour>::tokio`.
+//! run against each peer as `<behaviour>::epoll` and `<behaviour>::tokio`. The UDP echo,
+//! `peer-udp`, has its own module (`udp`).
 
+mod udp;
 mod util;
 
 use std::io::{Read, Write};

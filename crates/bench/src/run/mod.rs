@@ -17,6 +17,7 @@ mod generator;
 mod hostile;
 mod idle;
 mod udp;
+mod udp_io;
 
 pub use chaos::{ChaosOptions, ChaosReport, run_chaos};
 pub use churn::{ChurnReport, run_churn};

@@ -9,11 +9,15 @@
 //! reply that turns up after that is counted as late, not matched.
 //!
 //! Measured: the datagrams sent inside the window. Each socket (`--connections`) keeps
-//! `--pipeline` datagrams in flight (closed loop), or sends on schedule (`--rate`).
+//! `--pipeline` datagrams in flight (closed loop), or sends on schedule (`--rate`). A closed
+//! loop may send in trains ([`run_udp`]): a new train of that many datagrams once as
+//! many have settled. Sending and receiving are batched (`udp_io`), so that the generator
+//! costs the kernel less per datagram than the server it measures.
 
 use std::collections::VecDeque;
 use std::io::{self, ErrorKind};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -22,7 +26,8 @@ use mio::{Events, Interest, Poll, Token};
 use serde::Serialize;
 
 use super::generator::{self, Usage, on_threads};
-use super::{Cpu, EVENTS_CAPACITY, Load, Plan, TIMER};
+use super::udp_io::{self, BATCH};
+use super::{Cpu, EVENTS_CAPACITY, EchoReport, Load, Plan, TIMER};
 use crate::framing::Framing;
 use crate::histogram::{Latency, RoundTrips};
 use crate::pattern::{PERIOD, Pattern};
@@ -95,6 +100,39 @@ impl UdpReport {
     pub fn is_clean(&self) -> bool {
         self.mismatches == 0 && self.errors == 0
     }
+
+    /// The run as an echo run, for `--compare`'s table: sockets as connections, datagrams as
+    /// messages, and a lost datagram as an error (on loopback, with a closed loop, nothing
+    /// should be lost: a loss is a server that dropped a datagram).
+    pub fn as_echo(&self) -> EchoReport {
+        let lost = (self.lost > 0)
+            .then(|| format!("{} datagrams lost (no reply within {}s)", self.lost, self.loss_timeout_s));
+        EchoReport {
+            target: self.target.clone(),
+            requested: self.sockets,
+            connections: self.sockets,
+            size: self.size,
+            size_max: self.size_max,
+            framing: Framing::Raw,
+            pipeline: self.pipeline,
+            threads: self.threads,
+            spin: false,
+            warmup_s: self.warmup_s,
+            duration_s: self.duration_s,
+            msgs: self.echoed,
+            total_msgs: self.echoed,
+            msgs_per_s: self.msgs_per_s,
+            mib_per_s: self.mib_per_s,
+            latency: self.latency,
+            rate: self.rate,
+            errors: self.errors + self.lost,
+            mismatches: self.mismatches,
+            first_error: self.first_error.clone().or(lost),
+            cpu: self.cpu.clone(),
+            valid: self.valid,
+            warnings: self.warnings.clone(),
+        }
+    }
 }
 
 /// Check what only UDP asks of a load.
@@ -110,10 +148,14 @@ fn validate(load: &Load) -> Result<(), String> {
     load.validate()
 }
 
-/// Send datagrams to the UDP echo service at `addr` as `load` says.
+/// Send datagrams to the UDP echo service at `addr` as `load` says. A closed loop sends in
+/// trains of `train` datagrams (1: each as it is due): each socket starts with `--pipeline`
+/// in flight, and sends the next train once `train` have settled; a train goes to the
+/// kernel as one message where it can split it (GSO).
 pub fn run_udp(
     addr: SocketAddr,
     load: &Load,
+    train: usize,
     watch: Option<u32>,
     progress: &Progress,
 ) -> io::Result<UdpReport> {
@@ -132,7 +174,7 @@ pub fn run_udp(
     let (tallies, usage) =
         on_threads(&plan, shares, &load.pin, watch, progress, None, |w, share, completed| {
             let schedule = plan.schedule(share.len(), w, workers);
-            Sender::new(&plan, &pattern, share)?.run(schedule, completed)
+            Sender::new(&plan, &pattern, share, train)?.run(schedule, completed)
         })?;
     let mut total = UdpTally::default();
     for tally in tallies {
@@ -249,6 +291,10 @@ struct Peer {
     /// Datagrams due but not yet taken by the kernel (its buffer was full), by their time.
     backlog: VecDeque<Instant>,
     sizes: u64,
+    /// Closed loop: datagrams settled since the last train was released.
+    settled: usize,
+    /// The kernel splits trains sent on this socket (GSO).
+    gso: bool,
 }
 
 /// One load-generator thread's sockets and their event loop.
@@ -257,28 +303,42 @@ struct Sender<'a> {
     pattern: &'a Pattern,
     poll: Poll,
     peers: Vec<Peer>,
-    buf: Vec<u8>,
+    /// Where a batch of datagrams is laid out, back to back, to be sent.
+    wire: Vec<u8>,
+    /// Where replies land; taken out while they are settled.
+    rx: Option<Box<udp_io::Receiver>>,
+    /// Datagrams per train (closed loop); 1 sends each as it is due.
+    train: usize,
     tally: UdpTally,
 }
 
 impl<'a> Sender<'a> {
-    fn new(plan: &'a Plan, pattern: &'a Pattern, share: Vec<(u64, UdpSocket)>) -> io::Result<Self> {
+    fn new(
+        plan: &'a Plan,
+        pattern: &'a Pattern,
+        share: Vec<(u64, UdpSocket)>,
+        train: usize,
+    ) -> io::Result<Self> {
         let poll = Poll::new()?;
         let mut peers = Vec::with_capacity(share.len());
         for (i, (id, mut socket)) in share.into_iter().enumerate() {
             poll.registry().register(&mut socket, Token(i), Interest::READABLE | Interest::WRITABLE)?;
             let origin = id.wrapping_mul(81_799) % PERIOD as u64;
             let sizes = id.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-            peers.push(Peer {
-                socket,
-                origin,
-                next_seq: 0,
-                in_flight: VecDeque::new(),
-                backlog: VecDeque::new(),
-                sizes,
-            });
+            let gso = udp_io::enable_offload(socket.as_fd());
+            let (in_flight, backlog) = (VecDeque::new(), VecDeque::new());
+            peers.push(Peer { socket, origin, next_seq: 0, in_flight, backlog, sizes, settled: 0, gso });
         }
-        Ok(Sender { plan, pattern, poll, peers, buf: vec![0; MAX_DATAGRAM + 1], tally: UdpTally::default() })
+        Ok(Sender {
+            plan,
+            pattern,
+            poll,
+            peers,
+            wire: vec![0; BATCH * plan.sizes.max],
+            rx: Some(Box::new(udp_io::Receiver::new())),
+            train: train.max(1),
+            tally: UdpTally::default(),
+        })
     }
 
     /// Until the end, and then until every datagram sent in the window is settled.
@@ -343,21 +403,37 @@ impl<'a> Sender<'a> {
         }
     }
 
-    /// Send the socket's backlog until the kernel refuses (a WRITABLE event brings us back).
+    /// Send the socket's backlog, a batch at a time, until the kernel refuses (a WRITABLE
+    /// event brings us back).
     fn flush(&mut self, peer: usize) {
         let now = Instant::now();
-        while let Some(&at) = self.peers[peer].backlog.front() {
+        loop {
             let p = &mut self.peers[peer];
-            let len = self.plan.sizes.pick(&mut p.sizes);
-            let datagram = &mut self.buf[..len];
-            fill(self.pattern, p.origin, p.next_seq, datagram);
-            match p.socket.send(datagram) {
-                Ok(_) => {
-                    p.backlog.pop_front();
-                    let measured = self.plan.is_measuring(at);
-                    p.in_flight.push_back(InFlight { seq: p.next_seq, len, at, measured, answered: false });
-                    p.next_seq += 1;
-                    self.tally.pacing.sent += u64::from(measured && now < self.plan.end);
+            let count = p.backlog.len().min(BATCH);
+            if count == 0 {
+                return;
+            }
+            let (mut lens, mut end) = ([0; BATCH], 0);
+            for (i, len) in lens.iter_mut().take(count).enumerate() {
+                *len = self.plan.sizes.pick(&mut p.sizes);
+                fill(self.pattern, p.origin, p.next_seq + i as u64, &mut self.wire[end..end + *len]);
+                end += *len;
+            }
+            match udp_io::send(p.socket.as_fd(), &self.wire[..end], &lens[..count], self.train, p.gso) {
+                Ok(sent) => {
+                    for &len in &lens[..sent] {
+                        let at = p.backlog.pop_front().unwrap_or(now);
+                        let measured = self.plan.is_measuring(at);
+                        p.in_flight.push_back(InFlight {
+                            seq: p.next_seq,
+                            len,
+                            at,
+                            measured,
+                            answered: false,
+                        });
+                        p.next_seq += 1;
+                        self.tally.pacing.sent += u64::from(measured && now < self.plan.end);
+                    }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return, // full; WRITABLE will come
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}     // a signal; retry
@@ -370,30 +446,36 @@ impl<'a> Sender<'a> {
         }
     }
 
-    /// Read every reply waiting on the socket and settle the datagrams they answer.
+    /// Read every reply waiting on the socket, a batch at a time, and settle the datagrams
+    /// they answer.
     fn receive(&mut self, peer: usize) {
+        let Some(mut rx) = self.rx.take() else { return };
         loop {
-            let result = self.peers[peer].socket.recv(&mut self.buf);
-            let n = match result {
-                Ok(n) => n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return, // drained
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue, // a signal; retry
+            match rx.recv(self.peers[peer].socket.as_fd()) {
+                Ok(taken) => {
+                    let now = Instant::now();
+                    rx.datagrams().for_each(|reply| self.settle(peer, reply, now));
+                    if taken < BATCH {
+                        break; // it emptied the queue: the next reply raises a new event
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break, // drained
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}    // a signal; retry
                 Err(e) => {
                     let p = &self.peers[peer];
                     let addr = p.socket.peer_addr().unwrap_or_else(|_| (Ipv4Addr::UNSPECIFIED, 0).into());
                     self.tally.error(&e, addr);
-                    return;
+                    break;
                 }
-            };
-            self.settle(peer, n, Instant::now());
+            }
         }
+        self.rx = Some(rx);
     }
 
-    /// A reply of `n` bytes (in `buf`) arrived at `now`.
-    fn settle(&mut self, peer: usize, n: usize, now: Instant) {
+    /// A reply arrived at `now`.
+    fn settle(&mut self, peer: usize, reply: &[u8], now: Instant) {
         let p = &mut self.peers[peer];
-        let Some(seq) = self.buf.get(..SEQ).map(|b| u64::from_be_bytes(b.try_into().unwrap_or_default()))
-        else {
+        let Some(seq) = reply.get(..SEQ).map(|b| u64::from_be_bytes(b.try_into().unwrap_or_default())) else {
             self.tally.mismatches += 1; // too short to be anything we sent
             return;
         };
@@ -406,13 +488,12 @@ impl<'a> Sender<'a> {
             self.tally.mismatches += 1; // a number never sent
             return;
         };
-        let want_len = datagram.len;
-        let exact = n == want_len && matches(self.pattern, p.origin, seq, &self.buf[..n]);
+        let exact = reply.len() == datagram.len && matches(self.pattern, p.origin, seq, reply);
         if datagram.answered || !exact {
             self.tally.mismatches += 1;
         } else if datagram.measured {
             self.tally.echoed += 1;
-            self.tally.echoed_bytes += n as u64;
+            self.tally.echoed_bytes += reply.len() as u64;
             self.tally.round_trips.record(now.saturating_duration_since(datagram.at));
         }
         datagram.answered = true;
@@ -430,11 +511,15 @@ impl<'a> Sender<'a> {
         self.replace(peer, settled, now);
     }
 
-    /// Closed loop, before the end: `count` new datagrams in place of settled ones.
+    /// Closed loop, before the end: new datagrams in place of `count` settled ones, a whole
+    /// train at a time. The caller flushes.
     fn replace(&mut self, peer: usize, count: usize, now: Instant) {
         if self.plan.rate.is_none() && now < self.plan.end && count > 0 {
-            self.peers[peer].backlog.extend(std::iter::repeat_n(now, count));
-            self.flush(peer);
+            let p = &mut self.peers[peer];
+            p.settled += count;
+            let due = p.settled - p.settled % self.train;
+            p.settled -= due;
+            p.backlog.extend(std::iter::repeat_n(now, due));
         }
     }
 
@@ -454,6 +539,7 @@ impl<'a> Sender<'a> {
                 }
             }
             self.replace(peer, lost, now);
+            self.flush(peer);
         }
     }
 }

@@ -20,6 +20,8 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
 pub enum Kind {
     Epoll,
     Tokio,
+    /// The UDP echo: its `listening on` line says `udp:ADDR`.
+    Udp,
 }
 
 impl Kind {
@@ -27,6 +29,7 @@ impl Kind {
         match self {
             Kind::Epoll => env!("CARGO_BIN_EXE_peer-epoll"),
             Kind::Tokio => env!("CARGO_BIN_EXE_peer-tokio"),
+            Kind::Udp => env!("CARGO_BIN_EXE_peer-udp"),
         }
     }
 }
@@ -73,6 +76,7 @@ impl Peer {
         let line = line_rx.recv_timeout(IO_TIMEOUT).expect("no `listening on` line in time");
         let bound =
             line.strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        let bound = bound.strip_prefix("udp:").unwrap_or(bound);
         peer.addr = bound.trim_end().parse().unwrap_or_else(|e| panic!("bad address in {line:?}: {e}"));
         peer
     }
