@@ -80,6 +80,12 @@ fn parse_named_host(s: &str) -> Result<SocketAddr, &'static str> {
     if host.eq_ignore_ascii_case("localhost") {
         return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
     }
+    // `tcp:127.0.0.1:7` was told "an IPv6 address needs brackets".
+    let prefix = host.split(':').next().unwrap_or_default();
+    let scheme_like = !prefix.is_empty() && prefix.bytes().all(|b| b.is_ascii_alphabetic());
+    if host.contains(':') && scheme_like && host.parse::<std::net::Ipv6Addr>().is_err() {
+        return Err("unknown prefix: the only prefixes are unix: and udp: (TCP takes HOST:PORT)");
+    }
     if host.contains(':') && !host.starts_with('[') {
         return Err("an IPv6 address needs brackets, as in [::1]:7878");
     }
@@ -121,6 +127,20 @@ impl fmt::Display for ListenAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: `tcp:127.0.0.1:7` (a prefix we do not have) was answered "an IPv6
+    /// address needs brackets"; an unbracketed IPv6 address still gets that answer.
+    #[test]
+    fn an_unknown_prefix_is_named_as_such() {
+        for input in ["tcp:127.0.0.1:7", "http:localhost:80", "tcp:[::1]:7"] {
+            let e = input.parse::<ListenAddr>().unwrap_err().to_string();
+            assert!(e.contains("unknown prefix"), "{input}: {e}");
+        }
+        for input in ["::1:7", "dead::beef:7", "fe80::1:7"] {
+            let e = input.parse::<ListenAddr>().unwrap_err().to_string();
+            assert!(e.contains("needs brackets"), "{input}: {e}");
+        }
+    }
 
     fn tcp(s: &str) -> SocketAddr {
         match s.parse::<ListenAddr>() {

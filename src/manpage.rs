@@ -129,11 +129,21 @@ const CLOSING: Sections = &[
             ),
             (
                 "LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES",
-                "Socket activation, as systemd passes a socket (sd_listen_fds(3)). When LISTEN_PID \
-                 is this process, serve serves the one listening stream socket passed as \
-                 descriptor 3 (LISTEN_FDS=1; LISTEN_FDNAMES names it in the log) instead of \
-                 binding ADDR, with any model. Anything else passed is refused, exit 2. The three \
-                 are unset at start, so that no program echoloop starts takes the socket.",
+                "Socket activation, as systemd passes sockets (sd_listen_fds(3)). When LISTEN_PID \
+                 is this process, serve serves every socket passed from descriptor 3 on \
+                 (LISTEN_FDS of them: listening TCP and Unix stream sockets and bound UDP sockets, \
+                 in any order; LISTEN_FDNAMES names them in the log) instead of binding ADDR, \
+                 with any model. A descriptor that is none of these is refused with one line \
+                 naming it, and so are ADDRs given as well: exit 2. The three are unset at \
+                 start, so that no program echoloop starts takes the sockets.",
+            ),
+            (
+                "NOTIFY_SOCKET, WATCHDOG_USEC, WATCHDOG_PID",
+                "sd_notify(3), for a Type=notify unit: serve sends READY=1 once every listener \
+                 is served, STOPPING=1 when a stop begins, and each statistics line as STATUS=; \
+                 with WATCHDOG_USEC (and WATCHDOG_PID unset or this process), WATCHDOG=1 from \
+                 the serving loop every half of that interval. Without NOTIFY_SOCKET nothing is \
+                 sent.",
             ),
         ],
     ),
@@ -212,6 +222,20 @@ mod tests {
         let options = ".SH OPTIONS\n.TP\n\\fB\\-\\-a\\fR\n.SH \"LOAD OPTIONS\"\n.TP\n\\fB\\-\\-b\\fR\n";
         let moved = under_heading(options);
         assert_eq!(moved, ".TP\n\\fB\\-\\-a\\fR\n.PP\n\\fBLOAD OPTIONS\\fR\n.TP\n\\fB\\-\\-b\\fR\n");
+    }
+
+    /// Regression: ENVIRONMENT still described one stream socket on descriptor 3 ("anything
+    /// else passed is refused") after serve learned to take every socket systemd passes,
+    /// and named neither NOTIFY_SOCKET nor the watchdog.
+    #[test]
+    fn environment_names_every_socket_kind_and_sd_notify() {
+        use clap::CommandFactory;
+        let page = render(crate::cli::Cli::command()).unwrap();
+        let environment = page.split(".SH ENVIRONMENT").nth(1).unwrap().split(".SH").next().unwrap();
+        for said in ["LISTEN_FDNAMES", "UDP", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "READY=1"] {
+            assert!(environment.contains(said), "ENVIRONMENT does not mention {said}:\n{environment}");
+        }
+        assert!(!environment.contains("the one listening"), "{environment}");
     }
 
     #[test]

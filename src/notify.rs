@@ -91,13 +91,36 @@ impl Notifier {
         if !self.active {
             return;
         }
-        let Err(e) = sd_notify::notify(std::slice::from_ref(&state)) else { return };
+        let Err(e) = notify(&state) else { return };
         if self.warned.swap(true, Ordering::Relaxed) {
             debug!("sd_notify {state}: {e}");
         } else {
             warn!("cannot notify the service manager ({state}): {e}; serving goes on");
         }
     }
+}
+
+/// Send `state` to `NOTIFY_SOCKET`. sd_notify(3) lets the name begin with `@` for a socket
+/// in Linux's abstract namespace (as some service and container managers pass it); the
+/// `sd-notify` crate connects to the name as a path, so such a name is sent to here, in
+/// the crate's own format (`STATE\n`), and any other goes through the crate.
+fn notify(state: &NotifyState<'_>) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    if let Some(name) = std::env::var_os("NOTIFY_SOCKET").and_then(|socket| abstract_name(&socket)) {
+        use std::os::linux::net::SocketAddrExt;
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+        let socket = std::os::unix::net::UnixDatagram::unbound()?;
+        socket.send_to_addr(format!("{state}\n").as_bytes(), &addr)?;
+        return Ok(());
+    }
+    sd_notify::notify(std::slice::from_ref(state))
+}
+
+/// The abstract name in a `NOTIFY_SOCKET` of the form `@name`.
+#[cfg(target_os = "linux")]
+fn abstract_name(socket: &std::ffi::OsStr) -> Option<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    socket.as_bytes().strip_prefix(b"@").map(<[u8]>::to_vec)
 }
 
 /// When the next `WATCHDOG=1` is due. The serving loop owns one: it adds
@@ -237,6 +260,27 @@ mod tests {
         ];
         assert_eq!(received(&socket), want);
         std::fs::remove_file(&path).unwrap();
+    }
+
+    /// Regression: a NOTIFY_SOCKET in the abstract namespace (`@name`, which sd_notify(3)
+    /// allows) was taken for a path: "cannot notify the service manager (READY=1): No such
+    /// file or directory", and no notification ever arrived.
+    #[test]
+    fn an_abstract_notify_socket_gets_the_notifications() {
+        const TEST: &str = "an_abstract_notify_socket_gets_the_notifications";
+        if in_child(TEST) {
+            let notifier = Notifier::from_env();
+            notifier.ready();
+            notifier.stopping();
+            return;
+        }
+        use std::os::linux::net::SocketAddrExt;
+        let name = format!("echoloop-notify-abstract-{}", std::process::id());
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+        let socket = UnixDatagram::bind_addr(&addr).expect("bind the abstract notify socket");
+        socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        run_child(TEST, &[("NOTIFY_SOCKET", &format!("@{name}"))]);
+        assert_eq!(received(&socket), ["READY=1\n", "STOPPING=1\n"]);
     }
 
     /// WATCHDOG_USEC asks for a ping every half interval, only when the watchdog is for

@@ -24,13 +24,14 @@
 
 use std::fmt;
 use std::io;
+use std::mem::MaybeUninit;
 use std::net::Shutdown;
 use std::time::Duration;
 
 use log::trace;
 use socket2::Socket;
 
-use crate::net::kernel_queues;
+use crate::net::{interrupted, kernel_queues};
 
 /// While lingering, how often the kernel's queues are checked for "the client has
 /// acknowledged every byte and our FIN".
@@ -55,9 +56,38 @@ pub fn begin(socket: &Socket, conn: fmt::Arguments<'_>) -> io::Result<bool> {
 
 /// Lingering may end: the client has acknowledged every byte we sent (our FIN included), so
 /// a close loses nothing of ours. A socket that cannot even say so is done too: it is broken.
+///
+/// Before saying so, it discards what the client sent and we have not read yet (a bounded
+/// amount): the client may have taken its last echo a moment ago, before our next read of
+/// the bytes it sent earlier, and a close with those still queued would end a client that
+/// has stopped sending with a reset instead of a clean EOF (Unix sockets report it too).
 pub fn done(socket: &Socket) -> bool {
-    kernel_queues(socket).map_or(true, |queues| queues.unacknowledged == 0)
+    let acknowledged = kernel_queues(socket).map_or(true, |queues| queues.unacknowledged == 0);
+    if acknowledged {
+        discard_unread(socket);
+    }
+    acknowledged
 }
+
+/// Read and drop what the receive queue holds, up to [`DISCARD_MAX`] bytes, without ever
+/// blocking (`MSG_DONTWAIT`, whatever the socket's mode: the io-uring and blocking models'
+/// sockets may be blocking). Errors end it: the close that follows is all that is left.
+fn discard_unread(socket: &Socket) {
+    let mut buf = [MaybeUninit::<u8>::uninit(); 16 * 1024];
+    let mut discarded = 0;
+    while discarded < DISCARD_MAX {
+        match socket.recv_with_flags(&mut buf, libc::MSG_DONTWAIT) {
+            Ok(0) => return, // the client's EOF: nothing more can arrive
+            Ok(n) => discarded += n,
+            Err(e) if interrupted(&e) => continue,
+            Err(_) => return, // `WouldBlock`: the queue is empty; anything else: broken
+        }
+    }
+}
+
+/// At most this much is discarded at the end of lingering (a client still sending at full
+/// speed refills the queue as fast as we empty it).
+const DISCARD_MAX: usize = 1024 * 1024;
 
 #[cfg(test)]
 mod tests {
@@ -74,6 +104,21 @@ mod tests {
         assert!(begin(&socket, format_args!("test")).unwrap(), "unread bytes: linger");
         let mut rest = Vec::new();
         theirs.read_to_end(&mut rest).unwrap(); // our FIN went out
+        assert!(rest.is_empty());
+    }
+
+    /// The client took its last echo and stopped sending, but bytes it sent earlier are still
+    /// unread when lingering ends: the close must end it with an EOF, not a reset.
+    #[test]
+    fn done_discards_unread_input_so_the_close_is_clean() {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        theirs.write_all(&[7; 100_000]).unwrap();
+        let socket = socket2::SockRef::from(&ours);
+        assert!(begin(&socket, format_args!("test")).unwrap(), "unread bytes: linger");
+        assert!(done(&socket), "nothing of ours is unread by the client");
+        drop(ours);
+        let mut rest = Vec::new();
+        theirs.read_to_end(&mut rest).expect("a clean EOF, not a reset");
         assert!(rest.is_empty());
     }
 }

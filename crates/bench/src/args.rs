@@ -201,6 +201,7 @@ impl BenchArgs {
     }
 
     fn single(&self) -> Result<SingleOptions, Error> {
+        self.check_json_is_not_the_address()?;
         if self.hostile.is_some() && self.mode != Mode::Chaos {
             return Err(Error::Usage("--hostile is for --mode chaos".into()));
         }
@@ -266,6 +267,22 @@ impl BenchArgs {
             sources: self.source.clone(),
             active,
         })
+    }
+
+    /// `--json 127.0.0.1:9000` (ADDR after `--json`) takes the address for the PATH: the run
+    /// then loaded the default target and wrote its report into a file named after the
+    /// address. A PATH that reads as an address, with no other ADDR given, is a usage error.
+    fn check_json_is_not_the_address(&self) -> Result<(), Error> {
+        let Some(Some(path)) = &self.json else { return Ok(()) };
+        let Some(text) = path.to_str() else { return Ok(()) };
+        let default = DEFAULT_TARGET.parse::<Address>().ok();
+        if text.parse::<Address>().is_err() || Some(&self.addr) != default.as_ref() {
+            return Ok(());
+        }
+        Err(Error::Usage(format!(
+            "--json took '{text}' for its PATH, and no ADDR is left: put ADDR before --json \
+             (bench {text} --json), or name the file with --json=PATH"
+        )))
     }
 
     /// `--hdr-log`, `--csv`, `--interval`, when any is given.
@@ -501,6 +518,22 @@ mod tests {
         let defaults = parse(&[]).unwrap().single().unwrap();
         assert_eq!(defaults.address.to_string(), DEFAULT_TARGET);
         assert_eq!((defaults.load.connections, defaults.mode), (50, Mode::Echo));
+    }
+
+    /// Regression: `bench --json 127.0.0.1:9000` loaded 127.0.0.1:7878 (the default) and
+    /// wrote its report into a file named `127.0.0.1:9000`.
+    #[test]
+    fn json_path_that_is_the_address_is_a_usage_error() {
+        for taken in ["127.0.0.1:9000", "9000", "unix:/tmp/e.sock", "udp:[::1]:7", "example.com:7"] {
+            let args = parse(&["--json", taken]).unwrap();
+            let Err(Error::Usage(message)) = args.single() else { panic!("--json {taken} was accepted") };
+            assert!(message.contains(taken) && message.contains("before --json"), "{message}");
+        }
+        for fine in
+            [&["--json", "report.json"][..], &["127.0.0.1:9000", "--json", "9000"], &["--json=x.json"]]
+        {
+            assert!(parse(fine).unwrap().single().is_ok(), "{fine:?}");
+        }
     }
 
     #[test]
