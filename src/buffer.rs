@@ -107,11 +107,6 @@ impl PartialFrame {
         self.bytes.len()
     }
 
-    /// Nothing held (and no memory).
-    pub fn is_empty(&self) -> bool {
-        self.bytes.is_empty()
-    }
-
     /// Heap bytes held right now.
     #[cfg(test)]
     pub fn capacity(&self) -> usize {
@@ -150,7 +145,7 @@ mod tests {
         assert_eq!(frame.len(), 100);
         assert_eq!(frame.capacity(), 100, "never past the bound");
         assert_eq!(frame.take(), vec![b'x'; 100]);
-        assert!(frame.is_empty());
+        assert_eq!(frame.len(), 0);
         assert_eq!(frame.capacity(), 0);
         frame.extend(&[1; 60], 100);
         frame.extend(&[2; 30], 100);

@@ -142,7 +142,10 @@ pub use client::{ClientOptions, ServerAddr, run as run_client};
 pub use config::{Model, ServerConfig};
 pub use error::Error;
 pub use framing::{Framer, Framing, Rest, Split};
-pub use net::{ActivationEnv, InheritedSocket, LISTEN_VARS, take_inherited_sockets};
+pub use net::{
+    ActivationEnv, DescriptorLimit, InheritedSocket, LISTEN_VARS, raise_descriptor_limit,
+    take_inherited_sockets,
+};
 pub use notify::{Notifier, WatchdogTimer};
 pub use proxy_protocol::{InvalidProxyHeader, ProxyDecoder, ProxyHeader, ProxyProgress, ProxySource};
 pub use server::Server;

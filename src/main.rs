@@ -14,9 +14,10 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser};
 use cli::{Cli, Command, ServeArgs};
 use echoloop::{
-    ActivationEnv, Error, ExitReason, Notifier, Server, ShutdownHandle, StatsRequests, StopCause, Summary,
+    ActivationEnv, Error, ExitReason, Notifier, Server, ServerConfig, ShutdownHandle, StatsRequests,
+    StopCause, Summary,
 };
-use log::warn;
+use log::{info, warn};
 
 fn main() -> ExitCode {
     let cli = Cli::parse(); // on bad input clap prints its message and exits with 2
@@ -89,6 +90,9 @@ fn start(args: &ServeArgs, shutdown: ShutdownHandle) -> Result<Server, Error> {
     let stats_requests = StatsRequests::new();
     echoloop::handle_signals(&shutdown, &stats_requests)?;
     let config = args.to_config();
+    // Every connection is a descriptor: raise the soft limit before anything is accepted,
+    // and say what we got once the server is bound (a refusal stays one line).
+    let limit = echoloop::raise_descriptor_limit();
     let server = match (inherited.first(), args.addrs.first()) {
         (None, _) => Server::bind_with(&config, shutdown)?,
         (Some(passed), Some(given)) => {
@@ -102,7 +106,23 @@ fn start(args: &ServeArgs, shutdown: ShutdownHandle) -> Result<Server, Error> {
         }
         (Some(_), None) => Server::inherit(inherited, &config, shutdown)?,
     };
+    log_descriptor_limit(limit, &config);
     Ok(server.with_stats_requests(stats_requests).with_notifier(Notifier::from_env()))
+}
+
+/// Log the descriptor limit raised at start (the soft limit is often 1024; it is now the
+/// hard one), and warn if `--max-connections` (the whole process's) cannot fit under it. A
+/// failure to raise it is a warning: the server still runs, within the old limit.
+fn log_descriptor_limit(limit: io::Result<echoloop::DescriptorLimit>, config: &ServerConfig) {
+    match limit {
+        Ok(limit) => {
+            info!("{limit}");
+            if let Some(shortfall) = limit.shortfall(config.max_connections as u64) {
+                warn!("{shortfall}");
+            }
+        }
+        Err(e) => warn!("cannot raise the descriptor limit to the hard limit: {e}"),
+    }
 }
 
 /// A `listening on` line per listener on stdout, in order (then, with `--metrics`, where

@@ -5,13 +5,16 @@
 //! `--stats-interval` / SIGUSR1 line) and whoever wants the [`Summary`] at the end
 //! ([`ServerStats`]). Reading costs the hot path nothing, and writing costs it little.
 //!
-//! Every model counts the same way. A connection keeps its own counts in plain integers
-//! ([`ConnCounts`]) and hands over what it moved since the last hand-over as an [`IoTally`]
-//! (its `take_io`); the model publishes tallies to the atomics with [`Stats::publish`]:
+//! Every model counts the same way: in plain integers, an [`IoTally`], published to the
+//! atomics with [`Stats::publish`]:
 //!
-//! - the loops (event loop, io-uring, UDP) add a turn's tallies up and publish once per
-//!   turn, so a turn costs a few atomic adds however many reads and writes it made;
-//! - the blocking models publish after each read and its echo, each a syscall anyway.
+//! - the loops (event loop, io-uring, UDP) count a whole turn into one tally (each
+//!   connection is lent it while it is served, and keeps no counters of its own: an idle
+//!   connection must stay small) and publish once per turn, so a turn costs a few atomic
+//!   adds however many reads and writes it made;
+//! - the blocking models keep a connection's counts in a [`ConnCounts`] (totals for its
+//!   closing log line, and the part not yet handed over) and publish after each read and
+//!   its echo, each a syscall anyway.
 //!
 //! What is counted is named for what it is. A read is not a message: without `--framing`
 //! the count is of *reads* that returned data; with `--framing line|length` the reports
@@ -122,6 +125,22 @@ pub struct IoTally {
 }
 
 impl IoTally {
+    /// A read returned `n` bytes.
+    pub fn read(&mut self, n: usize) {
+        self.reads += 1;
+        self.bytes_read += n as u64;
+    }
+
+    /// `n` whole frames were echoed (or queued for echoing).
+    pub fn frames(&mut self, n: usize) {
+        self.frames += n as u64;
+    }
+
+    /// The kernel took `n` bytes to send back.
+    pub fn wrote(&mut self, n: usize) {
+        self.bytes_echoed += n as u64;
+    }
+
     /// Add `other` to this tally.
     pub fn add(&mut self, other: IoTally) {
         self.reads += other.reads;
@@ -132,13 +151,13 @@ impl IoTally {
     }
 }
 
-/// One connection's counts, kept the same way in every model: running totals (for its
-/// closing log line, and what it leaves unsent) and the part not yet handed over to the
-/// server's [`Stats`], which the model takes as an [`IoTally`] with [`ConnCounts::take`].
+/// One connection's counts in a blocking model: running totals (for its closing log line,
+/// and what it leaves unsent) and the part not yet handed over to the server's [`Stats`],
+/// which the model takes as an [`IoTally`] with [`ConnCounts::take`]. (The loops' connections
+/// count straight into their turn's tally instead.)
 ///
-/// Every connection carries one, so it is kept small (40 bytes): the reads and frames not yet
-/// handed over fit a `u32`, because hand-overs are at most one loop turn (at most
-/// `READ_BUDGET` bytes read) or one blocking read apart.
+/// Kept small (40 bytes): the reads and frames not yet handed over fit a `u32`, because
+/// hand-overs are one blocking read apart.
 #[derive(Debug, Clone, Default)]
 pub struct ConnCounts {
     /// Reads not yet handed over.

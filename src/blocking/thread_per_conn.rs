@@ -60,7 +60,11 @@ fn admit(ctx: &Arc<Context>, stream: BlockingStream, peer: Peer) {
     if let Err(e) = spawn_connection(ctx, conn, peer) {
         // Out of threads or memory: the connection (dropped with the closure) is closed.
         // Like EMFILE on accept, the next spawn would fail too: pause instead of spinning.
-        warn!("cannot start a thread for {peer}, closing it: {e}; pausing accepts for {ACCEPT_BACKOFF:?}");
+        warn!(
+            "cannot start a thread for {peer}, closing it: {e}; pausing accepts for {ACCEPT_BACKOFF:?} \
+             (threads are limited by ulimit -u, kernel.threads-max, kernel.pid_max, and vm.max_map_count: \
+             each thread maps a stack and a signal stack, with a guard page each)"
+        );
         ctx.not_served();
         thread::sleep(ACCEPT_BACKOFF);
     }

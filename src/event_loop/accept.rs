@@ -63,9 +63,10 @@ impl EventLoop {
             endpoint.admission.not_served();
             return;
         }
-        let (framer, cap, proxy) =
-            (self.config.framer(), self.config.connection_cap(), self.config.proxy_protocol);
-        entry.insert(Connection::new(stream, token, peer, framer, cap, proxy, now).on_listener(i));
+        // A listener's number fits in 16 bits: `EventLoop::new` refuses more listeners.
+        let listener = u16::try_from(i).unwrap_or(u16::MAX);
+        let (proxy, stamp) = (self.config.proxy_protocol, self.clock.stamp(now));
+        entry.insert(Connection::new(stream, listener, proxy, self.cap, stamp));
         if let Some(timers) = &mut self.idle {
             timers.start(ConnId(token.0), now);
         }

@@ -14,20 +14,30 @@
 //! each read ends whole frames. Those are echoed straight from the shared buffer, as in raw
 //! mode; only the start of a frame cut off by the end of the read is copied, into this
 //! connection's [`PartialFrame`], until the read that completes it.
+//!
+//! **What a connection costs.** Most connections, most of the time, hold no byte: they wait
+//! for their client. So a [`Connection`] is only what every connection needs at every
+//! moment, 32 bytes: the socket, when bytes last moved, where it is in its life, the
+//! interest registered, which listener accepted it, and one pointer to what it needs only
+//! now and then ([`Extras`]: pending echoes, a frame's start, a PROXY header being read, the
+//! client that header named), which is allocated when first needed and freed when it holds
+//! nothing any more. What is the same for every connection (the framing, the cap, the read
+//! buffer) and what is true only during one call (its token, the time, the turn's counts)
+//! the loop lends it as a [`Turn`]. The client's address is asked of the kernel for the rare
+//! log line that shows it. docs/design.md ("What a connection costs") has the byte count.
 
 use std::io::{self, ErrorKind, IoSlice, Read, Write};
-use std::time::Instant;
 
 use log::{info, trace};
 use mio::{Interest, Token};
 
 use crate::buffer::{PartialFrame, PendingBuf};
 use crate::framing::{AtEof, Framer, Oversize, Rest};
-use crate::lifecycle::linger;
 use crate::lifecycle::proxy_header::{self, HeaderStep};
+use crate::lifecycle::{Stamp, linger};
 use crate::net::{Peer, Stream, interrupted, would_block};
 use crate::proxy_protocol::ProxyDecoder;
-use crate::stats::{ConnCounts, IoTally};
+use crate::stats::IoTally;
 
 /// Bytes one connection may read per loop turn before the loop moves on to the others: one
 /// full read of the shared buffer. The rest waits for the next turn, as tokio's cooperative
@@ -107,83 +117,97 @@ pub enum ReadStop {
     FrameTooLarge(Oversize),
 }
 
-/// One accepted client.
+/// What the loop lends the connection it is serving: what every connection shares (the
+/// framing, the cap) and what is true only for this call (its token, the time, where the
+/// counts go). Lent, not kept, so that no connection carries a copy.
+#[derive(Debug)]
+pub struct Turn<'a> {
+    /// The connection's token (its slab key), for the trace.
+    pub token: Token,
+    /// This turn's time, stamped on the connection when bytes move.
+    pub now: Stamp,
+    /// Where frames end (`raw`: every read is whole).
+    pub framer: Framer,
+    /// The most bytes a connection may hold, pending and partial frame together:
+    /// `--max-pending`, raised to hold one whole frame (see [`Connection::read_room`]).
+    pub cap: usize,
+    /// This turn's reads, frames and bytes, which the loop publishes once per turn.
+    pub tally: &'a mut IoTally,
+}
+
+/// One accepted client: 32 bytes while it holds no byte, which is most of its life.
 #[derive(Debug)]
 pub struct Connection {
-    /// The non-blocking socket.
+    /// The non-blocking socket: its descriptor, and whether it is TCP or Unix.
     stream: Stream,
-    /// Our key in the slab and our token in the poll: they are the same number.
-    token: Token,
-    /// The client's address, for logs: the peer's, or the client a PROXY header names.
-    peer: Peer,
-    /// Decides, with `pending`, what to wait for.
+    /// When bytes last moved in either direction (for the idle timeout); in the
+    /// [`Phase::Header`] phase, the accept (for `--proxy-timeout`).
+    last_active: Stamp,
+    /// What it needs only now and then; `None` (no heap memory) while that is nothing.
+    extras: Option<Box<Extras>>,
+    /// Which of the loop's listeners accepted it (where its counts go).
+    listener: u16,
+    /// Decides, with what is held, what to wait for.
     phase: Phase,
-    /// In the [`Phase::Header`] phase, the PROXY header so far; `None` after it (and
-    /// without `--proxy-protocol`), so a served connection pays one pointer for it.
-    header: Option<Box<ProxyDecoder>>,
+    /// The interest the registry holds for us now, so we reregister only on a change.
+    registered: Interest,
+}
+
+/// What a connection needs only now and then, out of line: allocated when first needed,
+/// freed when nothing in it is needed any more ([`Connection::release_if_empty`]), so an idle
+/// connection has none. (Behind a PROXY header that named another client, `client` keeps
+/// it for the connection's life: the kernel cannot be asked for that address.)
+#[derive(Debug)]
+struct Extras {
     /// Bytes read and due back but not yet taken by the kernel. Non-empty iff WRITABLE is
-    /// registered. Its cap is the connection's cap (`--max-pending`, raised to hold one whole
-    /// frame), which it shares with `partial`: see [`Connection::read_room`]. Empty = no heap
-    /// memory.
+    /// registered. Its cap is the connection's cap, which it shares with `partial`: see
+    /// [`Connection::read_room`].
     pending: PendingBuf,
-    /// Where frames end (`raw`: every read is whole, and `partial` stays empty).
-    framer: Framer,
     /// The start of a frame whose end has not arrived yet. Invariants:
     /// - it never holds a whole frame (a frame is echoed the moment it is whole), so it is
-    ///   shorter than `framer.frame_bound()`, and empty (no heap memory) between frames;
+    ///   shorter than `framer.frame_bound()`;
     /// - `partial.len() + pending.len() <= cap`: both are bytes read and not yet echoed, and
     ///   every byte read may end in either, so a read asks for at most the room left
     ///   (backpressure counts both). The cap holds one whole frame, so with nothing pending
     ///   there is always room for the next byte of a partial frame: it cannot stall.
     partial: PartialFrame,
-    /// The interest the registry holds for us now, so we reregister only on a change.
-    registered: Interest,
-    /// When bytes last moved in either direction (for the idle timeout).
-    last_active: Instant,
-    /// Reads, frames and bytes: in all, and not yet handed to the loop ([`Connection::take_io`]).
-    counts: ConnCounts,
-    /// Which of the loop's listeners accepted it (where its counts go).
-    listener: usize,
+    /// In the [`Phase::Header`] phase, the PROXY header so far.
+    header: Option<Box<ProxyDecoder>>,
+    /// The client a PROXY header named, when it is not the socket's peer.
+    client: Option<Peer>,
+}
+
+impl Extras {
+    fn new(cap: usize) -> Extras {
+        Extras { pending: PendingBuf::new(cap), partial: PartialFrame::default(), header: None, client: None }
+    }
+
+    /// Nothing in it is needed any more.
+    fn unneeded(&self) -> bool {
+        self.pending.is_empty() && self.partial.len() == 0 && self.header.is_none() && self.client.is_none()
+    }
 }
 
 impl Connection {
-    /// A connection just registered with [`READ`] interest (READABLE | PRIORITY).
-    /// `cap` bounds the bytes held (pending and partial frame together); it is at least
-    /// `framer.frame_bound()`. With `proxy_header`, it begins by reading a PROXY header.
-    pub fn new(
-        stream: Stream,
-        token: Token,
-        peer: Peer,
-        framer: Framer,
-        cap: usize,
-        proxy_header: bool,
-        now: Instant,
-    ) -> Self {
-        debug_assert!(cap >= framer.frame_bound(), "a connection must be able to hold one whole frame");
+    /// A connection accepted by the loop's listener `listener` and registered with [`READ`]
+    /// interest (READABLE | PRIORITY), at `now`. With `proxy_header`, it begins by reading a
+    /// PROXY header (its [`Extras`] hold the header so far; `cap` bounds what they may hold).
+    pub fn new(stream: Stream, listener: u16, proxy_header: bool, cap: usize, now: Stamp) -> Self {
+        let header = || Box::new(Extras { header: Some(Box::default()), ..Extras::new(cap) });
+        let phase = if proxy_header { Phase::Header } else { Phase::Open };
         Connection {
             stream,
-            token,
-            peer,
-            phase: if proxy_header { Phase::Header } else { Phase::Open },
-            header: proxy_header.then(Box::default),
-            pending: PendingBuf::new(cap),
-            framer,
-            partial: PartialFrame::default(),
-            registered: READ,
             last_active: now,
-            counts: ConnCounts::default(),
-            listener: 0,
+            extras: proxy_header.then(header),
+            listener,
+            phase,
+            registered: READ,
         }
-    }
-
-    /// This connection, as accepted by the loop's listener `i`.
-    pub fn on_listener(self, i: usize) -> Self {
-        Connection { listener: i, ..self }
     }
 
     /// Which of the loop's listeners accepted it.
     pub fn listener(&self) -> usize {
-        self.listener
+        usize::from(self.listener)
     }
 
     /// Read what the client sent and echo it, using the loop's shared `buf`.
@@ -196,55 +220,17 @@ impl Connection {
     /// Linux, whose `read` copies everything queued up to the length asked. When the event
     /// says more than "new bytes" (a FIN, an error, an urgent byte), `drain` is
     /// [`Drain::ToWouldBlock`] and we read on.
-    pub fn on_readable(&mut self, buf: &mut [u8], drain: Drain, now: Instant) -> io::Result<ReadStop> {
-        if self.phase == Phase::Lingering {
-            return self.discard_input(buf);
-        }
-        if self.phase == Phase::Header
-            && let Some(stop) = self.read_header(buf, now)?
-        {
-            return Ok(stop); // not whole yet, or a frame over the limit right after it
-        }
-        let mut budget = READ_BUDGET;
-        while budget > 0 {
-            if self.phase != Phase::Open {
-                return Ok(ReadStop::Done);
-            }
-            // Never read more than we could keep if the kernel refused to take any of it back,
-            // nor more than this turn's budget.
-            let room = self.read_room().min(buf.len()).min(budget);
-            if room == 0 {
-                trace!(
-                    "token={} pending={} partial={} at cap: not reading (backpressure)",
-                    self.token.0,
-                    self.pending.len(),
-                    self.partial.len()
-                );
-                return Ok(ReadStop::Done);
-            }
-            let n = match self.stream.read(&mut buf[..room]) {
-                Ok(0) => return self.peer_closed(),
-                Ok(n) => n,
-                Err(e) if would_block(&e) => {
-                    trace!("token={} read WouldBlock: drained", self.token.0);
-                    return Ok(ReadStop::Done);
-                }
-                Err(e) if interrupted(&e) => continue, // a signal: retry
-                Err(e) => return Err(e),
-            };
-            trace!("token={} read n={n}", self.token.0);
-            budget -= n;
-            self.counts.read(n);
-            self.last_active = now;
-            if let Some(oversize) = self.echo_frames(&buf[..n])? {
-                return Ok(ReadStop::FrameTooLarge(oversize));
-            }
-            if n < room && drain == Drain::ToShortRead {
-                return Ok(ReadStop::Done); // short read: drained, a new edge will come
-            }
-        }
-        trace!("token={} read budget spent: yielding to other connections", self.token.0);
-        Ok(ReadStop::BudgetSpent)
+    pub fn on_readable(&mut self, buf: &mut [u8], drain: Drain, turn: &mut Turn<'_>) -> io::Result<ReadStop> {
+        let result = match self.phase {
+            Phase::Lingering => self.discard_input(buf, turn.token),
+            Phase::Header => match self.read_header(buf, turn) {
+                Ok(None) => self.read_and_echo(buf, drain, turn), // whole: the client's bytes now
+                other => other.map(|stop| stop.unwrap_or(ReadStop::Done)),
+            },
+            _ => self.read_and_echo(buf, drain, turn),
+        };
+        self.release_if_empty();
+        result
     }
 
     /// The [`Phase::Header`] phase: read until the PROXY header is whole (`Ok(None)`: the
@@ -252,9 +238,8 @@ impl Connection {
     /// echoed, and reading goes on) or the socket is drained (`Ok(Some(Done))`). A frame over
     /// the limit right after the header is `Ok(Some(FrameTooLarge))`. An invalid header or
     /// an early EOF is an error: the loop closes the connection and counts it as refused.
-    fn read_header(&mut self, buf: &mut [u8], now: Instant) -> io::Result<Option<ReadStop>> {
-        let Some(decoder) = self.header.as_deref_mut() else { return Ok(None) };
-        let room = self.pending.room().min(buf.len()); // nothing is held yet: the whole cap
+    fn read_header(&mut self, buf: &mut [u8], turn: &mut Turn<'_>) -> io::Result<Option<ReadStop>> {
+        let room = turn.cap.min(buf.len()); // nothing is held yet: the whole cap
         loop {
             let n = match self.stream.read(&mut buf[..room]) {
                 Ok(0) => {
@@ -268,17 +253,25 @@ impl Connection {
                 Err(e) if interrupted(&e) => continue,                        // a signal: retry
                 Err(e) => return Err(e),
             };
-            trace!("token={} read n={n} (PROXY header)", self.token.0);
-            match proxy_header::feed(decoder, &buf[..n], self.peer) {
+            trace!("token={} read n={n} (PROXY header)", turn.token.0);
+            let peer = self.stream.peer();
+            let Some(decoder) = self.extras.as_mut().and_then(|extras| extras.header.as_deref_mut()) else {
+                return Ok(None);
+            };
+            match proxy_header::feed(decoder, &buf[..n], peer) {
                 HeaderStep::NeedMore => {}
                 HeaderStep::Invalid(why) => return Err(io::Error::new(ErrorKind::InvalidData, why)),
                 HeaderStep::Done { client, payload } => {
-                    (self.header, self.peer, self.phase, self.last_active) = (None, client, Phase::Open, now);
+                    if let Some(extras) = &mut self.extras {
+                        extras.header = None;
+                        extras.client = (client != peer).then_some(client); // the kernel cannot say it later
+                    }
+                    (self.phase, self.last_active) = (Phase::Open, turn.now);
                     if payload == n {
                         return Ok(None);
                     }
-                    self.counts.read(n - payload); // the header's bytes are not the client's
-                    return Ok(self.echo_frames(&buf[payload..n])?.map(ReadStop::FrameTooLarge));
+                    turn.tally.read(n - payload); // the header's bytes are not the client's
+                    return Ok(self.echo_frames(&buf[payload..n], turn)?.map(ReadStop::FrameTooLarge));
                 }
             }
         }
@@ -289,11 +282,54 @@ impl Connection {
         self.phase == Phase::Header
     }
 
+    /// The drain loop of [`Connection::on_readable`].
+    fn read_and_echo(&mut self, buf: &mut [u8], drain: Drain, turn: &mut Turn<'_>) -> io::Result<ReadStop> {
+        let mut budget = READ_BUDGET;
+        while budget > 0 {
+            if self.phase != Phase::Open {
+                return Ok(ReadStop::Done);
+            }
+            // Never read more than we could keep if the kernel refused to take any of it back,
+            // nor more than this turn's budget.
+            let room = self.read_room(turn.cap).min(buf.len()).min(budget);
+            if room == 0 {
+                trace!(
+                    "token={} pending={} partial={} at cap: not reading (backpressure)",
+                    turn.token.0,
+                    self.pending_len(),
+                    self.partial().len()
+                );
+                return Ok(ReadStop::Done);
+            }
+            let n = match self.stream.read(&mut buf[..room]) {
+                Ok(0) => return self.peer_closed(turn),
+                Ok(n) => n,
+                Err(e) if would_block(&e) => {
+                    trace!("token={} read WouldBlock: drained", turn.token.0);
+                    return Ok(ReadStop::Done);
+                }
+                Err(e) if interrupted(&e) => continue, // a signal: retry
+                Err(e) => return Err(e),
+            };
+            trace!("token={} read n={n}", turn.token.0);
+            budget -= n;
+            turn.tally.read(n);
+            self.last_active = turn.now;
+            if let Some(oversize) = self.echo_frames(&buf[..n], turn)? {
+                return Ok(ReadStop::FrameTooLarge(oversize));
+            }
+            if n < room && drain == Drain::ToShortRead {
+                return Ok(ReadStop::Done); // short read: drained, a new edge will come
+            }
+        }
+        trace!("token={} read budget spent: yielding to other connections", turn.token.0);
+        Ok(ReadStop::BudgetSpent)
+    }
+
     /// The bytes this connection may still read: the cap, less what it holds (pending and
     /// partial frame alike, either of which a byte read may end in).
-    fn read_room(&self) -> usize {
-        // `pending`'s room is the cap less `pending`; the invariant keeps `partial` within it.
-        self.pending.room().saturating_sub(self.partial.len())
+    fn read_room(&self, cap: usize) -> usize {
+        cap.saturating_sub(self.held())
     }
 
     /// Echo the frames that `data` (one read, in the shared buffer) makes whole, and keep
@@ -301,29 +337,36 @@ impl Connection {
     ///
     /// The whole frames of this read go out in one write, straight from the shared buffer
     /// (no copy); a frame begun in an earlier read goes out in the same call (`writev`), its
-    /// start from `partial`. In raw mode all of `data` is whole: the plain echo.
-    fn echo_frames(&mut self, data: &[u8]) -> io::Result<Option<Oversize>> {
-        let split = self.framer.split(self.partial.as_slice(), data);
-        self.counts.frames(split.frames);
+    /// start from the partial frame. In raw mode all of `data` is whole: the plain echo.
+    fn echo_frames(&mut self, data: &[u8], turn: &mut Turn<'_>) -> io::Result<Option<Oversize>> {
+        let split = turn.framer.split(self.partial(), data);
+        turn.tally.frames(split.frames);
         let whole = &data[..split.whole];
-        if !whole.is_empty() && self.partial.is_empty() {
-            self.echo(whole)?;
+        if !whole.is_empty() && self.partial().is_empty() {
+            self.echo(whole, turn)?;
         } else if !whole.is_empty() {
-            let start = self.partial.take(); // freed once echoed (or copied to pending)
-            trace!("token={} frame whole: {} bytes held + {} read", self.token.0, start.len(), whole.len());
-            self.echo_pair(&start, whole)?;
+            let start = self.take_partial(); // freed once echoed (or copied to pending)
+            trace!("token={} frame whole: {} bytes held + {} read", turn.token.0, start.len(), whole.len());
+            self.echo_pair(&start, whole, turn)?;
         }
         let rest = &data[split.whole..];
         match split.rest {
             Rest::Partial if rest.is_empty() => {}
             Rest::Partial => {
-                self.partial.extend(rest, self.framer.frame_bound());
-                trace!("token={} partial frame: held={} (+{})", self.token.0, self.partial.len(), rest.len());
+                let extras = self.extras_mut(turn.cap);
+                extras.partial.extend(rest, turn.framer.frame_bound());
+                trace!(
+                    "token={} partial frame: held={} (+{})",
+                    turn.token.0,
+                    extras.partial.len(),
+                    rest.len()
+                );
             }
             Rest::TooLarge(oversize) => {
                 self.phase = Phase::Refused;
-                self.partial.take();
-                self.linger_once_flushed()?; // at once if nothing is pending, else after the flush
+                let refused = self.take_partial().len() + rest.len();
+                turn.tally.bytes_unsent += refused as u64; // read, and never to be echoed
+                self.linger_once_flushed(turn.token)?; // at once if nothing is pending, else after the flush
                 return Ok(Some(oversize)); // the loop counts it and logs it
             }
         }
@@ -332,27 +375,27 @@ impl Connection {
 
     /// `read` returned 0: the client half-closed. Read no more; what is pending still goes
     /// out, then the loop closes us (see [`Connection::interest`]).
-    fn peer_closed(&mut self) -> io::Result<ReadStop> {
-        trace!("token={} read EOF: client half-closed, pending={}", self.token.0, self.pending.len());
+    fn peer_closed(&mut self, turn: &mut Turn<'_>) -> io::Result<ReadStop> {
+        trace!("token={} read EOF: client half-closed, pending={}", turn.token.0, self.pending_len());
         self.phase = Phase::PeerClosed;
-        self.end_partial_frame_at_eof()?;
+        self.end_partial_frame_at_eof(turn)?;
         Ok(ReadStop::Done)
     }
 
     /// The client's EOF arrived: a last line without `\n` is whole now, so echo it; a
     /// length frame cut short can never be whole, so drop it, and say so.
-    fn end_partial_frame_at_eof(&mut self) -> io::Result<()> {
-        match self.framer.at_eof(self.partial.as_slice()) {
+    fn end_partial_frame_at_eof(&mut self, turn: &mut Turn<'_>) -> io::Result<()> {
+        match turn.framer.at_eof(self.partial()) {
             AtEof::Nothing => Ok(()),
             AtEof::Echo => {
-                let line = self.partial.take();
-                trace!("token={} EOF ends the last line: n={}", self.token.0, line.len());
-                self.counts.frames(1);
-                self.echo(&line)
+                let line = self.take_partial();
+                trace!("token={} EOF ends the last line: n={}", turn.token.0, line.len());
+                turn.tally.frames(1);
+                self.echo(&line, turn)
             }
             AtEof::Discard(n) => {
-                info!("{}: EOF in the middle of a frame: discarded its {n} bytes", self.peer);
-                self.partial.take();
+                info!("{}: EOF in the middle of a frame: discarded its {n} bytes", self.peer());
+                turn.tally.bytes_unsent += self.take_partial().len() as u64;
                 Ok(())
             }
         }
@@ -361,18 +404,18 @@ impl Connection {
     /// Lingering: read what the client still sends and drop it, until its EOF (then the
     /// phase says "closed by the peer", and with nothing pending the loop closes us), or
     /// until the client has acknowledged every byte we sent ([`linger::done`]).
-    fn discard_input(&mut self, buf: &mut [u8]) -> io::Result<ReadStop> {
+    fn discard_input(&mut self, buf: &mut [u8], token: Token) -> io::Result<ReadStop> {
         let (mut stop, mut budget) = (ReadStop::BudgetSpent, DISCARD_BUDGET);
         while budget > 0 {
             let room = buf.len().min(budget);
             match self.stream.read(&mut buf[..room]) {
                 Ok(0) => {
-                    trace!("token={} read EOF while lingering: closing", self.token.0);
+                    trace!("token={} read EOF while lingering: closing", token.0);
                     self.phase = Phase::PeerClosed;
                     return Ok(ReadStop::Done);
                 }
                 Ok(n) => {
-                    trace!("token={} lingering: discarded n={n}", self.token.0);
+                    trace!("token={} lingering: discarded n={n}", token.0);
                     budget -= n;
                 }
                 Err(e) if would_block(&e) => {
@@ -384,7 +427,7 @@ impl Connection {
             }
         }
         if linger::done(&self.stream.sock_ref()) {
-            trace!("token={} lingering: the client has every echo: closing", self.token.0);
+            trace!("token={} lingering: the client has every echo: closing", token.0);
             self.phase = Phase::PeerClosed; // nothing pending: the loop closes us
             return Ok(ReadStop::Done);
         }
@@ -393,36 +436,36 @@ impl Connection {
 
     /// Send `data` back: straight to the socket if nothing is queued ahead of it, else
     /// behind the pending bytes, so the order the client sent is the order it gets back.
-    fn echo(&mut self, data: &[u8]) -> io::Result<()> {
-        if !self.pending.is_empty() {
-            trace!("token={} queued n={} behind pending={}", self.token.0, data.len(), self.pending.len());
-            self.pending.push(data);
+    fn echo(&mut self, data: &[u8], turn: &mut Turn<'_>) -> io::Result<()> {
+        if self.pending_len() > 0 {
+            trace!("token={} queued n={} behind pending={}", turn.token.0, data.len(), self.pending_len());
+            self.extras_mut(turn.cap).pending.push(data);
             return Ok(());
         }
         let n = write_some(&mut self.stream, data)?;
-        self.counts.wrote(n);
+        turn.tally.wrote(n);
         if n < data.len() {
             // The kernel's send buffer is full: keep the rest; WRITABLE will tell us when
             // there is room again.
             trace!(
                 "token={} partial write n={n} of {}: pending={}",
-                self.token.0,
+                turn.token.0,
                 data.len(),
                 data.len() - n
             );
-            self.pending.push(&data[n..]);
+            self.extras_mut(turn.cap).pending.push(&data[n..]);
         } else {
-            trace!("token={} write n={n}", self.token.0);
+            trace!("token={} write n={n}", turn.token.0);
         }
         Ok(())
     }
 
     /// [`Connection::echo`] of `head` then `tail` in one gather write (`writev`) when nothing
     /// is pending: a frame whose start was held goes out in one call, like any other.
-    fn echo_pair(&mut self, head: &[u8], tail: &[u8]) -> io::Result<()> {
-        if !self.pending.is_empty() {
-            self.echo(head)?; // both queue behind what is pending
-            return self.echo(tail);
+    fn echo_pair(&mut self, head: &[u8], tail: &[u8], turn: &mut Turn<'_>) -> io::Result<()> {
+        if self.pending_len() > 0 {
+            self.echo(head, turn)?; // both queue behind what is pending
+            return self.echo(tail, turn);
         }
         let n = loop {
             match self.stream.write_vectored(&[IoSlice::new(head), IoSlice::new(tail)]) {
@@ -432,47 +475,58 @@ impl Connection {
                 Err(e) => return Err(e),
             }
         };
-        self.counts.wrote(n);
+        turn.tally.wrote(n);
         let total = head.len() + tail.len();
-        trace!("token={} write n={n} of {total} (held start + this read)", self.token.0);
+        trace!("token={} write n={n} of {total} (held start + this read)", turn.token.0);
         if n < head.len() {
-            self.pending.push(&head[n..]); // what the kernel refused waits, in order
-            self.pending.push(tail);
+            let pending = &mut self.extras_mut(turn.cap).pending;
+            pending.push(&head[n..]); // what the kernel refused waits, in order
+            pending.push(tail);
         } else if n < total {
-            self.pending.push(&tail[n - head.len()..]);
+            self.extras_mut(turn.cap).pending.push(&tail[n - head.len()..]);
         }
         Ok(())
     }
 
     /// Write pending bytes until they are all out or the kernel takes no more.
-    pub fn on_writable(&mut self, now: Instant) -> io::Result<()> {
-        while !self.pending.is_empty() {
-            let asked = self.pending.len();
-            let n = write_some(&mut self.stream, self.pending.front())?;
-            self.pending.consume(n);
-            self.counts.wrote(n);
-            if n > 0 {
-                self.last_active = now;
-            }
-            trace!("token={} write pending n={n} left={}", self.token.0, self.pending.len());
-            if n < asked {
-                // The send buffer filled up again. A further write would only say
-                // WouldBlock; the next WRITABLE edge brings us back.
-                break;
+    pub fn on_writable(&mut self, turn: &mut Turn<'_>) -> io::Result<()> {
+        let result = self.flush(turn);
+        self.release_if_empty();
+        result
+    }
+
+    /// The work of [`Connection::on_writable`].
+    fn flush(&mut self, turn: &mut Turn<'_>) -> io::Result<()> {
+        if let Some(extras) = &mut self.extras {
+            let pending = &mut extras.pending;
+            while !pending.is_empty() {
+                let asked = pending.len();
+                let n = write_some(&mut self.stream, pending.front())?;
+                pending.consume(n);
+                turn.tally.wrote(n);
+                if n > 0 {
+                    self.last_active = turn.now;
+                }
+                trace!("token={} write pending n={n} left={}", turn.token.0, pending.len());
+                if n < asked {
+                    // The send buffer filled up again. A further write would only say
+                    // WouldBlock; the next WRITABLE edge brings us back.
+                    break;
+                }
             }
         }
-        self.linger_once_flushed()
+        self.linger_once_flushed(turn.token)
     }
 
     /// Ended by the server (shutting down, refused) and everything is handed to the kernel:
     /// linger, or stay as we are if the kernel holds nothing for this socket either way
     /// (with nothing pending the loop closes us at once: an idle client need not delay the
     /// shutdown). The rule is `crate::lifecycle::linger`'s, as in every model.
-    fn linger_once_flushed(&mut self) -> io::Result<()> {
+    fn linger_once_flushed(&mut self, token: Token) -> io::Result<()> {
         let ended_by_us = matches!(self.phase, Phase::ShuttingDown | Phase::Refused);
         if ended_by_us
-            && self.pending.is_empty()
-            && linger::begin(&self.stream.sock_ref(), format_args!("token={}", self.token.0))?
+            && self.pending_len() == 0
+            && linger::begin(&self.stream.sock_ref(), format_args!("token={}", token.0))?
         {
             self.phase = Phase::Lingering;
         }
@@ -485,14 +539,14 @@ impl Connection {
     /// Every way out of backpressure changes this value (WRITABLE -> READABLE|WRITABLE or
     /// READABLE), and the loop reregisters on every change; `EPOLL_CTL_MOD` reports a socket
     /// that is already readable at once, so bytes that waited in the kernel are not forgotten.
-    pub fn interest(&self) -> Option<Interest> {
+    pub fn interest(&self, cap: usize) -> Option<Interest> {
         let reading = match self.phase {
             Phase::Header => true,
-            Phase::Open => self.read_room() > 0,
+            Phase::Open => self.read_room(cap) > 0,
             Phase::Lingering => true, // to see the client's EOF (and discard what precedes it)
             Phase::PeerClosed | Phase::Refused | Phase::ShuttingDown => false,
         };
-        let writing = !self.pending.is_empty();
+        let writing = self.pending_len() > 0;
         match (reading, writing) {
             (true, true) => Some(READ.add(Interest::WRITABLE)),
             (true, false) => Some(READ),
@@ -520,20 +574,19 @@ impl Connection {
     /// The server is shutting down: stop reading; what is pending still goes out, then
     /// we close, lingering first if the client is still sending or has not yet received
     /// everything. (A client that already half-closed is left to finish as before.)
-    pub fn stop_reading(&mut self) -> io::Result<()> {
+    pub fn stop_reading(&mut self, turn: &mut Turn<'_>) -> io::Result<()> {
         if self.phase == Phase::Open {
             self.phase = Phase::ShuttingDown;
         }
-        if !self.partial.is_empty() {
+        if !self.partial().is_empty() {
             // Its end will never be read now, so it can never be echoed whole.
-            info!(
-                "{}: shutting down in the middle of a frame: discarded its {} bytes",
-                self.peer,
-                self.partial.len()
-            );
-            self.partial.take();
+            let discarded = self.take_partial().len();
+            info!("{}: shutting down in the middle of a frame: discarded its {discarded} bytes", self.peer());
+            turn.tally.bytes_unsent += discarded as u64;
         }
-        self.linger_once_flushed()
+        let result = self.linger_once_flushed(turn.token);
+        self.release_if_empty();
+        result
     }
 
     /// The socket, for the registry.
@@ -541,30 +594,53 @@ impl Connection {
         &mut self.stream
     }
 
-    /// The client's address.
+    /// The client's address: the one a PROXY header named, else the socket's peer, asked of
+    /// the kernel (for a log line; a TCP socket already reset has none any more).
     pub fn peer(&self) -> Peer {
-        self.peer
+        match self.extras.as_ref().and_then(|extras| extras.client) {
+            Some(client) => client,
+            None => self.stream.peer(),
+        }
     }
 
-    /// When bytes last moved.
-    pub fn last_active(&self) -> Instant {
+    /// When bytes last moved (in the [`Phase::Header`] phase: the accept).
+    pub fn last_active(&self) -> Stamp {
         self.last_active
     }
 
-    /// Bytes (read, written back, still pending).
-    pub fn byte_counts(&self) -> (u64, u64, usize) {
-        (self.counts.bytes_in(), self.counts.bytes_out(), self.pending.len())
+    /// The bytes it holds, read and not yet echoed (pending, and a partial frame): what it
+    /// leaves unsent if it closes now.
+    pub fn held(&self) -> usize {
+        self.extras.as_ref().map_or(0, |extras| extras.pending.len() + extras.partial.len())
     }
 
-    /// The reads, frames and bytes moved since the last call, for the loop's statistics.
-    pub fn take_io(&mut self) -> IoTally {
-        self.counts.take()
+    /// Bytes waiting for the kernel to take them.
+    fn pending_len(&self) -> usize {
+        self.extras.as_ref().map_or(0, |extras| extras.pending.len())
     }
 
-    /// The connection is closing: the last of its counts, with every byte read and never
-    /// echoed (pending, a partial frame, a refused one) counted as unsent.
-    pub fn take_io_at_close(&mut self) -> IoTally {
-        self.counts.take_at_close()
+    /// The start of an unfinished frame (empty if none).
+    fn partial(&self) -> &[u8] {
+        self.extras.as_ref().map_or(&[], |extras| extras.partial.as_slice())
+    }
+
+    /// Hand the partial frame over (empty if none); the connection holds none after.
+    fn take_partial(&mut self) -> Vec<u8> {
+        self.extras.as_mut().map_or_else(Vec::new, |extras| extras.partial.take())
+    }
+
+    /// The extras, allocated now if this is the first time they are needed (`cap` bounds
+    /// the bytes they may hold).
+    fn extras_mut(&mut self, cap: usize) -> &mut Extras {
+        self.extras.get_or_insert_with(|| Box::new(Extras::new(cap)))
+    }
+
+    /// Free the extras once nothing in them is needed: back to 32 bytes. Called at the end
+    /// of every method that may have emptied them.
+    fn release_if_empty(&mut self) {
+        if self.extras.as_ref().is_some_and(|extras| extras.unneeded()) {
+            self.extras = None;
+        }
     }
 }
 
@@ -581,26 +657,76 @@ fn write_some(stream: &mut Stream, data: &[u8]) -> io::Result<usize> {
     }
 }
 
-/// The connection's state machine over real sockets, without a `Poll`: each test plays the
-/// loop (calls `on_readable` / `on_writable` as events would) and the client (the other end
-/// of a socket pair), and checks what the kernel and the client really got.
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::framing::Framing;
+    use crate::lifecycle::Clock;
     use crate::net::{SocketOptions, kernel_queues};
     use socket2::SockRef;
     use std::net::{Shutdown, TcpListener, TcpStream};
     use std::os::unix::net::UnixStream;
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
     const RAW: Framer = Framer::new(Framing::Raw, 1);
     /// A bound on every wait below: these tests never sleep for a result, they poll for it.
     const PATIENCE: Duration = Duration::from_secs(10);
 
+    /// A connection as the loop holds it: the limits it lends and the counts it keeps.
+    struct Served {
+        conn: Connection,
+        framer: Framer,
+        cap: usize,
+        clock: Clock,
+        /// Everything counted so far (never published).
+        tally: IoTally,
+    }
+
+    impl Served {
+        fn new(stream: Stream, framer: Framer, cap: usize) -> Served {
+            let clock = Clock::new(Instant::now());
+            let conn = Connection::new(stream, 0, false, cap, clock.stamp(Instant::now()));
+            Served { conn, framer, cap, clock, tally: IoTally::default() }
+        }
+
+        /// The connection, and what the loop lends it for one call.
+        fn parts(&mut self) -> (&mut Connection, Turn<'_>) {
+            let now = self.clock.stamp(Instant::now());
+            let turn =
+                Turn { token: Token(0), now, framer: self.framer, cap: self.cap, tally: &mut self.tally };
+            (&mut self.conn, turn)
+        }
+
+        fn readable(&mut self, buf: &mut [u8], drain: Drain) -> ReadStop {
+            let (conn, mut turn) = self.parts();
+            conn.on_readable(buf, drain, &mut turn).unwrap()
+        }
+
+        fn writable(&mut self) {
+            let (conn, mut turn) = self.parts();
+            conn.on_writable(&mut turn).unwrap();
+        }
+
+        fn interest(&self) -> Option<Interest> {
+            self.conn.interest(self.cap)
+        }
+
+        /// Bytes (read, written back, still pending).
+        fn byte_counts(&self) -> (u64, u64, usize) {
+            (self.tally.bytes_read, self.tally.bytes_echoed, self.conn.pending_len())
+        }
+    }
+
+    impl std::ops::Deref for Served {
+        type Target = Connection;
+        fn deref(&self) -> &Connection {
+            &self.conn
+        }
+    }
+
     /// Our end of a Unix socket pair as a connection (non-blocking, with a send buffer of
     /// `send_buffer` bytes if given), and the client's end.
-    fn unix_connection(framer: Framer, cap: usize, send_buffer: Option<usize>) -> (Connection, UnixStream) {
+    fn unix_connection(framer: Framer, cap: usize, send_buffer: Option<usize>) -> (Served, UnixStream) {
         let (ours, client) = UnixStream::pair().unwrap();
         ours.set_nonblocking(true).unwrap();
         if let Some(size) = send_buffer {
@@ -608,7 +734,7 @@ mod tests {
         }
         client.set_nonblocking(true).unwrap();
         let stream = Stream::from_fd(ours.into(), false);
-        (Connection::new(stream, Token(0), Peer(None), framer, cap, false, Instant::now()), client)
+        (Served::new(stream, framer, cap), client)
     }
 
     /// Bytes that say where they are: a lost or reordered byte cannot go unnoticed.
@@ -619,7 +745,7 @@ mod tests {
     /// The client reads (non-blocking) and the connection writes what it owes, as WRITABLE
     /// events would, until nothing is pending and the client has every byte echoed so far:
     /// `got`, everything the client has read.
-    fn client_takes_the_echo(conn: &mut Connection, client: &mut UnixStream, got: &mut Vec<u8>) {
+    fn client_takes_the_echo(conn: &mut Served, client: &mut UnixStream, got: &mut Vec<u8>) {
         let deadline = Instant::now() + PATIENCE;
         let mut buf = vec![0; 64 * 1024];
         while conn.byte_counts().2 > 0 || got.len() as u64 != conn.byte_counts().1 {
@@ -635,16 +761,16 @@ mod tests {
                 Err(e) if would_block(&e) => {}
                 Err(e) => panic!("client read: {e}"),
             }
-            conn.on_writable(Instant::now()).unwrap();
+            conn.writable();
         }
     }
 
     /// Readable events, as the loop handles them with `drain`: read and echo until the
     /// connection stops reading (not the budget), or `max_events`.
-    fn serve_readable(conn: &mut Connection, drain: Drain, max_events: usize) {
+    fn serve_readable(conn: &mut Served, drain: Drain, max_events: usize) {
         let mut buf = vec![0; 64 * 1024];
         for _ in 0..max_events {
-            if conn.on_readable(&mut buf, drain, Instant::now()).unwrap() == ReadStop::Done {
+            if conn.readable(&mut buf, drain) == ReadStop::Done {
                 return;
             }
         }
@@ -687,13 +813,10 @@ mod tests {
         }
         let mut buf = vec![0; 2 * READ_BUDGET];
         for turn in 1..=2 {
-            assert_eq!(
-                conn.on_readable(&mut buf, Drain::ToShortRead, Instant::now()).unwrap(),
-                ReadStop::BudgetSpent
-            );
+            assert_eq!(conn.readable(&mut buf, Drain::ToShortRead), ReadStop::BudgetSpent);
             assert_eq!(conn.byte_counts().0, (turn * READ_BUDGET) as u64, "turn {turn}");
         }
-        assert_eq!(conn.on_readable(&mut buf, Drain::ToWouldBlock, Instant::now()).unwrap(), ReadStop::Done);
+        assert_eq!(conn.readable(&mut buf, Drain::ToWouldBlock), ReadStop::Done);
         assert_eq!(conn.byte_counts().0, sent.len() as u64);
         let mut got = Vec::new();
         client_takes_the_echo(&mut conn, &mut client, &mut got);
@@ -774,11 +897,11 @@ mod tests {
             std::thread::yield_now();
         }
         let stream = Stream::from_fd(ours.into(), true);
-        let mut conn = Connection::new(stream, Token(0), Peer(None), RAW, 1 << 20, false, Instant::now());
+        let mut conn = Served::new(stream, RAW, 1 << 20);
         let mut buf = vec![0; 64 * 1024];
-        conn.on_readable(&mut buf, Drain::ToShortRead, Instant::now()).unwrap();
+        conn.readable(&mut buf, Drain::ToShortRead);
         assert_eq!(conn.byte_counts().0, 3, "the read stopped at the urgent mark, 4 bytes behind it");
-        conn.on_readable(&mut buf, Drain::ToWouldBlock, Instant::now()).unwrap();
+        conn.readable(&mut buf, Drain::ToWouldBlock);
         assert_eq!(conn.byte_counts(), (7, 7, 0));
         client.set_read_timeout(Some(PATIENCE)).unwrap();
         let mut echo = [0; 7];
@@ -812,6 +935,39 @@ mod tests {
         assert_eq!(conn.interest(), None, "finished: the loop closes it");
         let (read, echoed, _) = conn.byte_counts();
         assert_eq!(echoed, 3);
-        assert_eq!(conn.take_io_at_close().bytes_unsent, read - 3, "the refused bytes count as unsent");
+        assert_eq!(conn.tally.bytes_unsent, read - 3, "the refused bytes count as unsent");
+        assert_eq!(conn.held(), 0, "nothing left to count at close");
+    }
+
+    /// Bytes held only while they wait: a partial write or a frame's start allocates the
+    /// connection's `Extras`, and it is freed (back to 32 bytes, no heap) once they are gone.
+    #[test]
+    fn held_bytes_live_out_of_line_only_while_they_wait() {
+        let (mut conn, mut client) =
+            unix_connection(Framer::new(Framing::Line, 64 * 1024), 1 << 20, Some(4096));
+        assert!(conn.extras.is_none(), "a new connection holds nothing");
+        client.write_all(b"half a li").unwrap();
+        serve_readable(&mut conn, Drain::ToShortRead, 1);
+        assert_eq!(conn.partial(), b"half a li");
+        client.write_all(b"ne\n").unwrap();
+        serve_readable(&mut conn, Drain::ToShortRead, 1);
+        assert!(conn.extras.is_none(), "the frame went out whole: nothing held, no memory");
+        let sent = [b"x".repeat(48 * 1024), b"\n".to_vec()].concat();
+        client.write_all(&sent).unwrap();
+        serve_readable(&mut conn, Drain::ToShortRead, 4);
+        assert!(conn.extras.is_some() && conn.pending_len() > 0, "a partial write is held");
+        let mut got = Vec::new();
+        client_takes_the_echo(&mut conn, &mut client, &mut got);
+        assert_eq!(got.len(), b"half a line\n".len() + sent.len());
+        assert!(conn.extras.is_none(), "all out: freed");
+        assert_eq!(conn.tally.frames, 2);
+    }
+
+    /// A guard, not the measurement (that is `echoloop bench --mode idle` against the
+    /// server: docs/scale.md): an idle connection is 32 bytes, and growing it should be a
+    /// decision, made in docs/design.md ("What a connection costs").
+    #[test]
+    fn an_idle_connection_is_32_bytes() {
+        assert_eq!(std::mem::size_of::<Connection>(), 32);
     }
 }

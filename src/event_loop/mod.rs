@@ -42,21 +42,24 @@ use mio::{Events, Poll, Token, Waker};
 use slab::Slab;
 
 use crate::config::ServerConfig;
-use crate::framing::Oversize;
+use crate::framing::{Framer, Oversize};
 use crate::lifecycle::linger::LINGER_CHECK;
-use crate::lifecycle::{ConnId, IdleTimers, proxy_header, release_crowd, wait_limit};
+use crate::lifecycle::{Clock, ConnId, IdleTimers, proxy_header, release_crowd, wait_limit};
 use crate::listening::Listening;
 use crate::net::{AcceptBackoff, interrupted};
 use crate::notify::WatchdogTimer;
 use crate::shutdown::ShutdownHandle;
 use crate::stats::ClientEvent;
-use connection::{Connection, Drain, ReadStop};
+use connection::{Connection, Drain, ReadStop, Turn};
 use listeners::{Endpoint, Socket, Source, WAKER, listener_token};
 use names::{readiness, token_name};
 
 /// The shared read buffer: one per loop, not per connection. 64 KiB is what a loopback
 /// TCP segment burst typically delivers in one read, and what `peer-epoll` (crates/peers) uses.
 const READ_BUFFER: usize = 64 * 1024;
+
+/// Listeners one loop serves: a connection keeps its listener's number in 16 bits.
+const MAX_LISTENERS: usize = 1 << 16;
 
 /// Events taken from the kernel per `poll`. Large enough that 2000 busy connections need
 /// only a few polls per round; each slot is 12-16 bytes.
@@ -124,6 +127,12 @@ pub struct EventLoop {
     connections: Slab<Connection>,
     /// Every read lands here first; only leftovers of partial writes are copied out.
     read_buf: Box<[u8]>,
+    /// Where frames end, the same for every connection: lent to each in its [`Turn`].
+    framer: Framer,
+    /// The most bytes a connection may hold (`--max-pending`, raised to one whole frame).
+    cap: usize,
+    /// Milliseconds since the loop began: the connections' `last_active` stamps.
+    clock: Clock,
     /// Connections and UDP sockets that stopped reading because their budget ran out, to
     /// revisit after the next (non-blocking) poll. Reused between passes: no allocation.
     unfinished: Vec<Token>,
@@ -157,20 +166,28 @@ impl EventLoop {
         worker: usize,
     ) -> io::Result<Self> {
         let poll = Poll::new()?;
+        if listeners.len() > MAX_LISTENERS {
+            let msg = format!("{} listeners: one event loop serves at most {MAX_LISTENERS}", listeners.len());
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, msg));
+        }
         let endpoints = listeners
             .into_iter()
             .enumerate()
             .map(|(i, listening)| Endpoint::new(listening, i, config, poll.registry()))
             .collect::<io::Result<_>>()?;
         let waker = shutdown_waker(&poll, shutdown)?;
+        let clock = Clock::new(Instant::now());
         Ok(EventLoop {
             poll,
             endpoints,
             connections: Slab::new(),
             read_buf: vec![0; READ_BUFFER].into_boxed_slice(),
+            framer: config.framer(),
+            cap: config.connection_cap(),
+            clock,
             unfinished: Vec::new(),
-            idle: config.idle_timeout.map(IdleTimers::new),
-            header_deadlines: config.proxy_protocol.then(|| IdleTimers::new(config.proxy_timeout)),
+            idle: config.idle_timeout.map(|timeout| IdleTimers::new(timeout, clock)),
+            header_deadlines: config.proxy_protocol.then(|| IdleTimers::new(config.proxy_timeout, clock)),
             accept_backoff: AcceptBackoff::default(),
             grace_deadline: None,
             _waker: waker,
@@ -261,18 +278,23 @@ impl EventLoop {
             return;
         };
         let was_awaiting_header = conn.awaiting_header();
+        let mut turn = Turn {
+            token,
+            now: self.clock.stamp(now),
+            framer: self.framer,
+            cap: self.cap,
+            tally: &mut self.endpoints[conn.listener()].tally, // counted where it was accepted
+        };
         let mut io = || -> io::Result<ReadStop> {
             if ready.writable {
-                conn.on_writable(now)?;
+                conn.on_writable(&mut turn)?;
             }
             if ready.readable {
-                return conn.on_readable(&mut self.read_buf, ready.drain, now);
+                return conn.on_readable(&mut self.read_buf, ready.drain, &mut turn);
             }
             Ok(ReadStop::Done)
         };
         let result = io();
-        let endpoint = &mut self.endpoints[conn.listener()];
-        endpoint.tally.add(conn.take_io());
         if was_awaiting_header && !conn.awaiting_header() {
             self.header_done(token);
         }
@@ -310,7 +332,7 @@ impl EventLoop {
     /// nothing. The only place that calls `reregister`.
     fn update_interest(&mut self, token: Token) {
         let conn = &mut self.connections[token.0];
-        let Some(interest) = conn.interest() else {
+        let Some(interest) = conn.interest(self.cap) else {
             return self.close(token, "done");
         };
         if interest == conn.registered() {
@@ -336,21 +358,19 @@ impl EventLoop {
             timers.stop(ConnId(token.0));
         }
         let endpoint = &mut self.endpoints[conn.listener()];
+        // Read, and now never echoed: what was pending, and a partial frame. (A refused
+        // frame, or one cut short, was counted unsent when it was dropped.) Published before
+        // the close is counted, so that a statistics line that shows it gone shows all of its
+        // bytes too (a few atomic adds per close).
+        let unsent = conn.held();
+        endpoint.tally.bytes_unsent += unsent as u64;
+        endpoint.publish();
         if conn.awaiting_header() {
             proxy_header::refused(&endpoint.stats, conn.peer(), reason, Instant::now()); // never served
         } else {
             endpoint.stats.connection_closed();
         }
-        // Read, and now never echoed: what was pending, and also the bytes of a partial
-        // frame or of a refused one, which were read but never became pending.
-        endpoint.tally.add(conn.take_io_at_close());
-        let (bytes_in, bytes_out, pending) = conn.byte_counts();
-        debug!(
-            "token={} closed ({reason}) peer={} on {} read={bytes_in} echoed={bytes_out} unsent={pending}",
-            token.0,
-            conn.peer(),
-            endpoint.addr
-        );
+        debug!("token={} closed ({reason}) on {} unsent={unsent}", token.0, endpoint.addr);
         release_crowd(&mut self.connections);
     }
 
@@ -442,8 +462,12 @@ impl EventLoop {
         for token in self.tokens_where(Connection::awaiting_header) {
             self.close(token, "the server is stopping"); // never served: nothing to flush
         }
+        let stamp = self.clock.stamp(now);
         for token in self.tokens_where(|_| true) {
-            match self.connections[token.0].stop_reading() {
+            let conn = &mut self.connections[token.0];
+            let tally = &mut self.endpoints[conn.listener()].tally;
+            let mut turn = Turn { token, now: stamp, framer: self.framer, cap: self.cap, tally };
+            match conn.stop_reading(&mut turn) {
                 Ok(()) => self.update_interest(token),
                 Err(e) => self.close(token, &format!("error: {e}")),
             }

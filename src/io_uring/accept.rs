@@ -19,10 +19,10 @@ use io_uring::cqueue;
 use log::{debug, trace};
 
 use super::UringLoop;
-use super::connection::{Connection, peer_of};
+use super::connection::Connection;
 use super::op::Op;
 use crate::lifecycle::ConnId;
-use crate::net::{AfterAcceptError, Peer, StdListener, Stream, would_block};
+use crate::net::{AfterAcceptError, StdListener, Stream, would_block};
 
 impl UringLoop {
     /// Queue every listener's multishot accept that is not armed, unless paused; a closed
@@ -83,18 +83,16 @@ impl UringLoop {
         // SAFETY: `fd` was just accepted for us and nothing else owns it; the stream closes it.
         let stream = Stream::from_fd(unsafe { OwnedFd::from_raw_fd(fd) }, acceptor.is_tcp);
         // Multishot accept returns no address; it costs a `getpeername`, so we ask only when
-        // a log line will show it: a refusal, or debug logging (here, and in `close`).
-        if !acceptor.admission.admit(&stream.sock_ref(), stream.is_tcp(), || peer_of(&stream)) {
+        // a log line will show it: a refusal, or debug logging (below, and in `close`).
+        if !acceptor.admission.admit(&stream.sock_ref(), stream.is_tcp(), || stream.peer()) {
             return Ok(());
         }
-        let logged = log::log_enabled!(log::Level::Debug)
-            || log::log_enabled!(target: "echoloop::io_uring", log::Level::Debug);
-        let peer = if logged { peer_of(&stream) } else { Peer(None) };
         let entry = self.connections.vacant_entry();
         let key = entry.key();
-        let (framer, cap, proxy) =
-            (self.config.framer(), self.config.connection_cap(), self.config.proxy_protocol);
-        let mut conn = Connection::new(stream, peer, framer, cap, proxy, now).on_listener(i);
+        // A listener's number fits in 16 bits: `UringLoop::new` refuses more listeners.
+        let listener = u16::try_from(i).unwrap_or(u16::MAX);
+        let (proxy, stamp) = (self.config.proxy_protocol, self.clock.stamp(now));
+        let mut conn = Connection::new(stream, listener, proxy, self.cap, stamp);
         if let Some(timers) = &mut self.idle {
             timers.start(ConnId(key), now);
         }
@@ -105,12 +103,13 @@ impl UringLoop {
             conn.stop_receiving(); // accepted in the moment before the cancel took effect
         }
         entry.insert(conn);
-        let acceptor = &self.acceptors[i];
+        let (acceptor, conn) = (&self.acceptors[i], &self.connections[key]);
         if self.header_deadlines.is_some() {
             // Served (and counted open) once its PROXY header is whole: `UringLoop::header_done`.
-            debug!("fd={fd} accepted peer={peer} on {}: awaiting its PROXY header", acceptor.addr);
+            debug!("fd={fd} accepted peer={} on {}: awaiting its PROXY header", conn.peer(), acceptor.addr);
         } else {
-            debug!("fd={fd} opened peer={peer} on {} (open: {})", acceptor.addr, self.connections.len());
+            let open = self.connections.len();
+            debug!("fd={fd} opened peer={} on {} (open: {open})", conn.peer(), acceptor.addr);
         }
         self.advance(key)
     }

@@ -59,21 +59,25 @@ use slab::Slab;
 use crate::addr::ListenAddr;
 use crate::config::ServerConfig;
 use crate::error::Error;
+use crate::framing::Framer;
 use crate::lifecycle::linger::LINGER_CHECK;
-use crate::lifecycle::{Admission, ConnId, IdleTimers, proxy_header, release_crowd};
+use crate::lifecycle::{Admission, Clock, ConnId, IdleTimers, proxy_header, release_crowd};
 use crate::listening::Listening;
 use crate::net::{AcceptBackoff, ListenSocket, StdListener};
 use crate::notify::WatchdogTimer;
 use crate::shutdown::ShutdownHandle;
 use crate::stats::{ClientEvent, IoTally, Stats};
 use buffers::BufRing;
-use connection::{BufferUse, Connection, Phase, Sending};
+use connection::{BufferUse, Connection, Phase, Sending, Turn};
 use op::Op;
 use ring::Ring;
 
 /// After the grace period, how long cancelled requests may take to complete before we stop
 /// waiting (and leak their memory rather than free it under the kernel).
 const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+
+/// Listeners one loop serves: a connection keeps its listener's number in 16 bits.
+const MAX_LISTENERS: usize = 1 << 16;
 
 /// Can this kernel run the model? One line naming what is missing if not.
 pub(crate) fn probe() -> Result<(), Error> {
@@ -106,6 +110,12 @@ pub(crate) struct UringLoop {
     connections: Slab<Connection>,
     /// Idle deadlines, when `--idle-timeout` is on (slab key = `ConnId`); their only owner.
     idle: Option<IdleTimers>,
+    /// Milliseconds since the loop began: the connections' `last_active` stamps.
+    clock: Clock,
+    /// Where frames end, the same for every connection: lent to each in its [`Turn`].
+    framer: Framer,
+    /// The most a connection may hold (`--max-pending`, raised to one whole frame).
+    cap: usize,
     /// With `--proxy-protocol`: each connection's deadline for its whole PROXY header
     /// (its `last_active` stays its accept time until the header is whole).
     header_deadlines: Option<IdleTimers>,
@@ -148,6 +158,11 @@ impl UringLoop {
         config: &ServerConfig,
         shutdown: &ShutdownHandle,
     ) -> io::Result<UringLoop> {
+        if listeners.len() > MAX_LISTENERS {
+            let msg =
+                format!("{} listeners: one io_uring loop serves at most {MAX_LISTENERS}", listeners.len());
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, msg));
+        }
         let acceptors = listeners
             .into_iter()
             .map(|listening| match listening.socket {
@@ -169,14 +184,18 @@ impl UringLoop {
         let ring = Ring::new(receive_buffers(config)?)?;
         let wake = WakeFd::new(shutdown)?;
         debug!("io_uring: {} provided buffers of {} bytes", config.uring_buffers, config.uring_buffer_size);
+        let clock = Clock::new(Instant::now());
         Ok(UringLoop {
             ring,
             acceptors,
             accept_backoff: AcceptBackoff::default(),
             wake,
             connections: Slab::new(),
-            idle: config.idle_timeout.map(IdleTimers::new),
-            header_deadlines: config.proxy_protocol.then(|| IdleTimers::new(config.proxy_timeout)),
+            idle: config.idle_timeout.map(|timeout| IdleTimers::new(timeout, clock)),
+            clock,
+            framer: config.framer(),
+            cap: config.connection_cap(),
+            header_deadlines: config.proxy_protocol.then(|| IdleTimers::new(config.proxy_timeout, clock)),
             stopping: Stopping::No,
             completions: Vec::new(),
             ring_empty: 0,
@@ -225,20 +244,12 @@ impl UringLoop {
             Some(Op::Accept(i)) if i < self.acceptors.len() => self.on_accept(i, result, flags, now),
             Some(Op::Wake) => self.on_wake(now),
             Some(Op::Cancel) => Ok(()), // its target reports for itself
-            Some(Op::Recv(key)) => self.on_recv(key, result, flags, now).map(|()| self.count_io(key)),
-            Some(Op::Send(key)) => self.on_send(key, result, now).map(|()| self.count_io(key)),
+            Some(Op::Recv(key)) => self.on_recv(key, result, flags, now),
+            Some(Op::Send(key)) => self.on_send(key, result, now),
             Some(Op::Accept(_)) | None => {
                 warn!("io_uring: completion with unknown user_data {:#x}", cqe.user_data());
                 Ok(())
             }
-        }
-    }
-
-    /// Add what a connection's last completion moved to its listener's tally. (A connection
-    /// closed meanwhile had its counts taken in `finish_close`.)
-    fn count_io(&mut self, key: usize) {
-        if let Some(conn) = self.connections.get_mut(key) {
-            self.acceptors[conn.listener()].tally.add(conn.take_io());
         }
     }
 
@@ -281,10 +292,12 @@ impl UringLoop {
         now: Instant,
     ) -> io::Result<(Option<u16>, Option<String>)> {
         let conn = &mut self.connections[key];
+        let tally = &mut self.acceptors[conn.listener()].tally; // counted where it was accepted
+        let mut turn = Turn { now: self.clock.stamp(now), framer: self.framer, cap: self.cap, tally };
         conn.set_recv_armed(false);
         match (result, bid) {
             (n, Some(bid)) if n > 0 && conn.phase() == Phase::Header => {
-                let outcome = conn.received_header(self.ring.buffers.data(bid, n as usize), now);
+                let outcome = conn.received_header(self.ring.buffers.data(bid, n as usize), &mut turn);
                 if outcome == Ok(true) {
                     self.header_done(key);
                     self.count_oversize(key, now);
@@ -296,7 +309,7 @@ impl UringLoop {
             }
             (n, Some(bid)) if n > 0 => {
                 let data = self.ring.buffers.data(bid, n as usize);
-                let used = conn.received(data, bid, now);
+                let used = conn.received(data, bid, &mut turn);
                 self.count_oversize(key, now);
                 let conn = &mut self.connections[key];
                 let BufferUse::SendFromIt { len } = used else {
@@ -309,7 +322,7 @@ impl UringLoop {
             (n, None) if n > 0 => {
                 return Ok((None, Some("a recv completed without naming its buffer".into())));
             }
-            (0, _) => conn.received_eof(),
+            (0, _) => conn.received_eof(&mut turn),
             (e, _) => match -e {
                 libc::ENOBUFS => {
                     trace!("fd={} recv: the buffer ring was empty, recv again", conn.fd());
@@ -330,7 +343,7 @@ impl UringLoop {
     fn count_oversize(&mut self, key: usize, now: Instant) {
         let conn = &mut self.connections[key];
         let Some(oversize) = conn.take_oversize() else { return };
-        let peer = conn.named_peer();
+        let peer = conn.peer();
         let detail =
             || format!("{peer}: {oversize}: closing the connection after echoing the frames before it");
         self.acceptors[conn.listener()].stats.client_event(ClientEvent::FrameTooLarge, now, detail);
@@ -348,12 +361,14 @@ impl UringLoop {
             e if matches!(-e, libc::EAGAIN | libc::EINTR | libc::ECANCELED) => (0, None),
             e => (0, Some(io::Error::from_raw_os_error(-e))),
         };
+        let tally = &mut self.acceptors[conn.listener()].tally; // counted where it was accepted
+        let mut turn = Turn { now: self.clock.stamp(now), framer: self.framer, cap: self.cap, tally };
         match conn.sending() {
             Some(Sending::Provided { bid, len }) => {
-                conn.sent_from_buffer(taken, self.ring.buffers.data(bid, len), now);
+                conn.sent_from_buffer(taken, self.ring.buffers.data(bid, len as usize), &mut turn);
                 self.ring.buffers.provide(bid);
             }
-            Some(Sending::Outbox) => conn.sent_from_outbox(taken, now),
+            Some(Sending::Outbox) => conn.sent_from_outbox(taken, &mut turn),
             None => warn!("io_uring: key={key} send completion without a send in flight"),
         }
         match error {
@@ -382,7 +397,7 @@ impl UringLoop {
             // or leaked if the loop ends with requests in flight (`Drop for UringLoop`).
             unsafe { self.ring.send(fd, data, Op::Send(key))? };
         }
-        if let Some(len) = conn.recv_len(self.ring.buffers.buffer_size()) {
+        if let Some(len) = conn.recv_len(self.ring.buffers.buffer_size(), self.cap) {
             self.ring.recv_provided(fd, len, Op::Recv(key))?;
             conn.set_recv_armed(true);
         }
@@ -418,7 +433,7 @@ impl UringLoop {
 
     /// Free the slot, forget the idle timer, count the bytes, close the socket.
     fn finish_close(&mut self, key: usize) -> io::Result<()> {
-        let mut conn = self.connections.remove(key);
+        let conn = self.connections.remove(key);
         if let Some(timers) = &mut self.idle {
             timers.stop(ConnId(key));
         }
@@ -426,17 +441,15 @@ impl UringLoop {
             timers.stop(ConnId(key));
         }
         let acceptor = &mut self.acceptors[conn.listener()];
-        acceptor.tally.add(conn.take_io_at_close()); // what it owed counts as never echoed
+        let unsent = conn.unsent();
+        acceptor.tally.bytes_unsent += unsent as u64; // what it owed counts as never echoed
+        // Published before the close is counted, so that a statistics line that shows it
+        // gone shows all of its bytes too (a few atomic adds per close).
+        acceptor.stats.publish(&mut acceptor.tally);
         if !conn.awaiting_header() {
             acceptor.stats.connection_closed(); // a refused header was counted in `close`
         }
-        let (bytes_in, bytes_out, owed) = conn.byte_counts();
-        debug!(
-            "fd={} closed peer={} on {} read={bytes_in} echoed={bytes_out} unsent={owed}",
-            conn.fd(),
-            conn.peer(),
-            acceptor.addr
-        );
+        debug!("fd={} closed on {} unsent={unsent}", conn.fd(), acceptor.addr);
         release_crowd(&mut self.connections);
         Ok(())
     }

@@ -16,6 +16,9 @@
 //!
 //! Time is an argument (`now`), never read here, so the queue is tested without sockets or
 //! sleeping. The boundary: a deadline equal to `now` is due.
+//!
+//! Every connection carries its `last_active`, so it is a [`Stamp`] of 8 bytes (milliseconds
+//! on the loop's [`Clock`]) rather than an `Instant` of 16; the queue keeps stamps too.
 
 use std::collections::{BTreeSet, HashMap};
 use std::io;
@@ -25,26 +28,59 @@ use socket2::Socket;
 
 use super::ConnId;
 
+/// A loop's clock for stamps: milliseconds since the loop began. Copied freely (it is one
+/// `Instant`); every stamp a loop compares must come from the same clock.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    epoch: Instant,
+}
+
+/// A point in time in 8 bytes: whole milliseconds on a [`Clock`], rounded up, so that a
+/// deadline computed from a stamp is never earlier than the real one (at most 1 ms later).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Stamp(u64);
+
+impl Clock {
+    /// A clock whose time 0 is `epoch`; instants before it read as 0.
+    pub fn new(epoch: Instant) -> Clock {
+        Clock { epoch }
+    }
+
+    /// `at`, stamped.
+    pub fn stamp(&self, at: Instant) -> Stamp {
+        let since = at.saturating_duration_since(self.epoch);
+        Stamp(since.as_nanos().div_ceil(1_000_000) as u64)
+    }
+
+    /// The instant a stamp stands for.
+    pub fn instant(&self, stamp: Stamp) -> Instant {
+        self.epoch + Duration::from_millis(stamp.0)
+    }
+}
+
 /// The idle deadlines of the live connections, earliest first.
 #[derive(Debug)]
 pub struct IdleTimers {
     /// `--idle-timeout`.
     timeout: Duration,
+    /// The loop's clock: the connections' `last_active` stamps come from it.
+    clock: Clock,
     /// (deadline, connection), earliest first.
-    queue: BTreeSet<(Instant, ConnId)>,
+    queue: BTreeSet<(Stamp, ConnId)>,
     /// Each queued connection's deadline, so `stop` can find its queue entry.
-    deadlines: HashMap<ConnId, Instant>,
+    deadlines: HashMap<ConnId, Stamp>,
 }
 
 impl IdleTimers {
-    /// No connections yet; each will be closed after `timeout` without bytes moving.
-    pub fn new(timeout: Duration) -> Self {
-        IdleTimers { timeout, queue: BTreeSet::new(), deadlines: HashMap::new() }
+    /// No connections yet; each will be closed after `timeout` without bytes moving. Stamps
+    /// come from `clock`.
+    pub fn new(timeout: Duration, clock: Clock) -> Self {
+        IdleTimers { timeout, clock, queue: BTreeSet::new(), deadlines: HashMap::new() }
     }
 
     /// A connection opened at `now`: it expires at `now + timeout` unless active meanwhile.
     pub fn start(&mut self, id: ConnId, now: Instant) {
-        self.schedule(id, now + self.timeout);
+        self.schedule(id, self.clock.stamp(now + self.timeout));
     }
 
     /// A connection closed: forget it.
@@ -56,16 +92,17 @@ impl IdleTimers {
 
     /// The earliest deadline, for the poll timeout.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.queue.first().map(|&(deadline, _)| deadline)
+        self.queue.first().map(|&(deadline, _)| self.clock.instant(deadline))
     }
 
     /// The connections idle for the whole timeout at `now`; `last_active` tells when bytes
-    /// last moved on a connection. They are forgotten here; the loop closes them. Those that
-    /// were active since their entry was queued are queued again at their real deadline.
-    pub fn expired(&mut self, now: Instant, last_active: impl Fn(ConnId) -> Option<Instant>) -> Vec<ConnId> {
+    /// last moved on a connection (a stamp of this clock). They are forgotten here; the loop
+    /// closes them. Those that were active since their entry was queued are queued again at
+    /// their real deadline.
+    pub fn expired(&mut self, now: Instant, last_active: impl Fn(ConnId) -> Option<Stamp>) -> Vec<ConnId> {
         let mut expired = Vec::new();
         while let Some(&(deadline, id)) = self.queue.first() {
-            if deadline > now {
+            if self.clock.instant(deadline) > now {
                 break;
             }
             self.queue.pop_first();
@@ -73,8 +110,8 @@ impl IdleTimers {
             // The loop stops every closed connection, so `last_active` is there; if not,
             // the entry is simply dropped.
             let Some(active) = last_active(id) else { continue };
-            let real_deadline = active + self.timeout;
-            if real_deadline <= now {
+            let real_deadline = self.clock.stamp(self.clock.instant(active) + self.timeout);
+            if self.clock.instant(real_deadline) <= now {
                 expired.push(id);
             } else {
                 self.schedule(id, real_deadline);
@@ -89,7 +126,7 @@ impl IdleTimers {
         self.deadlines.len()
     }
 
-    fn schedule(&mut self, id: ConnId, deadline: Instant) {
+    fn schedule(&mut self, id: ConnId, deadline: Stamp) {
         self.queue.insert((deadline, id));
         self.deadlines.insert(id, deadline);
     }
@@ -109,18 +146,24 @@ mod tests {
 
     const TIMEOUT: Duration = Duration::from_secs(1);
 
+    /// Timers on a clock that starts at `t0`, and a stamp maker for that clock.
+    fn timers_at(t0: Instant) -> (IdleTimers, impl Fn(Instant) -> Option<Stamp>) {
+        let clock = Clock::new(t0);
+        (IdleTimers::new(TIMEOUT, clock), move |at| Some(clock.stamp(at)))
+    }
+
     #[test]
     fn due_in_deadline_order_and_boundary_is_due() {
         let t0 = Instant::now();
-        let mut timers = IdleTimers::new(TIMEOUT);
+        let (mut timers, stamp) = timers_at(t0);
         timers.start(ConnId(2), t0 + Duration::from_secs(1));
         timers.start(ConnId(1), t0);
         assert_eq!(timers.next_deadline(), Some(t0 + TIMEOUT));
-        let never_active = |_| Some(t0);
+        let never_active = |_| stamp(t0);
         assert!(timers.expired(t0, never_active).is_empty());
         assert_eq!(timers.expired(t0 + TIMEOUT, never_active), [ConnId(1)]);
         // Connection 2 opened at t0+1s, and was never active after: due at t0+2s.
-        let opened_late = |_| Some(t0 + Duration::from_secs(1));
+        let opened_late = |_| stamp(t0 + Duration::from_secs(1));
         assert!(timers.expired(t0 + Duration::from_millis(1999), opened_late).is_empty());
         assert_eq!(timers.expired(t0 + Duration::from_secs(2), opened_late), [ConnId(2)]);
         assert_eq!(timers.len(), 0);
@@ -129,23 +172,40 @@ mod tests {
     #[test]
     fn activity_pushes_the_deadline_back() {
         let t0 = Instant::now();
-        let mut timers = IdleTimers::new(TIMEOUT);
+        let (mut timers, stamp) = timers_at(t0);
         timers.start(ConnId(7), t0);
         let active_at = t0 + Duration::from_millis(600);
-        assert!(timers.expired(t0 + TIMEOUT, |_| Some(active_at)).is_empty());
+        assert!(timers.expired(t0 + TIMEOUT, |_| stamp(active_at)).is_empty());
         assert_eq!(timers.next_deadline(), Some(active_at + TIMEOUT));
-        assert_eq!(timers.expired(active_at + TIMEOUT, |_| Some(active_at)), [ConnId(7)]);
+        assert_eq!(timers.expired(active_at + TIMEOUT, |_| stamp(active_at)), [ConnId(7)]);
     }
 
     #[test]
     fn stop_removes_only_that_connection() {
         let t0 = Instant::now();
-        let mut timers = IdleTimers::new(TIMEOUT);
+        let (mut timers, stamp) = timers_at(t0);
         timers.start(ConnId(1), t0);
         timers.start(ConnId(2), t0);
         timers.stop(ConnId(1));
         timers.stop(ConnId(9)); // never started: nothing happens
         assert_eq!(timers.len(), 1);
-        assert_eq!(timers.expired(t0 + TIMEOUT, |_| Some(t0)), [ConnId(2)]);
+        assert_eq!(timers.expired(t0 + TIMEOUT, |_| stamp(t0)), [ConnId(2)]);
+    }
+
+    /// A stamp rounds up to the next millisecond, so an idle deadline computed from it is
+    /// never early: at most a millisecond late.
+    #[test]
+    fn stamps_round_up_and_never_make_a_deadline_early() {
+        let t0 = Instant::now();
+        let (mut timers, stamp) = timers_at(t0);
+        let active_at = t0 + Duration::from_micros(2_300);
+        assert_eq!(Clock::new(t0).instant(stamp(active_at).unwrap()), t0 + Duration::from_millis(3));
+        if let Some(before) = t0.checked_sub(Duration::from_secs(1)) {
+            assert_eq!(stamp(before), stamp(t0), "before the epoch reads as 0");
+        }
+        timers.start(ConnId(1), t0);
+        let just_before = active_at + TIMEOUT - Duration::from_micros(1);
+        assert!(timers.expired(just_before, |_| stamp(active_at)).is_empty());
+        assert_eq!(timers.expired(t0 + Duration::from_millis(1003), |_| stamp(active_at)), [ConnId(1)]);
     }
 }

@@ -37,7 +37,7 @@ use crate::net::RESERVED_SOURCE_PORTS;
 use crate::stats::{Datagrams, IoTally};
 
 pub use admission::Admission;
-pub use idle::IdleTimers;
+pub use idle::{Clock, IdleTimers, Stamp};
 
 /// A connection's number in its model's table (the slab key in the loops, the registry key
 /// in the blocking models): what timers and logs call it.

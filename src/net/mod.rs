@@ -15,10 +15,12 @@
 //! - `errors.rs`: the errors that are not failures (`would_block`, `interrupted`, `timed_out`).
 //! - `activation.rs`: the sockets passed in by the service manager.
 //! - `privileged.rs`: ports below 1024, without and with root.
+//! - `descriptors.rs`: the descriptor limit, raised to the hard one at start.
 //! - `udp_batch.rs`: many datagrams per system call, and trains the kernel splits or joins.
 
 mod accept_errors;
 mod activation;
+mod descriptors;
 mod errors;
 mod listener;
 mod options;
@@ -38,6 +40,7 @@ use socket2::{Domain, Socket, Type};
 use crate::addr::ListenAddr;
 pub use accept_errors::{ACCEPT_BACKOFF, AcceptBackoff, AfterAcceptError};
 pub use activation::{ActivationEnv, InheritedSocket, LISTEN_VARS, take_inherited_sockets};
+pub use descriptors::{DescriptorLimit, raise_descriptor_limit};
 pub use errors::{interrupted, timed_out, would_block};
 pub use listener::{ListenSocket, Listener, StdListener};
 pub use options::SocketOptions;
@@ -50,8 +53,10 @@ pub use udp_batch::{BATCH, Message, Offload, Receiver, Sender, Sent};
 /// that two of them cannot be set answering each other (CERT CA-1996-01).
 pub const RESERVED_SOURCE_PORTS: [u16; 5] = [0, 7, 13, 17, 19];
 
-/// The kernel's accept queue length we ask for (it is capped by net.core.somaxconn).
-const BACKLOG: i32 = 1024;
+/// The kernel's accept queue length we ask for: as long as the system allows, which is
+/// `net.core.somaxconn` (the kernel caps the request there; 4096 by default since Linux 5.4).
+/// So raising that one setting is all a burst of connections needs (docs/scale.md).
+const BACKLOG: i32 = i32::MAX;
 
 /// Add the address to an error, so the user sees which address failed and why.
 pub fn with_addr(addr: &ListenAddr, e: io::Error) -> io::Error {

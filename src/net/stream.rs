@@ -60,6 +60,14 @@ impl Stream {
         matches!(self, Stream::Tcp(_))
     }
 
+    /// The client's address, asked of the kernel (`getpeername`): for a log line, which is
+    /// rare enough that a connection need not carry the address (32 bytes) all its life. A
+    /// Unix client is unnamed, and a TCP socket already reset has no peer any more: `Peer(None)`.
+    pub fn peer(&self) -> Peer {
+        let addr = self.is_tcp().then(|| self.sock_ref().peer_addr().ok()?.as_socket()).flatten();
+        Peer(addr)
+    }
+
     /// Its descriptor, for requests that name it (io_uring).
     pub fn raw_fd(&self) -> RawFd {
         match self {

@@ -101,7 +101,12 @@ fn check_doc(session: &Session, trace: &str) {
 /// Run the scripted session against the real binary; return its normalised log, with a
 /// comment line before the lines each client step caused.
 fn record_session(session: &Session) -> String {
-    let bin = Bin::serve_env(&[("RUST_LOG", "echoloop=trace")], session.args);
+    // Started with a soft descriptor limit of 256, as if from a shell with a low `ulimit -n`,
+    // so that the line about raising it reads the same on every machine but for the number.
+    let args: Vec<&str> = std::iter::once("serve").chain(session.args.iter().copied()).collect();
+    let mut command = crate::scale::with_soft_limit(&args, 256);
+    command.env("RUST_LOG", "echoloop=trace");
+    let bin = Bin::spawn(command);
     let server_port = bin.tcp().port();
     let mut steps = Vec::new(); // (comment, number of log lines once the step is over)
     let mut step = |comment: &str, marker: &str| {
@@ -141,7 +146,9 @@ fn record_session(session: &Session) -> String {
     }
 
     let fd = accepted_fd(&log);
-    let lines: Vec<String> = log.lines().map(|line| normalise(line, server_port, client_port, fd)).collect();
+    let hard = crate::scale::hard_limit();
+    let lines: Vec<String> =
+        log.lines().map(|line| normalise(line, server_port, client_port, fd, hard)).collect();
     let mut trace = format!("$ RUST_LOG=echoloop=trace echoloop serve {}\n", session.args.join(" "));
     trace.push_str("listening on 127.0.0.1:<port>\n");
     let mut done = 0;
@@ -166,16 +173,18 @@ fn accepted_fd(log: &str) -> Option<u32> {
 }
 
 /// Drop the timestamp (`[2026-11-30T06:02:53Z INFO  ...` becomes `[INFO  ...`), replace the
-/// ports the OS picked with `<port>` (the server's) and `<client-port>`, and the accepted
-/// descriptor `fd` (which depends on what else the process has open) with `fd=<fd>`.
-fn normalise(line: &str, server_port: u16, client_port: u16, fd: Option<u32>) -> String {
+/// ports the OS picked with `<port>` (the server's) and `<client-port>`, the accepted
+/// descriptor `fd` (which depends on what else the process has open) with `fd=<fd>`, and
+/// this machine's hard descriptor limit with `<hard>`.
+fn normalise(line: &str, server_port: u16, client_port: u16, fd: Option<u32>, hard: u64) -> String {
     let line = match line.strip_prefix('[').and_then(|rest| rest.split_once(' ')) {
         Some((stamp, rest)) if stamp.ends_with('Z') && stamp.contains('T') => format!("[{rest}"),
         _ => line.to_string(),
     };
     let line = line
         .replace(&format!("127.0.0.1:{server_port}"), "127.0.0.1:<port>")
-        .replace(&format!("127.0.0.1:{client_port}"), "127.0.0.1:<client-port>");
+        .replace(&format!("127.0.0.1:{client_port}"), "127.0.0.1:<client-port>")
+        .replace(&format!("descriptor limit {hard} "), "descriptor limit <hard> ");
     match fd {
         Some(fd) => replace_number(&line, &format!("fd={fd}"), "fd=<fd>"),
         None => line,
@@ -211,18 +220,18 @@ fn normalise_drops_the_timestamp_the_ports_and_the_descriptor() {
     let line = "[2026-11-30T06:02:54Z DEBUG echoloop::event_loop::accept] token=0 opened \
                 peer=127.0.0.1:52320 (open: 1)";
     assert_eq!(
-        normalise(line, 37019, 52320, None),
+        normalise(line, 37019, 52320, None, 20000),
         "[DEBUG echoloop::event_loop::accept] token=0 opened peer=127.0.0.1:<client-port> (open: 1)"
     );
     assert_eq!(
-        normalise("[INFO  x] serving 127.0.0.1:37019", 37019, 1, None),
+        normalise("[INFO  x] serving 127.0.0.1:37019", 37019, 1, None, 20000),
         "[INFO  x] serving 127.0.0.1:<port>"
     );
     let log = "[2026-11-30T06:02:54Z TRACE echoloop::io_uring] completion accept on LISTENER \
                127.0.0.1:37019: fd=8 (more)";
     assert_eq!(accepted_fd(log), Some(8));
     assert_eq!(
-        normalise("[TRACE x] queue send fd=8 n=6 from fd=80, fd=8", 1, 2, Some(8)),
+        normalise("[TRACE x] queue send fd=8 n=6 from fd=80, fd=8", 1, 2, Some(8), 20000),
         "[TRACE x] queue send fd=<fd> n=6 from fd=80, fd=<fd>"
     );
 }

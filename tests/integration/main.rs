@@ -103,6 +103,8 @@ mod proxy_protocol;
 mod regression;
 /// Faults found by attacking the server: Unix socket files, the start-up signal window, the back-off log, limits.
 mod reliability;
+/// Many connections: descriptor limits raised by server and bench, --source, --active.
+mod scale;
 /// Graceful shutdown on SIGTERM / SIGINT, and the grace period.
 mod shutdown;
 /// UDP echo: every size, IPv6, reserved source ports, a full reply queue, usage errors.

@@ -17,6 +17,7 @@ use crate::run::{ChaosOptions, Load};
 use crate::scenario::Scenario;
 use crate::server::{self, Catalog, ServerSpec};
 use crate::single::{Mode, SingleOptions};
+use crate::source::Sources;
 use crate::target::{Address, DEFAULT_TARGET};
 
 /// `echoloop bench`: load a server and measure it, verifying every echoed byte; or, with
@@ -119,6 +120,16 @@ pub struct BenchArgs {
     /// Stream targets only; the hostile clients of --mode chaos send none.
     #[arg(long, value_enum, value_name = "VERSION")]
     proxy_protocol: Option<ProxyVersion>,
+    /// Open the TCP connections from these local addresses, in turn: 127.0.0.2-127.0.0.20,
+    /// or a list (127.0.0.2,127.0.0.3). Each address has its own ephemeral ports toward the
+    /// server, so N addresses hold N times the connections (bound with
+    /// IP_BIND_ADDRESS_NO_PORT; every 127.x.y.z is local on Linux).
+    #[arg(long, value_name = "ADDRS")]
+    source: Option<Sources>,
+    /// With --mode idle: N of the connections echo at --rate (with --size, for --duration)
+    /// while the rest stay idle; their latency is reported.
+    #[arg(long, value_name = "N", requires = "rate")]
+    active: Option<u32>,
     /// Busy-poll instead of sleeping in epoll_wait: round trips then exclude the load
     /// generator's own wake-up, at the price of a whole CPU.
     #[arg(long)]
@@ -132,7 +143,7 @@ pub struct BenchArgs {
     /// and print one side-by-side table.
     #[arg(long, conflicts_with_all = ["addr", "connections", "size", "pipeline", "mode", "spin", "rate",
                                       "framing", "hostile", "server_pid", "hdr_log", "csv", "interval",
-                                      "proxy_protocol"])]
+                                      "proxy_protocol", "source", "active"])]
     compare: bool,
     /// With --compare: which servers, by name, comma separated (default: all).
     #[arg(long, value_name = "NAMES", value_delimiter = ',', requires = "compare")]
@@ -202,8 +213,19 @@ impl BenchArgs {
         if self.proxy_protocol.is_some() && matches!(self.addr, Address::Udp(_)) {
             return Err(Error::Usage("--proxy-protocol is for stream targets, not udp:".into()));
         }
-        if self.rate.is_some() && self.mode == Mode::Idle {
-            return Err(Error::Usage("--rate is for messages or connections; --mode idle sends none".into()));
+        if self.rate.is_some() && self.mode == Mode::Idle && self.active.is_none() {
+            return Err(Error::Usage(
+                "--rate is for messages or connections; --mode idle sends none (but --active N do)".into(),
+            ));
+        }
+        let active = self.active.unwrap_or(0) as usize;
+        if self.active.is_some()
+            && (self.mode != Mode::Idle || active == 0 || active >= self.connections as usize)
+        {
+            return Err(Error::Usage(
+                "--active N is for --mode idle, with 0 < N < --connections (N of them echo, the rest stay idle)"
+                    .into(),
+            ));
         }
         if self.svg.is_some() && !self.find_max {
             return Err(Error::Usage("--svg draws --compare or --find-max".into()));
@@ -242,6 +264,8 @@ impl BenchArgs {
             intervals: self.intervals(),
             find_max: self.slo,
             svg: self.svg.clone(),
+            sources: self.source.clone(),
+            active,
         })
     }
 
@@ -599,6 +623,28 @@ mod tests {
         };
         assert_eq!(error.exit_code(), 2);
         assert!(parse(&["--mode", "idle", "--rate", "5"]).unwrap().single().is_err(), "idle sends nothing");
+        let crowd = [
+            "--mode",
+            "idle",
+            "-c",
+            "300",
+            "--active",
+            "20",
+            "--rate",
+            "1K",
+            "--source",
+            "127.0.0.2-127.0.0.5",
+        ];
+        let crowd = parse(&crowd).unwrap().single().unwrap();
+        assert_eq!((crowd.active, crowd.load.rate), (20, Some(1e3)));
+        assert_eq!(crowd.sources.map(|s| s.addrs().len()), Some(4));
+        let not_idle = ["--mode", "echo", "--active", "2", "--rate", "5"];
+        let all_active = ["--mode", "idle", "-c", "5", "--active", "5", "--rate", "5"];
+        for bad in [&not_idle[..], &all_active[..]] {
+            assert!(parse(bad).unwrap().single().is_err(), "{bad:?}");
+        }
+        assert!(parse(&["--mode", "idle", "--active", "5"]).is_err(), "--active needs --rate");
+        assert!(parse(&["--source", "127.0.0.9-127.0.0.2"]).is_err());
     }
 
     #[test]

@@ -22,7 +22,8 @@
 //!   times), `schedule` (open-loop pacing), `timer` (a pollable timerfd), `progress`,
 //!   `intervals` (the window cut into intervals: live lines, CSV, the HdrHistogram log),
 //!   `proxy` (the PROXY protocol header of `--proxy-protocol`).
-//! - `stream`: connecting and the mio stream; `run`: the engines (echo closed and open
+//! - `source` (`--source`: the local addresses connections come from, in turn);
+//!   `stream`: connecting and the mio stream; `run`: the engines (echo closed and open
 //!   loop, idle, churn, UDP, chaos with its hostile clients: connections, the event loops,
 //!   verification, timing, and the generator watching its own threads).
 //! - `findmax` (the search for the highest sustainable rate), `fairness` (small
@@ -31,11 +32,16 @@
 //!   echoes); `results`: what a comparison
 //!   measured, as plain data.
 //! - `report` (text, JSON, the table) and `chart` (the SVG), each reading only the results.
-//! - `single` and `compare`: the orchestration of a run; `args`: the command line.
+//! - `kmem` (the kernel's memory, from `/proc`) and `ceiling` (what limits the number of
+//!   connections here, in one line).
+//! - `single`, `crowd` (`--mode idle`: many connections held, `--active` ones beside) and
+//!   `compare`: the orchestration of a run; `args`: the command line.
 
 mod args;
+mod ceiling;
 mod chart;
 mod compare;
+mod crowd;
 mod error;
 mod fairness;
 mod findmax;
@@ -43,6 +49,7 @@ mod framing;
 mod histogram;
 mod human;
 mod intervals;
+mod kmem;
 mod pattern;
 mod procfs;
 mod progress;
@@ -54,6 +61,7 @@ mod scenario;
 mod schedule;
 mod server;
 mod single;
+mod source;
 mod stream;
 mod sys;
 mod target;

@@ -29,7 +29,7 @@ impl Progress {
 
     /// The connect phase begins: `total` connections to open.
     pub fn connecting(&self, total: u64) {
-        self.restyle("connecting {pos}/{len} [{bar:30}]", total);
+        self.restyle("connecting {pos}/{len} [{bar:30}] {per_sec}", total);
     }
 
     /// One more connection attempt is over.

@@ -6,13 +6,16 @@
 use std::io::{self, IsTerminal};
 use std::path::PathBuf;
 
+use crate::ceiling::Ceiling;
 use crate::chart;
+use crate::crowd;
 use crate::error::Error;
 use crate::findmax::{self, FindMaxReport, Slo, Step};
 use crate::intervals::{IntervalLog, IntervalOptions};
 use crate::progress::Progress;
 use crate::report::{self, JsonTarget};
 use crate::run::{self, ChaosOptions, Load};
+use crate::source::{self, Sources};
 use crate::sys;
 use crate::target::{Address, Target};
 
@@ -51,6 +54,10 @@ pub struct SingleOptions {
     pub find_max: Option<Slo>,
     /// `--svg PATH` (with `--find-max`).
     pub svg: Option<PathBuf>,
+    /// `--source`: the local addresses TCP connections come from, in turn.
+    pub sources: Option<Sources>,
+    /// `--active N` (idle mode): connections that echo beside the idle ones.
+    pub active: usize,
 }
 
 /// Check the request, run it, report; `Err` after a report means the run found problems.
@@ -70,7 +77,12 @@ pub fn run(options: &SingleOptions) -> Result<(), Error> {
         Target::Udp(addr) => udp(addr, options, &progress),
         _ if options.find_max.is_some() => find_max(&target, options, &progress),
         _ => {
+            install_sources(options, &target)?;
             sys::require_descriptors(needed_descriptors(options))?;
+            let ceiling = Ceiling::now(&target, needed_descriptors(options));
+            if ceiling.too_low() && options.mode != Mode::Idle {
+                progress.warn(&format!("warning: {ceiling}")); // the idle report says it anyway
+            }
             match options.mode {
                 Mode::Echo => echo(&target, options, &progress),
                 Mode::Idle => idle(&target, options, &progress),
@@ -158,20 +170,21 @@ fn find_max(target: &Target, options: &SingleOptions, progress: &Progress) -> Re
 }
 
 fn idle(target: &Target, options: &SingleOptions, progress: &Progress) -> Result<(), Error> {
-    let set = run::open_idle(
-        target,
-        options.load.connections,
-        options.load.framing,
-        options.load.proxy,
-        options.load.connect_timeout,
-        progress,
-    )?;
-    progress.finish();
-    eprintln!("holding {} connections for {:.1}s", set.held(), options.load.duration.as_secs_f64());
-    let mut report = set.hold(options.load.duration)?;
-    report.target = describe(options, target);
-    report::emit(&report, &options.json, report::idle_text(&report))?;
-    outcome(report.is_clean(), || report::idle_problems(&report))
+    let (load, pid) = (&options.load, options.chaos.server_pid);
+    let mut report = crowd::run(target, load.connections, options.active, load, pid, progress)?;
+    report.idle.target = describe(options, target);
+    report::emit(&report, &options.json, crowd::text(&report))?;
+    outcome(report.is_clean(), || report.problems())
+}
+
+/// `--source`: connect from these addresses, for the whole run (TCP targets only).
+fn install_sources(options: &SingleOptions, target: &Target) -> Result<(), Error> {
+    let Some(sources) = &options.sources else { return Ok(()) };
+    let Target::Tcp(addr) = target else {
+        return Err(Error::Usage(format!("--source is for TCP targets, not {target}")));
+    };
+    sources.check_family(*addr).map_err(Error::Usage)?;
+    source::install(sources.clone()).map_err(Error::Usage)
 }
 
 fn churn(target: &Target, options: &SingleOptions, progress: &Progress) -> Result<(), Error> {

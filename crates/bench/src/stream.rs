@@ -8,7 +8,7 @@
 //! stall the whole phase.
 
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
@@ -41,7 +41,7 @@ pub fn connect(
     let named = |e: io::Error| connect_error(target, e, limit);
     match target {
         Target::Tcp(addr) => {
-            let socket = TcpStream::connect_timeout(addr, limit).map_err(named)?;
+            let socket = crate::source::connect(addr, limit).map_err(named)?;
             // Our messages are whole requests: do not let Nagle hold them back.
             socket.set_nodelay(true)?;
             socket.set_read_timeout(Some(limit))?;
@@ -73,7 +73,8 @@ pub fn connect(
 pub fn connect_nonblocking(target: &Target, limit: Duration) -> io::Result<Stream> {
     match target {
         Target::Tcp(addr) => {
-            let socket = mio::net::TcpStream::connect(*addr).map_err(|e| connect_error(target, e, limit))?;
+            let socket =
+                crate::source::connect_nonblocking(*addr).map_err(|e| connect_error(target, e, limit))?;
             socket.set_nodelay(true)?;
             Ok(Stream::Tcp(socket))
         }
@@ -223,7 +224,7 @@ impl Source for Stream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::TcpListener;
+    use std::net::{TcpListener, TcpStream};
     use std::thread;
 
     const LIMIT: Duration = Duration::from_secs(5);

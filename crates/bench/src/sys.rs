@@ -68,19 +68,24 @@ pub fn connect_bottleneck(e: &io::Error) -> Option<String> {
              fewer --connections"
                 .to_string(),
         ),
+        libc::ENOMEM | libc::ENOBUFS => Some(
+            "the kernel is out of memory for sockets: free memory (MemAvailable in /proc/meminfo), or \
+             raise net.ipv4.tcp_mem if the sockets' buffers hit it, or use fewer --connections"
+                .to_string(),
+        ),
         _ => None,
     }
 }
 
 /// `/proc/sys/net/ipv4/ip_local_port_range`: the ports `connect` picks from.
-fn local_port_range() -> Option<(u32, u32)> {
+pub fn local_port_range() -> Option<(u32, u32)> {
     let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
     let mut ports = text.split_whitespace().map(|p| p.parse::<u32>().ok());
     Some((ports.next()??, ports.next()??))
 }
 
 /// The soft RLIMIT_NOFILE now.
-fn nofile_limit() -> Option<u64> {
+pub fn nofile_limit() -> Option<u64> {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes into the struct we own.
     (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0).then_some(limit.rlim_cur)

@@ -9,9 +9,12 @@ use crate::proxy::ProxyVersion;
 use crate::stream::{self, Stream};
 use crate::target::Target;
 
-/// The whole connect phase gives up after this long (or after one `--connect-timeout`,
-/// if that is longer).
+/// The whole connect phase gives up after this long (or after one `--connect-timeout`, or
+/// [`CONNECT_TIME_EACH`] per connection, if that is longer).
 const CONNECT_PHASE_LIMIT: Duration = Duration::from_secs(20);
+/// The connect phase's time per connection, for phases so large that 20 s would not do: a
+/// hundred thousand connections may take 100 s (a machine opens several thousand a second).
+const CONNECT_TIME_EACH: Duration = Duration::from_millis(1);
 
 /// The outcome of the connect phase.
 pub struct Connected {
@@ -47,7 +50,8 @@ pub fn connect_all(
 ) -> Connected {
     progress.connecting(count as u64);
     let start = Instant::now();
-    let phase_limit = CONNECT_PHASE_LIMIT.max(timeout);
+    let each = CONNECT_TIME_EACH.saturating_mul(u32::try_from(count).unwrap_or(u32::MAX));
+    let phase_limit = CONNECT_PHASE_LIMIT.max(timeout).max(each);
     let deadline = start + phase_limit;
     let mut streams = Vec::with_capacity(count);
     let (mut failed, mut first_error) = (0, None);

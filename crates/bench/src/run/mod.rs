@@ -22,7 +22,7 @@ mod udp_io;
 pub use chaos::{ChaosOptions, ChaosReport, run_chaos};
 pub use churn::{ChurnReport, run_churn};
 pub use generator::{Cpu, Delay, DelayKind, Generator};
-pub use idle::{IdleReport, open_idle};
+pub use idle::{IdleReport, IdleSet, open_idle};
 pub use udp::{UdpReport, run_udp};
 
 use std::io::{self, ErrorKind};
