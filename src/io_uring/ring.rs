@@ -11,8 +11,9 @@
 //! last one is the one without `IORING_CQE_F_MORE`. [`Ring`] counts requests in flight that
 //! way, so the loop knows when the kernel holds no pointer into our memory any more.
 
-use std::io;
-use std::os::fd::RawFd;
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use io_uring::types::{CancelBuilder, Fd, SubmitArgs, Timespec};
@@ -20,6 +21,7 @@ use io_uring::{IoUring, Probe, cqueue, opcode, squeue};
 
 use super::buffers::BufRing;
 use super::op::Op;
+use crate::config::UringRecv;
 use crate::lifecycle::wait_limit;
 use crate::net::interrupted;
 
@@ -156,6 +158,102 @@ fn can_register_buffer_ring(ring: &IoUring) -> bool {
 /// trying at once; so a recv armed on a quiet socket never fails for want of a buffer.
 const RECV_POLL_FIRST: u16 = 1;
 
+/// How connections receive, as chosen from `--uring-recv` and what the kernel offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RecvMode {
+    /// One recv per completion, armed again by the loop each time.
+    Single,
+    /// One multishot recv: a completion per provided buffer it fills, until the byte limit
+    /// it was armed with is reached (then a completion without `F_MORE`), or an error.
+    Multishot,
+    /// The same, but one completion may carry several buffers (a bundle).
+    Bundle,
+}
+
+impl RecvMode {
+    /// The mode `wanted` asks for on a kernel that can (`limit`) or cannot cap a multishot
+    /// recv's bytes, and has (`bundles`) or lacks recv bundles; or why it cannot be had. A
+    /// multishot recv without a cap is never used: it would receive past `--max-pending`.
+    pub(super) fn choose(wanted: UringRecv, limit: bool, bundles: bool) -> Result<RecvMode, String> {
+        let no_limit = |mode: &str| {
+            format!(
+                "--uring-recv {mode}: this kernel cannot cap a multishot recv's bytes \
+                 (IORING_RECV_MSHOT_LIM, Linux 6.17), and --max-pending would not hold without it"
+            )
+        };
+        match wanted {
+            UringRecv::Single => Ok(RecvMode::Single),
+            UringRecv::Multishot if limit => Ok(RecvMode::Multishot),
+            UringRecv::Bundle if limit && bundles => Ok(RecvMode::Bundle),
+            UringRecv::Auto if limit && bundles => Ok(RecvMode::Bundle),
+            UringRecv::Auto if limit => Ok(RecvMode::Multishot),
+            UringRecv::Auto => Ok(RecvMode::Single),
+            UringRecv::Bundle if limit => {
+                Err("--uring-recv bundle: this kernel lacks recv bundles (IORING_FEAT_RECVSEND_BUNDLE)"
+                    .into())
+            }
+            other => Err(no_limit(other.name())),
+        }
+    }
+
+    /// For the debug log: what each recv request does.
+    pub(super) fn describe(self) -> &'static str {
+        match self {
+            RecvMode::Single => "single-shot recvs, one buffer per completion, armed again each time",
+            RecvMode::Multishot => {
+                "multishot recvs (one buffer per completion), each capped at the room under --max-pending"
+            }
+            RecvMode::Bundle => {
+                "multishot recvs in bundles (several buffers per completion), each capped at the room \
+                 under --max-pending"
+            }
+        }
+    }
+}
+
+/// Where `sqe->optlen` lies in a submission entry: the kernel's `struct io_uring_sqe` (the
+/// UAPI layout, 64 bytes) has it at byte 44, in a union with `file_index`.
+const SQE_OPTLEN: usize = 44;
+const _: () = assert!(size_of::<squeue::Entry>() == 64);
+
+/// `entry`, a multishot recv, with its byte limit set: the kernel ends the recv (a completion
+/// without `F_MORE`) once it has received `limit` bytes, and a bundle never goes past it
+/// (`IORING_RECV_MSHOT_LIM`, Linux 6.17). The io-uring crate builds multishot recvs but has
+/// no setter for this field, so it is written here; kernels before it refuse the request
+/// with EINVAL, which [`caps_multishot_recv`] finds out before the server starts.
+fn with_byte_limit(mut entry: squeue::Entry, limit: u32) -> squeue::Entry {
+    // SAFETY: `squeue::Entry` is `#[repr(C)]` around the kernel's `io_uring_sqe` (the size is
+    // checked above), a plain-data struct, so bytes 44..48 are its `optlen` field, inside
+    // the entry; the write is unaligned-safe and touches nothing else.
+    unsafe { (&raw mut entry).cast::<u8>().add(SQE_OPTLEN).cast::<u32>().write_unaligned(limit) };
+    entry
+}
+
+/// Can this kernel cap a multishot recv's bytes? Asked of a small ring of its own: a capped
+/// recv of 1 byte on a socket pair holding 2 either completes with its last completion
+/// (capped), or is refused with EINVAL (an older kernel).
+fn caps_multishot_recv() -> bool {
+    let Ok(mut ring) = IoUring::new(4) else { return false };
+    let Ok(mut buffers) = BufRing::new(1, 64) else { return false };
+    if buffers.register(&ring).is_err() {
+        return false;
+    }
+    let answer = (|| {
+        let (ours, mut theirs) = UnixStream::pair().ok()?;
+        theirs.write_all(b"hi").ok()?;
+        let recv = opcode::RecvMulti::new(Fd(ours.as_raw_fd()), buffers.group()).build();
+        // SAFETY: the entry points at no memory of ours (a descriptor and a buffer group).
+        unsafe { ring.submission().push(&with_byte_limit(recv, 1)) }.ok()?;
+        ring.submit_and_wait(1).ok()?;
+        let cqe = ring.completion().next()?;
+        Some(cqe.result() > 0 && !cqueue::more(cqe.flags()))
+    })();
+    if answer != Some(true) || ring.submitter().unregister_buf_ring(buffers.group()).is_err() {
+        buffers.leak(); // a recv may still be armed on it: never free what the kernel may use
+    }
+    answer == Some(true)
+}
+
 /// The ring and the provided buffers registered with it, which must not be freed while the
 /// kernel may still write into them; the count of requests the kernel still holds says when.
 ///
@@ -168,6 +266,8 @@ pub(super) struct Ring {
     uring: IoUring,
     /// Receive buffers the kernel picks from.
     pub buffers: BufRing,
+    /// How [`Ring::recv`] receives.
+    recv_mode: RecvMode,
     /// Requests pushed whose final completion has not been taken yet.
     in_flight: usize,
 }
@@ -180,7 +280,10 @@ impl Ring {
     /// The ring starts disabled (`IORING_SETUP_R_DISABLED`): a single-issuer ring belongs to
     /// the thread that enables it, and the server is built on one thread (before `listening
     /// on`) but may run on another. [`Ring::enable`] hands it to the thread that runs it.
-    pub(super) fn new(buffers: BufRing) -> io::Result<Ring> {
+    ///
+    /// The receive mode is `wanted`, as far as the kernel has it (`--uring-recv auto`), or an
+    /// error that says what the kernel lacks (asked for by name).
+    pub(super) fn new(buffers: BufRing, wanted: UringRecv) -> io::Result<Ring> {
         let uring = IoUring::builder()
             .setup_cqsize(CQ_ENTRIES)
             .setup_r_disabled()
@@ -193,7 +296,10 @@ impl Ring {
                 IoUring::builder().setup_cqsize(CQ_ENTRIES).setup_r_disabled().build(SQ_ENTRIES)
             })
             .map_err(setup_refused)?;
-        let mut ring = Ring { uring, buffers, in_flight: 0 };
+        let bundles = uring.params().is_feature_recvsend_bundle();
+        let recv_mode = RecvMode::choose(wanted, caps_multishot_recv(), bundles)
+            .map_err(|e| io::Error::new(io::ErrorKind::Unsupported, e))?;
+        let mut ring = Ring { uring, buffers, recv_mode, in_flight: 0 };
         ring.buffers.register(&ring.uring).map_err(|e| {
             let count = ring.buffers.count();
             io::Error::new(
@@ -222,16 +328,42 @@ impl Ring {
         self.push_pointerless(&poll.build().user_data(op.encode()))
     }
 
-    /// Queue a recv of at most `len` bytes into whichever provided buffer is free when
-    /// bytes arrive (none is taken while the socket is quiet).
-    pub(super) fn recv_provided(&mut self, fd: RawFd, len: usize, op: Op) -> io::Result<()> {
-        let len = len.min(self.buffers.buffer_size()) as u32; // a buffer's size fits in 32 bits
-        log::trace!("queue recv fd={fd}: up to {len} bytes, into a provided buffer");
-        let recv = opcode::Recv::new(Fd(fd), std::ptr::null_mut(), len)
-            .buf_group(self.buffers.group())
-            .ioprio(RECV_POLL_FIRST)
-            .build()
-            .flags(squeue::Flags::BUFFER_SELECT);
+    /// How connections receive.
+    pub(super) fn recv_mode(&self) -> RecvMode {
+        self.recv_mode
+    }
+
+    /// Queue a recv of at most `room` bytes (more than 0) into whichever provided buffers are
+    /// free when bytes arrive (none is taken while the socket is quiet): single-shot, at
+    /// most one buffer; or multishot, as many completions as it takes to bring `room` bytes
+    /// (a buffer, or a bundle of them, each), then its last completion.
+    pub(super) fn recv(&mut self, fd: RawFd, room: usize, op: Op) -> io::Result<()> {
+        debug_assert!(room > 0, "a recv of nothing would be a recv without a limit");
+        let group = self.buffers.group();
+        let limit = u32::try_from(room).unwrap_or(u32::MAX); // 4 GiB: never reached in one go
+        let recv = match self.recv_mode {
+            RecvMode::Single => {
+                let len = room.min(self.buffers.buffer_size()) as u32; // a buffer's size fits in 32 bits
+                log::trace!("queue recv fd={fd}: up to {len} bytes, into a provided buffer");
+                opcode::Recv::new(Fd(fd), std::ptr::null_mut(), len)
+                    .buf_group(group)
+                    .ioprio(RECV_POLL_FIRST)
+                    .build()
+                    .flags(squeue::Flags::BUFFER_SELECT)
+            }
+            RecvMode::Multishot => {
+                log::trace!(
+                    "queue multishot recv fd={fd}: up to {limit} bytes in all, a provided buffer each"
+                );
+                with_byte_limit(opcode::RecvMulti::new(Fd(fd), group).build(), limit)
+            }
+            RecvMode::Bundle => {
+                log::trace!(
+                    "queue multishot recv fd={fd}: up to {limit} bytes in all, in bundles of provided buffers"
+                );
+                with_byte_limit(opcode::RecvMultiBundle::new(Fd(fd), group).build(), limit)
+            }
+        };
         self.push_pointerless(&recv.user_data(op.encode()))
     }
 
@@ -393,6 +525,33 @@ mod tests {
         assert!(Capability::BufferRing.describe().contains("5.19"));
         let no_ext_arg = Support { wait_timeout: false, ..ALL };
         assert_eq!(first_missing(&no_ext_arg), Some(Capability::WaitTimeout));
+    }
+
+    #[test]
+    fn a_multishot_recv_is_used_only_where_the_kernel_can_cap_it() {
+        use RecvMode::*;
+        assert_eq!(RecvMode::choose(UringRecv::Auto, true, true), Ok(Bundle));
+        assert_eq!(RecvMode::choose(UringRecv::Auto, true, false), Ok(Multishot));
+        assert_eq!(RecvMode::choose(UringRecv::Auto, false, true), Ok(Single), "no cap: single-shot");
+        assert_eq!(RecvMode::choose(UringRecv::Single, true, true), Ok(Single));
+        assert_eq!(RecvMode::choose(UringRecv::Multishot, true, true), Ok(Multishot));
+        let refused = RecvMode::choose(UringRecv::Multishot, false, true).unwrap_err();
+        assert!(refused.contains("--uring-recv multishot") && refused.contains("6.17"), "{refused}");
+        let refused = RecvMode::choose(UringRecv::Bundle, true, false).unwrap_err();
+        assert!(refused.contains("bundles"), "{refused}");
+    }
+
+    /// The field written is the kernel's `optlen`, and nothing else changes.
+    #[test]
+    fn the_byte_limit_lands_in_optlen_alone() {
+        let plain = opcode::RecvMulti::new(Fd(7), 0).build().user_data(9);
+        let limited = with_byte_limit(plain.clone(), 0x0102_0304);
+        // SAFETY: both are 64 plain bytes (checked at compile time above).
+        let bytes = |entry: &squeue::Entry| unsafe { *(entry as *const squeue::Entry).cast::<[u8; 64]>() };
+        let (before, after) = (bytes(&plain), bytes(&limited));
+        assert_eq!(after[SQE_OPTLEN..SQE_OPTLEN + 4], 0x0102_0304u32.to_ne_bytes());
+        assert_eq!(before[..SQE_OPTLEN], after[..SQE_OPTLEN]);
+        assert_eq!(before[SQE_OPTLEN + 4..], after[SQE_OPTLEN + 4..]);
     }
 
     #[test]
