@@ -14,10 +14,11 @@
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::ptr::NonNull;
 use std::time::Duration;
 
 use io_uring::types::{CancelBuilder, Fd, SubmitArgs, Timespec};
-use io_uring::{IoUring, Probe, cqueue, opcode, squeue};
+use io_uring::{IoUring, Probe, Submitter, cqueue, opcode, squeue};
 
 use super::buffers::BufRing;
 use super::op::Op;
@@ -263,7 +264,7 @@ fn caps_multishot_recv() -> bool {
 /// `Drop`). A send out of a connection's own memory is the one request whose pointer the
 /// caller must keep alive, so it is the one `unsafe fn`.
 pub(super) struct Ring {
-    uring: IoUring,
+    uring: Uring,
     /// Receive buffers the kernel picks from.
     pub buffers: BufRing,
     /// How [`Ring::recv`] receives.
@@ -299,8 +300,8 @@ impl Ring {
         let bundles = uring.params().is_feature_recvsend_bundle();
         let recv_mode = RecvMode::choose(wanted, caps_multishot_recv(), bundles)
             .map_err(|e| io::Error::new(io::ErrorKind::Unsupported, e))?;
-        let mut ring = Ring { uring, buffers, recv_mode, in_flight: 0 };
-        ring.buffers.register(&ring.uring).map_err(|e| {
+        let mut ring = Ring { uring: Uring::new(uring), buffers, recv_mode, in_flight: 0 };
+        ring.buffers.register(ring.uring.io()).map_err(|e| {
             let count = ring.buffers.count();
             io::Error::new(
                 e.kind(),
@@ -310,9 +311,12 @@ impl Ring {
         Ok(ring)
     }
 
-    /// Make the calling thread the ring's only submitter and let requests in.
+    /// Make the calling thread the ring's only submitter and let requests in; then register
+    /// the ring's descriptor with this thread, if the kernel lets us (see [`Uring`]).
     pub(super) fn enable(&mut self) -> io::Result<()> {
-        self.uring.submitter().register_enable_rings()
+        self.uring.io().submitter().register_enable_rings()?;
+        self.uring.register_descriptor();
+        Ok(())
     }
 
     /// Queue the multishot accept on `listener`: a completion per accepted connection.
@@ -422,10 +426,11 @@ impl Ring {
     /// # Safety
     /// Every pointer in `entry` must stay valid until its final completion is taken.
     unsafe fn push(&mut self, entry: &squeue::Entry) -> io::Result<()> {
-        // SAFETY: the caller keeps what `entry` points to alive until its completion.
-        while unsafe { self.uring.submission().push(entry) }.is_err() {
+        // SAFETY: the caller keeps what `entry` points to alive until its completion; the
+        // queue is borrowed only for this push, so no other `SubmissionQueue` exists.
+        while unsafe { self.uring.io().submission_shared().push(entry) }.is_err() {
             log::trace!("enter: the submission queue is full: submit {SQ_ENTRIES}, wait 0");
-            match self.uring.submit() {
+            match self.uring.with_submitter(|submitter| submitter.submit()) {
                 Ok(_) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
                     // The completion queue overflowed: the kernel takes no more until we
@@ -446,15 +451,16 @@ impl Ring {
     pub(super) fn enter(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         log::trace!(
             "enter: submit {}, wait 1 (timeout {})",
-            self.uring.submission().len(),
+            // SAFETY: borrowed for this length alone: no other `SubmissionQueue` exists.
+            unsafe { self.uring.io().submission_shared() }.len(),
             wait_limit(timeout)
         );
         let result = match timeout {
-            None => self.uring.submit_and_wait(1),
+            None => self.uring.with_submitter(|submitter| submitter.submit_and_wait(1)),
             Some(timeout) => {
                 let ts = Timespec::from(timeout);
                 let args = SubmitArgs::new().timespec(&ts);
-                self.uring.submitter().submit_with_args(1, &args)
+                self.uring.with_submitter(|submitter| submitter.submit_with_args(1, &args))
             }
         };
         let why = match result {
@@ -472,7 +478,8 @@ impl Ring {
     /// new requests while they look at them).
     pub(super) fn reap(&mut self, into: &mut Vec<cqueue::Entry>) {
         into.clear();
-        into.extend(self.uring.completion());
+        // SAFETY: borrowed for this loop alone: no other `CompletionQueue` exists.
+        into.extend(unsafe { self.uring.io().completion_shared() });
         let finished = into.iter().filter(|cqe| !cqueue::more(cqe.flags())).count();
         debug_assert!(finished <= self.in_flight, "more final completions than requests");
         self.in_flight = self.in_flight.saturating_sub(finished);
@@ -496,10 +503,80 @@ impl Drop for Ring {
             self.buffers.leak();
             return;
         }
-        if let Err(e) = self.uring.submitter().unregister_buf_ring(self.buffers.group()) {
+        if let Err(e) = self.uring.io().submitter().unregister_buf_ring(self.buffers.group()) {
             log::debug!("io_uring: unregistering the buffer ring: {e}");
             self.buffers.leak();
         }
+    }
+}
+
+/// The io_uring, and the [`Submitter`] that enters it by its *registered* descriptor.
+///
+/// `io_uring_enter` names the ring by a descriptor, which the kernel looks up on every call
+/// (and, in a process with other threads, counts a reference to); registering it
+/// (`IORING_REGISTER_RING_FDS`, Linux 5.18) lets each call name the ring by its index in
+/// this thread's table instead. The io-uring crate keeps that index in the `Submitter` that
+/// registered it, so that submitter must live as long as the ring: the ring is kept on the
+/// heap, behind a pointer, and the submitter borrows it from there until `Drop` lets go of
+/// both, the submitter first.
+struct Uring {
+    /// From `Box::into_raw`; freed in `Drop`, never moved meanwhile.
+    ring: NonNull<IoUring>,
+    /// The submitter holding the registered index, once [`Uring::register_descriptor`] ran.
+    registered: Option<Submitter<'static>>,
+}
+
+impl Uring {
+    fn new(ring: IoUring) -> Uring {
+        Uring { ring: NonNull::from(Box::leak(Box::new(ring))), registered: None }
+    }
+
+    /// The ring.
+    fn io(&self) -> &IoUring {
+        // SAFETY: the ring lives, unmoved, until `Drop`; only shared references are made.
+        unsafe { self.ring.as_ref() }
+    }
+
+    /// `f` with the submitter that enters by the registered index, or with a plain one.
+    fn with_submitter<R>(&self, f: impl FnOnce(&Submitter<'_>) -> R) -> R {
+        match &self.registered {
+            Some(registered) => f(registered),
+            None => f(&self.io().submitter()),
+        }
+    }
+
+    /// Register the ring's descriptor with the calling thread (the one that runs the loop:
+    /// the index is valid in this thread alone). Where the kernel refuses, say so and go on
+    /// by the descriptor: it is a saving, not a need.
+    fn register_descriptor(&mut self) {
+        // SAFETY: the submitter borrows the ring, which stays where it is until `Drop`, and
+        // `Drop` drops the submitter before it frees the ring: 'static is never relied on.
+        let ring: &'static IoUring = unsafe { &*self.ring.as_ptr() };
+        let mut submitter = ring.submitter();
+        match submitter.register_ring_fd() {
+            Ok(()) => {
+                log::debug!("io_uring: ring descriptor registered: each enter names it by index");
+                self.registered = Some(submitter);
+            }
+            Err(e) => log::debug!("io_uring: ring descriptor not registered ({e}): entering by descriptor"),
+        }
+    }
+}
+
+// SAFETY: the ring (`IoUring` is `Send`) and the submitter's pointers into it are owned by
+// this value alone and move with it. A registered index moved to another thread would be
+// refused there by the kernel (it checks the calling thread's table), never misused.
+unsafe impl Send for Uring {}
+
+impl Drop for Uring {
+    fn drop(&mut self) {
+        if let Some(mut registered) = self.registered.take()
+            && let Err(e) = registered.unregister_ring_fd()
+        {
+            log::debug!("io_uring: unregistering the ring descriptor: {e}");
+        }
+        // SAFETY: made by `Box::leak` in `new`, freed once, after the submitter is gone.
+        drop(unsafe { Box::from_raw(self.ring.as_ptr()) });
     }
 }
 
