@@ -550,7 +550,8 @@ mod tests {
         assert!(config.validate().unwrap_err().contains("apply to the io-uring model, not event-loop"));
         let config = ServerConfig { uring_recv: UringRecv::Single, ..Default::default() };
         assert!(config.validate().unwrap_err().contains("--uring-recv applies to the io-uring model"));
-        let config = ServerConfig { model: Model::IoUring, uring_recv: UringRecv::Bundle, ..Default::default() };
+        let config =
+            ServerConfig { model: Model::IoUring, uring_recv: UringRecv::Bundle, ..Default::default() };
         assert_eq!(config.validate(), Ok(()));
     }
 

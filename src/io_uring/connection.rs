@@ -37,7 +37,7 @@
 //!
 //! **What a connection costs.** A connection waiting for its client (most of them, most of
 //! the time) has a recv armed and owes nothing: 40 bytes here, its socket, when bytes last
-//! moved, the send in flight, which listener accepted it, its phase and two flags, and one
+//! moved, the send in flight, which listener accepted it, its phase and three flags, and one
 //! pointer to what it needs only now and then ([`Extras`]: the outbox and the pending bytes
 //! beyond a send straight from a provided buffer, a frame's start, a PROXY header being
 //! received, the client it named), allocated when first needed and freed when nothing in it
