@@ -21,7 +21,7 @@
 //! A *bundle* (`IORING_RECVSEND_BUNDLE`) is one completion for several buffers: the kernel
 //! names the first, and the others are the entries after it in ring order, each filled
 //! whole but the last. So we keep a copy of which buffer sits in which entry
-//! ([`BufRing::bundle_part`]). An entry is written again only after the kernel has consumed
+//! ([`BufRing::filled`]). An entry is written again only after the kernel has consumed
 //! it and we have given its buffer back, which we do only after reading the completion
 //! that named it: the copy still holds a bundle's entries when its completion is read.
 
@@ -112,16 +112,16 @@ impl BufRing {
             .store(self.tail, Ordering::Release);
     }
 
-    /// Where in the ring buffer `bid` was last put: read when its completion arrives, before
-    /// any buffer is given back (giving `bid` back moves it).
-    pub(crate) fn entry_of(&self, bid: u16) -> usize {
-        usize::from(self.entry_of_bid[usize::from(bid)])
+    /// The buffers a completion that named `first` filled with `n` bytes: one, or a bundle.
+    /// Taken before any buffer is given back (giving `first` back moves it in the ring).
+    pub(crate) fn filled(&self, first: u16, n: usize) -> Filled {
+        Filled { entry: usize::from(self.entry_of_bid[usize::from(first)]), next: 0, left: n }
     }
 
     /// The buffer in the ring `i` entries after `entry`, and its length as the kernel left it
     /// there (the kernel may shorten an entry it takes part of; each buffer of a bundle is
     /// filled to that length, but the last).
-    pub(crate) fn bundle_part(&self, entry: usize, i: usize) -> (u16, usize) {
+    fn bundle_part(&self, entry: usize, i: usize) -> (u16, usize) {
         let slot = (entry + i) & usize::from(self.count - 1);
         let base = self.entries.addr().cast::<BufRingEntry>();
         // SAFETY: `slot < count`, inside the mapping. The kernel consumed this entry before
@@ -149,6 +149,35 @@ impl BufRing {
     pub(crate) fn leak(&mut self) {
         self.entries.leaked = true;
         self.pool.leaked = true;
+    }
+}
+
+/// The buffers of one completion, in order: a cursor rather than an iterator, so that the
+/// caller may give each buffer back (change the ring) before it asks for the next.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Filled {
+    /// The ring entry of the first buffer.
+    entry: usize,
+    /// How many buffers were handed out so far.
+    next: usize,
+    /// Bytes not handed out yet.
+    left: usize,
+}
+
+impl Filled {
+    /// The next buffer and the bytes it holds; the first buffer is handed out even when the
+    /// completion brought no bytes (it still named it, so it is ours to give back).
+    pub(crate) fn next(&mut self, buffers: &BufRing) -> Option<(u16, usize)> {
+        if self.next > 0 && self.left == 0 {
+            return None;
+        }
+        let (bid, len) = buffers.bundle_part(self.entry, self.next);
+        if self.next > 0 && len == 0 {
+            return None; // never expected: the kernel skips empty entries
+        }
+        let len = len.min(self.left);
+        (self.next, self.left) = (self.next + 1, self.left - len);
+        Some((bid, len))
     }
 }
 
@@ -220,13 +249,12 @@ mod tests {
         assert_eq!((entry.bid(), tail), (2, 5));
         assert_eq!(ring.data(3, 100).len(), 100);
         ring.provide(0); // slot 1
-        let entry = ring.entry_of(3);
-        assert_eq!(ring.bundle_part(entry, 0), (3, 100));
-        assert_eq!(
-            ring.bundle_part(entry, 1),
-            (2, 100),
-            "after slot 3 comes slot 0 (wrapped), holding buffer 2"
-        );
-        assert_eq!(ring.bundle_part(entry, 2), (0, 100));
+        let mut bundle = ring.filled(3, 250);
+        assert_eq!(bundle.next(&ring), Some((3, 100)));
+        assert_eq!(bundle.next(&ring), Some((2, 100)), "after slot 3 comes slot 0 (wrapped): buffer 2");
+        assert_eq!(bundle.next(&ring), Some((0, 50)), "the last one, part full");
+        assert_eq!(bundle.next(&ring), None);
+        let mut nothing = ring.filled(3, 0);
+        assert_eq!((nothing.next(&ring), nothing.next(&ring)), (Some((3, 0)), None), "named, so given back");
     }
 }

@@ -299,24 +299,18 @@ impl UringLoop {
         n: usize,
         now: Instant,
     ) -> io::Result<Option<String>> {
-        let entry = self.ring.buffers.entry_of(first); // before `first` is given back
-        let (mut left, mut failure) = (n, None);
-        for i in 0.. {
-            let (bid, len) = self.ring.buffers.bundle_part(entry, i);
-            let len = len.min(left);
-            left -= len;
+        let mut filled = self.ring.buffers.filled(first, n);
+        let mut failure = None;
+        while let Some((bid, len)) = filled.next(&self.ring.buffers) {
             if failure.is_some() {
                 self.ring.buffers.provide(bid); // after a failure: back unread
-            } else {
-                let (give_back, why) = self.received(key, bid, len, now)?;
-                if let Some(bid) = give_back {
-                    self.ring.buffers.provide(bid);
-                }
-                failure = why;
+                continue;
             }
-            if left == 0 || len == 0 {
-                break; // (an empty entry cannot be: the kernel skips them)
+            let (give_back, why) = self.received(key, bid, len, now)?;
+            if let Some(bid) = give_back {
+                self.ring.buffers.provide(bid);
             }
+            failure = why;
         }
         Ok(failure)
     }
@@ -325,15 +319,9 @@ impl UringLoop {
     /// bytes from `first` on (at least `first`, if it names one).
     fn give_back(&mut self, first: Option<u16>, n: usize) {
         let Some(first) = first else { return };
-        let entry = self.ring.buffers.entry_of(first);
-        let mut left = n;
-        for i in 0.. {
-            let (bid, len) = self.ring.buffers.bundle_part(entry, i);
+        let mut filled = self.ring.buffers.filled(first, n);
+        while let Some((bid, _)) = filled.next(&self.ring.buffers) {
             self.ring.buffers.provide(bid);
-            left = left.saturating_sub(len);
-            if left == 0 || len == 0 {
-                break;
-            }
         }
     }
 
