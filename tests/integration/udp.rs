@@ -428,6 +428,41 @@ fn reserved_source_ports_are_never_answered_by(setup: &[&str]) {
     assert_eq!(json["reads"], 9, "every datagram received is a read, each of a train too: {json}");
 }
 
+/// From a client in `server`'s namespace, send `sent` numbered datagrams of 1000 bytes to
+/// its UDP address, about 16 a millisecond, while the server's replies (and only those: by
+/// source port) go through a class of 8 Mbit/s (htb on the namespace's loopback), everything
+/// else through a fast one. The server's address, and the numbers of the replies that came
+/// back (each checked byte for byte, none twice, sorted: the kernel may reorder shaped
+/// packets, as the qdisc's timer dequeues on any CPU, and UDP promises no order anyway).
+fn flood_with_slow_replies(server: &Bin, sent: u32) -> (SocketAddr, Vec<u32>) {
+    let addr: SocketAddr = server.addr.strip_prefix("udp:").unwrap().parse().unwrap();
+    let pid = server.pid();
+    run_in_namespace_of(pid, "tc qdisc add dev lo root handle 1: htb default 10");
+    run_in_namespace_of(pid, "tc class add dev lo parent 1: classid 1:10 htb rate 10gbit quantum 65536");
+    run_in_namespace_of(
+        pid,
+        "tc class add dev lo parent 1: classid 1:30 htb rate 8mbit ceil 8mbit burst 8kb",
+    );
+    let filter = format!(
+        "tc filter add dev lo parent 1: protocol ip prio 1 u32 match ip sport {} 0xffff flowid 1:30",
+        addr.port()
+    );
+    run_in_namespace_of(pid, &filter);
+    let socket = in_namespace_of(pid, || client("127.0.0.1:0"));
+    let receiver = {
+        let socket = socket.try_clone().unwrap();
+        // Until the replies stop: a queue of 1024 drains at 8 Mbit/s in about 1 s.
+        thread::spawn(move || numbered_replies(socket, Duration::from_secs(2), |_| 1000))
+    };
+    for seq in 0..sent {
+        socket.send_to(&numbered(seq, 1000), addr).unwrap();
+        if seq % 16 == 15 {
+            thread::sleep(Duration::from_millis(1)); // no faster than the server reads
+        }
+    }
+    (addr, join_bounded(receiver, Duration::from_secs(60)))
+}
+
 /// When the kernel refuses replies for a while (`send_to` says `WouldBlock`), they queue up
 /// to the bound (1024), and beyond it the oldest are dropped and counted: the newest
 /// datagrams are answered (once each), the dropped ones are older, and the summary counts
@@ -445,55 +480,7 @@ fn a_full_reply_queue_drops_the_oldest() {
         return eprintln!("a_full_reply_queue_drops_the_oldest: skipped: {why}");
     }
     let server = serve_in_namespace(&["udp:127.0.0.1:0"]);
-    let addr: SocketAddr = server.addr.strip_prefix("udp:").unwrap().parse().unwrap();
-    let pid = server.pid();
-    // Everything through a fast class, but the server's replies (source port) through 8 Mbit/s.
-    run_in_namespace_of(pid, "tc qdisc add dev lo root handle 1: htb default 10");
-    run_in_namespace_of(pid, "tc class add dev lo parent 1: classid 1:10 htb rate 10gbit quantum 65536");
-    run_in_namespace_of(
-        pid,
-        "tc class add dev lo parent 1: classid 1:30 htb rate 8mbit ceil 8mbit burst 8kb",
-    );
-    let filter = format!(
-        "tc filter add dev lo parent 1: protocol ip prio 1 u32 match ip sport {} 0xffff flowid 1:30",
-        addr.port()
-    );
-    run_in_namespace_of(pid, &filter);
-    let socket = in_namespace_of(pid, || client("127.0.0.1:0"));
-    let receiver = {
-        let socket = socket.try_clone().unwrap();
-        thread::spawn(move || {
-            // Until the replies stop: the queue drains at 8 Mbit/s, about 1 s for 1024.
-            socket.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-            let mut seen = Vec::new();
-            let mut reply = [0; 2048];
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while Instant::now() < deadline {
-                match socket.recv_from(&mut reply) {
-                    Ok((1000, _)) => seen.push(u32::from_be_bytes(reply[..4].try_into().unwrap())),
-                    Ok((n, _)) => panic!("a reply of {n} bytes"),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break, // quiet: done
-                    Err(e) => panic!("waiting for replies after {} of them: {e}", seen.len()),
-                }
-            }
-            seen
-        })
-    };
-    for seq in 0..SENT {
-        let mut datagram = vec![(seq % 251) as u8; 1000];
-        datagram[..4].copy_from_slice(&seq.to_be_bytes());
-        socket.send_to(&datagram, addr).unwrap();
-        if seq % 16 == 15 {
-            thread::sleep(Duration::from_millis(1)); // no faster than the server reads
-        }
-    }
-    // Sorted: the kernel may reorder shaped packets (the qdisc's timer dequeues on any CPU,
-    // and loopback delivers through that CPU's backlog); UDP promises no order anyway.
-    let mut seen = join_bounded(receiver, Duration::from_secs(60));
-    let received = seen.len();
-    seen.sort_unstable();
-    seen.dedup();
-    assert_eq!(seen.len(), received, "a datagram was answered twice");
+    let (_, seen) = flood_with_slow_replies(&server, SENT);
     let answered = |range: std::ops::Range<u32>| range.filter(|seq| seen.binary_search(seq).is_ok()).count();
     // The queue holds the newest 1024: (nearly) all of the last 1000 sent come back ...
     let newest = answered(SENT - 1000..SENT);
@@ -647,32 +634,8 @@ fn io_uring_holds_its_replies_in_its_buffers_and_the_kernel_drops_the_newest() {
     let json = JsonSummary::new("uring-bound");
     let args = ["udp:127.0.0.1:0", "--uring-buffers", "8", "--summary-json", json.arg()];
     let server = serve_in_namespace(&[setup, &args].concat());
-    let addr: SocketAddr = server.addr.strip_prefix("udp:").unwrap().parse().unwrap();
-    let pid = server.pid();
-    run_in_namespace_of(pid, "tc qdisc add dev lo root handle 1: htb default 10");
-    run_in_namespace_of(pid, "tc class add dev lo parent 1: classid 1:10 htb rate 10gbit quantum 65536");
-    run_in_namespace_of(
-        pid,
-        "tc class add dev lo parent 1: classid 1:30 htb rate 8mbit ceil 8mbit burst 8kb",
-    );
-    let filter = format!(
-        "tc filter add dev lo parent 1: protocol ip prio 1 u32 match ip sport {} 0xffff flowid 1:30",
-        addr.port()
-    );
-    run_in_namespace_of(pid, &filter);
-    let socket = in_namespace_of(pid, || client("127.0.0.1:0"));
-    let receiver = {
-        let socket = socket.try_clone().unwrap();
-        thread::spawn(move || numbered_replies(socket, Duration::from_secs(2), |_| 1000))
-    };
-    for seq in 0..SENT {
-        socket.send_to(&numbered(seq, 1000), addr).unwrap();
-        if seq % 16 == 15 {
-            thread::sleep(Duration::from_millis(1)); // no faster than the server could read
-        }
-    }
-    let seen = join_bounded(receiver, Duration::from_secs(60));
-    let server_drops = kernel_drops(pid, addr.port());
+    let (addr, seen) = flood_with_slow_replies(&server, SENT);
+    let server_drops = kernel_drops(server.pid(), addr.port());
     let answered = |range: std::ops::Range<u32>| range.filter(|seq| seen.binary_search(seq).is_ok()).count();
     assert_eq!(answered(0..50), 50, "the first datagrams are answered: {seen:?}");
     let newest = answered(SENT - 500..SENT);
