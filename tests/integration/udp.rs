@@ -365,12 +365,19 @@ fn send_from_port_zero(to: SocketAddr, payload: &[u8]) -> socket2::Socket {
 /// ordinary client, served after them, is answered. The event loop and io-uring.
 #[test]
 fn reserved_source_ports_are_never_answered() {
+    in_namespaces_of_both(
+        "reserved_source_ports_are_never_answered",
+        reserved_source_ports_are_never_answered_by,
+    );
+}
+
+/// Run `body` with the event loop's set-up and io-uring's, each starting its server in a
+/// network namespace of its own; or say why `test` cannot run here.
+fn in_namespaces_of_both(test: &str, body: fn(&[&str])) {
     if let Some(why) = no_namespaces() {
-        return eprintln!("reserved_source_ports_are_never_answered: skipped: {why}");
+        return eprintln!("{test}: skipped: {why}");
     }
-    for setup in runnable(&[&[], IO_URING]) {
-        reserved_source_ports_are_never_answered_by(setup);
-    }
+    runnable(&[&[], IO_URING]).into_iter().for_each(body);
 }
 
 fn reserved_source_ports_are_never_answered_by(setup: &[&str]) {
@@ -434,7 +441,8 @@ fn reserved_source_ports_are_never_answered_by(setup: &[&str]) {
 /// else through a fast one. The server's address, and the numbers of the replies that came
 /// back (each checked byte for byte, none twice, sorted: the kernel may reorder shaped
 /// packets, as the qdisc's timer dequeues on any CPU, and UDP promises no order anyway).
-fn flood_with_slow_replies(server: &Bin, sent: u32) -> (SocketAddr, Vec<u32>) {
+/// `after_sending` runs once the last datagram is sent, while replies still come.
+fn flood_with_slow_replies(server: &Bin, sent: u32, after_sending: impl FnOnce()) -> (SocketAddr, Vec<u32>) {
     let addr: SocketAddr = server.addr.strip_prefix("udp:").unwrap().parse().unwrap();
     let pid = server.pid();
     run_in_namespace_of(pid, "tc qdisc add dev lo root handle 1: htb default 10");
@@ -460,6 +468,7 @@ fn flood_with_slow_replies(server: &Bin, sent: u32) -> (SocketAddr, Vec<u32>) {
             thread::sleep(Duration::from_millis(1)); // no faster than the server reads
         }
     }
+    after_sending();
     (addr, join_bounded(receiver, Duration::from_secs(60)))
 }
 
@@ -480,7 +489,7 @@ fn a_full_reply_queue_drops_the_oldest() {
         return eprintln!("a_full_reply_queue_drops_the_oldest: skipped: {why}");
     }
     let server = serve_in_namespace(&["udp:127.0.0.1:0"]);
-    let (_, seen) = flood_with_slow_replies(&server, SENT);
+    let (_, seen) = flood_with_slow_replies(&server, SENT, || ());
     let answered = |range: std::ops::Range<u32>| range.filter(|seq| seen.binary_search(seq).is_ok()).count();
     // The queue holds the newest 1024: (nearly) all of the last 1000 sent come back ...
     let newest = answered(SENT - 1000..SENT);
@@ -634,7 +643,7 @@ fn io_uring_holds_its_replies_in_its_buffers_and_the_kernel_drops_the_newest() {
     let json = JsonSummary::new("uring-bound");
     let args = ["udp:127.0.0.1:0", "--uring-buffers", "8", "--summary-json", json.arg()];
     let server = serve_in_namespace(&[setup, &args].concat());
-    let (addr, seen) = flood_with_slow_replies(&server, SENT);
+    let (addr, seen) = flood_with_slow_replies(&server, SENT, || ());
     let server_drops = kernel_drops(server.pid(), addr.port());
     let answered = |range: std::ops::Range<u32>| range.filter(|seq| seen.binary_search(seq).is_ok()).count();
     assert_eq!(answered(0..50), 50, "the first datagrams are answered: {seen:?}");
@@ -650,4 +659,36 @@ fn io_uring_holds_its_replies_in_its_buffers_and_the_kernel_drops_the_newest() {
     eprintln!(
         "{SENT} sent: {echoed} echoed ({newest} of the newest 500), {server_drops} dropped by the kernel"
     );
+}
+
+/// Stopped while replies are still owed (the server's replies slowed to 8 Mbit/s, SIGTERM
+/// right after the last datagram, `--shutdown-grace 0.1`): the replies not sent when the
+/// grace period ends are given up, said in one warning, and count as never echoed; every
+/// reply the summary counts reached the client, byte for byte. The event loop (its queue)
+/// and io-uring (its replies in flight) alike.
+#[test]
+fn replies_still_owed_when_the_grace_period_ends_are_not_sent() {
+    let test = "replies_still_owed_when_the_grace_period_ends_are_not_sent";
+    in_namespaces_of_both(test, replies_still_owed_at_the_end_are_not_sent_by);
+}
+
+fn replies_still_owed_at_the_end_are_not_sent_by(setup: &[&str]) {
+    let json = JsonSummary::new("udp-grace");
+    let args = ["udp:127.0.0.1:0", "--shutdown-grace", "0.1", "--summary-json", json.arg()];
+    let server = serve_in_namespace(&[setup, &args].concat());
+    let (_, seen) = flood_with_slow_replies(&server, 1500, || server.signal(libc::SIGTERM));
+    let (status, log) = server.wait(Duration::from_secs(20));
+    assert!(status.success(), "{setup:?}: {status}\n{log}");
+    let given_up: u64 = log
+        .lines()
+        .find_map(|line| line.split("grace period over: ").nth(1))
+        .and_then(|rest| rest.strip_suffix(" queued replies not sent"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{setup:?}: no 'grace period over' warning in:\n{log}"));
+    let (reads, echoed, dropped) = json.counts();
+    assert_eq!(seen.len() as u64, echoed, "{setup:?}: every reply counted reached the client");
+    let unsent = reads - echoed - dropped;
+    // io-uring: a reply whose cancel came too late was sent after all, and counted echoed.
+    assert!(unsent > 0 && unsent <= given_up, "{setup:?}: {unsent} not sent, {given_up} given up");
+    eprintln!("{setup:?}: {reads} taken, {echoed} echoed, {dropped} dropped, {given_up} given up at the end");
 }
