@@ -25,7 +25,8 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use io_uring::IoUring;
 use io_uring::types::BufRingEntry;
 
-/// The buffer group id our recvs name; we have one group.
+/// The buffer group id the streams' recvs name (a loop with `udp:` listeners has a second
+/// group, of datagram-sized buffers: `udp.rs`).
 const GROUP: u16 = 0;
 
 /// The entries shared with the kernel, and the buffers they point at.
@@ -38,6 +39,8 @@ pub(crate) struct BufRing {
     size: usize,
     /// Our copy of the tail: entries published so far (wrapping).
     tail: u16,
+    /// The group id recvs name to take from this ring.
+    group: u16,
 }
 
 impl BufRing {
@@ -47,7 +50,7 @@ impl BufRing {
         assert!(count.is_power_of_two() && count <= 32768, "BufRing count {count}");
         let entries = Mapping::new(usize::from(count) * size_of::<BufRingEntry>())?;
         let pool = Mapping::new(usize::from(count) * size)?;
-        let mut ring = BufRing { entries, pool, count, size, tail: 0 };
+        let mut ring = BufRing { entries, pool, count, size, tail: 0, group: GROUP };
         for bid in 0..count {
             ring.provide(bid);
         }
@@ -59,7 +62,12 @@ impl BufRing {
         // SAFETY: the entries stay mapped until the group is unregistered or the ring is
         // gone: `Ring`'s `Drop` unregisters first, or leaks the mapping if it cannot.
         unsafe {
-            ring.submitter().register_buf_ring_with_flags(self.entries.addr() as u64, self.count, GROUP, 0)
+            ring.submitter().register_buf_ring_with_flags(
+                self.entries.addr() as u64,
+                self.count,
+                self.group,
+                0,
+            )
         }
     }
 
@@ -70,7 +78,12 @@ impl BufRing {
 
     /// The group id recvs name.
     pub(crate) fn group(&self) -> u16 {
-        GROUP
+        self.group
+    }
+
+    /// The same ring, named by group `group` instead (before it is registered).
+    pub(crate) fn in_group(self, group: u16) -> BufRing {
+        BufRing { group, ..self }
     }
 
     /// Bytes per buffer: the most one recv can bring.
