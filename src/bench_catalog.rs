@@ -45,6 +45,7 @@ fn builtin_servers(server_exe: Option<&std::path::Path>) -> std::io::Result<echo
         // One connection at a time: only the 1-connection scenario means anything for it.
         serve("blocking", &["--model", "blocking"]).serving_at_most(1),
         serve("io-uring", &["--model", "io-uring"]),
+        serve_udp("io-uring", &["--model", "io-uring"]),
     ];
     let exe_dir = exe.parent().unwrap_or(std::path::Path::new("."));
     let peer_argv = |name: &str| [exe_dir.join(name).into_os_string(), ADDR_PLACEHOLDER.into()];

@@ -89,8 +89,8 @@ pub struct ServeArgs {
     /// The I/O model.
     #[arg(long, value_enum, default_value_t = Model::EventLoop)]
     pub model: Model,
-    /// Independent event loops, each serving every listener, sharing the ports via
-    /// SO_REUSEPORT (event-loop; TCP and UDP).
+    /// Independent loops, each serving every listener, sharing the ports via SO_REUSEPORT
+    /// (event-loop and io-uring; TCP and UDP).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: u16,
     /// Connections served at once by the whole process (every listener, every worker); more
@@ -128,7 +128,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "BYTES", default_value = "64K", value_parser = parse_frame_size)]
     pub max_frame: usize,
     /// io-uring: receive buffers in the ring the kernel fills as bytes arrive, a power of
-    /// two up to 32768. They bound the recvs completing in one loop turn, not the connections.
+    /// two up to 32768. They bound the recvs completing in one loop turn, not the connections;
+    /// with udp: as many more of 64K, which bound the replies in flight.
     #[arg(long, value_name = "N", default_value_t = 256)]
     pub uring_buffers: usize,
     /// io-uring: bytes per receive buffer, the most one recv brings (K/M suffixes). The
@@ -142,6 +143,7 @@ pub struct ServeArgs {
     #[arg(long, value_enum, value_name = "MODE", default_value_t = UringRecv::Auto)]
     pub uring_recv: UringRecv,
     /// UDP: datagrams received or sent per system call (recvmmsg/sendmmsg); 1 = one at a time.
+    /// The event loop's (io-uring has a completion per datagram).
     #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u8).range(1..=64))]
     pub udp_batch: u8,
     /// UDP: let the kernel join trains of equal-sized datagrams into one receive (GRO) and

@@ -336,7 +336,7 @@ impl ServerConfig {
     }
 
     /// At least one address, none twice; with `--workers`, none that SO_REUSEPORT cannot
-    /// share (a Unix path); UDP where the model serves it, without framing.
+    /// share (a Unix path); UDP without framing.
     fn validate_addrs(&self) -> Result<(), String> {
         if self.addrs.is_empty() {
             return Err("no address to listen on".into());
@@ -351,8 +351,8 @@ impl ServerConfig {
                 self.workers
             ));
         }
-        if let Some(udp) = self.addrs.iter().find(|addr| matches!(addr, ListenAddr::Udp(_))) {
-            self.validate_udp(udp)?;
+        if self.addrs.iter().any(|addr| matches!(addr, ListenAddr::Udp(_))) {
+            self.validate_udp()?;
         }
         self.validate_proxy_protocol()
     }
@@ -375,14 +375,8 @@ impl ServerConfig {
         Ok(())
     }
 
-    /// A `udp:` address: a model that serves datagrams, and no stream to frame.
-    fn validate_udp(&self, udp: &ListenAddr) -> Result<(), String> {
-        if self.model == Model::IoUring {
-            return Err(format!(
-                "{udp}: the io-uring model serves TCP and Unix streams, not UDP; use event-loop, \
-                 thread-per-conn or blocking"
-            ));
-        }
+    /// A `udp:` address: no stream to frame, and a batch the kernel takes.
+    fn validate_udp(&self) -> Result<(), String> {
         if self.framing != Framing::Raw {
             return Err(format!(
                 "--framing {} applies to streams: over UDP every datagram is already one message",
@@ -476,14 +470,14 @@ mod tests {
     }
 
     #[test]
-    fn udp_is_served_by_every_model_but_io_uring_and_without_framing() {
+    fn udp_is_served_by_every_model_and_without_framing() {
         let udp = ServerConfig::new("udp:0".parse().unwrap());
         assert_eq!(udp.validate(), Ok(()));
-        for model in [Model::ThreadPerConn, Model::Blocking] {
+        for model in [Model::ThreadPerConn, Model::Blocking, Model::IoUring] {
             assert_eq!(ServerConfig { model, ..udp.clone() }.validate(), Ok(()));
         }
         let config = ServerConfig { model: Model::IoUring, ..udp.clone() }.with_addrs(addrs(&["1", "udp:2"]));
-        assert!(config.validate().unwrap_err().contains("udp:127.0.0.1:2: the io-uring model"));
+        assert_eq!(config.validate(), Ok(()), "io-uring serves streams and datagrams in one ring");
         let config = ServerConfig { workers: 2, ..udp.clone() };
         assert_eq!(config.validate(), Ok(()));
         let config = ServerConfig { framing: Framing::Line, ..udp.clone() };

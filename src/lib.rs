@@ -98,8 +98,9 @@
 //!   receive buffers come from one ring shared by all connections.
 //!
 //! Every model serves TCP and Unix stream sockets, several at once. A `udp:` address has no
-//! connections: the event loop answers its datagrams as one more socket in its poll, the
-//! threaded models with a thread of its own (RFC 862's UDP echo); io-uring serves streams.
+//! connections: the event loop answers its datagrams as one more socket in its poll,
+//! io-uring as one more socket in its ring, the threaded models with a thread of its own
+//! (RFC 862's UDP echo).
 //!
 //! ## Readiness glossary
 //!

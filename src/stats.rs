@@ -86,8 +86,8 @@ pub struct Stats {
     rejected_failed: AtomicU64,
     /// Frames over `--max-frame` (each closed its connection).
     frames_too_large: AtomicU64,
-    active: AtomicU64,
-    peak: AtomicU64,
+    /// This slot's connections served now and at most.
+    own: Level,
     reads: AtomicU64,
     frames: AtomicU64,
     bytes_read: AtomicU64,
@@ -102,9 +102,36 @@ pub struct Stats {
     busy_since: AtomicU64,
     /// The rate-limited log of [`ClientEvent`]s.
     client_events: ClientEvents,
-    /// Connections open in the whole process, on every worker and listener: what
-    /// `--max-connections` bounds. One counter shared by every [`Stats`] of a [`ServerStats`].
-    open_in_process: Arc<AtomicUsize>,
+    /// Places taken under `--max-connections` in the whole process, on every worker and
+    /// listener: connections served, and those accepted but not served yet (their PROXY
+    /// header comes first). One counter shared by every [`Stats`] of a [`ServerStats`].
+    places: Arc<AtomicUsize>,
+    /// The levels this slot is part of: its worker's, its listener's, the process's.
+    shared: [Arc<Level>; 3],
+}
+
+/// Connections served now and at most, over a set of slots: one slot, a worker's, a
+/// listener's, the whole process's. Peaks do not add up (two clients one after the other
+/// on two listeners were never two at once), so each set keeps its own.
+#[derive(Debug, Default)]
+struct Level {
+    open: AtomicU64,
+    peak: AtomicU64,
+}
+
+impl Level {
+    fn enter(&self) {
+        let open = self.open.fetch_add(1, Relaxed) + 1;
+        self.peak.fetch_max(open, Relaxed);
+    }
+
+    fn leave(&self) {
+        self.open.fetch_sub(1, Relaxed);
+    }
+
+    fn peak(&self) -> u64 {
+        self.peak.load(Relaxed)
+    }
 }
 
 /// Reads and writes not yet added to a [`Stats`]: what one connection moved since it last
@@ -246,29 +273,29 @@ impl Stats {
     /// open. Then [`Stats::connection_opened`] once it is served, or
     /// [`Stats::reservation_released`] if it never is.
     pub fn try_reserve(&self, max: usize) -> bool {
-        let reserved =
-            self.open_in_process.fetch_update(Relaxed, Relaxed, |open| (open < max).then_some(open + 1));
+        let reserved = self.places.fetch_update(Relaxed, Relaxed, |taken| (taken < max).then_some(taken + 1));
         reserved.is_ok()
     }
 
     /// A connection with a place ([`Stats::try_reserve`]) is served from now on.
     pub fn connection_opened(&self) {
         self.accepted.fetch_add(1, Relaxed);
-        let active = self.active.fetch_add(1, Relaxed) + 1;
-        self.peak.fetch_max(active, Relaxed);
+        self.own.enter();
+        self.shared.iter().for_each(|level| level.enter());
     }
 
     /// A connection with a place ([`Stats::try_reserve`]) will never be served: free the
     /// place. (Why it was refused is counted by the caller.)
     pub fn reservation_released(&self) {
-        self.open_in_process.fetch_sub(1, Relaxed);
+        self.places.fetch_sub(1, Relaxed);
     }
 
     /// A served connection closed. (Its bytes were counted as they moved, with
     /// [`Stats::publish`]; what it still held goes in as `bytes_unsent`.)
     pub fn connection_closed(&self) {
-        self.active.fetch_sub(1, Relaxed);
-        self.open_in_process.fetch_sub(1, Relaxed);
+        self.own.leave();
+        self.shared.iter().for_each(|level| level.leave());
+        self.places.fetch_sub(1, Relaxed);
     }
 
     /// A connection counted open by [`Stats::try_open`] could not be served after all (it
@@ -345,7 +372,7 @@ impl Stats {
     /// Connections open right now.
     #[cfg(test)]
     pub fn active(&self) -> u64 {
-        self.active.load(Relaxed)
+        self.own.open.load(Relaxed)
     }
 
     /// A consistent-enough copy of every counter.
@@ -361,8 +388,8 @@ impl Stats {
             rejected_proxy_header: self.rejected_proxy_header.load(Relaxed),
             rejected_failed: self.rejected_failed.load(Relaxed),
             frames_too_large: self.frames_too_large.load(Relaxed),
-            open: self.active.load(Relaxed),
-            peak: self.peak.load(Relaxed),
+            open: self.own.open.load(Relaxed),
+            peak: self.own.peak(),
             reads: self.reads.load(Relaxed),
             frames: self.frames.load(Relaxed),
             bytes_read,
@@ -415,7 +442,7 @@ impl Counters {
             rejected_failed: self.rejected_failed + other.rejected_failed,
             frames_too_large: self.frames_too_large + other.frames_too_large,
             open: self.open + other.open,
-            peak: self.peak + other.peak,
+            peak: self.peak.max(other.peak), // a set's own peak replaces it (`Level`)
             reads: self.reads + other.reads,
             frames: self.frames + other.frames,
             bytes_read: self.bytes_read + other.bytes_read,
@@ -444,6 +471,10 @@ pub struct ServerStats {
     listeners: Vec<(String, Counted)>,
     /// What the total count counts: datagrams when every listener is UDP.
     counted: Counted,
+    /// Each worker's, each listener's and the process's connections now and at most.
+    worker_levels: Vec<Arc<Level>>,
+    listener_levels: Vec<Arc<Level>>,
+    process: Arc<Level>,
     started: Instant,
 }
 
@@ -461,13 +492,21 @@ impl ServerStats {
             Some((_, stream)) => *stream,
             None => Counted::Datagrams,
         };
-        let open_in_process = Arc::default();
+        let (places, process) = (Arc::default(), Arc::<Level>::default());
+        let worker_levels: Vec<Arc<Level>> = (0..workers).map(|_| Arc::default()).collect();
+        let listener_levels: Vec<Arc<Level>> = listeners.iter().map(|_| Arc::default()).collect();
+        let slot = |worker: &Arc<Level>, listener: &Arc<Level>| {
+            let shared = [Arc::clone(worker), Arc::clone(listener), Arc::clone(&process)];
+            Arc::new(Stats { places: Arc::clone(&places), shared, ..Stats::default() })
+        };
         ServerStats {
-            slots: (0..workers * listeners.len())
-                .map(|_| {
-                    Arc::new(Stats { open_in_process: Arc::clone(&open_in_process), ..Stats::default() })
-                })
+            slots: worker_levels
+                .iter()
+                .flat_map(|w| listener_levels.iter().map(move |l| slot(w, l)))
                 .collect(),
+            worker_levels,
+            listener_levels,
+            process,
             listeners,
             counted,
             started: Instant::now(),
@@ -484,7 +523,8 @@ impl ServerStats {
         let sample = self.sample();
         let framed = self.counted == Counted::Frames;
         let per_worker = sample.workers.iter().map(|counters| WorkerSummary::new(counters, framed)).collect();
-        let summary = Summary::combine(per_worker, self.started.elapsed());
+        let combined = Summary::combine(per_worker, self.started.elapsed());
+        let summary = Summary { peak_connections: self.process.peak(), ..combined };
         let udp = |i: &usize| self.listeners[*i].1 == Counted::Datagrams;
         let datagrams = (0..self.listeners.len())
             .filter(udp)
@@ -505,7 +545,7 @@ impl ServerStats {
 
     /// Connections open now, over every worker and listener (for `--drain`).
     pub fn open_connections(&self) -> u64 {
-        self.slots.iter().map(|stats| stats.active.load(Relaxed)).sum()
+        self.process.open.load(Relaxed)
     }
 
     /// The longest any serving loop has been in its current turn at `now` (`None`: all wait).
@@ -544,10 +584,14 @@ impl ServerStats {
         let sum = |counters: &mut dyn Iterator<Item = &Counters>| {
             counters.fold(Counters::default(), |sum, c| sum.plus(c))
         };
+        let with_peak = |counters: Counters, level: &Arc<Level>| Counters { peak: level.peak(), ..counters };
+        let workers = slots.chunks(n).map(|worker| sum(&mut worker.iter()));
+        let listeners = (0..n).map(|i| sum(&mut slots.iter().skip(i).step_by(n)));
         Sample {
             at: Instant::now(),
-            workers: slots.chunks(n).map(|worker| sum(&mut worker.iter())).collect(),
-            listeners: (0..n).map(|i| sum(&mut slots.iter().skip(i).step_by(n))).collect(),
+            peak: self.process.peak(),
+            workers: workers.zip(&self.worker_levels).map(|(c, level)| with_peak(c, level)).collect(),
+            listeners: listeners.zip(&self.listener_levels).map(|(c, level)| with_peak(c, level)).collect(),
         }
     }
 }
@@ -586,6 +630,8 @@ pub struct Totals {
 #[derive(Debug, Clone)]
 struct Sample {
     at: Instant,
+    /// The most connections served at once in the whole process.
+    peak: u64,
     workers: Vec<Counters>,
     listeners: Vec<Counters>,
 }
@@ -677,7 +723,8 @@ pub struct Summary {
     pub frames_too_large: Option<u64>,
     /// Bytes written back to clients.
     pub bytes_echoed: u64,
-    /// The most connections open at once (summed over workers: each worker's own peak).
+    /// The most connections open at once in the whole process (a worker's or a listener's
+    /// own peak is in its [`WorkerSummary`]).
     pub peak_connections: u64,
     /// Each worker's share (one entry unless `--workers` > 1).
     pub per_worker: Vec<WorkerSummary>,
@@ -966,6 +1013,27 @@ mod tests {
         assert!(w0a.try_open(2));
         let summary = stats.summary();
         assert_eq!((summary.connections, summary.rejected), (3, 1));
+    }
+
+    /// The peak is the process's: clients one after another on two listeners and two
+    /// workers were never two at once, though each slot saw one.
+    #[test]
+    fn the_peak_is_the_most_open_at_once_in_the_whole_process() {
+        let stats =
+            ServerStats::with_listeners(2, vec![("a".into(), Counted::Reads), ("b".into(), Counted::Reads)]);
+        for (worker, listener) in [(0, 0), (1, 1), (0, 1)] {
+            let slot = stats.slot(worker, listener);
+            assert!(slot.try_open(usize::MAX));
+            slot.connection_closed();
+        }
+        let summary = stats.summary();
+        assert_eq!((summary.connections, summary.peak_connections), (3, 1), "{summary}");
+        assert!(summary.to_string().contains("peak 1 concurrent"), "{summary}");
+        assert_eq!(summary.per_worker.iter().map(|w| w.peak_connections).collect::<Vec<_>>(), [1, 1]);
+        assert_eq!(summary.listeners.iter().map(|l| l.counts.peak_connections).collect::<Vec<_>>(), [1, 1]);
+        let (w0, w1) = (stats.slot(0, 0), stats.slot(1, 1));
+        assert!(w0.try_open(usize::MAX) && w1.try_open(usize::MAX));
+        assert_eq!(stats.summary().peak_connections, 2, "two at once on two workers");
     }
 }
 

@@ -32,7 +32,8 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use io_uring::IoUring;
 use io_uring::types::BufRingEntry;
 
-/// The buffer group id our recvs name; we have one group.
+/// The buffer group id the streams' recvs name (a loop with `udp:` listeners has a second
+/// group, of datagram-sized buffers: `udp.rs`).
 const GROUP: u16 = 0;
 
 /// The entries shared with the kernel, and the buffers they point at.
@@ -49,6 +50,8 @@ pub(crate) struct BufRing {
     /// buffer was last put (bid -> entry): how a bundle's buffers are found.
     bid_in_entry: Box<[u16]>,
     entry_of_bid: Box<[u16]>,
+    /// The group id recvs name to take from this ring.
+    group: u16,
 }
 
 impl BufRing {
@@ -59,8 +62,9 @@ impl BufRing {
         let entries = Mapping::new(usize::from(count) * size_of::<BufRingEntry>())?;
         let pool = Mapping::new(usize::from(count) * size)?;
         let mirror = || vec![0; usize::from(count)].into_boxed_slice();
+        let (bid_in_entry, entry_of_bid) = (mirror(), mirror());
         let mut ring =
-            BufRing { entries, pool, count, size, tail: 0, bid_in_entry: mirror(), entry_of_bid: mirror() };
+            BufRing { entries, pool, count, size, tail: 0, bid_in_entry, entry_of_bid, group: GROUP };
         for bid in 0..count {
             ring.provide(bid);
         }
@@ -72,7 +76,12 @@ impl BufRing {
         // SAFETY: the entries stay mapped until the group is unregistered or the ring is
         // gone: `Ring`'s `Drop` unregisters first, or leaks the mapping if it cannot.
         unsafe {
-            ring.submitter().register_buf_ring_with_flags(self.entries.addr() as u64, self.count, GROUP, 0)
+            ring.submitter().register_buf_ring_with_flags(
+                self.entries.addr() as u64,
+                self.count,
+                self.group,
+                0,
+            )
         }
     }
 
@@ -83,7 +92,12 @@ impl BufRing {
 
     /// The group id recvs name.
     pub(crate) fn group(&self) -> u16 {
-        GROUP
+        self.group
+    }
+
+    /// The same ring, named by group `group` instead (before it is registered).
+    pub(crate) fn in_group(self, group: u16) -> BufRing {
+        BufRing { group, ..self }
     }
 
     /// Bytes per buffer: the most one recv can bring.

@@ -21,6 +21,7 @@
 //!           Recv(key) -> send straight out of the provided buffer, or queue the bytes
 //!                        behind the send in flight; queue the next recv     (connection.rs)
 //!           Send(key) -> the rest of a short send to the outbox, queue the next send
+//!           DatagramRecv, DatagramSend -> a UDP socket's datagram, a reply  (udp.rs)
 //!           Wake      -> begin shutdown
 //!       expire idle connections, resume accepting after EMFILE, end shutdown when done
 //!   }
@@ -46,6 +47,7 @@ mod connection;
 mod names;
 mod op;
 mod ring;
+mod udp;
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -71,6 +73,7 @@ use buffers::BufRing;
 use connection::{BufferUse, Connection, Phase, Sending, Turn};
 use op::Op;
 use ring::Ring;
+use udp::UdpPorts;
 
 /// After the grace period, how long cancelled requests may take to complete before we stop
 /// waiting (and leak their memory rather than free it under the kernel).
@@ -102,6 +105,10 @@ pub(crate) struct UringLoop {
     ring: Ring,
     /// The stream listeners, each with its multishot accept (`Op::Accept(i)`).
     acceptors: Vec<Acceptor>,
+    /// The UDP sockets, each with its multishot recvmsg, and the replies in flight.
+    udp: UdpPorts,
+    /// The first listener's counters, which carry the loop's turns (for /livez).
+    turns: Arc<Stats>,
     /// After EMFILE and friends, accepting pauses; this says until when, and logs it.
     accept_backoff: AcceptBackoff,
     /// The eventfd a shutdown request writes to; the ring polls it.
@@ -150,9 +157,8 @@ struct Acceptor {
 
 impl UringLoop {
     /// Allocate everything the loop needs (the ring, the receive buffers, the eventfd) for
-    /// the stream `listeners`, so a refusal comes before the server announces itself; one
-    /// line that names the setting if the buffers cannot be had. (A UDP listener is refused
-    /// by the config's validation: this model serves streams.)
+    /// `listeners`, streams and UDP sockets, so a refusal comes before the server announces
+    /// itself; one line that names the setting if the buffers cannot be had.
     pub(crate) fn new(
         listeners: Vec<Listening>,
         config: &ServerConfig,
@@ -163,10 +169,12 @@ impl UringLoop {
                 format!("{} listeners: one io_uring loop serves at most {MAX_LISTENERS}", listeners.len());
             return Err(io::Error::new(io::ErrorKind::InvalidInput, msg));
         }
-        let acceptors = listeners
-            .into_iter()
-            .map(|listening| match listening.socket {
-                ListenSocket::Stream(listener) => Ok(Acceptor {
+        let turns = listeners.first().map(|listening| Arc::clone(&listening.stats));
+        let turns = turns.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no listener"))?;
+        let (mut acceptors, mut datagram_sockets) = (Vec::new(), Vec::new());
+        for listening in listeners {
+            match listening.socket {
+                ListenSocket::Stream(listener) => acceptors.push(Acceptor {
                     is_tcp: matches!(listener, StdListener::Tcp(_)),
                     listener: Some(listener),
                     addr: listening.addr,
@@ -175,13 +183,13 @@ impl UringLoop {
                     stats: listening.stats,
                     tally: IoTally::default(),
                 }),
-                ListenSocket::Datagram(_) => Err(io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    format!("{}: the io-uring model serves streams, not UDP", listening.addr),
-                )),
-            })
-            .collect::<io::Result<_>>()?;
-        let ring = Ring::new(receive_buffers(config)?, config.uring_recv)?;
+                ListenSocket::Datagram(socket) => {
+                    datagram_sockets.push((socket, listening.addr, listening.stats))
+                }
+            }
+        }
+        let mut ring = Ring::new(receive_buffers(config)?, config.uring_recv)?;
+        let udp = UdpPorts::new(datagram_sockets, config, &mut ring)?;
         let wake = WakeFd::new(shutdown)?;
         debug!("io_uring: {} provided buffers of {} bytes", config.uring_buffers, config.uring_buffer_size);
         debug!("io_uring: receiving with {}", ring.recv_mode().describe());
@@ -189,6 +197,8 @@ impl UringLoop {
         Ok(UringLoop {
             ring,
             acceptors,
+            udp,
+            turns,
             accept_backoff: AcceptBackoff::default(),
             wake,
             connections: Slab::new(),
@@ -213,14 +223,14 @@ impl UringLoop {
         self.ring.enable()?; // this thread is now the ring's one submitter
         self.arm_wake()?;
         self.arm_accepts()?;
+        self.udp.arm(&mut self.ring)?;
         loop {
             let timeout = self.wait_timeout(Instant::now());
-            // For /livez: a loop asleep in the ring is not stuck (the first listener's
-            // counters carry the loop's turns).
-            self.acceptors[0].stats.loop_waiting();
+            // For /livez: a loop asleep in the ring is not stuck.
+            self.turns.loop_waiting();
             self.ring.enter(timeout)?; // the only place we wait: submit all, reap at least one
             let now = Instant::now();
-            self.acceptors[0].stats.loop_busy(now);
+            self.turns.loop_busy(now);
             let mut completions = std::mem::take(&mut self.completions);
             self.ring.reap(&mut completions);
             for cqe in &completions {
@@ -247,6 +257,8 @@ impl UringLoop {
             Some(Op::Cancel) => Ok(()), // its target reports for itself
             Some(Op::Recv(key)) => self.on_recv(key, result, flags, now),
             Some(Op::Send(key)) => self.on_send(key, result, now),
+            Some(Op::DatagramRecv(i)) => self.udp.on_recv(&mut self.ring, i, result, flags),
+            Some(Op::DatagramSend(key)) => self.udp.on_send(&mut self.ring, key, result),
             Some(Op::Accept(_)) | None => {
                 warn!("io_uring: completion with unknown user_data {:#x}", cqe.user_data());
                 Ok(())
@@ -259,6 +271,7 @@ impl UringLoop {
         for acceptor in &mut self.acceptors {
             acceptor.stats.publish(&mut acceptor.tally);
         }
+        self.udp.publish();
     }
 
     /// A recv completed: echo what it brought, note EOF, or close on an error. Whatever
@@ -574,6 +587,7 @@ impl UringLoop {
         for acceptor in &mut self.acceptors {
             acceptor.listener = None; // closes our descriptor (and removes a Unix socket file)
         }
+        self.udp.stop_receiving(&mut self.ring)?; // replies in flight may still go
         let grace = self.config.shutdown_grace;
         self.stopping = Stopping::Grace { until: now + grace };
         info!(
@@ -630,6 +644,7 @@ impl UringLoop {
         for key in keys {
             self.close(key, "shutdown")?;
         }
+        self.udp.abandon(&mut self.ring)?;
         self.stopping = Stopping::Draining { until: now + DRAIN_LIMIT };
         Ok(false)
     }
@@ -640,6 +655,7 @@ impl Drop for UringLoop {
     /// connection's outbox may still be under a send in flight. Leak the connections rather
     /// than free memory the kernel may read; the process is on its way out.
     fn drop(&mut self) {
+        self.udp.release(&mut self.ring); // the datagram buffers and replies, likewise
         if self.ring.in_flight() > 0 && !self.connections.is_empty() {
             warn!(
                 "io_uring: stopping with {} requests in flight; leaking their connections",

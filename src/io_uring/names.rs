@@ -107,6 +107,13 @@ impl fmt::Display for Completion<'_> {
             },
             (Some(Op::Send(key)), n) if n >= 0 => write!(f, "{} send n={n}", self.conn(key))?,
             (Some(Op::Send(key)), e) => write!(f, "{} send {}", self.conn(key), errno(e))?,
+            (Some(Op::DatagramRecv(i)), n) => match (n, self.bid) {
+                (n, Some(bid)) if n >= 0 => write!(f, "recvmsg on UDP socket {i}: n={n} (buffer {bid})")?,
+                (n, None) if n >= 0 => write!(f, "recvmsg on UDP socket {i}: n={n} (no buffer named)")?,
+                (e, _) => write!(f, "recvmsg on UDP socket {i}: {}", errno(e))?,
+            },
+            (Some(Op::DatagramSend(key)), n) if n >= 0 => write!(f, "reply {key} sendmsg n={n}")?,
+            (Some(Op::DatagramSend(key)), e) => write!(f, "reply {key} sendmsg {}", errno(e))?,
             (None, result) => write!(f, "of unknown user_data {:#x}: result={result}", self.user_data)?,
         }
         if self.more {
@@ -171,6 +178,11 @@ mod tests {
         assert_eq!(unknown, "accept on listener 3 (unknown): fd=9");
         assert_eq!(shown(Some(Op::Wake), None, 1, false, None), "poll on WAKER: readable");
         assert_eq!(shown(None, None, 0, false, None), "of unknown user_data 0xdead0000: result=0");
+        let datagram = shown(Some(Op::DatagramRecv(1)), None, 300, true, Some(2));
+        assert_eq!(datagram, "recvmsg on UDP socket 1: n=300 (buffer 2) (more)");
+        let dry = shown(Some(Op::DatagramRecv(0)), None, -libc::ENOBUFS, false, None);
+        assert_eq!(dry, "recvmsg on UDP socket 0: ENOBUFS");
+        assert_eq!(shown(Some(Op::DatagramSend(5)), None, 128, false, None), "reply 5 sendmsg n=128");
     }
 
     #[test]

@@ -19,6 +19,10 @@ pub(super) enum Op {
     Recv(usize),
     /// A connection's send.
     Send(usize),
+    /// The multishot recvmsg on UDP listener `i` (`udp.rs`).
+    DatagramRecv(usize),
+    /// A reply's sendmsg, by its key among the replies in flight (`udp.rs`).
+    DatagramSend(usize),
 }
 
 const ACCEPT: u64 = 1;
@@ -26,6 +30,8 @@ const WAKE: u64 = 2;
 const CANCEL: u64 = 3;
 const RECV: u64 = 4;
 const SEND: u64 = 5;
+const DATAGRAM_RECV: u64 = 6;
+const DATAGRAM_SEND: u64 = 7;
 
 impl Op {
     /// The `user_data` for this operation.
@@ -36,6 +42,8 @@ impl Op {
             Op::Cancel => CANCEL,
             Op::Recv(key) => ((key as u64) << 8) | RECV,
             Op::Send(key) => ((key as u64) << 8) | SEND,
+            Op::DatagramRecv(i) => ((i as u64) << 8) | DATAGRAM_RECV,
+            Op::DatagramSend(key) => ((key as u64) << 8) | DATAGRAM_SEND,
         }
     }
 
@@ -48,6 +56,8 @@ impl Op {
             CANCEL => Some(Op::Cancel),
             RECV => Some(Op::Recv(key)),
             SEND => Some(Op::Send(key)),
+            DATAGRAM_RECV => Some(Op::DatagramRecv(key)),
+            DATAGRAM_SEND => Some(Op::DatagramSend(key)),
             _ => None,
         }
     }
@@ -68,6 +78,8 @@ mod tests {
             Op::Send(0),
             Op::Recv(123_456),
             Op::Send(1 << 40),
+            Op::DatagramRecv(2),
+            Op::DatagramSend(77),
         ] {
             assert_eq!(Op::decode(op.encode()), Some(op));
         }

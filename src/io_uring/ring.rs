@@ -489,6 +489,51 @@ impl Ring {
     pub(super) fn in_flight(&self) -> usize {
         self.in_flight
     }
+
+    // UDP (`udp.rs`): a buffer group of its own, a multishot recvmsg, a sendmsg per reply.
+
+    /// Register `buffers`, a group of datagram-sized buffers beside the streams' own.
+    pub(super) fn register_buffers(&mut self, buffers: &mut BufRing) -> io::Result<()> {
+        buffers.register(self.uring.io())
+    }
+
+    /// Take back a group [`Ring::register_buffers`] registered (nothing may be in flight
+    /// that names it).
+    pub(super) fn unregister_buffers(&mut self, buffers: &BufRing) -> io::Result<()> {
+        self.uring.io().submitter().unregister_buf_ring(buffers.group())
+    }
+
+    /// Queue a multishot recvmsg on `fd` (Linux 6.0): a completion per datagram (or GRO
+    /// train), each in a buffer of `group`, laid out as `types::RecvMsgOut` parses it: a
+    /// header, the sender, the control messages, the payload. `template` says how much room
+    /// to keep for the sender and the control messages; it carries no pointer.
+    ///
+    /// # Safety
+    /// `template` must stay where it is, unchanged, until this request's final completion.
+    pub(super) unsafe fn recvmsg_multishot(
+        &mut self,
+        fd: RawFd,
+        template: &libc::msghdr,
+        group: u16,
+        op: Op,
+    ) -> io::Result<()> {
+        log::trace!("queue recvmsg fd={fd} (multishot: a completion per datagram, buffer group {group})");
+        let recv = opcode::RecvMsgMulti::new(Fd(fd), template, group).build();
+        // SAFETY: the caller keeps `template` in place until the final completion; the
+        // buffers are the ring's own, in a group registered with it.
+        unsafe { self.push(&recv.user_data(op.encode())) }
+    }
+
+    /// Queue a sendmsg of `msg` on `fd`, waiting for room in the socket if need be.
+    ///
+    /// # Safety
+    /// `msg` and all it points at (address, iovec, bytes, control messages) must stay where
+    /// they are, unchanged, until this send's completion has been reaped.
+    pub(super) unsafe fn sendmsg(&mut self, fd: RawFd, msg: &libc::msghdr, op: Op) -> io::Result<()> {
+        let send = opcode::SendMsg::new(Fd(fd), msg).build();
+        // SAFETY: the caller keeps `msg` and what it points at in place (this fn's contract).
+        unsafe { self.push(&send.user_data(op.encode())) }
+    }
 }
 
 impl Drop for Ring {

@@ -47,6 +47,8 @@ pub use options::SocketOptions;
 pub use privileged::note_if_root;
 pub use stream::{BlockingStream, Peer, Stream, kernel_queues};
 pub use udp_batch::{BATCH, Message, Offload, Receiver, Sender, Sent};
+#[cfg(target_os = "linux")]
+pub use udp_batch::{CONTROL_ROOM, SLOT as UDP_SLOT, SegmentControl, gro_segment_in};
 
 /// UDP source ports never answered, in every model: 0 (no real sender uses it) and the
 /// small services that answer every datagram (7 echo, 13 daytime, 17 qotd, 19 chargen), so

@@ -39,7 +39,7 @@ pub const BATCH: usize = 64;
 /// One receive slot: room for the largest UDP payload (65,507 bytes over IPv4, 65,527 over
 /// IPv6) and for the largest train GRO builds (its total stays under 64 KiB), so no message
 /// is ever truncated.
-const SLOT: usize = 64 * 1024;
+pub const SLOT: usize = 64 * 1024;
 
 /// What the kernel does for this socket: coalesce received trains (GRO), split sent ones
 /// (GSO).
@@ -283,6 +283,11 @@ fn split(train: Message<'_>) -> impl Iterator<Item = Message<'_>> {
     train.datagrams().map(move |data| Message::single(train.peer, data))
 }
 
+/// The control messages of one message, for the io-uring model, whose receives and sends
+/// the ring makes (`io_uring/udp.rs`): the same `UDP_GRO` reading, the same `UDP_SEGMENT`.
+#[cfg(target_os = "linux")]
+pub use sys::{CONTROL_ROOM, SegmentControl, gro_segment_in};
+
 /// The system calls: `recvmmsg`, `sendmmsg` and the UDP options, on Linux.
 #[cfg(target_os = "linux")]
 mod sys {
@@ -402,6 +407,41 @@ mod sys {
             }
         }
         None
+    }
+
+    /// Room for the control messages of one received message (`UDP_GRO`, an `int`), for a
+    /// receive that is not made here (io_uring's `recvmsg`).
+    pub const CONTROL_ROOM: usize = mem::size_of::<Cmsg>();
+
+    /// The segment size in the control messages `control` of a received message, if it is a
+    /// train (what [`gro_segment`] reads from a header, for the bytes of an io_uring
+    /// `recvmsg` result). `control` must be aligned as `cmsghdr` is.
+    pub fn gro_segment_in(control: &[u8]) -> Option<usize> {
+        if control.as_ptr().align_offset(mem::align_of::<libc::cmsghdr>()) != 0 {
+            return None; // never for a buffer laid out as ours are; the macros would misread it
+        }
+        // SAFETY: `msghdr` is plain data; all zeroes is a valid (empty) value.
+        let mut hdr: libc::msghdr = unsafe { mem::zeroed() };
+        hdr.msg_control = control.as_ptr().cast_mut().cast(); // only read
+        hdr.msg_controllen = control.len();
+        gro_segment(&hdr)
+    }
+
+    /// The `UDP_SEGMENT` control message of one send that is not made here (io_uring's
+    /// `sendmsg`): it lives as long as the send does, where the caller keeps it.
+    #[derive(Clone, Copy)]
+    pub struct SegmentControl(Cmsg);
+
+    impl SegmentControl {
+        pub fn new() -> SegmentControl {
+            SegmentControl(Cmsg([0; 32]))
+        }
+
+        /// Make `hdr` a train the kernel splits into datagrams of `segment` bytes, its
+        /// control message in `self` (which must stay put until the send is done).
+        pub fn attach(&mut self, hdr: &mut libc::msghdr, segment: u16) {
+            write_segment_cmsg(hdr, &mut self.0, segment);
+        }
     }
 
     /// One `sendmmsg` over `entries` (at most [`BATCH`]): how many the kernel took, or the

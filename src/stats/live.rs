@@ -174,7 +174,7 @@ fn line_of(counted: Counted, names: &[&str], last: &Sample, now: &Sample) -> Str
         per_second(count, elapsed),
         per_second(bytes, elapsed),
         after.pending,
-        after.peak,
+        now.peak,
         elapsed.as_secs_f64(),
     );
     if now.workers.len() > 1 {
@@ -219,7 +219,7 @@ mod tests {
 
     fn sample(at: Instant, workers: Vec<Counters>) -> Sample {
         let listeners = vec![workers.iter().fold(Counters::default(), |sum, w| sum.plus(w))];
-        Sample { at, workers, listeners }
+        Sample { at, peak: listeners[0].peak, workers, listeners }
     }
 
     fn line(counted: Counted, last: &Sample, now: &Sample) -> String {
@@ -230,9 +230,10 @@ mod tests {
     fn several_listeners_each_have_their_share() {
         let t0 = Instant::now();
         let c = |open, bytes_echoed| Counters { open, bytes_echoed, ..Default::default() };
-        let last = Sample { at: t0, workers: vec![c(0, 0)], listeners: vec![c(0, 0), c(0, 0)] };
+        let last = Sample { at: t0, peak: 0, workers: vec![c(0, 0)], listeners: vec![c(0, 0), c(0, 0)] };
         let now = Sample {
             at: t0 + Duration::from_secs(1),
+            peak: 1,
             workers: vec![c(1, 30)],
             listeners: vec![c(1, 10), c(0, 20)],
         };

@@ -125,13 +125,22 @@ fn the_same_address_twice_is_a_usage_error() {
 }
 
 /// `--workers 2` gives every worker every listener: TCP and UDP on shared ports, both
-/// served; the JSON summary has a share per listener, named by its address.
+/// served; the JSON summary has a share per listener, named by its address. The event
+/// loop's workers and io-uring's.
 #[test]
 fn workers_share_every_listener_and_the_json_counts_each() {
-    let json = std::env::temp_dir().join(format!("echoloop-listeners-{}.json", std::process::id()));
+    workers_share_every_listener("event-loop");
+    match super::io_uring::kernel_refuses() {
+        None => workers_share_every_listener("io-uring"),
+        Some(reason) => eprintln!("io-uring skipped: {reason}"),
+    }
+}
+
+fn workers_share_every_listener(model: &str) {
+    let json = std::env::temp_dir().join(format!("echoloop-listeners-{model}-{}.json", std::process::id()));
     let path = json.to_str().unwrap();
     let server = Bin::serve_listening(
-        &["--workers", "2", "127.0.0.1:0", "udp:127.0.0.1:0", "--summary-json", path],
+        &["--model", model, "--workers", "2", "127.0.0.1:0", "udp:127.0.0.1:0", "--summary-json", path],
         2,
     );
     for round in 0..3 {

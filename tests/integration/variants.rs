@@ -100,11 +100,6 @@ impl Need {
                 );
                 assert!(!path.0.exists(), "the refused server left {}", path.0.display());
             }
-            // io-uring serves streams: a UDP listener among others is refused by name.
-            (Need::Datagrams, Variant::IoUring) => assert_refused(
-                &serve_once(variant, &["127.0.0.1:0", "udp:127.0.0.1:0"]),
-                "udp:127.0.0.1:0: the io-uring model serves TCP and Unix streams",
-            ),
             // The same: workers share a port through sockets echoloop binds itself.
             (Need::Activation, Variant::Workers2) => {
                 let listener = TcpListener::bind("127.0.0.1:0").expect("bind the socket to pass");
