@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use echoloop::{ClientOptions, Framing, ListenAddr, Model, ServerAddr, ServerConfig, parse_secs, parse_size};
+use echoloop::{
+    ClientOptions, Framing, ListenAddr, Model, ServerAddr, ServerConfig, UringRecv, parse_secs, parse_size,
+};
 
 /// An echo server (RFC 862: TCP, Unix and UDP) built as a mio event loop, with the threaded
 /// and io_uring models beside it and a load generator to compare them.
@@ -134,6 +136,12 @@ pub struct ServeArgs {
     /// buffers are allocated at start: N x BYTES of memory, used as they fill.
     #[arg(long, value_name = "BYTES", default_value = "64K", value_parser = parse_size)]
     pub uring_buffer_size: usize,
+    /// io-uring: how connections receive: single (a recv per completion, armed again each
+    /// time), multishot (one recv that keeps receiving, capped by the kernel at the room
+    /// under --max-pending), bundle (multishot, several buffers per completion); auto takes
+    /// the most the kernel offers (multishot and bundle need Linux 6.17).
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = UringRecv::Auto)]
+    pub uring_recv: UringRecv,
     /// UDP: datagrams received or sent per system call (recvmmsg/sendmmsg); 1 = one at a time.
     /// The event loop's (io-uring has a completion per datagram).
     #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u8).range(1..=64))]
@@ -185,6 +193,7 @@ impl ServeArgs {
             .with_max_frame(self.max_frame)
             .with_uring_buffers(self.uring_buffers)
             .with_uring_buffer_size(self.uring_buffer_size)
+            .with_uring_recv(self.uring_recv)
             .with_udp_batch(usize::from(self.udp_batch))
             .with_udp_offload(self.udp_offload)
             .with_metrics(self.metrics)

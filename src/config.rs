@@ -41,6 +41,36 @@ impl Model {
     }
 }
 
+/// How the io-uring model receives (`--uring-recv`). Each step asks the kernel for more per
+/// request; `Auto` takes the most this kernel offers. (With the `cli` feature the command line
+/// names them `auto`, `single`, `multishot`, `bundle`.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[non_exhaustive]
+pub enum UringRecv {
+    /// `bundle` where the kernel has it, else `multishot`, else `single`.
+    #[default]
+    Auto,
+    /// One recv per completion, armed again each time (any kernel the model runs on).
+    Single,
+    /// One multishot recv, capped at the room under --max-pending (Linux 6.17).
+    Multishot,
+    /// Multishot, each completion a bundle of buffers (Linux 6.17).
+    Bundle,
+}
+
+impl UringRecv {
+    /// The name used on the command line and in the logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            UringRecv::Auto => "auto",
+            UringRecv::Single => "single",
+            UringRecv::Multishot => "multishot",
+            UringRecv::Bundle => "bundle",
+        }
+    }
+}
+
 /// Everything a server needs to know before it binds.
 ///
 /// ```
@@ -95,6 +125,9 @@ pub struct ServerConfig {
     /// in ring order, so in time every one is touched: `uring_buffers * uring_buffer_size`
     /// is a fixed cost (16 MiB by default), whatever the number of connections.
     pub uring_buffer_size: usize,
+    /// io-uring only: how connections receive: one recv per completion, or one multishot
+    /// recv (in bundles) capped by the kernel at the room under the cap (docs/models.md).
+    pub uring_recv: UringRecv,
     /// UDP only: datagrams received or sent per system call (`recvmmsg`/`sendmmsg`), 1 to
     /// 64. Each of the batch's receive slots is 64 KiB, touched only as datagrams fill it.
     pub udp_batch: usize,
@@ -134,6 +167,7 @@ impl Default for ServerConfig {
             max_frame: 64 * 1024,
             uring_buffers: 256,
             uring_buffer_size: 64 * 1024,
+            uring_recv: UringRecv::Auto,
             udp_batch: 64,
             udp_offload: true,
             proxy_protocol: false,
@@ -185,6 +219,7 @@ impl ServerConfig {
         with_max_frame => max_frame: usize,
         with_uring_buffers => uring_buffers: usize,
         with_uring_buffer_size => uring_buffer_size: usize,
+        with_uring_recv => uring_recv: UringRecv,
         with_udp_batch => udp_batch: usize,
         with_udp_offload => udp_offload: bool,
         with_proxy_protocol => proxy_protocol: bool,
@@ -275,6 +310,9 @@ impl ServerConfig {
                 "--uring-buffers and --uring-buffer-size apply to the io-uring model, not {}",
                 self.model.name()
             ));
+        }
+        if self.model != Model::IoUring && self.uring_recv != defaults.uring_recv {
+            return Err(format!("--uring-recv applies to the io-uring model, not {}", self.model.name()));
         }
         if !count.is_power_of_two() || count > MAX_URING_BUFFERS {
             return Err(format!(
@@ -504,6 +542,11 @@ mod tests {
         }
         let config = ServerConfig { uring_buffers: 64, ..Default::default() };
         assert!(config.validate().unwrap_err().contains("apply to the io-uring model, not event-loop"));
+        let config = ServerConfig { uring_recv: UringRecv::Single, ..Default::default() };
+        assert!(config.validate().unwrap_err().contains("--uring-recv applies to the io-uring model"));
+        let config =
+            ServerConfig { model: Model::IoUring, uring_recv: UringRecv::Bundle, ..Default::default() };
+        assert_eq!(config.validate(), Ok(()));
     }
 
     #[test]

@@ -140,7 +140,7 @@ mod units;
 
 pub use addr::{AddrParseError, DEFAULT_ADDR, ListenAddr};
 pub use client::{ClientOptions, ServerAddr, run as run_client};
-pub use config::{Model, ServerConfig};
+pub use config::{Model, ServerConfig, UringRecv};
 pub use error::Error;
 pub use framing::{Framer, Framing, Rest, Split};
 pub use net::{

@@ -3,7 +3,8 @@
 technique: the ladder in docs/models.md.
 
 Usage (from the repository root, after `cargo build --release --workspace`):
-    python3 docs/results/cpu-ladder.py [ROUNDS]          # default 5
+    python3 docs/results/cpu-ladder.py [ROUNDS] [PREFIX]   # default 5 rounds, every row
+e.g. `python3 docs/results/cpu-ladder.py 5 small-many` runs the TCP rows alone.
 
 Each round runs every row once, in order (rows interleaved round by round). A row starts its
 server pinned to CPU 0 and loads it from CPU 1 with the repository's load generator:
@@ -43,7 +44,9 @@ ROWS = [
     ("udp-burst: event loop, recvmmsg/sendmmsg (64)", [BIN, "serve", "--udp-offload", "off", "udp:{addr}"], "udp", UDP_BURST),
     ("udp-burst: event loop, batches + GRO/GSO", [BIN, "serve", "udp:{addr}"], "udp", UDP_BURST),
     ("small-many: event loop (read/write, epoll)", [BIN, "serve", "{addr}"], "tcp", SMALL_MANY),
-    ("small-many: io-uring, single-shot recv per turn", [BIN, "serve", "--model", "io-uring", "{addr}"], "tcp", SMALL_MANY),
+    ("small-many: io-uring, single-shot recv per turn", [BIN, "serve", "--model", "io-uring", "--uring-recv", "single", "{addr}"], "tcp", SMALL_MANY),
+    ("small-many: io-uring, multishot recv", [BIN, "serve", "--model", "io-uring", "--uring-recv", "multishot", "{addr}"], "tcp", SMALL_MANY),
+    ("small-many: io-uring, multishot recv in bundles", [BIN, "serve", "--model", "io-uring", "--uring-recv", "bundle", "{addr}"], "tcp", SMALL_MANY),
 ]
 
 
@@ -86,9 +89,11 @@ def one(argv, kind, load):
 
 def main():
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 5
-    results = {row: [] for row, *_ in ROWS}
+    only = sys.argv[2] if len(sys.argv) > 2 else ""
+    rows = [r for r in ROWS if r[0].startswith(only)]
+    results = {row: [] for row, *_ in rows}
     for r in range(rounds):
-        for row, argv, kind, load in ROWS:
+        for row, argv, kind, load in rows:
             results[row].append(one(argv, kind, load))
             print(f"round {r + 1}: {row}: {results[row][-1]}", file=sys.stderr)
     print("| technique | user µs/msg | kernel µs/msg | total µs/msg | msgs/s |")

@@ -17,6 +17,13 @@
 //! The ring itself is an array of `{addr, len, bid}` entries in memory shared with the
 //! kernel: the kernel consumes from its head, we append at the tail and publish the tail
 //! with a release store, as liburing's `io_uring_buf_ring_advance` does.
+//!
+//! A *bundle* (`IORING_RECVSEND_BUNDLE`) is one completion for several buffers: the kernel
+//! names the first, and the others are the entries after it in ring order, each filled
+//! whole but the last. So we keep a copy of which buffer sits in which entry
+//! ([`BufRing::filled`]). An entry is written again only after the kernel has consumed
+//! it and we have given its buffer back, which we do only after reading the completion
+//! that named it: the copy still holds a bundle's entries when its completion is read.
 
 use std::io;
 use std::ptr::NonNull;
@@ -39,6 +46,10 @@ pub(crate) struct BufRing {
     size: usize,
     /// Our copy of the tail: entries published so far (wrapping).
     tail: u16,
+    /// Which buffer each entry of the ring was last given (entry -> bid), and where each
+    /// buffer was last put (bid -> entry): how a bundle's buffers are found.
+    bid_in_entry: Box<[u16]>,
+    entry_of_bid: Box<[u16]>,
     /// The group id recvs name to take from this ring.
     group: u16,
 }
@@ -50,7 +61,10 @@ impl BufRing {
         assert!(count.is_power_of_two() && count <= 32768, "BufRing count {count}");
         let entries = Mapping::new(usize::from(count) * size_of::<BufRingEntry>())?;
         let pool = Mapping::new(usize::from(count) * size)?;
-        let mut ring = BufRing { entries, pool, count, size, tail: 0, group: GROUP };
+        let mirror = || vec![0; usize::from(count)].into_boxed_slice();
+        let (bid_in_entry, entry_of_bid) = (mirror(), mirror());
+        let mut ring =
+            BufRing { entries, pool, count, size, tail: 0, bid_in_entry, entry_of_bid, group: GROUP };
         for bid in 0..count {
             ring.provide(bid);
         }
@@ -103,11 +117,32 @@ impl BufRing {
         entry.set_addr(self.buffer_addr(bid) as u64);
         entry.set_len(self.size as u32);
         entry.set_bid(bid);
+        self.bid_in_entry[slot] = bid;
+        self.entry_of_bid[usize::from(bid)] = slot as u16; // slot < count <= 32768
         self.tail = self.tail.wrapping_add(1);
         // SAFETY: the tail field is a 2-byte-aligned u16 inside the mapping that the kernel
         // only reads; the release store makes the entry visible before the new tail.
         unsafe { AtomicU16::from_ptr(BufRingEntry::tail(base).cast_mut()) }
             .store(self.tail, Ordering::Release);
+    }
+
+    /// The buffers a completion that named `first` filled with `n` bytes: one, or a bundle.
+    /// Taken before any buffer is given back (giving `first` back moves it in the ring).
+    pub(crate) fn filled(&self, first: u16, n: usize) -> Filled {
+        Filled { entry: usize::from(self.entry_of_bid[usize::from(first)]), next: 0, left: n }
+    }
+
+    /// The buffer in the ring `i` entries after `entry`, and its length as the kernel left it
+    /// there (the kernel may shorten an entry it takes part of; each buffer of a bundle is
+    /// filled to that length, but the last).
+    fn bundle_part(&self, entry: usize, i: usize) -> (u16, usize) {
+        let slot = (entry + i) & usize::from(self.count - 1);
+        let base = self.entries.addr().cast::<BufRingEntry>();
+        // SAFETY: `slot < count`, inside the mapping. The kernel consumed this entry before
+        // posting the completion we are reading, and writes it no more; we have not written
+        // it since (see the module docs). Volatile: the kernel wrote it, not this program.
+        let len = unsafe { std::ptr::read_volatile(base.add(slot)) }.len();
+        (self.bid_in_entry[slot], (len as usize).min(self.size))
     }
 
     /// The first `len` bytes of buffer `bid`, which a completion just handed to us.
@@ -128,6 +163,35 @@ impl BufRing {
     pub(crate) fn leak(&mut self) {
         self.entries.leaked = true;
         self.pool.leaked = true;
+    }
+}
+
+/// The buffers of one completion, in order: a cursor rather than an iterator, so that the
+/// caller may give each buffer back (change the ring) before it asks for the next.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Filled {
+    /// The ring entry of the first buffer.
+    entry: usize,
+    /// How many buffers were handed out so far.
+    next: usize,
+    /// Bytes not handed out yet.
+    left: usize,
+}
+
+impl Filled {
+    /// The next buffer and the bytes it holds; the first buffer is handed out even when the
+    /// completion brought no bytes (it still named it, so it is ours to give back).
+    pub(crate) fn next(&mut self, buffers: &BufRing) -> Option<(u16, usize)> {
+        if self.next > 0 && self.left == 0 {
+            return None;
+        }
+        let (bid, len) = buffers.bundle_part(self.entry, self.next);
+        if self.next > 0 && len == 0 {
+            return None; // never expected: the kernel skips empty entries
+        }
+        let len = len.min(self.left);
+        (self.next, self.left) = (self.next + 1, self.left - len);
+        Some((bid, len))
     }
 }
 
@@ -198,5 +262,13 @@ mod tests {
         let (entry, tail) = unsafe { (&*base, *BufRingEntry::tail(base)) };
         assert_eq!((entry.bid(), tail), (2, 5));
         assert_eq!(ring.data(3, 100).len(), 100);
+        ring.provide(0); // slot 1
+        let mut bundle = ring.filled(3, 250);
+        assert_eq!(bundle.next(&ring), Some((3, 100)));
+        assert_eq!(bundle.next(&ring), Some((2, 100)), "after slot 3 comes slot 0 (wrapped): buffer 2");
+        assert_eq!(bundle.next(&ring), Some((0, 50)), "the last one, part full");
+        assert_eq!(bundle.next(&ring), None);
+        let mut nothing = ring.filled(3, 0);
+        assert_eq!((nothing.next(&ring), nothing.next(&ring)), (Some((3, 0)), None), "named, so given back");
     }
 }

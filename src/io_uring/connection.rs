@@ -2,7 +2,7 @@
 //! it the kernel holds, and the bytes it owes its client.
 //!
 //! The loop (`mod.rs`) turns completions into calls here, then asks what to request next
-//! ([`Connection::recv_len`], [`Connection::next_send`]). The connection never touches the
+//! ([`Connection::recv_room`], [`Connection::next_send`]). The connection never touches the
 //! ring, so its whole echo protocol can be read in this file.
 //!
 //! **Who owns the bytes when.** A recv completes into a provided buffer (see `buffers.rs`).
@@ -25,16 +25,19 @@
 //! loop: the frames before it are echoed, then it lingers and closes.
 //!
 //! One send at a time per connection: a second send could run while the first was short,
-//! and bytes would leave out of order. One recv at a time, asking at most the room left
-//! under `--max-pending`, so what is owed never exceeds the cap (backpressure: at the cap no
-//! recv is armed, and the client's bytes wait in the kernel). This is why the recv is
-//! single-shot: a multishot recv keeps receiving until it is cancelled, and a cancel takes
-//! effect only at the next `io_uring_enter`, after the kernel may have received whatever the
-//! socket held; the cap would be a wish, not a bound.
+//! and bytes would leave out of order. One recv at a time, for at most the room left under
+//! `--max-pending` ([`Connection::recv_room`]), so what is owed never exceeds the cap
+//! (backpressure: at the cap no recv is armed, and the client's bytes wait in the kernel).
+//! A multishot recv keeps receiving, a completion per buffer (or bundle), until it has
+//! brought the bytes it was armed for; the kernel counts them (`IORING_RECV_MSHOT_LIM`), so
+//! the cap holds without a cancel racing the kernel: at the limit the recv ends, and it is
+//! armed again only when there is room. A cancel stops it only when the connection stops
+//! receiving for another reason (a frame over `--max-frame`, shutdown); what it brings
+//! meanwhile is echoed (shutdown) or discarded (refused).
 //!
 //! **What a connection costs.** A connection waiting for its client (most of them, most of
 //! the time) has a recv armed and owes nothing: 40 bytes here, its socket, when bytes last
-//! moved, the send in flight, which listener accepted it, its phase and two flags, and one
+//! moved, the send in flight, which listener accepted it, its phase and three flags, and one
 //! pointer to what it needs only now and then ([`Extras`]: the outbox and the pending bytes
 //! beyond a send straight from a provided buffer, a frame's start, a PROXY header being
 //! received, the client it named), allocated when first needed and freed when nothing in it
@@ -133,8 +136,10 @@ pub(super) struct Connection {
     listener: u16,
     /// Decides, with the bytes owed, what to request next.
     phase: Phase,
-    /// A recv of ours is in the kernel.
+    /// A recv of ours is in the kernel (a multishot one until its last completion).
     recv_armed: bool,
+    /// A cancel of that recv alone has been queued: the connection takes no more bytes.
+    recv_cancel_queued: bool,
     /// A cancel for this connection's requests has been queued (once is enough).
     cancel_queued: bool,
 }
@@ -213,6 +218,7 @@ impl Connection {
             listener,
             phase: if proxy_header { Phase::Header } else { Phase::Open },
             recv_armed: false,
+            recv_cancel_queued: false,
             cancel_queued: false,
         }
     }
@@ -231,10 +237,10 @@ impl Connection {
         provided + self.extras.as_ref().map_or(0, |extras| extras.owed())
     }
 
-    /// How many bytes the next recv may ask for, if one should be armed now: while open,
-    /// the room under the cap `cap` (none at the cap: backpressure); while lingering, a
-    /// buffer's worth to discard.
-    pub(super) fn recv_len(&self, buffer_size: usize, cap: usize) -> Option<usize> {
+    /// How many bytes the next recv may bring in all, if one should be armed now: while
+    /// open, the room under the cap `cap` (none at the cap: backpressure); while receiving
+    /// the PROXY header, the cap; while lingering, any amount (it is discarded).
+    pub(super) fn recv_room(&self, cap: usize) -> Option<usize> {
         if self.recv_armed {
             return None;
         }
@@ -244,29 +250,36 @@ impl Connection {
                 if room == 0 {
                     trace!("fd={} owed={} at cap: no recv (backpressure)", self.fd(), self.owed());
                 }
-                (room > 0).then(|| room.min(buffer_size))
+                (room > 0).then_some(room)
             }
-            Phase::Header => Some(cap.min(buffer_size)),
-            Phase::Lingering => Some(buffer_size),
+            Phase::Header => Some(cap),
+            Phase::Lingering => Some(usize::MAX),
             Phase::PeerClosed | Phase::Refused | Phase::ShuttingDown | Phase::Closing => None,
         }
     }
 
-    /// A recv of ours is in the kernel.
-    pub(super) fn recv_armed(&self) -> bool {
-        self.recv_armed
-    }
-
-    /// A recv was armed, or completed.
+    /// A recv was armed, or brought its last completion.
     pub(super) fn set_recv_armed(&mut self, armed: bool) {
         self.recv_armed = armed;
+        if !armed {
+            self.recv_cancel_queued = false;
+        }
+    }
+
+    /// True once, when a (multishot) recv is still armed but the connection takes no more
+    /// bytes (refused, shutting down): the loop queues a cancel of it.
+    pub(super) fn recv_to_cancel(&mut self) -> bool {
+        let unwanted = matches!(self.phase, Phase::Refused | Phase::ShuttingDown);
+        let cancel = self.recv_armed && unwanted && !self.recv_cancel_queued && !self.cancel_queued;
+        self.recv_cancel_queued |= cancel;
+        cancel
     }
 
     /// A recv brought `data` in provided buffer `bid`: the whole frames in it (all of it,
     /// unframed) go straight out of the buffer if nothing is owed and no frame was begun,
     /// else behind what is; the start of an unfinished frame is kept.
     pub(super) fn received(&mut self, data: &[u8], bid: u16, turn: &mut Turn<'_>) -> BufferUse {
-        if matches!(self.phase, Phase::Lingering | Phase::Closing) {
+        if matches!(self.phase, Phase::Lingering | Phase::Closing | Phase::Refused) {
             trace!("fd={} discarded n={} ({:?})", self.fd(), data.len(), self.phase);
             if self.phase == Phase::Lingering && linger::done(&self.stream.sock_ref()) {
                 trace!("fd={} lingering: the client has every echo: closing", self.fd());
@@ -619,8 +632,8 @@ mod tests {
             conn.sent_from_outbox(n, &mut turn);
         }
 
-        fn recv_len(&self, buffer_size: usize) -> Option<usize> {
-            self.conn.recv_len(buffer_size, self.cap)
+        fn recv_room(&self) -> Option<usize> {
+            self.conn.recv_room(self.cap)
         }
     }
 
@@ -630,7 +643,7 @@ mod tests {
     fn whole_lines_go_out_of_the_buffer_and_a_cut_line_waits_for_its_end() {
         let mut s = Served::framed(Framer::new(Framing::Line, 100), 100);
         assert_eq!(s.received(b"one\ntwo\nthr", 0), BufferUse::SendFromIt { len: 8 });
-        assert_eq!(s.recv_len(1000), Some(100 - 8 - 3), "the cut line counts against the cap");
+        assert_eq!(s.recv_room(), Some(100 - 8 - 3), "the cut line counts against the cap");
         assert_eq!(s.received(b"ee\nfo", 1), BufferUse::GiveBack, "a send is in flight");
         s.sent_from_buffer(8, b"one\ntwo\n");
         assert_eq!(s.conn.next_send(), Some(&b"three\n"[..]));
@@ -654,11 +667,28 @@ mod tests {
         assert_eq!(s.received(b"ok\nthis line is too long", 0), BufferUse::SendFromIt { len: 3 });
         assert_eq!(s.conn.phase(), Phase::Refused);
         assert!(s.conn.take_oversize().is_some() && s.conn.take_oversize().is_none(), "told once");
-        assert_eq!(s.recv_len(64), None, "refused: no more recvs");
+        assert_eq!(s.recv_room(), None, "refused: no more recvs");
         assert!(!s.conn.finished(), "the echo of the frame before it is still out");
         s.sent_from_buffer(3, b"ok\n");
         assert!(s.conn.finished());
         assert_eq!(s.tally.bytes_unsent, 21, "the refused bytes count as never echoed");
+    }
+
+    /// A multishot recv still armed when a frame refuses the connection: cancelled once, and
+    /// what it brings before the cancel lands is discarded, neither echoed nor counted.
+    #[test]
+    fn a_refused_connection_cancels_its_multishot_recv_once_and_discards_what_it_brings() {
+        let mut s = Served::framed(Framer::new(Framing::Line, 8), 64);
+        s.conn.set_recv_armed(true); // multishot: still armed after this completion
+        assert!(!s.conn.recv_to_cancel(), "open: it keeps receiving");
+        assert_eq!(s.received(b"ok\nthis line is too long", 0), BufferUse::SendFromIt { len: 3 });
+        assert!(s.conn.recv_to_cancel());
+        assert!(!s.conn.recv_to_cancel(), "one cancel is enough");
+        let read = s.tally.bytes_read;
+        assert_eq!(s.received(b"more\n", 1), BufferUse::GiveBack);
+        assert_eq!(s.tally.bytes_read, read, "discarded, not counted");
+        s.conn.set_recv_armed(false); // its last completion (ECANCELED)
+        assert_eq!(s.recv_room(), None);
     }
 
     /// A length frame cut short by EOF can never be whole: dropped, not echoed.
@@ -680,7 +710,7 @@ mod tests {
     #[test]
     fn first_bytes_go_straight_out_of_the_buffer_and_the_rest_waits_in_order() {
         let mut s = Served::new(100);
-        assert_eq!(s.recv_len(64), Some(64));
+        assert_eq!(s.recv_room(), Some(100));
         assert_eq!(s.received(b"hello", 7), BufferUse::SendFromIt { len: 5 });
         assert_eq!(s.conn.sending(), Some(Sending::Provided { bid: 7, len: 5 }));
         assert!(s.conn.extras.is_none(), "a send straight from the buffer holds nothing of ours");
@@ -700,16 +730,16 @@ mod tests {
     fn recvs_ask_for_no_more_than_the_room_under_the_cap() {
         let mut s = Served::new(10);
         s.received(b"abcdef", 0); // 6 owed (in the provided send)
-        assert_eq!(s.recv_len(64), Some(4));
+        assert_eq!(s.recv_room(), Some(4));
         s.received(b"ghij", 1);
-        assert_eq!(s.recv_len(64), None, "at the cap: backpressure");
+        assert_eq!(s.recv_room(), None, "at the cap: backpressure");
         s.sent_from_buffer(0, b"abcdef"); // the socket was full: all of it to the outbox
-        assert_eq!(s.recv_len(64), None);
+        assert_eq!(s.recv_room(), None);
         assert_eq!(s.conn.next_send(), Some(&b"abcdef"[..]));
         s.sent_from_outbox(6);
-        assert_eq!(s.recv_len(64), Some(6), "draining reopens the window");
+        assert_eq!(s.recv_room(), Some(6), "draining reopens the window");
         s.conn.set_recv_armed(true);
-        assert_eq!(s.recv_len(64), None, "one recv at a time");
+        assert_eq!(s.recv_room(), None, "one recv at a time");
     }
 
     #[test]
@@ -718,7 +748,7 @@ mod tests {
         s.received(b"bye", 0);
         s.received_eof();
         assert!(!s.conn.finished());
-        assert_eq!(s.recv_len(64), None);
+        assert_eq!(s.recv_room(), None);
         s.sent_from_buffer(3, b"bye");
         assert!(s.conn.finished());
     }
@@ -731,7 +761,7 @@ mod tests {
         assert!(s.conn.begin_close());
         assert!(!s.conn.begin_close(), "one cancel is enough");
         assert_eq!(s.received(b"late", 3), BufferUse::GiveBack);
-        assert_eq!(s.recv_len(64), None);
+        assert_eq!(s.recv_room(), None);
     }
 
     /// The outbox a send points at is not freed under it: what is owed goes back only with

@@ -188,10 +188,11 @@ impl UringLoop {
                 }
             }
         }
-        let mut ring = Ring::new(receive_buffers(config)?)?;
+        let mut ring = Ring::new(receive_buffers(config)?, config.uring_recv)?;
         let udp = UdpPorts::new(datagram_sockets, config, &mut ring)?;
         let wake = WakeFd::new(shutdown)?;
         debug!("io_uring: {} provided buffers of {} bytes", config.uring_buffers, config.uring_buffer_size);
+        debug!("io_uring: receiving with {}", ring.recv_mode().describe());
         let clock = Clock::new(Instant::now());
         Ok(UringLoop {
             ring,
@@ -274,81 +275,119 @@ impl UringLoop {
     }
 
     /// A recv completed: echo what it brought, note EOF, or close on an error. Whatever
-    /// happens, a buffer the completion names goes back to the ring, unless a send now
-    /// goes out of it (then the send's completion gives it back).
+    /// happens, the buffers the completion names go back to the ring, unless a send now
+    /// goes out of one (then the send's completion gives it back). A multishot recv stays
+    /// armed while its completions say `F_MORE`.
     fn on_recv(&mut self, key: usize, result: i32, flags: u32, now: Instant) -> io::Result<()> {
         let bid = cqueue::buffer_select(flags);
-        let (give_back, failure) = match self.connections.get(key) {
-            Some(_) => self.received(key, result, bid, now)?,
-            None => (bid, Some("a recv completion for a free slot".to_string())),
+        let Some(conn) = self.connections.get_mut(key) else {
+            self.give_back(bid, result.max(0) as usize);
+            warn!("io_uring: a recv completion for a free slot (key {key})");
+            return Ok(());
         };
-        if let Some(bid) = give_back {
-            self.ring.buffers.provide(bid);
+        if !cqueue::more(flags) {
+            conn.set_recv_armed(false); // its last completion
         }
+        let failure = match (result, bid) {
+            (n, Some(bid)) if n > 0 => self.received_buffers(key, bid, n as usize, now)?,
+            (n, None) if n > 0 => Some("a recv completed without naming its buffer".to_string()),
+            (result, _) => {
+                self.give_back(bid, 0);
+                self.recv_ended(key, result, now)
+            }
+        };
         match failure {
             None => self.advance(key),
-            Some(reason) if self.connections.contains(key) => self.close(key, &reason),
-            Some(reason) => {
-                warn!("io_uring: {reason} (key {key})");
-                Ok(())
-            }
+            Some(reason) => self.close(key, &reason),
         }
     }
 
-    /// The work of [`UringLoop::on_recv`] for a live connection: which buffer to give back
-    /// (`None` if a send now goes out of it), and why to close the connection, if it must be.
+    /// `n` bytes in the buffers from `first` on (one buffer, or a bundle: the buffers after
+    /// it in ring order, each filled but the last), handed to the connection one buffer at
+    /// a time, in order; why to close it, if it must be.
+    fn received_buffers(
+        &mut self,
+        key: usize,
+        first: u16,
+        n: usize,
+        now: Instant,
+    ) -> io::Result<Option<String>> {
+        let mut filled = self.ring.buffers.filled(first, n);
+        let mut failure = None;
+        while let Some((bid, len)) = filled.next(&self.ring.buffers) {
+            if failure.is_some() {
+                self.ring.buffers.provide(bid); // after a failure: back unread
+                continue;
+            }
+            let (give_back, why) = self.received(key, bid, len, now)?;
+            if let Some(bid) = give_back {
+                self.ring.buffers.provide(bid);
+            }
+            failure = why;
+        }
+        Ok(failure)
+    }
+
+    /// Give back the buffers a completion names that nobody will read: those holding `n`
+    /// bytes from `first` on (at least `first`, if it names one).
+    fn give_back(&mut self, first: Option<u16>, n: usize) {
+        let Some(first) = first else { return };
+        let mut filled = self.ring.buffers.filled(first, n);
+        while let Some((bid, _)) = filled.next(&self.ring.buffers) {
+            self.ring.buffers.provide(bid);
+        }
+    }
+
+    /// The work of [`UringLoop::on_recv`] for one buffer of `len` bytes of a live
+    /// connection: which buffer to give back (`None` if a send now goes out of it), and why
+    /// to close the connection, if it must be.
     fn received(
         &mut self,
         key: usize,
-        result: i32,
-        bid: Option<u16>,
+        bid: u16,
+        len: usize,
         now: Instant,
     ) -> io::Result<(Option<u16>, Option<String>)> {
         let conn = &mut self.connections[key];
         let tally = &mut self.acceptors[conn.listener()].tally; // counted where it was accepted
         let mut turn = Turn { now: self.clock.stamp(now), framer: self.framer, cap: self.cap, tally };
-        conn.set_recv_armed(false);
-        match (result, bid) {
-            (n, Some(bid)) if n > 0 && conn.phase() == Phase::Header => {
-                let outcome = conn.received_header(self.ring.buffers.data(bid, n as usize), &mut turn);
-                if outcome == Ok(true) {
-                    self.header_done(key);
-                    self.count_oversize(key, now);
-                }
-                return Ok((Some(bid), outcome.err()));
-            }
-            (0, _) if conn.phase() == Phase::Header => {
-                return Ok((bid, Some("closed before its header was whole".into())));
-            }
-            (n, Some(bid)) if n > 0 => {
-                let data = self.ring.buffers.data(bid, n as usize);
-                let used = conn.received(data, bid, &mut turn);
+        let data = self.ring.buffers.data(bid, len);
+        if conn.phase() == Phase::Header {
+            let outcome = conn.received_header(data, &mut turn);
+            if outcome == Ok(true) {
+                self.header_done(key);
                 self.count_oversize(key, now);
-                let conn = &mut self.connections[key];
-                let BufferUse::SendFromIt { len } = used else {
-                    return Ok((Some(bid), None));
-                };
-                // The buffer stays out of the ring until this send completes (`on_send`).
-                self.ring.send_provided(conn.fd(), bid, len, Op::Send(key))?;
-                return Ok((None, None));
             }
-            (n, None) if n > 0 => {
-                return Ok((None, Some("a recv completed without naming its buffer".into())));
-            }
-            (0, _) => conn.received_eof(&mut turn),
-            (e, _) => match -e {
-                libc::ENOBUFS => {
-                    trace!("fd={} recv: the buffer ring was empty, recv again", conn.fd());
-                    self.ring_empty += 1;
-                }
-                libc::EINTR | libc::EAGAIN => trace!("fd={} recv: nothing yet, recv again", conn.fd()),
-                libc::ECANCELED => trace!("fd={} recv cancelled ({:?})", conn.fd(), conn.phase()),
-                errno => {
-                    return Ok((bid, Some(format!("recv error: {}", io::Error::from_raw_os_error(errno)))));
-                }
-            },
+            return Ok((Some(bid), outcome.err()));
         }
-        Ok((bid, None))
+        let used = conn.received(data, bid, &mut turn);
+        self.count_oversize(key, now);
+        let BufferUse::SendFromIt { len } = used else { return Ok((Some(bid), None)) };
+        // The buffer stays out of the ring until this send completes (`on_send`).
+        let fd = self.connections[key].fd();
+        self.ring.send_provided(fd, bid, len, Op::Send(key))?;
+        Ok((None, None))
+    }
+
+    /// A recv completed with no bytes: EOF (`result` 0), or an error: why to close the
+    /// connection, if it must be. (A multishot recv ended this way is armed again by
+    /// `advance` if the connection still receives.)
+    fn recv_ended(&mut self, key: usize, result: i32, now: Instant) -> Option<String> {
+        let conn = &mut self.connections[key];
+        let tally = &mut self.acceptors[conn.listener()].tally; // counted where it was accepted
+        let mut turn = Turn { now: self.clock.stamp(now), framer: self.framer, cap: self.cap, tally };
+        match -result {
+            0 if conn.phase() == Phase::Header => return Some("closed before its header was whole".into()),
+            0 => conn.received_eof(&mut turn),
+            libc::ENOBUFS => {
+                trace!("fd={} recv: the buffer ring was empty, recv again", conn.fd());
+                self.ring_empty += 1;
+            }
+            libc::EINTR | libc::EAGAIN => trace!("fd={} recv: nothing yet, recv again", conn.fd()),
+            libc::ECANCELED => trace!("fd={} recv cancelled ({:?})", conn.fd(), conn.phase()),
+            errno => return Some(format!("recv error: {}", io::Error::from_raw_os_error(errno))),
+        }
+        None
     }
 
     /// A connection that a frame over `--max-frame` just refused: counted, and logged through
@@ -410,9 +449,12 @@ impl UringLoop {
             // or leaked if the loop ends with requests in flight (`Drop for UringLoop`).
             unsafe { self.ring.send(fd, data, Op::Send(key))? };
         }
-        if let Some(len) = conn.recv_len(self.ring.buffers.buffer_size(), self.cap) {
-            self.ring.recv_provided(fd, len, Op::Recv(key))?;
+        if let Some(room) = conn.recv_room(self.cap) {
+            self.ring.recv(fd, room, Op::Recv(key))?;
             conn.set_recv_armed(true);
+        } else if conn.recv_to_cancel() {
+            trace!("queue cancel of fd={fd} recv ({:?}: it takes no more bytes)", conn.phase());
+            self.ring.cancel(Op::Recv(key))?;
         }
         Ok(())
     }
@@ -560,11 +602,7 @@ impl UringLoop {
                 continue;
             }
             conn.stop_receiving();
-            if conn.recv_armed() {
-                trace!("queue cancel of fd={} recv", conn.fd());
-                self.ring.cancel(Op::Recv(key))?;
-            }
-            self.advance(key)?;
+            self.advance(key)?; // cancels its recv, sends what it owes
         }
         Ok(())
     }

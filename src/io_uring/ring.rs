@@ -11,15 +11,18 @@
 //! last one is the one without `IORING_CQE_F_MORE`. [`Ring`] counts requests in flight that
 //! way, so the loop knows when the kernel holds no pointer into our memory any more.
 
-use std::io;
-use std::os::fd::RawFd;
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::ptr::NonNull;
 use std::time::Duration;
 
 use io_uring::types::{CancelBuilder, Fd, SubmitArgs, Timespec};
-use io_uring::{IoUring, Probe, cqueue, opcode, squeue};
+use io_uring::{IoUring, Probe, Submitter, cqueue, opcode, squeue};
 
 use super::buffers::BufRing;
 use super::op::Op;
+use crate::config::UringRecv;
 use crate::lifecycle::wait_limit;
 use crate::net::interrupted;
 
@@ -156,6 +159,102 @@ fn can_register_buffer_ring(ring: &IoUring) -> bool {
 /// trying at once; so a recv armed on a quiet socket never fails for want of a buffer.
 const RECV_POLL_FIRST: u16 = 1;
 
+/// How connections receive, as chosen from `--uring-recv` and what the kernel offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RecvMode {
+    /// One recv per completion, armed again by the loop each time.
+    Single,
+    /// One multishot recv: a completion per provided buffer it fills, until the byte limit
+    /// it was armed with is reached (then a completion without `F_MORE`), or an error.
+    Multishot,
+    /// The same, but one completion may carry several buffers (a bundle).
+    Bundle,
+}
+
+impl RecvMode {
+    /// The mode `wanted` asks for on a kernel that can (`limit`) or cannot cap a multishot
+    /// recv's bytes, and has (`bundles`) or lacks recv bundles; or why it cannot be had. A
+    /// multishot recv without a cap is never used: it would receive past `--max-pending`.
+    pub(super) fn choose(wanted: UringRecv, limit: bool, bundles: bool) -> Result<RecvMode, String> {
+        let no_limit = |mode: &str| {
+            format!(
+                "--uring-recv {mode}: this kernel cannot cap a multishot recv's bytes \
+                 (IORING_RECV_MSHOT_LIM, Linux 6.17), and --max-pending would not hold without it"
+            )
+        };
+        match wanted {
+            UringRecv::Single => Ok(RecvMode::Single),
+            UringRecv::Multishot if limit => Ok(RecvMode::Multishot),
+            UringRecv::Bundle if limit && bundles => Ok(RecvMode::Bundle),
+            UringRecv::Auto if limit && bundles => Ok(RecvMode::Bundle),
+            UringRecv::Auto if limit => Ok(RecvMode::Multishot),
+            UringRecv::Auto => Ok(RecvMode::Single),
+            UringRecv::Bundle if limit => {
+                Err("--uring-recv bundle: this kernel lacks recv bundles (IORING_FEAT_RECVSEND_BUNDLE)"
+                    .into())
+            }
+            other => Err(no_limit(other.name())),
+        }
+    }
+
+    /// For the debug log: what each recv request does.
+    pub(super) fn describe(self) -> &'static str {
+        match self {
+            RecvMode::Single => "single-shot recvs, one buffer per completion, armed again each time",
+            RecvMode::Multishot => {
+                "multishot recvs (one buffer per completion), each capped at the room under --max-pending"
+            }
+            RecvMode::Bundle => {
+                "multishot recvs in bundles (several buffers per completion), each capped at the room \
+                 under --max-pending"
+            }
+        }
+    }
+}
+
+/// Where `sqe->optlen` lies in a submission entry: the kernel's `struct io_uring_sqe` (the
+/// UAPI layout, 64 bytes) has it at byte 44, in a union with `file_index`.
+const SQE_OPTLEN: usize = 44;
+const _: () = assert!(size_of::<squeue::Entry>() == 64);
+
+/// `entry`, a multishot recv, with its byte limit set: the kernel ends the recv (a completion
+/// without `F_MORE`) once it has received `limit` bytes, and a bundle never goes past it
+/// (`IORING_RECV_MSHOT_LIM`, Linux 6.17). The io-uring crate builds multishot recvs but has
+/// no setter for this field, so it is written here; kernels before it refuse the request
+/// with EINVAL, which [`caps_multishot_recv`] finds out before the server starts.
+fn with_byte_limit(mut entry: squeue::Entry, limit: u32) -> squeue::Entry {
+    // SAFETY: `squeue::Entry` is `#[repr(C)]` around the kernel's `io_uring_sqe` (the size is
+    // checked above), a plain-data struct, so bytes 44..48 are its `optlen` field, inside
+    // the entry; the write is unaligned-safe and touches nothing else.
+    unsafe { (&raw mut entry).cast::<u8>().add(SQE_OPTLEN).cast::<u32>().write_unaligned(limit) };
+    entry
+}
+
+/// Can this kernel cap a multishot recv's bytes? Asked of a small ring of its own: a capped
+/// recv of 1 byte on a socket pair holding 2 either completes with its last completion
+/// (capped), or is refused with EINVAL (an older kernel).
+fn caps_multishot_recv() -> bool {
+    let Ok(mut ring) = IoUring::new(4) else { return false };
+    let Ok(mut buffers) = BufRing::new(1, 64) else { return false };
+    if buffers.register(&ring).is_err() {
+        return false;
+    }
+    let answer = (|| {
+        let (ours, mut theirs) = UnixStream::pair().ok()?;
+        theirs.write_all(b"hi").ok()?;
+        let recv = opcode::RecvMulti::new(Fd(ours.as_raw_fd()), buffers.group()).build();
+        // SAFETY: the entry points at no memory of ours (a descriptor and a buffer group).
+        unsafe { ring.submission().push(&with_byte_limit(recv, 1)) }.ok()?;
+        ring.submit_and_wait(1).ok()?;
+        let cqe = ring.completion().next()?;
+        Some(cqe.result() > 0 && !cqueue::more(cqe.flags()))
+    })();
+    if answer != Some(true) || ring.submitter().unregister_buf_ring(buffers.group()).is_err() {
+        buffers.leak(); // a recv may still be armed on it: never free what the kernel may use
+    }
+    answer == Some(true)
+}
+
 /// The ring and the provided buffers registered with it, which must not be freed while the
 /// kernel may still write into them; the count of requests the kernel still holds says when.
 ///
@@ -165,9 +264,11 @@ const RECV_POLL_FIRST: u16 = 1;
 /// `Drop`). A send out of a connection's own memory is the one request whose pointer the
 /// caller must keep alive, so it is the one `unsafe fn`.
 pub(super) struct Ring {
-    uring: IoUring,
+    uring: Uring,
     /// Receive buffers the kernel picks from.
     pub buffers: BufRing,
+    /// How [`Ring::recv`] receives.
+    recv_mode: RecvMode,
     /// Requests pushed whose final completion has not been taken yet.
     in_flight: usize,
 }
@@ -180,7 +281,10 @@ impl Ring {
     /// The ring starts disabled (`IORING_SETUP_R_DISABLED`): a single-issuer ring belongs to
     /// the thread that enables it, and the server is built on one thread (before `listening
     /// on`) but may run on another. [`Ring::enable`] hands it to the thread that runs it.
-    pub(super) fn new(buffers: BufRing) -> io::Result<Ring> {
+    ///
+    /// The receive mode is `wanted`, as far as the kernel has it (`--uring-recv auto`), or an
+    /// error that says what the kernel lacks (asked for by name).
+    pub(super) fn new(buffers: BufRing, wanted: UringRecv) -> io::Result<Ring> {
         let uring = IoUring::builder()
             .setup_cqsize(CQ_ENTRIES)
             .setup_r_disabled()
@@ -193,8 +297,11 @@ impl Ring {
                 IoUring::builder().setup_cqsize(CQ_ENTRIES).setup_r_disabled().build(SQ_ENTRIES)
             })
             .map_err(setup_refused)?;
-        let mut ring = Ring { uring, buffers, in_flight: 0 };
-        ring.buffers.register(&ring.uring).map_err(|e| {
+        let bundles = uring.params().is_feature_recvsend_bundle();
+        let recv_mode = RecvMode::choose(wanted, caps_multishot_recv(), bundles)
+            .map_err(|e| io::Error::new(io::ErrorKind::Unsupported, e))?;
+        let mut ring = Ring { uring: Uring::new(uring), buffers, recv_mode, in_flight: 0 };
+        ring.buffers.register(ring.uring.io()).map_err(|e| {
             let count = ring.buffers.count();
             io::Error::new(
                 e.kind(),
@@ -204,9 +311,12 @@ impl Ring {
         Ok(ring)
     }
 
-    /// Make the calling thread the ring's only submitter and let requests in.
+    /// Make the calling thread the ring's only submitter and let requests in; then register
+    /// the ring's descriptor with this thread, if the kernel lets us (see [`Uring`]).
     pub(super) fn enable(&mut self) -> io::Result<()> {
-        self.uring.submitter().register_enable_rings()
+        self.uring.io().submitter().register_enable_rings()?;
+        self.uring.register_descriptor();
+        Ok(())
     }
 
     /// Queue the multishot accept on `listener`: a completion per accepted connection.
@@ -222,16 +332,42 @@ impl Ring {
         self.push_pointerless(&poll.build().user_data(op.encode()))
     }
 
-    /// Queue a recv of at most `len` bytes into whichever provided buffer is free when
-    /// bytes arrive (none is taken while the socket is quiet).
-    pub(super) fn recv_provided(&mut self, fd: RawFd, len: usize, op: Op) -> io::Result<()> {
-        let len = len.min(self.buffers.buffer_size()) as u32; // a buffer's size fits in 32 bits
-        log::trace!("queue recv fd={fd}: up to {len} bytes, into a provided buffer");
-        let recv = opcode::Recv::new(Fd(fd), std::ptr::null_mut(), len)
-            .buf_group(self.buffers.group())
-            .ioprio(RECV_POLL_FIRST)
-            .build()
-            .flags(squeue::Flags::BUFFER_SELECT);
+    /// How connections receive.
+    pub(super) fn recv_mode(&self) -> RecvMode {
+        self.recv_mode
+    }
+
+    /// Queue a recv of at most `room` bytes (more than 0) into whichever provided buffers are
+    /// free when bytes arrive (none is taken while the socket is quiet): single-shot, at
+    /// most one buffer; or multishot, as many completions as it takes to bring `room` bytes
+    /// (a buffer, or a bundle of them, each), then its last completion.
+    pub(super) fn recv(&mut self, fd: RawFd, room: usize, op: Op) -> io::Result<()> {
+        debug_assert!(room > 0, "a recv of nothing would be a recv without a limit");
+        let group = self.buffers.group();
+        let limit = u32::try_from(room).unwrap_or(u32::MAX); // 4 GiB: never reached in one go
+        let recv = match self.recv_mode {
+            RecvMode::Single => {
+                let len = room.min(self.buffers.buffer_size()) as u32; // a buffer's size fits in 32 bits
+                log::trace!("queue recv fd={fd}: up to {len} bytes, into a provided buffer");
+                opcode::Recv::new(Fd(fd), std::ptr::null_mut(), len)
+                    .buf_group(group)
+                    .ioprio(RECV_POLL_FIRST)
+                    .build()
+                    .flags(squeue::Flags::BUFFER_SELECT)
+            }
+            RecvMode::Multishot => {
+                log::trace!(
+                    "queue multishot recv fd={fd}: up to {limit} bytes in all, a provided buffer each"
+                );
+                with_byte_limit(opcode::RecvMulti::new(Fd(fd), group).build(), limit)
+            }
+            RecvMode::Bundle => {
+                log::trace!(
+                    "queue multishot recv fd={fd}: up to {limit} bytes in all, in bundles of provided buffers"
+                );
+                with_byte_limit(opcode::RecvMultiBundle::new(Fd(fd), group).build(), limit)
+            }
+        };
         self.push_pointerless(&recv.user_data(op.encode()))
     }
 
@@ -290,10 +426,11 @@ impl Ring {
     /// # Safety
     /// Every pointer in `entry` must stay valid until its final completion is taken.
     unsafe fn push(&mut self, entry: &squeue::Entry) -> io::Result<()> {
-        // SAFETY: the caller keeps what `entry` points to alive until its completion.
-        while unsafe { self.uring.submission().push(entry) }.is_err() {
+        // SAFETY: the caller keeps what `entry` points to alive until its completion; the
+        // queue is borrowed only for this push, so no other `SubmissionQueue` exists.
+        while unsafe { self.uring.io().submission_shared().push(entry) }.is_err() {
             log::trace!("enter: the submission queue is full: submit {SQ_ENTRIES}, wait 0");
-            match self.uring.submit() {
+            match self.uring.with_submitter(|submitter| submitter.submit()) {
                 Ok(_) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
                     // The completion queue overflowed: the kernel takes no more until we
@@ -314,15 +451,16 @@ impl Ring {
     pub(super) fn enter(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         log::trace!(
             "enter: submit {}, wait 1 (timeout {})",
-            self.uring.submission().len(),
+            // SAFETY: borrowed for this length alone: no other `SubmissionQueue` exists.
+            unsafe { self.uring.io().submission_shared() }.len(),
             wait_limit(timeout)
         );
         let result = match timeout {
-            None => self.uring.submit_and_wait(1),
+            None => self.uring.with_submitter(|submitter| submitter.submit_and_wait(1)),
             Some(timeout) => {
                 let ts = Timespec::from(timeout);
                 let args = SubmitArgs::new().timespec(&ts);
-                self.uring.submitter().submit_with_args(1, &args)
+                self.uring.with_submitter(|submitter| submitter.submit_with_args(1, &args))
             }
         };
         let why = match result {
@@ -340,7 +478,8 @@ impl Ring {
     /// new requests while they look at them).
     pub(super) fn reap(&mut self, into: &mut Vec<cqueue::Entry>) {
         into.clear();
-        into.extend(self.uring.completion());
+        // SAFETY: borrowed for this loop alone: no other `CompletionQueue` exists.
+        into.extend(unsafe { self.uring.io().completion_shared() });
         let finished = into.iter().filter(|cqe| !cqueue::more(cqe.flags())).count();
         debug_assert!(finished <= self.in_flight, "more final completions than requests");
         self.in_flight = self.in_flight.saturating_sub(finished);
@@ -355,13 +494,13 @@ impl Ring {
 
     /// Register `buffers`, a group of datagram-sized buffers beside the streams' own.
     pub(super) fn register_buffers(&mut self, buffers: &mut BufRing) -> io::Result<()> {
-        buffers.register(&self.uring)
+        buffers.register(self.uring.io())
     }
 
     /// Take back a group [`Ring::register_buffers`] registered (nothing may be in flight
     /// that names it).
     pub(super) fn unregister_buffers(&mut self, buffers: &BufRing) -> io::Result<()> {
-        self.uring.submitter().unregister_buf_ring(buffers.group())
+        self.uring.io().submitter().unregister_buf_ring(buffers.group())
     }
 
     /// Queue a multishot recvmsg on `fd` (Linux 6.0): a completion per datagram (or GRO
@@ -409,10 +548,80 @@ impl Drop for Ring {
             self.buffers.leak();
             return;
         }
-        if let Err(e) = self.uring.submitter().unregister_buf_ring(self.buffers.group()) {
+        if let Err(e) = self.uring.io().submitter().unregister_buf_ring(self.buffers.group()) {
             log::debug!("io_uring: unregistering the buffer ring: {e}");
             self.buffers.leak();
         }
+    }
+}
+
+/// The io_uring, and the [`Submitter`] that enters it by its *registered* descriptor.
+///
+/// `io_uring_enter` names the ring by a descriptor, which the kernel looks up on every call
+/// (and, in a process with other threads, counts a reference to); registering it
+/// (`IORING_REGISTER_RING_FDS`, Linux 5.18) lets each call name the ring by its index in
+/// this thread's table instead. The io-uring crate keeps that index in the `Submitter` that
+/// registered it, so that submitter must live as long as the ring: the ring is kept on the
+/// heap, behind a pointer, and the submitter borrows it from there until `Drop` lets go of
+/// both, the submitter first.
+struct Uring {
+    /// From `Box::into_raw`; freed in `Drop`, never moved meanwhile.
+    ring: NonNull<IoUring>,
+    /// The submitter holding the registered index, once [`Uring::register_descriptor`] ran.
+    registered: Option<Submitter<'static>>,
+}
+
+impl Uring {
+    fn new(ring: IoUring) -> Uring {
+        Uring { ring: NonNull::from(Box::leak(Box::new(ring))), registered: None }
+    }
+
+    /// The ring.
+    fn io(&self) -> &IoUring {
+        // SAFETY: the ring lives, unmoved, until `Drop`; only shared references are made.
+        unsafe { self.ring.as_ref() }
+    }
+
+    /// `f` with the submitter that enters by the registered index, or with a plain one.
+    fn with_submitter<R>(&self, f: impl FnOnce(&Submitter<'_>) -> R) -> R {
+        match &self.registered {
+            Some(registered) => f(registered),
+            None => f(&self.io().submitter()),
+        }
+    }
+
+    /// Register the ring's descriptor with the calling thread (the one that runs the loop:
+    /// the index is valid in this thread alone). Where the kernel refuses, say so and go on
+    /// by the descriptor: it is a saving, not a need.
+    fn register_descriptor(&mut self) {
+        // SAFETY: the submitter borrows the ring, which stays where it is until `Drop`, and
+        // `Drop` drops the submitter before it frees the ring: 'static is never relied on.
+        let ring: &'static IoUring = unsafe { &*self.ring.as_ptr() };
+        let mut submitter = ring.submitter();
+        match submitter.register_ring_fd() {
+            Ok(()) => {
+                log::debug!("io_uring: ring descriptor registered: each enter names it by index");
+                self.registered = Some(submitter);
+            }
+            Err(e) => log::debug!("io_uring: ring descriptor not registered ({e}): entering by descriptor"),
+        }
+    }
+}
+
+// SAFETY: the ring (`IoUring` is `Send`) and the submitter's pointers into it are owned by
+// this value alone and move with it. A registered index moved to another thread would be
+// refused there by the kernel (it checks the calling thread's table), never misused.
+unsafe impl Send for Uring {}
+
+impl Drop for Uring {
+    fn drop(&mut self) {
+        if let Some(mut registered) = self.registered.take()
+            && let Err(e) = registered.unregister_ring_fd()
+        {
+            log::debug!("io_uring: unregistering the ring descriptor: {e}");
+        }
+        // SAFETY: made by `Box::leak` in `new`, freed once, after the submitter is gone.
+        drop(unsafe { Box::from_raw(self.ring.as_ptr()) });
     }
 }
 
@@ -438,6 +647,33 @@ mod tests {
         assert!(Capability::BufferRing.describe().contains("5.19"));
         let no_ext_arg = Support { wait_timeout: false, ..ALL };
         assert_eq!(first_missing(&no_ext_arg), Some(Capability::WaitTimeout));
+    }
+
+    #[test]
+    fn a_multishot_recv_is_used_only_where_the_kernel_can_cap_it() {
+        use RecvMode::*;
+        assert_eq!(RecvMode::choose(UringRecv::Auto, true, true), Ok(Bundle));
+        assert_eq!(RecvMode::choose(UringRecv::Auto, true, false), Ok(Multishot));
+        assert_eq!(RecvMode::choose(UringRecv::Auto, false, true), Ok(Single), "no cap: single-shot");
+        assert_eq!(RecvMode::choose(UringRecv::Single, true, true), Ok(Single));
+        assert_eq!(RecvMode::choose(UringRecv::Multishot, true, true), Ok(Multishot));
+        let refused = RecvMode::choose(UringRecv::Multishot, false, true).unwrap_err();
+        assert!(refused.contains("--uring-recv multishot") && refused.contains("6.17"), "{refused}");
+        let refused = RecvMode::choose(UringRecv::Bundle, true, false).unwrap_err();
+        assert!(refused.contains("bundles"), "{refused}");
+    }
+
+    /// The field written is the kernel's `optlen`, and nothing else changes.
+    #[test]
+    fn the_byte_limit_lands_in_optlen_alone() {
+        let plain = opcode::RecvMulti::new(Fd(7), 0).build().user_data(9);
+        let limited = with_byte_limit(plain.clone(), 0x0102_0304);
+        // SAFETY: both are 64 plain bytes (checked at compile time above).
+        let bytes = |entry: &squeue::Entry| unsafe { *(entry as *const squeue::Entry).cast::<[u8; 64]>() };
+        let (before, after) = (bytes(&plain), bytes(&limited));
+        assert_eq!(after[SQE_OPTLEN..SQE_OPTLEN + 4], 0x0102_0304u32.to_ne_bytes());
+        assert_eq!(before[..SQE_OPTLEN], after[..SQE_OPTLEN]);
+        assert_eq!(before[SQE_OPTLEN + 4..], after[SQE_OPTLEN + 4..]);
     }
 
     #[test]

@@ -13,8 +13,9 @@ use std::sync::{Arc, Barrier, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use echoloop::{Model, Server};
+use echoloop::{Model, Server, UringRecv};
 
+use crate::live_stats::{field, line_on_sigusr1};
 use crate::util::*;
 
 /// Why the io-uring model cannot run on this kernel, or `None` when it can. Asked once per
@@ -131,6 +132,43 @@ fn a_client_that_does_not_read_is_held_at_the_cap_then_echoed_exactly() {
     }
     drop(clients);
     stop(bin);
+}
+
+/// `--max-pending` holds with every way of receiving this kernel offers, multishot ones
+/// included (the kernel stops them at the byte limit they were armed with): a client that
+/// writes and never reads leaves at most the cap pending in the server, plus the slack
+/// docs/models.md states for the mode (none for `single` and `bundle`, less than one
+/// `--uring-buffer-size` buffer for `multishot`), read from the live statistics (SIGUSR1).
+/// Once it reads, every byte comes back exactly once, and the connection flows again.
+#[test]
+fn pending_stays_within_max_pending_in_every_receive_mode() {
+    skip_if_kernel_refuses!();
+    const CAP: u64 = 10_000; // not a multiple of the buffer size: a recv must stop short
+    const BUFFER: u64 = 4096;
+    for (mode, slack) in [(UringRecv::Single, 0), (UringRecv::Multishot, BUFFER - 1), (UringRecv::Bundle, 0)]
+    {
+        if let Err(e) = Server::bind(&config(Model::IoUring).with_uring_recv(mode)) {
+            eprintln!("--uring-recv {}: skipped: {e}", mode.name());
+            continue;
+        }
+        let args = ["--uring-recv", mode.name(), "--max-pending=10000", "--uring-buffer-size=4096"];
+        let bin = serve_io_uring(&[], &[&args[..], &["--send-buffer=4K", "127.0.0.1:0"]].concat());
+        let client = connect_with_buffers(bin.tcp(), Some(16 << 10), Some(4 << 10));
+        let data = random_bytes(8 << 20, 70);
+        let written = write_until_blocked(&client, &data);
+        assert!(written < data.len(), "{}: wrote all {written} bytes: no backpressure", mode.name());
+        let pending = field(&line_on_sigusr1(&bin), "pending");
+        eprintln!("--uring-recv {}: written {written}, pending {pending}", mode.name());
+        assert!(pending <= CAP + slack, "{}: pending {pending} > {CAP} + {slack}", mode.name());
+        assert!(pending > CAP - BUFFER, "{}: pending {pending}: the cap never stopped it", mode.name());
+
+        assert_same_bytes(&read_n(&client, written), &data[..written]);
+        let rest = &data[written..written + 100_000]; // it flows again after the stall
+        (&client).write_all(rest).unwrap();
+        assert_same_bytes(&read_n(&client, rest.len()), rest);
+        drop(client);
+        assert_eq!(summary_echoed_bytes(&stop(bin)), (written + rest.len()) as u64, "{}", mode.name());
+    }
 }
 
 /// Tiny pending caps (even one byte) still echo exactly: a recv never asks for more than

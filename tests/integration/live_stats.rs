@@ -38,8 +38,8 @@ fn stats_lines(server: &Bin) -> Vec<String> {
     server.stderr().lines().filter(|l| l.contains("stats: open=")).map(str::to_string).collect()
 }
 
-/// Send SIGUSR1 and return the line it logged (bounded).
-fn line_on_sigusr1(server: &Bin) -> String {
+/// Send SIGUSR1 and return the line it logged (bounded; also used by `io_uring.rs`).
+pub(crate) fn line_on_sigusr1(server: &Bin) -> String {
     let before = stats_lines(server).len();
     server.signal(libc::SIGUSR1);
     assert!(
