@@ -136,7 +136,7 @@ const UDP_SEGMENT: libc::c_int = 103;
 /// Send `data` from `socket` to `to` as one train: datagrams of `segment` bytes (the last
 /// may be shorter), split by the kernel (GSO). On loopback the train stays whole up to a
 /// receiver that asked for GRO, which then reads it in one call.
-fn send_train(socket: &UdpSocket, to: SocketAddr, data: &[u8], segment: u16) {
+pub(crate) fn send_train(socket: &UdpSocket, to: SocketAddr, data: &[u8], segment: u16) {
     let to = socket2::SockAddr::from(to);
     let mut iov = libc::iovec { iov_base: data.as_ptr().cast_mut().cast(), iov_len: data.len() };
     let mut control = [0u64; 4]; // 8-byte aligned, more than CMSG_SPACE(2)
