@@ -18,7 +18,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use super::listeners::{assert_echoes, stop};
-use super::udp::send_train;
+use super::udp::{receive_each, send_train};
 use super::util::{
     Bin, IO_TIMEOUT, assert_same_bytes, connect, echo_chunked, random_bytes, run_to_end, temp_socket_path,
 };
@@ -215,13 +215,7 @@ fn a_train_through_an_inherited_socket_that_stamps_comes_back_as_its_datagrams(v
     let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     client.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     send_train(&client, addr, &want.concat(), 1200);
-    let mut reply = vec![0; 65536];
-    for (i, datagram) in want.iter().enumerate() {
-        let (n, from) =
-            client.recv_from(&mut reply).unwrap_or_else(|e| panic!("{variant:?}: reply {i}: {e}"));
-        assert_eq!(from, addr, "{variant:?}");
-        assert_same_bytes(&reply[..n], datagram);
-    }
+    receive_each(&client, addr, &want, &format!("{variant:?}"));
     stop(server);
 }
 for_variants!(a_train_through_an_inherited_socket_that_stamps_comes_back_as_its_datagrams, needs: [Activation, Datagrams]);
