@@ -71,7 +71,7 @@ const GROUP: u16 = 1;
 /// Room before the payload: the `io_uring_recvmsg_out` header (16 bytes), the sender (a
 /// `sockaddr_storage`, 128) and the control messages ([`CONTROL_ROOM`]), rounded up so that
 /// every buffer, and the control messages in it, stays 8-byte aligned.
-const HEADER_ROOM: usize = 256;
+const HEADER_ROOM: usize = 512;
 
 /// One datagram buffer: the header room and the largest datagram or GRO train.
 const BUFFER_SIZE: usize = HEADER_ROOM + UDP_SLOT;

@@ -311,6 +311,17 @@ mod sys {
     #[repr(C, align(8))]
     struct Cmsg([u8; 32]);
 
+    /// Room for the control messages of one received message: `UDP_GRO`'s and whatever the
+    /// socket asks for besides. The kernel writes the socket-level ones first (the time
+    /// stamps of `SO_TIMESTAMP[NS]` and `SO_TIMESTAMPING`, `SO_RXQ_OVFL`, `SO_RCVMARK`:
+    /// at most about 190 bytes), then `UDP_GRO`'s (24), then the IP-level ones; what does
+    /// not fit is left out. A socket passed in by a service manager may carry such options
+    /// (systemd's `Timestamping=`), and a train whose `UDP_GRO` message was left out would
+    /// go back as one datagram: so 256 bytes, where `UDP_GRO`'s always fits.
+    #[derive(Clone, Copy)]
+    #[repr(C, align(8))]
+    struct RecvCmsg([u8; 256]);
+
     pub fn enable(fd: BorrowedFd<'_>, wanted: Offload) -> Offload {
         let gso = wanted.gso && set_udp_option(fd, UDP_SEGMENT, 0).is_ok(); // 0: no default size
         let gro = wanted.gro && set_udp_option(fd, UDP_GRO, 1).is_ok();
@@ -330,14 +341,14 @@ mod sys {
     /// Where the kernel writes each message's sender and control messages.
     pub struct RecvScratch {
         names: Vec<libc::sockaddr_storage>,
-        controls: Vec<Cmsg>,
+        controls: Vec<RecvCmsg>,
     }
 
     impl RecvScratch {
         pub fn new(batch: usize) -> RecvScratch {
             // SAFETY: `sockaddr_storage` is plain data; all zeroes is a valid value.
             let zeroed: libc::sockaddr_storage = unsafe { mem::zeroed() };
-            RecvScratch { names: vec![zeroed; batch], controls: vec![Cmsg([0; 32]); batch] }
+            RecvScratch { names: vec![zeroed; batch], controls: vec![RecvCmsg([0; 256]); batch] }
         }
     }
 
@@ -409,9 +420,9 @@ mod sys {
         None
     }
 
-    /// Room for the control messages of one received message (`UDP_GRO`, an `int`), for a
-    /// receive that is not made here (io_uring's `recvmsg`).
-    pub const CONTROL_ROOM: usize = mem::size_of::<Cmsg>();
+    /// Room for the control messages of one received message (`UDP_GRO`'s, after any the
+    /// socket adds: [`RecvCmsg`]), for a receive that is not made here (io_uring's `recvmsg`).
+    pub const CONTROL_ROOM: usize = mem::size_of::<RecvCmsg>();
 
     /// The segment size in the control messages `control` of a received message, if it is a
     /// train (what [`gro_segment`] reads from a header, for the bytes of an io_uring

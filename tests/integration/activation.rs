@@ -18,6 +18,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use super::listeners::{assert_echoes, stop};
+use super::udp::{receive_each, send_train};
 use super::util::{
     Bin, IO_TIMEOUT, assert_same_bytes, connect, echo_chunked, random_bytes, run_to_end, temp_socket_path,
 };
@@ -179,6 +180,45 @@ fn serves_three_inherited_sockets(variant: Variant) {
     std::fs::remove_file(&path).unwrap();
 }
 for_variants!(serves_three_inherited_sockets, needs: [Activation, Datagrams]);
+
+/// Regression: a `ListenDatagram=` socket the service manager set up to stamp what it
+/// receives (systemd's `Timestamping=`: SO_TIMESTAMPNS; here with SO_TIMESTAMPING and
+/// SO_RXQ_OVFL as well) filled the 32 bytes the server kept for a message's control
+/// messages before the kernel came to `UDP_GRO`'s, which was then left out: a train came
+/// back as one datagram of 11,300 bytes. Each of its ten datagrams comes back on its own.
+fn a_train_through_an_inherited_socket_that_stamps_comes_back_as_its_datagrams(variant: Variant) {
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let stamps = [
+        (libc::SO_TIMESTAMPNS, 1),
+        (libc::SO_TIMESTAMPING, libc::SOF_TIMESTAMPING_RX_SOFTWARE | libc::SOF_TIMESTAMPING_SOFTWARE),
+        (libc::SO_RXQ_OVFL, 1),
+    ];
+    for (option, value) in stamps {
+        let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: a valid descriptor, and a pointer to an `int` that outlives the call.
+        let rc = unsafe {
+            libc::setsockopt(
+                udp.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option as libc::c_int,
+                (&raw const value).cast(),
+                len,
+            )
+        };
+        assert_eq!(rc, 0, "setsockopt {option}: {}", std::io::Error::last_os_error());
+    }
+    let addr = udp.local_addr().unwrap();
+    let server = Bin::spawn_listening(passing(&[udp.as_raw_fd()], true, &[], &variant.serve_args(&[])), 1);
+    drop(udp);
+    let sizes: Vec<usize> = [1200; 9].into_iter().chain([500]).collect();
+    let want: Vec<Vec<u8>> = sizes.iter().enumerate().map(|(i, &n)| random_bytes(n, 60 + i as u64)).collect();
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    send_train(&client, addr, &want.concat(), 1200);
+    receive_each(&client, addr, &want, &format!("{variant:?}"));
+    stop(server);
+}
+for_variants!(a_train_through_an_inherited_socket_that_stamps_comes_back_as_its_datagrams, needs: [Activation, Datagrams]);
 
 /// Addresses on the command line and sockets from the service manager: which to serve is
 /// not ours to guess. A usage error naming both, exit 2, nothing served.

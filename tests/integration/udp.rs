@@ -136,7 +136,7 @@ const UDP_SEGMENT: libc::c_int = 103;
 /// Send `data` from `socket` to `to` as one train: datagrams of `segment` bytes (the last
 /// may be shorter), split by the kernel (GSO). On loopback the train stays whole up to a
 /// receiver that asked for GRO, which then reads it in one call.
-fn send_train(socket: &UdpSocket, to: SocketAddr, data: &[u8], segment: u16) {
+pub(crate) fn send_train(socket: &UdpSocket, to: SocketAddr, data: &[u8], segment: u16) {
     let to = socket2::SockAddr::from(to);
     let mut iov = libc::iovec { iov_base: data.as_ptr().cast_mut().cast(), iov_len: data.len() };
     let mut control = [0u64; 4]; // 8-byte aligned, more than CMSG_SPACE(2)
@@ -161,6 +161,17 @@ fn send_train(socket: &UdpSocket, to: SocketAddr, data: &[u8], segment: u16) {
         libc::sendmsg(socket.as_raw_fd(), &msg, 0)
     };
     assert_eq!(sent, data.len() as isize, "sendmsg with UDP_SEGMENT: {}", std::io::Error::last_os_error());
+}
+
+/// Receive `want`'s datagrams on `socket`, in order, each exactly as sent and from `server`
+/// (`what` names the set-up in a failure).
+pub(crate) fn receive_each(socket: &UdpSocket, server: SocketAddr, want: &[Vec<u8>], what: &str) {
+    let mut reply = vec![0; 65536];
+    for (i, datagram) in want.iter().enumerate() {
+        let (n, from) = socket.recv_from(&mut reply).unwrap_or_else(|e| panic!("{what}: reply {i}: {e}"));
+        assert_eq!(from, server, "{what}");
+        assert_same_bytes(&reply[..n], datagram);
+    }
 }
 
 /// The server set-ups the batching tests run on: the event loop with its defaults (batches of
@@ -197,15 +208,9 @@ fn a_train_comes_back_as_its_datagrams() {
         let addr: SocketAddr = server.addr.strip_prefix("udp:").unwrap().parse().unwrap();
         let socket = client("127.0.0.1:0");
         send_train(&socket, addr, &want.concat(), 1000);
-        let mut reply = vec![0; 2000];
-        for (i, datagram) in want.iter().enumerate() {
-            let (n, from) =
-                socket.recv_from(&mut reply).unwrap_or_else(|e| panic!("{setup:?}: reply {i}: {e}"));
-            assert_eq!(from, addr, "{setup:?}");
-            assert_same_bytes(&reply[..n], datagram);
-        }
+        receive_each(&socket, addr, &want, &format!("{setup:?}"));
         socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-        assert!(socket.recv_from(&mut reply).is_err(), "{setup:?}: a reply too many");
+        assert!(socket.recv_from(&mut [0; 2000]).is_err(), "{setup:?}: a reply too many");
         let whole = server.stderr().contains("udp recv n=20300 datagrams=21");
         assert_eq!(whole, gro_on(setup), "{setup:?}: one receive for the train iff GRO is on");
         let summary = summary_line(server);
