@@ -230,6 +230,26 @@ fn with_byte_limit(mut entry: squeue::Entry, limit: u32) -> squeue::Entry {
     entry
 }
 
+/// The byte limit to arm a multishot recv with so that it brings at most `room` bytes in
+/// all, or `None` when a single-shot recv must do (`mode` is single, or the room is too small).
+///
+/// A bundle is cut by the kernel to the limit left, so its limit is the room. A plain
+/// multishot recv is not: the kernel checks the limit only after each receive, and a receive
+/// fills up to a whole buffer, so the last one may end up to `buffer - 1` bytes past the
+/// limit. Its limit is therefore the room less that; a room smaller than one buffer gets a
+/// single-shot recv of exactly the room. (Armed with the room itself, a multishot recv
+/// could leave a connection `buffer - 1` bytes over the cap, past what its `PendingBuf`
+/// takes: the bug `every_receive_mode_echoes_many_clients_exactly_through_a_tiny_ring`
+/// in tests/integration/io_uring.rs caught.)
+fn multishot_limit(mode: RecvMode, room: usize, buffer: usize) -> Option<u32> {
+    let limit = match mode {
+        RecvMode::Single => return None,
+        RecvMode::Bundle => room,
+        RecvMode::Multishot => room.checked_sub(buffer - 1).filter(|&limit| limit > 0)?,
+    };
+    Some(u32::try_from(limit).unwrap_or(u32::MAX)) // 4 GiB: never reached in one go
+}
+
 /// Can this kernel cap a multishot recv's bytes? Asked of a small ring of its own: a capped
 /// recv of 1 byte on a socket pair holding 2 either completes with its last completion
 /// (capped), or is refused with EINVAL (an older kernel).
@@ -340,32 +360,33 @@ impl Ring {
     /// Queue a recv of at most `room` bytes (more than 0) into whichever provided buffers are
     /// free when bytes arrive (none is taken while the socket is quiet): single-shot, at
     /// most one buffer; or multishot, as many completions as it takes to bring `room` bytes
-    /// (a buffer, or a bundle of them, each), then its last completion.
+    /// (a buffer, or a bundle of them, each), then its last completion. Never more than
+    /// `room` in all, in any mode: that is what keeps `--max-pending` exact.
     pub(super) fn recv(&mut self, fd: RawFd, room: usize, op: Op) -> io::Result<()> {
         debug_assert!(room > 0, "a recv of nothing would be a recv without a limit");
         let group = self.buffers.group();
-        let limit = u32::try_from(room).unwrap_or(u32::MAX); // 4 GiB: never reached in one go
-        let recv = match self.recv_mode {
-            RecvMode::Single => {
-                let len = room.min(self.buffers.buffer_size()) as u32; // a buffer's size fits in 32 bits
+        let buffer = self.buffers.buffer_size();
+        let recv = match (self.recv_mode, multishot_limit(self.recv_mode, room, buffer)) {
+            (RecvMode::Multishot, Some(limit)) => {
+                log::trace!(
+                    "queue multishot recv fd={fd}: up to {room} bytes in all (limit {limit}), a provided buffer each"
+                );
+                with_byte_limit(opcode::RecvMulti::new(Fd(fd), group).build(), limit)
+            }
+            (RecvMode::Bundle, Some(limit)) => {
+                log::trace!(
+                    "queue multishot recv fd={fd}: up to {limit} bytes in all, in bundles of provided buffers"
+                );
+                with_byte_limit(opcode::RecvMultiBundle::new(Fd(fd), group).build(), limit)
+            }
+            _ => {
+                let len = room.min(buffer) as u32; // a buffer's size fits in 32 bits
                 log::trace!("queue recv fd={fd}: up to {len} bytes, into a provided buffer");
                 opcode::Recv::new(Fd(fd), std::ptr::null_mut(), len)
                     .buf_group(group)
                     .ioprio(RECV_POLL_FIRST)
                     .build()
                     .flags(squeue::Flags::BUFFER_SELECT)
-            }
-            RecvMode::Multishot => {
-                log::trace!(
-                    "queue multishot recv fd={fd}: up to {limit} bytes in all, a provided buffer each"
-                );
-                with_byte_limit(opcode::RecvMulti::new(Fd(fd), group).build(), limit)
-            }
-            RecvMode::Bundle => {
-                log::trace!(
-                    "queue multishot recv fd={fd}: up to {limit} bytes in all, in bundles of provided buffers"
-                );
-                with_byte_limit(opcode::RecvMultiBundle::new(Fd(fd), group).build(), limit)
             }
         };
         self.push_pointerless(&recv.user_data(op.encode()))
@@ -661,6 +682,20 @@ mod tests {
         assert!(refused.contains("--uring-recv multishot") && refused.contains("6.17"), "{refused}");
         let refused = RecvMode::choose(UringRecv::Bundle, true, false).unwrap_err();
         assert!(refused.contains("bundles"), "{refused}");
+    }
+
+    /// No mode's recv can bring more than the room: a plain multishot recv is armed a buffer
+    /// short of it (its last receive may fill a whole buffer past the limit), and near the
+    /// cap a single-shot recv of exactly the room stands in.
+    #[test]
+    fn a_recv_is_armed_to_bring_at_most_the_room() {
+        use RecvMode::*;
+        assert_eq!(multishot_limit(Bundle, 10_000, 4096), Some(10_000), "the kernel cuts a bundle");
+        assert_eq!(multishot_limit(Multishot, 10_000, 4096), Some(10_000 - 4095));
+        assert_eq!(multishot_limit(Multishot, 4096, 4096), Some(1), "one receive of a buffer at most");
+        assert_eq!(multishot_limit(Multishot, 4095, 4096), None, "less than a buffer: single-shot");
+        assert_eq!(multishot_limit(Single, 10_000, 4096), None);
+        assert_eq!(multishot_limit(Bundle, usize::MAX, 4096), Some(u32::MAX), "lingering: no limit");
     }
 
     /// The field written is the kernel's `optlen`, and nothing else changes.
