@@ -129,7 +129,7 @@ impl BufRing {
     /// The buffers a completion that named `first` filled with `n` bytes: one, or a bundle.
     /// Taken before any buffer is given back (giving `first` back moves it in the ring).
     pub(crate) fn filled(&self, first: u16, n: usize) -> Filled {
-        Filled { entry: usize::from(self.entry_of_bid[usize::from(first)]), next: 0, left: n }
+        Filled { first, entry: usize::from(self.entry_of_bid[usize::from(first)]), next: 0, left: n }
     }
 
     /// The buffer in the ring `i` entries after `entry`, and its length as the kernel left it
@@ -170,6 +170,11 @@ impl BufRing {
 /// caller may give each buffer back (change the ring) before it asks for the next.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Filled {
+    /// The buffer the completion names, taken from it rather than from our copy of the
+    /// ring: completions need not come in the order the kernel took buffers (a multishot
+    /// recv's last completion is posted after later recvs' earlier ones), so another
+    /// completion's buffer, given back first, may already have been written into its entry.
+    first: u16,
     /// The ring entry of the first buffer.
     entry: usize,
     /// How many buffers were handed out so far.
@@ -185,7 +190,10 @@ impl Filled {
         if self.next > 0 && self.left == 0 {
             return None;
         }
-        let (bid, len) = buffers.bundle_part(self.entry, self.next);
+        let (bid, len) = match self.next {
+            0 => (self.first, buffers.size), // one buffer: the completion's count says how full
+            i => buffers.bundle_part(self.entry, i),
+        };
         if self.next > 0 && len == 0 {
             return None; // never expected: the kernel skips empty entries
         }
@@ -270,5 +278,17 @@ mod tests {
         assert_eq!(bundle.next(&ring), None);
         let mut nothing = ring.filled(3, 0);
         assert_eq!((nothing.next(&ring), nothing.next(&ring)), (Some((3, 0)), None), "named, so given back");
+    }
+
+    /// Completions out of the order the kernel took their buffers: the one read first gives
+    /// its buffer back, which is written into the entry of the other, still unread; that one
+    /// still yields the buffer it names, not the one now in its old entry.
+    #[test]
+    fn a_completion_read_after_its_entry_was_reused_yields_its_own_buffer() {
+        let mut ring = BufRing::new(4, 100).unwrap(); // the kernel takes all four, in order
+        ring.provide(1); // the completion for buffer 1 (entry 1) came first: into entry 0
+        let mut late = ring.filled(0, 60); // the completion for buffer 0, from entry 0
+        assert_eq!(late.next(&ring), Some((0, 60)));
+        assert_eq!(late.next(&ring), None);
     }
 }

@@ -15,6 +15,7 @@ use std::io::{self, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::ptr::NonNull;
+use std::thread::{self, ThreadId};
 use std::time::Duration;
 
 use io_uring::types::{CancelBuilder, Fd, SubmitArgs, Timespec};
@@ -212,22 +213,68 @@ impl RecvMode {
     }
 }
 
-/// Where `sqe->optlen` lies in a submission entry: the kernel's `struct io_uring_sqe` (the
-/// UAPI layout, 64 bytes) has it at byte 44, in a union with `file_index`.
-const SQE_OPTLEN: usize = 44;
-const _: () = assert!(size_of::<squeue::Entry>() == 64);
+/// The kernel's `struct io_uring_sqe` (include/uapi/linux/io_uring.h), 64 bytes, with the
+/// unions named by the member a recv uses. `optlen` (at byte 44, in a union with
+/// `splice_fd_in`, `file_index` and `addr_len`) is what `io_recvmsg_prep` reads as a
+/// multishot recv's byte limit (`sr->mshot_total_len`; `len` is the per-receive cap,
+/// `mshot_len`). The io-uring crate (0.7.16, its newest release) has no setter for it.
+#[repr(C)]
+struct RawSqe {
+    opcode: u8,
+    flags: u8,
+    ioprio: u16,
+    fd: i32,
+    off: u64,
+    addr: u64,
+    len: u32,
+    msg_flags: u32,
+    user_data: u64,
+    buf_group: u16,
+    personality: u16,
+    optlen: u32,
+    addr3: u64,
+    pad: u64,
+}
+const _: () = {
+    assert!(size_of::<RawSqe>() == 64 && size_of::<squeue::Entry>() == 64);
+    assert!(align_of::<RawSqe>() <= align_of::<squeue::Entry>());
+    assert!(std::mem::offset_of!(RawSqe, optlen) == 44);
+    assert!(std::mem::offset_of!(RawSqe, user_data) == 32);
+};
 
 /// `entry`, a multishot recv, with its byte limit set: the kernel ends the recv (a completion
 /// without `F_MORE`) once it has received `limit` bytes, and a bundle never goes past it
-/// (`IORING_RECV_MSHOT_LIM`, Linux 6.17). The io-uring crate builds multishot recvs but has
-/// no setter for this field, so it is written here; kernels before it refuse the request
-/// with EINVAL, which [`caps_multishot_recv`] finds out before the server starts.
+/// (`IORING_RECV_MSHOT_LIM`, Linux 6.17). Kernels before it refuse the request with EINVAL
+/// (the field had to be 0), which [`caps_multishot_recv`] finds out before the server starts.
 fn with_byte_limit(mut entry: squeue::Entry, limit: u32) -> squeue::Entry {
-    // SAFETY: `squeue::Entry` is `#[repr(C)]` around the kernel's `io_uring_sqe` (the size is
-    // checked above), a plain-data struct, so bytes 44..48 are its `optlen` field, inside
-    // the entry; the write is unaligned-safe and touches nothing else.
-    unsafe { (&raw mut entry).cast::<u8>().add(SQE_OPTLEN).cast::<u32>().write_unaligned(limit) };
+    // SAFETY: `squeue::Entry` is `#[repr(C)]` around the kernel's `io_uring_sqe`, which
+    // `RawSqe` mirrors: same size, no padding, alignment no stricter (checked above), so the
+    // pointer is aligned and in bounds. Every byte of an entry is an initialised integer (the
+    // crate's builders start from zeroes), valid for `RawSqe`'s integer fields. The `&mut`
+    // is the only reference to `entry` while it lives.
+    let raw = unsafe { &mut *(&raw mut entry).cast::<RawSqe>() };
+    raw.optlen = limit;
     entry
+}
+
+/// The byte limit to arm a multishot recv with so that it brings at most `room` bytes in
+/// all, or `None` when a single-shot recv must do (`mode` is single, or the room is too small).
+///
+/// A bundle is cut by the kernel to the limit left, so its limit is the room. A plain
+/// multishot recv is not: the kernel checks the limit only after each receive, and a receive
+/// fills up to a whole buffer, so the last one may end up to `buffer - 1` bytes past the
+/// limit. Its limit is therefore the room less that; a room smaller than one buffer gets a
+/// single-shot recv of exactly the room. (Armed with the room itself, a multishot recv
+/// could leave a connection `buffer - 1` bytes over the cap, past what its `PendingBuf`
+/// takes: the bug `every_receive_mode_echoes_many_clients_exactly_through_a_tiny_ring`
+/// in tests/integration/io_uring.rs caught.)
+fn multishot_limit(mode: RecvMode, room: usize, buffer: usize) -> Option<u32> {
+    let limit = match mode {
+        RecvMode::Single => return None,
+        RecvMode::Bundle => room,
+        RecvMode::Multishot => room.checked_sub(buffer - 1).filter(|&limit| limit > 0)?,
+    };
+    Some(u32::try_from(limit).unwrap_or(u32::MAX)) // 4 GiB: never reached in one go
 }
 
 /// Can this kernel cap a multishot recv's bytes? Asked of a small ring of its own: a capped
@@ -340,32 +387,33 @@ impl Ring {
     /// Queue a recv of at most `room` bytes (more than 0) into whichever provided buffers are
     /// free when bytes arrive (none is taken while the socket is quiet): single-shot, at
     /// most one buffer; or multishot, as many completions as it takes to bring `room` bytes
-    /// (a buffer, or a bundle of them, each), then its last completion.
+    /// (a buffer, or a bundle of them, each), then its last completion. Never more than
+    /// `room` in all, in any mode: that is what keeps `--max-pending` exact.
     pub(super) fn recv(&mut self, fd: RawFd, room: usize, op: Op) -> io::Result<()> {
         debug_assert!(room > 0, "a recv of nothing would be a recv without a limit");
         let group = self.buffers.group();
-        let limit = u32::try_from(room).unwrap_or(u32::MAX); // 4 GiB: never reached in one go
-        let recv = match self.recv_mode {
-            RecvMode::Single => {
-                let len = room.min(self.buffers.buffer_size()) as u32; // a buffer's size fits in 32 bits
+        let buffer = self.buffers.buffer_size();
+        let recv = match (self.recv_mode, multishot_limit(self.recv_mode, room, buffer)) {
+            (RecvMode::Multishot, Some(limit)) => {
+                log::trace!(
+                    "queue multishot recv fd={fd}: up to {room} bytes in all (limit {limit}), a provided buffer each"
+                );
+                with_byte_limit(opcode::RecvMulti::new(Fd(fd), group).build(), limit)
+            }
+            (RecvMode::Bundle, Some(limit)) => {
+                log::trace!(
+                    "queue multishot recv fd={fd}: up to {limit} bytes in all, in bundles of provided buffers"
+                );
+                with_byte_limit(opcode::RecvMultiBundle::new(Fd(fd), group).build(), limit)
+            }
+            _ => {
+                let len = room.min(buffer) as u32; // a buffer's size fits in 32 bits
                 log::trace!("queue recv fd={fd}: up to {len} bytes, into a provided buffer");
                 opcode::Recv::new(Fd(fd), std::ptr::null_mut(), len)
                     .buf_group(group)
                     .ioprio(RECV_POLL_FIRST)
                     .build()
                     .flags(squeue::Flags::BUFFER_SELECT)
-            }
-            RecvMode::Multishot => {
-                log::trace!(
-                    "queue multishot recv fd={fd}: up to {limit} bytes in all, a provided buffer each"
-                );
-                with_byte_limit(opcode::RecvMulti::new(Fd(fd), group).build(), limit)
-            }
-            RecvMode::Bundle => {
-                log::trace!(
-                    "queue multishot recv fd={fd}: up to {limit} bytes in all, in bundles of provided buffers"
-                );
-                with_byte_limit(opcode::RecvMultiBundle::new(Fd(fd), group).build(), limit)
             }
         };
         self.push_pointerless(&recv.user_data(op.encode()))
@@ -564,11 +612,30 @@ impl Drop for Ring {
 /// registered it, so that submitter must live as long as the ring: the ring is kept on the
 /// heap, behind a pointer, and the submitter borrows it from there until `Drop` lets go of
 /// both, the submitter first.
+///
+/// The index means something in the registering thread's table alone: on another thread
+/// the same number names nothing, or *another* ring that thread registered (each `--workers`
+/// loop has its own ring at index 0 of its own table). So the index is used, and taken back,
+/// only on the thread that registered it ([`Registered::owner`]); anywhere else the ring is
+/// entered by its descriptor, which is always right.
 struct Uring {
     /// From `Box::into_raw`; freed in `Drop`, never moved meanwhile.
     ring: NonNull<IoUring>,
     /// The submitter holding the registered index, once [`Uring::register_descriptor`] ran.
-    registered: Option<Submitter<'static>>,
+    registered: Option<Registered>,
+}
+
+/// A submitter that enters by a registered index, and the thread whose table holds it.
+struct Registered {
+    submitter: Submitter<'static>,
+    owner: ThreadId,
+}
+
+impl Registered {
+    /// The submitter, if this is the thread whose table holds its index.
+    fn here(&mut self) -> Option<&mut Submitter<'static>> {
+        (thread::current().id() == self.owner).then_some(&mut self.submitter)
+    }
 }
 
 impl Uring {
@@ -582,18 +649,24 @@ impl Uring {
         unsafe { self.ring.as_ref() }
     }
 
-    /// `f` with the submitter that enters by the registered index, or with a plain one.
-    fn with_submitter<R>(&self, f: impl FnOnce(&Submitter<'_>) -> R) -> R {
-        match &self.registered {
+    /// `f` with the submitter that enters by the registered index (on the thread that
+    /// registered it), or with a plain one.
+    fn with_submitter<R>(&mut self, f: impl FnOnce(&Submitter<'_>) -> R) -> R {
+        match self.registered.as_mut().and_then(Registered::here) {
             Some(registered) => f(registered),
-            None => f(&self.io().submitter()),
+            // SAFETY: as in `io`.
+            None => f(&unsafe { self.ring.as_ref() }.submitter()),
         }
     }
 
     /// Register the ring's descriptor with the calling thread (the one that runs the loop:
     /// the index is valid in this thread alone). Where the kernel refuses, say so and go on
-    /// by the descriptor: it is a saving, not a need.
+    /// by the descriptor: it is a saving, not a need. Once is enough: a second call keeps
+    /// the first registration.
     fn register_descriptor(&mut self) {
+        if self.registered.is_some() {
+            return;
+        }
         // SAFETY: the submitter borrows the ring, which stays where it is until `Drop`, and
         // `Drop` drops the submitter before it frees the ring: 'static is never relied on.
         let ring: &'static IoUring = unsafe { &*self.ring.as_ptr() };
@@ -601,7 +674,7 @@ impl Uring {
         match submitter.register_ring_fd() {
             Ok(()) => {
                 log::debug!("io_uring: ring descriptor registered: each enter names it by index");
-                self.registered = Some(submitter);
+                self.registered = Some(Registered { submitter, owner: thread::current().id() });
             }
             Err(e) => log::debug!("io_uring: ring descriptor not registered ({e}): entering by descriptor"),
         }
@@ -609,16 +682,24 @@ impl Uring {
 }
 
 // SAFETY: the ring (`IoUring` is `Send`) and the submitter's pointers into it are owned by
-// this value alone and move with it. A registered index moved to another thread would be
-// refused there by the kernel (it checks the calling thread's table), never misused.
+// this value alone and move with it. The registered index is used and taken back only on
+// the thread that registered it (`Registered::here`); on any other it is left alone, and
+// the ring is entered by its descriptor.
 unsafe impl Send for Uring {}
 
 impl Drop for Uring {
     fn drop(&mut self) {
-        if let Some(mut registered) = self.registered.take()
-            && let Err(e) = registered.unregister_ring_fd()
-        {
-            log::debug!("io_uring: unregistering the ring descriptor: {e}");
+        if let Some(mut registered) = self.registered.take() {
+            match registered.here() {
+                Some(submitter) => {
+                    if let Err(e) = submitter.unregister_ring_fd() {
+                        log::debug!("io_uring: unregistering the ring descriptor: {e}");
+                    }
+                }
+                // Not ours to take back from here: the registering thread's table keeps a
+                // reference to the ring until that thread exits; the memory is the kernel's.
+                None => log::debug!("io_uring: dropped off its thread; its registered index stays"),
+            }
         }
         // SAFETY: made by `Box::leak` in `new`, freed once, after the submitter is gone.
         drop(unsafe { Box::from_raw(self.ring.as_ptr()) });
@@ -663,6 +744,20 @@ mod tests {
         assert!(refused.contains("bundles"), "{refused}");
     }
 
+    /// No mode's recv can bring more than the room: a plain multishot recv is armed a buffer
+    /// short of it (its last receive may fill a whole buffer past the limit), and near the
+    /// cap a single-shot recv of exactly the room stands in.
+    #[test]
+    fn a_recv_is_armed_to_bring_at_most_the_room() {
+        use RecvMode::*;
+        assert_eq!(multishot_limit(Bundle, 10_000, 4096), Some(10_000), "the kernel cuts a bundle");
+        assert_eq!(multishot_limit(Multishot, 10_000, 4096), Some(10_000 - 4095));
+        assert_eq!(multishot_limit(Multishot, 4096, 4096), Some(1), "one receive of a buffer at most");
+        assert_eq!(multishot_limit(Multishot, 4095, 4096), None, "less than a buffer: single-shot");
+        assert_eq!(multishot_limit(Single, 10_000, 4096), None);
+        assert_eq!(multishot_limit(Bundle, usize::MAX, 4096), Some(u32::MAX), "lingering: no limit");
+    }
+
     /// The field written is the kernel's `optlen`, and nothing else changes.
     #[test]
     fn the_byte_limit_lands_in_optlen_alone() {
@@ -671,9 +766,38 @@ mod tests {
         // SAFETY: both are 64 plain bytes (checked at compile time above).
         let bytes = |entry: &squeue::Entry| unsafe { *(entry as *const squeue::Entry).cast::<[u8; 64]>() };
         let (before, after) = (bytes(&plain), bytes(&limited));
-        assert_eq!(after[SQE_OPTLEN..SQE_OPTLEN + 4], 0x0102_0304u32.to_ne_bytes());
-        assert_eq!(before[..SQE_OPTLEN], after[..SQE_OPTLEN]);
-        assert_eq!(before[SQE_OPTLEN + 4..], after[SQE_OPTLEN + 4..]);
+        assert_eq!(after[44..48], 0x0102_0304u32.to_ne_bytes());
+        assert_eq!(before[..44], after[..44]);
+        assert_eq!(before[48..], after[48..]);
+    }
+
+    /// A ring whose descriptor was registered on one thread and that is dropped on another
+    /// takes back nothing there: another ring registered on that thread, at the same index
+    /// of its own table, still enters. (It took back that ring's index, and the other
+    /// ring's next enter failed with EBADF.)
+    #[test]
+    fn a_ring_dropped_off_its_thread_leaves_that_threads_registration_alone() {
+        let Ok(moved) = IoUring::new(4) else { return eprintln!("skipped: no io_uring") };
+        let mut moved = Uring::new(moved);
+        let moved = thread::spawn(move || {
+            moved.register_descriptor();
+            moved
+        })
+        .join()
+        .unwrap();
+        let mut here = Uring::new(IoUring::new(4).unwrap());
+        here.register_descriptor();
+        if here.registered.is_none() {
+            return eprintln!("skipped: the kernel does not register ring descriptors");
+        }
+        let mut moved = moved;
+        assert_eq!(
+            moved.with_submitter(|s| s.submit().map_err(|e| e.raw_os_error())),
+            Ok(0),
+            "by descriptor"
+        );
+        drop(moved);
+        assert_eq!(here.with_submitter(|s| s.submit().map_err(|e| e.raw_os_error())), Ok(0));
     }
 
     #[test]
