@@ -21,10 +21,17 @@
 //! A *bundle* (`IORING_RECVSEND_BUNDLE`) is one completion for several buffers: the kernel
 //! names the first, and the others are the entries after it in ring order, each filled
 //! whole but the last. So we keep a copy of which buffer sits in which entry
-//! ([`BufRing::filled`]). An entry is written again only after the kernel has consumed
-//! it and we have given its buffer back, which we do only after reading the completion
-//! that named it: the copy still holds a bundle's entries when its completion is read.
+//! ([`BufRing::filled`]), and that copy must still hold a bundle's entries when its
+//! completion is read. Completions need not come in the order the kernel took buffers (a
+//! multishot recv's last completion is posted after later recvs' earlier ones), so a
+//! buffer given back must not simply go in at the tail: the entry there may belong to a
+//! bundle whose completion we have not read yet. The rule, kept by [`BufRing::provide`]
+//! alone: an entry is written again only once the buffer last put in it has been given
+//! back (so its completion was read). A buffer given back while the entry at the tail is
+//! still someone's waits in a queue, in order, and goes in when that entry is free; the
+//! loop gives every buffer back within a turn or two, so the wait is short.
 
+use std::collections::VecDeque;
 use std::io;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -50,6 +57,11 @@ pub(crate) struct BufRing {
     /// buffer was last put (bid -> entry): how a bundle's buffers are found.
     bid_in_entry: Box<[u16]>,
     entry_of_bid: Box<[u16]>,
+    /// Per entry: true once the buffer last put in it has been given back (or before the
+    /// first fill), so the entry may be written again.
+    free: Box<[bool]>,
+    /// Buffers given back and not yet in the ring: the entry at the tail was not free.
+    waiting: VecDeque<u16>,
     /// The group id recvs name to take from this ring.
     group: u16,
 }
@@ -63,11 +75,24 @@ impl BufRing {
         let pool = Mapping::new(usize::from(count) * size)?;
         let mirror = || vec![0; usize::from(count)].into_boxed_slice();
         let (bid_in_entry, entry_of_bid) = (mirror(), mirror());
-        let mut ring =
-            BufRing { entries, pool, count, size, tail: 0, bid_in_entry, entry_of_bid, group: GROUP };
+        let free = vec![true; usize::from(count)].into_boxed_slice();
+        let waiting = VecDeque::with_capacity(usize::from(count));
+        let mut ring = BufRing {
+            entries,
+            pool,
+            count,
+            size,
+            tail: 0,
+            bid_in_entry,
+            entry_of_bid,
+            free,
+            waiting,
+            group: GROUP,
+        };
         for bid in 0..count {
-            ring.provide(bid);
+            ring.put(bid);
         }
+        ring.publish();
         Ok(ring)
     }
 
@@ -105,10 +130,39 @@ impl BufRing {
         self.size
     }
 
-    /// Give buffer `bid` back to the kernel (append it at the tail and publish the tail).
+    /// Give buffer `bid`, which a completion handed to us, back to the kernel: append it at
+    /// the tail and publish the tail, once the entry there is free (module docs).
     pub(crate) fn provide(&mut self, bid: u16) {
-        debug_assert!(bid < self.count);
-        let slot = usize::from(self.tail & (self.count - 1));
+        assert!(bid < self.count, "buffer {bid} of {}", self.count);
+        let old = usize::from(self.entry_of_bid[usize::from(bid)]);
+        debug_assert!(!self.free[old], "buffer {bid} given back twice");
+        self.free[old] = true; // its completion was read: its entry may be written again
+        self.waiting.push_back(bid);
+        let before = self.tail;
+        while self.free[self.tail_entry()] {
+            let Some(next) = self.waiting.pop_front() else { break };
+            self.put(next);
+        }
+        if self.tail != before {
+            self.publish();
+        }
+    }
+
+    /// How many buffers wait to go back into the ring (their entry at the tail not free yet).
+    #[cfg(test)]
+    fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// The entry the next buffer goes into.
+    fn tail_entry(&self) -> usize {
+        usize::from(self.tail & (self.count - 1))
+    }
+
+    /// Write `bid` into the (free) entry at the tail; the kernel sees it once published.
+    fn put(&mut self, bid: u16) {
+        let slot = self.tail_entry();
+        debug_assert!(self.free[slot], "entry {slot} is not free");
         let base = self.entries.addr().cast::<BufRingEntry>();
         // SAFETY: `slot < count`, so the entry lies inside the mapping. The kernel reads only
         // entries between its head and the published tail; this one is past the tail. We set
@@ -119,7 +173,13 @@ impl BufRing {
         entry.set_bid(bid);
         self.bid_in_entry[slot] = bid;
         self.entry_of_bid[usize::from(bid)] = slot as u16; // slot < count <= 32768
+        self.free[slot] = false;
         self.tail = self.tail.wrapping_add(1);
+    }
+
+    /// Publish the tail: the entries written before it become the kernel's.
+    fn publish(&self) {
+        let base = self.entries.addr().cast::<BufRingEntry>();
         // SAFETY: the tail field is a 2-byte-aligned u16 inside the mapping that the kernel
         // only reads; the release store makes the entry visible before the new tail.
         unsafe { AtomicU16::from_ptr(BufRingEntry::tail(base).cast_mut()) }
@@ -254,39 +314,69 @@ impl Drop for Mapping {
 mod tests {
     use super::*;
 
+    /// The bid and length in entry `slot`, and the published tail.
+    fn entry(ring: &BufRing, slot: usize) -> (u16, u32, u16) {
+        let base = ring.entries.addr().cast::<BufRingEntry>();
+        // SAFETY: `slot < count`, inside the mapping; no kernel is attached.
+        let (entry, tail) = unsafe { (&*base.add(slot), *BufRingEntry::tail(base)) };
+        (entry.bid(), entry.len(), tail)
+    }
+
     #[test]
     fn provided_entries_point_at_their_buffers_and_publish_the_tail() {
         let mut ring = BufRing::new(4, 100).unwrap();
-        assert_eq!(ring.tail, 4);
-        let base = ring.entries.addr().cast::<BufRingEntry>();
         for slot in 0..4u16 {
-            // SAFETY: inside the mapping; no kernel is attached.
-            let entry = unsafe { &*base.add(usize::from(slot)) };
-            assert_eq!((entry.bid(), entry.len()), (slot, 100));
-            assert_eq!(entry.addr(), ring.buffer_addr(slot) as u64);
+            assert_eq!(entry(&ring, usize::from(slot)), (slot, 100, 4));
+            let base = ring.entries.addr().cast::<BufRingEntry>();
+            // SAFETY: as in `entry`.
+            assert_eq!(unsafe { &*base.add(usize::from(slot)) }.addr(), ring.buffer_addr(slot) as u64);
         }
-        ring.provide(2); // wraps to slot 0, whose last field is the tail
-        // SAFETY: as above.
-        let (entry, tail) = unsafe { (&*base, *BufRingEntry::tail(base)) };
-        assert_eq!((entry.bid(), tail), (2, 5));
-        assert_eq!(ring.data(3, 100).len(), 100);
-        ring.provide(0); // slot 1
-        let mut bundle = ring.filled(3, 250);
+        // The kernel takes entries 0-3 (buffers 0-3): buffers 0, 1, 2 come back one by one.
+        for bid in 0..3 {
+            ring.provide(bid);
+        }
+        assert_eq!((entry(&ring, 0), ring.waiting()), ((0, 100, 7), 0), "entry 0 again, tail 7");
+        // Then a bundle of 150 bytes from entry 3 wraps to entry 0: buffers 3, then 0.
+        let mut bundle = ring.filled(3, 150);
         assert_eq!(bundle.next(&ring), Some((3, 100)));
-        assert_eq!(bundle.next(&ring), Some((2, 100)), "after slot 3 comes slot 0 (wrapped): buffer 2");
-        assert_eq!(bundle.next(&ring), Some((0, 50)), "the last one, part full");
+        assert_eq!(bundle.next(&ring), Some((0, 50)), "after entry 3 comes entry 0 (wrapped): buffer 0");
         assert_eq!(bundle.next(&ring), None);
-        let mut nothing = ring.filled(3, 0);
-        assert_eq!((nothing.next(&ring), nothing.next(&ring)), (Some((3, 0)), None), "named, so given back");
+        let mut nothing = ring.filled(1, 0);
+        assert_eq!((nothing.next(&ring), nothing.next(&ring)), (Some((1, 0)), None), "named, so given back");
     }
 
-    /// Completions out of the order the kernel took their buffers: the one read first gives
-    /// its buffer back, which is written into the entry of the other, still unread; that one
-    /// still yields the buffer it names, not the one now in its old entry.
+    /// Completions out of the order the kernel took their buffers: buffers taken after a
+    /// bundle come back before the bundle's completion is read. They must not go into the
+    /// bundle's entries, which say which buffers the bundle filled; they wait, and go in
+    /// once the bundle's buffers are back.
     #[test]
-    fn a_completion_read_after_its_entry_was_reused_yields_its_own_buffer() {
+    fn buffers_given_back_early_wait_until_an_unread_bundles_entries_are_free() {
+        let mut ring = BufRing::new(8, 100).unwrap();
+        // The kernel takes entries 0-2 as one bundle (250 bytes, buffers 0, 1, 2), then
+        // entries 3-7 one by one; the five single completions are read first.
+        for bid in 3..8 {
+            ring.provide(bid);
+        }
+        assert_eq!(ring.waiting(), 5, "entry 0 (the tail's) still holds the unread bundle's first buffer");
+        assert_eq!(entry(&ring, 1), (1, 100, 8), "nothing written, nothing published");
+        let mut late = ring.filled(0, 250);
+        let mut got = Vec::new();
+        while let Some((bid, len)) = late.next(&ring) {
+            got.push((bid, len));
+            ring.provide(bid); // given back as it is read, as the loop does
+        }
+        assert_eq!(got, [(0, 100), (1, 100), (2, 50)], "the bundle's own buffers");
+        assert_eq!(ring.waiting(), 0);
+        let ring_now: Vec<u16> = (0..8).map(|slot| entry(&ring, slot).0).collect();
+        assert_eq!(ring_now, [3, 4, 5, 6, 7, 0, 1, 2], "given back in the order they came back");
+        assert_eq!(entry(&ring, 0).2, 16, "all eight published again");
+    }
+
+    /// The first buffer of a completion is the one it names, whatever our copy says.
+    #[test]
+    fn a_completion_yields_the_buffer_it_names() {
         let mut ring = BufRing::new(4, 100).unwrap(); // the kernel takes all four, in order
-        ring.provide(1); // the completion for buffer 1 (entry 1) came first: into entry 0
+        ring.provide(1); // the completion for buffer 1 (entry 1) came first; it waits
         let mut late = ring.filled(0, 60); // the completion for buffer 0, from entry 0
         assert_eq!(late.next(&ring), Some((0, 60)));
         assert_eq!(late.next(&ring), None);
