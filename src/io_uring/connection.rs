@@ -279,7 +279,11 @@ impl Connection {
     /// unframed) go straight out of the buffer if nothing is owed and no frame was begun,
     /// else behind what is; the start of an unfinished frame is kept.
     pub(super) fn received(&mut self, data: &[u8], bid: u16, turn: &mut Turn<'_>) -> BufferUse {
-        if matches!(self.phase, Phase::Lingering | Phase::Closing | Phase::Refused) {
+        // PeerClosed: the stream ended, or lingering just did, part-way through a bundle
+        // (or with a recv armed while lingering still in flight): what a recv armed before
+        // that brings is the lingering client's, discarded like the rest of it. (After EOF
+        // a stream brings nothing more, so no echo is ever lost here.)
+        if matches!(self.phase, Phase::Lingering | Phase::PeerClosed | Phase::Closing | Phase::Refused) {
             trace!("fd={} discarded n={} ({:?})", self.fd(), data.len(), self.phase);
             if self.phase == Phase::Lingering && linger::done(&self.stream.sock_ref()) {
                 trace!("fd={} lingering: the client has every echo: closing", self.fd());
@@ -635,6 +639,20 @@ mod tests {
         fn recv_room(&self) -> Option<usize> {
             self.conn.recv_room(self.cap)
         }
+    }
+
+    /// Lingering ends part-way through a bundle (the client has every echo): the bundle's
+    /// later buffers are the lingering client's too, discarded, not taken as bytes to echo
+    /// (which, past `--max-pending`, stopped the server on `PendingBuf`'s cap).
+    #[test]
+    fn a_bundle_that_ends_lingering_is_discarded_to_its_end() {
+        let mut s = Served::new(100);
+        s.conn.phase = Phase::Lingering; // nothing owed, nothing unacknowledged: done at once
+        assert_eq!(s.received(&[1; 64], 0), BufferUse::GiveBack);
+        assert_eq!(s.conn.phase, Phase::PeerClosed, "lingering is over");
+        assert_eq!(s.received(&[2; 4096], 1), BufferUse::GiveBack, "the bundle's next buffer");
+        assert_eq!(s.conn.owed(), 0, "nothing taken to echo");
+        assert_eq!(s.tally.bytes_read, 0, "discarded, as lingering discards");
     }
 
     /// Lines: the whole ones go out of the buffer; a line cut by the end of a recv waits,
