@@ -29,7 +29,8 @@
 //! alone: an entry is written again only once the buffer last put in it has been given
 //! back (so its completion was read). A buffer given back while the entry at the tail is
 //! still someone's waits in a queue, in order, and goes in when that entry is free; the
-//! loop gives every buffer back within a turn or two, so the wait is short.
+//! loop gives every buffer back within a turn or two, so the wait is short. (A group whose
+//! completions are never bundles, the datagrams', has no such rule: `in_group_without_bundles`.)
 
 use std::collections::VecDeque;
 use std::io;
@@ -45,6 +46,12 @@ const GROUP: u16 = 0;
 
 /// The entries shared with the kernel, and the buffers they point at.
 pub(crate) struct BufRing {
+    /// Completions may be bundles (the streams' group), whose entries say which buffers they
+    /// filled: an entry is written again only once its buffer is back (module docs). False
+    /// for a group whose completions each name their one buffer (the datagrams'): nothing
+    /// reads an entry the kernel took, and a buffer given back goes in at once, never behind
+    /// one still out (a reply waiting for room in its socket would hold back all the others).
+    bundles: bool,
     /// `count` entries of 16 bytes; entry 0's last field doubles as the tail.
     entries: Mapping,
     /// `count * size` bytes; buffer `bid` is `[bid * size, (bid + 1) * size)`.
@@ -78,6 +85,7 @@ impl BufRing {
         let free = vec![true; usize::from(count)].into_boxed_slice();
         let waiting = VecDeque::with_capacity(usize::from(count));
         let mut ring = BufRing {
+            bundles: true,
             entries,
             pool,
             count,
@@ -120,9 +128,10 @@ impl BufRing {
         self.group
     }
 
-    /// The same ring, named by group `group` instead (before it is registered).
-    pub(crate) fn in_group(self, group: u16) -> BufRing {
-        BufRing { group, ..self }
+    /// The same ring, named by group `group` instead (before it is registered), for
+    /// completions that each name their one buffer, never a bundle (a recvmsg's).
+    pub(crate) fn in_group_without_bundles(self, group: u16) -> BufRing {
+        BufRing { group, bundles: false, ..self }
     }
 
     /// Bytes per buffer: the most one recv can bring.
@@ -134,6 +143,10 @@ impl BufRing {
     /// the tail and publish the tail, once the entry there is free (module docs).
     pub(crate) fn provide(&mut self, bid: u16) {
         assert!(bid < self.count, "buffer {bid} of {}", self.count);
+        if !self.bundles {
+            self.put(bid); // nothing reads the entry there any more: the kernel took it
+            return self.publish();
+        }
         let old = usize::from(self.entry_of_bid[usize::from(bid)]);
         debug_assert!(!self.free[old], "buffer {bid} given back twice");
         self.free[old] = true; // its completion was read: its entry may be written again
@@ -162,7 +175,7 @@ impl BufRing {
     /// Write `bid` into the (free) entry at the tail; the kernel sees it once published.
     fn put(&mut self, bid: u16) {
         let slot = self.tail_entry();
-        debug_assert!(self.free[slot], "entry {slot} is not free");
+        debug_assert!(self.free[slot] || !self.bundles, "entry {slot} is not free");
         let base = self.entries.addr().cast::<BufRingEntry>();
         // SAFETY: `slot < count`, so the entry lies inside the mapping. The kernel reads only
         // entries between its head and the published tail; this one is past the tail. We set
@@ -370,6 +383,18 @@ mod tests {
         let ring_now: Vec<u16> = (0..8).map(|slot| entry(&ring, slot).0).collect();
         assert_eq!(ring_now, [3, 4, 5, 6, 7, 0, 1, 2], "given back in the order they came back");
         assert_eq!(entry(&ring, 0).2, 16, "all eight published again");
+    }
+
+    /// Regression: the datagrams' group kept the streams' rule (an entry written again only
+    /// once its buffer is back), which no recvmsg needs: a reply waiting for room in its
+    /// socket then held back every buffer given back after it.
+    #[test]
+    fn without_bundles_a_buffer_given_back_goes_in_at_once() {
+        let mut ring = BufRing::new(4, 100).unwrap().in_group_without_bundles(1);
+        ring.provide(1); // buffer 0 (entry 0, the tail's) is still out: a slow reply
+        assert_eq!((entry(&ring, 0), ring.waiting()), ((1, 100, 5), 0), "in at once");
+        ring.provide(0);
+        assert_eq!(entry(&ring, 1), (0, 100, 6));
     }
 
     /// The first buffer of a completion is the one it names, whatever our copy says.

@@ -425,7 +425,7 @@ fn datagram_buffers(config: &ServerConfig, ring: &mut Ring) -> io::Result<BufRin
         )
     };
     let count = u16::try_from(count).map_err(|_| named(io::ErrorKind::InvalidInput.into()))?;
-    let mut buffers = BufRing::new(count, BUFFER_SIZE).map_err(named)?.in_group(GROUP);
+    let mut buffers = BufRing::new(count, BUFFER_SIZE).map_err(named)?.in_group_without_bundles(GROUP);
     ring.register_buffers(&mut buffers).map_err(named)?;
     debug!("io_uring: {count} datagram buffers of {BUFFER_SIZE} bytes (group {GROUP})");
     Ok(buffers)

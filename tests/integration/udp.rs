@@ -306,10 +306,15 @@ fn no_namespaces() -> Option<String> {
 
 /// `echoloop serve ARGS` alone in a new network namespace, its loopback up.
 fn serve_in_namespace(args: &[&str]) -> Bin {
+    serve_in_namespace_env(&[], args)
+}
+
+/// [`serve_in_namespace`], with `env` in its environment.
+fn serve_in_namespace_env(env: &[(&str, &str)], args: &[&str]) -> Bin {
     let exe = env!("CARGO_BIN_EXE_echoloop");
     let mut full = vec!["-n", "sh", "-c", "ip link set lo up && exec \"$0\" \"$@\"", exe, "serve"];
     full.extend_from_slice(args);
-    Bin::start(Path::new("unshare"), &[], &full)
+    Bin::start(Path::new("unshare"), env, &full)
 }
 
 /// Run `make` on a thread that has joined the network namespace of process `pid`: sockets
@@ -440,6 +445,22 @@ fn reserved_source_ports_are_never_answered_by(setup: &[&str]) {
     assert_eq!(json["reads"], 9, "every datagram received is a read, each of a train too: {json}");
 }
 
+/// In the network namespace of process `pid`, send what leaves from source port `port`
+/// through a class of 8 Mbit/s (htb on the namespace's loopback), everything else through a
+/// fast one.
+fn slow_replies_from(pid: u32, port: u16) {
+    run_in_namespace_of(pid, "tc qdisc add dev lo root handle 1: htb default 10");
+    run_in_namespace_of(pid, "tc class add dev lo parent 1: classid 1:10 htb rate 10gbit quantum 65536");
+    run_in_namespace_of(
+        pid,
+        "tc class add dev lo parent 1: classid 1:30 htb rate 8mbit ceil 8mbit burst 8kb",
+    );
+    let filter = format!(
+        "tc filter add dev lo parent 1: protocol ip prio 1 u32 match ip sport {port} 0xffff flowid 1:30"
+    );
+    run_in_namespace_of(pid, &filter);
+}
+
 /// From a client in `server`'s namespace, send `sent` numbered datagrams of 1000 bytes to
 /// its UDP address, about 16 a millisecond, while the server's replies (and only those: by
 /// source port) go through a class of 8 Mbit/s (htb on the namespace's loopback), everything
@@ -450,17 +471,7 @@ fn reserved_source_ports_are_never_answered_by(setup: &[&str]) {
 fn flood_with_slow_replies(server: &Bin, sent: u32, after_sending: impl FnOnce()) -> (SocketAddr, Vec<u32>) {
     let addr: SocketAddr = server.addr.strip_prefix("udp:").unwrap().parse().unwrap();
     let pid = server.pid();
-    run_in_namespace_of(pid, "tc qdisc add dev lo root handle 1: htb default 10");
-    run_in_namespace_of(pid, "tc class add dev lo parent 1: classid 1:10 htb rate 10gbit quantum 65536");
-    run_in_namespace_of(
-        pid,
-        "tc class add dev lo parent 1: classid 1:30 htb rate 8mbit ceil 8mbit burst 8kb",
-    );
-    let filter = format!(
-        "tc filter add dev lo parent 1: protocol ip prio 1 u32 match ip sport {} 0xffff flowid 1:30",
-        addr.port()
-    );
-    run_in_namespace_of(pid, &filter);
+    slow_replies_from(pid, addr.port());
     let socket = in_namespace_of(pid, || client("127.0.0.1:0"));
     let receiver = {
         let socket = socket.try_clone().unwrap();
@@ -696,4 +707,48 @@ fn replies_still_owed_at_the_end_are_not_sent_by(setup: &[&str]) {
     // io-uring: a reply whose cancel came too late was sent after all, and counted echoed.
     assert!(unsent > 0 && unsent <= given_up, "{setup:?}: {unsent} not sent, {given_up} given up");
     eprintln!("{setup:?}: {reads} taken, {echoed} echoed, {dropped} dropped, {given_up} given up at the end");
+}
+
+/// Regression: a buffer given back out of order waits for the entry at the ring's tail
+/// (`src/io_uring/buffers.rs`), but the recvmsg was armed again whenever fewer buffers than
+/// the group's were out, counting the waiting ones as in the group: while a slow reply held
+/// the tail's buffer, the recvmsg ended with `ENOBUFS` at once, was armed again, ended
+/// again, a busy loop of `io_uring_enter`s for as long as the reply waited. Here the replies
+/// are slowed to 8 Mbit/s and datagrams from port 19 (dropped, their buffers given back at
+/// once, out of order) come between the others: the recvmsg may run out of buffers at most
+/// about once per datagram it took, not thousands of times.
+#[test]
+fn io_uring_does_not_spin_on_buffers_given_back_out_of_order() {
+    const SENT: u32 = 1000;
+    if let Some(why) = no_namespaces() {
+        return eprintln!("io_uring_does_not_spin_on_buffers_given_back_out_of_order: skipped: {why}");
+    }
+    let Some(&setup) = runnable(&[IO_URING]).first() else { return };
+    let env = [("RUST_LOG", "info,echoloop::io_uring::udp=trace")];
+    let server =
+        serve_in_namespace_env(&env, &[setup, &["udp:127.0.0.1:0", "--uring-buffers", "4"]].concat());
+    let addr: SocketAddr = server.addr.strip_prefix("udp:").unwrap().parse().unwrap();
+    slow_replies_from(server.pid(), addr.port());
+    let (socket, reserved) =
+        in_namespace_of(server.pid(), || (client("127.0.0.1:0"), client("127.0.0.1:19")));
+    let receiver = {
+        let socket = socket.try_clone().unwrap();
+        thread::spawn(move || numbered_replies(socket, Duration::from_secs(2), |_| 1000))
+    };
+    for seq in 0..SENT {
+        socket.send_to(&numbered(seq, 1000), addr).unwrap();
+        reserved.send_to(b"loop?", addr).unwrap(); // never answered: its buffer back at once
+        if seq % 16 == 15 {
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+    let seen = join_bounded(receiver, Duration::from_secs(60));
+    assert!(!seen.is_empty(), "no reply came back");
+    server.signal(libc::SIGTERM);
+    let (status, log) = server.wait(Duration::from_secs(20));
+    assert!(status.success(), "{status}");
+    let dry = log.matches(": every buffer is out").count();
+    eprintln!("{} sent, {} answered; the recvmsg ran out of buffers {dry} times", 2 * SENT, seen.len());
+    assert!(dry > 0, "the recvmsg never ran out of buffers: the test proves nothing");
+    assert!(dry <= 2 * SENT as usize, "{dry} times out of buffers for {} datagrams: a busy loop", 2 * SENT);
 }
