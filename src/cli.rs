@@ -129,7 +129,7 @@ pub struct ServeArgs {
     pub max_frame: usize,
     /// io-uring: receive buffers in the ring the kernel fills as bytes arrive, a power of
     /// two up to 32768. They bound the recvs completing in one loop turn, not the connections;
-    /// with udp: as many more of 64K, which bound the replies in flight.
+    /// with udp: as many more of 64K + 512 bytes, which bound the replies in flight.
     #[arg(long, value_name = "N", default_value_t = 256)]
     pub uring_buffers: usize,
     /// io-uring: bytes per receive buffer, the most one recv brings (K/M suffixes). The

@@ -264,7 +264,11 @@ impl Filled {
             return None;
         }
         let (bid, len) = match self.next {
-            0 => (self.first, buffers.size), // one buffer: the completion's count says how full
+            // The first buffer's length is its entry's too: the kernel may have shortened
+            // that entry (to a recv's byte cap) for an earlier recv that then brought
+            // nothing, and a bundle begun there fills only that much of it. The entry is
+            // as the kernel left it: it is not written again before `first` is given back.
+            0 => (self.first, buffers.bundle_part(self.entry, 0).1),
             i => buffers.bundle_part(self.entry, i),
         };
         if self.next > 0 && len == 0 {
@@ -395,6 +399,20 @@ mod tests {
         assert_eq!((entry(&ring, 0), ring.waiting()), ((1, 100, 5), 0), "in at once");
         ring.provide(0);
         assert_eq!(entry(&ring, 1), (0, 100, 6));
+    }
+
+    /// A bundle whose first entry the kernel had shortened (an earlier recv capped at 40
+    /// bytes that brought nothing): the first buffer holds 40 bytes, the next the rest.
+    #[test]
+    fn a_bundle_from_a_shortened_entry_takes_only_its_length_from_the_first_buffer() {
+        let ring = BufRing::new(4, 100).unwrap();
+        let base = ring.entries.addr().cast::<BufRingEntry>();
+        // SAFETY: inside the mapping; no kernel is attached: we play its part.
+        unsafe { &mut *base }.set_len(40);
+        let mut bundle = ring.filled(0, 140);
+        assert_eq!(bundle.next(&ring), Some((0, 40)));
+        assert_eq!(bundle.next(&ring), Some((1, 100)));
+        assert_eq!(bundle.next(&ring), None);
     }
 
     /// The first buffer of a completion is the one it names, whatever our copy says.
