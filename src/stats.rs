@@ -86,8 +86,9 @@ pub struct Stats {
     rejected_failed: AtomicU64,
     /// Frames over `--max-frame` (each closed its connection).
     frames_too_large: AtomicU64,
-    /// This slot's connections served now and at most.
-    own: Level,
+    /// This slot's connections served now. (Its peak is no one's: the peaks reported are
+    /// its worker's, its listener's and the process's, in `shared`.)
+    active: AtomicU64,
     reads: AtomicU64,
     frames: AtomicU64,
     bytes_read: AtomicU64,
@@ -106,11 +107,15 @@ pub struct Stats {
     /// listener: connections served, and those accepted but not served yet (their PROXY
     /// header comes first). One counter shared by every [`Stats`] of a [`ServerStats`].
     places: Arc<AtomicUsize>,
-    /// The levels this slot is part of: its worker's, its listener's, the process's.
+    /// The levels this slot is part of: its worker's, its listener's, the process's (the
+    /// last, [`PROCESS`]). A slot made alone (`Stats::default()`) is its own process.
     shared: [Arc<Level>; 3],
 }
 
-/// Connections served now and at most, over a set of slots: one slot, a worker's, a
+/// Where the process's level is in [`Stats`]'s `shared`.
+const PROCESS: usize = 2;
+
+/// Connections served now and at most, over a set of slots: a worker's, a
 /// listener's, the whole process's. Peaks do not add up (two clients one after the other
 /// on two listeners were never two at once), so each set keeps its own.
 #[derive(Debug, Default)]
@@ -280,7 +285,7 @@ impl Stats {
     /// A connection with a place ([`Stats::try_reserve`]) is served from now on.
     pub fn connection_opened(&self) {
         self.accepted.fetch_add(1, Relaxed);
-        self.own.enter();
+        self.active.fetch_add(1, Relaxed);
         self.shared.iter().for_each(|level| level.enter());
     }
 
@@ -293,7 +298,7 @@ impl Stats {
     /// A served connection closed. (Its bytes were counted as they moved, with
     /// [`Stats::publish`]; what it still held goes in as `bytes_unsent`.)
     pub fn connection_closed(&self) {
-        self.own.leave();
+        self.active.fetch_sub(1, Relaxed);
         self.shared.iter().for_each(|level| level.leave());
         self.places.fetch_sub(1, Relaxed);
     }
@@ -372,7 +377,7 @@ impl Stats {
     /// Connections open right now.
     #[cfg(test)]
     pub fn active(&self) -> u64 {
-        self.own.open.load(Relaxed)
+        self.active.load(Relaxed)
     }
 
     /// A consistent-enough copy of every counter.
@@ -388,8 +393,8 @@ impl Stats {
             rejected_proxy_header: self.rejected_proxy_header.load(Relaxed),
             rejected_failed: self.rejected_failed.load(Relaxed),
             frames_too_large: self.frames_too_large.load(Relaxed),
-            open: self.own.open.load(Relaxed),
-            peak: self.own.peak(),
+            open: self.active.load(Relaxed),
+            peak: self.shared[PROCESS].peak(), // replaced by the worker's or listener's (`ServerStats::sample`)
             reads: self.reads.load(Relaxed),
             frames: self.frames.load(Relaxed),
             bytes_read,

@@ -86,6 +86,15 @@ pub(super) struct UdpPorts {
     template: Box<RecvTemplate>,
     /// Replies in the kernel, by the key their send's `user_data` carries.
     replies: Slab<Box<Reply>>,
+    /// Boxes of replies that completed, to hold the next ones: no allocation per datagram.
+    /// Boxed, not inline: a reply is handed to the kernel in its box, which must not move.
+    #[expect(
+        clippy::vec_box,
+        reason = "the boxes move into `replies`, whose contents the kernel reads in place"
+    )]
+    spare: Vec<Box<Reply>>,
+    /// The replies to one received message, gathered before they are sent (kept, emptied).
+    answers: Vec<Reply>,
     /// Per buffer: the replies in flight that read from it; it goes back at zero.
     readers: Vec<u32>,
     /// Buffers out of the group (named by a completion, not yet given back).
@@ -167,7 +176,16 @@ impl UdpPorts {
         template.0.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         template.0.msg_controllen = CONTROL_ROOM;
         let count = buffers.as_ref().map_or(0, |b| usize::from(b.count()));
-        Ok(UdpPorts { ports, buffers, template, replies: Slab::new(), readers: vec![0; count], out: 0 })
+        Ok(UdpPorts {
+            ports,
+            buffers,
+            template,
+            replies: Slab::new(),
+            spare: Vec::new(),
+            answers: Vec::new(),
+            readers: vec![0; count],
+            out: 0,
+        })
     }
 
     /// Arm the multishot recvmsg of every socket that reads and has none, while a buffer is
@@ -241,9 +259,12 @@ impl UdpPorts {
         if !admit_datagrams(message.count(), payload.len(), addr, &mut port.tally, &mut port.datagrams) {
             return self.give_back(ring, bid);
         }
-        let replies = Reply::answering(message, port.gso, i, bid);
-        self.readers[usize::from(bid)] += replies.len() as u32;
-        replies.into_iter().try_for_each(|reply| self.send(ring, reply))
+        let mut answers = mem::take(&mut self.answers);
+        Reply::answering(message, port.gso, i, bid, &mut answers);
+        self.readers[usize::from(bid)] += answers.len() as u32;
+        let sent = answers.drain(..).try_for_each(|reply| self.send(ring, reply));
+        self.answers = answers;
+        sent
     }
 
     /// Hand `reply` to the kernel.
@@ -251,7 +272,14 @@ impl UdpPorts {
         let fd: RawFd = self.ports[reply.port].socket.as_raw_fd();
         let entry = self.replies.vacant_entry();
         let key = entry.key();
-        let reply = entry.insert(Box::new(reply));
+        let boxed = match self.spare.pop() {
+            Some(mut spare) => {
+                *spare = reply;
+                spare
+            }
+            None => Box::new(reply),
+        };
+        let reply = entry.insert(boxed);
         // SAFETY: the reply is boxed in the slab (its contents never move) and removed only
         // when this send completes (or leaked by `release`); its payload lies in a buffer
         // that goes back to the group only when no reply in flight reads from it.
@@ -294,8 +322,10 @@ impl UdpPorts {
                 port.tally.bytes_unsent += bytes as u64;
             }
         }
-        self.readers[usize::from(reply.bid)] -= 1;
-        if self.readers[usize::from(reply.bid)] == 0 { self.give_back(ring, reply.bid) } else { Ok(()) }
+        let bid = reply.bid;
+        self.spare.push(reply);
+        self.readers[usize::from(bid)] -= 1;
+        if self.readers[usize::from(bid)] == 0 { self.give_back(ring, bid) } else { Ok(()) }
     }
 
     /// Buffer `bid` goes back to the group; a recvmsg that ran dry may go on.
@@ -360,18 +390,19 @@ impl UdpPorts {
 }
 
 impl Reply {
-    /// The replies to `message`, received in buffer `bid` on socket `port`: one send, a
-    /// train the kernel splits if `gso` (and its segment size fits the `u16` the kernel
-    /// takes), or one send per datagram.
-    fn answering(message: Message<'_>, gso: bool, port: usize, bid: u16) -> Vec<Reply> {
+    /// The replies to `message`, received in buffer `bid` on socket `port`, added to
+    /// `into`: one send, a train the kernel splits if `gso` (and its segment size fits the
+    /// `u16` the kernel takes), or one send per datagram.
+    fn answering(message: Message<'_>, gso: bool, port: usize, bid: u16, into: &mut Vec<Reply>) {
         let segment = u16::try_from(message.segment).ok();
         match segment.filter(|_| message.is_train()) {
-            Some(segment) if gso => vec![Reply::new(message, Some(segment), port, bid)],
-            _ if message.is_train() => message
-                .datagrams()
-                .map(|data| Reply::new(Message::single(message.peer, data), None, port, bid))
-                .collect(),
-            _ => vec![Reply::new(message, None, port, bid)],
+            Some(segment) if gso => into.push(Reply::new(message, Some(segment), port, bid)),
+            _ if message.is_train() => into.extend(
+                message
+                    .datagrams()
+                    .map(|data| Reply::new(Message::single(message.peer, data), None, port, bid)),
+            ),
+            _ => into.push(Reply::new(message, None, port, bid)),
         }
     }
 
@@ -481,16 +512,21 @@ mod tests {
         let peer = SockAddr::from(SocketAddr::from(([127, 0, 0, 1], 9000)));
         let data = [1u8; 25];
         let train = Message { peer: &peer, data: &data, segment: 10 };
-        let whole = Reply::answering(train, true, 0, 3);
+        let answer = |message, gso, port, bid| {
+            let mut replies = Vec::new();
+            Reply::answering(message, gso, port, bid, &mut replies);
+            replies
+        };
+        let whole = answer(train, true, 0, 3);
         assert_eq!(whole.len(), 1);
         assert_eq!((whole[0].segment, whole[0].datagrams, whole[0].iov.iov_len), (Some(10), 3, 25));
-        let singles = Reply::answering(train, false, 0, 3);
+        let singles = answer(train, false, 0, 3);
         let lens: Vec<usize> = singles.iter().map(|r| r.iov.iov_len).collect();
         assert_eq!(lens, [10, 10, 5]);
         assert!(singles.iter().all(|r| r.segment.is_none() && r.datagrams == 1 && r.bid == 3));
         let split: Vec<usize> = whole[0].split().iter().map(|r| r.iov.iov_len).collect();
         assert_eq!(split, [10, 10, 5], "a refused train goes again datagram by datagram");
-        let empty = Reply::answering(Message::single(&peer, &[]), true, 1, 0);
+        let empty = answer(Message::single(&peer, &[]), true, 1, 0);
         assert_eq!((empty.len(), empty[0].iov.iov_len, empty[0].datagrams), (1, 0, 1));
         let mut reply = Box::new(Reply::new(train, Some(10), 0, 3));
         let hdr = *reply.header();
